@@ -1,0 +1,38 @@
+import { parseDuration } from '../common/duration.js';
+
+export interface BridgeConfig {
+  port: number;
+  host: string;
+  /** one or more Hub base URLs; the Bridge fails over between them */
+  hubUrls: string[];
+  serviceToken: string;
+  /** stable id reported to the Hub when acknowledging changes */
+  bridgeId: string;
+  disableAuth: boolean;
+  selectMaxRows: number;
+  queryTimeoutMs: number;
+  maxStaleMs: number;
+  rateLimitPerApiKey: number;
+  poolMax: number;
+}
+
+export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
+  const hubUrls = (env.STK_HUB_URL ?? 'http://127.0.0.1:4000').split(',').map((s) => s.trim().replace(/\/+$/, '')).filter(Boolean);
+  const serviceToken = (env.STK_SERVICE_TOKEN ?? '').trim();
+  const dev = env.STK_DEV === '1' || env.STK_DEV === 'true';
+  if (!serviceToken && !dev) throw new Error('STK_SERVICE_TOKEN is required: the Bridge uses it to sync keys and releases from the Hub');
+  const port = Number(env.STK_BRIDGE_PORT ?? 3000);
+  return {
+    port,
+    host: env.STK_BRIDGE_HOST ?? '127.0.0.1',
+    hubUrls,
+    serviceToken,
+    bridgeId: env.STK_BRIDGE_ID ?? `bridge-${process.pid}-${port}`,
+    disableAuth: env.STK_DISABLE_AUTH === 'true' || env.STK_DISABLE_AUTH === '1',
+    selectMaxRows: Number(env.STK_SELECT_MAX_ROWS ?? 10000),
+    queryTimeoutMs: parseDuration(env.STK_QUERY_TIMEOUT_SECONDS ?? '30') * 1000,
+    maxStaleMs: parseDuration(env.STK_RELEASE_CACHE_MAX_STALE_SECONDS ?? '3600') * 1000,
+    rateLimitPerApiKey: Number(env.STK_RATE_LIMIT_PER_API_KEY ?? 1000),
+    poolMax: Number(env.STK_BRIDGE_POOL_MAX ?? 10),
+  };
+}

@@ -1,0 +1,71 @@
+import { ApiError, CliError } from './errors.js';
+import { resolveHubUrl, resolveToken } from './config.js';
+
+export interface ClientOptions {
+  hub?: string;
+  /** send no session token (login) */
+  anonymous?: boolean;
+}
+
+/** A thin JSON client for the Hub API. Non-2xx → ApiError carrying status and code. */
+export class HubClient {
+  readonly hubUrl: string;
+  readonly #token?: string;
+
+  constructor(opts: ClientOptions = {}) {
+    this.hubUrl = resolveHubUrl(opts.hub);
+    this.#token = opts.anonymous ? undefined : resolveToken(this.hubUrl);
+  }
+
+  async request<T = unknown>(method: string, path: string, body?: unknown, query?: Record<string, string | number | undefined>): Promise<T> {
+    let url = this.hubUrl + path;
+    if (query) {
+      const qs = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') qs.set(k, String(v));
+      const s = qs.toString();
+      if (s) url += '?' + s;
+    }
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    let res: Response;
+    try {
+      res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string } }).cause?.code;
+      throw new CliError(`cannot reach the Hub at ${this.hubUrl}${cause ? ` (${cause})` : ''}: is it running? (set --hub or STK_HUB_URL)`);
+    }
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    if (!res.ok) {
+      const err = (json as { error?: { code?: string; message?: string; requestId?: string; details?: unknown } } | undefined)?.error;
+      let msg = err?.message ?? (res.statusText || 'request failed');
+      if (res.status === 401 && !this.#token) msg += " — run 'stk login' first";
+      throw new ApiError(msg, res.status, err?.code ?? 'HTTP_' + res.status, err?.requestId, err?.details);
+    }
+    return json as T;
+  }
+
+  get<T = unknown>(path: string, query?: Record<string, string | number | undefined>) {
+    return this.request<T>('GET', path, undefined, query);
+  }
+  post<T = unknown>(path: string, body?: unknown) {
+    return this.request<T>('POST', path, body ?? {});
+  }
+  put<T = unknown>(path: string, body?: unknown) {
+    return this.request<T>('PUT', path, body ?? {});
+  }
+  patch<T = unknown>(path: string, body?: unknown) {
+    return this.request<T>('PATCH', path, body ?? {});
+  }
+  delete<T = unknown>(path: string, query?: Record<string, string | number | undefined>) {
+    return this.request<T>('DELETE', path, undefined, query);
+  }
+}
+
+export const enc = encodeURIComponent;

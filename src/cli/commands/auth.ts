@@ -1,0 +1,53 @@
+import type { Command } from 'commander';
+import { clearCredentials, readCredentials, writeCredentials } from '../config.js';
+import { printJson, success } from '../output.js';
+import { getPassword, promptLine } from '../prompt.js';
+import { client, example, opts } from './common.js';
+
+interface WhoAmI {
+  id: string;
+  email: string;
+  orgRole: string | null;
+  projectRoles: Array<{ project: string; role: string; status: string }>;
+}
+
+export function registerAuthCommands(program: Command): void {
+  example(
+    program.command('login').description('log in to the Hub; the session is stored in $STK_CONFIG_DIR/credentials.json (mode 0600)')
+      .option('--email <email>', 'operator email (prompted when omitted)')
+      .option('--password-stdin', 'read the password from stdin (for scripts)')
+      .option('--json', 'print {email, expiresAt, hubUrl}'),
+    'stk login',
+    'echo "$STK_PASSWORD" | stk login --email ops@example.com --password-stdin',
+  ).action(async (_o, cmd: Command) => {
+    const o = opts<{ email?: string; passwordStdin?: boolean }>(cmd);
+    const email = o.email ?? (await promptLine('Email: '));
+    const password = await getPassword(o.passwordStdin);
+    const c = client(cmd, true);
+    const r = await c.post<{ token: string; expiresAt: string; email: string }>('/api/auth/login', { email, password });
+    writeCredentials({ hubUrl: c.hubUrl, token: r.token, email: r.email, expiresAt: r.expiresAt });
+    if (o.json) printJson({ email: r.email, expiresAt: r.expiresAt, hubUrl: c.hubUrl });
+    else success(`Logged in to ${c.hubUrl} as ${r.email} (session expires ${r.expiresAt})`);
+  });
+
+  example(program.command('logout').description('end the session on the Hub and forget it locally'), 'stk logout').action(async (_o, cmd: Command) => {
+    const had = readCredentials();
+    if (had || process.env.STK_AUTH_TOKEN) {
+      await client(cmd).post('/api/auth/logout').catch(() => undefined);
+    }
+    clearCredentials();
+    success(had ? `Logged out ${had.email}` : 'Not logged in');
+  });
+
+  example(
+    program.command('whoami').description('show the logged-in operator, org role and project roles').option('--json', 'machine-readable output'),
+    'stk whoami',
+  ).action(async (_o, cmd: Command) => {
+    const o = opts(cmd);
+    const me = await client(cmd).get<WhoAmI>('/api/auth/whoami');
+    if (o.json) return printJson(me);
+    process.stdout.write(`email: ${me.email}\norg role: ${me.orgRole ?? 'none'}\n`);
+    if (me.projectRoles.length === 0) process.stdout.write('project roles: none\n');
+    for (const p of me.projectRoles) process.stdout.write(`project ${p.project}: ${p.role}${p.status === 'active' ? '' : ` (${p.status})`}\n`);
+  });
+}

@@ -1,0 +1,89 @@
+import type { Command } from 'commander';
+import { CliError } from '../errors.js';
+import { example, opts } from './common.js';
+import { getPassword } from '../prompt.js';
+
+export function registerServerCommands(program: Command): void {
+  const hub = program.command('hub').description('run or administer the Hub (control plane)');
+  example(
+    hub.command('start').description('start the Hub (config from STK_HUB_PORT, STK_HUB_DB_URL, STK_SECRET_KEY, STK_SERVICE_TOKEN)'),
+    'STK_SECRET_KEY=$(openssl rand -hex 32) STK_SERVICE_TOKEN=$(openssl rand -hex 24) stk hub start',
+  ).action(async () => {
+    const { startHub } = await import('../../hub/main.js');
+    const { loadHubConfig, ConfigError } = await import('../../hub/config.js');
+    let cfg;
+    try {
+      cfg = loadHubConfig();
+    } catch (e) {
+      if (e instanceof ConfigError) throw new CliError(e.message);
+      throw e;
+    }
+    const h = await startHub(cfg);
+    onSignals(() => h.stop());
+  });
+
+  example(
+    hub.command('create-owner').description('create an owner operator directly in the Hub store (when none exists yet)')
+      .requiredOption('--email <email>', 'owner email')
+      .option('--password-stdin', 'read the password from stdin'),
+    'echo "$OWNER_PASSWORD" | stk hub create-owner --email ops@example.com --password-stdin',
+  ).action(async (_o, cmd: Command) => {
+    const o = opts<{ email: string; passwordStdin?: boolean }>(cmd);
+    const password = await getPassword(o.passwordStdin, 'New owner password: ');
+    const { loadHubConfig } = await import('../../hub/config.js');
+    const { openStore, migrate } = await import('../../hub/store/store.js');
+    const { createContext } = await import('../../hub/context.js');
+    const { createOwner } = await import('../../hub/services/auth.js');
+    const { AppError } = await import('../../protocol/errors.js');
+    const cfg = loadHubConfig();
+    const store = await openStore(cfg.dbUrl);
+    try {
+      await migrate(store);
+      const { default: pino } = await import('pino');
+      const ctx = createContext(cfg, store, pino({ level: 'silent' }) as never);
+      const op = await createOwner(ctx, o.email, password).catch((e) => {
+        if (e instanceof AppError) throw new CliError(`${e.message} (${e.status} ${e.code})`);
+        throw e;
+      });
+      process.stdout.write(`✓ Created owner ${op.email}\n`);
+    } finally {
+      await store.close();
+    }
+  });
+
+  const bridge = program.command('bridge').description('run the Bridge (data plane)');
+  example(
+    bridge.command('start').description('start the Bridge (config from STK_BRIDGE_PORT, STK_HUB_URL, STK_SERVICE_TOKEN)'),
+    'STK_HUB_URL=http://127.0.0.1:4000 STK_SERVICE_TOKEN=… stk bridge start',
+  ).action(async () => {
+    const { startBridge } = await import('../../bridge/main.js');
+    const { loadBridgeConfig } = await import('../../bridge/config.js');
+    let cfg;
+    try {
+      cfg = loadBridgeConfig();
+    } catch (e) {
+      throw new CliError((e as Error).message);
+    }
+    const b = await startBridge(cfg);
+    onSignals(() => b.stop());
+  });
+
+  example(
+    program.command('dev').description('run Hub + Bridge + an embedded PostgreSQL for local development (data under .santokit/)'),
+    'stk dev',
+  ).action(async () => {
+    const { runDev } = await import('../../dev/index.js');
+    await runDev();
+  });
+}
+
+export function onSignals(stop: () => Promise<unknown>): void {
+  let stopping = false;
+  const handler = () => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    stop().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}

@@ -1,0 +1,44 @@
+import { Command, CommanderError } from 'commander';
+import { CliError } from './errors.js';
+import { red } from './output.js';
+import { registerCommands } from './commands/index.js';
+
+declare const __STK_VERSION__: string;
+const VERSION = typeof __STK_VERSION__ === 'string' ? __STK_VERSION__ : '0.0.0-dev';
+
+export function buildProgram(): Command {
+  const program = new Command('stk')
+    .description('Santokit operator CLI: projects, schema apply, releases, API keys')
+    .version(VERSION, '-v, --version')
+    .option('--hub <url>', 'Hub URL (overrides STK_HUB_URL and the stored login)')
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  program.configureOutput({ outputError: (s, write) => write(s) });
+  registerCommands(program);
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    process.exitCode = reportError(e);
+  }
+}
+
+export function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+    return e.exitCode === 0 ? 0 : 2;
+  }
+  if (e instanceof CliError) {
+    process.stderr.write(`${red('Error:')} ${e.message}\n`);
+    if (e.hint) process.stderr.write(`  ${e.hint}\n`);
+    return e.exitCode;
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`${red('Error:')} ${msg}\n`);
+  if (process.env.STK_DEBUG && e instanceof Error) process.stderr.write(String(e.stack) + '\n');
+  return 1;
+}

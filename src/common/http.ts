@@ -1,0 +1,80 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { ulid } from 'ulid';
+import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/errors.js';
+import { loggerOptions } from './logger.js';
+
+export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
+
+export interface BaseAppOptions {
+  name: 'hub' | 'bridge';
+  /** a pino logger config, `false` to disable, or a destination stream for tests */
+  logger?: FastifyServerOptions['logger'] | false;
+  loggerStream?: NodeJS.WritableStream;
+}
+
+/**
+ * A Fastify instance with the conventions shared by Hub and Bridge: a request id per request
+ * (returned in `x-request-id`), the error envelope for every failure (unknown route, malformed JSON,
+ * oversized body, thrown AppError, unexpected error), 10 MB body limit, redacted JSON logs.
+ */
+export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
+  const logger =
+    opts.logger === false
+      ? false
+      : opts.loggerStream
+        ? { ...loggerOptions(opts.name), stream: opts.loggerStream }
+        : (opts.logger ?? loggerOptions(opts.name));
+  const app = Fastify({
+    logger: logger as FastifyServerOptions['logger'],
+    bodyLimit: BODY_LIMIT_BYTES,
+    genReqId: () => ulid(),
+    requestIdHeader: false,
+    trustProxy: process.env.STK_TRUST_PROXY === '1',
+    return503OnClosing: true,
+    http: { maxHeaderSize: 16 * 1024 } as never,
+  });
+
+  app.addHook('onRequest', (req, reply, done) => {
+    reply.header('x-request-id', req.id);
+    done();
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    reply.code(404).send(envelope('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, req.id));
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    if (err instanceof AppError) {
+      if (err.headers) reply.headers(err.headers);
+      if (err.status >= 500) req.log.error({ err }, err.message);
+      return reply.code(err.status).send(envelope(err.code, err.message, req.id, err.details));
+    }
+    const e = err as { statusCode?: number; code?: string; message?: string; validation?: unknown };
+    if (e.validation) {
+      return reply.code(400).send(envelope('BAD_REQUEST', e.message ?? 'invalid request', req.id));
+    }
+    const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
+    if (status >= 400 && status < 500) {
+      let code: string = codeForStatus(status);
+      let message = e.message ?? ERROR_CATALOGUE.BAD_REQUEST.message;
+      if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+        code = 'PAYLOAD_TOO_LARGE';
+        message = `request body exceeds ${BODY_LIMIT_BYTES} bytes`;
+      } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+        code = 'UNSUPPORTED_MEDIA_TYPE';
+        message = 'send the body as application/json';
+      } else if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError)) {
+        code = 'BAD_REQUEST';
+        message = 'malformed JSON body';
+      } else if (e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
+        code = 'BAD_REQUEST';
+        message = 'empty JSON body';
+      }
+      return reply.code(status).send(envelope(code, message, req.id));
+    }
+    req.log.error({ err }, 'unhandled error');
+    return reply.code(500).send(envelope('INTERNAL_ERROR', 'internal error', req.id));
+  });
+
+  return app;
+}

@@ -1,0 +1,40 @@
+import type { FastifyInstance } from 'fastify';
+import { createBaseApp } from '../common/http.js';
+import type { HubConfig } from './config.js';
+import { createContext, type HubContext } from './context.js';
+import { migrate, openStore, type Store } from './store/store.js';
+import { bootstrapOwner } from './services/auth.js';
+import { requireServiceToken } from './services/service-token.js';
+import healthRoutes from './routes/health.js';
+import authRoutes from './routes/auth.js';
+import { registerRoutes } from './routes/index.js';
+
+export interface BuildHubOptions {
+  store?: Store;
+  loggerStream?: NodeJS.WritableStream;
+  logger?: false;
+}
+
+/** Builds the Hub (store open + migrated, first owner bootstrapped) without listening. */
+export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): Promise<{ app: FastifyInstance; ctx: HubContext }> {
+  const app = createBaseApp({ name: 'hub', loggerStream: opts.loggerStream, logger: opts.logger });
+  const store = opts.store ?? (await openStore(config.dbUrl));
+  await migrate(store);
+  const ctx = createContext(config, store, app.log);
+
+  // /internal/* requires the service token (healthz excepted, it reveals nothing)
+  app.addHook('onRequest', async (req) => {
+    if (req.url.startsWith('/internal/') && !req.url.startsWith('/internal/healthz')) requireServiceToken(ctx, req);
+  });
+
+  await app.register(healthRoutes, { ctx });
+  await app.register(authRoutes, { ctx });
+  await registerRoutes(app, ctx);
+
+  app.addHook('onClose', async () => {
+    for (const fn of ctx.onClose) await fn();
+    await store.close();
+  });
+  await bootstrapOwner(ctx);
+  return { app, ctx };
+}

@@ -1,0 +1,24 @@
+import { loadHubConfig, type HubConfig } from './config.js';
+import { buildHub } from './app.js';
+import { pruneAudit } from './services/audit.js';
+
+/** `stk hub start`: build, listen, handle SIGINT/SIGTERM. Resolves with a stop function. */
+export async function startHub(config: HubConfig = loadHubConfig()) {
+  const { app, ctx } = await buildHub(config);
+  await app.listen({ port: config.port, host: config.host });
+  const addr = app.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  app.log.info({ port, store: ctx.store.dialect }, `hub listening on http://${config.host}:${port}`);
+  const prune = setInterval(() => pruneAudit(ctx).catch((err) => app.log.warn({ err }, 'audit prune failed')), 3600_000);
+  prune.unref();
+  void pruneAudit(ctx).catch(() => {});
+  return {
+    app,
+    ctx,
+    port,
+    async stop() {
+      clearInterval(prune);
+      await app.close();
+    },
+  };
+}

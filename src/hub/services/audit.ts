@@ -1,0 +1,45 @@
+import type { FastifyRequest } from 'fastify';
+import { ulid } from 'ulid';
+import type { Kysely } from 'kysely';
+import type { HubDatabase } from '../store/schema.js';
+import type { HubContext } from '../context.js';
+import type { Operator } from './auth.js';
+import { nowIso } from '../store/store.js';
+
+export interface AuditEntry {
+  action: string; // domain.verb, e.g. apikey.create
+  project?: string | null;
+  env?: string | null;
+  /** what changed: ids, names, roles, hashes of inputs. Never a secret, token, password or URL. */
+  detail?: Record<string, unknown>;
+  actor?: Operator | null;
+  actorType?: 'operator' | 'system' | 'bridge' | 'anonymous';
+  actorEmail?: string | null;
+}
+
+/** Appends one audit row. Pass `db` = the transaction when the change is transactional. */
+export async function audit(ctx: HubContext, req: FastifyRequest | null, e: AuditEntry, db: Kysely<HubDatabase> = ctx.db) {
+  await db
+    .insertInto('audit_log')
+    .values({
+      id: ulid(),
+      ts: nowIso(),
+      actor_id: e.actor?.id ?? null,
+      actor_type: e.actorType ?? (e.actor ? 'operator' : 'system'),
+      actor_email: e.actor?.email ?? e.actorEmail ?? null,
+      action: e.action,
+      project: e.project ?? null,
+      env: e.env ?? null,
+      request_id: req?.id ?? null,
+      ip: req?.ip ?? null,
+      detail_json: JSON.stringify(e.detail ?? {}),
+    })
+    .execute();
+}
+
+/** Deletes rows older than STK_AUDIT_RETENTION_DAYS. */
+export async function pruneAudit(ctx: HubContext): Promise<number> {
+  const cutoff = new Date(Date.now() - ctx.config.auditRetentionDays * 86400_000).toISOString();
+  const r = await ctx.db.deleteFrom('audit_log').where('ts', '<', cutoff).executeTakeFirst();
+  return Number(r.numDeletedRows ?? 0);
+}

@@ -1,0 +1,180 @@
+import type { FastifyRequest } from 'fastify';
+import { ulid } from 'ulid';
+import { AppError, badRequest, tooManyRequests, unauthorized } from '../../protocol/errors.js';
+import type { HubContext } from '../context.js';
+import { nowIso } from '../store/store.js';
+import { randomToken, sha256Hex } from './crypto.js';
+import { audit } from './audit.js';
+
+export interface Operator {
+  id: string;
+  email: string;
+  sessionId?: string;
+}
+
+export const DEFAULT_ORG = 'default';
+export const SESSION_TOKEN_PREFIX = 'stks_';
+export const EMAIL_RE = /^[^\s@]{1,64}@[^\s@]{1,255}$/;
+export const MIN_PASSWORD_LENGTH = 8;
+
+let argon: typeof import('@node-rs/argon2') | undefined;
+async function argon2() {
+  return (argon ??= await import('@node-rs/argon2'));
+}
+
+/** argon2id, OWASP parameters (19 MiB, t=2, p=1). */
+export async function hashPassword(password: string): Promise<string> {
+  const a = await argon2();
+  return a.hash(password, { algorithm: 2 /* Argon2id */, memoryCost: 19456, timeCost: 2, parallelism: 1 });
+}
+
+let dummyHash: Promise<string> | undefined;
+export async function verifyPassword(hash: string | null, password: string): Promise<boolean> {
+  const a = await argon2();
+  // unknown email or no password yet: verify against a dummy so timing matches a real miss
+  const target = hash ?? (await (dummyHash ??= hashPassword('not-the-password-' + ulid())));
+  try {
+    const ok = await a.verify(target, password);
+    return hash !== null && ok;
+  } catch {
+    return false;
+  }
+}
+
+export function validateEmail(email: unknown): string {
+  if (typeof email !== 'string' || !EMAIL_RE.test(email.trim())) throw badRequest('email must look like name@example.com');
+  return email.trim().toLowerCase();
+}
+
+export function validateNewPassword(password: unknown): string {
+  if (typeof password !== 'string' || password.length < MIN_PASSWORD_LENGTH || password.length > 1024) {
+    throw badRequest(`password must be ${MIN_PASSWORD_LENGTH}-1024 characters`);
+  }
+  return password;
+}
+
+// ---- login throttling: failures per client address in a sliding window ----
+const LOGIN_WINDOW_MS = 5 * 60_000;
+const LOGIN_MAX_FAILURES = Number(process.env.STK_LOGIN_MAX_FAILURES ?? 10);
+const failures = new Map<string, number[]>();
+
+function recentFailures(ip: string, now: number): number[] {
+  const list = (failures.get(ip) ?? []).filter((t) => now - t < LOGIN_WINDOW_MS);
+  if (list.length) failures.set(ip, list);
+  else failures.delete(ip);
+  return list;
+}
+
+export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unknown, password: unknown) {
+  const now = Date.now();
+  const ip = req.ip;
+  const recent = recentFailures(ip, now);
+  if (recent.length >= LOGIN_MAX_FAILURES) {
+    throw tooManyRequests('too many failed logins from this address; try again later', (recent[0]! + LOGIN_WINDOW_MS - now) / 1000);
+  }
+  if (typeof emailIn !== 'string' || typeof password !== 'string' || !emailIn || !password) {
+    throw badRequest('email and password are required');
+  }
+  const email = emailIn.trim().toLowerCase();
+  const op = await ctx.db.selectFrom('operators').selectAll().where('email', '=', email).executeTakeFirst();
+  const ok = await verifyPassword(op?.status === 'active' ? op.password_hash : null, password);
+  if (!op || !ok) {
+    recent.push(now);
+    failures.set(ip, recent);
+    await audit(ctx, req, { action: 'operator.login_failed', actorType: 'anonymous', actorEmail: email.slice(0, 254), detail: {} });
+    throw unauthorized('invalid email or password');
+  }
+  const token = randomToken(SESSION_TOKEN_PREFIX);
+  const expiresAt = new Date(now + ctx.config.sessionTtlSeconds * 1000).toISOString();
+  const sessionId = ulid();
+  await ctx.db
+    .insertInto('sessions')
+    .values({ id: sessionId, token_hash: sha256Hex(token), operator_id: op.id, created_at: nowIso(), expires_at: expiresAt, revoked_at: null })
+    .execute();
+  await audit(ctx, req, { action: 'operator.login', actor: { id: op.id, email: op.email }, detail: { sessionId } });
+  return { token, expiresAt, operator: { id: op.id, email: op.email } };
+}
+
+/** Resolves the bearer session token to an operator, or throws 401. */
+export async function authenticate(ctx: HubContext, req: FastifyRequest): Promise<Operator> {
+  const h = req.headers.authorization;
+  if (typeof h !== 'string' || !h.startsWith('Bearer ')) throw unauthorized('operator login required: run `stk login`');
+  const token = h.slice(7).trim();
+  if (!token.startsWith(SESSION_TOKEN_PREFIX) || token.length > 200) throw unauthorized('invalid or expired session: run `stk login`');
+  const row = await ctx.db
+    .selectFrom('sessions')
+    .innerJoin('operators', 'operators.id', 'sessions.operator_id')
+    .select(['sessions.id as session_id', 'sessions.expires_at', 'sessions.revoked_at', 'operators.id', 'operators.email', 'operators.status'])
+    .where('sessions.token_hash', '=', sha256Hex(token))
+    .executeTakeFirst();
+  if (!row || row.revoked_at || row.expires_at <= nowIso() || row.status !== 'active') {
+    throw unauthorized('invalid or expired session: run `stk login`');
+  }
+  return { id: row.id, email: row.email, sessionId: row.session_id };
+}
+
+export async function logout(ctx: HubContext, req: FastifyRequest, op: Operator) {
+  if (op.sessionId) await ctx.db.updateTable('sessions').set({ revoked_at: nowIso() }).where('id', '=', op.sessionId).execute();
+  await audit(ctx, req, { action: 'operator.logout', actor: op, detail: { sessionId: op.sessionId } });
+}
+
+export async function ensureDefaultOrg(ctx: HubContext): Promise<string> {
+  const org = await ctx.db.selectFrom('orgs').select('id').where('name', '=', DEFAULT_ORG).executeTakeFirst();
+  if (org) return org.id;
+  const id = ulid();
+  try {
+    await ctx.db.insertInto('orgs').values({ id, name: DEFAULT_ORG, created_at: nowIso() }).execute();
+    return id;
+  } catch (e) {
+    if (!isUniqueViolation(e)) throw e;
+    // another Hub created it at the same moment
+    const again = await ctx.db.selectFrom('orgs').select('id').where('name', '=', DEFAULT_ORG).executeTakeFirstOrThrow();
+    return again.id;
+  }
+}
+
+/** Creates an active operator who owns the default org. Used by bootstrap and `stk hub create-owner`. */
+export async function createOwner(ctx: HubContext, emailIn: string, password: string): Promise<Operator> {
+  const email = validateEmail(emailIn);
+  validateNewPassword(password);
+  const orgId = await ensureDefaultOrg(ctx);
+  const existing = await ctx.db.selectFrom('operators').select('id').where('email', '=', email).executeTakeFirst();
+  if (existing) throw new AppError('CONFLICT', `operator ${email} already exists`);
+  const id = ulid();
+  const hash = await hashPassword(password);
+  try {
+    await ctx.db.transaction().execute(async (trx) => {
+      await trx.insertInto('operators').values({ id, email, password_hash: hash, status: 'active', created_at: nowIso() }).execute();
+      await trx.insertInto('org_memberships').values({ org_id: orgId, operator_id: id, role: 'owner', status: 'active', created_at: nowIso() }).execute();
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) throw new AppError('CONFLICT', `operator ${email} already exists`);
+    throw e;
+  }
+  await audit(ctx, null, { action: 'operator.create_owner', actorType: 'system', detail: { operatorId: id, email } });
+  return { id, email };
+}
+
+/** First start with an empty store: create the owner from STK_OWNER_EMAIL/STK_OWNER_PASSWORD, or say how. */
+export async function bootstrapOwner(ctx: HubContext): Promise<void> {
+  await ensureDefaultOrg(ctx);
+  const any = await ctx.db.selectFrom('operators').select('id').limit(1).executeTakeFirst();
+  if (any) return;
+  const { ownerEmail, ownerPassword } = ctx.config;
+  if (ownerEmail && ownerPassword) {
+    try {
+      await createOwner(ctx, ownerEmail, ownerPassword);
+      ctx.log.info({ email: ownerEmail }, 'created the first owner from STK_OWNER_EMAIL');
+    } catch (e) {
+      if (!(e instanceof AppError && e.code === 'CONFLICT')) throw e; // another Hub won the race
+    }
+    return;
+  }
+  ctx.log.warn('no operator exists yet: set STK_OWNER_EMAIL and STK_OWNER_PASSWORD, or run `stk hub create-owner --email <email> --password-stdin` against this store');
+}
+
+/** True for a unique-constraint violation on SQLite or PostgreSQL. */
+export function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT_UNIQUE' || err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || /UNIQUE constraint failed/.test(err?.message ?? '');
+}

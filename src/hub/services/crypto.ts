@@ -1,0 +1,43 @@
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Secrets at rest. Subkeys are derived from STK_SECRET_KEY with HKDF so one master key never
+ * serves two purposes: DB-URL encryption (AES-256-GCM) and the API-key pepper (HMAC-SHA-256).
+ */
+export class Crypto {
+  readonly #encKey: Buffer;
+  /** pepper for API-key hashes; shipped to Bridges over the authenticated internal channel */
+  readonly apiKeyPepper: Buffer;
+
+  constructor(masterKey: Buffer) {
+    if (masterKey.length !== 32) throw new Error('master key must be 32 bytes');
+    this.#encKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/db-url-encryption/v1', 32));
+    this.apiKeyPepper = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/apikey-pepper/v1', 32));
+  }
+
+  encrypt(plaintext: string): string {
+    const iv = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', this.#encKey, iv);
+    const ct = Buffer.concat([c.update(plaintext, 'utf8'), c.final()]);
+    return 'v1:' + Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64');
+  }
+
+  decrypt(stored: string): string {
+    if (!stored.startsWith('v1:')) throw new Error('unknown ciphertext version');
+    const raw = Buffer.from(stored.slice(3), 'base64');
+    const d = createDecipheriv('aes-256-gcm', this.#encKey, raw.subarray(0, 12));
+    d.setAuthTag(raw.subarray(12, 28));
+    return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8');
+  }
+}
+
+export const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export function safeEqualHex(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** Opaque random token with a readable prefix, e.g. `stks_…` for sessions. */
+export const randomToken = (prefix: string, bytes = 32) => `${prefix}${randomBytes(bytes).toString('base64url')}`;

@@ -1,0 +1,85 @@
+import { forbidden, notFound } from '../../protocol/errors.js';
+import { PROJECT_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/names.js';
+import type { HubContext } from '../context.js';
+import type { Operator } from './auth.js';
+import { DEFAULT_ORG } from './auth.js';
+
+const ORG_RANK: Record<OrgRole, number> = { member: 1, admin: 2, owner: 3 };
+
+export interface ProjectRef {
+  id: string;
+  name: string;
+  orgId: string;
+}
+
+export async function orgRole(ctx: HubContext, op: Operator): Promise<{ orgId: string; role: OrgRole | null }> {
+  const row = await ctx.db
+    .selectFrom('orgs')
+    .leftJoin('org_memberships', (j) =>
+      j.onRef('org_memberships.org_id', '=', 'orgs.id').on('org_memberships.operator_id', '=', op.id).on('org_memberships.status', '=', 'active'))
+    .select(['orgs.id as org_id', 'org_memberships.role'])
+    .where('orgs.name', '=', DEFAULT_ORG)
+    .executeTakeFirstOrThrow();
+  return { orgId: row.org_id, role: (row.role as OrgRole | null) ?? null };
+}
+
+/**
+ * The operator's effective role on a project: an explicit active project membership wins (even when
+ * lower than what the org role would give); otherwise org owner/admin act as project admin.
+ */
+export async function effectiveProjectRole(ctx: HubContext, op: Operator, project: ProjectRef): Promise<ProjectRole | null> {
+  const explicit = await ctx.db
+    .selectFrom('project_memberships')
+    .select('role')
+    .where('project_id', '=', project.id)
+    .where('operator_id', '=', op.id)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
+  if (explicit) return explicit.role;
+  const { role } = await orgRole(ctx, op);
+  return role === 'owner' || role === 'admin' ? 'admin' : null;
+}
+
+export async function findProject(ctx: HubContext, name: string): Promise<ProjectRef | undefined> {
+  const row = await ctx.db
+    .selectFrom('projects')
+    .innerJoin('orgs', 'orgs.id', 'projects.org_id')
+    .select(['projects.id', 'projects.name', 'projects.org_id'])
+    .where('orgs.name', '=', DEFAULT_ORG)
+    .where('projects.name', '=', name)
+    .executeTakeFirst();
+  return row ? { id: row.id, name: row.name, orgId: row.org_id } : undefined;
+}
+
+/**
+ * Loads the project and checks the operator holds at least `min` on it.
+ * Unknown project → 404 only for operators who could see it otherwise (org members); others get 403.
+ */
+export async function requireProjectRole(ctx: HubContext, op: Operator, projectName: string, min: ProjectRole): Promise<{ project: ProjectRef; role: ProjectRole }> {
+  const project = typeof projectName === 'string' ? await findProject(ctx, projectName) : undefined;
+  if (!project) {
+    const { role } = await orgRole(ctx, op);
+    if (role) throw notFound(`project ${JSON.stringify(String(projectName).slice(0, 80))} not found`);
+    throw forbidden(`you need project:${min} on ${String(projectName).slice(0, 80)}`);
+  }
+  const role = await effectiveProjectRole(ctx, op, project);
+  if (!role || PROJECT_ROLE_RANK[role] < PROJECT_ROLE_RANK[min]) {
+    throw forbidden(`you need project:${min} on ${project.name}${role ? ` (you have project:${role})` : ''}`);
+  }
+  return { project, role };
+}
+
+export async function requireOrgRole(ctx: HubContext, op: Operator, min: OrgRole): Promise<{ orgId: string; role: OrgRole }> {
+  const { orgId, role } = await orgRole(ctx, op);
+  if (!role || ORG_RANK[role] < ORG_RANK[min]) throw forbidden(`you need org:${min}${role ? ` (you have org:${role})` : ''}`);
+  return { orgId, role };
+}
+
+/** Resolves an env of a project, or 404. */
+export async function findEnv(ctx: HubContext, project: ProjectRef, envName: string): Promise<{ id: string; name: string }> {
+  const env = typeof envName === 'string'
+    ? await ctx.db.selectFrom('envs').select(['id', 'name']).where('project_id', '=', project.id).where('name', '=', envName).executeTakeFirst()
+    : undefined;
+  if (!env) throw notFound(`env ${JSON.stringify(String(envName).slice(0, 80))} not found in project ${project.name}`);
+  return env;
+}

@@ -1,0 +1,154 @@
+import { type Kysely, type Migration, sql } from 'kysely';
+
+/**
+ * Ordered, static migrations (no folder import at runtime: the CLI is bundled).
+ * Add a new entry with the next number; never edit or remove one that has shipped.
+ * Each migration receives the dialect so it can pick an auto-increment type.
+ */
+export type Dialect = 'sqlite' | 'postgres';
+
+export function migrations(dialect: Dialect): Record<string, Migration> {
+  const ts = 'text';
+  return {
+    '0001_core': {
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('orgs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('operators')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('email', 'text', (c) => c.notNull().unique())
+          .addColumn('password_hash', 'text')
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('sessions')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('operator_id', 'text', (c) => c.notNull().references('operators.id').onDelete('cascade'))
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addColumn('expires_at', ts, (c) => c.notNull())
+          .addColumn('revoked_at', ts)
+          .execute();
+        await db.schema.createTable('org_memberships')
+          .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
+          .addColumn('operator_id', 'text', (c) => c.notNull().references('operators.id').onDelete('cascade'))
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addPrimaryKeyConstraint('org_memberships_pk', ['org_id', 'operator_id'])
+          .execute();
+        await db.schema.createTable('projects')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addUniqueConstraint('projects_org_name_uq', ['org_id', 'name'])
+          .execute();
+        await db.schema.createTable('project_memberships')
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('operator_id', 'text', (c) => c.notNull().references('operators.id').onDelete('cascade'))
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addPrimaryKeyConstraint('project_memberships_pk', ['project_id', 'operator_id'])
+          .execute();
+        await db.schema.createTable('invites')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('code_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('email', 'text', (c) => c.notNull())
+          .addColumn('scope', 'text', (c) => c.notNull())
+          .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
+          .addColumn('project_id', 'text', (c) => c.references('projects.id').onDelete('cascade'))
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addColumn('expires_at', ts, (c) => c.notNull())
+          .addColumn('accepted_at', ts)
+          .execute();
+        await db.schema.createTable('envs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addUniqueConstraint('envs_project_name_uq', ['project_id', 'name'])
+          .execute();
+        await db.schema.createTable('connections')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('env_id', 'text', (c) => c.notNull().references('envs.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('engine', 'text', (c) => c.notNull())
+          .addColumn('db_url_enc', 'text', (c) => c.notNull())
+          .addColumn('display_url', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addColumn('updated_at', ts, (c) => c.notNull())
+          .addUniqueConstraint('connections_env_name_uq', ['env_id', 'name'])
+          .execute();
+        await db.schema.createTable('releases')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('content_hash', 'text', (c) => c.notNull())
+          .addColumn('ref', 'text')
+          .addColumn('schema_json', 'text', (c) => c.notNull())
+          .addColumn('permissions_json', 'text', (c) => c.notNull())
+          .addColumn('connections_json', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text')
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addUniqueConstraint('releases_project_hash_uq', ['project_id', 'content_hash'])
+          .execute();
+        await db.schema.createTable('current_releases')
+          .addColumn('env_id', 'text', (c) => c.primaryKey().references('envs.id').onDelete('cascade'))
+          .addColumn('release_id', 'text', (c) => c.notNull().references('releases.id'))
+          .addColumn('updated_at', ts, (c) => c.notNull())
+          .execute();
+        await db.schema.createTable('api_keys')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('env_id', 'text', (c) => c.notNull().references('envs.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('roles_json', 'text', (c) => c.notNull())
+          .addColumn('secret_hash', 'text', (c) => c.notNull())
+          .addColumn('prev_secret_hash', 'text')
+          .addColumn('prev_expires_at', ts)
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('rate_limit_per_min', 'integer')
+          .addColumn('created_by', 'text')
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addColumn('expires_at', ts)
+          .addColumn('revoked_at', ts)
+          .addColumn('rotated_at', ts)
+          .addColumn('last_used_at', ts)
+          .addUniqueConstraint('api_keys_env_name_uq', ['env_id', 'name'])
+          .execute();
+        await db.schema.createTable('audit_log')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('ts', ts, (c) => c.notNull())
+          .addColumn('actor_id', 'text')
+          .addColumn('actor_type', 'text', (c) => c.notNull())
+          .addColumn('actor_email', 'text')
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('project', 'text')
+          .addColumn('env', 'text')
+          .addColumn('request_id', 'text')
+          .addColumn('ip', 'text')
+          .addColumn('detail_json', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('audit_log_project_ts_ix').on('audit_log').columns(['project', 'ts']).execute();
+        await db.schema.createIndex('audit_log_ts_ix').on('audit_log').column('ts').execute();
+        await db.schema.createTable('change_events')
+          .addColumn('seq', dialect === 'postgres' ? 'serial' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement())
+          .addColumn('ts', ts, (c) => c.notNull())
+          .addColumn('project', 'text', (c) => c.notNull())
+          .addColumn('env', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('payload_json', 'text', (c) => c.notNull())
+          .execute();
+        void sql;
+      },
+    },
+  };
+}

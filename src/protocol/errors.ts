@@ -1,0 +1,60 @@
+/**
+ * The one error catalogue shared by Hub, Bridge and CLI.
+ * Every error response is `{"error":{"code","message","requestId"}}`.
+ * Codes are never reused; test/unit/errors.test.ts keeps this table and the README in sync.
+ */
+export const ERROR_CATALOGUE = {
+  BAD_REQUEST: { status: 400, message: 'invalid request' },
+  UNAUTHORIZED: { status: 401, message: 'authentication required' },
+  FORBIDDEN: { status: 403, message: 'permission denied' },
+  NOT_FOUND: { status: 404, message: 'not found' },
+  CONFLICT: { status: 409, message: 'conflict' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send the body as application/json' },
+  INVALID_ROLE: { status: 422, message: 'invalid role' },
+  TOO_MANY_REQUESTS: { status: 429, message: 'too many requests' },
+  INTERNAL_ERROR: { status: 500, message: 'internal error' },
+  SERVICE_UNAVAILABLE: { status: 503, message: 'service unavailable' },
+  GATEWAY_TIMEOUT: { status: 504, message: 'query timed out' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export interface ErrorEnvelope {
+  error: { code: ErrorCode | string; message: string; requestId: string; details?: unknown };
+}
+
+/** An error meant for the client: its message is public and must never hold a secret. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details?: unknown;
+  readonly headers?: Record<string, string>;
+  constructor(code: ErrorCode, message?: string, opts: { details?: unknown; headers?: Record<string, string>; cause?: unknown } = {}) {
+    super(message ?? ERROR_CATALOGUE[code].message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code].status;
+    this.details = opts.details;
+    this.headers = opts.headers;
+  }
+}
+
+export const badRequest = (m: string, details?: unknown) => new AppError('BAD_REQUEST', m, { details });
+export const unauthorized = (m = 'authentication required') => new AppError('UNAUTHORIZED', m);
+export const forbidden = (m = 'permission denied') => new AppError('FORBIDDEN', m);
+export const notFound = (m = 'not found') => new AppError('NOT_FOUND', m);
+export const conflict = (m: string) => new AppError('CONFLICT', m);
+export const invalidRole = (m: string, details?: unknown) => new AppError('INVALID_ROLE', m, { details });
+export const tooManyRequests = (m: string, retryAfterSeconds: number) =>
+  new AppError('TOO_MANY_REQUESTS', m, { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } });
+export const unavailable = (m: string) => new AppError('SERVICE_UNAVAILABLE', m);
+
+export function codeForStatus(status: number): ErrorCode {
+  for (const [code, v] of Object.entries(ERROR_CATALOGUE)) if (v.status === status) return code as ErrorCode;
+  return status >= 500 ? 'INTERNAL_ERROR' : 'BAD_REQUEST';
+}
+
+export function envelope(code: string, message: string, requestId: string, details?: unknown): ErrorEnvelope {
+  return { error: details === undefined ? { code, message, requestId } : { code, message, requestId, details } };
+}
