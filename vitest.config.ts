@@ -9,6 +9,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // test/helpers/global-setup.ts checks PostgreSQL is reachable before anything runs
     globalSetup: ['test/helpers/global-setup.ts'],
-    reporters: ['default'],
+    reporters: ['default', './test/helpers/summary-reporter.ts'],
   },
 });
