@@ -1,5 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import type { HubContext } from '../context.js';
+import projectRoutes from './projects.js';
+import connectionRoutes from './connections.js';
+import memberRoutes from './members.js';
+import auditRoutes from './audit.js';
 
 /**
  * Resource route plugins. Each file owns one resource and stays thin: parse input, call a service,
@@ -8,4 +12,8 @@ import type { HubContext } from '../context.js';
 export async function registerRoutes(app: FastifyInstance, ctx: HubContext): Promise<void> {
   void app;
   void ctx;
+  await app.register(projectRoutes, { ctx });
+  await app.register(connectionRoutes, { ctx });
+  await app.register(memberRoutes, { ctx });
+  await app.register(auditRoutes, { ctx });
 }

@@ -1,4 +1,275 @@
+import type { FastifyRequest } from 'fastify';
+import { ulid } from 'ulid';
+import { badRequest, conflict, notFound } from '../../protocol/errors.js';
+import { nameError } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
+import { nowIso } from '../store/store.js';
+import { isUniqueViolation, type Operator } from './auth.js';
+import { audit } from './audit.js';
+import { notifyChanged, recordChange } from './events.js';
+import { findEnv, requireProjectRole } from './rbac.js';
+
+/** SPEC limits.md: connections per project (all envs together). */
+export const MAX_CONNECTIONS_PER_PROJECT = 10;
+export const CONNECTION_ENGINES = ['postgres'] as const;
+/** How long `connections test` waits for the server to accept the connection. */
+export const CONNECTION_TEST_TIMEOUT_MS = 5000;
+export const MAX_DB_URL_LENGTH = 2048;
+
+/**
+ * Query parameters a stored URL may carry. Anything else is refused: `host`/`port`/`password` would
+ * bypass what the display URL shows, and `sslcert`/`sslkey`/`sslrootcert` make the driver read files
+ * from the Hub's (and Bridge's) disk.
+ */
+export const ALLOWED_URL_PARAMS = ['sslmode', 'application_name', 'connect_timeout'] as const;
+export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'no-verify', 'verify-ca', 'verify-full'] as const;
+
+const URL_RULE = 'dbUrl must be a postgres:// or postgresql:// URL with a host, e.g. postgres://app:PASSWORD@db.example.com:5432/app';
+
+export interface ConnectionView {
+  name: string;
+  engine: 'postgres';
+  /** host, port, user and database with the password masked; never the stored URL */
+  url: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ParsedDbUrl {
+  host: string;
+  port: number;
+  user: string;
+  database: string;
+  /** decoded password ('' when none) — for scrubbing error messages only */
+  password: string;
+}
+
+/**
+ * Validates a PostgreSQL URL. Error messages never quote the input: it usually holds a password.
+ */
+export function parseDbUrl(raw: unknown): ParsedDbUrl {
+  if (typeof raw !== 'string' || raw.length === 0) throw badRequest(`dbUrl is required: ${URL_RULE}`);
+  if (raw.length > MAX_DB_URL_LENGTH) throw badRequest(`dbUrl is longer than ${MAX_DB_URL_LENGTH} characters`);
+  if (/\s/.test(raw)) throw badRequest(`dbUrl must not contain whitespace: ${URL_RULE}`);
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw badRequest(`dbUrl is not a valid URL: ${URL_RULE}`);
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw badRequest(`unsupported dbUrl scheme: ${URL_RULE}`);
+  if (!u.hostname) throw badRequest(`dbUrl has no host: ${URL_RULE}`);
+  for (const [k, v] of u.searchParams) {
+    if (!(ALLOWED_URL_PARAMS as readonly string[]).includes(k)) {
+      throw badRequest(`unsupported dbUrl query parameter ${JSON.stringify(k.slice(0, 40))}: allowed are ${ALLOWED_URL_PARAMS.join(', ')}`);
+    }
+    if (k === 'sslmode' && !(SSL_MODES as readonly string[]).includes(v)) throw badRequest(`dbUrl sslmode must be one of ${SSL_MODES.join(', ')}`);
+    if (k === 'connect_timeout' && !/^\d{1,4}$/.test(v)) throw badRequest('dbUrl connect_timeout must be a number of seconds');
+  }
+  const port = u.port ? Number(u.port) : 5432;
+  let user: string;
+  let password: string;
+  let database: string;
+  try {
+    user = decodeURIComponent(u.username);
+    password = decodeURIComponent(u.password);
+    database = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  } catch {
+    throw badRequest(`dbUrl has an invalid percent-encoding: ${URL_RULE}`);
+  }
+  if (database.includes('/')) throw badRequest(`dbUrl path must be a single database name: ${URL_RULE}`);
+  return { host: u.hostname.replace(/^\[(.+)\]$/, '$1'), port, user, database, password };
+}
+
+/** `postgres://user:****@host:port/db[?sslmode=…]`: what lists and responses may show. */
+export function maskDbUrl(raw: string): string {
+  const u = new URL(raw);
+  const user = u.username ? `${u.username}${u.password ? ':****' : ''}@` : '';
+  const port = u.port || '5432';
+  const sslmode = u.searchParams.get('sslmode');
+  return `${u.protocol}//${user}${u.hostname}:${port}${u.pathname || '/'}${sslmode ? `?sslmode=${encodeURIComponent(sslmode)}` : ''}`;
+}
+
+const hostPort = (t: ParsedDbUrl) => (t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`);
+
+/**
+ * Turns a driver failure into a reason an operator can act on, without the URL or password:
+ * network errors are named by code, PostgreSQL errors keep the server's message (which never holds
+ * the password), anything else is scrubbed of every form of the secret.
+ */
+export function describeConnectError(err: unknown, target: ParsedDbUrl, rawUrl?: string): string {
+  const e = (err ?? {}) as { code?: unknown; message?: unknown; errors?: unknown };
+  const code = typeof e.code === 'string' ? e.code : undefined;
+  const at = hostPort(target);
+  let reason: string;
+  switch (code) {
+    case 'ECONNREFUSED':
+      reason = `connection refused at ${at}`;
+      break;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      reason = `host not found: ${target.host}`;
+      break;
+    case 'ETIMEDOUT':
+      reason = `connection timed out at ${at}`;
+      break;
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      reason = `host unreachable: ${at}`;
+      break;
+    case 'ECONNRESET':
+    case 'EPIPE':
+      reason = `connection reset by ${at}`;
+      break;
+    default: {
+      const msg = typeof e.message === 'string' ? e.message : '';
+      if (/timeout/i.test(msg)) reason = `connection timed out after ${CONNECTION_TEST_TIMEOUT_MS / 1000}s at ${at}`;
+      else if (/terminated unexpectedly|Connection terminated/i.test(msg)) reason = `the server at ${at} closed the connection`;
+      else if (msg) reason = code && /^[0-9A-Z]{5}$/.test(code) ? `${msg} (SQLSTATE ${code})` : msg;
+      else if (Array.isArray(e.errors) && e.errors.length) return describeConnectError(e.errors[0], target, rawUrl);
+      else reason = `could not connect to ${at}`;
+    }
+  }
+  return scrubSecrets(reason, target, rawUrl);
+}
+
+/** Removes every representation of the password and the URL from a message. */
+export function scrubSecrets(message: string, target: Pick<ParsedDbUrl, 'password'>, rawUrl?: string): string {
+  let out = message.slice(0, 500);
+  const secrets = new Set<string>();
+  if (rawUrl) secrets.add(rawUrl);
+  if (target.password) {
+    secrets.add(target.password);
+    secrets.add(encodeURIComponent(target.password));
+  }
+  for (const s of [...secrets].sort((a, b) => b.length - a.length)) if (s.length > 0) out = out.split(s).join('****');
+  // a URL of any kind in a driver message is dropped entirely
+  out = out.replace(/[a-z][a-z0-9+.-]*:\/\/\S+/gi, '<url>');
+  return out;
+}
+
+function view(r: { name: string; engine: 'postgres'; display_url: string; created_at: string; updated_at: string }): ConnectionView {
+  return { name: r.name, engine: r.engine, url: r.display_url, createdAt: r.created_at, updatedAt: r.updated_at };
+}
+
+/** Creates or replaces a connection (project admin). The URL is stored encrypted and never returned. */
+export async function setConnection(
+  ctx: HubContext,
+  req: FastifyRequest | null,
+  op: Operator,
+  projectName: string,
+  envName: string,
+  nameIn: unknown,
+  body: { engine?: unknown; dbUrl?: unknown },
+): Promise<ConnectionView> {
+  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+  const env = await findEnv(ctx, project, envName);
+  const err = nameError('connection', nameIn);
+  if (err) throw badRequest(err);
+  const name = nameIn as string;
+  if (body.engine !== 'postgres') throw badRequest(`engine must be one of: ${CONNECTION_ENGINES.join(', ')}`);
+  parseDbUrl(body.dbUrl);
+  const dbUrl = body.dbUrl as string;
+  const display = maskDbUrl(dbUrl);
+  const enc = ctx.crypto.encrypt(dbUrl);
+  const now = nowIso();
+  let result!: ConnectionView;
+  try {
+    await ctx.db.transaction().execute(async (trx) => {
+      const existing = await trx
+        .selectFrom('connections')
+        .select(['id', 'created_at'])
+        .where('env_id', '=', env.id)
+        .where('name', '=', name)
+        .executeTakeFirst();
+      if (existing) {
+        await trx.updateTable('connections').set({ engine: 'postgres', db_url_enc: enc, display_url: display, updated_at: now }).where('id', '=', existing.id).execute();
+        result = view({ name, engine: 'postgres', display_url: display, created_at: existing.created_at, updated_at: now });
+      } else {
+        const { n } = await trx.selectFrom('connections').select((eb) => eb.fn.countAll<number>().as('n')).where('project_id', '=', project.id).executeTakeFirstOrThrow();
+        if (Number(n) >= MAX_CONNECTIONS_PER_PROJECT) {
+          throw conflict(`connection limit reached: a project holds at most ${MAX_CONNECTIONS_PER_PROJECT} connections across its envs`);
+        }
+        await trx
+          .insertInto('connections')
+          .values({ id: ulid(), project_id: project.id, env_id: env.id, name, engine: 'postgres', db_url_enc: enc, display_url: display, created_at: now, updated_at: now })
+          .execute();
+        result = view({ name, engine: 'postgres', display_url: display, created_at: now, updated_at: now });
+      }
+      await audit(ctx, req, { action: 'connection.set', project: project.name, env: env.name, actor: op, detail: { name, engine: 'postgres', created: !existing } }, trx);
+      await recordChange(trx, { project: project.name, env: env.name, kind: 'connection', payload: { name } });
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) throw conflict(`connection ${name} was changed concurrently; retry`);
+    throw e;
+  }
+  notifyChanged(ctx);
+  return result;
+}
+
+/** An env's connections, masked (project admin). */
+export async function listConnections(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<ConnectionView[]> {
+  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+  const env = await findEnv(ctx, project, envName);
+  const rows = await ctx.db
+    .selectFrom('connections')
+    .select(['name', 'engine', 'display_url', 'created_at', 'updated_at'])
+    .where('env_id', '=', env.id)
+    .orderBy('name')
+    .execute();
+  return rows.map(view);
+}
+
+/**
+ * Connects with the stored URL and runs `SELECT 1` (project admin). A failure is a 400 whose message
+ * is the driver's reason with secrets removed.
+ */
+export async function testConnection(
+  ctx: HubContext,
+  req: FastifyRequest | null,
+  op: Operator,
+  projectName: string,
+  envName: string,
+  name: string,
+): Promise<{ ok: true; latencyMs: number }> {
+  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+  const env = await findEnv(ctx, project, envName);
+  const row = await ctx.db.selectFrom('connections').select(['db_url_enc']).where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
+  if (!row) throw notFound(`connection ${JSON.stringify(String(name).slice(0, 80))} not found in ${project.name}/${env.name}`);
+  const url = ctx.crypto.decrypt(row.db_url_enc);
+  const target = parseDbUrl(url);
+  const outcome = await probe(url, target);
+  await audit(ctx, req, {
+    action: 'connection.test',
+    project: project.name,
+    env: env.name,
+    actor: op,
+    detail: outcome.ok ? { name, ok: true, latencyMs: outcome.latencyMs } : { name, ok: false },
+  });
+  if (!outcome.ok) throw badRequest(`connection ${name} failed: ${outcome.reason}`);
+  return { ok: true, latencyMs: outcome.latencyMs };
+}
+
+async function probe(url: string, target: ParsedDbUrl): Promise<{ ok: true; latencyMs: number } | { ok: false; reason: string }> {
+  const pg = (await import('pg')).default;
+  const started = performance.now();
+  const client = new pg.Client({
+    connectionString: url,
+    connectionTimeoutMillis: CONNECTION_TEST_TIMEOUT_MS,
+    query_timeout: CONNECTION_TEST_TIMEOUT_MS,
+    application_name: 'santokit-hub-connection-test',
+  });
+  client.on('error', () => {}); // a late socket error must not crash the Hub
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return { ok: true, latencyMs: Math.max(0, Math.round(performance.now() - started)) };
+  } catch (e) {
+    return { ok: false, reason: describeConnectError(e, target, url) };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
 
 /**
  * Decrypted DB URLs of an env's connections, by connection name. Only for code that must connect

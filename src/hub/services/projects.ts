@@ -1,0 +1,72 @@
+import type { FastifyRequest } from 'fastify';
+import { ulid } from 'ulid';
+import { badRequest, conflict } from '../../protocol/errors.js';
+import { nameError, type ProjectRole } from '../../protocol/names.js';
+import type { HubContext } from '../context.js';
+import { nowIso } from '../store/store.js';
+import { isUniqueViolation, type Operator } from './auth.js';
+import { audit } from './audit.js';
+import { orgRole, requireOrgRole } from './rbac.js';
+
+/** SPEC limits.md: projects per org. */
+export const MAX_PROJECTS_PER_ORG = 500;
+
+export interface ProjectView {
+  name: string;
+  createdAt: string;
+}
+
+export interface ProjectListItem extends ProjectView {
+  /** the caller's effective role on the project */
+  role: ProjectRole;
+}
+
+/** Creates a project in the default org (org admin or owner). */
+export async function createProject(ctx: HubContext, req: FastifyRequest | null, op: Operator, nameIn: unknown): Promise<ProjectView> {
+  const { orgId } = await requireOrgRole(ctx, op, 'admin');
+  const err = nameError('project', nameIn);
+  if (err) throw badRequest(err);
+  const name = nameIn as string;
+  const createdAt = nowIso();
+  const id = ulid();
+  try {
+    await ctx.db.transaction().execute(async (trx) => {
+      const dup = await trx.selectFrom('projects').select('id').where('org_id', '=', orgId).where('name', '=', name).executeTakeFirst();
+      if (dup) throw conflict(`project ${name} already exists`);
+      const { n } = await trx.selectFrom('projects').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
+      if (Number(n) >= MAX_PROJECTS_PER_ORG) throw conflict(`project limit reached: an org holds at most ${MAX_PROJECTS_PER_ORG} projects`);
+      await trx.insertInto('projects').values({ id, org_id: orgId, name, created_at: createdAt }).execute();
+      await audit(ctx, req, { action: 'project.create', project: name, actor: op, detail: { projectId: id } }, trx);
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) throw conflict(`project ${name} already exists`);
+    throw e;
+  }
+  return { name, createdAt };
+}
+
+/**
+ * Projects the caller can see, with the caller's effective role: org owners/admins see every
+ * project (as admin unless an explicit project role says otherwise); others see the projects where
+ * they hold an active explicit role.
+ */
+export async function listProjects(ctx: HubContext, op: Operator): Promise<ProjectListItem[]> {
+  const { orgId, role: orgR } = await orgRole(ctx, op);
+  const explicit = await ctx.db
+    .selectFrom('project_memberships')
+    .innerJoin('projects', 'projects.id', 'project_memberships.project_id')
+    .select(['projects.name', 'project_memberships.role'])
+    .where('project_memberships.operator_id', '=', op.id)
+    .where('project_memberships.status', '=', 'active')
+    .where('projects.org_id', '=', orgId)
+    .execute();
+  const roles = new Map<string, ProjectRole>(explicit.map((r) => [r.name, r.role]));
+  const orgWide = orgR === 'owner' || orgR === 'admin';
+  let q = ctx.db.selectFrom('projects').select(['name', 'created_at']).where('org_id', '=', orgId).orderBy('name');
+  if (!orgWide) {
+    if (roles.size === 0) return [];
+    q = q.where('name', 'in', [...roles.keys()]);
+  }
+  const rows = await q.execute();
+  return rows.map((r) => ({ name: r.name, createdAt: r.created_at, role: roles.get(r.name) ?? 'admin' }));
+}
