@@ -2,10 +2,18 @@ import type { Command } from 'commander';
 import { registerServerCommands } from './servers.js';
 import { registerAuthCommands } from './auth.js';
 import { registerContextCommands } from './context.js';
+import { registerProjectCommands } from './projects.js';
+import { registerConnectionCommands } from './connections.js';
+import { registerMemberCommands } from './members.js';
+import { registerAuditCommands } from './audit.js';
 
 /** One file per command group. Keep these imports light: heavy modules load inside actions. */
 export function registerCommands(program: Command): void {
   registerServerCommands(program);
   registerAuthCommands(program);
   registerContextCommands(program);
+  registerProjectCommands(program);
+  registerConnectionCommands(program);
+  registerMemberCommands(program); // after projects: adds `project invite|members`
+  registerAuditCommands(program);
 }
