@@ -11,9 +11,11 @@ export interface ClientOptions {
 export class HubClient {
   readonly hubUrl: string;
   readonly #token?: string;
+  readonly #anonymous: boolean;
 
   constructor(opts: ClientOptions = {}) {
     this.hubUrl = resolveHubUrl(opts.hub);
+    this.#anonymous = Boolean(opts.anonymous);
     this.#token = opts.anonymous ? undefined : resolveToken(this.hubUrl);
   }
 
@@ -45,7 +47,7 @@ export class HubClient {
     if (!res.ok) {
       const err = (json as { error?: { code?: string; message?: string; requestId?: string; details?: unknown } } | undefined)?.error;
       let msg = err?.message ?? (res.statusText || 'request failed');
-      if (res.status === 401 && !this.#token) msg += " — run 'stk login' first";
+      if (res.status === 401 && !this.#token && !this.#anonymous) msg += " — run 'stk login' first";
       throw new ApiError(msg, res.status, err?.code ?? 'HTTP_' + res.status, err?.requestId, err?.details);
     }
     return json as T;
