@@ -4,6 +4,8 @@ import projectRoutes from './projects.js';
 import connectionRoutes from './connections.js';
 import memberRoutes from './members.js';
 import auditRoutes from './audit.js';
+import apiKeyRoutes from './apikeys.js';
+import internalRoutes from './internal.js';
 
 /**
  * Resource route plugins. Each file owns one resource and stays thin: parse input, call a service,
@@ -16,4 +18,6 @@ export async function registerRoutes(app: FastifyInstance, ctx: HubContext): Pro
   await app.register(connectionRoutes, { ctx });
   await app.register(memberRoutes, { ctx });
   await app.register(auditRoutes, { ctx });
+  await app.register(apiKeyRoutes, { ctx });
+  await app.register(internalRoutes, { ctx });
 }

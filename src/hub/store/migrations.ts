@@ -150,5 +150,26 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         void sql;
       },
     },
+    '0002_apikey_usage': {
+      // API-key usage reported by Bridges: requests per key per minute (24 h) and source addresses (7 days)
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('api_key_usage')
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('minute', ts, (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint('api_key_usage_pk', ['key_id', 'minute'])
+          .execute();
+        await db.schema.createIndex('api_key_usage_minute_ix').on('api_key_usage').column('minute').execute();
+        await db.schema.createTable('api_key_sources')
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('address', 'text', (c) => c.notNull())
+          .addColumn('first_seen_at', ts, (c) => c.notNull())
+          .addColumn('last_seen_at', ts, (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint('api_key_sources_pk', ['key_id', 'address'])
+          .execute();
+        await db.schema.createIndex('api_key_sources_seen_ix').on('api_key_sources').column('last_seen_at').execute();
+      },
+    },
   };
 }

@@ -1,0 +1,66 @@
+import type { FastifyInstance } from 'fastify';
+import { badRequest } from '../../protocol/errors.js';
+import { SYNC_STREAM_CONTENT_TYPE, type SyncAck, type UsageReport } from '../../protocol/sync.js';
+import type { HubContext } from '../context.js';
+import { recordUsage } from '../services/apikeys.js';
+import { buildSnapshot, getSync, responseSink } from '../services/sync.js';
+
+const BRIDGE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * The Bridge sync channel. app.ts already requires the service token on /internal/*.
+ * Bodies here hold key hashes, the pepper and decrypted DB URLs: they are never logged (Fastify
+ * logs no bodies; these routes log at warn level only) and never cached.
+ */
+export default async function internalRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
+  const sync = getSync(ctx);
+  // end the long-lived streams first, or the server would wait for them on shutdown
+  app.addHook('preClose', async () => {
+    await sync.close();
+  });
+
+  app.get('/internal/sync/snapshot', { logLevel: 'warn' }, async (_req, reply) => {
+    reply.header('cache-control', 'no-store');
+    return buildSnapshot(ctx);
+  });
+
+  app.get('/internal/sync/stream', { logLevel: 'warn' }, async (req, reply) => {
+    const q = req.query as { since?: string; bridgeId?: string };
+    if (typeof q.bridgeId !== 'string' || !BRIDGE_ID_RE.test(q.bridgeId)) {
+      throw badRequest('bridgeId is required: 1-128 of letters, digits, . _ : -');
+    }
+    let since: number | undefined;
+    if (q.since !== undefined && q.since !== '') {
+      since = Number(q.since);
+      if (!Number.isSafeInteger(since) || since < 0) throw badRequest('since must be a non-negative integer');
+    }
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': SYNC_STREAM_CONTENT_TYPE,
+      'cache-control': 'no-store',
+      'x-request-id': req.id,
+      'x-accel-buffering': 'no',
+    });
+    res.flushHeaders();
+    req.raw.socket.setNoDelay(true);
+    req.raw.socket.setKeepAlive(true, 10_000);
+    const sink = responseSink(res, () => {});
+    await sync.openStream(q.bridgeId, since, sink, req.ip ?? null);
+  });
+
+  app.post('/internal/sync/ack', { logLevel: 'warn' }, async (req) => {
+    const b = (req.body ?? {}) as Partial<SyncAck>;
+    if (typeof b.bridgeId !== 'string' || !BRIDGE_ID_RE.test(b.bridgeId)) throw badRequest('bridgeId is required');
+    const seqs = Array.isArray(b.seqs) ? b.seqs.filter((s): s is number => Number.isSafeInteger(s) && (s as number) > 0) : [];
+    const snapshot = Number.isSafeInteger(b.snapshot) && (b.snapshot as number) >= 0 ? (b.snapshot as number) : undefined;
+    const known = sync.ack(b.bridgeId, seqs, snapshot);
+    return { ok: true, known };
+  });
+
+  app.post('/internal/sync/usage', { logLevel: 'warn' }, async (req) => {
+    return recordUsage(ctx, req.body as UsageReport);
+  });
+
+  app.get('/internal/sync/bridges', async () => ({ items: sync.connected() }));
+}

@@ -1,0 +1,513 @@
+import { createHmac } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import { sql, type Kysely } from 'kysely';
+import { badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
+import { IDENT_RE, nameError } from '../../protocol/names.js';
+import { referencedRoles } from '../../protocol/release.js';
+import { KEY_ID_RE, generateKey, newKeyId } from '../../protocol/key-format.js';
+import type { UsageReport } from '../../protocol/sync.js';
+import { parseDuration } from '../../common/duration.js';
+import type { HubContext } from '../context.js';
+import type { ApiKeysTable, HubDatabase } from '../store/schema.js';
+import { nowIso } from '../store/store.js';
+import type { Operator } from './auth.js';
+import { isUniqueViolation } from './auth.js';
+import { audit } from './audit.js';
+import { notifyChanged, recordChange } from './events.js';
+import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
+import { loadCurrentRelease, waitForBridges, type AckResult } from './sync.js';
+
+/** At most this many live (not revoked, not expired) keys per project+env. */
+export const MAX_KEYS_PER_ENV = 100;
+export const MAX_GRACE_SECONDS = 7 * 86400;
+export const MAX_EXPIRY_SECONDS = 10 * 365 * 86400;
+export const MAX_RATE_LIMIT_PER_MIN = 10_000_000;
+export const RESERVED_ROLES = ['public', 'authenticated'];
+const USAGE_RETENTION_MS = 24 * 3600_000;
+const SOURCES_RETENTION_MS = 7 * 86400_000;
+const MAX_SOURCES_PER_KEY = 50;
+
+/** Usage tables (migration 0002_apikey_usage); typed here so the shared schema file stays untouched. */
+export type ApiKeyUsageTable = { key_id: string; minute: string; count: number };
+export type ApiKeySourcesTable = { key_id: string; address: string; first_seen_at: string; last_seen_at: string; count: number };
+type UsageTables = { api_key_usage: ApiKeyUsageTable; api_key_sources: ApiKeySourcesTable };
+const usageDb = (ctx: HubContext) => ctx.db.withTables<UsageTables>();
+
+export type KeyStatus = 'active' | 'revoked' | 'expired';
+
+export interface ApiKeyView {
+  keyId: string;
+  name: string;
+  roles: string[];
+  status: KeyStatus;
+  createdAt: string;
+  lastUsedAt: string | null;
+  expiresAt: string | null;
+  rateLimitPerMin: number | null;
+  rotatedAt: string | null;
+  /** roles the env's current release no longer references (the key cannot use them) */
+  staleRoles: string[];
+}
+
+export const hashSecret = (pepper: Buffer, secret: string) => createHmac('sha256', pepper).update(secret).digest('hex');
+
+export function keyStatus(row: Pick<ApiKeysTable, 'status' | 'expires_at'>, now = nowIso()): KeyStatus {
+  if (row.status === 'revoked') return 'revoked';
+  if (row.expires_at && row.expires_at <= now) return 'expired';
+  return 'active';
+}
+
+function view(row: ApiKeysTable, referenced: Set<string> | null, now = nowIso()): ApiKeyView {
+  const roles = JSON.parse(row.roles_json) as string[];
+  return {
+    keyId: row.id,
+    name: row.name,
+    roles,
+    status: keyStatus(row, now),
+    createdAt: row.created_at,
+    lastUsedAt: row.last_used_at,
+    expiresAt: row.expires_at,
+    rateLimitPerMin: row.rate_limit_per_min,
+    rotatedAt: row.rotated_at,
+    staleRoles: referenced ? roles.filter((r) => !referenced.has(r)) : [],
+  };
+}
+
+// ---------- input validation ----------
+
+/**
+ * Roles for a key: a list (or comma-separated string), each trimmed; no empties, no duplicates,
+ * identifiers only, never `public`/`authenticated`, and each referenced by some rule of the env's
+ * current release. Every failure is 422 INVALID_ROLE.
+ */
+export function validateRoles(input: unknown, referenced: string[] | null): string[] {
+  if (input === undefined || input === null || (typeof input === 'string' && input.trim() === '')) {
+    throw invalidRole('roles are required: pass at least one role, e.g. --roles reader', rolesDetails([], referenced));
+  }
+  let list: unknown[];
+  if (typeof input === 'string') list = input.split(',');
+  else if (Array.isArray(input)) list = input;
+  else throw badRequest('roles must be an array of strings');
+  if (list.length === 0) throw invalidRole('roles are required: pass at least one role, e.g. --roles reader', rolesDetails([], referenced));
+  if (list.length > 50) throw invalidRole('at most 50 roles per key');
+  const roles: string[] = [];
+  for (const r of list) {
+    if (typeof r !== 'string') throw badRequest('roles must be an array of strings');
+    const t = r.trim();
+    if (!t) throw invalidRole('empty role in the list: remove the extra comma', rolesDetails([], referenced));
+    if (!IDENT_RE.test(t)) throw invalidRole(`invalid role ${JSON.stringify(t.slice(0, 64))}: roles are identifiers (letters, digits, '_'; not starting with a digit)`, rolesDetails([t], referenced));
+    if (RESERVED_ROLES.includes(t)) throw invalidRole(`role ${t} is reserved (public and authenticated never apply to API keys); name the role a permission rule grants`, rolesDetails([t], referenced));
+    if (roles.includes(t)) throw invalidRole(`duplicate role ${t}`, rolesDetails([], referenced));
+    roles.push(t);
+  }
+  if (referenced === null) {
+    throw invalidRole('this env has no release yet, so no role is valid: run `stk apply` first', { unknownRoles: roles, validRoles: [] });
+  }
+  const unknown = roles.filter((r) => !referenced.includes(r));
+  if (unknown.length) {
+    const valid = referenced.length ? referenced.join(', ') : '(none: the current release grants no named role)';
+    throw invalidRole(
+      `unknown role${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}: not referenced by any permission rule of the current release. Valid roles: ${valid}`,
+      rolesDetails(unknown, referenced),
+    );
+  }
+  return roles;
+}
+
+function rolesDetails(unknown: string[], referenced: string[] | null) {
+  return { unknownRoles: unknown, validRoles: referenced ?? [] };
+}
+
+/** `expiresIn` ("90d") or `expiresAt` (ISO, future) → ISO or null. */
+export function parseExpiry(body: { expiresIn?: unknown; expiresAt?: unknown }, now = Date.now()): string | null {
+  const { expiresIn, expiresAt } = body;
+  const hasIn = expiresIn !== undefined && expiresIn !== null && expiresIn !== '';
+  const hasAt = expiresAt !== undefined && expiresAt !== null && expiresAt !== '';
+  if (hasIn && hasAt) throw badRequest('pass expiresIn or expiresAt, not both');
+  if (hasIn) {
+    let secs: number;
+    try {
+      if (typeof expiresIn !== 'string' && typeof expiresIn !== 'number') throw new Error('type');
+      secs = parseDuration(expiresIn);
+    } catch {
+      throw badRequest('expiresIn must be a duration like 30m, 12h or 90d');
+    }
+    if (secs < 1 || secs > MAX_EXPIRY_SECONDS) throw badRequest('expiresIn must be between 1s and 3650d');
+    return new Date(now + Math.round(secs * 1000)).toISOString();
+  }
+  if (hasAt) {
+    const t = typeof expiresAt === 'string' && /^\d{4}-\d{2}-\d{2}/.test(expiresAt) ? Date.parse(expiresAt) : NaN;
+    if (!Number.isFinite(t)) throw badRequest('expiresAt must be an ISO-8601 timestamp, e.g. 2027-01-31T00:00:00Z');
+    if (t <= now) throw badRequest('expiresAt must be in the future');
+    if (t - now > MAX_EXPIRY_SECONDS * 1000) throw badRequest('expiresAt must be within 10 years');
+    return new Date(t).toISOString();
+  }
+  return null;
+}
+
+export function parseRateLimit(v: unknown): number | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_RATE_LIMIT_PER_MIN) {
+    throw badRequest(`rateLimitPerMin must be an integer between 1 and ${MAX_RATE_LIMIT_PER_MIN}`);
+  }
+  return v;
+}
+
+export function parseGrace(v: unknown): number {
+  if (v === undefined || v === null || v === '') return 0;
+  let secs: number;
+  try {
+    if (typeof v !== 'string' && typeof v !== 'number') throw new Error('type');
+    secs = parseDuration(v);
+  } catch {
+    throw badRequest('grace must be a duration like 0, 15m, 1h or 7d');
+  }
+  if (secs > MAX_GRACE_SECONDS) throw badRequest('grace must be between 0 and 7d');
+  return secs;
+}
+
+// ---------- lookups ----------
+
+interface EnvRef {
+  project: ProjectRef;
+  env: { id: string; name: string };
+}
+
+async function adminEnv(ctx: HubContext, op: Operator, project: string, env: string): Promise<EnvRef> {
+  const { project: p } = await requireProjectRole(ctx, op, project, 'admin');
+  return { project: p, env: await findEnv(ctx, p, env) };
+}
+
+async function referencedFor(ctx: HubContext, envId: string): Promise<string[] | null> {
+  const release = await loadCurrentRelease(ctx, envId);
+  return release ? referencedRoles(release.permissions) : null;
+}
+
+/** A key of the env by id or name; 404 otherwise. Ids are upper case, names lower case. */
+async function findKey(db: Kysely<HubDatabase>, envId: string, idOrName: string): Promise<ApiKeysTable> {
+  if (typeof idOrName !== 'string' || !idOrName || idOrName.length > 128) throw notFound('API key not found');
+  const q = db.selectFrom('api_keys').selectAll().where('env_id', '=', envId);
+  let row = KEY_ID_RE.test(idOrName) ? await q.where('id', '=', idOrName).executeTakeFirst() : undefined;
+  row ??= await q.where('name', '=', idOrName).executeTakeFirst();
+  if (!row) throw notFound(`API key ${JSON.stringify(idOrName.slice(0, 64))} not found in this env`);
+  return row;
+}
+
+// ---------- operations ----------
+
+export interface CreateInput {
+  name?: unknown;
+  roles?: unknown;
+  expiresIn?: unknown;
+  expiresAt?: unknown;
+  rateLimitPerMin?: unknown;
+}
+
+export async function createKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, body: CreateInput) {
+  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+  const nameErr = nameError('API key', body.name);
+  if (nameErr) throw badRequest(nameErr);
+  const name = body.name as string;
+  const expiresAt = parseExpiry(body);
+  const rateLimitPerMin = parseRateLimit(body.rateLimitPerMin);
+  const referenced = await referencedFor(ctx, env.id);
+  const roles = validateRoles(body.roles, referenced);
+
+  const now = nowIso();
+  let created: { row: ApiKeysTable; apiKey: string; seq: number } | undefined;
+  for (let attempt = 0; attempt < 3 && !created; attempt++) {
+    const { key, keyId, secret } = generateKey(env.name, newKeyId());
+    const row: ApiKeysTable = {
+      id: keyId,
+      project_id: project.id,
+      env_id: env.id,
+      name,
+      roles_json: JSON.stringify(roles),
+      secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret),
+      prev_secret_hash: null,
+      prev_expires_at: null,
+      status: 'active',
+      rate_limit_per_min: rateLimitPerMin,
+      created_by: op.id,
+      created_at: now,
+      expires_at: expiresAt,
+      revoked_at: null,
+      rotated_at: null,
+      last_used_at: null,
+    };
+    try {
+      const seq = await ctx.db.transaction().execute(async (trx) => {
+        const dup = await trx.selectFrom('api_keys').select('id').where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
+        if (dup) throw conflict(`an API key named ${name} already exists in ${project.name}/${env.name} (names stay reserved after revoke)`);
+        const live = await trx
+          .selectFrom('api_keys')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .where('env_id', '=', env.id)
+          .where('status', '=', 'active')
+          .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+          .executeTakeFirst();
+        if (Number(live?.n ?? 0) >= MAX_KEYS_PER_ENV) {
+          throw conflict(`${project.name}/${env.name} already has ${MAX_KEYS_PER_ENV} live API keys (the limit): revoke unused ones first`);
+        }
+        await trx.insertInto('api_keys').values(row).execute();
+        await audit(ctx, req, { action: 'apikey.create', project: project.name, env: env.name, actor: op, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
+        return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId } });
+      });
+      created = { row, apiKey: key, seq };
+    } catch (e) {
+      if (!isUniqueViolation(e)) throw e;
+      const again = await ctx.db.selectFrom('api_keys').select('id').where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
+      if (again) throw conflict(`an API key named ${name} already exists in ${project.name}/${env.name}`);
+      // a key id collision (60 random bits): try a new id
+    }
+  }
+  if (!created) throw new Error('could not allocate a unique key id');
+  notifyChanged(ctx, created.seq);
+  const ack = await waitForBridges(ctx, created.seq);
+  const v = view(created.row, new Set(referenced ?? []));
+  return {
+    keyId: v.keyId,
+    name: v.name,
+    roles: v.roles,
+    status: v.status,
+    createdAt: v.createdAt,
+    expiresAt: v.expiresAt,
+    rateLimitPerMin: v.rateLimitPerMin,
+    apiKey: created.apiKey,
+    ack,
+  };
+}
+
+export async function listKeys(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<ApiKeyView[]> {
+  const { env } = await adminEnv(ctx, op, projectName, envName);
+  const [rows, referenced] = await Promise.all([
+    ctx.db.selectFrom('api_keys').selectAll().where('env_id', '=', env.id).orderBy('created_at').orderBy('id').execute(),
+    referencedFor(ctx, env.id),
+  ]);
+  const ref = referenced ? new Set(referenced) : null;
+  const now = nowIso();
+  return rows.map((r) => view(r, ref, now));
+}
+
+export async function getKey(ctx: HubContext, op: Operator, projectName: string, envName: string, idOrName: string): Promise<ApiKeyView> {
+  const { env } = await adminEnv(ctx, op, projectName, envName);
+  const row = await findKey(ctx.db, env.id, idOrName);
+  const referenced = await referencedFor(ctx, env.id);
+  return view(row, referenced ? new Set(referenced) : null);
+}
+
+export interface UsageSummary {
+  lastUsedAt: string | null;
+  requestsLast60m: number;
+  sources: Array<{ address: string; lastSeenAt: string; count: number }>;
+}
+
+export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: string | null): Promise<UsageSummary> {
+  const db = usageDb(ctx);
+  const since = minuteOf(new Date(Date.now() - 60 * 60_000));
+  const [sum, sources] = await Promise.all([
+    db.selectFrom('api_key_usage').select((eb) => eb.fn.sum<number>('count').as('n')).where('key_id', '=', keyId).where('minute', '>', since).executeTakeFirst(),
+    db.selectFrom('api_key_sources').select(['address', 'last_seen_at', 'count']).where('key_id', '=', keyId).orderBy('last_seen_at', 'desc').limit(MAX_SOURCES_PER_KEY).execute(),
+  ]);
+  return {
+    lastUsedAt,
+    requestsLast60m: Number(sum?.n ?? 0),
+    sources: sources.map((s) => ({ address: s.address, lastSeenAt: s.last_seen_at, count: Number(s.count) })),
+  };
+}
+
+export async function revokeKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }) {
+  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+  if (opts.dryRun !== undefined && typeof opts.dryRun !== 'boolean') throw badRequest('dryRun must be a boolean');
+  const found = await findKey(ctx.db, env.id, idOrName);
+  const roles = JSON.parse(found.roles_json) as string[];
+  if (opts.dryRun) {
+    const u = await usageSummary(ctx, found.id, found.last_used_at);
+    return { dryRun: true, keyId: found.id, name: found.name, roles, status: keyStatus(found), ...u };
+  }
+  if (found.status === 'revoked') {
+    return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: found.revoked_at, alreadyRevoked: true, ack: null };
+  }
+  const now = nowIso();
+  const seq = await ctx.db.transaction().execute(async (trx) => {
+    const r = await trx.updateTable('api_keys').set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null }).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) return null; // revoked concurrently
+    await audit(ctx, req, { action: 'apikey.revoke', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles } }, trx);
+    return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
+  });
+  if (seq === null) {
+    const again = await findKey(ctx.db, env.id, found.id);
+    return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: again.revoked_at, alreadyRevoked: true, ack: null };
+  }
+  notifyChanged(ctx, seq);
+  const ack = await waitForBridges(ctx, seq);
+  return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: now, alreadyRevoked: false, ack };
+}
+
+export async function rotateKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }) {
+  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+  const graceSeconds = parseGrace(body.grace);
+  const found = await findKey(ctx.db, env.id, idOrName);
+  const status = keyStatus(found);
+  if (status !== 'active') throw conflict(`API key ${found.id} (${found.name}) is ${status} and cannot be rotated: create a new key`);
+  const roles = JSON.parse(found.roles_json) as string[];
+  const { key, secret } = generateKey(env.name, found.id);
+  const nowMs = Date.now();
+  const now = new Date(nowMs).toISOString();
+  let prevExpiresAt: string | null = graceSeconds > 0 ? new Date(nowMs + graceSeconds * 1000).toISOString() : null;
+  if (prevExpiresAt && found.expires_at && prevExpiresAt > found.expires_at) prevExpiresAt = found.expires_at; // the grace never outlives the key
+  const seq = await ctx.db.transaction().execute(async (trx) => {
+    const r = await trx
+      .updateTable('api_keys')
+      .set({
+        secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret),
+        prev_secret_hash: prevExpiresAt ? found.secret_hash : null,
+        prev_expires_at: prevExpiresAt,
+        rotated_at: now,
+      })
+      .where('id', '=', found.id)
+      .where('status', '=', 'active')
+      .where('secret_hash', '=', found.secret_hash)
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} changed while rotating (revoked or rotated concurrently): list it and retry`);
+    await audit(ctx, req, { action: 'apikey.rotate', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt } }, trx);
+    return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
+  });
+  notifyChanged(ctx, seq);
+  const ack = await waitForBridges(ctx, seq);
+  return {
+    keyId: found.id,
+    name: found.name,
+    roles,
+    status: 'active' as const,
+    rotatedAt: now,
+    previousSecretValidUntil: prevExpiresAt,
+    expiresAt: found.expires_at,
+    apiKey: key,
+    ack,
+  };
+}
+
+export interface UpdateInput {
+  roles?: unknown;
+  expiresIn?: unknown;
+  expiresAt?: unknown;
+  rateLimitPerMin?: unknown;
+}
+
+/** Changes roles, expiry or rate limit of an active key; Bridges apply it before this returns. */
+export async function updateKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, idOrName: string, body: UpdateInput) {
+  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+  const found = await findKey(ctx.db, env.id, idOrName);
+  const set: Partial<ApiKeysTable> = {};
+  const detail: Record<string, unknown> = { keyId: found.id, name: found.name };
+  if (body.roles !== undefined) {
+    const roles = validateRoles(body.roles, await referencedFor(ctx, env.id));
+    set.roles_json = JSON.stringify(roles);
+    detail.roles = roles;
+  }
+  if ((body.expiresIn !== undefined && body.expiresIn !== null) || (body.expiresAt !== undefined && body.expiresAt !== null)) {
+    set.expires_at = parseExpiry(body);
+    detail.expiresAt = set.expires_at;
+  } else if (body.expiresAt === null) {
+    set.expires_at = null;
+    detail.expiresAt = null;
+  }
+  if (body.rateLimitPerMin !== undefined) {
+    set.rate_limit_per_min = parseRateLimit(body.rateLimitPerMin);
+    detail.rateLimitPerMin = set.rate_limit_per_min;
+  }
+  if (Object.keys(set).length === 0) throw badRequest('nothing to change: pass roles, expiresIn/expiresAt or rateLimitPerMin');
+  if (found.status === 'revoked') throw conflict(`API key ${found.id} (${found.name}) is revoked`);
+  const seq = await ctx.db.transaction().execute(async (trx) => {
+    const r = await trx.updateTable('api_keys').set(set).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} was revoked concurrently`);
+    await audit(ctx, req, { action: 'apikey.update', project: project.name, env: env.name, actor: op, detail }, trx);
+    return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
+  });
+  notifyChanged(ctx, seq);
+  const ack = await waitForBridges(ctx, seq);
+  const row = await findKey(ctx.db, env.id, found.id);
+  const referenced = await referencedFor(ctx, env.id);
+  return { ...view(row, referenced ? new Set(referenced) : null), ack };
+}
+
+// ---------- usage reports from Bridges ----------
+
+export const minuteOf = (d: Date) => d.toISOString().slice(0, 16) + ':00.000Z';
+
+const MINUTE_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00\.000Z$/;
+
+/**
+ * Merges a Bridge's usage report: per-minute counts (kept 24 h), source addresses (kept 7 days) and
+ * `last_used_at`, which only moves forward and has minute granularity.
+ */
+export async function recordUsage(ctx: HubContext, report: UsageReport): Promise<{ keys: number }> {
+  if (!report || typeof report !== 'object' || !Array.isArray(report.keys)) throw badRequest('usage report must be {bridgeId, keys: [...]}');
+  if (report.keys.length > 100_000) throw badRequest('usage report too large');
+  const entries = report.keys.filter(
+    (k) => k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && typeof k.lastUsedAt === 'string',
+  );
+  if (entries.length === 0) return { keys: 0 };
+  const db = usageDb(ctx);
+  const known = new Set<string>();
+  for (let i = 0; i < entries.length; i += 500) {
+    const ids = entries.slice(i, i + 500).map((k) => k.keyId);
+    for (const r of await ctx.db.selectFrom('api_keys').select('id').where('id', 'in', ids).execute()) known.add(r.id);
+  }
+  const nowMs = Date.now();
+  const nowMinute = minuteOf(new Date(nowMs + 60_000));
+  const oldest = minuteOf(new Date(nowMs - USAGE_RETENTION_MS));
+  await ctx.db.transaction().execute(async (trx0) => {
+    const trx = trx0.withTables<UsageTables>();
+    for (const k of entries) {
+      if (!known.has(k.keyId)) continue;
+      let last: string | null = null;
+      for (const m of k.minutes.slice(0, 1440)) {
+        if (!m || typeof m.minute !== 'string' || !MINUTE_RE.test(m.minute) || !Number.isInteger(m.count) || m.count < 1) continue;
+        if (m.minute > nowMinute || m.minute < oldest) continue;
+        await trx
+          .insertInto('api_key_usage')
+          .values({ key_id: k.keyId, minute: m.minute, count: m.count })
+          .onConflict((oc) => oc.columns(['key_id', 'minute']).doUpdateSet({ count: sql<number>`api_key_usage.count + excluded.count` }))
+          .execute();
+        if (!last || m.minute > last) last = m.minute;
+      }
+      const lu = Date.parse(k.lastUsedAt);
+      if (Number.isFinite(lu) && lu <= nowMs + 60_000) {
+        const minute = minuteOf(new Date(lu));
+        if (!last || minute > last) last = minute;
+      }
+      if (last) {
+        await trx
+          .updateTable('api_keys')
+          .set({ last_used_at: last })
+          .where('id', '=', k.keyId)
+          .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', last!)]))
+          .execute();
+      }
+      const seenAt = last ?? minuteOf(new Date(nowMs));
+      for (const src of (Array.isArray(k.sources) ? k.sources : []).slice(0, MAX_SOURCES_PER_KEY)) {
+        const a = src?.address;
+        const n = Number.isInteger(src?.count) && src.count > 0 ? src.count : 1;
+        if (typeof a !== 'string' || !a || a.length > 64 || !/^[0-9A-Fa-f:.]+$/.test(a)) continue;
+        await trx
+          .insertInto('api_key_sources')
+          .values({ key_id: k.keyId, address: a, first_seen_at: seenAt, last_seen_at: seenAt, count: n })
+          .onConflict((oc) =>
+            oc.columns(['key_id', 'address']).doUpdateSet({
+              last_seen_at: sql<string>`case when excluded.last_seen_at > api_key_sources.last_seen_at then excluded.last_seen_at else api_key_sources.last_seen_at end`,
+              count: sql<number>`api_key_sources.count + excluded.count`,
+            }),
+          )
+          .execute();
+      }
+    }
+  });
+  // retention, cheap and bounded by the indexes
+  await db.deleteFrom('api_key_usage').where('minute', '<', oldest).execute();
+  await db.deleteFrom('api_key_sources').where('last_seen_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString()).execute();
+  return { keys: known.size };
+}
+
+export type { AckResult };

@@ -1,0 +1,68 @@
+import type { ReleaseIR } from './release.js';
+
+/**
+ * The Hub → Bridge sync protocol (`/internal/sync/*`, service token required).
+ *
+ * `GET /internal/sync/stream?bridgeId=<id>[&since=<cursor>]` is NDJSON, one message per line:
+ * without `since` (or when the Hub cannot resume from it) it starts with a snapshot
+ * (`snapshot`, then `keys` chunks, then `snapshot-end`), then `change` messages in sequence order and
+ * `heartbeat`s. The Bridge applies each message to its in-memory state and only THEN acknowledges it
+ * with `POST /internal/sync/ack`; the Hub's revoke/rotate waits for those acks.
+ */
+export interface SyncKeyRecord {
+  keyId: string;
+  project: string;
+  env: string;
+  name: string;
+  roles: string[];
+  /** HMAC-SHA-256(pepper, secret), hex */
+  secretHash: string;
+  /** previous secret during a rotation grace period */
+  prevSecretHash: string | null;
+  prevExpiresAt: string | null;
+  status: 'active' | 'revoked';
+  expiresAt: string | null;
+  /** null → the Bridge default (STK_RATE_LIMIT_PER_API_KEY) */
+  rateLimitPerMin: number | null;
+}
+
+export interface SyncEnvState {
+  project: string;
+  env: string;
+  release: ReleaseIR | null;
+  /** decrypted DB URLs by connection name */
+  connections: Record<string, string>;
+}
+
+export type SyncMessage =
+  | { type: 'snapshot'; seq: number; pepper: string; envs: SyncEnvState[]; keyCount: number }
+  | { type: 'keys'; keys: SyncKeyRecord[] }
+  | { type: 'snapshot-end'; seq: number }
+  | { type: 'change'; seq: number; cursor: number; kind: 'apikey'; project: string; env: string; keyId: string; key: SyncKeyRecord | null }
+  | { type: 'change'; seq: number; cursor: number; kind: 'release' | 'connection'; project: string; env: string; state: SyncEnvState }
+  | { type: 'change'; seq: number; cursor: number; kind: 'other'; project: string; env: string; original: string }
+  | { type: 'heartbeat'; cursor: number; ts: string };
+
+/** `POST /internal/sync/ack` */
+export interface SyncAck {
+  bridgeId: string;
+  /** change seqs applied */
+  seqs?: number[];
+  /** a snapshot (as of this seq) was fully applied */
+  snapshot?: number;
+}
+
+/** `POST /internal/sync/usage`: per-key counts since the previous report. */
+export interface UsageReport {
+  bridgeId: string;
+  keys: Array<{
+    keyId: string;
+    /** requests per minute, minute = ISO timestamp truncated to the minute */
+    minutes: Array<{ minute: string; count: number }>;
+    lastUsedAt: string;
+    /** client addresses seen since the previous report, with request counts (bounded) */
+    sources: Array<{ address: string; count: number }>;
+  }>;
+}
+
+export const SYNC_STREAM_CONTENT_TYPE = 'application/x-ndjson';
