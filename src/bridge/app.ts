@@ -4,6 +4,8 @@ import { AppError } from '../protocol/errors.js';
 import type { BridgeConfig } from './config.js';
 import type { BridgeContext } from './context.js';
 import healthRoutes from './routes/health.js';
+import callRoutes from './routes/call.js';
+import { ReleaseCache } from './release-cache/index.js';
 
 export interface BuildBridgeOptions {
   loggerStream?: NodeJS.WritableStream;
@@ -26,10 +28,16 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   if (config.disableAuth) {
     app.log.warn('!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!');
   }
+  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs }, app.log);
+  ctx.releases = releases;
+  ctx.readiness = async (project: string, env: string) => {
+    const isExpired = ctx.isExpired as ((p: string, e: string) => boolean) | undefined;
+    if (isExpired?.(project, env)) return false;
+    return releases.ready(project, env);
+  };
+  ctx.onClose.push(() => releases.close());
   await app.register(healthRoutes, { ctx });
-  app.post('/call', async () => {
-    throw new AppError('SERVICE_UNAVAILABLE', 'the /call data plane is not enabled in this build');
-  });
+  await app.register(callRoutes, { ctx });
   app.addHook('onClose', async () => {
     for (const fn of ctx.onClose) await fn();
   });
