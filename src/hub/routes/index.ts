@@ -6,6 +6,8 @@ import memberRoutes from './members.js';
 import auditRoutes from './audit.js';
 import apiKeyRoutes from './apikeys.js';
 import internalRoutes from './internal.js';
+import applyRoutes from './apply.js';
+import releaseRoutes from './releases.js';
 
 /**
  * Resource route plugins. Each file owns one resource and stays thin: parse input, call a service,
@@ -20,4 +22,6 @@ export async function registerRoutes(app: FastifyInstance, ctx: HubContext): Pro
   await app.register(auditRoutes, { ctx });
   await app.register(apiKeyRoutes, { ctx });
   await app.register(internalRoutes, { ctx });
+  await app.register(applyRoutes, { ctx });
+  await app.register(releaseRoutes, { ctx });
 }
