@@ -57,7 +57,7 @@ function convert(col: CompiledColumn, v: unknown, where: string): string {
 
 /** A column may appear in a filter or ordering if the rule lets the caller read it; the primary key always may. */
 function checkFilterable(rule: CompiledRule, col: CompiledColumn, where: string): void {
-  if (!col.isPk && !canRead(rule, col)) throw badRequest(`${where}: column '${col.name}' is not readable for this credential and cannot be filtered or sorted on`);
+  if (!col.isPk && !canRead(rule, col)) throw badRequest(`${where}: column '${col.name}' is outside this credential's column allow-list and cannot be filtered or sorted on`);
 }
 
 /**

@@ -1,0 +1,87 @@
+import type { SyncKeyRecord } from '../../protocol/sync.js';
+import type { Principal } from '../context.js';
+
+/** A key as the verify path needs it: hashes decoded once, times as epoch ms, principal prebuilt. */
+export interface KeyEntry {
+  readonly keyId: string;
+  readonly name: string;
+  readonly project: string;
+  readonly env: string;
+  readonly hash: Buffer;
+  readonly prevHash: Buffer | null;
+  /** epoch ms until which prevHash is accepted (0 = none) */
+  readonly prevUntil: number;
+  readonly revoked: boolean;
+  /** epoch ms; Infinity = never */
+  readonly expiresAt: number;
+  /** null → the Bridge default */
+  readonly rateLimitPerMin: number | null;
+  readonly principal: Readonly<Principal>;
+}
+
+const HASH_RE = /^[0-9a-f]{64}$/;
+
+function ms(iso: string | null): number {
+  if (!iso) return Infinity;
+  const t = Date.parse(iso);
+  return Number.isFinite(t) ? t : 0;
+}
+
+/** Builds an entry; malformed records (bad hash) come back as null and are skipped. */
+export function toEntry(r: SyncKeyRecord): KeyEntry | null {
+  if (!r || typeof r.keyId !== 'string' || typeof r.secretHash !== 'string' || !HASH_RE.test(r.secretHash)) return null;
+  const prevOk = typeof r.prevSecretHash === 'string' && HASH_RE.test(r.prevSecretHash) && r.prevExpiresAt;
+  const roles = Object.freeze([...(Array.isArray(r.roles) ? r.roles : [])]);
+  return Object.freeze({
+    keyId: r.keyId,
+    name: r.name,
+    project: r.project,
+    env: r.env,
+    hash: Buffer.from(r.secretHash, 'hex'),
+    prevHash: prevOk ? Buffer.from(r.prevSecretHash!, 'hex') : null,
+    prevUntil: prevOk ? ms(r.prevExpiresAt) : 0,
+    revoked: r.status === 'revoked',
+    expiresAt: ms(r.expiresAt),
+    rateLimitPerMin: typeof r.rateLimitPerMin === 'number' && r.rateLimitPerMin > 0 ? r.rateLimitPerMin : null,
+    principal: Object.freeze({ kind: 'apikey' as const, sub: r.keyId, roles: roles as string[], project: r.project, env: r.env }),
+  });
+}
+
+/**
+ * Every key this Bridge knows, by key id (a key id is globally unique, so one Map serves all
+ * projects and envs). Replaced wholesale on a snapshot, patched per change.
+ */
+export class KeyTable {
+  #keys = new Map<string, KeyEntry>();
+  #pepper: Buffer | null = null;
+
+  get pepper(): Buffer | null {
+    return this.#pepper;
+  }
+
+  get size(): number {
+    return this.#keys.size;
+  }
+
+  get(keyId: string): KeyEntry | undefined {
+    return this.#keys.get(keyId);
+  }
+
+  /** Swaps in a complete table (after a snapshot). */
+  replaceAll(pepper: Buffer, records: Iterable<SyncKeyRecord>): void {
+    const next = new Map<string, KeyEntry>();
+    for (const r of records) {
+      const e = toEntry(r);
+      if (e) next.set(e.keyId, e);
+    }
+    this.#pepper = pepper;
+    this.#keys = next;
+  }
+
+  /** Applies one key change; null = the key no longer exists. */
+  upsert(keyId: string, record: SyncKeyRecord | null): void {
+    const e = record ? toEntry(record) : null;
+    if (e) this.#keys.set(keyId, e);
+    else this.#keys.delete(keyId);
+  }
+}

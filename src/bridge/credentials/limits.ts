@@ -1,0 +1,96 @@
+/**
+ * Per-key token buckets and per-address invalid-key counters. Both are plain Maps touched once per
+ * request with no timers: state refills lazily from the elapsed time.
+ */
+
+interface Bucket {
+  tokens: number;
+  last: number;
+  limit: number;
+}
+
+/**
+ * A token bucket per key: capacity = the per-minute limit, refilled continuously at limit/60 s. A key
+ * can burst its whole minute's budget, then gets one request per (60 s / limit).
+ */
+export class KeyRateLimiter {
+  readonly #buckets = new Map<string, Bucket>();
+
+  /** 0 = allowed; otherwise the milliseconds until the next request would be allowed. */
+  take(keyId: string, limitPerMin: number, now: number): number {
+    let b = this.#buckets.get(keyId);
+    if (!b || b.limit !== limitPerMin) {
+      b = { tokens: limitPerMin, last: now, limit: limitPerMin };
+      this.#buckets.set(keyId, b);
+    }
+    const rate = limitPerMin / 60_000; // tokens per ms
+    if (now > b.last) {
+      b.tokens = Math.min(limitPerMin, b.tokens + (now - b.last) * rate);
+      b.last = now;
+    }
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return 0;
+    }
+    return Math.ceil((1 - b.tokens) / rate);
+  }
+
+  forget(keyId: string): void {
+    this.#buckets.delete(keyId);
+  }
+
+  get size(): number {
+    return this.#buckets.size;
+  }
+}
+
+interface Window {
+  start: number;
+  count: number;
+}
+
+/**
+ * Invalid-key attempts per client address in fixed one-minute windows. Once an address reaches the
+ * limit it gets 429 until its window ends, before any parsing or lookup.
+ */
+export class FailureLimiter {
+  readonly #windows = new Map<string, Window>();
+  constructor(
+    readonly limitPerMin: number,
+    readonly windowMs = 60_000,
+    readonly maxTracked = 100_000,
+  ) {}
+
+  /** 0 = not blocked; otherwise ms until the address may try again. */
+  blockedFor(address: string, now: number): number {
+    const w = this.#windows.get(address);
+    if (!w || this.limitPerMin <= 0) return 0;
+    if (now - w.start >= this.windowMs) {
+      this.#windows.delete(address);
+      return 0;
+    }
+    return w.count >= this.limitPerMin ? w.start + this.windowMs - now : 0;
+  }
+
+  fail(address: string, now: number): void {
+    let w = this.#windows.get(address);
+    if (!w || now - w.start >= this.windowMs) {
+      if (this.#windows.size >= this.maxTracked) this.#prune(now);
+      w = { start: now, count: 0 };
+      this.#windows.set(address, w);
+    }
+    w.count++;
+  }
+
+  #prune(now: number) {
+    for (const [a, w] of this.#windows) if (now - w.start >= this.windowMs) this.#windows.delete(a);
+    // still full (a distributed flood): drop the oldest half rather than grow without bound
+    if (this.#windows.size >= this.maxTracked) {
+      let n = this.#windows.size / 2;
+      for (const a of this.#windows.keys()) {
+        if (n-- <= 0) break;
+        this.#windows.delete(a);
+      }
+    }
+  }
+}

@@ -1,0 +1,119 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { AppError, forbidden, tooManyRequests, unauthorized, unavailable } from '../../protocol/errors.js';
+import { parseKey } from '../../protocol/key-format.js';
+import type { CredentialVerifier, Principal } from '../context.js';
+import type { KeyEntry, KeyTable } from './key-table.js';
+import { FailureLimiter, KeyRateLimiter } from './limits.js';
+import { UsageCounter } from './usage.js';
+
+export const API_KEY_HEADER = 'x-santokit-api-key';
+export const PROJECT_HINT_HEADER = 'x-santokit-project';
+export const ENV_HINT_HEADER = 'x-santokit-env';
+
+export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'expired';
+
+/**
+ * The whole key check, pure and synchronous: checksum → Map lookup by key id → HMAC-SHA-256 of the
+ * secret under the pepper → constant-time compare with the current hash (or the previous one during a
+ * rotation grace period) → revoked/expired. No I/O; a few microseconds.
+ */
+export function verifyKey(table: KeyTable, presented: unknown, now: number): KeyEntry | VerifyFailure {
+  const parsed = parseKey(presented);
+  if (typeof parsed === 'string') return parsed;
+  const entry = table.get(parsed.keyId);
+  const pepper = table.pepper;
+  if (!entry || !pepper) return 'unknown';
+  const h = createHmac('sha256', pepper).update(parsed.secret).digest();
+  if (!timingSafeEqual(h, entry.hash)) {
+    if (!(entry.prevHash && now < entry.prevUntil && timingSafeEqual(h, entry.prevHash))) return 'secret';
+  }
+  if (entry.revoked) return 'revoked';
+  if (now >= entry.expiresAt) return 'expired';
+  return entry;
+}
+
+const MESSAGES: Record<VerifyFailure, string> = {
+  format: 'invalid API key: not a Santokit key (expected stk_…)',
+  checksum: 'invalid API key: checksum mismatch (mistyped or truncated?)',
+  unknown: 'invalid API key',
+  secret: 'invalid API key',
+  revoked: 'API key revoked',
+  expired: 'API key expired',
+};
+
+export interface VerifierState {
+  /** true once the first snapshot from the Hub was applied */
+  synced(): boolean;
+  /** true when the Bridge has not heard from the Hub for longer than max-stale */
+  isExpired(project: string, env: string): boolean;
+}
+
+export interface VerifierOptions {
+  /** default per-key limit (STK_RATE_LIMIT_PER_API_KEY) */
+  rateLimitPerApiKey: number;
+  /** invalid-key attempts per address per minute before 429 (STK_INVALID_KEY_LIMIT_PER_MIN) */
+  invalidKeyLimitPerMin: number;
+}
+
+interface Req {
+  headers: Record<string, string | string[] | undefined>;
+  ip: string;
+}
+
+/**
+ * `ctx.credentials` for the Bridge: reads `X-Santokit-Api-Key`, verifies it in memory, enforces the
+ * per-address flood limit (first, before any other work), the key's project/env binding against the
+ * hint headers (403), the per-key rate limit (429 + Retry-After), and counts usage.
+ */
+export class ApiKeyVerifier implements CredentialVerifier {
+  readonly limiter = new KeyRateLimiter();
+  readonly failures: FailureLimiter;
+  constructor(
+    readonly table: KeyTable,
+    readonly usage: UsageCounter,
+    readonly state: VerifierState,
+    readonly opts: VerifierOptions,
+  ) {
+    this.failures = new FailureLimiter(opts.invalidKeyLimitPerMin);
+  }
+
+  authenticate(req: Req): Principal {
+    const now = Date.now();
+    const ip = req.ip;
+    const blocked = this.failures.blockedFor(ip, now);
+    if (blocked > 0) throw tooManyRequests('too many invalid API keys from this address; slow down', blocked / 1000);
+
+    const presented = req.headers[API_KEY_HEADER];
+    if (presented === undefined || presented === '') {
+      const auth = req.headers.authorization;
+      if (typeof auth === 'string' && /^bearer\s/i.test(auth)) {
+        throw unauthorized('end-user tokens are not supported yet: authenticate with an API key in X-Santokit-Api-Key');
+      }
+      throw unauthorized('credential required: send an API key in X-Santokit-Api-Key');
+    }
+    const r = verifyKey(this.table, presented, now);
+    if (typeof r === 'string') {
+      if (r === 'unknown' && !this.state.synced()) {
+        throw unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
+      }
+      // only guesses count towards the flood limit: a revoked or expired key had the right secret
+      if (r !== 'revoked' && r !== 'expired') this.failures.fail(ip, now);
+      throw unauthorized(MESSAGES[r]);
+    }
+    if (this.state.isExpired(r.project, r.env)) {
+      throw unavailable('this Bridge has not reached the Hub for longer than the max-stale window; API keys are refused until it reconnects');
+    }
+    const hp = req.headers[PROJECT_HINT_HEADER];
+    if (hp !== undefined && hp !== r.project) throw forbidden("X-Santokit-Project does not match the API key's project");
+    const he = req.headers[ENV_HINT_HEADER];
+    if (he !== undefined && he !== r.env) throw forbidden("X-Santokit-Env does not match the API key's env");
+    const wait = this.limiter.take(r.keyId, r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey, now);
+    if (wait > 0) {
+      throw new AppError('TOO_MANY_REQUESTS', `rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, {
+        headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
+      });
+    }
+    this.usage.count(r.keyId, ip, now);
+    return r.principal;
+  }
+}

@@ -1,0 +1,316 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { ReleaseIR } from '../../protocol/release.js';
+import type { SyncEnvState, SyncKeyRecord, SyncMessage, UsageReport } from '../../protocol/sync.js';
+import type { KeyTable } from '../credentials/key-table.js';
+import type { UsageCounter } from '../credentials/usage.js';
+
+/** What the sync feeds releases into (the release cache owned by `/call`). */
+export interface ReleaseSink {
+  set(project: string, env: string, release: ReleaseIR | null, connections: Record<string, string>): unknown;
+  delete?(project: string, env: string): unknown;
+}
+
+export interface HubSyncOptions {
+  hubUrls: string[];
+  serviceToken: string;
+  bridgeId: string;
+  maxStaleMs: number;
+  /** how often usage is reported to the Hub (≤ 60 s) */
+  usageIntervalMs: number;
+  /** no byte from the Hub for this long → reconnect (the Hub sends heartbeats) */
+  idleTimeoutMs: number;
+  /** first retry delay; doubles up to maxBackoffMs */
+  minBackoffMs: number;
+  maxBackoffMs: number;
+}
+
+export interface HubSyncDeps {
+  table: KeyTable;
+  usage: UsageCounter;
+  log: FastifyBaseLogger;
+  releases: () => ReleaseSink | undefined;
+  /** called after a key changed (e.g. to reset its rate-limit bucket) */
+  onKeyChange?: (keyId: string) => void;
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+
+const envKey = (p: string, e: string) => p + '\u0000' + e;
+
+/**
+ * Follows the Hub: loads a snapshot, then applies the change stream, acknowledging every change only
+ * after it is applied in memory. On disconnect it retries with backoff, round-robin across
+ * `hubUrls`, resuming from the last cursor (the Hub sends a fresh snapshot when it cannot resume).
+ * `lastContact` is the last time any byte arrived from a Hub; beyond `maxStaleMs` keys are refused.
+ */
+export class HubSync {
+  readonly #o: HubSyncOptions;
+  readonly #d: HubSyncDeps;
+  #cursor: number | undefined;
+  #synced = false;
+  #lastContact = 0;
+  #stopped = false;
+  #abort: AbortController | null = null;
+  readonly #stopCtl = new AbortController();
+  #loop: Promise<void> | null = null;
+  #usageTimer: NodeJS.Timeout | null = null;
+  #hubIndex = 0;
+  #activeHub: string | null = null;
+  #envs = new Set<string>();
+  #firstSync: { promise: Promise<void>; resolve: () => void };
+  /** snapshot being received */
+  #pending: { seq: number; pepper: Buffer; envs: SyncEnvState[]; keys: SyncKeyRecord[] } | null = null;
+  #ackQueue: number[] = [];
+  #ackSnapshot: number | undefined;
+  #acking = false;
+  readonly stats = { snapshots: 0, changes: 0, reconnects: 0, acksSent: 0, ackFailures: 0 };
+
+  constructor(o: HubSyncOptions, d: HubSyncDeps) {
+    this.#o = o;
+    this.#d = d;
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    this.#firstSync = { promise, resolve };
+  }
+
+  get synced(): boolean {
+    return this.#synced;
+  }
+  get cursor(): number | undefined {
+    return this.#cursor;
+  }
+  get lastContact(): number {
+    return this.#lastContact;
+  }
+  get connectedHub(): string | null {
+    return this.#activeHub;
+  }
+
+  /** True when the Bridge synced once but has not heard from any Hub for longer than max-stale. */
+  isStale(now = Date.now()): boolean {
+    return this.#synced && now - this.#lastContact > this.#o.maxStaleMs;
+  }
+
+  /** Starts following; resolves after the first snapshot or `waitMs`, whichever comes first. */
+  async start(waitMs = 10_000): Promise<boolean> {
+    if (!this.#loop) {
+      this.#loop = this.#run();
+      this.#usageTimer = setInterval(() => void this.flushUsage(), this.#o.usageIntervalMs);
+      this.#usageTimer.unref();
+    }
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([this.#firstSync.promise, new Promise<void>((r) => (t = setTimeout(r, waitMs)))]);
+    if (t) clearTimeout(t);
+    return this.#synced;
+  }
+
+  /** Stops following and reports the remaining usage (bounded wait). */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    if (this.#usageTimer) clearInterval(this.#usageTimer);
+    this.#stopCtl.abort();
+    this.#abort?.abort();
+    await this.#loop?.catch(() => {});
+    await this.flushUsage(2000);
+  }
+
+  #headers(json = false): Record<string, string> {
+    const h: Record<string, string> = { 'x-santokit-service-token': this.#o.serviceToken };
+    if (json) h['content-type'] = 'application/json';
+    return h;
+  }
+
+  async #run(): Promise<void> {
+    let backoff = this.#o.minBackoffMs;
+    while (!this.#stopped) {
+      const hub = this.#o.hubUrls[this.#hubIndex % this.#o.hubUrls.length]!;
+      const started = Date.now();
+      try {
+        await this.#follow(hub);
+      } catch (err) {
+        if (!this.#stopped) this.#d.log.warn({ hub, err: (err as Error).message }, 'hub sync: stream lost');
+      }
+      this.#activeHub = null;
+      this.#pending = null;
+      if (this.#stopped) break;
+      this.stats.reconnects++;
+      if (Date.now() - started > 30_000) backoff = this.#o.minBackoffMs; // it had been healthy
+      this.#hubIndex++; // fail over to the next Hub (the same one when there is only one)
+      await sleep(backoff * (0.75 + Math.random() * 0.5), this.#stopCtl.signal);
+      backoff = Math.min(backoff * 2, this.#o.maxBackoffMs);
+    }
+  }
+
+  async #follow(hub: string): Promise<void> {
+    const ac = new AbortController();
+    this.#abort = ac;
+    const qs = new URLSearchParams({ bridgeId: this.#o.bridgeId });
+    if (this.#cursor !== undefined) qs.set('since', String(this.#cursor));
+    const res = await fetch(`${hub}/internal/sync/stream?${qs}`, { headers: this.#headers(), signal: ac.signal });
+    if (!res.ok || !res.body) {
+      const text = await res.text().catch(() => '');
+      if (res.status === 401) this.#d.log.error({ hub }, 'hub sync: the Hub rejected STK_SERVICE_TOKEN');
+      throw new Error(`stream answered ${res.status} ${text.slice(0, 200)}`);
+    }
+    this.#activeHub = hub;
+    this.#touch();
+    let idle: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      if (idle) clearTimeout(idle);
+      idle = setTimeout(() => ac.abort(new Error('no heartbeat from the Hub')), this.#o.idleTimeoutMs);
+      idle.unref();
+    };
+    armIdle();
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        this.#touch();
+        armIdle();
+        buf += decoder.decode(value, { stream: true });
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line) this.#handle(JSON.parse(line) as SyncMessage);
+        }
+        this.#flushAcks(hub);
+      }
+    } finally {
+      if (idle) clearTimeout(idle);
+      ac.abort();
+    }
+  }
+
+  #touch() {
+    this.#lastContact = Date.now();
+  }
+
+  #handle(m: SyncMessage): void {
+    switch (m.type) {
+      case 'snapshot':
+        this.#pending = { seq: m.seq, pepper: Buffer.from(m.pepper, 'base64'), envs: m.envs, keys: [] };
+        return;
+      case 'keys':
+        if (this.#pending) for (const k of m.keys) this.#pending.keys.push(k);
+        return;
+      case 'snapshot-end': {
+        const p = this.#pending;
+        if (!p || p.seq !== m.seq) return;
+        this.#pending = null;
+        this.#d.table.replaceAll(p.pepper, p.keys);
+        const seen = new Set<string>();
+        for (const e of p.envs) {
+          seen.add(envKey(e.project, e.env));
+          this.#applyEnv(e);
+        }
+        for (const k of this.#envs) {
+          if (!seen.has(k)) {
+            const [project, env] = k.split('\u0000') as [string, string];
+            this.#d.releases()?.delete?.(project, env);
+            this.#envs.delete(k);
+          }
+        }
+        this.#cursor = m.seq;
+        this.stats.snapshots++;
+        this.#ackSnapshot = m.seq;
+        if (!this.#synced) {
+          this.#synced = true;
+          this.#firstSync.resolve();
+        }
+        this.#d.log.info({ keys: this.#d.table.size, envs: p.envs.length, seq: m.seq }, 'hub sync: snapshot loaded');
+        return;
+      }
+      case 'change': {
+        if (m.kind === 'apikey') {
+          this.#d.table.upsert(m.keyId, m.key);
+          this.#d.onKeyChange?.(m.keyId);
+        } else if (m.kind === 'release' || m.kind === 'connection') {
+          this.#applyEnv(m.state);
+        }
+        this.#cursor = m.cursor;
+        this.stats.changes++;
+        this.#ackQueue.push(m.seq);
+        return;
+      }
+      case 'heartbeat':
+        if (!this.#pending) this.#cursor = m.cursor;
+        return;
+    }
+  }
+
+  #applyEnv(e: SyncEnvState) {
+    this.#envs.add(envKey(e.project, e.env));
+    const sink = this.#d.releases();
+    if (!sink) return;
+    try {
+      sink.set(e.project, e.env, e.release, e.connections);
+    } catch (err) {
+      // a release this Bridge cannot compile keeps the previous one serving
+      this.#d.log.error({ project: e.project, env: e.env, err: (err as Error).message }, 'hub sync: could not load the release');
+    }
+  }
+
+  /** Sends queued acks (one request at a time; later acks batch up meanwhile). */
+  #flushAcks(hub: string): void {
+    if (this.#acking || (this.#ackQueue.length === 0 && this.#ackSnapshot === undefined)) return;
+    const seqs = this.#ackQueue;
+    const snapshot = this.#ackSnapshot;
+    this.#ackQueue = [];
+    this.#ackSnapshot = undefined;
+    this.#acking = true;
+    fetch(`${hub}/internal/sync/ack`, {
+      method: 'POST',
+      headers: this.#headers(true),
+      body: JSON.stringify({ bridgeId: this.#o.bridgeId, seqs, snapshot }),
+    })
+      .then(async (r) => {
+        await r.arrayBuffer().catch(() => {});
+        if (!r.ok) throw new Error(`ack answered ${r.status}`);
+        this.stats.acksSent++;
+        this.#touch();
+      })
+      .catch((err) => {
+        this.stats.ackFailures++;
+        this.#d.log.warn({ hub, err: (err as Error).message }, 'hub sync: ack failed');
+      })
+      .finally(() => {
+        this.#acking = false;
+        if (this.#ackQueue.length || this.#ackSnapshot !== undefined) this.#flushAcks(this.#activeHub ?? hub);
+      });
+  }
+
+  /** Reports usage counted since the last report; on failure the counts are kept for the next one. */
+  async flushUsage(timeoutMs = 10_000): Promise<boolean> {
+    const report: UsageReport | null = this.#d.usage.drain(this.#o.bridgeId);
+    if (!report) return true;
+    const hubs = this.#activeHub ? [this.#activeHub, ...this.#o.hubUrls.filter((h) => h !== this.#activeHub)] : this.#o.hubUrls;
+    for (const hub of hubs) {
+      try {
+        const r = await fetch(`${hub}/internal/sync/usage`, {
+          method: 'POST',
+          headers: this.#headers(true),
+          body: JSON.stringify(report),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        await r.arrayBuffer().catch(() => {});
+        if (r.ok) return true;
+      } catch {
+        /* try the next Hub */
+      }
+    }
+    this.#d.usage.restore(report);
+    return false;
+  }
+}
