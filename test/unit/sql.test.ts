@@ -193,7 +193,7 @@ describe('SQL builder (golden)', () => {
 
   it('the builders refuse an update or delete without a where', () => {
     expect(() => buildDelete({ table: '"t"', where: [] })).toThrow();
-    expect(() => buildUpdate({ table: '"t"', set: [{ col: { q: '"a"', cast: 'text' }, value: 'x' }], where: [] })).toThrow();
+    expect(() => buildUpdate({ table: '"t"', set: [{ col: { q: '"a"', cast: 'text' }, value: 'x' }], where: [], returning: '"id"' })).toThrow();
   });
 });
 
