@@ -44,7 +44,9 @@ export function parseSince(raw: string, now = Date.now()): string {
   } catch {
     throw badRequest('since must be an ISO-8601 time or a duration like 1h');
   }
-  return new Date(now - seconds * 1000).toISOString();
+  const t = now - seconds * 1000;
+  // Date covers ±8.64e15 ms; anything older than the epoch matches everything anyway
+  return new Date(Number.isFinite(t) && t > 0 ? t : 0).toISOString();
 }
 
 function parseLimit(raw: string | undefined): number {
