@@ -6,6 +6,7 @@ import type { BridgeContext } from './context.js';
 import healthRoutes from './routes/health.js';
 import callRoutes from './routes/call.js';
 import { ReleaseCache } from './release-cache/index.js';
+import { installHubSync } from './sync/index.js';
 
 export interface BuildBridgeOptions {
   loggerStream?: NodeJS.WritableStream;
@@ -36,6 +37,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     return releases.ready(project, env);
   };
   ctx.onClose.push(() => releases.close());
+  installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
   await app.register(healthRoutes, { ctx });
   await app.register(callRoutes, { ctx });
   app.addHook('onClose', async () => {

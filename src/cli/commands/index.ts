@@ -6,6 +6,7 @@ import { registerProjectCommands } from './projects.js';
 import { registerConnectionCommands } from './connections.js';
 import { registerMemberCommands } from './members.js';
 import { registerAuditCommands } from './audit.js';
+import { registerApiKeyCommands } from './apikey.js';
 
 /** One file per command group. Keep these imports light: heavy modules load inside actions. */
 export function registerCommands(program: Command): void {
@@ -16,4 +17,5 @@ export function registerCommands(program: Command): void {
   registerConnectionCommands(program);
   registerMemberCommands(program); // after projects: adds `project invite|members`
   registerAuditCommands(program);
+  registerApiKeyCommands(program);
 }
