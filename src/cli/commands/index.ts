@@ -6,6 +6,8 @@ import { registerProjectCommands } from './projects.js';
 import { registerConnectionCommands } from './connections.js';
 import { registerMemberCommands } from './members.js';
 import { registerAuditCommands } from './audit.js';
+import { registerApplyCommand } from './apply.js';
+import { registerReleaseCommands } from './release.js';
 import { registerApiKeyCommands } from './apikey.js';
 
 /** One file per command group. Keep these imports light: heavy modules load inside actions. */
@@ -17,5 +19,7 @@ export function registerCommands(program: Command): void {
   registerConnectionCommands(program);
   registerMemberCommands(program); // after projects: adds `project invite|members`
   registerAuditCommands(program);
+  registerApplyCommand(program);
+  registerReleaseCommands(program);
   registerApiKeyCommands(program);
 }

@@ -1,0 +1,141 @@
+import type { Command } from 'commander';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { enc } from '../client.js';
+import { resolveEnv, resolveProject } from '../config.js';
+import { ApiError, CliError, UsageError } from '../errors.js';
+import { bold, dim, printJson, red, warn, yellow } from '../output.js';
+import { client, example, opts } from './common.js';
+
+export interface PlanStep {
+  connection: string;
+  sql: string;
+  destructive: boolean;
+  description: string;
+}
+
+interface ApplyResponse {
+  releaseId: string | null;
+  reused: boolean;
+  ref: string | null;
+  dryRun: boolean;
+  plan: PlanStep[];
+  drift: string[];
+}
+
+const STAGES = ['schema', 'permissions', 'release'];
+
+/** `schema/*.yaml|yml` (sorted) and `config/permissions.yaml|yml` under `dir`, as the Hub expects them. */
+export function readProjectFiles(dir: string): { schema: Array<{ file: string; content: string }>; permissions: string | null } {
+  const root = resolve(dir);
+  const schemaDir = join(root, 'schema');
+  if (!existsSync(schemaDir) || !statSync(schemaDir).isDirectory()) {
+    throw new CliError(`no schema/ directory in ${root}`, 1, 'put table definitions in schema/*.yaml, or pass --dir <project folder>');
+  }
+  const files = readdirSync(schemaDir).filter((f) => /\.ya?ml$/i.test(f) && statSync(join(schemaDir, f)).isFile()).sort();
+  if (files.length === 0) throw new CliError(`no .yaml files in ${schemaDir}`);
+  const schema = files.map((f) => ({ file: `schema/${f}`, content: readFileSync(join(schemaDir, f), 'utf8') }));
+  let permissions: string | null = null;
+  for (const name of ['permissions.yaml', 'permissions.yml']) {
+    const p = join(root, 'config', name);
+    if (existsSync(p)) {
+      permissions = readFileSync(p, 'utf8');
+      break;
+    }
+  }
+  return { schema, permissions };
+}
+
+/** The plan as a readable list: one line per step, its SQL indented below. */
+export function printPlan(plan: PlanStep[], out: (s: string) => void): void {
+  if (plan.length === 0) {
+    out('No schema changes.\n');
+    return;
+  }
+  const n = plan.filter((s) => s.destructive).length;
+  out(bold(`Plan (${plan.length} step${plan.length > 1 ? 's' : ''}${n ? `, ${n} destructive` : ''}):`) + '\n');
+  for (const s of plan) {
+    const mark = s.destructive ? yellow('!') : '+';
+    out(`  ${mark} ${s.connection}: ${s.description}${s.destructive ? yellow('  [destructive]') : ''}\n`);
+    for (const line of s.sql.split('\n')) out(dim(`      ${line}`) + '\n');
+  }
+}
+
+export function registerApplyCommand(program: Command): void {
+  example(
+    program.command('apply')
+      .description('validate schema/*.yaml and config/permissions.yaml, apply the DDL to the env\'s databases, and create (or reuse) the release')
+      .option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
+      .option('--env <env>', 'env (default: STK_ENV or .stk/context.json)')
+      .option('--ref <ref>', 'a reference stored on the release, e.g. the commit SHA')
+      .option('--dry-run', 'show the plan; change nothing')
+      .option('--force', 'allow destructive steps (drop table/column/index, NOT NULL, type changes)')
+      .option('--only <stages>', `comma-separated subset of ${STAGES.join(',')}`)
+      .option('--dir <path>', 'project folder holding schema/ and config/', '.')
+      .option('--json', 'print {releaseId, reused, ref, plan}'),
+    'stk apply --project shop --env dev --ref $(git rev-parse HEAD)',
+    'stk apply --project shop --env dev --dry-run',
+    'stk apply --project shop --env prod --force',
+    'stk apply --project shop --env dev --only schema --dir examples/basic',
+  ).action(async (_o, cmd: Command) => {
+    const o = opts<{ project?: string; env?: string; ref?: string; dryRun?: boolean; force?: boolean; only?: string; dir: string }>(cmd);
+    const project = resolveProject(o.project);
+    const env = resolveEnv(o.env);
+    let only: string[] | undefined;
+    if (o.only !== undefined) {
+      only = o.only.split(',').map((s) => s.trim()).filter(Boolean);
+      const bad = only.filter((s) => !STAGES.includes(s));
+      if (only.length === 0 || bad.length) throw new UsageError(`--only takes a comma-separated subset of ${STAGES.join(',')}${bad.length ? ` (unknown: ${bad.join(', ')})` : ''}`);
+    }
+    if (o.ref !== undefined && o.ref.trim() === '') throw new UsageError('--ref needs a value (e.g. a commit SHA)');
+    const files = readProjectFiles(o.dir);
+    if (files.permissions === null && !o.json) warn('no config/permissions.yaml: the release grants no access to any table');
+    let r: ApplyResponse;
+    try {
+      r = await client(cmd).post<ApplyResponse>(`/api/projects/${enc(project)}/envs/${enc(env)}/apply`, {
+        schema: files.schema,
+        permissions: files.permissions,
+        ref: o.ref ?? null,
+        dryRun: Boolean(o.dryRun),
+        force: Boolean(o.force),
+        ...(only ? { only } : {}),
+      });
+    } catch (e) {
+      explainRefusal(e, Boolean(o.json));
+      throw e;
+    }
+    if (o.json) return printJson({ releaseId: r.releaseId, reused: r.reused, ref: r.ref, plan: r.plan });
+    const out = (s: string) => process.stdout.write(s);
+    out(`${project}/${env}\n`);
+    if (!only || only.includes('schema')) printPlan(r.plan, out);
+    if (r.drift.length) {
+      out(yellow('Drift (not fixed by this plan):') + '\n');
+      for (const d of r.drift) out(`  - ${d}\n`);
+    }
+    if (r.dryRun) {
+      out('Dry run: nothing was applied.\n');
+      return;
+    }
+    if (r.releaseId) out(`Release: ${r.releaseId} (${r.reused ? 'reused' : 'new'})\n`);
+    else out(`${only?.includes('schema') ? 'Schema applied' : 'Validated'}; no release created (--only without release).\n`);
+  });
+}
+
+/** A refused apply carries the plan or the list of problems in the error details: show them before the error line. */
+function explainRefusal(e: unknown, json: boolean): void {
+  if (json || !(e instanceof ApiError) || !e.details || typeof e.details !== 'object') return;
+  const d = e.details as { plan?: PlanStep[]; errors?: string[]; unsupported?: string[] };
+  const err = (s: string) => process.stderr.write(s);
+  if (Array.isArray(d.errors) && d.errors.length > 5) {
+    err(red('Problems:') + '\n');
+    for (const x of d.errors) err(`  - ${x}\n`);
+  }
+  if (Array.isArray(d.unsupported) && d.unsupported.length) {
+    err(red('Cannot apply:') + '\n');
+    for (const x of d.unsupported) err(`  - ${x}\n`);
+  }
+  if (Array.isArray(d.plan) && e.status === 409) {
+    printPlan(d.plan, err);
+    err(yellow('Nothing was applied: the plan has destructive steps. Re-run with --force to apply them.') + '\n');
+  }
+}
