@@ -31,6 +31,11 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     requestIdHeader: false,
     trustProxy: process.env.STK_TRUST_PROXY === '1',
     return503OnClosing: true,
+    // URL-level failures (bad percent-encoding, …) get the envelope too, not Fastify's default body
+    frameworkErrors(err, req, reply) {
+      const status = (err as { statusCode?: number }).statusCode ?? 400;
+      (reply as unknown as { code(n: number): { header(k: string, v: string): { send(b: unknown): void } } }).code(status).header('x-request-id', req.id).send(envelope(codeForStatus(status), status === 414 ? 'URL too long' : 'malformed request URL', req.id));
+    },
     http: { maxHeaderSize: 16 * 1024 } as never,
   });
 
