@@ -68,6 +68,21 @@ export function openPool(url: string, name: string, s: PoolSettings): Pool {
       statement_timeout: s.queryTimeoutMs,
     },
     types: {
+      // Parameters arrive as text already converted by sql/values.ts. postgres.js re-serializes a
+      // prepared statement's parameters by the types the server describes, so those serializers must
+      // pass strings through (its defaults would turn 'true' into 'f' and JSON text into a JSON string).
+      stkBoolean: {
+        to: 16,
+        from: [16],
+        serialize: (x: unknown) => (x === true || x === 'true' || x === 't' ? 't' : 'f'),
+        parse: (x: string) => x === 't',
+      },
+      stkJson: {
+        to: 3802,
+        from: [114, 3802],
+        serialize: (x: unknown) => (typeof x === 'string' ? x : JSON.stringify(x)),
+        parse: (x: string) => JSON.parse(x) as unknown,
+      },
       // bytea → base64 string, timestamptz/timestamp → ISO string: rows serialize to JSON as they come
       stkBytea: {
         to: 17,

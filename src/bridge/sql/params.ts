@@ -261,15 +261,6 @@ function checkWritable(rule: CompiledRule, col: CompiledColumn, path: string): v
   if (!canWrite(rule, col)) throw badRequest(`${path}: column '${col.name}' is not writable for this credential`);
 }
 
-/** A value the rule's condition requires of a written column, or undefined when it places none. */
-function requiredByRule(rule: CompiledRule, principal: Principal, col: CompiledColumn): string | null | undefined {
-  for (let i = 0; i < rule.terms.length; i++) {
-    const t = rule.terms[i]!;
-    if (t.col === col) return termValue(t, principal);
-  }
-  return undefined;
-}
-
 function ruleViolation(rule: CompiledRule, table: CompiledTable, op: Op): AppError {
   return forbidden(`row does not satisfy the ${op} condition of table '${table.name}'${rule.conditionSource ? ` (${rule.conditionSource})` : ''}`);
 }
@@ -372,8 +363,6 @@ export function planUpdate(table: CompiledTable, rule: CompiledRule, principal: 
       if (!col.nullable) throw badRequest(`data.${name}: column '${name}' must not be null`);
       value = null;
     } else value = convert(col, v, `data.${name}`);
-    const want = requiredByRule(rule, principal, col);
-    if (want !== undefined && want !== value) throw ruleViolation(rule, table, 'update');
     set.push({ col, value });
   }
   if (set.length === 0) throw badRequest('update needs data with at least one column');
