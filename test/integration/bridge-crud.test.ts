@@ -267,11 +267,12 @@ describe('bad input → the right status, never a 500', () => {
 
   it('no release loaded → 503 telling to run stk apply; expired cache → 503', async () => {
     expectError(await call('admin', 'db/users/select', {}, {}, 'empty'), 503, /no release loaded for shop\/empty; run stk apply/);
+    const saved = ctx.isExpired;
     ctx.isExpired = (p: string, e: string) => p === 'shop' && e === 'dev';
     try {
       expectError(await call('admin', 'db/users/select'), 503, /stale/);
     } finally {
-      delete ctx.isExpired;
+      ctx.isExpired = saved;
     }
   });
 
