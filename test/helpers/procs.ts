@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
+import { rememberSecret, rememberStore } from './secrets.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const STK = join(ROOT, 'bin/stk.js');
@@ -118,6 +119,11 @@ export async function startHub(o: HubOptions = {}): Promise<Proc & { secretKey: 
     STK_OWNER_PASSWORD: TEST_OWNER.password,
     ...o.env,
   };
+  rememberSecret('hub-secret-key', env.STK_SECRET_KEY);
+  for (const t of ((env as Record<string, string>).STK_SERVICE_TOKENS ?? env.STK_SERVICE_TOKEN ?? '').split(',')) rememberSecret('service-token', t.trim());
+  rememberSecret('password', env.STK_OWNER_PASSWORD);
+  rememberSecret('db-url', env.STK_HUB_DB_URL);
+  rememberStore(env.STK_HUB_DB_URL);
   const p = spawnStk('hub', ['hub', 'start'], env, port);
   await waitFor(async () => (await fetch(`${p.url}/readyz`)).ok, 30_000, `hub on :${port}`).catch((e) => {
     throw new Error(`${e.message}\n--- hub log ---\n${p.logs().slice(-3000)}`);
@@ -136,6 +142,7 @@ export interface BridgeOptions {
 export async function startBridge(o: BridgeOptions): Promise<Proc> {
   const port = o.port ?? (await freePort());
   const env = { STK_BRIDGE_PORT: String(port), STK_HUB_URL: o.hubUrl, STK_SERVICE_TOKEN: o.serviceToken, ...o.env };
+  rememberSecret('service-token', env.STK_SERVICE_TOKEN);
   const p = spawnStk('bridge', ['bridge', 'start'], env, port);
   await waitFor(async () => (await fetch(`${p.url}/healthz`)).ok, 30_000, `bridge on :${port}`).catch((e) => {
     throw new Error(`${e.message}\n--- bridge log ---\n${p.logs().slice(-3000)}`);
