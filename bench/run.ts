@@ -1,0 +1,439 @@
+/**
+ * `npm run bench`: the Bridge against the yardsticks (issue 8), in one run on this machine.
+ *
+ *   setup    wrk (Debian), the yardsticks' dependencies in a scratch folder outside the repo, a throwaway
+ *            PostgreSQL (scripts/test-pg.sh on its own port/dir), database `bench`, Hub A + `stk apply`
+ *            of bench/schema + 1,000 users + an API key (`stk apikey create`), Bridge A, the minimal
+ *            server (FRAMEWORK=http DRIVER=pg AUTH=1), the Platformatic peer; Hub B + Bridge B with
+ *            100,000 keys for keys_scaling
+ *   cli      `stk --version` vs `node -e 0`, interleaved spawns
+ *   verify   the Bridge's verifyKey in-process on a 100,000-key table
+ *   rounds   interleaved wrk runs (2 s warm-up + 10 s measured; c=10 and c=50; -t2), order rotated per
+ *            round; Bridge RSS sampled while it is under load
+ *   revoke   3 Bridges under load, 100 revokes through `stk apikey revoke`
+ *
+ * Writes bench/out/summary.json (the issue's fields), bench/out/details.json (every run) and
+ * bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
+ * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
+ * (/tmp/stk-bench-deps), BENCH_YARDSTICKS (../shared/bench).
+ */
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { bulkInsertKeys } from './lib/bulk-keys.js';
+import { rssMb, run, runOk, start, stopAll, waitHttp, type Proc } from './lib/procs.js';
+import { judge, startLoad } from './lib/revocation.js';
+import { createKeyApi, createKeyCli, PROJECT, setupEnv, smokeCall, startBridge, startHub, type Bridge, type Hub, type StackPaths } from './lib/stack.js';
+import { freePort, log, median, percentile, round, sleep, table, waitFor } from './lib/util.js';
+import { benchVerify } from './lib/verify.js';
+import { wrk, type WrkResult } from './lib/wrk.js';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const OUT = join(ROOT, 'bench/out');
+const LOGS = join(OUT, 'logs');
+const int = (v: string | undefined, d: number) => (v && /^\d+$/.test(v) ? Number(v) : d);
+const ROUNDS = int(process.env.BENCH_ROUNDS, 3);
+const WARMUP_S = int(process.env.BENCH_WARMUP_S, 2);
+const DURATION_S = int(process.env.BENCH_DURATION_S, 10);
+const PG_PORT = int(process.env.BENCH_PG_PORT, 55439);
+const PG_DIR = process.env.BENCH_PG_DIR ?? '/tmp/stk-bench-pg';
+const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
+const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
+const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,revoke').split(',').map((s) => s.trim()));
+const BULK_KEYS = 100_000;
+const REVOKES = 100;
+const REVOKE_BRIDGES = 3;
+
+const t0 = Date.now();
+const problems: string[] = [];
+const note = (m: string) => {
+  problems.push(m);
+  log(`!! ${m}`);
+};
+
+// ---------------------------------------------------------------- setup
+
+function ensureWrk(): void {
+  if (spawnSync('wrk', ['--version']).error === undefined) return;
+  log('wrk not found: installing it from Debian (apt-get install -y wrk)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  let r = spawnSync('apt-get', ['install', '-y', '-qq', 'wrk'], { stdio: 'inherit', env });
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    r = spawnSync('apt-get', ['install', '-y', '-qq', 'wrk'], { stdio: 'inherit', env });
+  }
+  if (r.status !== 0 || spawnSync('wrk', ['--version']).error) throw new Error('could not install wrk (needs root and Debian packages): install it and rerun');
+}
+
+/** Copies each yardstick with its package.json into DEPS/<name> and installs there (only when changed). */
+async function ensureYardsticks(): Promise<{ minimal: string; peer: string; callLua: string; getLua: string }> {
+  if (!existsSync(join(YARD, 'server.mjs'))) throw new Error(`yardsticks not found in ${YARD} (set BENCH_YARDSTICKS)`);
+  const sets = [
+    { name: 'minimal', pkg: 'package.json', files: ['server.mjs', 'call.lua', 'get.lua'] },
+    { name: 'peer', pkg: 'peer-package.json', files: ['peer-platformatic.mjs'] },
+  ];
+  for (const s of sets) {
+    const dir = join(DEPS, s.name);
+    mkdirSync(dir, { recursive: true });
+    const want = readFileSync(join(YARD, s.pkg), 'utf8');
+    const have = existsSync(join(dir, 'package.json')) ? readFileSync(join(dir, 'package.json'), 'utf8') : '';
+    for (const f of s.files) copyFileSync(join(YARD, f), join(dir, f));
+    if (want !== have || !existsSync(join(dir, 'node_modules'))) {
+      log(`installing the ${s.name} yardstick's dependencies into ${dir}`);
+      writeFileSync(join(dir, 'package.json'), want);
+      await runOk('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: dir, timeoutMs: 300_000 });
+    }
+  }
+  return {
+    minimal: join(DEPS, 'minimal/server.mjs'),
+    peer: join(DEPS, 'peer/peer-platformatic.mjs'),
+    callLua: join(DEPS, 'minimal/call.lua'),
+    getLua: join(DEPS, 'minimal/get.lua'),
+  };
+}
+
+const pgEnv = { STK_TEST_PG_DIR: PG_DIR, STK_TEST_PG_PORT: String(PG_PORT) };
+
+async function startPostgres(): Promise<{ adminUrl: string; benchUrl: string }> {
+  const adminUrl = (await runOk('bash', [join(ROOT, 'scripts/test-pg.sh'), 'start'], { env: pgEnv, timeoutMs: 300_000 })).trim().split('\n').pop()!;
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    await c.query('DROP DATABASE IF EXISTS bench WITH (FORCE)');
+    await c.query('CREATE DATABASE bench');
+  } finally {
+    await c.end();
+  }
+  const u = new URL(adminUrl);
+  u.pathname = '/bench';
+  return { adminUrl, benchUrl: u.toString() };
+}
+
+async function seedUsers(benchUrl: string): Promise<void> {
+  const c = new pg.Client({ connectionString: benchUrl });
+  await c.connect();
+  try {
+    await c.query(
+      `INSERT INTO users (id, email, name)
+       SELECT 'u_' || lpad(g::text, 6, '0'), 'user' || g || '@example.com', 'User ' || g FROM generate_series(1, 1000) g`,
+    );
+    await c.query('ANALYZE users');
+    const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM users');
+    if (rows[0]!.n !== 1000) throw new Error(`expected 1000 users, found ${rows[0]!.n}`);
+  } finally {
+    await c.end();
+  }
+}
+
+// ---------------------------------------------------------------- sections
+
+function benchCli(): { ratio: number; stkMs: number; nodeMs: number } {
+  const stk = join(ROOT, 'bin/stk.js');
+  const time = (args: string[]) => {
+    const t = performance.now();
+    const r = spawnSync(process.execPath, args, { stdio: 'ignore' });
+    if (r.status !== 0) throw new Error(`node ${args.join(' ')} exited ${r.status}`);
+    return performance.now() - t;
+  };
+  for (let i = 0; i < 3; i++) {
+    time([stk, '--version']);
+    time(['-e', '0']);
+  }
+  const s: number[] = [];
+  const n: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    s.push(time([stk, '--version']));
+    n.push(time(['-e', '0']));
+  }
+  return { ratio: median(s) / median(n), stkMs: median(s), nodeMs: median(n) };
+}
+
+type TargetId = 'bridge' | 'bridge100k' | 'minimal' | 'peer';
+interface Target {
+  id: TargetId;
+  label: string;
+  url: string;
+  script: string;
+  env?: Record<string, string>;
+  concurrency: number[];
+  proc: Proc;
+}
+
+interface Run extends WrkResult {
+  round: number;
+  target: TargetId;
+  c: number;
+  rssMaxMb?: number;
+}
+
+async function rounds(targets: Target[], bridgeProc: Proc): Promise<{ runs: Run[]; rssMax: number }> {
+  const runs: Run[] = [];
+  let rssMax = 0;
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const c of [10, 50]) {
+      const here = targets.filter((t) => t.concurrency.includes(c));
+      const order = here.map((_, i) => here[(i + r) % here.length]!); // rotate: no config always goes first
+      for (const t of order) {
+        await wrk({ url: t.url, script: t.script, connections: c, seconds: WARMUP_S, env: t.env });
+        let sampler: NodeJS.Timeout | undefined;
+        let runRss = 0;
+        if (t.id === 'bridge') {
+          sampler = setInterval(() => {
+            const m = rssMb(bridgeProc.pid);
+            if (m > runRss) runRss = m;
+          }, 200);
+        }
+        const res = await wrk({ url: t.url, script: t.script, connections: c, seconds: DURATION_S, env: t.env });
+        if (sampler) clearInterval(sampler);
+        rssMax = Math.max(rssMax, runRss);
+        const errors = res.non2xx + res.errors_socket;
+        runs.push({ ...res, round: r + 1, target: t.id, c, ...(t.id === 'bridge' ? { rssMaxMb: round(runRss, 1) } : {}) });
+        log(`round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms${errors ? `  ERRORS ${errors}` : ''}`);
+        if (errors) note(`${t.label} c=${c} round ${r + 1}: ${res.non2xx} non-2xx, ${res.errors_socket} socket errors`);
+      }
+    }
+  }
+  return { runs, rssMax };
+}
+
+function ratioOfMedians(runs: Run[], a: TargetId, b: TargetId, c: number): number {
+  const per: number[] = [];
+  for (let r = 1; r <= ROUNDS; r++) {
+    const x = runs.find((u) => u.round === r && u.target === a && u.c === c);
+    const y = runs.find((u) => u.round === r && u.target === b && u.c === c);
+    if (x && y && y.rps > 0) per.push(x.rps / y.rps);
+  }
+  return median(per);
+}
+
+function stats(runs: Run[], target: TargetId, c: number) {
+  const rs = runs.filter((u) => u.target === target && u.c === c);
+  return {
+    rps: round(median(rs.map((u) => u.rps)), 1),
+    p50_ms: round(median(rs.map((u) => u.p50_ms)), 3),
+    p99_ms: round(median(rs.map((u) => u.p99_ms)), 3),
+    errors: rs.reduce((a, u) => a + u.non2xx + u.errors_socket, 0),
+  };
+}
+
+async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl: string) {
+  const env = 'revoke';
+  await setupEnv(hub, env, benchUrl, join(ROOT, 'bench/schema'), false);
+  const keys: Array<{ apiKey: string; keyId: string }> = [];
+  for (let i = 0; i < REVOKES; i++) keys.push(await createKeyApi(hub, env, `r${i}`));
+  const bridges: Bridge[] = [bridgeA];
+  for (let i = 2; i <= REVOKE_BRIDGES; i++) bridges.push(await startBridge(paths, hub, `r${i}`, [env]));
+  await waitHttp(bridgeA.proc, `${bridgeA.url}/readyz?project=${PROJECT}&env=${env}`);
+  for (const b of bridges) await smokeCall(b.url, keys[REVOKES - 1]!.apiKey);
+
+  const startedAt = new Array<number>(REVOKES).fill(Infinity);
+  const returnedAt = new Array<number>(REVOKES).fill(Infinity);
+  type Ack = { bridges: number; acked: number; lagging: string[]; ms?: number; elapsedMs?: number };
+  const acks: Array<Ack | null> = [];
+  const wallMs: number[] = [];
+  const load = startLoad(
+    bridges.map((b) => b.url),
+    keys.map((k) => k.apiKey),
+    6,
+  );
+  await sleep(1000);
+  log(`revocation: ${REVOKE_BRIDGES} Bridges under load (${load.count()} requests in the first second); revoking ${REVOKES} keys with stk apikey revoke`);
+  for (let i = 0; i < REVOKES; i++) {
+    startedAt[i] = performance.now();
+    const out = await hub.cli(['apikey', 'revoke', '--project', PROJECT, '--env', env, '--key-id', keys[i]!.keyId, '--json']);
+    returnedAt[i] = performance.now();
+    wallMs.push(returnedAt[i]! - startedAt[i]!);
+    const body = JSON.parse(out) as { ack?: Ack | null };
+    acks.push(body.ack ?? null);
+  }
+  await sleep(500);
+  const samples = await load.stop();
+  for (const b of bridges.slice(1)) await b.proc.stop();
+  const outcome = judge(samples, startedAt, returnedAt);
+  const ackMs = acks.map((a, i) => a?.ms ?? a?.elapsedMs ?? wallMs[i]!);
+  const ackSource = acks.some((a) => a?.ms !== undefined || a?.elapsedMs !== undefined) ? 'hub' : 'cli-wall-clock';
+  const fullyAcked = acks.filter((a) => a && a.bridges === REVOKE_BRIDGES && a.acked === REVOKE_BRIDGES && a.lagging.length === 0).length;
+  if (fullyAcked !== REVOKES) note(`revocation: only ${fullyAcked}/${REVOKES} revokes were acknowledged by all ${REVOKE_BRIDGES} Bridges`);
+  if (outcome.acceptedAfterRevokeReturned) note(`revocation: ${outcome.acceptedAfterRevokeReturned} requests accepted after their key's revoke returned`);
+  if (Object.keys(outcome.otherStatuses).length) note(`revocation: unexpected statuses under load ${JSON.stringify(outcome.otherStatuses)}`);
+  if (outcome.rejectedAfterRevoke === 0) note('revocation: no request was sent after a revoke returned; the check proved nothing');
+  log(
+    `revocation: ${outcome.requests} requests, ${outcome.acceptedBeforeRevoke} accepted before revoke, ${outcome.rejectedAfterRevoke} rejected after, ${outcome.acceptedAfterRevokeReturned} accepted after revoke returned; ack p99 ${percentile(ackMs, 99).toFixed(1)} ms (${ackSource})`,
+  );
+  return {
+    summary: { revokes: REVOKES, bridges: REVOKE_BRIDGES, accepted_after_revoke_returned: outcome.acceptedAfterRevokeReturned, ack_p99_ms: round(percentile(ackMs, 99), 1) },
+    details: { ...outcome, ackSource, ackP50Ms: round(percentile(ackMs, 50), 1), cliWallP50Ms: round(percentile(wallMs, 50), 1), cliWallP99Ms: round(percentile(wallMs, 99), 1), fullyAcked },
+  };
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  rmSync(LOGS, { recursive: true, force: true });
+  mkdirSync(LOGS, { recursive: true });
+  const scratch = mkdtempSync(join(tmpdir(), 'stk-bench-'));
+  const paths: StackPaths = { root: ROOT, stk: join(ROOT, 'bin/stk.js'), logDir: LOGS, scratch };
+  if (!existsSync(join(ROOT, 'dist/cli.js'))) throw new Error('dist/ is missing: run `npm run build` (npm run bench does)');
+
+  const summary: Record<string, unknown> = {
+    rounds: ROUNDS,
+    ratios: null,
+    bridge: null,
+    keys_scaling: null,
+    verify_ns: null,
+    revocation: null,
+    cli: null,
+    memory: null,
+  };
+  const details: Record<string, unknown> = { startedAt: new Date().toISOString(), config: { ROUNDS, WARMUP_S, DURATION_S, sections: [...SECTIONS] } };
+  const write = () => {
+    mkdirSync(OUT, { recursive: true });
+    writeFileSync(join(OUT, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    writeFileSync(join(OUT, 'details.json'), JSON.stringify({ ...details, problems, elapsedS: round((Date.now() - t0) / 1000, 1) }, null, 2) + '\n');
+  };
+
+  if (SECTIONS.has('cli')) {
+    const c = benchCli();
+    summary.cli = { cold_start_ratio_vs_node: round(c.ratio, 2) };
+    details.cli = { stkVersionMedianMs: round(c.stkMs, 1), nodeE0MedianMs: round(c.nodeMs, 1) };
+    log(`cli: stk --version ${c.stkMs.toFixed(1)} ms vs node -e 0 ${c.nodeMs.toFixed(1)} ms → ${c.ratio.toFixed(2)}×`);
+  }
+  if (SECTIONS.has('verify')) {
+    const v = benchVerify();
+    summary.verify_ns = { p50: v.p50, p99: v.p99 };
+    details.verify = v;
+    log(`verify: p50 ${v.p50} ns, p99 ${v.p99} ns per call on a ${v.tableSize}-key table`);
+  }
+  write();
+  if (!SECTIONS.has('rounds') && !SECTIONS.has('revoke')) return;
+
+  ensureWrk();
+  const y = SECTIONS.has('rounds') ? await ensureYardsticks() : null;
+  log(`starting a throwaway PostgreSQL on port ${PG_PORT} (${PG_DIR})`);
+  const { benchUrl } = await startPostgres();
+  try {
+    // Hub A + Bridge A: one key
+    const hubA = await startHub(paths, 'a');
+    await setupEnv(hubA, 'bench', benchUrl, join(ROOT, 'bench/schema'), true);
+    await seedUsers(benchUrl);
+    const key = await createKeyCli(hubA, 'bench', 'bench');
+    const bridgeA = await startBridge(paths, hubA, 'a', ['bench']);
+    await smokeCall(bridgeA.url, key.apiKey);
+    log(`Hub A ${hubA.url}, Bridge A ${bridgeA.url} (1 key), database ${benchUrl.replace(/\/\/[^@]*@/, '//')}`);
+
+    if (SECTIONS.has('rounds') && y) {
+      // Hub B + Bridge B: the same env and database, plus 100,000 keys bulk-loaded into Hub B's store
+      const hubB = await startHub(paths, 'b');
+      await setupEnv(hubB, 'bench', benchUrl, join(ROOT, 'bench/schema'), true);
+      const keyB = await createKeyCli(hubB, 'bench', 'bench');
+      const bulk = bulkInsertKeys({ dbFile: hubB.dbFile, secretKeyHex: hubB.secretKey, count: BULK_KEYS - 1 });
+      const bridgeB = await startBridge(paths, hubB, 'b', ['bench']);
+      await smokeCall(bridgeB.url, keyB.apiKey);
+      const snap = await fetch(`${hubB.url}/internal/sync/snapshot`, { headers: { 'x-santokit-service-token': hubB.serviceToken } })
+        .then(async (r) => (r.ok ? ((await r.json()) as { keys?: unknown[]; keyCount?: number }) : null))
+        .catch(() => null);
+      const keyCount = snap ? (snap.keyCount ?? snap.keys?.length ?? null) : null;
+      log(`Hub B ${hubB.url}, Bridge B ${bridgeB.url}: ${bulk + 1} keys in the store${keyCount !== null ? `, ${keyCount} in the sync snapshot` : ''}`);
+      details.keysInStoreB = bulk + 1;
+      details.keysInSnapshotB = keyCount;
+
+      const minPort = await freePort();
+      const minimal = start('minimal', process.execPath, [y.minimal], { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(minPort), DATABASE_URL: benchUrl }, logDir: LOGS });
+      await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server');
+      const peerPort = await freePort();
+      const peer = start('peer', process.execPath, [y.peer], { env: { PORT: String(peerPort), DATABASE_URL: benchUrl }, logDir: LOGS });
+      await waitHttp(peer, `http://127.0.0.1:${peerPort}/users?limit=1`);
+
+      const targets: Target[] = [
+        { id: 'bridge', label: 'Bridge (1 key)', url: bridgeA.url, script: y.callLua, env: { API_KEY: key.apiKey }, concurrency: [10, 50], proc: bridgeA.proc },
+        { id: 'bridge100k', label: 'Bridge (100,000 keys)', url: bridgeB.url, script: y.callLua, env: { API_KEY: keyB.apiKey }, concurrency: [10], proc: bridgeB.proc },
+        { id: 'minimal', label: 'minimal http+pg+auth', url: `http://127.0.0.1:${minPort}`, script: y.callLua, concurrency: [10, 50], proc: minimal },
+        { id: 'peer', label: 'peer (Platformatic)', url: `http://127.0.0.1:${peerPort}/users?limit=1`, script: y.getLua, concurrency: [10, 50], proc: peer },
+      ];
+      const { runs, rssMax } = await rounds(targets, bridgeA.proc);
+      details.runs = runs;
+      summary.ratios = {
+        bridge_vs_minimal_c10: round(ratioOfMedians(runs, 'bridge', 'minimal', 10), 3),
+        bridge_vs_minimal_c50: round(ratioOfMedians(runs, 'bridge', 'minimal', 50), 3),
+        bridge_vs_peer_c10: round(ratioOfMedians(runs, 'bridge', 'peer', 10), 3),
+        bridge_vs_peer_c50: round(ratioOfMedians(runs, 'bridge', 'peer', 50), 3),
+      };
+      summary.bridge = { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) };
+      summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
+      summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
+      details.yardsticks = { minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) } };
+      write();
+      await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop()]);
+    }
+
+    if (SECTIONS.has('revoke')) {
+      const r = await revocation(paths, hubA, bridgeA, benchUrl);
+      summary.revocation = r.summary;
+      details.revocation = r.details;
+      write();
+    }
+  } finally {
+    await stopAll();
+    await run('bash', [join(ROOT, 'scripts/test-pg.sh'), 'stop'], { env: pgEnv }).catch(() => undefined);
+    rmSync(scratch, { recursive: true, force: true });
+    write();
+  }
+}
+
+function report(): void {
+  const s = JSON.parse(readFileSync(join(OUT, 'summary.json'), 'utf8'));
+  const d = JSON.parse(readFileSync(join(OUT, 'details.json'), 'utf8'));
+  const f = (x: unknown, digits = 0) => (typeof x === 'number' ? x.toFixed(digits) : '–');
+  const rows: string[][] = [['config', 'c=10 req/s', 'c=50 req/s', 'p50 ms c=10', 'p99 ms c=10', 'p99 ms c=50', 'errors']];
+  const line = (name: string, a?: { rps: number; p50_ms: number; p99_ms: number; errors: number }, b?: { rps: number; p99_ms: number; errors: number }) =>
+    rows.push([name, f(a?.rps), f(b?.rps), f(a?.p50_ms, 2), f(a?.p99_ms, 2), f(b?.p99_ms, 2), f((a?.errors ?? 0) + (b?.errors ?? 0))]);
+  if (s.bridge) {
+    line('Bridge (1 key)', s.bridge.c10, s.bridge.c50);
+    line('Bridge (100,000 keys)', d.yardsticks?.bridge100k?.c10);
+    line('minimal http+pg+auth', d.yardsticks?.minimal?.c10, d.yardsticks?.minimal?.c50);
+    line('peer (Platformatic)', d.yardsticks?.peer?.c10, d.yardsticks?.peer?.c50);
+    process.stdout.write(`\nMedians of ${s.rounds} interleaved rounds (${WARMUP_S} s warm-up + ${DURATION_S} s measured, wrk -t2):\n\n${table(rows)}\n\n`);
+  }
+  const chk = (v: unknown, ok: (x: number) => boolean, target: string) => (typeof v === 'number' ? `${v}  ${ok(v) ? 'ok' : 'MISSED'} (target ${target})` : '– (not measured)');
+  const t: string[][] = [
+    ['measure', 'value'],
+    ['bridge / minimal, c=10', chk(s.ratios?.bridge_vs_minimal_c10, (x) => x >= 1.2, '≥ 1.2')],
+    ['bridge / minimal, c=50', chk(s.ratios?.bridge_vs_minimal_c50, (x) => x >= 1.2, '≥ 1.2')],
+    ['bridge / peer, c=10', chk(s.ratios?.bridge_vs_peer_c10, (x) => x >= 1.3, '≥ 1.3')],
+    ['bridge / peer, c=50', chk(s.ratios?.bridge_vs_peer_c50, (x) => x >= 1.3, '≥ 1.3')],
+    ['100k keys / 1 key', chk(s.keys_scaling?.rps_ratio_100k_vs_1_keys, (x) => x >= 0.95, '≥ 0.95')],
+    ['verify p50 / p99 ns', s.verify_ns ? `${s.verify_ns.p50} / ${chk(s.verify_ns.p99, (x) => x <= 10_000, '≤ 10000')}` : '–'],
+    ['accepted after revoke', chk(s.revocation?.accepted_after_revoke_returned, (x) => x === 0, '0')],
+    ['revoke ack p99 ms', chk(s.revocation?.ack_p99_ms, () => true, 'reported')],
+    ['stk --version / node -e 0', chk(s.cli?.cold_start_ratio_vs_node, (x) => x <= 2, '≤ 2')],
+    ['Bridge RSS under load MB', chk(s.memory?.bridge_rss_mb_under_load, (x) => x <= 150, '≤ 150')],
+  ];
+  process.stdout.write(`${table(t)}\n\nsummary: bench/out/summary.json, every run: bench/out/details.json, logs: bench/out/logs/\n`);
+  if (d.problems?.length) process.stdout.write(`\nPROBLEMS (${d.problems.length}):\n${d.problems.map((p: string) => `  - ${p}`).join('\n')}\n`);
+  process.stdout.write(`finished in ${d.elapsedS} s\n`);
+}
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    log('interrupted: stopping everything');
+    void stopAll()
+      .then(() => run('bash', [join(ROOT, 'scripts/test-pg.sh'), 'stop'], { env: pgEnv }))
+      .finally(() => process.exit(130));
+  });
+}
+
+try {
+  await main();
+  report();
+  if (problems.length) process.exitCode = 1;
+} catch (e) {
+  log(`FAILED: ${(e as Error).stack ?? e}`);
+  await stopAll();
+  process.exitCode = 1;
+}
