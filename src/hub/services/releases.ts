@@ -327,7 +327,7 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
       project: project.name,
       env: to.name,
       actor: op,
-      detail: { releaseId: rel.releaseId, ref: rel.ref, from, to: to.name, previousReleaseId: moved.previous, steps: sync.plan.length },
+      detail: { releaseId: rel.releaseId, ref: rel.ref, from, to: to.name, previousReleaseId: moved.previous, moved: moved.moved, steps: sync.plan.length },
     }, trx);
     return moved;
   });
@@ -356,7 +356,7 @@ export async function rollback(ctx: HubContext, req: FastifyRequest, op: Operato
       project: project.name,
       env: env.name,
       actor: op,
-      detail: { releaseId: rel.releaseId, ref: rel.ref, previousReleaseId: moved.previous },
+      detail: { releaseId: rel.releaseId, ref: rel.ref, previousReleaseId: moved.previous, moved: moved.moved },
     }, trx);
     return moved;
   });
