@@ -116,7 +116,7 @@ export async function startStack(o: { bridges: number; hub?: HubOptions; bridgeE
     },
     async stop() {
       await Promise.all(bridges.map((b) => b.stop()));
-      await hub.stop();
+      await stack.hub.stop(); // the Hub may have been replaced by a restart
       await db.drop();
     },
   };
