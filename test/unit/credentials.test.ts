@@ -1,0 +1,216 @@
+import { describe, expect, it, vi } from 'vitest';
+import { createHmac, randomBytes } from 'node:crypto';
+import { AppError } from '../../src/protocol/errors.js';
+import { formatKey, generateKey } from '../../src/protocol/key-format.js';
+import type { SyncKeyRecord } from '../../src/protocol/sync.js';
+import { ApiKeyVerifier, FailureLimiter, KeyRateLimiter, KeyTable, UsageCounter, verifyKey } from '../../src/bridge/credentials/index.js';
+
+const pepper = randomBytes(32);
+const hash = (secret: string) => createHmac('sha256', pepper).update(secret).digest('hex');
+
+function record(over: Partial<SyncKeyRecord> & { secret: string; keyId: string }): SyncKeyRecord {
+  const { secret, ...rest } = over;
+  return {
+    project: 'shop',
+    env: 'dev',
+    name: 'k',
+    roles: ['reader'],
+    secretHash: hash(secret),
+    prevSecretHash: null,
+    prevExpiresAt: null,
+    status: 'active',
+    expiresAt: null,
+    rateLimitPerMin: null,
+    ...rest,
+  };
+}
+
+function setup(recs: Array<{ over?: Partial<SyncKeyRecord> }> = [{}], opts = { rateLimitPerApiKey: 1000, invalidKeyLimitPerMin: 100 }) {
+  const keys = recs.map(({ over }) => {
+    const g = generateKey('dev');
+    return { ...g, rec: record({ keyId: g.keyId, secret: g.secret, ...over }) };
+  });
+  const table = new KeyTable();
+  table.replaceAll(pepper, keys.map((k) => k.rec));
+  const usage = new UsageCounter();
+  const state = { synced: () => true, stale: false, isExpired() { return this.stale; } };
+  const v = new ApiKeyVerifier(table, usage, { synced: () => state.synced(), isExpired: () => state.stale }, opts);
+  return { keys, table, usage, state, v };
+}
+
+const req = (key?: string, extra: Record<string, string> = {}, ip = '10.0.0.1') => ({
+  headers: { ...(key === undefined ? {} : { 'x-santokit-api-key': key }), ...extra },
+  ip,
+});
+
+function expectError(fn: () => unknown, status: number, message?: RegExp): AppError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(AppError);
+    expect((e as AppError).status).toBe(status);
+    if (message) expect((e as AppError).message).toMatch(message);
+    return e as AppError;
+  }
+  throw new Error('expected an error');
+}
+
+describe('verifyKey', () => {
+  it('accepts the current secret and returns the entry with a prebuilt principal', () => {
+    const { keys, table } = setup();
+    const r = verifyKey(table, keys[0]!.key, Date.now());
+    expect(typeof r).toBe('object');
+    if (typeof r === 'object') expect(r.principal).toEqual({ kind: 'apikey', sub: keys[0]!.keyId, roles: ['reader'], project: 'shop', env: 'dev' });
+  });
+
+  it('rejects malformed and mistyped keys before touching the key table', () => {
+    const { keys, table } = setup();
+    const get = vi.spyOn(table, 'get');
+    const k = keys[0]!.key;
+    expect(verifyKey(table, 'nope', Date.now())).toBe('format');
+    expect(verifyKey(table, k.slice(0, -2), Date.now())).toBe('format');
+    const typo = k.slice(0, -8) + (k.at(-8) === 'x' ? 'y' : 'x') + k.slice(-7);
+    expect(verifyKey(table, typo, Date.now())).toBe('checksum');
+    expect(get).not.toHaveBeenCalled();
+    expect(verifyKey(table, k, Date.now())).not.toBeTypeOf('string');
+    expect(get).toHaveBeenCalledTimes(1);
+  });
+
+  it('unknown id and wrong secret', () => {
+    const { keys, table } = setup();
+    expect(verifyKey(table, formatKey('ZZZZZZZZZZZZ', keys[0]!.secret, 'dev'), Date.now())).toBe('unknown');
+    expect(verifyKey(table, formatKey(keys[0]!.keyId, 'B'.repeat(22), 'dev'), Date.now())).toBe('secret');
+  });
+
+  it('revoked and expired keys fail only when the secret is right', () => {
+    const now = Date.now();
+    const { keys, table } = setup([{ over: { status: 'revoked' } }, { over: { expiresAt: new Date(now - 1).toISOString() } }, { over: { expiresAt: new Date(now + 60_000).toISOString() } }]);
+    expect(verifyKey(table, keys[0]!.key, now)).toBe('revoked');
+    expect(verifyKey(table, formatKey(keys[0]!.keyId, 'C'.repeat(22)), now)).toBe('secret');
+    expect(verifyKey(table, keys[1]!.key, now)).toBe('expired');
+    expect(typeof verifyKey(table, keys[2]!.key, now)).toBe('object');
+    expect(verifyKey(table, keys[2]!.key, now + 60_001)).toBe('expired');
+  });
+
+  it('rotation grace: the previous secret works until its deadline', () => {
+    const now = Date.now();
+    const old = generateKey('dev');
+    const fresh = generateKey('dev', old.keyId);
+    const table = new KeyTable();
+    table.replaceAll(pepper, [
+      record({ keyId: old.keyId, secret: fresh.secret, prevSecretHash: hash(old.secret), prevExpiresAt: new Date(now + 1000).toISOString() }),
+    ]);
+    expect(typeof verifyKey(table, fresh.key, now)).toBe('object');
+    expect(typeof verifyKey(table, old.key, now)).toBe('object');
+    expect(verifyKey(table, old.key, now + 1000)).toBe('secret');
+    expect(typeof verifyKey(table, fresh.key, now + 1000)).toBe('object');
+  });
+
+  it('a key change replaces the entry; null removes it; a malformed record is skipped', () => {
+    const { keys, table } = setup();
+    const k = keys[0]!;
+    table.upsert(k.keyId, { ...k.rec, status: 'revoked' });
+    expect(verifyKey(table, k.key, Date.now())).toBe('revoked');
+    table.upsert(k.keyId, null);
+    expect(verifyKey(table, k.key, Date.now())).toBe('unknown');
+    table.upsert(k.keyId, { ...k.rec, secretHash: 'not-hex' });
+    expect(table.get(k.keyId)).toBeUndefined();
+  });
+});
+
+describe('ApiKeyVerifier.authenticate', () => {
+  it('returns the principal and counts usage per key and address', () => {
+    const { keys, v, usage } = setup();
+    const p = v.authenticate(req(keys[0]!.key));
+    expect(p.sub).toBe(keys[0]!.keyId);
+    v.authenticate(req(keys[0]!.key, {}, '10.0.0.2'));
+    const rep = usage.drain('b1')!;
+    expect(rep.keys).toHaveLength(1);
+    expect(rep.keys[0]!.minutes.reduce((a, m) => a + m.count, 0)).toBe(2);
+    expect(rep.keys[0]!.sources.map((s) => s.address).sort()).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(usage.drain('b1')).toBeNull();
+  });
+
+  it('no credential → 401; a Bearer token → 401 "not supported yet"', () => {
+    const { v } = setup();
+    expectError(() => v.authenticate(req()), 401, /credential required/);
+    expectError(() => v.authenticate(req(undefined, { authorization: 'Bearer x' })), 401, /end-user tokens are not supported yet/);
+  });
+
+  it('a hint header that contradicts the key binding → 403', () => {
+    const { keys, v } = setup();
+    expectError(() => v.authenticate(req(keys[0]!.key, { 'x-santokit-project': 'other' })), 403);
+    expectError(() => v.authenticate(req(keys[0]!.key, { 'x-santokit-env': 'prod' })), 403);
+    expect(v.authenticate(req(keys[0]!.key, { 'x-santokit-project': 'shop', 'x-santokit-env': 'dev' })).project).toBe('shop');
+  });
+
+  it('max-stale → 503; not yet synced and unknown key → 503', () => {
+    const { keys, v, state } = setup();
+    state.stale = true;
+    expectError(() => v.authenticate(req(keys[0]!.key)), 503, /max-stale/);
+    const t = new KeyTable();
+    const cold = new ApiKeyVerifier(t, new UsageCounter(), { synced: () => false, isExpired: () => false }, { rateLimitPerApiKey: 10, invalidKeyLimitPerMin: 10 });
+    expectError(() => cold.authenticate(req(keys[0]!.key)), 503, /not loaded API keys/);
+  });
+
+  it('per-key rate limit → 429 with Retry-After, per-key override', () => {
+    const { keys, v } = setup([{ over: { rateLimitPerMin: 3 } }, {}], { rateLimitPerApiKey: 5, invalidKeyLimitPerMin: 100 });
+    for (let i = 0; i < 3; i++) v.authenticate(req(keys[0]!.key));
+    const e = expectError(() => v.authenticate(req(keys[0]!.key)), 429, /3 requests\/min/);
+    expect(Number(e.headers!['retry-after'])).toBeGreaterThanOrEqual(1);
+    for (let i = 0; i < 5; i++) v.authenticate(req(keys[1]!.key));
+    expectError(() => v.authenticate(req(keys[1]!.key)), 429, /5 requests\/min/);
+  });
+
+  it('invalid keys from one address → 429 before any other work; revoked/expired do not count', () => {
+    const { keys, v } = setup([{}, { over: { status: 'revoked' } }], { rateLimitPerApiKey: 1000, invalidKeyLimitPerMin: 3 });
+    for (let i = 0; i < 5; i++) expectError(() => v.authenticate(req(keys[1]!.key)), 401, /revoked/);
+    for (let i = 0; i < 3; i++) expectError(() => v.authenticate(req('garbage')), 401);
+    const spy = vi.spyOn(v.table, 'get');
+    const e = expectError(() => v.authenticate(req(keys[0]!.key)), 429, /too many invalid API keys/);
+    expect(Number(e.headers!['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(spy).not.toHaveBeenCalled();
+    // another address is unaffected
+    expect(v.authenticate(req(keys[0]!.key, {}, '10.9.9.9')).sub).toBe(keys[0]!.keyId);
+  });
+});
+
+describe('limits', () => {
+  it('token bucket: bursts the whole minute, then refills at limit/60 s', () => {
+    const l = new KeyRateLimiter();
+    const t0 = 1_000_000;
+    for (let i = 0; i < 60; i++) expect(l.take('k', 60, t0)).toBe(0);
+    const wait = l.take('k', 60, t0);
+    expect(wait).toBeGreaterThan(0);
+    expect(wait).toBeLessThanOrEqual(1000);
+    expect(l.take('k', 60, t0 + 1000)).toBe(0);
+    expect(l.take('k', 60, t0 + 1000)).toBeGreaterThan(0);
+    // a changed limit starts a fresh bucket
+    expect(l.take('k', 120, t0 + 1000)).toBe(0);
+  });
+
+  it('failure windows expire after a minute and the tracker stays bounded', () => {
+    const f = new FailureLimiter(2, 60_000, 10);
+    f.fail('a', 0);
+    expect(f.blockedFor('a', 1)).toBe(0);
+    f.fail('a', 1);
+    expect(f.blockedFor('a', 2)).toBe(59_998);
+    expect(f.blockedFor('a', 60_000)).toBe(0);
+    for (let i = 0; i < 50; i++) f.fail('ip' + i, 100_000);
+    expect(f.blockedFor('ip49', 100_001)).toBe(0);
+  });
+
+  it('usage survives a failed report (restore merges it back)', () => {
+    const u = new UsageCounter();
+    const now = Date.now();
+    u.count('K1', '1.2.3.4', now);
+    u.count('K1', '1.2.3.4', now);
+    const rep = u.drain('b')!;
+    u.count('K1', '5.6.7.8', now);
+    u.restore(rep);
+    const again = u.drain('b')!;
+    expect(again.keys[0]!.minutes.reduce((a, m) => a + m.count, 0)).toBe(3);
+    expect(again.keys[0]!.sources).toEqual(expect.arrayContaining([{ address: '1.2.3.4', count: 2 }, { address: '5.6.7.8', count: 1 }]));
+    expect(again.keys[0]!.minutes[0]!.minute).toMatch(/:00\.000Z$/);
+  });
+});
