@@ -6,6 +6,7 @@ import type { HubContext } from '../context.js';
 import type { ApiKeysTable } from '../store/schema.js';
 import { DEFAULT_ORG } from './auth.js';
 import { connectionUrls } from './connections.js';
+import { currentRelease } from './releases.js';
 
 /**
  * The Hub side of the Bridge sync: snapshots, the change stream, acknowledgements and the
@@ -101,36 +102,9 @@ export async function loadKeyRecord(ctx: HubContext, keyId: string): Promise<Syn
   return row ? toKeyRecord(row, row.project_name, row.env_name) : null;
 }
 
-/**
- * The env's current release as a ReleaseIR, read straight from `current_releases` + `releases`.
- * (A tiny local reader so API keys and sync do not depend on the apply module's internals.)
- */
+/** The env's current release as a ReleaseIR (null when nothing was applied there yet). */
 export async function loadCurrentRelease(ctx: HubContext, envId: string): Promise<ReleaseIR | null> {
-  const row = await ctx.db
-    .selectFrom('current_releases')
-    .innerJoin('releases', 'releases.id', 'current_releases.release_id')
-    .innerJoin('projects', 'projects.id', 'releases.project_id')
-    .select([
-      'releases.id',
-      'releases.ref',
-      'releases.created_at',
-      'releases.schema_json',
-      'releases.permissions_json',
-      'releases.connections_json',
-      'projects.name as project_name',
-    ])
-    .where('current_releases.env_id', '=', envId)
-    .executeTakeFirst();
-  if (!row) return null;
-  return {
-    releaseId: row.id,
-    project: row.project_name,
-    ref: row.ref,
-    createdAt: row.created_at,
-    schema: JSON.parse(row.schema_json) as ReleaseIR['schema'],
-    permissions: JSON.parse(row.permissions_json) as ReleaseIR['permissions'],
-    connections: JSON.parse(row.connections_json) as string[],
-  };
+  return (await currentRelease(ctx, envId)) ?? null;
 }
 
 async function findEnvId(ctx: HubContext, project: string, env: string): Promise<string | undefined> {
