@@ -191,7 +191,7 @@ export function registerApiKeyCommands(program: Command): void {
         `Status: ${d.status}`,
         `Last used: ${d.lastUsedAt ?? 'never'} (minute granularity)`,
         `Requests in the last 60 min: ${d.requestsLast60m}`,
-        `Sources: ${d.sources.length ? d.sources.map((s) => `${s.address} (${s.count} requests, last ${s.lastSeenAt})`).join(', ') : 'none seen'}`,
+        `Sources: ${d.sources.length ? d.sources.map((s) => `${s.address} (${s.count} request${s.count === 1 ? '' : 's'}, last ${s.lastSeenAt})`).join(', ') : 'none seen'}`,
       ];
       process.stdout.write(out.join('\n') + '\n');
       return;
