@@ -281,6 +281,7 @@ describe('stk apply against real PostgreSQL', () => {
 
   describe('a bad schema is rejected before any DDL runs (database unchanged)', () => {
     // each case also adds a valid new table, which must not appear
+    let baseline: [Awaited<ReturnType<typeof catalog>>, Awaited<ReturnType<typeof catalog>>] | undefined;
     const FRESH = { 'schema/zz-fresh.yaml': 'version: 1\ntables:\n  fresh:\n    columns:\n      x: { type: int, nullable: true }\n' };
     const cases: Array<[string, Record<string, string>, RegExp, number]> = [
       ['unknown type', { 'schema/bad.yaml': 'tables:\n  bad: { columns: { c: { type: text } } }\n' }, /schema\/bad\.yaml: table "bad", column "c": unknown type "text"/, 400],
@@ -302,8 +303,8 @@ describe('stk apply against real PostgreSQL', () => {
     ];
     for (const [name, files, re, status] of cases) {
       it(name, async () => {
-        const before = await catalog(main.url);
-        const beforeReports = await catalog(reports.url);
+        baseline ??= await Promise.all([catalog(main.url), catalog(reports.url)]);
+        const [before, beforeReports] = baseline;
         write({ ...FRESH, ...files });
         try {
           const r = await apply();
@@ -315,9 +316,10 @@ describe('stk apply against real PostgreSQL', () => {
           remove('schema/bad.yaml');
           remove('schema/zz-fresh.yaml');
         }
-        expect(await catalog(main.url)).toEqual(before);
-        expect(await catalog(reports.url)).toEqual(beforeReports);
-        expect(await current()).toBe(first);
+        const [after, afterReports, cur] = await Promise.all([catalog(main.url), catalog(reports.url), current()]);
+        expect(after).toEqual(before);
+        expect(afterReports).toEqual(beforeReports);
+        expect(cur).toBe(first);
       });
     }
   });
