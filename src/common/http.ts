@@ -1,9 +1,11 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import { ulid } from 'ulid';
+import { ulid } from './ulid.js';
 import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/errors.js';
 import { loggerOptions } from './logger.js';
 
 export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
+/** total size of the request line and headers */
+export const MAX_HEADER_BYTES = 16 * 1024;
 
 export interface BaseAppOptions {
   name: 'hub' | 'bridge';
@@ -36,7 +38,33 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       const status = (err as { statusCode?: number }).statusCode ?? 400;
       (reply as unknown as { code(n: number): { header(k: string, v: string): { send(b: unknown): void } } }).code(status).header('x-request-id', req.id).send(envelope(codeForStatus(status), status === 414 ? 'URL too long' : 'malformed request URL', req.id));
     },
-    http: { maxHeaderSize: 16 * 1024 } as never,
+    http: { maxHeaderSize: MAX_HEADER_BYTES } as never,
+    // malformed HTTP (bad header line, oversized headers, conflicting lengths…) never reaches a route:
+    // answer with the envelope too, and close the connection (the parser cannot resync)
+    clientErrorHandler(err, socket) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, reason, message] =
+        code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'request timed out']
+          : code === 'HPE_HEADER_OVERFLOW'
+            ? [431, 'Request Header Fields Too Large', `request headers exceed ${MAX_HEADER_BYTES} bytes`]
+            : [400, 'Bad Request', 'malformed HTTP request'];
+      const id = ulid();
+      const body = JSON.stringify(envelope(codeForStatus(status), message, id));
+      if (socket.writable) {
+        socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`);
+        socket.once('finish', () => socket.destroy());
+      } else socket.destroy();
+    },
+  });
+
+  // Node answers an unknown `Expect:` with a bare 417 unless someone listens: send the envelope
+  app.server.on('checkExpectation', (_req, res) => {
+    const id = ulid();
+    const body = JSON.stringify(envelope('BAD_REQUEST', 'unsupported Expect header: only 100-continue is supported', id));
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': id, connection: 'close' });
+    res.end(body);
   });
 
   app.addHook('onRequest', (req, reply, done) => {

@@ -4,6 +4,8 @@ import type { Principal } from '../../src/bridge/context.js';
 import { compileRelease, type CompiledTable } from '../../src/bridge/release-cache/compile.js';
 import { buildDelete, buildInsert, buildSelect, buildUpdate, DEFAULT } from '../../src/bridge/sql/build.js';
 import { nanoid, uuidv7 } from '../../src/bridge/sql/ids.js';
+import { ulid } from '../../src/common/ulid.js';
+import { encodeTime } from 'ulid';
 import { checkParamNames, planDelete, planExpand, planInsert, planSelect, planUpdate } from '../../src/bridge/sql/params.js';
 import { quoteIdent } from '../../src/bridge/sql/quote.js';
 import { INVALID, arrayLiteral, converter } from '../../src/bridge/sql/values.js';
@@ -247,6 +249,12 @@ describe('params validation (400s)', () => {
 
   it('generates well-formed ids', () => {
     expect(nanoid()).toMatch(/^[A-Za-z0-9_-]{21}$/);
+    for (const t of [0, 1, 1_700_000_000_123, 2 ** 48 - 1]) {
+      const id = ulid(t);
+      expect(id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
+      expect(id.slice(0, 10)).toBe(encodeTime(t, 10));
+    }
+    expect(new Set(Array.from({ length: 5000 }, () => ulid())).size).toBe(5000);
     const v7 = uuidv7(0x0189_aabb_ccdd);
     expect(v7).toMatch(/^0189aabb-ccdd-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   });

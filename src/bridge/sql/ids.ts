@@ -1,6 +1,6 @@
 /** Server-side primary key generators for `generate: ulid | uuid_v4 | uuid_v7 | nanoid`. */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import type { IdGenerator } from '../../protocol/release.js';
 
 const NANOID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-';
