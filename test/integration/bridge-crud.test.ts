@@ -557,6 +557,11 @@ describe('release cache and pools', () => {
     const releases = ctx.releases as ReleaseCache;
     releases.set('shop', 'noconn', fixtureRelease('rel_nc'), {});
     expectError(await call('admin', 'db/users/select', {}, {}, 'noconn'), 503, /connection 'main' of table 'users' is not configured/);
+    // a URL the driver cannot parse leaves the connection unconfigured instead of failing the update
+    releases.set('shop', 'noconn', fixtureRelease('rel_nc2'), { main: 'postgres://u:secret-pw@[broken' });
+    const r = await call('admin', 'db/users/select', {}, {}, 'noconn');
+    expectError(r, 503, /not configured/);
+    expect(r.raw).not.toContain('secret-pw');
     await releases.delete('shop', 'noconn');
   });
 });

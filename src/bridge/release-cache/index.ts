@@ -67,8 +67,13 @@ export class ReleaseCache {
     }
     for (const [name, url] of Object.entries(connections)) {
       if (st.pools.has(name) || typeof url !== 'string' || !url) continue;
-      st.pools.set(name, openPool(url, name, this.#settings));
-      st.urls.set(name, url);
+      try {
+        st.pools.set(name, openPool(url, name, this.#settings));
+        st.urls.set(name, url);
+      } catch {
+        // an unusable URL leaves the connection unconfigured (its tables answer 503); never log the URL
+        this.#log.warn({ project, env, connection: name }, 'connection URL rejected by the driver');
+      }
     }
     st.release = compiled;
     st.active = compiled ? { project, env, release: compiled, pools: st.pools } : undefined;
