@@ -48,6 +48,8 @@ describe('API keys with two Hubs on a PostgreSQL store', () => {
     expect(c.json.ack.bridges).toBe(0); // no Bridge follows Hub B
     const key = c.json.apiKey as string;
     await waitFor(async () => (await call(onlyA, key)).status === 200 && (await call(both, key)).status === 200, 3000, 'key on hub-A bridges');
+    // usage reported to Hub A is visible through Hub B (upserts on PostgreSQL)
+    await waitFor(async () => (await apiOn(hubB, 'POST', `${keysBase()}/cross/revoke`, { dryRun: true })).json.requestsLast60m >= 2, 10_000, 'usage report');
     const r = await apiOn(hubB, 'POST', `${keysBase()}/cross/revoke`, {});
     expect(r.status).toBe(200);
     await waitFor(async () => (await call(onlyA, key)).status === 401 && (await call(both, key)).status === 401, 3000, 'revoke on hub-A bridges');

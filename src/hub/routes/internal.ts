@@ -45,7 +45,7 @@ export default async function internalRoutes(app: FastifyInstance, { ctx }: { ct
     res.flushHeaders();
     req.raw.socket.setNoDelay(true);
     req.raw.socket.setKeepAlive(true, 10_000);
-    const sink = responseSink(res, () => {});
+    const sink = responseSink(res);
     await sync.openStream(q.bridgeId, since, sink, req.ip ?? null);
   });
 

@@ -50,6 +50,8 @@ export interface StreamSink {
   write(line: string): Promise<void>;
   end(): void;
   readonly closed: boolean;
+  /** called once when the peer goes away (so a gone Bridge stops counting at once) */
+  onClose?(fn: () => void): void;
 }
 
 interface BridgeState {
@@ -441,7 +443,9 @@ class StreamSession {
     private readonly hub: SyncHub,
     private readonly bridge: BridgeState,
     private readonly sink: StreamSink,
-  ) {}
+  ) {
+    sink.onClose?.(() => this.close());
+  }
 
   async start(since: number | undefined): Promise<void> {
     try {
@@ -578,15 +582,20 @@ class StreamSession {
 }
 
 /** A StreamSink over a raw Node response, honouring backpressure. */
-export function responseSink(res: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; on(ev: 'close', fn: () => void): unknown }, onClose: () => void): StreamSink {
+export function responseSink(res: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; on(ev: 'close', fn: () => void): unknown }): StreamSink {
   let closed = false;
+  const listeners: Array<() => void> = [];
   res.on('close', () => {
     closed = true;
-    onClose();
+    for (const fn of listeners.splice(0)) fn();
   });
   return {
     get closed() {
       return closed || Boolean(res.destroyed) || Boolean(res.writableEnded);
+    },
+    onClose(fn: () => void) {
+      if (closed) fn();
+      else listeners.push(fn);
     },
     async write(line: string) {
       if (closed) return;
