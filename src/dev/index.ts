@@ -74,6 +74,20 @@ function devOwnerPassword(dataDir: string): { password: string; fresh: boolean }
   return { password, fresh: true };
 }
 
+/**
+ * Closes a Fastify server gracefully, then forcibly after `graceMs`. In one process the Bridge's HTTP
+ * client pool to the Hub can leave a connected-but-silent socket on the Hub, which Node would otherwise
+ * keep until its 60 s headers timeout.
+ */
+async function stopServer(server: import('node:http').Server, stop: () => Promise<unknown>, graceMs = 2000): Promise<void> {
+  const t = setTimeout(() => server.closeAllConnections(), graceMs);
+  try {
+    await stop();
+  } finally {
+    clearTimeout(t);
+  }
+}
+
 function explainListenError(e: unknown, what: string, envName: string, port: number): Error {
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'EADDRINUSE') return new Error(`${what} port ${port} is already in use: stop what holds it or set ${envName}`);
@@ -144,7 +158,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     const hub = await startHub(hubConfig).catch((e: unknown) => {
       throw explainListenError(e, 'the Hub', 'STK_HUB_PORT', hubPort);
     });
-    stops.push({ what: 'the Hub', stop: () => hub.stop() });
+    stops.push({ what: 'the Hub', stop: () => stopServer(hub.app.server, () => hub.stop()) });
     const hubUrl = `http://${host}:${hub.port}`;
     await ensureDevOwner(hub.ctx, password, fresh);
 
@@ -155,7 +169,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     const bridge = await startBridge(loadBridgeConfig(bridgeEnv)).catch((e: unknown) => {
       throw explainListenError(e, 'the Bridge', 'STK_BRIDGE_PORT', bridgePort);
     });
-    stops.push({ what: 'the Bridge', stop: () => bridge.stop() });
+    stops.push({ what: 'the Bridge', stop: () => stopServer(bridge.app.server, () => bridge.stop()) });
     const bridgeUrl = `http://${host}:${bridge.port}`;
 
     // 4. project demo / env dev / connection main → the embedded PostgreSQL
