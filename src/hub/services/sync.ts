@@ -528,7 +528,7 @@ class StreamSession {
         const late = await db.selectFrom('change_events').selectAll().where('seq', 'in', [...this.#late.keys()].slice(0, 500)).orderBy('seq').execute();
         for (const r of late) {
           this.#late.delete(Number(r.seq));
-          await this.#deliver({ ...r, seq: Number(r.seq) });
+          await this.#deliver({ ...r, seq: Number(r.seq) }, this.cursor);
         }
       }
       const rows = await db.selectFrom('change_events').selectAll().where('seq', '>', this.cursor).orderBy('seq').limit(PAGE).execute();
@@ -546,8 +546,10 @@ class StreamSession {
           for (let s = Math.max(this.cursor + 1, row.seq - GAP_LOOKBACK); s < row.seq; s++) this.#late.set(s, deadline);
         }
         this.#gapSince = null;
+        // the cursor moves only once the message is written: a heartbeat in between must not
+        // advertise a seq the Bridge has not received (it would resume past it)
+        await this.#deliver(row, row.seq);
         this.cursor = row.seq;
-        await this.#deliver(row);
       }
       if (blocked) {
         if (!this.#retry) {
@@ -562,9 +564,9 @@ class StreamSession {
     }
   }
 
-  async #deliver(row: ChangeRow): Promise<void> {
+  async #deliver(row: ChangeRow, cursor: number): Promise<void> {
     const body = await this.hub.changeBody(row);
-    await this.#send({ ...body, cursor: this.cursor } as SyncMessage);
+    await this.#send({ ...body, cursor } as SyncMessage);
   }
 
   close(): void {
