@@ -518,6 +518,18 @@ describe('database failures', () => {
     expect((await call('admin', 'db/users/select', { limit: 1 })).status).toBe(200);
   });
 
+  it('too many queries queued on one pool → 503 before touching the database', async () => {
+    const pool = (ctx.releases as ReleaseCache).get('shop', 'dev')!.pools.get('main')!;
+    const saved = pool.inflight;
+    pool.inflight = pool.maxInflight;
+    try {
+      expectError(await call('admin', 'db/users/select', { limit: 1 }), 503, /too many concurrent queries on connection 'main'/);
+    } finally {
+      pool.inflight = saved;
+    }
+    expect((await call('admin', 'db/users/select', { limit: 1 })).status).toBe(200);
+  });
+
   it('database down → 503 and not ready; a healthy env is ready', async () => {
     const r = await call('admin', 'db/users/select', {}, {}, 'down');
     expectError(r, 503, /database of connection 'main' is unavailable/);
