@@ -398,6 +398,20 @@ describe('project API keys (OPERATOR-002)', () => {
     });
   });
 
+  it('at most 100 live keys per env: the next create → 409; revoking one makes room', async () => {
+    const live = ((await api('GET', base())).json.items as Array<{ status: string }>).filter((k) => k.status === 'active').length;
+    for (let i = live; i < 100; i++) {
+      const r = await api('POST', base(), { name: `bulk-${i}`, roles: ['reader'] });
+      expect(r.status, r.text).toBe(201);
+    }
+    const over = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'one-too-many', '--roles', 'reader']);
+    expect(over.code).toBe(1);
+    expect(over.output).toContain('409 CONFLICT');
+    expect(over.output).toContain('100 live API keys');
+    expect((await api('POST', `${base()}/bulk-99/revoke`, {})).status).toBe(200);
+    expect((await api('POST', base(), { name: 'one-too-many', roles: ['reader'] })).status).toBe(201);
+  });
+
   it('the plaintext key appears only in its own create/rotate output: not in the Hub store, logs, or any other response', async () => {
     expect(plaintexts.length).toBeGreaterThan(10);
     const secrets = plaintexts.map((k) => (parseKey(k) as { secret: string }).secret);
