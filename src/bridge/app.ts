@@ -37,7 +37,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     return releases.ready(project, env);
   };
   ctx.onClose.push(() => releases.close());
-  installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
+  installHubSync(ctx, app); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
   await app.register(healthRoutes, { ctx });
   await app.register(callRoutes, { ctx });
   app.addHook('onClose', async () => {

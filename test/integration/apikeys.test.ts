@@ -353,6 +353,9 @@ describe('project API keys (OPERATOR-002)', () => {
       expect(blocked.status).toBe(429);
       expect(blocked.body.error.message).toMatch(/too many invalid API keys/);
       expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // before the body is even parsed: malformed JSON from that address is a 429 too, not a 400
+      const raw = await fetch(b3.url + '/call', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"path": ' });
+      expect(raw.status).toBe(429);
       // other Bridges are unaffected
       expect((await call(b1, key)).status).toBe(200);
       await b3.stop();

@@ -77,6 +77,12 @@ export class ApiKeyVerifier implements CredentialVerifier {
     this.failures = new FailureLimiter(opts.invalidKeyLimitPerMin);
   }
 
+  /** The flood check alone: run as an onRequest hook so a blocked address costs no body parsing. */
+  guard(req: { ip: string }): void {
+    const blocked = this.failures.blockedFor(req.ip, Date.now());
+    if (blocked > 0) throw tooManyRequests('too many invalid API keys from this address; slow down', blocked / 1000);
+  }
+
   authenticate(req: Req): Principal {
     const now = Date.now();
     const ip = req.ip;

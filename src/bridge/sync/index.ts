@@ -1,3 +1,4 @@
+import type { FastifyInstance } from 'fastify';
 import type { BridgeContext } from '../context.js';
 import { ApiKeyVerifier, KeyTable, UsageCounter } from '../credentials/index.js';
 import { HubSync, type ReleaseSink } from './hub-sync.js';
@@ -14,7 +15,7 @@ const num = (v: string | undefined, d: number) => {
  * `ctx.isExpired` (max-stale), `ctx.keys`, `ctx.sync`. The sync is started by `startBridge`, so an
  * in-process `buildBridge` (tests) never reaches for a Hub.
  */
-export function installHubSync(ctx: BridgeContext, env: NodeJS.ProcessEnv = process.env): { sync: HubSync; verifier: ApiKeyVerifier; table: KeyTable } {
+export function installHubSync(ctx: BridgeContext, app?: FastifyInstance, env: NodeJS.ProcessEnv = process.env): { sync: HubSync; verifier: ApiKeyVerifier; table: KeyTable } {
   const { config } = ctx;
   const table = new KeyTable();
   const usage = new UsageCounter();
@@ -45,6 +46,10 @@ export function installHubSync(ctx: BridgeContext, env: NodeJS.ProcessEnv = proc
     { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: num(env.STK_INVALID_KEY_LIMIT_PER_MIN, 100) },
   );
   ctx.credentials = verifier;
+  // invalid-key floods: 429 before the body is even read
+  app?.addHook('onRequest', async (req) => {
+    if (req.method === 'POST' && req.url.startsWith('/call')) verifier.guard(req);
+  });
   ctx.isExpired = (_project: string, _env: string) => sync.isStale();
   ctx.keys = table;
   ctx.sync = sync;
