@@ -46,6 +46,8 @@ const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,revoke').
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
 const REVOKE_BRIDGES = 3;
+/** requests/s spread over the 3 Bridges during the revokes (0 = closed loop, as fast as they answer) */
+const REVOKE_LOAD_RPS = int(process.env.BENCH_REVOKE_RPS, 1500);
 
 const t0 = Date.now();
 const problems: string[] = [];
@@ -169,7 +171,7 @@ interface Run extends WrkResult {
   rssMaxMb?: number;
 }
 
-async function rounds(targets: Target[], bridgeProc: Proc): Promise<{ runs: Run[]; rssMax: number }> {
+async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number }> {
   const runs: Run[] = [];
   let rssMax = 0;
   for (let r = 0; r < ROUNDS; r++) {
@@ -178,20 +180,17 @@ async function rounds(targets: Target[], bridgeProc: Proc): Promise<{ runs: Run[
       const order = here.map((_, i) => here[(i + r) % here.length]!); // rotate: no config always goes first
       for (const t of order) {
         await wrk({ url: t.url, script: t.script, connections: c, seconds: WARMUP_S, env: t.env });
-        let sampler: NodeJS.Timeout | undefined;
         let runRss = 0;
-        if (t.id === 'bridge') {
-          sampler = setInterval(() => {
-            const m = rssMb(bridgeProc.pid);
-            if (m > runRss) runRss = m;
-          }, 200);
-        }
+        const sampler = setInterval(() => {
+          const m = rssMb(t.proc.pid);
+          if (m > runRss) runRss = m;
+        }, 200);
         const res = await wrk({ url: t.url, script: t.script, connections: c, seconds: DURATION_S, env: t.env });
-        if (sampler) clearInterval(sampler);
-        rssMax = Math.max(rssMax, runRss);
+        clearInterval(sampler);
+        if (t.id === 'bridge') rssMax = Math.max(rssMax, runRss);
         const errors = res.non2xx + res.errors_socket;
-        runs.push({ ...res, round: r + 1, target: t.id, c, ...(t.id === 'bridge' ? { rssMaxMb: round(runRss, 1) } : {}) });
-        log(`round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms${errors ? `  ERRORS ${errors}` : ''}`);
+        runs.push({ ...res, round: r + 1, target: t.id, c, rssMaxMb: round(runRss, 1) });
+        log(`round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`);
         if (errors) note(`${t.label} c=${c} round ${r + 1}: ${res.non2xx} non-2xx, ${res.errors_socket} socket errors`);
       }
     }
@@ -212,6 +211,7 @@ function ratioOfMedians(runs: Run[], a: TargetId, b: TargetId, c: number): numbe
 function stats(runs: Run[], target: TargetId, c: number) {
   const rs = runs.filter((u) => u.target === target && u.c === c);
   return {
+    rssMaxMb: round(Math.max(0, ...rs.map((u) => u.rssMaxMb ?? 0)), 1),
     rps: round(median(rs.map((u) => u.rps)), 1),
     p50_ms: round(median(rs.map((u) => u.p50_ms)), 3),
     p99_ms: round(median(rs.map((u) => u.p99_ms)), 3),
@@ -237,10 +237,11 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
   const load = startLoad(
     bridges.map((b) => b.url),
     keys.map((k) => k.apiKey),
-    6,
+    4,
+    REVOKE_LOAD_RPS,
   );
   await sleep(1000);
-  log(`revocation: ${REVOKE_BRIDGES} Bridges under load (${load.count()} requests in the first second); revoking ${REVOKES} keys with stk apikey revoke`);
+  log(`revocation: ${REVOKE_BRIDGES} Bridges under load (${load.count()} requests in the first second, target ${REVOKE_LOAD_RPS || 'max'} req/s); revoking ${REVOKES} keys with stk apikey revoke`);
   for (let i = 0; i < REVOKES; i++) {
     startedAt[i] = performance.now();
     const out = await hub.cli(['apikey', 'revoke', '--project', PROJECT, '--env', env, '--key-id', keys[i]!.keyId, '--json']);
@@ -353,7 +354,7 @@ async function main(): Promise<void> {
         { id: 'minimal', label: 'minimal http+pg+auth', url: `http://127.0.0.1:${minPort}`, script: y.callLua, concurrency: [10, 50], proc: minimal },
         { id: 'peer', label: 'peer (Platformatic)', url: `http://127.0.0.1:${peerPort}/users?limit=1`, script: y.getLua, concurrency: [10, 50], proc: peer },
       ];
-      const { runs, rssMax } = await rounds(targets, bridgeA.proc);
+      const { runs, rssMax } = await rounds(targets);
       details.runs = runs;
       summary.ratios = {
         bridge_vs_minimal_c10: round(ratioOfMedians(runs, 'bridge', 'minimal', 10), 3),
@@ -361,10 +362,12 @@ async function main(): Promise<void> {
         bridge_vs_peer_c10: round(ratioOfMedians(runs, 'bridge', 'peer', 10), 3),
         bridge_vs_peer_c50: round(ratioOfMedians(runs, 'bridge', 'peer', 50), 3),
       };
-      summary.bridge = { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) };
+      const { rssMaxMb: _a, ...b10 } = stats(runs, 'bridge', 10);
+      const { rssMaxMb: _b, ...b50 } = stats(runs, 'bridge', 50);
+      summary.bridge = { c10: b10, c50: b50 };
       summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
       summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
-      details.yardsticks = { minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) } };
+      details.perTarget = { bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) }, minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) } };
       write();
       await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop()]);
     }
@@ -387,14 +390,15 @@ function report(): void {
   const s = JSON.parse(readFileSync(join(OUT, 'summary.json'), 'utf8'));
   const d = JSON.parse(readFileSync(join(OUT, 'details.json'), 'utf8'));
   const f = (x: unknown, digits = 0) => (typeof x === 'number' ? x.toFixed(digits) : '–');
-  const rows: string[][] = [['config', 'c=10 req/s', 'c=50 req/s', 'p50 ms c=10', 'p99 ms c=10', 'p99 ms c=50', 'errors']];
-  const line = (name: string, a?: { rps: number; p50_ms: number; p99_ms: number; errors: number }, b?: { rps: number; p99_ms: number; errors: number }) =>
-    rows.push([name, f(a?.rps), f(b?.rps), f(a?.p50_ms, 2), f(a?.p99_ms, 2), f(b?.p99_ms, 2), f((a?.errors ?? 0) + (b?.errors ?? 0))]);
+  const rows: string[][] = [['config', 'c=10 req/s', 'c=50 req/s', 'p50 ms c=10', 'p99 ms c=10', 'p99 ms c=50', 'errors', 'max RSS MB']];
+  type St = { rps: number; p50_ms: number; p99_ms: number; errors: number; rssMaxMb?: number };
+  const line = (name: string, a?: St, b?: St) =>
+    rows.push([name, f(a?.rps), f(b?.rps), f(a?.p50_ms, 2), f(a?.p99_ms, 2), f(b?.p99_ms, 2), f((a?.errors ?? 0) + (b?.errors ?? 0)), f(Math.max(a?.rssMaxMb ?? 0, b?.rssMaxMb ?? 0))]);
   if (s.bridge) {
-    line('Bridge (1 key)', s.bridge.c10, s.bridge.c50);
-    line('Bridge (100,000 keys)', d.yardsticks?.bridge100k?.c10);
-    line('minimal http+pg+auth', d.yardsticks?.minimal?.c10, d.yardsticks?.minimal?.c50);
-    line('peer (Platformatic)', d.yardsticks?.peer?.c10, d.yardsticks?.peer?.c50);
+    line('Bridge (1 key)', d.perTarget?.bridge?.c10, d.perTarget?.bridge?.c50);
+    line('Bridge (100,000 keys)', d.perTarget?.bridge100k?.c10);
+    line('minimal http+pg+auth', d.perTarget?.minimal?.c10, d.perTarget?.minimal?.c50);
+    line('peer (Platformatic)', d.perTarget?.peer?.c10, d.perTarget?.peer?.c50);
     process.stdout.write(`\nMedians of ${s.rounds} interleaved rounds (${WARMUP_S} s warm-up + ${DURATION_S} s measured, wrk -t2):\n\n${table(rows)}\n\n`);
   }
   const chk = (v: unknown, ok: (x: number) => boolean, target: string) => (typeof v === 'number' ? `${v}  ${ok(v) ? 'ok' : 'MISSED'} (target ${target})` : '– (not measured)');

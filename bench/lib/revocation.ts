@@ -37,18 +37,30 @@ function post(agent: Agent, url: URL, apiKey: string): Promise<number> {
   });
 }
 
-export function startLoad(bridgeUrls: string[], keys: string[], workersPerBridge: number): LoadHandle {
+/**
+ * `workersPerBridge` keep-alive loops per Bridge. With `totalRps` > 0 each loop is paced so the Bridges
+ * together get about that many requests per second (the Bridges stay busy without starving the Hub and
+ * the CLI of CPU on a 2-core machine); 0 = as fast as they answer.
+ */
+export function startLoad(bridgeUrls: string[], keys: string[], workersPerBridge: number, totalRps = 0): LoadHandle {
   const samples: Sample[] = [];
   let stopping = false;
   let next = 0;
   const loops: Array<Promise<void>> = [];
+  const interval = totalRps > 0 ? (bridgeUrls.length * workersPerBridge * 1000) / totalRps : 0;
   for (const u of bridgeUrls) {
     const url = new URL(u);
     const agent = new Agent({ keepAlive: true, maxSockets: workersPerBridge });
     for (let w = 0; w < workersPerBridge; w++) {
       loops.push(
         (async () => {
+          let due = performance.now() + Math.random() * interval;
           while (!stopping) {
+            if (interval) {
+              const wait = due - performance.now();
+              if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+              due = Math.max(due + interval, performance.now() - interval);
+            }
             const key = next++ % keys.length;
             const sentAt = performance.now();
             const status = await post(agent, url, keys[key]!);
