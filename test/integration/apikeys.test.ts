@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHmac, hkdfSync } from 'node:crypto';
-import { readFileSync, existsSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { waitFor, type Proc } from '../helpers/procs.js';
 import { loginToken } from '../helpers/cli.js';
-import { call, KEY_LINE_RE, startStack, type Stack } from './apikeys.setup.js';
+import { call, EXAMPLE_DIR, KEY_LINE_RE, startStack, type Stack } from './apikeys.setup.js';
 import { API_KEY_RE, checksumOf, formatKey, parseKey } from '../../src/protocol/key-format.js';
 
 /**
@@ -413,6 +415,27 @@ describe('project API keys (OPERATOR-002)', () => {
     expect(over.output).toContain('100 live API keys');
     expect((await api('POST', `${base()}/bulk-99/revoke`, {})).status).toBe(200);
     expect((await api('POST', base(), { name: 'one-too-many', roles: ['reader'] })).status).toBe(201);
+  });
+
+  it('list flags keys whose roles a later release no longer references', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stk-stale-'));
+    cpSync(EXAMPLE_DIR, dir, { recursive: true });
+    const perms = join(dir, 'config/permissions.yaml');
+    // a release in which no rule mentions `reader` any more
+    writeFileSync(perms, readFileSync(perms, 'utf8').replace(/^\s+- roles: \[reader\]\n(\s+(columns|condition):.*\n)*/gm, ''));
+    expect(readFileSync(perms, 'utf8')).not.toContain('reader');
+    const a = await s.stk(['apply', '--project', s.project, '--env', s.env, '--dir', dir]);
+    expect(a.code, a.output).toBe(0);
+    const l = await stk(['apikey', 'list', '--project', s.project, '--env', s.env]);
+    expect(l.code).toBe(0);
+    expect(l.stderr).toMatch(/key \S+ \("one-too-many"\): role\(s\) reader are no longer referenced by the current release/);
+    const j = JSON.parse((await stk(['apikey', 'list', '--project', s.project, '--env', s.env, '--json'])).stdout) as Array<{ name: string; staleRoles: string[] }>;
+    expect(j.find((k) => k.name === 'one-too-many')!.staleRoles).toEqual(['reader']);
+    expect(j.find((k) => k.name === 'changing')!.staleRoles).toEqual(['reader']);
+    // new keys cannot ask for it any more
+    const c = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'late-reader', '--roles', 'reader']);
+    expect(c.output).toContain('422 INVALID_ROLE');
+    expect(c.output).toContain('Valid roles: admin');
   });
 
   it('the plaintext key appears only in its own create/rotate output: not in the Hub store, logs, or any other response', async () => {
