@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHub, waitFor, type Proc } from '../helpers/procs.js';
 import { createTestDatabase } from '../helpers/pg.js';
+import { rememberSecret } from '../helpers/secrets.js';
 import { call, connectedBridges, startStack, type Hub, type Stack } from './apikeys.setup.js';
 
 /**
@@ -23,7 +24,9 @@ describe('API keys with two Hubs on a PostgreSQL store', () => {
       headers: { authorization: `Bearer ${s.owner}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    return { status: r.status, json: (await r.json()) as any };
+    const json = (await r.json()) as any;
+    if (typeof json?.apiKey === 'string') rememberSecret('api-key', json.apiKey);
+    return { status: r.status, json };
   };
 
   beforeAll(async () => {

@@ -8,6 +8,7 @@ import { expect } from 'vitest';
 import { ROOT, startBridge, startHub, TEST_OWNER, waitFor, type HubOptions, type Proc } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase } from '../helpers/pg.js';
+import { rememberSecret } from '../helpers/secrets.js';
 
 export type Hub = Awaited<ReturnType<typeof startHub>>;
 export const EXAMPLE_DIR = join(ROOT, 'examples/basic');
@@ -74,6 +75,7 @@ export async function startStack(o: { bridges: number; hub?: HubOptions; bridgeE
     } catch {
       json = undefined;
     }
+    if (typeof json?.apiKey === 'string') rememberSecret('api-key', json.apiKey);
     return { status: r.status, json, text };
   };
   const must = async (args: string[]) => {
@@ -100,7 +102,7 @@ export async function startStack(o: { bridges: number; hub?: HubOptions; bridgeE
     async createKey(name, roles, extra = []) {
       const out = await stk(['apikey', 'create', '--project', project, '--env', env, '--name', name, '--roles', roles, ...extra]);
       expect(out.code, out.output).toBe(0);
-      const key = KEY_LINE_RE.exec(out.stdout)?.[1];
+      const key = rememberSecret('api-key', KEY_LINE_RE.exec(out.stdout)?.[1]);
       const keyId = /Key ID: (\S+)/.exec(out.stdout)?.[1];
       expect(key, out.output).toBeTruthy();
       return { key: key!, keyId: keyId!, out };

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { waitFor, type Proc } from '../helpers/procs.js';
 import { loginToken } from '../helpers/cli.js';
+import { rememberSecret } from '../helpers/secrets.js';
 import { call, EXAMPLE_DIR, KEY_LINE_RE, startStack, type Stack } from './apikeys.setup.js';
 import { API_KEY_RE, checksumOf, formatKey, parseKey } from '../../src/protocol/key-format.js';
 
@@ -28,14 +29,14 @@ describe('project API keys (OPERATOR-002)', () => {
   const stk = async (args: string[], token?: string) => {
     const r = await s.stk(args, token);
     const key = KEY_LINE_RE.exec(r.stdout)?.[1];
-    if (key) plaintexts.push(key);
+    if (key) plaintexts.push(rememberSecret('api-key', key));
     remember(`stk ${args.join(' ')}`, r.output, key);
     return r;
   };
   const api = async (method: string, path: string, body?: unknown, token?: string) => {
     const r = await s.api(method, path, body, token);
     const key = typeof r.json?.apiKey === 'string' ? (r.json.apiKey as string) : undefined;
-    if (key) plaintexts.push(key);
+    if (key) plaintexts.push(rememberSecret('api-key', key));
     remember(`${method} ${path}`, r.text, key);
     return r;
   };
