@@ -22,6 +22,8 @@ interface KeyView {
   rateLimitPerMin: number | null;
   rotatedAt: string | null;
   staleRoles: string[];
+  /** the Hub stopped before the response with the key's plaintext left it */
+  unconfirmed?: boolean;
 }
 
 interface Created {
@@ -147,7 +149,7 @@ export function registerApiKeyCommands(program: Command): void {
   example(
     apikey.command('list').description("an env's keys: id, name, roles, status, created, last used, expiry (never the secret)")
       .option(...PROJECT_OPT).option(...ENV_OPT)
-      .option('--json', 'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, staleRoles}]')
+      .option('--json', 'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, staleRoles, unconfirmed}]')
       .addHelpText('after', '\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).\nSTATUS reads "status: active", "status: revoked" or "status: expired".'),
     'stk apikey list --project shop --env prod',
     'stk apikey list --project shop --env prod --json',
@@ -167,6 +169,9 @@ export function registerApiKeyCommands(program: Command): void {
     for (const k of r.items) {
       if (k.status === 'active' && k.staleRoles.length) {
         warn(`key ${keyLine(k)}: role(s) ${k.staleRoles.join(', ')} are no longer referenced by the current release`);
+      }
+      if (k.status === 'active' && k.unconfirmed) {
+        warn(`key ${keyLine(k)}: unconfirmed: the Hub stopped before the response with its secret went out, so nobody may hold it; if unused, revoke it`);
       }
     }
   });

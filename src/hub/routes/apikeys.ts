@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { HubContext } from '../context.js';
 import { authenticate } from '../services/auth.js';
-import { createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
+import { confirmDelivery, createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
 
 type EnvParams = { project: string; env: string };
 type KeyParams = EnvParams & { key: string };
@@ -10,11 +10,17 @@ type KeyParams = EnvParams & { key: string };
 export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
   const base = '/api/projects/:project/envs/:env/apikeys';
   const body = (b: unknown) => (b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : {});
+  // once the response with the plaintext is handed to the network, the key stops being "unconfirmed"
+  const onDelivered = (reply: { raw: NodeJS.EventEmitter }, keyId: string, issuedAt: string) =>
+    reply.raw.once('finish', () => {
+      confirmDelivery(ctx, keyId, issuedAt).catch((err: unknown) => app.log.warn({ err, keyId }, 'could not confirm API key delivery'));
+    });
 
   app.post(base, async (req, reply) => {
     const op = await authenticate(ctx, req);
     const { project, env } = req.params as EnvParams;
     const r = await createKey(ctx, req, op, project, env, body(req.body));
+    onDelivered(reply, r.keyId, r.createdAt);
     // the only response that ever carries a plaintext key: never cache it
     reply.header('cache-control', 'no-store');
     return reply.code(201).send(r);
@@ -48,6 +54,7 @@ export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx:
     const op = await authenticate(ctx, req);
     const { project, env, key } = req.params as KeyParams;
     const r = await rotateKey(ctx, req, op, project, env, key, { grace: body(req.body).grace });
+    onDelivered(reply, r.keyId, r.rotatedAt);
     reply.header('cache-control', 'no-store');
     return r;
   });

@@ -47,6 +47,8 @@ export interface ApiKeyView {
   rotatedAt: string | null;
   /** roles the env's current release no longer references (the key cannot use them) */
   staleRoles: string[];
+  /** the Hub stopped before the response carrying this key's latest plaintext left it: nobody may hold it */
+  unconfirmed: boolean;
 }
 
 export const hashSecret = (pepper: Buffer, secret: string) => createHmac('sha256', pepper).update(secret).digest('hex');
@@ -70,6 +72,7 @@ function view(row: ApiKeysTable, referenced: Set<string> | null, now = nowIso())
     rateLimitPerMin: row.rate_limit_per_min,
     rotatedAt: row.rotated_at,
     staleRoles: referenced ? roles.filter((r) => !referenced.has(r)) : [],
+    unconfirmed: Boolean(row.undelivered_since),
   };
 }
 
@@ -234,6 +237,8 @@ export async function createKey(ctx: HubContext, req: FastifyRequest | null, op:
       revoked_at: null,
       rotated_at: null,
       last_used_at: null,
+      // cleared by confirmDelivery once the HTTP response with the plaintext is on the wire
+      undelivered_since: req ? now : null,
     };
     try {
       const seq = await ctx.db.transaction().execute(async (trx) => {
@@ -276,6 +281,15 @@ export async function createKey(ctx: HubContext, req: FastifyRequest | null, op:
     apiKey: created.apiKey,
     ack,
   };
+}
+
+/**
+ * The response carrying a plaintext (create/rotate issued at `issuedAt`) was handed to the network:
+ * clear the key's unconfirmed flag. A crash before this leaves the flag set, so `apikey list` can tell
+ * keys whose secret may exist nowhere from keys that were delivered.
+ */
+export async function confirmDelivery(ctx: HubContext, keyId: string, issuedAt: string): Promise<void> {
+  await ctx.db.updateTable('api_keys').set({ undelivered_since: null }).where('id', '=', keyId).where('undelivered_since', '=', issuedAt).execute();
 }
 
 export async function listKeys(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<ApiKeyView[]> {
@@ -364,6 +378,7 @@ export async function rotateKey(ctx: HubContext, req: FastifyRequest | null, op:
         prev_secret_hash: prevExpiresAt ? found.secret_hash : null,
         prev_expires_at: prevExpiresAt,
         rotated_at: now,
+        undelivered_since: req ? now : null,
       })
       .where('id', '=', found.id)
       .where('status', '=', 'active')

@@ -171,5 +171,11 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('api_key_sources_seen_ix').on('api_key_sources').column('last_seen_at').execute();
       },
     },
+    '0004_apikey_delivery': {
+      // a key whose plaintext response was never handed to the network (the Hub died first) stays flagged
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('api_keys').addColumn('undelivered_since', ts).execute();
+      },
+    },
   };
 }

@@ -109,6 +109,12 @@ export interface ApiKeysTable {
   revoked_at: string | null;
   rotated_at: string | null;
   last_used_at: string | null;
+  /**
+   * (migration 0004) set when the Hub issues a plaintext (create, rotate) over HTTP; cleared once the
+   * response carrying it was handed to the network. Still set after a crash = the plaintext may never
+   * have reached anyone: `apikey list` flags the key as unconfirmed.
+   */
+  undelivered_since?: string | null;
 }
 
 export interface AuditLogTable {
