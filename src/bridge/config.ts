@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { parseDuration } from '../common/duration.js';
 
 export interface BridgeConfig {
@@ -27,7 +28,8 @@ export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeCo
     host: env.STK_BRIDGE_HOST ?? '127.0.0.1',
     hubUrls,
     serviceToken,
-    bridgeId: env.STK_BRIDGE_ID ?? `bridge-${process.pid}-${port}`,
+    // the host name keeps ids unique across machines and containers (where every pid may be 1)
+    bridgeId: env.STK_BRIDGE_ID ?? `bridge-${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}-${port}`,
     disableAuth: env.STK_DISABLE_AUTH === 'true' || env.STK_DISABLE_AUTH === '1',
     selectMaxRows: Number(env.STK_SELECT_MAX_ROWS ?? 10000),
     queryTimeoutMs: parseDuration(env.STK_QUERY_TIMEOUT_SECONDS ?? '30') * 1000,

@@ -5,14 +5,15 @@ import { buildHub } from '../../src/hub/app.js';
 import { loadHubConfig } from '../../src/hub/config.js';
 import type { HubContext } from '../../src/hub/context.js';
 import { getSync, type StreamSink } from '../../src/hub/services/sync.js';
-import { notifyChanged } from '../../src/hub/services/events.js';
+import { CHANGE_LOG_LOCK, notifyChanged, recordChange } from '../../src/hub/services/events.js';
 import type { SyncMessage } from '../../src/protocol/sync.js';
 import { waitFor } from '../helpers/procs.js';
 import { createTestDatabase, query } from '../helpers/pg.js';
 
 /**
- * The Hub's change stream on a PostgreSQL store, in process: ordering, gaps left by concurrent or
- * rolled-back transactions, late rows, and the acknowledgement bookkeeping revoke relies on.
+ * The Hub's change stream on a PostgreSQL store, in process: ordering (the change-log lock), gaps left
+ * by rolled-back transactions or writers without the lock, late rows, and the acknowledgement
+ * bookkeeping revoke relies on.
  */
 describe('Hub sync stream (PostgreSQL store)', () => {
   let store: Awaited<ReturnType<typeof createTestDatabase>>;
@@ -68,7 +69,7 @@ describe('Hub sync stream (PostgreSQL store)', () => {
     expect(bad.statusCode).toBe(400);
   });
 
-  it('snapshot first; then changes in order; a gap holds later rows until it is filled', async () => {
+  it('snapshot first; then changes in order', async () => {
     const sync = getSync(ctx);
     const a = sink();
     await sync.openStream('bridge-a', undefined, a, null);
@@ -76,17 +77,15 @@ describe('Hub sync stream (PostgreSQL store)', () => {
     expect(a.got.some((m) => m.type === 'snapshot-end')).toBe(true);
     await insert(1);
     await waitFor(async () => a.seqs().includes(1), 5000, 'seq 1');
-    await insert(3); // 2 is "still in flight"
-    await new Promise((r) => setTimeout(r, 500));
-    expect(a.seqs()).toEqual([1]);
     await insert(2);
+    await insert(3);
     await waitFor(async () => a.seqs().length === 3, 5000, 'seqs 2 and 3');
     expect(a.seqs()).toEqual([1, 2, 3]);
     const last = a.got.at(-1) as Extract<SyncMessage, { type: 'change' }>;
     expect(last).toMatchObject({ seq: 3, cursor: 3, kind: 'other', original: 'test' });
   });
 
-  it('a gap that is not filled in time is skipped, and delivered late if it shows up', async () => {
+  it('a gap (a rolled-back seq, or a writer without the change-log lock) is skipped after a short wait, and delivered late if it shows up', async () => {
     const a = sink();
     await getSync(ctx).openStream('bridge-b', 3, a, null);
     await insert(5); // 4 missing: rolled back, or a slow transaction
@@ -127,5 +126,38 @@ describe('Hub sync stream (PostgreSQL store)', () => {
     const after = sync.waitForAcks(7, 5000);
     for (const id of ['bridge-a', 'bridge-b']) sync.ack(id, [7]);
     expect(await after).toMatchObject({ lagging: [], acked: 2 });
+  });
+  it('concurrent writers: the change-log lock makes seqs commit in the order they are drawn', async () => {
+    // the rows above were inserted with explicit seqs: move the sequence past them
+    await query(store.url, `select setval(pg_get_serial_sequence('change_events', 'seq'), (select max(seq) from change_events))`);
+    const d = sink();
+    await getSync(ctx).openStream('bridge-d', undefined, d, null);
+    const change = { project: 'p', env: 'e', kind: 'test', payload: {} };
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let first = 0;
+    let second = 0;
+    const t1 = ctx.db.transaction().execute(async (trx) => {
+      first = await recordChange(trx, change);
+      await held; // still uncommitted
+    });
+    await waitFor(async () => first > 0, 5000, 'first writer');
+    const t2 = ctx.db.transaction().execute(async (trx) => {
+      second = await recordChange(trx, change);
+    });
+    // the second writer queues on the lock before drawing a seq
+    const lo = CHANGE_LOG_LOCK % 2 ** 32;
+    await waitFor(async () => {
+      const rows = await query(store.url, `select count(*)::int as n from pg_locks l join pg_database d on d.oid = l.database
+        where d.datname = current_database() and l.locktype = 'advisory' and l.objid = $1 and not l.granted`, [lo]);
+      return rows[0]!.n === 1;
+    }, 5000, 'second writer waiting on the change-log lock');
+    expect(second).toBe(0);
+    release();
+    await Promise.all([t1, t2]);
+    expect(second).toBe(first + 1);
+    notifyChanged(ctx);
+    await waitFor(async () => d.seqs().includes(second), 5000, 'both changes streamed');
+    expect(d.seqs()).toEqual([first, second]);
   });
 });

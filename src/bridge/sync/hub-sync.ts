@@ -157,7 +157,13 @@ export class HubSync {
     const res = await fetch(`${hub}/internal/sync/stream?${qs}`, { headers: this.#headers(), signal: ac.signal });
     if (!res.ok || !res.body) {
       const text = await res.text().catch(() => '');
-      if (res.status === 401) this.#d.log.error({ hub }, 'hub sync: the Hub rejected STK_SERVICE_TOKEN');
+      if (res.status === 401) {
+        // never the token itself: only which Hub refused it and what to do
+        this.#d.log.error(
+          { hub },
+          "hub sync: the Hub rejected this Bridge's service token (401): set STK_SERVICE_TOKEN to one of the Hub's STK_SERVICE_TOKENS; until then keys and releases stay as last synced (refused after max-stale)",
+        );
+      }
       throw new Error(`stream answered ${res.status} ${text.slice(0, 200)}`);
     }
     this.#activeHub = hub;

@@ -6,6 +6,7 @@ import { resolveEnv, resolveProject } from '../config.js';
 import { ApiError, CliError, UsageError } from '../errors.js';
 import { bold, dim, printJson, red, warn, yellow } from '../output.js';
 import { client, example, opts } from './common.js';
+import { reportBridgeAck, type BridgeAck } from './ack.js';
 
 export interface PlanStep {
   connection: string;
@@ -21,6 +22,8 @@ interface ApplyResponse {
   dryRun: boolean;
   plan: PlanStep[];
   drift: string[];
+  /** set when the env's release changed: the Bridges that loaded it before the Hub answered */
+  ack?: BridgeAck | null;
 }
 
 const STAGES = ['schema', 'permissions', 'release'];
@@ -104,7 +107,10 @@ export function registerApplyCommand(program: Command): void {
       explainRefusal(e, Boolean(o.json));
       throw e;
     }
-    if (o.json) return printJson({ releaseId: r.releaseId, reused: r.reused, ref: r.ref, plan: r.plan });
+    if (o.json) {
+      reportBridgeAck(r.ack, `release ${r.releaseId} is current in ${project}/${env}`, true);
+      return printJson({ releaseId: r.releaseId, reused: r.reused, ref: r.ref, plan: r.plan });
+    }
     const out = (s: string) => process.stdout.write(s);
     out(`${project}/${env}\n`);
     if (!only || only.includes('schema')) printPlan(r.plan, out);
@@ -118,6 +124,7 @@ export function registerApplyCommand(program: Command): void {
     }
     if (r.releaseId) out(`Release: ${r.releaseId} (${r.reused ? 'reused' : 'new'})\n`);
     else out(`${only?.includes('schema') ? 'Schema applied' : 'Validated'}; no release created (--only without release).\n`);
+    reportBridgeAck(r.ack, `release ${r.releaseId} is current in ${project}/${env}`);
   });
 }
 

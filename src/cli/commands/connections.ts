@@ -5,6 +5,7 @@ import { UsageError } from '../errors.js';
 import { printJson, printTable, success, when } from '../output.js';
 import { canPrompt, promptSecret, readStdin } from '../prompt.js';
 import { client, example, opts } from './common.js';
+import { reportBridgeAck, type BridgeAck } from './ack.js';
 
 interface Connection {
   name: string;
@@ -51,9 +52,13 @@ export function registerConnectionCommands(program: Command): void {
       dbUrl = (await promptSecret('Database URL: ')).trim();
     }
     if (!dbUrl) throw new UsageError('the database URL is empty');
-    const c = await client(cmd).put<Connection>(`${path}/${enc(o.name)}`, { engine: o.engine, dbUrl });
-    if (o.json) return printJson(c);
+    const { ack, ...c } = await client(cmd).put<Connection & { ack?: BridgeAck | null }>(`${path}/${enc(o.name)}`, { engine: o.engine, dbUrl });
+    if (o.json) {
+      reportBridgeAck(ack, `connection ${c.name} is saved`, true);
+      return printJson(c);
+    }
     success(`Saved connection ${c.name} in ${project}/${env}: ${c.url}`);
+    reportBridgeAck(ack, `connection ${c.name} is saved`);
   });
 
   example(

@@ -5,6 +5,7 @@ import { ApiError, UsageError } from '../errors.js';
 import { bold, printJson, printTable, success, when, yellow } from '../output.js';
 import { client, example, opts } from './common.js';
 import { printPlan, type PlanStep } from './apply.js';
+import { reportBridgeAck, type BridgeAck } from './ack.js';
 
 interface ReleaseSummary {
   releaseId: string;
@@ -138,7 +139,7 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; from?: string; to: string; releaseId?: string; force?: boolean; dryRun?: boolean }>(cmd);
     const p = resolveProject(o.project);
     if (!o.from && !o.releaseId) throw new UsageError('pass --from <env> or --release-id <id>');
-    type Res = { releaseId: string; from: string | null; to: string; previousReleaseId: string | null; moved: boolean; dryRun: boolean; plan: PlanStep[]; drift: string[] };
+    type Res = { releaseId: string; from: string | null; to: string; previousReleaseId: string | null; moved: boolean; dryRun: boolean; plan: PlanStep[]; drift: string[]; ack?: BridgeAck | null };
     let r: Res;
     try {
       r = await client(cmd).post<Res>(`/api/projects/${enc(p)}/releases/promote`, {
@@ -155,7 +156,11 @@ export function registerReleaseCommands(program: Command): void {
       }
       throw e;
     }
-    if (o.json) return printJson(r);
+    const { ack, ...res } = r;
+    if (o.json) {
+      reportBridgeAck(ack, `${p}/${r.to} now runs release ${r.releaseId}`, true);
+      return printJson(res);
+    }
     printPlan(r.plan, (s) => process.stdout.write(s));
     if (r.dryRun) {
       process.stdout.write(`Dry run: would point ${p}/${r.to} at ${r.releaseId}; nothing was changed.\n`);
@@ -163,6 +168,7 @@ export function registerReleaseCommands(program: Command): void {
     }
     if (r.moved) success(`${p}/${r.to} now runs release ${r.releaseId}${r.previousReleaseId ? ` (was ${r.previousReleaseId})` : ''}`);
     else success(`${p}/${r.to} already runs release ${r.releaseId}`);
+    reportBridgeAck(ack, `${p}/${r.to} now runs release ${r.releaseId}`);
   });
 
   example(
@@ -176,10 +182,11 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; env?: string; toReleaseId: string }>(cmd);
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
-    const r = await client(cmd).post<{ releaseId: string; env: string; previousReleaseId: string | null; moved: boolean }>(
+    const { ack, ...r } = await client(cmd).post<{ releaseId: string; env: string; previousReleaseId: string | null; moved: boolean; ack?: BridgeAck | null }>(
       `/api/projects/${enc(p)}/envs/${enc(e)}/rollback`,
       { releaseId: o.toReleaseId },
     );
+    reportBridgeAck(ack, `${p}/${r.env} runs release ${r.releaseId} again`, Boolean(o.json));
     if (o.json) return printJson(r);
     if (r.moved) success(`${p}/${r.env} rolled back to release ${r.releaseId}${r.previousReleaseId ? ` (was ${r.previousReleaseId})` : ''}`);
     else success(`${p}/${r.env} already runs release ${r.releaseId}`);

@@ -62,5 +62,8 @@ export default async function internalRoutes(app: FastifyInstance, { ctx }: { ct
     return recordUsage(ctx, req.body as UsageReport);
   });
 
+  // Bridges streaming from this Hub
   app.get('/internal/sync/bridges', async () => ({ items: sync.connected() }));
+  // every Bridge a revoke waits for: this Hub's and the live ones of other Hubs on the same store
+  app.get('/internal/sync/cluster', async () => ({ hubId: sync.hubId, items: await sync.cluster() }));
 }

@@ -8,6 +8,7 @@ import { isUniqueViolation, type Operator } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole } from './rbac.js';
+import { waitForBridges, type AckResult } from './sync.js';
 
 /** SPEC limits.md: connections per project (all envs together). */
 export const MAX_CONNECTIONS_PER_PROJECT = 10;
@@ -161,7 +162,7 @@ export async function setConnection(
   envName: string,
   nameIn: unknown,
   body: { engine?: unknown; dbUrl?: unknown },
-): Promise<ConnectionView> {
+): Promise<ConnectionView & { ack: AckResult }> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const err = nameError('connection', nameIn);
@@ -174,6 +175,7 @@ export async function setConnection(
   const enc = ctx.crypto.encrypt(dbUrl);
   const now = nowIso();
   let result!: ConnectionView;
+  let seq = 0;
   try {
     await ctx.db.transaction().execute(async (trx) => {
       const existing = await trx
@@ -197,14 +199,16 @@ export async function setConnection(
         result = view({ name, engine: 'postgres', display_url: display, created_at: now, updated_at: now });
       }
       await audit(ctx, req, { action: 'connection.set', project: project.name, env: env.name, actor: op, detail: { name, engine: 'postgres', created: !existing } }, trx);
-      await recordChange(trx, { project: project.name, env: env.name, kind: 'connection', payload: { name } });
+      seq = await recordChange(trx, { project: project.name, env: env.name, kind: 'connection', payload: { name } });
     });
   } catch (e) {
     if (isUniqueViolation(e)) throw conflict(`connection ${name} was changed concurrently; retry`);
     throw e;
   }
-  notifyChanged(ctx);
-  return result;
+  notifyChanged(ctx, seq);
+  // Bridges switch to the new URL before this returns (bounded; laggards are named in `ack`)
+  const ack = await waitForBridges(ctx, seq);
+  return { ...result, ack };
 }
 
 /** An env's connections, masked (project admin). */

@@ -12,6 +12,7 @@ import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
+import { waitForBridges, type AckResult } from './sync.js';
 import { compatibilityProblems, compileInputs, readApplyBody, syncSchema, type PlanStep } from './apply/index.js';
 
 /**
@@ -77,18 +78,18 @@ export async function currentRelease(ctx: HubContext, envId: string): Promise<Re
   return row ? toIR(row, row.project_name) : undefined;
 }
 
-/** Points the env at a release. Returns whether the pointer moved (then a change event was written). */
-async function setCurrent(trx: Kysely<HubDatabase>, project: ProjectRef, env: { id: string; name: string }, releaseId: string): Promise<{ moved: boolean; previous: string | null }> {
+/** Points the env at a release. Returns whether the pointer moved (then a change event `seq` was written). */
+async function setCurrent(trx: Kysely<HubDatabase>, project: ProjectRef, env: { id: string; name: string }, releaseId: string): Promise<{ moved: boolean; previous: string | null; seq: number | null }> {
   const cur = await trx.selectFrom('current_releases').select('release_id').where('env_id', '=', env.id).executeTakeFirst();
-  if (cur?.release_id === releaseId) return { moved: false, previous: releaseId };
+  if (cur?.release_id === releaseId) return { moved: false, previous: releaseId, seq: null };
   const now = nowIso();
   await trx
     .insertInto('current_releases')
     .values({ env_id: env.id, release_id: releaseId, updated_at: now })
     .onConflict((oc) => oc.column('env_id').doUpdateSet({ release_id: releaseId, updated_at: now }))
     .execute();
-  await recordChange(trx, { project: project.name, env: env.name, kind: 'release', payload: { releaseId } });
-  return { moved: true, previous: cur?.release_id ?? null };
+  const seq = await recordChange(trx, { project: project.name, env: env.name, kind: 'release', payload: { releaseId } });
+  return { moved: true, previous: cur?.release_id ?? null, seq };
 }
 
 /** Finds or creates the release for these inputs and makes it the env's current one. */
@@ -99,7 +100,7 @@ export async function publishRelease(
   project: ProjectRef,
   env: { id: string; name: string },
   x: { schema: SchemaIR; permissions: PermissionsIR; connections: string[]; ref: string | null },
-): Promise<{ releaseId: string; reused: boolean; moved: boolean; previous: string | null }> {
+): Promise<{ releaseId: string; reused: boolean; moved: boolean; previous: string | null; seq: number | null }> {
   const hash = releaseHash(x);
   for (let attempt = 0; ; attempt++) {
     try {
@@ -150,6 +151,13 @@ export interface ApplyResponse {
   dryRun: boolean;
   plan: PlanStep[];
   drift: string[];
+  /** when the env's release changed: the Bridges that loaded it before this returned (null otherwise) */
+  ack: AckResult | null;
+}
+
+/** After the env's release pointer moved: wait (bounded) until every connected Bridge serves it. */
+async function bridgesAck(ctx: HubContext, seq: number | null): Promise<AckResult | null> {
+  return seq === null ? null : waitForBridges(ctx, seq);
 }
 
 /** POST /api/projects/:project/envs/:env/apply */
@@ -177,10 +185,12 @@ export async function apply(ctx: HubContext, req: FastifyRequest, op: Operator, 
 
   let releaseId: string | null = null;
   let reused = false;
+  let seq: number | null = null;
   if (withRelease && !input.dryRun) {
     const r = await publishRelease(ctx, req, op, project, env, { ...compiled, ref: input.ref });
     releaseId = r.releaseId;
     reused = r.reused;
+    seq = r.seq;
   }
   if (!input.dryRun) {
     await audit(ctx, req, {
@@ -201,7 +211,8 @@ export async function apply(ctx: HubContext, req: FastifyRequest, op: Operator, 
       },
     });
   }
-  return { releaseId, reused, ref: input.ref, dryRun: input.dryRun, plan, drift };
+  const ack = await bridgesAck(ctx, seq);
+  return { releaseId, reused, ref: input.ref, dryRun: input.dryRun, plan, drift, ack };
 }
 
 export interface ReleaseSummary {
@@ -318,7 +329,7 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
   const sync = await syncSchema(ctx, { envId: to.id, envLabel: `${project.name}/${to.name}`, schema: rel.schema, previous: prev?.schema, execute: !dryRun, force: b.force === true });
   if (dryRun) {
     const drift = sync.drift.filter((d) => !sync.plan.some((s) => d === `${s.connection}: ${s.description}`));
-    return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: false, plan: sync.plan, drift };
+    return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: false, plan: sync.plan, drift, ack: null };
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
     const moved = await setCurrent(trx, project, to, rel.releaseId);
@@ -332,7 +343,8 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
     return moved;
   });
   if (r.moved) notifyChanged(ctx);
-  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [] as string[] };
+  const ack = await bridgesAck(ctx, r.seq);
+  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [] as string[], ack };
 }
 
 /**
@@ -361,7 +373,8 @@ export async function rollback(ctx: HubContext, req: FastifyRequest, op: Operato
     return moved;
   });
   if (r.moved) notifyChanged(ctx);
-  return { releaseId: rel.releaseId, env: env.name, previousReleaseId: r.previous, moved: r.moved };
+  const ack = await bridgesAck(ctx, r.seq);
+  return { releaseId: rel.releaseId, env: env.name, previousReleaseId: r.previous, moved: r.moved, ack };
 }
 
 /** GET /internal/releases/:project/:env/current (service token checked by app.ts). */

@@ -1,48 +1,97 @@
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
 import type { ReleaseIR } from '../../protocol/release.js';
 import type { SyncEnvState, SyncKeyRecord, SyncMessage } from '../../protocol/sync.js';
 import type { HubContext } from '../context.js';
 import type { ApiKeysTable } from '../store/schema.js';
+import { nowIso } from '../store/store.js';
 import { DEFAULT_ORG } from './auth.js';
 import { connectionUrls } from './connections.js';
 import { currentRelease } from './releases.js';
 
 /**
  * The Hub side of the Bridge sync: snapshots, the change stream, acknowledgements and the
- * "wait until every connected Bridge applied seq N" primitive that makes revoke read-your-writes.
+ * "wait until every Bridge applied seq N" primitive that makes revoke (and apply, promote, rollback,
+ * connection changes) read-your-writes.
  *
  * Sequence numbers live in the store (`change_events.seq`), so a change committed by ANOTHER Hub
  * process on the same PostgreSQL store reaches this Hub's streams too: through LISTEN/NOTIFY
  * (channel `stk_changes`) when the store is PostgreSQL, and through a slow poll in every case.
  *
- * Gaps: on PostgreSQL a sequence value can become visible after a higher one (two concurrent
- * transactions) or never (rollback). A stream delivers rows in order; at a gap it waits up to
- * GAP_WAIT_MS for the missing row, then moves on and keeps watching the missing seqs for
- * LATE_WATCH_MS, delivering them if they show up. Messages carry the entity's CURRENT state (read
- * when the message is built), so a late or repeated delivery never moves a Bridge backwards.
+ * Order: on PostgreSQL every writer takes one transaction-scoped advisory lock before drawing a seq
+ * (`recordChange`), so seqs commit in order and a gap seen by a reader is a rolled-back seq that never
+ * appears. A stream therefore waits only briefly at a gap (GAP_WAIT_MS, for writers that do not take
+ * the lock), then moves on and keeps watching the missing seqs for LATE_WATCH_MS. Messages carry the
+ * entity's CURRENT state (read when the message is built), so a late or repeated delivery never moves
+ * a Bridge backwards.
+ *
+ * Cluster-wide acks: every Hub records the Bridges streaming from it in the shared `sync_bridges`
+ * table (on connect, on every ack, refreshed each heartbeat, on disconnect) with the highest seq each
+ * one applied. A waiting Hub waits for every Bridge connected to ANY Hub: its own (in memory) plus the
+ * rows of other Hubs seen within PRESENCE_STALE_MS and not closed by the Bridge. It learns about acks
+ * received by other Hubs through NOTIFY on `stk_acks` and, as a fallback, by polling those rows
+ * every ACK_POLL_MS while it waits. A Hub that stops or crashes leaves its rows in place: its Bridges
+ * keep being waited for until they reconnect to a Hub (and ack there) or their rows go stale, because
+ * until then they serve what they had. On SQLite there is one Hub and the same code runs unchanged.
  */
-export const HEARTBEAT_MS = Number(process.env.STK_SYNC_HEARTBEAT_MS ?? 10_000);
-const GAP_WAIT_MS = 2000;
+const num = (v: string | undefined, d: number) => {
+  const n = Number(v);
+  return v !== undefined && v !== '' && Number.isFinite(n) && n >= 0 ? n : d;
+};
+export const HEARTBEAT_MS = num(process.env.STK_SYNC_HEARTBEAT_MS, 10_000);
+/** a Bridge row not refreshed for this long no longer counts (its Hub is gone and it did not come back) */
+const PRESENCE_STALE_MS = num(process.env.STK_SYNC_PRESENCE_STALE_MS, HEARTBEAT_MS * 3);
+const GAP_WAIT_MS = num(process.env.STK_SYNC_GAP_WAIT_MS, 250);
 const LATE_WATCH_MS = 10 * 60_000;
-const POLL_MS = Number(process.env.STK_SYNC_POLL_MS ?? 2000);
+const POLL_MS = num(process.env.STK_SYNC_POLL_MS, 2000);
+const ACK_POLL_MS = 200;
 const PAGE = 500;
 const KEY_CHUNK = 1000;
 const GAP_LOOKBACK = 1000;
 const ACKED_KEEP = 5000;
 const MESSAGE_CACHE = 256;
 const NOTIFY_CHANNEL = 'stk_changes';
+const ACK_CHANNEL = 'stk_acks';
+/** rows of Bridges gone for longer than this are deleted */
+const PRESENCE_KEEP_MS = 7 * 24 * 3600_000;
 
 type ChangeRow = { seq: number; ts: string; project: string; env: string; kind: string; payload_json: string };
 type DistOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 type ChangeBody = DistOmit<Extract<SyncMessage, { type: 'change' }>, 'cursor'>;
 
+/** `sync_bridges` (migration 0003): one row per Bridge, written by the Hub it streams from. */
+interface SyncBridgesTable {
+  bridge_id: string;
+  hub_id: string;
+  /** highest change seq the Bridge applied (it applies in order: everything below is applied too) */
+  acked_seq: number;
+  address: string | null;
+  connected_at: string;
+  last_seen_at: string;
+  /** set when the Bridge closed its stream; null while connected (or while its Hub is gone) */
+  disconnected_at: string | null;
+}
+const presenceDb = (ctx: HubContext) => ctx.db.withTables<{ sync_bridges: SyncBridgesTable }>();
+
 export interface AckResult {
-  /** Bridges connected when the change committed */
+  /** Bridges connected (to any Hub) when the change committed */
   bridges: number;
   acked: number;
   /** ids of the Bridges that did not acknowledge within the bound */
   lagging: string[];
+}
+
+/** A Bridge as the cluster sees it (`GET /internal/sync/cluster`). */
+export interface ClusterBridge {
+  bridgeId: string;
+  hubId: string;
+  ackedSeq: number;
+  address: string | null;
+  connectedAt: string;
+  lastSeenAt: string;
+  /** this Hub's own Bridge */
+  local: boolean;
 }
 
 /** What a stream writes to: one NDJSON line per message. */
@@ -68,7 +117,10 @@ interface BridgeState {
 
 interface Waiter {
   seq: number;
-  targets: BridgeState[];
+  /** Bridge ids: this Hub's connected ones and the live ones of other Hubs */
+  targets: string[];
+  /** the subset that streams from other Hubs (polled while the wait lasts) */
+  remote: string[];
   done: (r: AckResult) => void;
   check: () => void;
 }
@@ -213,7 +265,15 @@ export class SyncHub {
   readonly #bridges = new Map<string, BridgeState>();
   readonly #waiters = new Set<Waiter>();
   readonly #cache = new Map<number, ChangeBody>();
+  /** highest seq each Bridge is known to have applied, whichever Hub it acked to */
+  readonly #hwm = new Map<string, number>();
+  /** acks not yet written to sync_bridges (coalesced per Bridge) */
+  readonly #ackWrites = new Map<string, number>();
+  #ackWriting: Promise<void> | null = null;
   #poll: NodeJS.Timeout;
+  #presenceTimer: NodeJS.Timeout;
+  #ackPoll: NodeJS.Timeout | null = null;
+  #lastCleanup = 0;
   #closed = false;
   #pg: { end(): Promise<void> } | null = null;
   #pgRetry: NodeJS.Timeout | null = null;
@@ -227,6 +287,8 @@ export class SyncHub {
     ctx.events.on('changed', onChanged);
     this.#poll = setInterval(() => this.wake(), POLL_MS);
     this.#poll.unref();
+    this.#presenceTimer = setInterval(() => void this.#refreshPresence(), HEARTBEAT_MS);
+    this.#presenceTimer.unref();
     ctx.onClose.push(async () => {
       ctx.events.off('changed', onChanged);
       await this.close();
@@ -234,14 +296,20 @@ export class SyncHub {
     if (ctx.store.pgUrl) void this.#listen(ctx.store.pgUrl);
   }
 
-  /** Ends every stream (Hub shutdown): Bridges reconnect to another Hub or retry this one. */
+  /**
+   * Ends every stream (Hub shutdown): Bridges reconnect to another Hub or retry this one. Their
+   * presence rows stay: other Hubs keep waiting for them until they come back or go stale.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#poll);
+    clearInterval(this.#presenceTimer);
+    if (this.#ackPoll) clearInterval(this.#ackPoll);
     if (this.#pgRetry) clearTimeout(this.#pgRetry);
-    for (const b of this.#bridges.values()) b.session?.close();
+    for (const b of this.#bridges.values()) b.session?.close('hub');
     for (const w of [...this.#waiters]) w.check();
+    await this.#ackWriting?.catch(() => {});
     await this.#pg?.end().catch(() => {});
     this.#pg = null;
   }
@@ -250,13 +318,47 @@ export class SyncHub {
     for (const b of this.#bridges.values()) b.session?.pump();
   }
 
-  /** Bridges with an open stream. */
+  /** Bridges with an open stream to this Hub. */
   connected(): Array<{ bridgeId: string; address: string | null; connectedAt: string; cursor: number; lastAckAt: string | null }> {
     const out = [];
     for (const b of this.#bridges.values()) {
       if (b.session && !b.session.closed) {
         out.push({ bridgeId: b.id, address: b.address, connectedAt: b.connectedAt, cursor: b.session.cursor, lastAckAt: b.lastAckAt });
       }
+    }
+    return out;
+  }
+
+  #localIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const b of this.#bridges.values()) if (b.session && !b.session.closed) ids.add(b.id);
+    return ids;
+  }
+
+  /**
+   * Every Bridge that counts for a wait: this Hub's connected ones, plus the rows of other Hubs seen
+   * within PRESENCE_STALE_MS and not closed by the Bridge (this Hub's own rows are known in memory).
+   */
+  async cluster(): Promise<ClusterBridge[]> {
+    const local = this.#localIds();
+    const out: ClusterBridge[] = [];
+    for (const b of this.#bridges.values()) {
+      if (!local.has(b.id)) continue;
+      out.push({ bridgeId: b.id, hubId: this.hubId, ackedSeq: this.#hwm.get(b.id) ?? 0, address: b.address, connectedAt: b.connectedAt, lastSeenAt: b.lastAckAt ?? b.connectedAt, local: true });
+    }
+    const cutoff = new Date(Date.now() - PRESENCE_STALE_MS).toISOString();
+    const rows = await presenceDb(this.#ctx)
+      .selectFrom('sync_bridges')
+      .selectAll()
+      .where('disconnected_at', 'is', null)
+      .where('last_seen_at', '>', cutoff)
+      .where('hub_id', '!=', this.hubId)
+      .orderBy('bridge_id')
+      .execute();
+    for (const r of rows) {
+      if (local.has(r.bridge_id)) continue;
+      const acked = this.#noteHwm(r.bridge_id, Number(r.acked_seq));
+      out.push({ bridgeId: r.bridge_id, hubId: r.hub_id, ackedSeq: acked, address: r.address, connectedAt: r.connected_at, lastSeenAt: r.last_seen_at, local: false });
     }
     return out;
   }
@@ -272,15 +374,18 @@ export class SyncHub {
     }
     let b = this.#bridges.get(bridgeId);
     if (!b) {
-      b = { id: bridgeId, session: null, acked: new Set(), snapshot: null, pendingSnapshots: new Map(), address, connectedAt: new Date().toISOString(), lastAckAt: null };
+      b = { id: bridgeId, session: null, acked: new Set(), snapshot: null, pendingSnapshots: new Map(), address, connectedAt: nowIso(), lastAckAt: null };
       this.#bridges.set(bridgeId, b);
     }
-    b.session?.close(); // a reconnect replaces a half-open stream
+    b.session?.close('hub'); // a reconnect replaces a half-open stream
     b.address = address;
-    b.connectedAt = new Date().toISOString();
-    const session = new StreamSession(this.#ctx, this, b, sink);
+    b.connectedAt = nowIso();
+    const session = new StreamSession(this.#ctx, this, b, sink, b.connectedAt);
     b.session = session;
     this.#forgetStale();
+    // recorded BEFORE the snapshot or resume point is read: a Hub that commits a change and then
+    // does not see this row has committed before that read, so this stream delivers the change
+    await this.#presenceConnect(b);
     await session.start(since);
   }
 
@@ -288,8 +393,10 @@ export class SyncHub {
   ack(bridgeId: string, seqs: number[], snapshot?: number): boolean {
     const b = this.#bridges.get(bridgeId);
     if (!b) return false;
+    let top = 0;
     for (const s of seqs) {
       b.acked.add(s);
+      if (s > top) top = s;
       if (b.acked.size > ACKED_KEEP) b.acked.delete(b.acked.values().next().value!);
     }
     if (snapshot !== undefined) {
@@ -297,11 +404,24 @@ export class SyncHub {
       if (gaps) {
         b.snapshot = { seq: snapshot, gaps };
         b.pendingSnapshots.clear();
+        if (snapshot > top) top = snapshot;
       }
     }
-    b.lastAckAt = new Date().toISOString();
-    for (const w of this.#waiters) w.check();
+    b.lastAckAt = nowIso();
+    if (top > 0) {
+      this.#noteHwm(bridgeId, top);
+      this.#queueAckWrite(bridgeId, top);
+    }
+    this.#checkWaiters();
     return true;
+  }
+
+  /** @internal: a Bridge resumed from `since`: it has applied every change up to there */
+  resumed(b: BridgeState, since: number) {
+    if (since <= 0) return;
+    this.#noteHwm(b.id, since);
+    this.#queueAckWrite(b.id, since);
+    this.#checkWaiters();
   }
 
   /** @internal: remembered until the Bridge acks that snapshot */
@@ -310,9 +430,26 @@ export class SyncHub {
   }
 
   /** @internal: a stream ended; waiters re-check (the Bridge may come back and ack in time) */
-  sessionClosed(b: BridgeState, s: StreamSession) {
-    if (b.session === s) b.session = null;
+  sessionClosed(b: BridgeState, s: StreamSession, by: 'peer' | 'hub') {
+    if (b.session === s) {
+      b.session = null;
+      // the Bridge went away: it stops counting for new waits, here and on every other Hub
+      if (by === 'peer' && !this.#closed) void this.#presenceDisconnect(b.id, s.connectedAt);
+    }
+    this.#checkWaiters();
+  }
+
+  #checkWaiters() {
     for (const w of this.#waiters) w.check();
+  }
+
+  #noteHwm(bridgeId: string, seq: number): number {
+    const cur = this.#hwm.get(bridgeId) ?? 0;
+    if (seq > cur) {
+      this.#hwm.set(bridgeId, seq);
+      return seq;
+    }
+    return cur;
   }
 
   #isAcked(b: BridgeState, seq: number): boolean {
@@ -320,15 +457,32 @@ export class SyncHub {
     return b.snapshot !== null && seq <= b.snapshot.seq && !b.snapshot.gaps.has(seq);
   }
 
+  /** Applied by this Bridge: acked here (per seq or by snapshot), or its high-water mark from any Hub. */
+  #ackedAnywhere(id: string, seq: number): boolean {
+    const b = this.#bridges.get(id);
+    if (b && this.#isAcked(b, seq)) return true;
+    return (this.#hwm.get(id) ?? 0) >= seq;
+  }
+
   /**
-   * Resolves when every Bridge connected now has applied `seq`, or after `timeoutMs` with the
-   * laggards named. Bridges that connect later load a snapshot taken after the commit, so they are
-   * not waited for.
+   * Resolves when every Bridge connected now (to this Hub or any other on the store) has applied
+   * `seq`, or after `timeoutMs` with the laggards named. Bridges that connect later load a snapshot
+   * taken after the commit (or resume below it), so they are not waited for.
    */
-  waitForAcks(seq: number, timeoutMs: number): Promise<AckResult> {
-    const targets = [...this.#bridges.values()].filter((b) => b.session && !b.session.closed);
+  async waitForAcks(seq: number, timeoutMs: number): Promise<AckResult> {
+    const started = Date.now();
+    const local = [...this.#localIds()];
+    let remote: string[] = [];
+    if (!this.#closed) {
+      try {
+        remote = (await this.cluster()).filter((c) => !c.local).map((c) => c.bridgeId);
+      } catch (err) {
+        this.#ctx.log.warn({ err: (err as Error).message }, 'sync: reading Bridge presence failed; waiting for this Hub\'s Bridges only');
+      }
+    }
+    const targets = [...local, ...remote];
     const result = (): AckResult => {
-      const lagging = targets.filter((b) => !this.#isAcked(b, seq)).map((b) => b.id);
+      const lagging = targets.filter((id) => !this.#ackedAnywhere(id, seq));
       return { bridges: targets.length, acked: targets.length - lagging.length, lagging };
     };
     return new Promise((resolve) => {
@@ -336,9 +490,14 @@ export class SyncHub {
       const w: Waiter = {
         seq,
         targets,
+        remote,
         done: (r) => {
           if (timer) clearTimeout(timer);
           this.#waiters.delete(w);
+          if (this.#ackPoll && ![...this.#waiters].some((x) => x.remote.length)) {
+            clearInterval(this.#ackPoll);
+            this.#ackPoll = null;
+          }
           resolve(r);
         },
         check: () => {
@@ -347,9 +506,121 @@ export class SyncHub {
         },
       };
       this.#waiters.add(w);
-      timer = setTimeout(() => w.done(result()), Math.max(0, timeoutMs));
+      timer = setTimeout(() => w.done(result()), Math.max(0, timeoutMs - (Date.now() - started)));
+      if (remote.length && !this.#ackPoll) {
+        this.#ackPoll = setInterval(() => void this.#pollRemoteAcks(), ACK_POLL_MS);
+        this.#ackPoll.unref();
+      }
       w.check();
     });
+  }
+
+  /** Fallback for a lost NOTIFY: reads the acks of the Bridges other Hubs serve that a wait still needs. */
+  async #pollRemoteAcks(): Promise<void> {
+    const ids = new Set<string>();
+    for (const w of this.#waiters) for (const id of w.remote) if (!this.#ackedAnywhere(id, w.seq)) ids.add(id);
+    if (ids.size === 0) return;
+    try {
+      const rows = await presenceDb(this.#ctx).selectFrom('sync_bridges').select(['bridge_id', 'acked_seq']).where('bridge_id', 'in', [...ids].slice(0, 1000)).execute();
+      for (const r of rows) this.#noteHwm(r.bridge_id, Number(r.acked_seq));
+      this.#checkWaiters();
+    } catch {
+      /* next tick */
+    }
+  }
+
+  // ---------- presence (sync_bridges) ----------
+
+  async #presenceConnect(b: BridgeState): Promise<void> {
+    const now = b.connectedAt;
+    try {
+      await presenceDb(this.#ctx)
+        .insertInto('sync_bridges')
+        .values({ bridge_id: b.id, hub_id: this.hubId, acked_seq: 0, address: b.address, connected_at: now, last_seen_at: now, disconnected_at: null })
+        .onConflict((oc) => oc.column('bridge_id').doUpdateSet({ hub_id: this.hubId, address: b.address, connected_at: now, last_seen_at: now, disconnected_at: null }))
+        .execute();
+    } catch (err) {
+      this.#ctx.log.warn({ err: (err as Error).message, bridgeId: b.id }, 'sync: recording Bridge presence failed (other Hubs may not wait for it)');
+    }
+  }
+
+  /** Only the row of that very session: a reconnect that already replaced it is left alone. */
+  async #presenceDisconnect(bridgeId: string, connectedAt: string): Promise<void> {
+    try {
+      await presenceDb(this.#ctx)
+        .updateTable('sync_bridges')
+        .set({ disconnected_at: nowIso() })
+        .where('bridge_id', '=', bridgeId)
+        .where('hub_id', '=', this.hubId)
+        .where('connected_at', '=', connectedAt)
+        .where('disconnected_at', 'is', null)
+        .execute();
+    } catch (err) {
+      if (!this.#closed) this.#ctx.log.warn({ err: (err as Error).message, bridgeId }, 'sync: recording a Bridge disconnect failed');
+    }
+  }
+
+  /** Each heartbeat: this Hub's Bridges are still here (and old rows are dropped now and then). */
+  async #refreshPresence(): Promise<void> {
+    if (this.#closed) return;
+    const ids = [...this.#localIds()];
+    const pdb = presenceDb(this.#ctx);
+    try {
+      const now = nowIso();
+      for (let i = 0; i < ids.length; i += 500) {
+        await pdb
+          .updateTable('sync_bridges')
+          .set({ last_seen_at: now, disconnected_at: null })
+          .where('hub_id', '=', this.hubId)
+          .where('bridge_id', 'in', ids.slice(i, i + 500))
+          .execute();
+      }
+      if (Date.now() - this.#lastCleanup > 3600_000) {
+        this.#lastCleanup = Date.now();
+        await pdb.deleteFrom('sync_bridges').where('last_seen_at', '<', new Date(Date.now() - PRESENCE_KEEP_MS).toISOString()).execute();
+      }
+    } catch (err) {
+      if (!this.#closed) this.#ctx.log.warn({ err: (err as Error).message }, 'sync: refreshing Bridge presence failed');
+    }
+  }
+
+  #queueAckWrite(bridgeId: string, seq: number) {
+    if (seq > (this.#ackWrites.get(bridgeId) ?? 0)) this.#ackWrites.set(bridgeId, seq);
+    if (!this.#ackWriting) {
+      this.#ackWriting = this.#flushAckWrites().finally(() => {
+        this.#ackWriting = null;
+      });
+    }
+  }
+
+  /** Writes acks to sync_bridges and, on PostgreSQL, tells the other Hubs in the same statement. */
+  async #flushAckWrites(): Promise<void> {
+    const db = this.#ctx.db;
+    const pg = Boolean(this.#ctx.store.pgUrl);
+    while (this.#ackWrites.size > 0) {
+      const batch = [...this.#ackWrites];
+      this.#ackWrites.clear();
+      const now = nowIso();
+      await Promise.all(
+        batch.map(async ([id, seq]) => {
+          try {
+            if (pg) {
+              const payload = JSON.stringify({ h: this.hubId, b: id, s: seq });
+              await sql`with u as (update sync_bridges set acked_seq = greatest(acked_seq, ${seq}::bigint), last_seen_at = ${now} where bridge_id = ${id} returning 1)
+                select pg_notify(${ACK_CHANNEL}, ${payload})`.execute(db);
+            } else {
+              await presenceDb(this.#ctx)
+                .updateTable('sync_bridges')
+                .set({ acked_seq: sql<number>`case when acked_seq < ${seq} then ${seq} else acked_seq end`, last_seen_at: now })
+                .where('bridge_id', '=', id)
+                .execute();
+            }
+          } catch (err) {
+            if (!this.#closed) this.#ctx.log.warn({ err: (err as Error).message, bridgeId: id }, 'sync: recording an ack failed (other Hubs may report this Bridge as lagging)');
+          }
+        }),
+      );
+    }
   }
 
   /** Message body for a change row, cached per seq (built from the entity's current state). */
@@ -380,17 +651,30 @@ export class SyncHub {
   #forgetStale() {
     const cutoff = Date.now() - 3600_000;
     for (const [id, b] of this.#bridges) {
-      if (!b.session && Date.parse(b.lastAckAt ?? b.connectedAt) < cutoff) this.#bridges.delete(id);
+      if (!b.session && Date.parse(b.lastAckAt ?? b.connectedAt) < cutoff) {
+        this.#bridges.delete(id);
+        this.#hwm.delete(id);
+      }
     }
   }
 
   async #notifyOthers(): Promise<void> {
     if (!this.#ctx.store.pgUrl || this.#closed) return;
     try {
-      const { sql } = await import('kysely');
       await sql`select pg_notify(${NOTIFY_CHANNEL}, ${this.hubId})`.execute(this.#ctx.db);
     } catch (err) {
       this.#ctx.log.warn({ err: (err as Error).message }, 'sync: NOTIFY failed (other Hubs will pick the change up by polling)');
+    }
+  }
+
+  #onAckNotification(payload: string | undefined) {
+    try {
+      const m = JSON.parse(payload ?? '') as { h?: unknown; b?: unknown; s?: unknown };
+      if (m.h === this.hubId || typeof m.b !== 'string' || typeof m.s !== 'number') return;
+      this.#noteHwm(m.b, m.s);
+      this.#checkWaiters();
+    } catch {
+      /* not ours */
     }
   }
 
@@ -409,16 +693,17 @@ export class SyncHub {
       });
       client.on('notification', (n) => {
         if (n.channel === NOTIFY_CHANNEL && n.payload !== this.hubId) this.wake();
+        else if (n.channel === ACK_CHANNEL) this.#onAckNotification(n.payload);
       });
       await client.connect();
-      await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
+      await client.query(`LISTEN ${NOTIFY_CHANNEL}; LISTEN ${ACK_CHANNEL}`);
       if (this.#closed) {
         await client.end().catch(() => {});
         return;
       }
       this.#pg = client;
     } catch (err) {
-      this.#ctx.log.warn({ err: (err as Error).message }, 'sync: LISTEN failed; retrying (changes from other Hubs still arrive by polling)');
+      this.#ctx.log.warn({ err: (err as Error).message }, 'sync: LISTEN failed; retrying (changes and acks from other Hubs still arrive by polling)');
       if (!this.#closed) {
         this.#pgRetry = setTimeout(() => void this.#listen(url), 2000);
         this.#pgRetry.unref();
@@ -443,8 +728,9 @@ class StreamSession {
     private readonly hub: SyncHub,
     private readonly bridge: BridgeState,
     private readonly sink: StreamSink,
+    readonly connectedAt: string,
   ) {
-    sink.onClose?.(() => this.close());
+    sink.onClose?.(() => this.close('peer'));
   }
 
   async start(since: number | undefined): Promise<void> {
@@ -453,18 +739,20 @@ class StreamSession {
       const resumable = since !== undefined && Number.isSafeInteger(since) && since >= 0 && since <= top;
       if (resumable) {
         this.cursor = since;
+        // the Bridge applied everything up to its cursor (maybe acknowledged to a Hub that is gone)
+        this.hub.resumed(this.bridge, since);
         await this.#watchGaps(since);
       } else {
         await this.#sendSnapshot();
       }
       this.#ready = true;
-      this.#heartbeat = setInterval(() => void this.#send({ type: 'heartbeat', cursor: this.cursor, ts: new Date().toISOString() }), HEARTBEAT_MS);
+      this.#heartbeat = setInterval(() => void this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() }), HEARTBEAT_MS);
       this.#heartbeat.unref();
-      await this.#send({ type: 'heartbeat', cursor: this.cursor, ts: new Date().toISOString() });
+      await this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() });
       this.pump();
     } catch (err) {
       this.ctx.log.warn({ err: (err as Error).message, bridgeId: this.bridge.id }, 'sync: stream failed');
-      this.close();
+      this.close('hub');
     }
   }
 
@@ -494,7 +782,7 @@ class StreamSession {
   async #send(m: SyncMessage): Promise<void> {
     if (this.closed) return;
     await this.sink.write(JSON.stringify(m));
-    if (this.sink.closed) this.close();
+    if (this.sink.closed) this.close('peer');
   }
 
   /** Delivers every committed change after the cursor (and late gap fillers). Re-entrant safe. */
@@ -537,6 +825,7 @@ class StreamSession {
         if (this.closed) return;
         const row = { ...raw, seq: Number(raw.seq) };
         if (row.seq !== this.cursor + 1) {
+          // with the change-log lock a gap is a rolled-back seq; the short wait covers writers without it
           this.#gapSince ??= Date.now();
           if (Date.now() - this.#gapSince < GAP_WAIT_MS) {
             blocked = true;
@@ -569,7 +858,8 @@ class StreamSession {
     await this.#send({ ...body, cursor } as SyncMessage);
   }
 
-  close(): void {
+  /** `by`: 'peer' when the Bridge went away, 'hub' when this Hub ended or replaced the stream. */
+  close(by: 'peer' | 'hub' = 'hub'): void {
     if (this.closed) return;
     this.closed = true;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
@@ -579,7 +869,7 @@ class StreamSession {
     } catch {
       /* already gone */
     }
-    this.hub.sessionClosed(this.bridge, this);
+    this.hub.sessionClosed(this.bridge, this, by);
   }
 }
 

@@ -177,5 +177,19 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('api_keys').addColumn('undelivered_since', ts).execute();
       },
     },
+    '0003_sync_bridges': {
+      // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('sync_bridges')
+          .addColumn('bridge_id', 'text', (c) => c.primaryKey())
+          .addColumn('hub_id', 'text', (c) => c.notNull())
+          .addColumn('acked_seq', dialect === 'postgres' ? 'bigint' : 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('address', 'text')
+          .addColumn('connected_at', ts, (c) => c.notNull())
+          .addColumn('last_seen_at', ts, (c) => c.notNull())
+          .addColumn('disconnected_at', ts)
+          .execute();
+      },
+    },
   };
 }
