@@ -1,6 +1,6 @@
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import type { ReleaseIR } from '../../protocol/release.js';
 import type { SyncEnvState, SyncKeyRecord, SyncMessage } from '../../protocol/sync.js';
 import type { HubContext } from '../context.js';
@@ -335,17 +335,8 @@ export class SyncHub {
     return ids;
   }
 
-  /**
-   * Every Bridge that counts for a wait: this Hub's connected ones, plus the rows of other Hubs seen
-   * within PRESENCE_STALE_MS and not closed by the Bridge (this Hub's own rows are known in memory).
-   */
-  async cluster(): Promise<ClusterBridge[]> {
-    const local = this.#localIds();
-    const out: ClusterBridge[] = [];
-    for (const b of this.#bridges.values()) {
-      if (!local.has(b.id)) continue;
-      out.push({ bridgeId: b.id, hubId: this.hubId, ackedSeq: this.#hwm.get(b.id) ?? 0, address: b.address, connectedAt: b.connectedAt, lastSeenAt: b.lastAckAt ?? b.connectedAt, local: true });
-    }
+  /** Live Bridges of OTHER Hubs: seen within PRESENCE_STALE_MS and not closed by the Bridge. */
+  async #remoteLive(): Promise<Array<Selectable<SyncBridgesTable>>> {
     const cutoff = new Date(Date.now() - PRESENCE_STALE_MS).toISOString();
     const rows = await presenceDb(this.#ctx)
       .selectFrom('sync_bridges')
@@ -355,10 +346,25 @@ export class SyncHub {
       .where('hub_id', '!=', this.hubId)
       .orderBy('bridge_id')
       .execute();
+    for (const r of rows) this.#noteHwm(r.bridge_id, Number(r.acked_seq));
+    return rows;
+  }
+
+  /**
+   * Every Bridge that counts for a wait: the live rows of other Hubs, plus this Hub's connected ones
+   * (known in memory; read AFTER the rows, so a Bridge that moves here meanwhile is in one or the other).
+   */
+  async cluster(): Promise<ClusterBridge[]> {
+    const rows = await this.#remoteLive();
+    const local = this.#localIds();
+    const out: ClusterBridge[] = [];
+    for (const b of this.#bridges.values()) {
+      if (!local.has(b.id)) continue;
+      out.push({ bridgeId: b.id, hubId: this.hubId, ackedSeq: this.#hwm.get(b.id) ?? 0, address: b.address, connectedAt: b.connectedAt, lastSeenAt: b.lastAckAt ?? b.connectedAt, local: true });
+    }
     for (const r of rows) {
       if (local.has(r.bridge_id)) continue;
-      const acked = this.#noteHwm(r.bridge_id, Number(r.acked_seq));
-      out.push({ bridgeId: r.bridge_id, hubId: r.hub_id, ackedSeq: acked, address: r.address, connectedAt: r.connected_at, lastSeenAt: r.last_seen_at, local: false });
+      out.push({ bridgeId: r.bridge_id, hubId: r.hub_id, ackedSeq: this.#hwm.get(r.bridge_id) ?? 0, address: r.address, connectedAt: r.connected_at, lastSeenAt: r.last_seen_at, local: false });
     }
     return out;
   }
@@ -471,15 +477,17 @@ export class SyncHub {
    */
   async waitForAcks(seq: number, timeoutMs: number): Promise<AckResult> {
     const started = Date.now();
-    const local = [...this.#localIds()];
     let remote: string[] = [];
     if (!this.#closed) {
       try {
-        remote = (await this.cluster()).filter((c) => !c.local).map((c) => c.bridgeId);
+        remote = (await this.#remoteLive()).map((r) => r.bridge_id);
       } catch (err) {
         this.#ctx.log.warn({ err: (err as Error).message }, 'sync: reading Bridge presence failed; waiting for this Hub\'s Bridges only');
       }
     }
+    // read after the rows: a Bridge that moved here while they were read is counted once, here
+    const local = this.#localIds();
+    remote = remote.filter((id) => !local.has(id));
     const targets = [...local, ...remote];
     const result = (): AckResult => {
       const lagging = targets.filter((id) => !this.#ackedAnywhere(id, seq));
