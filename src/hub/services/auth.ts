@@ -76,11 +76,19 @@ export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unkno
     throw badRequest('email and password are required');
   }
   const email = emailIn.trim().toLowerCase();
+  // the attempt counts as a failure until the password checks out: concurrent attempts from one
+  // address see each other, so no more than the limit ever reach the password hash
+  recent.push(now);
+  failures.set(ip, recent);
   const op = await ctx.db.selectFrom('operators').selectAll().where('email', '=', email).executeTakeFirst();
   const ok = await verifyPassword(op?.status === 'active' ? op.password_hash : null, password);
+  if (ok && op) {
+    const cur = failures.get(ip);
+    const i = cur ? cur.indexOf(now) : -1;
+    if (i >= 0) cur!.splice(i, 1);
+    if (cur && cur.length === 0) failures.delete(ip);
+  }
   if (!op || !ok) {
-    recent.push(now);
-    failures.set(ip, recent);
     await audit(ctx, req, { action: 'operator.login_failed', actorType: 'anonymous', actorEmail: email.slice(0, 254), detail: {} });
     throw unauthorized('invalid email or password');
   }
