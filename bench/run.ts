@@ -15,16 +15,18 @@
  * Writes bench/out/summary.json (the issue's fields), bench/out/details.json (every run) and
  * bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
  * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
- * (/tmp/stk-bench-deps), BENCH_YARDSTICKS (../shared/bench).
+ * (/tmp/stk-bench-deps), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
+ * BENCH_ONLY=…,profile) a Bridge is CPU-profiled under load: bench/out/profile-bridge.txt.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { bulkInsertKeys } from './lib/bulk-keys.js';
-import { rssMb, run, runOk, start, stopAll, waitHttp, type Proc } from './lib/procs.js';
+import { cpuMs, rssMb, run, runOk, start, stopAll, waitHttp, type Proc } from './lib/procs.js';
+import { formatProfile, summarizeProfile } from './lib/profile.js';
 import { judge, startLoad } from './lib/revocation.js';
 import { createKeyApi, createKeyCli, PROJECT, setupEnv, smokeCall, startBridge, startHub, type Bridge, type Hub, type StackPaths } from './lib/stack.js';
 import { freePort, log, median, percentile, round, sleep, table, waitFor } from './lib/util.js';
@@ -132,8 +134,21 @@ async function seedUsers(benchUrl: string): Promise<void> {
 
 // ---------------------------------------------------------------- sections
 
-function benchCli(): { ratio: number; stkMs: number; nodeMs: number } {
-  const stk = join(ROOT, 'bin/stk.js');
+/**
+ * Copies bin/ + dist/ (+ package.json, node_modules linked) into the scratch dir and returns its stk.js:
+ * every Hub, Bridge and CLI of this run executes the same build, even if dist/ is rebuilt meanwhile.
+ */
+function snapshotBuild(scratch: string): string {
+  const app = join(scratch, 'app');
+  mkdirSync(app, { recursive: true });
+  cpSync(join(ROOT, 'dist'), join(app, 'dist'), { recursive: true });
+  cpSync(join(ROOT, 'bin'), join(app, 'bin'), { recursive: true });
+  copyFileSync(join(ROOT, 'package.json'), join(app, 'package.json'));
+  symlinkSync(join(ROOT, 'node_modules'), join(app, 'node_modules'), 'dir');
+  return join(app, 'bin/stk.js');
+}
+
+function benchCli(stk: string): { ratio: number; stkMs: number; nodeMs: number } {
   const time = (args: string[]) => {
     const t = performance.now();
     const r = spawnSync(process.execPath, args, { stdio: 'ignore' });
@@ -169,6 +184,8 @@ interface Run extends WrkResult {
   target: TargetId;
   c: number;
   rssMaxMb?: number;
+  /** server process CPU (user + system) per request during the measured run */
+  cpuUsPerReq?: number;
 }
 
 async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number }> {
@@ -185,12 +202,16 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
           const m = rssMb(t.proc.pid);
           if (m > runRss) runRss = m;
         }, 200);
+        const cpu0 = cpuMs(t.proc.pid);
         const res = await wrk({ url: t.url, script: t.script, connections: c, seconds: DURATION_S, env: t.env });
+        const cpuUsPerReq = ((cpuMs(t.proc.pid) - cpu0) * 1000) / Math.max(1, res.requests);
         clearInterval(sampler);
         if (t.id === 'bridge') rssMax = Math.max(rssMax, runRss);
         const errors = res.non2xx + res.errors_socket;
-        runs.push({ ...res, round: r + 1, target: t.id, c, rssMaxMb: round(runRss, 1) });
-        log(`round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`);
+        runs.push({ ...res, round: r + 1, target: t.id, c, rssMaxMb: round(runRss, 1), cpuUsPerReq: round(cpuUsPerReq, 1) });
+        log(
+          `round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  ${cpuUsPerReq.toFixed(0)} µs CPU/req  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`,
+        );
         if (errors) note(`${t.label} c=${c} round ${r + 1}: ${res.non2xx} non-2xx, ${res.errors_socket} socket errors`);
       }
     }
@@ -212,6 +233,7 @@ function stats(runs: Run[], target: TargetId, c: number) {
   const rs = runs.filter((u) => u.target === target && u.c === c);
   return {
     rssMaxMb: round(Math.max(0, ...rs.map((u) => u.rssMaxMb ?? 0)), 1),
+    cpuUsPerReq: round(median(rs.map((u) => u.cpuUsPerReq ?? NaN)), 1),
     rps: round(median(rs.map((u) => u.rps)), 1),
     p50_ms: round(median(rs.map((u) => u.p50_ms)), 3),
     p99_ms: round(median(rs.map((u) => u.p99_ms)), 3),
@@ -270,14 +292,41 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
   };
 }
 
+/**
+ * CPU profile of a Bridge (run from the TypeScript source so frames name src/ files) under wrk c=50,
+ * summarised by area and function into bench/out/profile-bridge.txt.
+ */
+async function profileBridge(hub: Hub, apiKey: string, callLua: string): Promise<string> {
+  const dir = join(OUT, 'profile');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const proc = start('bridge-profile', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--import', 'tsx', join(ROOT, 'bench/lib/bridge-entry.ts')], {
+    cwd: ROOT,
+    env: { STK_BRIDGE_PORT: String(port), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: 'bench-profile', STK_LOG_LEVEL: 'warn' },
+    logDir: LOGS,
+  });
+  await waitHttp(proc, `${url}/readyz?project=${PROJECT}&env=bench`, 90_000);
+  await smokeCall(url, apiKey);
+  await wrk({ url, script: callLua, connections: 50, seconds: WARMUP_S, env: { API_KEY: apiKey } });
+  const res = await wrk({ url, script: callLua, connections: 50, seconds: DURATION_S, env: { API_KEY: apiKey } });
+  await proc.stop();
+  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
+  const text = `Bridge CPU profile under wrk c=50 for ${DURATION_S} s (${res.rps.toFixed(0)} req/s while profiled; profiling slows it down)\n\n${formatProfile(summarizeProfile(join(dir, file)))}\n`;
+  writeFileSync(join(OUT, 'profile-bridge.txt'), text);
+  return text;
+}
+
 // ---------------------------------------------------------------- main
 
 async function main(): Promise<void> {
   rmSync(LOGS, { recursive: true, force: true });
   mkdirSync(LOGS, { recursive: true });
   const scratch = mkdtempSync(join(tmpdir(), 'stk-bench-'));
-  const paths: StackPaths = { root: ROOT, stk: join(ROOT, 'bin/stk.js'), logDir: LOGS, scratch };
   if (!existsSync(join(ROOT, 'dist/cli.js'))) throw new Error('dist/ is missing: run `npm run build` (npm run bench does)');
+  const paths: StackPaths = { root: ROOT, stk: snapshotBuild(scratch), logDir: LOGS, scratch };
 
   const summary: Record<string, unknown> = {
     rounds: ROUNDS,
@@ -297,7 +346,7 @@ async function main(): Promise<void> {
   };
 
   if (SECTIONS.has('cli')) {
-    const c = benchCli();
+    const c = benchCli(paths.stk);
     summary.cli = { cold_start_ratio_vs_node: round(c.ratio, 2) };
     details.cli = { stkVersionMedianMs: round(c.stkMs, 1), nodeE0MedianMs: round(c.nodeMs, 1) };
     log(`cli: stk --version ${c.stkMs.toFixed(1)} ms vs node -e 0 ${c.nodeMs.toFixed(1)} ms → ${c.ratio.toFixed(2)}×`);
@@ -362,14 +411,22 @@ async function main(): Promise<void> {
         bridge_vs_peer_c10: round(ratioOfMedians(runs, 'bridge', 'peer', 10), 3),
         bridge_vs_peer_c50: round(ratioOfMedians(runs, 'bridge', 'peer', 50), 3),
       };
-      const { rssMaxMb: _a, ...b10 } = stats(runs, 'bridge', 10);
-      const { rssMaxMb: _b, ...b50 } = stats(runs, 'bridge', 50);
+      const { rssMaxMb: _a, cpuUsPerReq: _c, ...b10 } = stats(runs, 'bridge', 10);
+      const { rssMaxMb: _b, cpuUsPerReq: _d, ...b50 } = stats(runs, 'bridge', 50);
       summary.bridge = { c10: b10, c50: b50 };
       summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
       summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
       details.perTarget = { bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) }, minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) } };
       write();
       await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop()]);
+      const ratios = summary.ratios as Record<string, number>;
+      const missed = ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
+      if (missed || SECTIONS.has('profile')) {
+        log('profiling a Bridge under load (node --cpu-prof)…');
+        const text = await profileBridge(hubA, key.apiKey, y.callLua);
+        details.profile = 'bench/out/profile-bridge.txt';
+        log(`profile:\n${text.split('\n').slice(0, 22).join('\n')}`);
+      }
     }
 
     if (SECTIONS.has('revoke')) {
@@ -390,10 +447,10 @@ function report(): void {
   const s = JSON.parse(readFileSync(join(OUT, 'summary.json'), 'utf8'));
   const d = JSON.parse(readFileSync(join(OUT, 'details.json'), 'utf8'));
   const f = (x: unknown, digits = 0) => (typeof x === 'number' ? x.toFixed(digits) : '–');
-  const rows: string[][] = [['config', 'c=10 req/s', 'c=50 req/s', 'p50 ms c=10', 'p99 ms c=10', 'p99 ms c=50', 'errors', 'max RSS MB']];
-  type St = { rps: number; p50_ms: number; p99_ms: number; errors: number; rssMaxMb?: number };
+  const rows: string[][] = [['config', 'c=10 req/s', 'c=50 req/s', 'p50 ms c=10', 'p99 ms c=10', 'p99 ms c=50', 'CPU µs/req c=50', 'errors', 'max RSS MB']];
+  type St = { rps: number; p50_ms: number; p99_ms: number; errors: number; rssMaxMb?: number; cpuUsPerReq?: number };
   const line = (name: string, a?: St, b?: St) =>
-    rows.push([name, f(a?.rps), f(b?.rps), f(a?.p50_ms, 2), f(a?.p99_ms, 2), f(b?.p99_ms, 2), f((a?.errors ?? 0) + (b?.errors ?? 0)), f(Math.max(a?.rssMaxMb ?? 0, b?.rssMaxMb ?? 0))]);
+    rows.push([name, f(a?.rps), f(b?.rps), f(a?.p50_ms, 2), f(a?.p99_ms, 2), f(b?.p99_ms, 2), f((b ?? a)?.cpuUsPerReq), f((a?.errors ?? 0) + (b?.errors ?? 0)), f(Math.max(a?.rssMaxMb ?? 0, b?.rssMaxMb ?? 0))]);
   if (s.bridge) {
     line('Bridge (1 key)', d.perTarget?.bridge?.c10, d.perTarget?.bridge?.c50);
     line('Bridge (100,000 keys)', d.perTarget?.bridge100k?.c10);
