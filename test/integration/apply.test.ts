@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase, query } from '../helpers/pg.js';
+import { rememberSecret } from '../helpers/secrets.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 type TestDb = Awaited<ReturnType<typeof createTestDatabase>>;
@@ -78,7 +79,7 @@ describe('stk apply against real PostgreSQL', () => {
   let main: TestDb;
   let reports: TestDb;
   let dir: string;
-  const SECRET = 'Pw' + randomBytes(12).toString('hex');
+  const SECRET = rememberSecret('db-password', 'Pw' + randomBytes(12).toString('hex'));
   const seen: string[] = [];
 
   const stk = async (args: string[], token = owner): Promise<RunResult> => {

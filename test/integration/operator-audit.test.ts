@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir } from '../helpers/cli.js';
 import { DATABASE_URL } from '../helpers/pg.js';
+import { rememberSecret } from '../helpers/secrets.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 
@@ -48,7 +49,7 @@ describe('audit log', () => {
   const join = async (email: string, role: string, project?: string) => {
     const inv = await api(owner, 'POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
     expect(inv.status).toBe(201);
-    secrets.push(inv.json.inviteCode);
+    secrets.push(rememberSecret('invite-code', inv.json.inviteCode as string));
     expect((await api(undefined, 'POST', '/api/invites/accept', { email, code: inv.json.inviteCode, password: MEMBER_PASSWORD })).status).toBe(200);
     const t = await loginToken(hub.url, email, MEMBER_PASSWORD);
     secrets.push(t);

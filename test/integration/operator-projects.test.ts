@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase } from '../helpers/pg.js';
+import { rememberSecret } from '../helpers/secrets.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 
@@ -15,7 +16,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   /** every byte any command or response printed: checked for the secret at the end */
   const seen: string[] = [];
-  const SECRET = 'Pw' + randomBytes(12).toString('hex');
+  const SECRET = rememberSecret('db-password', 'Pw' + randomBytes(12).toString('hex'));
   let goodUrl: string;
 
   const stk = async (args: string[], input?: string): Promise<RunResult> => {

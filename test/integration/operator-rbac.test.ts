@@ -3,6 +3,7 @@ import Database from 'better-sqlite3';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir } from '../helpers/cli.js';
 import { DATABASE_URL } from '../helpers/pg.js';
+import { rememberSecret } from '../helpers/secrets.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 const PW = 'member-password-1';
@@ -27,7 +28,7 @@ describe('operator RBAC', () => {
   const invite = async (email: string, role: string, project?: string): Promise<string> => {
     const r = await api(owner, 'POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
     expect(r.status, JSON.stringify(r.json)).toBe(201);
-    return r.json.inviteCode;
+    return rememberSecret('invite-code', r.json.inviteCode as string);
   };
   const accept = async (email: string, code: string, password = PW) => {
     const r = await api(undefined, 'POST', '/api/invites/accept', { email, code, password });
