@@ -11,6 +11,9 @@ import { nowIso } from '../store/store.js';
  */
 export const CHANGE_LOG_LOCK = 0x53544b43484e; // "STKCHN"
 
+/** LISTEN/NOTIFY channel that wakes every Hub's streams when a change commits (PostgreSQL store). */
+export const CHANGES_CHANNEL = 'stk_changes';
+
 /** True when `db` (a Kysely instance or transaction) talks to PostgreSQL. */
 export function isPostgres(db: Kysely<any>): boolean {
   return db.getExecutor().adapter instanceof PostgresAdapter;
@@ -25,7 +28,9 @@ export async function recordChange(
   db: Kysely<HubDatabase>,
   change: { project: string; env: string; kind: string; payload: unknown },
 ): Promise<number> {
-  if (isPostgres(db)) await sql`select pg_advisory_xact_lock(${sql.lit(CHANGE_LOG_LOCK)})`.execute(db);
+  // PostgreSQL: the lock, plus a NOTIFY that PostgreSQL delivers to every Hub when (and only if) this
+  // transaction commits, in the same round trip
+  if (isPostgres(db)) await sql`select pg_advisory_xact_lock(${sql.lit(CHANGE_LOG_LOCK)}), pg_notify(${CHANGES_CHANNEL}, '')`.execute(db);
   const row = await db
     .insertInto('change_events')
     .values({ ts: nowIso(), project: change.project, env: change.env, kind: change.kind, payload_json: JSON.stringify(change.payload ?? null) })

@@ -8,6 +8,7 @@ import type { ApiKeysTable } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
 import { DEFAULT_ORG } from './auth.js';
 import { connectionUrls } from './connections.js';
+import { CHANGES_CHANNEL } from './events.js';
 import { currentRelease } from './releases.js';
 
 /**
@@ -17,7 +18,8 @@ import { currentRelease } from './releases.js';
  *
  * Sequence numbers live in the store (`change_events.seq`), so a change committed by ANOTHER Hub
  * process on the same PostgreSQL store reaches this Hub's streams too: through LISTEN/NOTIFY
- * (channel `stk_changes`) when the store is PostgreSQL, and through a slow poll in every case.
+ * (channel `stk_changes`, notified inside the writing transaction, so delivered exactly at commit)
+ * when the store is PostgreSQL, and through a slow poll in every case.
  *
  * Order: on PostgreSQL every writer takes one transaction-scoped advisory lock before drawing a seq
  * (`recordChange`), so seqs commit in order and a gap seen by a reader is a rolled-back seq that never
@@ -51,7 +53,6 @@ const KEY_CHUNK = 1000;
 const GAP_LOOKBACK = 1000;
 const ACKED_KEEP = 5000;
 const MESSAGE_CACHE = 256;
-const NOTIFY_CHANNEL = 'stk_changes';
 const ACK_CHANNEL = 'stk_acks';
 /** rows of Bridges gone for longer than this are deleted */
 const PRESENCE_KEEP_MS = 7 * 24 * 3600_000;
@@ -280,10 +281,7 @@ export class SyncHub {
 
   constructor(ctx: HubContext) {
     this.#ctx = ctx;
-    const onChanged = () => {
-      this.wake();
-      void this.#notifyOthers();
-    };
+    const onChanged = () => this.wake();
     ctx.events.on('changed', onChanged);
     this.#poll = setInterval(() => this.wake(), POLL_MS);
     this.#poll.unref();
@@ -666,15 +664,6 @@ export class SyncHub {
     }
   }
 
-  async #notifyOthers(): Promise<void> {
-    if (!this.#ctx.store.pgUrl || this.#closed) return;
-    try {
-      await sql`select pg_notify(${NOTIFY_CHANNEL}, ${this.hubId})`.execute(this.#ctx.db);
-    } catch (err) {
-      this.#ctx.log.warn({ err: (err as Error).message }, 'sync: NOTIFY failed (other Hubs will pick the change up by polling)');
-    }
-  }
-
   #onAckNotification(payload: string | undefined) {
     try {
       const m = JSON.parse(payload ?? '') as { h?: unknown; b?: unknown; s?: unknown };
@@ -700,11 +689,11 @@ export class SyncHub {
         }
       });
       client.on('notification', (n) => {
-        if (n.channel === NOTIFY_CHANNEL && n.payload !== this.hubId) this.wake();
+        if (n.channel === CHANGES_CHANNEL) this.wake();
         else if (n.channel === ACK_CHANNEL) this.#onAckNotification(n.payload);
       });
       await client.connect();
-      await client.query(`LISTEN ${NOTIFY_CHANNEL}; LISTEN ${ACK_CHANNEL}`);
+      await client.query(`LISTEN ${CHANGES_CHANNEL}; LISTEN ${ACK_CHANNEL}`);
       if (this.#closed) {
         await client.end().catch(() => {});
         return;
