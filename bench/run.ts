@@ -25,7 +25,7 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { bulkInsertKeys } from './lib/bulk-keys.js';
-import { cpuMs, rssMb, run, runOk, start, stopAll, waitHttp, type Proc } from './lib/procs.js';
+import { cpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
 import { formatProfile, summarizeProfile } from './lib/profile.js';
 import { judge, startLoad } from './lib/revocation.js';
 import { createKeyApi, createKeyCli, PROJECT, setupEnv, smokeCall, startBridge, startHub, type Bridge, type Hub, type StackPaths } from './lib/stack.js';
@@ -186,6 +186,9 @@ interface Run extends WrkResult {
   rssMaxMb?: number;
   /** server process CPU (user + system) per request during the measured run */
   cpuUsPerReq?: number;
+  /** read-family / write-family syscalls per request (/proc/<pid>/io) */
+  readsPerReq?: number;
+  writesPerReq?: number;
 }
 
 async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number }> {
@@ -203,14 +206,18 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
           if (m > runRss) runRss = m;
         }, 200);
         const cpu0 = cpuMs(t.proc.pid);
+        const sc0 = syscalls(t.proc.pid);
         const res = await wrk({ url: t.url, script: t.script, connections: c, seconds: DURATION_S, env: t.env });
         const cpuUsPerReq = ((cpuMs(t.proc.pid) - cpu0) * 1000) / Math.max(1, res.requests);
+        const sc1 = syscalls(t.proc.pid);
+        const readsPerReq = (sc1.r - sc0.r) / Math.max(1, res.requests);
+        const writesPerReq = (sc1.w - sc0.w) / Math.max(1, res.requests);
         clearInterval(sampler);
         if (t.id === 'bridge') rssMax = Math.max(rssMax, runRss);
         const errors = res.non2xx + res.errors_socket;
-        runs.push({ ...res, round: r + 1, target: t.id, c, rssMaxMb: round(runRss, 1), cpuUsPerReq: round(cpuUsPerReq, 1) });
+        runs.push({ ...res, round: r + 1, target: t.id, c, rssMaxMb: round(runRss, 1), cpuUsPerReq: round(cpuUsPerReq, 1), readsPerReq: round(readsPerReq, 2), writesPerReq: round(writesPerReq, 2) });
         log(
-          `round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  ${cpuUsPerReq.toFixed(0)} µs CPU/req  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`,
+          `round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  ${cpuUsPerReq.toFixed(0)} µs CPU/req  ${readsPerReq.toFixed(1)}r/${writesPerReq.toFixed(1)}w syscalls/req  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`,
         );
         if (errors) note(`${t.label} c=${c} round ${r + 1}: ${res.non2xx} non-2xx, ${res.errors_socket} socket errors`);
       }
@@ -234,6 +241,8 @@ function stats(runs: Run[], target: TargetId, c: number) {
   return {
     rssMaxMb: round(Math.max(0, ...rs.map((u) => u.rssMaxMb ?? 0)), 1),
     cpuUsPerReq: round(median(rs.map((u) => u.cpuUsPerReq ?? NaN)), 1),
+    readsPerReq: round(median(rs.map((u) => u.readsPerReq ?? NaN)), 2),
+    writesPerReq: round(median(rs.map((u) => u.writesPerReq ?? NaN)), 2),
     rps: round(median(rs.map((u) => u.rps)), 1),
     p50_ms: round(median(rs.map((u) => u.p50_ms)), 3),
     p99_ms: round(median(rs.map((u) => u.p99_ms)), 3),
@@ -292,29 +301,66 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
   };
 }
 
-/**
- * CPU profile of a Bridge (run from the TypeScript source so frames name src/ files) under wrk c=50,
- * summarised by area and function into bench/out/profile-bridge.txt.
- */
-async function profileBridge(hub: Hub, apiKey: string, callLua: string): Promise<string> {
-  const dir = join(OUT, 'profile');
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const proc = start('bridge-profile', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--import', 'tsx', join(ROOT, 'bench/lib/bridge-entry.ts')], {
-    cwd: ROOT,
-    env: { STK_BRIDGE_PORT: String(port), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: 'bench-profile', STK_LOG_LEVEL: 'warn' },
-    logDir: LOGS,
-  });
-  await waitHttp(proc, `${url}/readyz?project=${PROJECT}&env=bench`, 90_000);
-  await smokeCall(url, apiKey);
-  await wrk({ url, script: callLua, connections: 50, seconds: WARMUP_S, env: { API_KEY: apiKey } });
-  const res = await wrk({ url, script: callLua, connections: 50, seconds: DURATION_S, env: { API_KEY: apiKey } });
+/** Runs `proc` (started with --cpu-prof into `dir`) under wrk c=50 and summarises the measured window. */
+async function profileUnderLoad(proc: Proc, dir: string, url: string, script: string, env: Record<string, string>) {
+  await wrk({ url, script, connections: 50, seconds: WARMUP_S, env });
+  const fromUs = Number(process.hrtime.bigint() / 1000n);
+  const res = await wrk({ url, script, connections: 50, seconds: DURATION_S, env });
+  const toUs = Number(process.hrtime.bigint() / 1000n);
   await proc.stop();
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (!file) throw new Error(`no .cpuprofile written in ${dir}`);
-  const text = `Bridge CPU profile under wrk c=50 for ${DURATION_S} s (${res.rps.toFixed(0)} req/s while profiled; profiling slows it down)\n\n${formatProfile(summarizeProfile(join(dir, file)))}\n`;
+  return { res, summary: summarizeProfile(join(dir, file), 40, { fromUs, toUs }) };
+}
+
+/**
+ * CPU profiles of a Bridge (run from the TypeScript source so frames name src/ files) and of the minimal
+ * server, one after the other under wrk c=50, summarised by area (µs of CPU per request, side by side)
+ * and by function into bench/out/profile-bridge.txt.
+ */
+async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, benchUrl: string, callLua: string): Promise<string> {
+  const base = join(OUT, 'profile');
+  rmSync(base, { recursive: true, force: true });
+  const dirs = { bridge: join(base, 'bridge'), minimal: join(base, 'minimal') };
+  for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
+
+  const bPort = await freePort();
+  const bUrl = `http://127.0.0.1:${bPort}`;
+  const bridge = start('bridge-profile', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dirs.bridge}`, '--import', 'tsx', join(ROOT, 'bench/lib/bridge-entry.ts')], {
+    cwd: ROOT,
+    env: { STK_BRIDGE_PORT: String(bPort), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: 'bench-profile', STK_LOG_LEVEL: 'warn' },
+    logDir: LOGS,
+  });
+  await waitHttp(bridge, `${bUrl}/readyz?project=${PROJECT}&env=bench`, 90_000);
+  await smokeCall(bUrl, apiKey);
+  const b = await profileUnderLoad(bridge, dirs.bridge, bUrl, callLua, { API_KEY: apiKey });
+
+  // the yardstick has no signal handler: exit on SIGTERM so V8 writes the profile
+  const mPort = await freePort();
+  const minimal = start(
+    'minimal-profile',
+    process.execPath,
+    ['--cpu-prof', `--cpu-prof-dir=${dirs.minimal}`, '--input-type=module', '-e', `process.on('SIGTERM', () => process.exit(0)); await import(${JSON.stringify(minimalScript)});`],
+    { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl }, logDir: LOGS },
+  );
+  await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server (profiled)');
+  const m = await profileUnderLoad(minimal, dirs.minimal, `http://127.0.0.1:${mPort}`, callLua, {});
+
+  const perReq = (ms: number, requests: number) => (ms * 1000) / Math.max(1, requests);
+  const areas = new Map<string, { bridge: number; minimal: number }>();
+  for (const a of b.summary.areas) areas.set(a.area, { bridge: perReq(a.ms, b.res.requests), minimal: 0 });
+  for (const a of m.summary.areas) areas.set(a.area, { bridge: areas.get(a.area)?.bridge ?? 0, minimal: perReq(a.ms, m.res.requests) });
+  const rows = [...areas].sort((x, y) => y[1].bridge - x[1].bridge).filter(([, v]) => v.bridge >= 0.2 || v.minimal >= 0.2);
+  const totalB = perReq(b.summary.busyMs, b.res.requests);
+  const totalM = perReq(m.summary.busyMs, m.res.requests);
+  const cmp = [
+    `CPU per request under wrk c=${50} for ${DURATION_S} s, profiled (node --cpu-prof slows both down):`,
+    `  Bridge ${b.res.rps.toFixed(0)} req/s, ${totalB.toFixed(1)} µs busy CPU per request; minimal ${m.res.rps.toFixed(0)} req/s, ${totalM.toFixed(1)} µs`,
+    '',
+    '  area                              Bridge µs/req   minimal µs/req',
+    ...rows.map(([a, v]) => `  ${a.padEnd(32)} ${v.bridge.toFixed(1).padStart(14)} ${v.minimal.toFixed(1).padStart(16)}`),
+  ].join('\n');
+  const text = `${cmp}\n\n=== Bridge ===\n${formatProfile(b.summary)}\n\n=== minimal server ===\n${formatProfile(m.summary)}\n`;
   writeFileSync(join(OUT, 'profile-bridge.txt'), text);
   return text;
 }
@@ -411,8 +457,9 @@ async function main(): Promise<void> {
         bridge_vs_peer_c10: round(ratioOfMedians(runs, 'bridge', 'peer', 10), 3),
         bridge_vs_peer_c50: round(ratioOfMedians(runs, 'bridge', 'peer', 50), 3),
       };
-      const { rssMaxMb: _a, cpuUsPerReq: _c, ...b10 } = stats(runs, 'bridge', 10);
-      const { rssMaxMb: _b, cpuUsPerReq: _d, ...b50 } = stats(runs, 'bridge', 50);
+      const pick = ({ rps, p50_ms, p99_ms, errors }: ReturnType<typeof stats>) => ({ rps, p50_ms, p99_ms, errors });
+      const b10 = pick(stats(runs, 'bridge', 10));
+      const b50 = pick(stats(runs, 'bridge', 50));
       summary.bridge = { c10: b10, c50: b50 };
       summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
       summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
@@ -423,9 +470,9 @@ async function main(): Promise<void> {
       const missed = ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
       if (missed || SECTIONS.has('profile')) {
         log('profiling a Bridge under load (node --cpu-prof)…');
-        const text = await profileBridge(hubA, key.apiKey, y.callLua);
+        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua);
         details.profile = 'bench/out/profile-bridge.txt';
-        log(`profile:\n${text.split('\n').slice(0, 22).join('\n')}`);
+        log(`profile:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-bridge.txt)`);
       }
     }
 

@@ -87,6 +87,16 @@ export function cpuMs(pid: number): number {
   }
 }
 
+/** read-family and write-family syscalls a process has made so far (Linux /proc/<pid>/io). */
+export function syscalls(pid: number): { r: number; w: number } {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    return { r: Number(/syscr:\s+(\d+)/.exec(io)?.[1] ?? NaN), w: Number(/syscw:\s+(\d+)/.exec(io)?.[1] ?? NaN) };
+  } catch {
+    return { r: NaN, w: NaN };
+  }
+}
+
 /** Runs a command to completion and captures its output. */
 export function run(cmd: string, args: string[], o: { env?: Record<string, string>; cwd?: string; input?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {

@@ -18,6 +18,7 @@ interface ProfileNode {
 }
 interface CpuProfile {
   nodes: ProfileNode[];
+  startTime: number;
   samples: number[];
   timeDeltas: number[];
 }
@@ -46,11 +47,21 @@ export interface ProfileSummary {
   functions: Array<{ fn: string; where: string; area: string; ms: number; pct: number }>;
 }
 
-export function summarizeProfile(file: string, top = 30): ProfileSummary {
+/**
+ * `window` (µs on the monotonic clock, which V8's profile timestamps and `process.hrtime` share on
+ * Linux) keeps only the samples of the measured load, not the process start-up.
+ */
+export function summarizeProfile(file: string, top = 30, window?: { fromUs: number; toUs: number }): ProfileSummary {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
-  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+  let t = p.startTime;
+  for (let i = 0; i < p.samples.length; i++) {
+    const d = p.timeDeltas[i] ?? 0;
+    t += d;
+    if (window && (t < window.fromUs || t > window.toUs)) continue;
+    self.set(p.samples[i]!, (self.get(p.samples[i]!) ?? 0) + d / 1000);
+  }
   const areas = new Map<string, number>();
   const fns = new Map<string, { fn: string; where: string; area: string; ms: number }>();
   let total = 0;
