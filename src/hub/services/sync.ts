@@ -271,6 +271,8 @@ export class SyncHub {
   /** acks not yet written to sync_bridges (coalesced per Bridge) */
   readonly #ackWrites = new Map<string, number>();
   #ackWriting: Promise<void> | null = null;
+  /** presence writes in flight (awaited on close, before the store goes away) */
+  readonly #writes = new Set<Promise<unknown>>();
   #poll: NodeJS.Timeout;
   #presenceTimer: NodeJS.Timeout;
   #ackPoll: NodeJS.Timeout | null = null;
@@ -308,6 +310,7 @@ export class SyncHub {
     for (const b of this.#bridges.values()) b.session?.close('hub');
     for (const w of [...this.#waiters]) w.check();
     await this.#ackWriting?.catch(() => {});
+    await Promise.allSettled([...this.#writes]); // e.g. a Bridge that just left: other Hubs must not wait for it
     await this.#pg?.end().catch(() => {});
     this.#pg = null;
   }
@@ -438,9 +441,14 @@ export class SyncHub {
     if (b.session === s) {
       b.session = null;
       // the Bridge went away: it stops counting for new waits, here and on every other Hub
-      if (by === 'peer' && !this.#closed) void this.#presenceDisconnect(b.id, s.connectedAt);
+      if (by === 'peer' && !this.#closed) this.#track(this.#presenceDisconnect(b.id, s.connectedAt));
     }
     this.#checkWaiters();
+  }
+
+  #track(p: Promise<unknown>) {
+    this.#writes.add(p);
+    void p.finally(() => this.#writes.delete(p));
   }
 
   #checkWaiters() {
