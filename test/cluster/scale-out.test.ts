@@ -1,16 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startHub, waitFor, type Proc } from '../helpers/procs.js';
 import { runStk } from '../helpers/cli.js';
 import { createTestDatabase } from '../helpers/pg.js';
 import { rememberSecret } from '../helpers/secrets.js';
-import { call, connectedBridges, startStack, type Hub, type Stack } from '../integration/apikeys.setup.js';
+import { call, connectedBridges, EXAMPLE_DIR, startStack, type Hub, type Stack } from '../integration/apikeys.setup.js';
 
 /**
  * Scale-out (issue 9): two Hub processes on one PostgreSQL store, three Bridge processes, load on every
  * Bridge while 50 revokes alternate between the Hubs. A revoke returns only once every Bridge, whichever
  * Hub it follows, applied it: not one request sent after it returned is accepted. Then Hub A is killed
  * (-9): its Bridges resume on Hub B, and revokes through B (during and after the failover) are honoured
- * on all three.
+ * on all three. Apply and rollback wait for the Bridges the same way: a /call right after the command
+ * returns sees the new release on every Bridge.
  */
 const HUB_ENV = { STK_SYNC_HEARTBEAT_MS: '1000', STK_REVOKE_ACK_TIMEOUT_MS: '5000' };
 const BRIDGE_ENV = { STK_SYNC_MAX_BACKOFF_MS: '500', STK_SYNC_HEARTBEAT_MS: '1000' };
@@ -118,6 +122,47 @@ describe('scale-out: 2 Hubs on one PostgreSQL store, 3 Bridges', () => {
     expect(acceptedAfter).toBe(0);
     expect(checkedAfter).toBeGreaterThanOrEqual(N * 9);
   }, 180_000);
+
+  it('apply and rollback through either Hub: every Bridge serves the new release when the command returns; a lagging Bridge is named and apply still exits 0', async () => {
+    const reader = await createKey(hubA, 'release-reader');
+    expect(await statuses(reader.key)).toEqual([200, 200, 200]);
+    const v1 = (await apiOn(hubA, 'GET', `/api/projects/${s.project}/envs/${s.env}/releases/current`)).json.releaseId as string;
+    // v2: the reader role loses users.select
+    const dir = mkdtempSync(join(tmpdir(), 'stk-v2-'));
+    cpSync(EXAMPLE_DIR, dir, { recursive: true });
+    const perms = join(dir, 'config/permissions.yaml');
+    const text = readFileSync(perms, 'utf8');
+    const v2text = text.replace('      - roles: [reader]\n        columns: [id, email, name, created_at]\n', '');
+    expect(v2text).not.toBe(text);
+    writeFileSync(perms, v2text);
+    const scope = ['--project', s.project, '--env', s.env];
+
+    const applied = await stkOn(hubB, ['apply', ...scope, '--dir', dir]);
+    expect(applied.code, applied.output).toBe(0);
+    expect(applied.stderr).toContain('Bridges: 3/3 confirmed');
+    expect(await statuses(reader.key)).toEqual([403, 403, 403]);
+    const back = await stkOn(hubA, ['release', 'rollback', ...scope, '--to-release-id', v1]);
+    expect(back.code, back.output).toBe(0);
+    expect(back.stderr).toContain('Bridges: 3/3 confirmed');
+    expect(await statuses(reader.key)).toEqual([200, 200, 200]);
+
+    // a frozen Bridge: apply is committed and exits 0, naming the Bridge that did not load it
+    const frozen = bridges[2]!;
+    frozen.child.kill('SIGSTOP');
+    let lag;
+    try {
+      lag = await stkOn(hubA, ['apply', ...scope, '--dir', dir]);
+    } finally {
+      frozen.child.kill('SIGCONT');
+    }
+    expect(lag.code, lag.output).toBe(0);
+    expect(lag.stderr).toContain(`1 of 3 Bridge(s) did not load it in time: ${frozen.env.STK_BRIDGE_ID}`);
+    expect((await statuses(reader.key)).slice(0, 2)).toEqual([403, 403]);
+    await waitFor(async () => (await call(frozen, reader.key)).status === 403, 15_000, 'the frozen bridge to catch up');
+    const restored = await stkOn(hubB, ['release', 'rollback', ...scope, '--to-release-id', v1]);
+    expect(restored.code, restored.output).toBe(0);
+    expect(await statuses(reader.key)).toEqual([200, 200, 200]);
+  });
 
   it('kill -9 Hub A: its Bridges resume on Hub B; revokes through B during and after the failover are honoured on all 3', async () => {
     const during = await createKey(hubB, 'failover-during');
