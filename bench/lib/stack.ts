@@ -29,7 +29,7 @@ export interface Hub {
   token(): Promise<string>;
 }
 
-export async function startHub(paths: StackPaths, name: string): Promise<Hub> {
+export async function startHub(paths: StackPaths, name: string, logLevel = 'warn'): Promise<Hub> {
   const dir = join(paths.scratch, `hub-${name}`);
   mkdirSync(join(dir, 'cli'), { recursive: true });
   const port = await freePort();
@@ -45,7 +45,7 @@ export async function startHub(paths: StackPaths, name: string): Promise<Hub> {
       STK_SERVICE_TOKEN: serviceToken,
       STK_OWNER_EMAIL: OWNER.email,
       STK_OWNER_PASSWORD: OWNER.password,
-      STK_LOG_LEVEL: 'warn',
+      STK_LOG_LEVEL: logLevel,
     },
     logDir: paths.logDir,
   });
@@ -62,6 +62,28 @@ export async function startHub(paths: StackPaths, name: string): Promise<Hub> {
     return tok;
   };
   return { name, proc, url, secretKey, serviceToken, dbFile, cli, token };
+}
+
+/**
+ * Server-side duration (Fastify's `responseTime`, ms) of each request whose URL matches `path`, from a
+ * Hub started with log level info.
+ */
+export function hubResponseTimes(hub: Hub, path: RegExp): number[] {
+  const urls = new Map<string, string>();
+  const out: number[] = [];
+  for (const line of hub.proc.logs().split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let j: { reqId?: string; msg?: string; req?: { url?: string }; responseTime?: number };
+    try {
+      j = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (!j.reqId) continue;
+    if (j.msg === 'incoming request' && j.req?.url) urls.set(j.reqId, j.req.url);
+    else if (j.msg === 'request completed' && typeof j.responseTime === 'number' && path.test(urls.get(j.reqId) ?? '')) out.push(j.responseTime);
+  }
+  return out;
 }
 
 /** project (once) + env + connection `main` + `stk apply` of bench/schema. */
