@@ -120,5 +120,5 @@ describe('fuzz the Hub API', () => {
     expect(ready.status).toBe(200);
     expect(projects.status).toBe(200);
     expect(audit.status).toBe(200);
-  }, 300_000);
+  }, SOAK ? 1_800_000 : 300_000);
 });
