@@ -592,6 +592,9 @@ export class SyncHub {
       if (Date.now() - this.#lastCleanup > 3600_000) {
         this.#lastCleanup = Date.now();
         await pdb.deleteFrom('sync_bridges').where('last_seen_at', '<', new Date(Date.now() - PRESENCE_KEEP_MS).toISOString()).execute();
+        // forget the high-water marks of Bridges that are gone everywhere
+        const live = new Set((await this.#remoteLive()).map((r) => r.bridge_id));
+        for (const id of [...this.#hwm.keys()]) if (!live.has(id) && !this.#bridges.has(id)) this.#hwm.delete(id);
       }
     } catch (err) {
       if (!this.#closed) this.#ctx.log.warn({ err: (err as Error).message }, 'sync: refreshing Bridge presence failed');
