@@ -123,7 +123,7 @@ describe('scale-out: 2 Hubs on one PostgreSQL store, 3 Bridges', () => {
     expect(checkedAfter).toBeGreaterThanOrEqual(N * 9);
   }, 180_000);
 
-  it('apply and rollback through either Hub: every Bridge serves the new release when the command returns; a lagging Bridge is named and apply still exits 0', async () => {
+  it('apply, rollback and connection set through either Hub: every Bridge serves the change when the command returns; a lagging Bridge is named and apply still exits 0', async () => {
     const reader = await createKey(hubA, 'release-reader');
     expect(await statuses(reader.key)).toEqual([200, 200, 200]);
     const v1 = (await apiOn(hubA, 'GET', `/api/projects/${s.project}/envs/${s.env}/releases/current`)).json.releaseId as string;
@@ -161,6 +161,14 @@ describe('scale-out: 2 Hubs on one PostgreSQL store, 3 Bridges', () => {
     await waitFor(async () => (await call(frozen, reader.key)).status === 403, 15_000, 'the frozen bridge to catch up');
     const restored = await stkOn(hubB, ['release', 'rollback', ...scope, '--to-release-id', v1]);
     expect(restored.code, restored.output).toBe(0);
+    expect(await statuses(reader.key)).toEqual([200, 200, 200]);
+    // a connection change waits for the Bridges the same way
+    const conn = await runStk(['connections', 'set', ...scope, '--name', 'main', '--db-url-stdin'], {
+      env: { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: hubA.url, STK_AUTH_TOKEN: s.owner },
+      input: s.dbUrl,
+    });
+    expect(conn.code, conn.output).toBe(0);
+    expect(conn.stderr).toContain('Bridges: 3/3 confirmed');
     expect(await statuses(reader.key)).toEqual([200, 200, 200]);
   });
 
