@@ -73,7 +73,7 @@ export function hubResponseTimes(hub: Hub, path: RegExp): number[] {
   const out: number[] = [];
   for (const line of hub.proc.logs().split('\n')) {
     if (!line.startsWith('{')) continue;
-    let j: { reqId?: string; msg?: string; req?: { url?: string }; responseTime?: number };
+    let j: { reqId?: string; msg?: string; url?: string; req?: { url?: string }; responseTime?: number };
     try {
       j = JSON.parse(line);
     } catch {
@@ -81,7 +81,8 @@ export function hubResponseTimes(hub: Hub, path: RegExp): number[] {
     }
     if (!j.reqId) continue;
     if (j.msg === 'incoming request' && j.req?.url) urls.set(j.reqId, j.req.url);
-    else if (j.msg === 'request completed' && typeof j.responseTime === 'number' && path.test(urls.get(j.reqId) ?? '')) out.push(j.responseTime);
+    // one access line per request (src/common/http.ts) carries the url itself
+    else if (j.msg === 'request completed' && typeof j.responseTime === 'number' && path.test(j.url ?? urls.get(j.reqId) ?? '')) out.push(j.responseTime);
   }
   return out;
 }

@@ -1,7 +1,8 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import type { Bindings, ChildLoggerOptions } from 'pino';
 import { ulid } from './ulid.js';
 import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/errors.js';
-import { loggerOptions } from './logger.js';
+import { RequestLogger, loggerOptions, stripQuery } from './logger.js';
 
 export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
 /** total size of the request line and headers */
@@ -12,6 +13,47 @@ export interface BaseAppOptions {
   /** a pino logger config, `false` to disable, or a destination stream for tests */
   logger?: FastifyServerOptions['logger'] | false;
   loggerStream?: NodeJS.WritableStream;
+}
+
+/** the error code a request was answered with (set where the envelope is built), for the access line */
+const kErrorCode = Symbol('errorCode');
+type WithCode = { [kErrorCode]?: string };
+
+/**
+ * One access line per request, written when the response has been sent (level info):
+ * `{"reqId","method","url","statusCode","responseTime","ip","code"?,"msg":"request completed"}`, with
+ * the query string cut from the URL and no headers (nothing secret-bearing). `code` is the error
+ * envelope's code for a failed request. Fastify's default is two lines per request (incoming +
+ * completed, the first with every header); at STK_LOG_LEVEL=warn there is none and requests cost no
+ * logging work at all. Errors (5xx) are logged at error level with their reqId either way.
+ */
+class AccessLog extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const log = request.server.log as FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
+    if (error) {
+      log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
+      return;
+    }
+    if (!log.isLevelEnabled('info')) return;
+    log.info(
+      {
+        reqId: request.id,
+        method: request.method,
+        url: stripQuery(request.url),
+        statusCode: reply.statusCode,
+        responseTime: Math.round(reply.elapsedTime * 100) / 100,
+        ip: request.ip,
+        code: (request as unknown as WithCode)[kErrorCode],
+      },
+      'request completed',
+    );
+  }
+}
+
+function setCode(req: FastifyRequest, code: string): void {
+  (req as unknown as WithCode)[kErrorCode] = code;
 }
 
 /**
@@ -28,6 +70,14 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
         : (opts.logger ?? loggerOptions(opts.name));
   const app = Fastify({
     logger: logger as FastifyServerOptions['logger'],
+    ...(logger
+      ? {
+          logController: new AccessLog(),
+          // req.log becomes a pino child only when something logs through it
+          childLoggerFactory: (parent: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions) =>
+            opts.level !== undefined || opts.serializers !== undefined ? parent.child(bindings, opts) : (new RequestLogger(parent as never, bindings) as unknown as FastifyBaseLogger),
+        }
+      : {}),
     bodyLimit: BODY_LIMIT_BYTES,
     genReqId: () => ulid(),
     requestIdHeader: false,
@@ -73,17 +123,20 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler((req, reply) => {
+    setCode(req, 'NOT_FOUND');
     reply.code(404).send(envelope('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, req.id));
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
     if (err instanceof AppError) {
+      setCode(req, err.code);
       if (err.headers) reply.headers(err.headers);
       if (err.status >= 500) req.log.error({ err }, err.message);
       return reply.code(err.status).send(envelope(err.code, err.message, req.id, err.details));
     }
     const e = err as { statusCode?: number; code?: string; message?: string; validation?: unknown };
     if (e.validation) {
+      setCode(req, 'BAD_REQUEST');
       return reply.code(400).send(envelope('BAD_REQUEST', e.message ?? 'invalid request', req.id));
     }
     const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
@@ -103,9 +156,11 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
         code = 'BAD_REQUEST';
         message = 'empty JSON body';
       }
+      setCode(req, code);
       return reply.code(status).send(envelope(code, message, req.id));
     }
     req.log.error({ err }, 'unhandled error');
+    setCode(req, 'INTERNAL_ERROR');
     return reply.code(500).send(envelope('INTERNAL_ERROR', 'internal error', req.id));
   });
 

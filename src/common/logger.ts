@@ -37,7 +37,81 @@ export function loggerOptions(name: string, level = process.env.STK_LOG_LEVEL ??
 }
 
 /** Query strings are dropped from logged URLs: they are the easiest place for a secret to hide. */
-function stripQuery(url: string): string {
+export function stripQuery(url: string): string {
   const i = url.indexOf('?');
   return i < 0 ? url : url.slice(0, i) + '?…';
+}
+
+type LogArgs = [obj: unknown, msg?: string, ...args: unknown[]];
+interface LoggerLike {
+  level: string;
+  isLevelEnabled(level: string): boolean;
+  fatal(...a: LogArgs): void;
+  error(...a: LogArgs): void;
+  warn(...a: LogArgs): void;
+  info(...a: LogArgs): void;
+  debug(...a: LogArgs): void;
+  trace(...a: LogArgs): void;
+  child(bindings: Record<string, unknown>, opts?: Record<string, unknown>): LoggerLike;
+}
+
+/**
+ * A request's logger (`req.log`) that becomes a real pino child only when something is logged
+ * through it. pino builds a child eagerly (bindings serialized through redaction, level methods
+ * rebuilt): on the success path of `/call` nothing logs per request, so that work was pure overhead.
+ */
+export class RequestLogger {
+  #parent: LoggerLike;
+  #bindings: Record<string, unknown>;
+  #real: LoggerLike | undefined;
+
+  constructor(parent: LoggerLike, bindings: Record<string, unknown>) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+  }
+
+  #child(): LoggerLike {
+    return (this.#real ??= this.#parent.child(this.#bindings));
+  }
+
+  get level(): string {
+    return (this.#real ?? this.#parent).level;
+  }
+
+  set level(level: string) {
+    this.#child().level = level;
+  }
+
+  isLevelEnabled(level: string): boolean {
+    return (this.#real ?? this.#parent).isLevelEnabled(level);
+  }
+
+  #log(level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace', args: LogArgs): void {
+    if (this.#real) this.#real[level](...args);
+    else if (this.#parent.isLevelEnabled(level)) this.#child()[level](...args);
+  }
+
+  fatal(...args: LogArgs): void {
+    this.#log('fatal', args);
+  }
+  error(...args: LogArgs): void {
+    this.#log('error', args);
+  }
+  warn(...args: LogArgs): void {
+    this.#log('warn', args);
+  }
+  info(...args: LogArgs): void {
+    this.#log('info', args);
+  }
+  debug(...args: LogArgs): void {
+    this.#log('debug', args);
+  }
+  trace(...args: LogArgs): void {
+    this.#log('trace', args);
+  }
+  silent(): void {}
+
+  child(bindings: Record<string, unknown>, opts?: Record<string, unknown>): LoggerLike {
+    return this.#child().child(bindings, opts);
+  }
 }
