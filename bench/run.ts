@@ -48,6 +48,8 @@ const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,revoke').
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
 const REVOKE_BRIDGES = 3;
+/** measured seconds of each profiled server (a profile needs fewer seconds than a throughput figure) */
+const PROFILE_S = Math.min(DURATION_S, 6);
 /** requests/s spread over the 3 Bridges during the revokes (0 = closed loop, as fast as they answer) */
 const REVOKE_LOAD_RPS = int(process.env.BENCH_REVOKE_RPS, 1500);
 
@@ -308,7 +310,7 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
 async function profileUnderLoad(proc: Proc, dir: string, url: string, script: string, env: Record<string, string>) {
   await wrk({ url, script, connections: 50, seconds: WARMUP_S, env });
   const fromUs = Number(process.hrtime.bigint() / 1000n);
-  const res = await wrk({ url, script, connections: 50, seconds: DURATION_S, env });
+  const res = await wrk({ url, script, connections: 50, seconds: PROFILE_S, env });
   const toUs = Number(process.hrtime.bigint() / 1000n);
   await proc.stop();
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
@@ -357,7 +359,7 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
   const totalB = perReq(b.summary.busyMs, b.res.requests);
   const totalM = perReq(m.summary.busyMs, m.res.requests);
   const cmp = [
-    `CPU per request under wrk c=${50} for ${DURATION_S} s, profiled (node --cpu-prof slows both down):`,
+    `CPU per request under wrk c=${50} for ${PROFILE_S} s, profiled (node --cpu-prof slows both down):`,
     `  Bridge ${b.res.rps.toFixed(0)} req/s, ${totalB.toFixed(1)} µs busy CPU per request; minimal ${m.res.rps.toFixed(0)} req/s, ${totalM.toFixed(1)} µs`,
     '',
     '  area                              Bridge µs/req   minimal µs/req',
