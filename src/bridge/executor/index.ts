@@ -3,12 +3,18 @@
  * timeout, and the mapping of database failures to client-facing errors that never carry SQL text,
  * bound values or connection URLs.
  *
- * Why `pg` with a small pool of our own instead of postgres.js or `pg.Pool`: on the `/call` hot path
- * the driver is the largest share of the Bridge's CPU. `pg.Client` with a named prepared statement
- * per SQL text (parsed once per connection, then Bind/Execute/Sync in one write) costs ~18 µs of
- * client CPU per query here, postgres.js ~30 µs and `pg.Pool` ~20 µs (acquire/release promises and
- * an idle timer per query). The pool below hands out an idle client synchronously, queues callers
- * when every connection is busy, and closes connections idle for a minute.
+ * Cost model (measured on the benchmark machine, see README "Performance"): a socket write that wakes
+ * another process is the most expensive thing a request does, more than all of its JavaScript. So:
+ *  - `pg.Client` with a named prepared statement per SQL text: parsed once per connection, then one
+ *    Bind/Describe/Execute/Sync; ~18 µs of client CPU per query against ~30 µs for postgres.js and
+ *    ~20 µs for `pg.Pool` (acquire/release promises and an idle timer per query);
+ *  - connections run in pipeline mode, and every query started in the same event-loop turn goes to
+ *    one connection whose socket stays corked until the turn ends (setImmediate): N concurrent
+ *    requests cost one write and one database wake-up instead of N. Each query still has its own Sync,
+ *    so an error or a statement_timeout stays with its own query.
+ * Head-of-line blocking is bounded: a turn's batch goes to an idle connection when there is one, no
+ * connection holds more than PIPELINE_DEPTH queries, and nothing more is queued behind a query that
+ * has been running for HOL_MS; when every connection is busy that way, queries wait for one.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -75,6 +81,11 @@ const TYPES = { getTypeParser: (oid: number) => PARSERS.get(oid) ?? identity } a
 
 // ---------------------------------------------------------------- pool
 
+/** queries a connection may have in flight (sent, unanswered) */
+const PIPELINE_DEPTH = 16;
+/** no more queries are queued behind one that has been running this long */
+const HOL_MS = 20;
+
 /** A failure to open a connection (network, TLS, authentication): always "database unavailable". */
 class ConnectError extends Error {
   constructor(cause: unknown) {
@@ -82,28 +93,57 @@ class ConnectError extends Error {
   }
 }
 
-interface Waiter {
-  resolve(c: Conn): void;
-  reject(e: unknown): void;
-  done: boolean;
-}
-
 interface Conn {
-  client: pg.Client;
-  lastUsed: number;
-  broken: boolean;
+  readonly client: pg.Client;
   /**
    * prefix of this connection's statement names: unique per connection, because a session can be
    * shared (the embedded PostgreSQL of `stk dev` serves every connection from one session)
    */
-  prefix: string;
+  readonly prefix: string;
+  /** queries sent and not answered yet */
+  inflight: number;
+  /** when each in-flight query was sent, oldest first */
+  readonly sentAt: number[];
+  lastUsed: number;
+  broken: boolean;
+  /** the socket is corked for the current turn's batch */
+  corked: boolean;
+}
+
+/** One query from `execute`/`ping` on its way through the pool. */
+interface Job {
+  readonly text: string;
+  readonly values: Array<string | null>;
+  readonly prepare: boolean;
+  /** called exactly once per attempt with the driver's answer */
+  readonly done: (err: Error | null, res: PgResult | undefined) => void;
+  conn: Conn | undefined;
+  query: unknown;
+  /** gave up (timeout) while still waiting for a connection */
+  dropped: boolean;
+  retried: boolean;
+}
+
+interface PgResult {
+  rows: Row[];
+  rowCount: number | null;
 }
 
 interface InternalClient {
+  host: string;
+  port: number;
   processID: number | null;
   secretKey: number | null;
-  connection: { stream: { destroy(): void } };
+  connection: {
+    stream: { cork(): void; uncork(): void; destroy(): void };
+    on(event: string, fn: () => void): void;
+    connect(port: number | string, host?: string): void;
+    cancel(processID: number, secretKey: number): void;
+    end(): void;
+  };
+  _getActiveQuery(): unknown;
 }
+const internal = (c: pg.Client) => c as unknown as InternalClient;
 
 function clientConfig(url: string, s: PoolSettings): pg.ClientConfig {
   let u: URL;
@@ -124,20 +164,32 @@ function clientConfig(url: string, s: PoolSettings): pg.ClientConfig {
     keepAlive: true,
     keepAliveInitialDelayMillis: 60_000,
     types: TYPES,
+    pipeline: true,
   };
 }
+
+const isReprepare = (err: unknown) => err instanceof pg.DatabaseError && REPREPARE_ROUTINES.has(err.routine ?? '');
 
 class PgPool implements Pool {
   inflight = 0;
   readonly maxInflight: number;
   readonly #config: pg.ClientConfig;
   readonly #max: number;
-  /** every open (or opening) connection */
-  readonly #all = new Set<Conn>();
-  /** idle connections, most recently used last (reused first: a few connections stay warm) */
-  readonly #idle: Conn[] = [];
+  /** open connections, oldest first */
+  readonly #conns: Conn[] = [];
   #opening = 0;
-  readonly #waiters: Waiter[] = [];
+  /** jobs waiting for a connection with room */
+  #waiting: Job[] = [];
+  /** the connection this event-loop turn's queries go to */
+  #batch: Conn | undefined;
+  readonly #flush = () => {
+    const c = this.#batch;
+    this.#batch = undefined;
+    if (c && c.corked) {
+      c.corked = false;
+      internal(c.client).connection.stream.uncork();
+    }
+  };
   /** SQL text → prepared statement number (named `<connection prefix><number>` on each connection) */
   readonly #names = new Map<string, string>();
   #statementSeq = 0;
@@ -154,70 +206,43 @@ class PgPool implements Pool {
     this.maxInflight = Math.max(100, this.#max * 50);
   }
 
-  /**
-   * Hands a connection to `give`: at once when one is idle, else when one frees up or a new one
-   * opens (under max). `fail` gets a connection failure. Returns the queue entry (to drop on timeout).
-   */
-  acquire(give: (c: Conn) => void, fail: (e: unknown) => void): Waiter | undefined {
+  /** Sends `job` on a connection with room, or queues it until one has room (opening one when under max). */
+  submit(job: Job): void {
     if (this.#closed) {
-      fail(connectionEnded());
-      return undefined;
-    }
-    const c = this.#idle.pop();
-    if (c) {
-      give(c);
-      return undefined;
-    }
-    const w: Waiter = { resolve: give, reject: fail, done: false };
-    this.#waiters.push(w);
-    if (this.#all.size + this.#opening < this.#max) this.#open();
-    return w;
-  }
-
-  /** Gives a connection back (to the first waiter, or the idle list); broken ones are closed. */
-  release(c: Conn): void {
-    if (c.broken || this.#closed) {
-      this.#discard(c);
-      this.#pump();
+      job.done(connectionEnded(), undefined);
       return;
     }
-    c.lastUsed = Date.now();
-    const w = this.#nextWaiter();
-    if (w) w.resolve(c);
-    else this.#idle.push(c);
-  }
-
-  /** The statement name for `text` on `c`, or undefined (run unnamed) once the pool's cap is reached. */
-  statementName(c: Conn, text: string): string | undefined {
-    let n = this.#names.get(text);
-    if (n === undefined) {
-      if (this.#names.size >= MAX_PREPARED_PER_POOL) return undefined;
-      n = (this.#statementSeq++).toString(36);
-      this.#names.set(text, n);
+    const c = this.#pick(Date.now());
+    if (c) this.#send(c, job);
+    else {
+      this.#waiting.push(job);
+      this.#grow();
     }
-    return c.prefix + n;
   }
 
-  /** After a plan-invalidation error: the text gets a fresh number, so every connection re-parses it. */
-  renameStatement(c: Conn, text: string): string | undefined {
-    if (!this.#names.has(text)) return undefined;
-    const n = (this.#statementSeq++).toString(36);
-    this.#names.set(text, n);
-    return c.prefix + n;
+  /** Gives up on a job still waiting for a connection. */
+  drop(job: Job): void {
+    job.dropped = true;
   }
 
-  /** Breaks a connection whose query is stuck (dead network): asks the server to cancel, then closes it. */
+  /**
+   * Breaks a connection a query is stuck on (its statement_timeout did not answer: dead network). Asks
+   * the server to cancel, then destroys the socket: every query on it fails at once.
+   */
   kill(c: Conn): void {
+    if (c.broken) return;
     c.broken = true;
-    const ic = c.client as unknown as InternalClient;
+    const ic = internal(c.client);
     if (ic.processID !== null && ic.secretKey !== null) {
-      const canceller = new pg.Client(this.#config);
-      const cc = canceller as unknown as { cancel(client: pg.Client, query: unknown): void; connection: pg.Connection };
-      canceller.on('error', () => {});
-      cc.connection.on('error', () => {});
       try {
-        cc.cancel(c.client, (c.client as unknown as { activeQuery: unknown }).activeQuery);
-        setTimeout(() => cc.connection.end(), 2000).unref();
+        const con = internal(new pg.Client(this.#config)).connection;
+        con.on('error', () => {});
+        con.on('connect', () => {
+          con.cancel(ic.processID!, ic.secretKey!);
+          setTimeout(() => con.end(), 2000).unref();
+        });
+        if (ic.host && ic.host.startsWith('/')) con.connect(`${ic.host}/.s.PGSQL.${ic.port}`);
+        else con.connect(ic.port, ic.host);
       } catch {
         /* best effort */
       }
@@ -229,74 +254,143 @@ class PgPool implements Pool {
     }
   }
 
-  #nextWaiter(): Waiter | undefined {
-    let w = this.#waiters.shift();
-    while (w && w.done) w = this.#waiters.shift();
-    if (w) w.done = true;
-    return w;
+  /** Whether `job` is the query its connection is running now (not one queued behind it). */
+  isRunning(job: Job): boolean {
+    return !!job.conn && internal(job.conn.client)._getActiveQuery() === job.query;
+  }
+
+  /** The connection for a query now: this turn's batch connection, an idle one, or the least busy with room. */
+  #pick(now: number): Conn | undefined {
+    const b = this.#batch;
+    if (b && this.#hasRoom(b, now)) return b;
+    let best: Conn | undefined;
+    for (const c of this.#conns) {
+      if (c.inflight === 0 && !c.broken) return c;
+      if (this.#hasRoom(c, now) && (!best || c.inflight < best.inflight)) best = c;
+    }
+    // every connection is busy: open another (queries wait for it) rather than queue behind them
+    if (this.#conns.length + this.#opening < this.#max) return undefined;
+    return best;
+  }
+
+  #hasRoom(c: Conn, now: number): boolean {
+    return !c.broken && c.inflight < PIPELINE_DEPTH && (c.inflight === 0 || now - c.sentAt[0]! < HOL_MS);
+  }
+
+  #send(c: Conn, job: Job): void {
+    job.conn = c;
+    if (!c.corked) {
+      // the first query of this turn on this connection: hold its writes until the turn ends
+      if (this.#batch && this.#batch !== c) this.#flush();
+      c.corked = true;
+      internal(c.client).connection.stream.cork();
+      if (!this.#batch) setImmediate(this.#flush);
+      this.#batch = c;
+    }
+    c.inflight++;
+    c.sentAt.push(Date.now());
+    const name = job.prepare ? this.#statementName(c, job.text, job.retried) : undefined;
+    const q = new pg.Query({ name, text: job.text, values: job.values }, (err: Error | undefined, res: unknown) => this.#answered(c, job, err ?? null, res as PgResult));
+    job.query = q;
+    c.client.query(q as never);
+  }
+
+  #answered(c: Conn, job: Job, err: Error | null, res: PgResult | undefined): void {
+    c.inflight--;
+    c.sentAt.shift();
+    c.lastUsed = Date.now();
+    if (err && job.prepare && !job.retried && !c.broken && isReprepare(err)) {
+      // the plan no longer fits the schema (or the statement is gone): re-prepare under a new name, once
+      job.retried = true;
+      this.#send(c, job);
+    } else job.done(err, res);
+    if (c.broken && c.inflight === 0) this.#discard(c);
+    this.#drain();
+  }
+
+  /** Dispatches waiting jobs to connections with room. */
+  #drain(): void {
+    while (this.#waiting.length) {
+      const job = this.#waiting[0]!;
+      if (job.dropped) {
+        this.#waiting.shift();
+        continue;
+      }
+      const c = this.#pick(Date.now());
+      if (!c) {
+        this.#grow();
+        return;
+      }
+      this.#waiting.shift();
+      this.#send(c, job);
+    }
+  }
+
+  /** Opens a connection when jobs wait and the pool is under max. */
+  #grow(): void {
+    if (this.#closed || this.#opening > 0 || this.#conns.length + this.#opening >= this.#max) return;
+    this.#open();
   }
 
   #open(): void {
     this.#opening++;
     const client = new pg.Client(this.#config);
-    const conn: Conn = { client, lastUsed: Date.now(), broken: false, prefix: `stk${randomBytes(4).toString('hex')}_` };
-    // an idle connection that dies (server restart, network) must not crash the process
+    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], lastUsed: Date.now(), broken: false, corked: false };
+    // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
-      this.#removeIdle(conn);
     });
     client.on('end', () => {
       conn.broken = true;
-      this.#removeIdle(conn);
-      this.#all.delete(conn);
+      if (conn.inflight === 0) this.#discard(conn);
     });
     client.connect((err: Error | null) => {
       this.#opening--;
       if (err) {
         conn.broken = true;
-        const w = this.#nextWaiter();
-        if (w) w.reject(new ConnectError(err));
         void client.end().catch(() => {});
-        this.#pump();
+        // the first waiting query learns that the database is unreachable; the others get their own try
+        let job = this.#waiting.shift();
+        while (job && job.dropped) job = this.#waiting.shift();
+        if (job) job.done(new ConnectError(err), undefined);
+        if (this.#waiting.length) this.#grow();
         return;
       }
       if (this.#closed) {
         void client.end().catch(() => {});
         return;
       }
-      this.#all.add(conn);
+      this.#conns.push(conn);
       this.#startReaper();
-      this.release(conn);
+      this.#drain();
     });
   }
 
-  /** Opens connections for waiters nobody is opening one for. */
-  #pump(): void {
-    let pending = 0;
-    for (const w of this.#waiters) if (!w.done) pending++;
-    while (pending > this.#opening && this.#all.size + this.#opening < this.#max && !this.#closed) this.#open();
-  }
-
-  #removeIdle(c: Conn): void {
-    const i = this.#idle.indexOf(c);
-    if (i >= 0) this.#idle.splice(i, 1);
-  }
-
   #discard(c: Conn): void {
-    this.#removeIdle(c);
-    this.#all.delete(c);
+    const i = this.#conns.indexOf(c);
+    if (i >= 0) this.#conns.splice(i, 1);
+    c.broken = true;
+    if (this.#batch === c) this.#batch = undefined;
     void c.client.end().catch(() => {});
+  }
+
+  /** The statement name for `text` on `c`, or undefined (run unnamed) once the pool's cap is reached. */
+  #statementName(c: Conn, text: string, renew: boolean): string | undefined {
+    let n = this.#names.get(text);
+    if (n === undefined || renew) {
+      if (n === undefined && this.#names.size >= MAX_PREPARED_PER_POOL) return undefined;
+      n = (this.#statementSeq++).toString(36);
+      this.#names.set(text, n);
+    }
+    return c.prefix + n;
   }
 
   #startReaper(): void {
     if (this.#reaper) return;
     this.#reaper = setInterval(() => {
       const cutoff = Date.now() - IDLE_TIMEOUT_MS;
-      for (let i = this.#idle.length - 1; i >= 0; i--) {
-        const c = this.#idle[i]!;
-        if (c.lastUsed < cutoff) this.#discard(c);
-      }
-      if (this.#all.size === 0 && this.#reaper) {
+      for (const c of [...this.#conns]) if (c.inflight === 0 && c.lastUsed < cutoff) this.#discard(c);
+      if (this.#conns.length === 0 && this.#reaper) {
         clearInterval(this.#reaper);
         this.#reaper = undefined;
       }
@@ -309,19 +403,16 @@ class PgPool implements Pool {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#reaper) clearInterval(this.#reaper);
-    for (let w = this.#nextWaiter(); w; w = this.#nextWaiter()) w.reject(connectionEnded());
+    for (const job of this.#waiting.splice(0)) if (!job.dropped) job.done(connectionEnded(), undefined);
     const deadline = Date.now() + timeoutMs;
     while (this.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await Promise.all(
-      [...this.#all].map(async (c) => {
-        const ended = c.client.end().catch(() => {});
-        const t = setTimeout(() => (c.client as unknown as InternalClient).connection.stream.destroy(), Math.max(0, deadline - Date.now()));
-        await ended;
+      this.#conns.splice(0).map(async (c) => {
+        const t = setTimeout(() => internal(c.client).connection.stream.destroy(), Math.max(0, deadline - Date.now()));
+        await c.client.end().catch(() => {});
         clearTimeout(t);
       }),
     );
-    this.#all.clear();
-    this.#idle.length = 0;
   }
 }
 
@@ -349,66 +440,41 @@ export interface QueryContext {
   log: FastifyBaseLogger;
 }
 
-interface PgResult {
-  rows: Row[];
-  rowCount: number | null;
-}
-
 const TIMED_OUT = Symbol('timeout');
 
-const isReprepare = (err: unknown) => err instanceof pg.DatabaseError && REPREPARE_ROUTINES.has(err.routine ?? '');
-
 /**
- * Runs `text` on a pooled connection within `limitMs` (waiting for a connection included); rejects
- * with TIMED_OUT past it. statement_timeout bounds the server side; this timer bounds waiting for a
- * connection or a dead network, and breaks the connection a query was stuck on. One promise and one
- * timer per query; the rest is callbacks.
+ * Runs `text` through the pool within `limitMs` (waiting for a connection included); rejects with
+ * TIMED_OUT past it. statement_timeout bounds the server side; this timer bounds waiting for a
+ * connection or a dead network: a query that is running on the server past it breaks its connection,
+ * one still queued behind another is just abandoned (its answer is dropped when it comes).
  */
 function runPooled(pool: PgPool, text: string, values: Array<string | null>, limitMs: number, prepare: boolean): Promise<PgResult> {
   return new Promise<PgResult>((resolve, reject) => {
     let settled = false;
-    let conn: Conn | undefined;
-    let retried = false;
-    let name: string | undefined;
-    const timer = setTimeout(() => {
-      settled = true;
-      if (conn) pool.kill(conn); // its callback still fires (connection terminated) and releases it
-      else if (waiter) waiter.done = true;
-      reject(TIMED_OUT);
-    }, limitMs);
-    const onResult = (err: Error | null, res: PgResult) => {
-      const c = conn!;
-      if (!settled && err && name !== undefined && !retried && isReprepare(err)) {
-        retried = true;
-        name = pool.renameStatement(c, text);
-        c.client.query({ name, text, values }, onResult);
-        return;
-      }
-      conn = undefined;
-      pool.release(c);
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (err) reject(err);
-      else resolve(res);
-    };
-    const waiter = pool.acquire(
-      (c) => {
-        if (settled) {
-          pool.release(c);
-          return;
-        }
-        conn = c;
-        name = prepare ? pool.statementName(c, text) : undefined;
-        c.client.query({ name, text, values }, onResult);
-      },
-      (e) => {
+    const job: Job = {
+      text,
+      values,
+      prepare,
+      conn: undefined,
+      query: undefined,
+      dropped: false,
+      retried: false,
+      done(err, res) {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        reject(e);
+        if (err) reject(err);
+        else resolve(res!);
       },
-    );
+    };
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      if (!job.conn) pool.drop(job);
+      else if (pool.isRunning(job)) pool.kill(job.conn);
+      reject(TIMED_OUT);
+    }, limitMs);
+    pool.submit(job);
   });
 }
 
