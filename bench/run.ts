@@ -306,11 +306,11 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
   };
 }
 
-/** Runs `proc` (started with --cpu-prof into `dir`) under wrk c=50 and summarises the measured window. */
-async function profileUnderLoad(proc: Proc, dir: string, url: string, script: string, env: Record<string, string>) {
-  await wrk({ url, script, connections: 50, seconds: WARMUP_S, env });
+/** Runs `proc` (started with --cpu-prof into `dir`) under wrk with `c` connections and summarises the measured window. */
+async function profileUnderLoad(proc: Proc, dir: string, url: string, script: string, env: Record<string, string>, c: number) {
+  await wrk({ url, script, connections: c, seconds: WARMUP_S, env });
   const fromUs = Number(process.hrtime.bigint() / 1000n);
-  const res = await wrk({ url, script, connections: 50, seconds: PROFILE_S, env });
+  const res = await wrk({ url, script, connections: c, seconds: PROFILE_S, env });
   const toUs = Number(process.hrtime.bigint() / 1000n);
   await proc.stop();
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
@@ -320,10 +320,10 @@ async function profileUnderLoad(proc: Proc, dir: string, url: string, script: st
 
 /**
  * CPU profiles of a Bridge (run from the TypeScript source so frames name src/ files) and of the minimal
- * server, one after the other under wrk c=50, summarised by area (µs of CPU per request, side by side)
+ * server, one after the other under wrk (at the concurrency where the Bridge fares worst), summarised by area (µs of CPU per request, side by side)
  * and by function into bench/out/profile-bridge.txt.
  */
-async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, benchUrl: string, callLua: string): Promise<string> {
+async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, benchUrl: string, callLua: string, c: number): Promise<string> {
   const base = join(OUT, 'profile');
   rmSync(base, { recursive: true, force: true });
   const dirs = { bridge: join(base, 'bridge'), minimal: join(base, 'minimal') };
@@ -338,7 +338,7 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
   });
   await waitHttp(bridge, `${bUrl}/readyz?project=${PROJECT}&env=bench`, 90_000);
   await smokeCall(bUrl, apiKey);
-  const b = await profileUnderLoad(bridge, dirs.bridge, bUrl, callLua, { API_KEY: apiKey });
+  const b = await profileUnderLoad(bridge, dirs.bridge, bUrl, callLua, { API_KEY: apiKey }, c);
 
   // the yardstick has no signal handler: exit on SIGTERM so V8 writes the profile
   const mPort = await freePort();
@@ -349,7 +349,7 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
     { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl }, logDir: LOGS },
   );
   await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server (profiled)');
-  const m = await profileUnderLoad(minimal, dirs.minimal, `http://127.0.0.1:${mPort}`, callLua, {});
+  const m = await profileUnderLoad(minimal, dirs.minimal, `http://127.0.0.1:${mPort}`, callLua, {}, c);
 
   const perReq = (ms: number, requests: number) => (ms * 1000) / Math.max(1, requests);
   const areas = new Map<string, { bridge: number; minimal: number }>();
@@ -359,7 +359,7 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
   const totalB = perReq(b.summary.busyMs, b.res.requests);
   const totalM = perReq(m.summary.busyMs, m.res.requests);
   const cmp = [
-    `CPU per request under wrk c=${50} for ${PROFILE_S} s, profiled (node --cpu-prof slows both down):`,
+    `CPU per request under wrk c=${c} for ${PROFILE_S} s, profiled (node --cpu-prof slows both down):`,
     `  Bridge ${b.res.rps.toFixed(0)} req/s, ${totalB.toFixed(1)} µs busy CPU per request; minimal ${m.res.rps.toFixed(0)} req/s, ${totalM.toFixed(1)} µs`,
     '',
     '  area                              Bridge µs/req   minimal µs/req',
@@ -475,8 +475,9 @@ async function main(): Promise<void> {
       const ratios = summary.ratios as Record<string, number>;
       const missed = ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
       if (missed || SECTIONS.has('profile')) {
-        log('profiling a Bridge under load (node --cpu-prof)…');
-        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua);
+        const c = ratios.bridge_vs_minimal_c10! <= ratios.bridge_vs_minimal_c50! ? 10 : 50;
+        log(`profiling a Bridge and the minimal server at c=${c} (node --cpu-prof)…`);
+        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua, c);
         details.profile = 'bench/out/profile-bridge.txt';
         log(`profile:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-bridge.txt)`);
       }
