@@ -8,13 +8,16 @@
  *  - `pg.Client` with a named prepared statement per SQL text: parsed once per connection, then one
  *    Bind/Describe/Execute/Sync; ~18 µs of client CPU per query against ~30 µs for postgres.js and
  *    ~20 µs for `pg.Pool` (acquire/release promises and an idle timer per query);
- *  - connections run in pipeline mode, and every query started in the same event-loop turn goes to
+ *  - connections run in pipeline mode, and the queries started in the same event-loop turn go to
  *    one connection whose socket stays corked until the turn ends (setImmediate): N concurrent
  *    requests cost one write and one database wake-up instead of N. Each query still has its own Sync,
  *    so an error or a statement_timeout stays with its own query.
- * Head-of-line blocking is bounded: a turn's batch goes to an idle connection when there is one, no
- * connection holds more than PIPELINE_DEPTH queries, and nothing more is queued behind a query that
- * has been running for HOL_MS; when every connection is busy that way, queries wait for one.
+ * Pipelining must not make a fast request wait behind a slow one, so a query is only ever queued
+ * behind statements this pool has seen to be fast (moving average of their service time under
+ * FAST_MS). A new or slow statement can end a batch but nothing is queued after it; the next query
+ * takes an idle connection, a new one (up to max), or waits for one. Also no connection holds more
+ * than PIPELINE_DEPTH queries, and nothing is queued behind a query that has run for HOL_MS (a fast
+ * statement that is stuck on a lock, say).
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -85,6 +88,8 @@ const TYPES = { getTypeParser: (oid: number) => PARSERS.get(oid) ?? identity } a
 const PIPELINE_DEPTH = 16;
 /** no more queries are queued behind one that has been running this long */
 const HOL_MS = 20;
+/** a statement whose average service time is under this may have queries queued behind it */
+const FAST_MS = 5;
 
 /** A failure to open a connection (network, TLS, authentication): always "database unavailable". */
 class ConnectError extends Error {
@@ -104,6 +109,10 @@ interface Conn {
   inflight: number;
   /** when each in-flight query was sent, oldest first */
   readonly sentAt: number[];
+  /** in-flight queries of statements not known to be fast: nothing is queued behind them */
+  slow: number;
+  /** when the previous answer arrived (start of the next query's service time) */
+  lastDone: number;
   lastUsed: number;
   broken: boolean;
   /** the socket is corked for the current turn's batch */
@@ -119,6 +128,9 @@ interface Job {
   readonly done: (err: Error | null, res: PgResult | undefined) => void;
   conn: Conn | undefined;
   query: unknown;
+  stmt: Stmt | undefined;
+  sentAt: number;
+  slow: boolean;
   /** gave up (timeout) while still waiting for a connection */
   dropped: boolean;
   retried: boolean;
@@ -128,6 +140,14 @@ interface PgResult {
   rows: Row[];
   rowCount: number | null;
 }
+
+/** A SQL text this pool prepares: its statement number and its average service time. */
+interface Stmt {
+  n: string;
+  /** moving average in ms; -1 until measured */
+  ms: number;
+}
+const isFast = (st: Stmt | undefined) => st !== undefined && st.ms >= 0 && st.ms < FAST_MS;
 
 interface InternalClient {
   host: string;
@@ -190,8 +210,8 @@ class PgPool implements Pool {
       internal(c.client).connection.stream.uncork();
     }
   };
-  /** SQL text → prepared statement number (named `<connection prefix><number>` on each connection) */
-  readonly #names = new Map<string, string>();
+  /** SQL text → statement (named `<connection prefix><number>` on each connection) */
+  readonly #stmts = new Map<string, Stmt>();
   #statementSeq = 0;
   #closed = false;
   #reaper: NodeJS.Timeout | undefined;
@@ -273,8 +293,9 @@ class PgPool implements Pool {
     return best;
   }
 
+  /** May a query be queued on `c` now (behind what it is running)? */
   #hasRoom(c: Conn, now: number): boolean {
-    return !c.broken && c.inflight < PIPELINE_DEPTH && (c.inflight === 0 || now - c.sentAt[0]! < HOL_MS);
+    return !c.broken && (c.inflight === 0 || (c.slow === 0 && c.inflight < PIPELINE_DEPTH && now - c.sentAt[0]! < HOL_MS));
   }
 
   #send(c: Conn, job: Job): void {
@@ -287,18 +308,33 @@ class PgPool implements Pool {
       if (!this.#batch) setImmediate(this.#flush);
       this.#batch = c;
     }
+    const now = Date.now();
     c.inflight++;
-    c.sentAt.push(Date.now());
-    const name = job.prepare ? this.#statementName(c, job.text, job.retried) : undefined;
+    c.sentAt.push(now);
+    job.sentAt = now;
+    job.stmt = job.prepare ? this.#statement(job.text, job.retried) : undefined;
+    job.slow = !isFast(job.stmt);
+    if (job.slow) c.slow++;
+    const name = job.stmt ? c.prefix + job.stmt.n : undefined;
     const q = new pg.Query({ name, text: job.text, values: job.values }, (err: Error | undefined, res: unknown) => this.#answered(c, job, err ?? null, res as PgResult));
     job.query = q;
     c.client.query(q as never);
   }
 
   #answered(c: Conn, job: Job, err: Error | null, res: PgResult | undefined): void {
+    const now = Date.now();
     c.inflight--;
     c.sentAt.shift();
-    c.lastUsed = Date.now();
+    if (job.slow) c.slow--;
+    const st = job.stmt;
+    if (st && !err) {
+      const ms = now - Math.max(job.sentAt, c.lastDone);
+      st.ms = st.ms < 0 ? ms : st.ms * 0.8 + ms * 0.2;
+    }
+    c.lastDone = now;
+    c.lastUsed = now;
+    // the server is closing this session (terminated backend, shutdown): take nothing more on it
+    if (err instanceof pg.DatabaseError && (err.severity === 'FATAL' || err.severity === 'PANIC')) c.broken = true;
     if (err && job.prepare && !job.retried && !c.broken && isReprepare(err)) {
       // the plan no longer fits the schema (or the statement is gone): re-prepare under a new name, once
       job.retried = true;
@@ -335,7 +371,7 @@ class PgPool implements Pool {
   #open(): void {
     this.#opening++;
     const client = new pg.Client(this.#config);
-    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], lastUsed: Date.now(), broken: false, corked: false };
+    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false };
     // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
@@ -374,15 +410,18 @@ class PgPool implements Pool {
     void c.client.end().catch(() => {});
   }
 
-  /** The statement name for `text` on `c`, or undefined (run unnamed) once the pool's cap is reached. */
-  #statementName(c: Conn, text: string, renew: boolean): string | undefined {
-    let n = this.#names.get(text);
-    if (n === undefined || renew) {
-      if (n === undefined && this.#names.size >= MAX_PREPARED_PER_POOL) return undefined;
-      n = (this.#statementSeq++).toString(36);
-      this.#names.set(text, n);
-    }
-    return c.prefix + n;
+  /**
+   * The statement for `text` (a fresh number when `renew`: every connection re-parses it), or
+   * undefined (run unnamed) once the pool's cap is reached.
+   */
+  #statement(text: string, renew: boolean): Stmt | undefined {
+    let st = this.#stmts.get(text);
+    if (st === undefined) {
+      if (this.#stmts.size >= MAX_PREPARED_PER_POOL) return undefined;
+      st = { n: (this.#statementSeq++).toString(36), ms: -1 };
+      this.#stmts.set(text, st);
+    } else if (renew) st.n = (this.#statementSeq++).toString(36);
+    return st;
   }
 
   #startReaper(): void {
@@ -457,6 +496,9 @@ function runPooled(pool: PgPool, text: string, values: Array<string | null>, lim
       prepare,
       conn: undefined,
       query: undefined,
+      stmt: undefined,
+      sentAt: 0,
+      slow: true,
       dropped: false,
       retried: false,
       done(err, res) {
