@@ -47,8 +47,16 @@ export function installHubSync(ctx: BridgeContext, app?: FastifyInstance, env: N
   );
   ctx.credentials = verifier;
   // invalid-key floods: 429 before the body is even read
-  app?.addHook('onRequest', async (req) => {
-    if (req.method === 'POST' && req.url.startsWith('/call')) verifier.guard(req);
+  app?.addHook('onRequest', (req, _reply, done) => {
+    if (req.method === 'POST' && req.url.startsWith('/call')) {
+      try {
+        verifier.guard(req);
+      } catch (err) {
+        done(err as Error);
+        return;
+      }
+    }
+    done();
   });
   ctx.isExpired = (_project: string, _env: string) => sync.isStale();
   ctx.keys = table;
