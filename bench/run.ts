@@ -372,6 +372,39 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
 
 // ---------------------------------------------------------------- main
 
+/**
+ * One benchmark per machine at a time: two runs would share the PostgreSQL cluster (one drops the other's
+ * database, one stops it under the other) and would measure each other's load anyway.
+ */
+function lockMachine(): () => void {
+  const p = join(tmpdir(), 'stk-bench.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(p, `${process.pid}\n`, { flag: 'wx' });
+      return () => {
+        try {
+          if (readFileSync(p, 'utf8').trim() === String(process.pid)) rmSync(p);
+        } catch {
+          /* gone */
+        }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readFileSync(p, 'utf8').trim());
+      let alive = false;
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+      if (alive && pid !== process.pid) throw new Error(`another benchmark (pid ${pid}) is running on this machine (${p}); wait for it: two runs would break each other's database and numbers`);
+      rmSync(p, { force: true });
+    }
+  }
+  throw new Error(`could not take ${p}`);
+}
+
 async function main(): Promise<void> {
   rmSync(LOGS, { recursive: true, force: true });
   mkdirSync(LOGS, { recursive: true });
@@ -543,7 +576,10 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+let unlock: () => void = () => {};
+process.on('exit', () => unlock());
 try {
+  unlock = lockMachine();
   await main();
   report();
   if (problems.length) process.exitCode = 1;
