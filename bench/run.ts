@@ -14,7 +14,7 @@
  *
  * Writes bench/out/summary.json (the issue's fields), bench/out/details.json (every run) and
  * bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
- * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
+ * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR, BENCH_OUT_DIR (bench/out)
  * (/tmp/stk-bench-deps), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
  * BENCH_ONLY=…,profile) a Bridge is CPU-profiled under load: bench/out/profile-bridge.txt.
  */
@@ -34,7 +34,7 @@ import { benchVerify } from './lib/verify.js';
 import { wrk, type WrkResult } from './lib/wrk.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const OUT = join(ROOT, 'bench/out');
+const OUT = resolve(process.env.BENCH_OUT_DIR ?? join(ROOT, 'bench/out'));
 const LOGS = join(OUT, 'logs');
 const int = (v: string | undefined, d: number) => (v && /^\d+$/.test(v) ? Number(v) : d);
 const ROUNDS = int(process.env.BENCH_ROUNDS, 3);
