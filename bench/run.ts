@@ -14,8 +14,8 @@
  *
  * Writes bench/out/summary.json (the issue's fields), bench/out/details.json (every run) and
  * bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
- * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR, BENCH_OUT_DIR (bench/out)
- * (/tmp/stk-bench-deps), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
+ * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
+ * (/tmp/stk-bench-deps), BENCH_OUT_DIR (bench/out), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
  * BENCH_ONLY=…,profile) a Bridge is CPU-profiled under load: bench/out/profile-bridge.txt.
  */
 import { spawnSync } from 'node:child_process';
