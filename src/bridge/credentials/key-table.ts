@@ -27,11 +27,28 @@ function ms(iso: string | null): number {
   return Number.isFinite(t) ? t : 0;
 }
 
+/**
+ * Role lists shared between keys: 100,000 keys usually carry a handful of distinct lists, so each key
+ * points at a shared frozen array instead of owning a copy (bounded, in case every key is different).
+ */
+const ROLE_LISTS = new Map<string, readonly string[]>();
+const MAX_ROLE_LISTS = 10_000;
+function sharedRoles(roles: unknown): readonly string[] {
+  const list = Array.isArray(roles) ? roles.filter((x): x is string => typeof x === 'string') : [];
+  const k = list.join('\u0000');
+  let shared = ROLE_LISTS.get(k);
+  if (!shared) {
+    shared = Object.freeze(list);
+    if (ROLE_LISTS.size < MAX_ROLE_LISTS) ROLE_LISTS.set(k, shared);
+  }
+  return shared;
+}
+
 /** Builds an entry; malformed records (bad hash) come back as null and are skipped. */
 export function toEntry(r: SyncKeyRecord): KeyEntry | null {
   if (!r || typeof r.keyId !== 'string' || typeof r.secretHash !== 'string' || !HASH_RE.test(r.secretHash)) return null;
   const prevOk = typeof r.prevSecretHash === 'string' && HASH_RE.test(r.prevSecretHash) && r.prevExpiresAt;
-  const roles = Object.freeze([...(Array.isArray(r.roles) ? r.roles : [])]);
+  const roles = sharedRoles(r.roles);
   return Object.freeze({
     keyId: r.keyId,
     name: r.name,
@@ -74,8 +91,16 @@ export class KeyTable {
       const e = toEntry(r);
       if (e) next.set(e.keyId, e);
     }
+    this.install(pepper, next);
+  }
+
+  /**
+   * Swaps in entries built while a snapshot streamed in (each batch converted on arrival, so the raw
+   * records of 100,000 keys are never all held at once).
+   */
+  install(pepper: Buffer, entries: Map<string, KeyEntry>): void {
     this.#pepper = pepper;
-    this.#keys = next;
+    this.#keys = entries;
   }
 
   /** Applies one key change; null = the key no longer exists. */

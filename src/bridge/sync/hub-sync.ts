@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { ReleaseIR } from '../../protocol/release.js';
-import type { SyncEnvState, SyncKeyRecord, SyncMessage, UsageReport } from '../../protocol/sync.js';
-import type { KeyTable } from '../credentials/key-table.js';
+import type { SyncEnvState, SyncMessage, UsageReport } from '../../protocol/sync.js';
+import { toEntry, type KeyEntry, type KeyTable } from '../credentials/key-table.js';
 import type { UsageCounter } from '../credentials/usage.js';
 
 /** What the sync feeds releases into (the release cache owned by `/call`). */
@@ -66,7 +66,7 @@ export class HubSync {
   #envs = new Set<string>();
   #firstSync: { promise: Promise<void>; resolve: () => void };
   /** snapshot being received */
-  #pending: { seq: number; pepper: Buffer; envs: SyncEnvState[]; keys: SyncKeyRecord[] } | null = null;
+  #pending: { seq: number; pepper: Buffer; envs: SyncEnvState[]; keys: Map<string, KeyEntry> } | null = null;
   #ackQueue: number[] = [];
   #ackSnapshot: number | undefined;
   #acking = false;
@@ -206,16 +206,22 @@ export class HubSync {
   #handle(m: SyncMessage): void {
     switch (m.type) {
       case 'snapshot':
-        this.#pending = { seq: m.seq, pepper: Buffer.from(m.pepper, 'base64'), envs: m.envs, keys: [] };
+        this.#pending = { seq: m.seq, pepper: Buffer.from(m.pepper, 'base64'), envs: m.envs, keys: new Map() };
         return;
       case 'keys':
-        if (this.#pending) for (const k of m.keys) this.#pending.keys.push(k);
+        // converted on arrival: the raw records of a large snapshot are garbage as soon as their batch is read
+        if (this.#pending) {
+          for (const k of m.keys) {
+            const e = toEntry(k);
+            if (e) this.#pending.keys.set(e.keyId, e);
+          }
+        }
         return;
       case 'snapshot-end': {
         const p = this.#pending;
         if (!p || p.seq !== m.seq) return;
         this.#pending = null;
-        this.#d.table.replaceAll(p.pepper, p.keys);
+        this.#d.table.install(p.pepper, p.keys);
         const seen = new Set<string>();
         for (const e of p.envs) {
           seen.add(envKey(e.project, e.env));
