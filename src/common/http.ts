@@ -1,8 +1,9 @@
+import { hostname } from 'node:os';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
 import { ulid } from './ulid.js';
 import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/errors.js';
-import { RequestLogger, loggerOptions, stripQuery } from './logger.js';
+import { RequestLogger, bufferedStdout, loggerOptions, stripQuery, type LogDestination } from './logger.js';
 
 export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
 /** total size of the request line and headers */
@@ -21,13 +22,24 @@ type WithCode = { [kErrorCode]?: string };
 
 /**
  * One access line per request, written when the response has been sent (level info):
- * `{"reqId","method","url","statusCode","responseTime","ip","code"?,"msg":"request completed"}`, with
- * the query string cut from the URL and no headers (nothing secret-bearing). `code` is the error
- * envelope's code for a failed request. Fastify's default is two lines per request (incoming +
- * completed, the first with every header); at STK_LOG_LEVEL=warn there is none and requests cost no
- * logging work at all. Errors (5xx) are logged at error level with their reqId either way.
+ * `{"level":30,"time","pid","hostname","name","reqId","method","url","statusCode","responseTime","ip",
+ * "code"?,"msg":"request completed"}`, with the query string cut from the URL and no headers (nothing
+ * secret-bearing, so the line skips pino's serializers and redaction and is assembled directly, in
+ * pino's format, onto the same destination). `code` is the error envelope's code for a failed request.
+ * Fastify's default is two lines per request (incoming + completed, the first with every header); at
+ * STK_LOG_LEVEL=warn there is none and requests cost no logging work at all. Errors (5xx) are logged at
+ * error level with their reqId either way.
  */
 class AccessLog extends LogController {
+  readonly #prefix: string;
+  readonly #write: (line: string) => void;
+
+  constructor(name: string, write: (line: string) => void) {
+    super();
+    this.#prefix = `,"pid":${process.pid},"hostname":${JSON.stringify(hostname())},"name":${JSON.stringify(name)},"reqId":"`;
+    this.#write = write;
+  }
+
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
@@ -37,18 +49,25 @@ class AccessLog extends LogController {
       return;
     }
     if (!log.isLevelEnabled('info')) return;
-    log.info(
-      {
-        reqId: request.id,
-        method: request.method,
-        url: stripQuery(request.url),
-        statusCode: reply.statusCode,
-        responseTime: Math.round(reply.elapsedTime * 100) / 100,
-        ip: request.ip,
-        code: (request as unknown as WithCode)[kErrorCode],
-      },
-      'request completed',
+    const code = (request as unknown as WithCode)[kErrorCode];
+    const ip = request.ip;
+    this.#write(
+      `{"level":30,"time":${Date.now()}${this.#prefix}${request.id}","method":${JSON.stringify(request.method)},"url":${JSON.stringify(stripQuery(request.url))},"statusCode":${reply.statusCode},"responseTime":${Math.round(reply.elapsedTime * 100) / 100},"ip":${ip ? JSON.stringify(ip) : 'null'}${code ? `,"code":"${code}"` : ''},"msg":"request completed"}\n`,
     );
+  }
+}
+
+/** The same access line through pino, for a logger configured from outside (no known destination). */
+class AccessLogViaPino extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const log = request.server.log;
+    if (error) log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
+    else {
+      const code = (request as unknown as WithCode)[kErrorCode];
+      log.info({ reqId: request.id, method: request.method, url: stripQuery(request.url), statusCode: reply.statusCode, responseTime: Math.round(reply.elapsedTime * 100) / 100, ip: request.ip, code }, 'request completed');
+    }
   }
 }
 
@@ -62,17 +81,24 @@ function setCode(req: FastifyRequest, code: string): void {
  * oversized body, thrown AppError, unexpected error), 10 MB body limit, redacted JSON logs.
  */
 export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
-  const logger =
-    opts.logger === false
-      ? false
-      : opts.loggerStream
-        ? { ...loggerOptions(opts.name), stream: opts.loggerStream }
-        : (opts.logger ?? loggerOptions(opts.name));
+  // the destination every line goes to: the test's stream, or stdout with access lines batched
+  let dest: (LogDestination & { writeBuffered?(line: string): void }) | undefined;
+  let logger: FastifyServerOptions['logger'] | false;
+  if (opts.logger === false) logger = false;
+  else if (opts.loggerStream) {
+    dest = opts.loggerStream as unknown as LogDestination;
+    logger = { ...loggerOptions(opts.name), stream: dest } as FastifyServerOptions['logger'];
+  } else if (opts.logger) logger = opts.logger;
+  else {
+    dest = bufferedStdout();
+    logger = { ...loggerOptions(opts.name), stream: dest } as FastifyServerOptions['logger'];
+  }
+  const accessWrite = dest?.writeBuffered ? dest.writeBuffered.bind(dest) : dest ? (line: string) => void dest!.write(line) : undefined;
   const app = Fastify({
     logger: logger as FastifyServerOptions['logger'],
     ...(logger
       ? {
-          logController: new AccessLog(),
+          logController: accessWrite ? new AccessLog(opts.name, accessWrite) : new AccessLogViaPino(),
           // req.log becomes a pino child only when something logs through it
           childLoggerFactory: (parent: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions) =>
             opts.level !== undefined || opts.serializers !== undefined ? parent.child(bindings, opts) : (new RequestLogger(parent as never, bindings) as unknown as FastifyBaseLogger),
