@@ -198,8 +198,17 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
   let rssMax = 0;
   for (let r = 0; r < ROUNDS; r++) {
     for (const c of [10, 50]) {
+      // the two Bridges (1 key / 100,000 keys) run back to back, alternating which goes first, so the
+      // keys_scaling ratio is not skewed by the machine drifting between them; the units rotate each
+      // round so no config always goes first
       const here = targets.filter((t) => t.concurrency.includes(c));
-      const order = here.map((_, i) => here[(i + r) % here.length]!); // rotate: no config always goes first
+      const units: Target[][] = [];
+      for (const t of here) {
+        if (t.id === 'bridge100k') continue;
+        const pair = t.id === 'bridge' ? here.find((u) => u.id === 'bridge100k') : undefined;
+        units.push(pair ? (r % 2 ? [pair, t] : [t, pair]) : [t]);
+      }
+      const order = units.map((_, i) => units[(i + r) % units.length]!).flat();
       for (const t of order) {
         await wrk({ url: t.url, script: t.script, connections: c, seconds: WARMUP_S, env: t.env });
         let runRss = 0;
