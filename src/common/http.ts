@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
@@ -69,6 +70,36 @@ class AccessLogViaPino extends LogController {
       log.info({ reqId: request.id, method: request.method, url: stripQuery(request.url), statusCode: reply.statusCode, responseTime: Math.round(reply.elapsedTime * 100) / 100, ip: request.ip, code }, 'request completed');
     }
   }
+}
+
+const kLinger = Symbol('linger');
+
+/**
+ * A failure answered before the request body was read (413 on Content-Length, a parser error) is sent
+ * with `Connection: close`, and Node then closes the socket with the unread body still queued: the
+ * kernel answers with a reset, which can reach the client before it has read the response (it sees
+ * EPIPE/ECONNRESET instead of the envelope). So such a socket lingers, like nginx's lingering_close:
+ * it half-closes after the response and keeps reading and discarding for up to 2 s (or until the
+ * client closes its side), then closes.
+ */
+function lingerIfBodyUnread(req: FastifyRequest): void {
+  const raw = req.raw;
+  const socket = raw.socket as (Socket & { destroySoon?: () => void; [kLinger]?: boolean }) | null;
+  if (raw.complete || !socket || socket[kLinger] || typeof socket.destroySoon !== 'function') return;
+  socket[kLinger] = true;
+  socket.destroySoon = function (this: Socket) {
+    if (this.destroyed) return;
+    raw.resume(); // body bytes the parser still delivers are discarded
+    this.resume();
+    const t = setTimeout(() => this.destroy(), 2000);
+    t.unref();
+    this.once('end', () => {
+      clearTimeout(t);
+      this.destroy();
+    });
+    this.once('close', () => clearTimeout(t));
+    this.end();
+  };
 }
 
 function setCode(req: FastifyRequest, code: string): void {
@@ -154,6 +185,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
+    lingerIfBodyUnread(req);
     if (err instanceof AppError) {
       setCode(req, err.code);
       if (err.headers) reply.headers(err.headers);

@@ -130,28 +130,50 @@ export interface LogDestination {
  * lines came before it (order is kept). Everything still buffered is written on exit.
  */
 export function bufferedStdout(): LogDestination & { writeBuffered(line: string): void } {
+  // one per process: Hub and Bridge in one process (`stk dev`) must not be two writers on one fd
+  return (sharedStdout ??= createBufferedStdout());
+}
+let sharedStdout: (LogDestination & { writeBuffered(line: string): void }) | undefined;
+
+function createBufferedStdout(): LogDestination & { writeBuffered(line: string): void } {
   const boom = pino.destination({ dest: 1, sync: false, minLength: 8 * 1024, maxWrite: 64 * 1024 }) as unknown as {
     write(s: string): boolean;
     flush(cb?: null): void;
     flushSync(): void;
+    /** bytes buffered or being written */
     _len: number;
+    _writing: boolean;
   };
   let timer: NodeJS.Timeout | undefined;
-  const flush = () => {
-    timer = undefined;
-    if (boom._len > 0) boom.flush(null);
+  // access lines: flushed every 50 ms until everything is written (a write in flight defers a flush)
+  const arm = () => {
+    if (!timer) {
+      timer = setTimeout(tick, 50);
+      timer.unref();
+    }
   };
+  const tick = () => {
+    timer = undefined;
+    if (boom._len > 0) {
+      if (!boom._writing) boom.flush(null);
+      arm();
+    }
+  };
+  // a line that must go out now, behind a write in flight: written as soon as that write completes
+  let urgent = false;
+  (boom as unknown as NodeJS.EventEmitter).on('drain', () => {
+    if (urgent && boom._len > 0 && !boom._writing) boom.flush(null);
+    urgent = false;
+  });
   return {
     write(line: string) {
       boom.write(line);
-      flush();
+      if (!boom._writing) boom.flush(null);
+      else urgent = true;
     },
     writeBuffered(line: string) {
       boom.write(line);
-      if (!timer) {
-        timer = setTimeout(flush, 50);
-        timer.unref();
-      }
+      arm();
     },
     flushSync() {
       boom.flushSync();

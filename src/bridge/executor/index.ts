@@ -388,10 +388,12 @@ class PgPool implements Pool {
       if (err) {
         conn.broken = true;
         void client.end().catch(() => {});
-        // the first waiting query learns that the database is unreachable; the others get their own try
-        let job = this.#waiting.shift();
-        while (job && job.dropped) job = this.#waiting.shift();
-        if (job) job.done(new ConnectError(err), undefined);
+        // no connection at all: every waiting query learns that the database is unreachable now (they
+        // would otherwise each wait for their own connect timeout in turn); with connections open (the
+        // server refused one more, say) only the first waiting query fails and the rest keep waiting
+        const first = this.#waiting.findIndex((j) => !j.dropped);
+        const failed = this.#conns.length === 0 || first < 0 ? this.#waiting.splice(0) : this.#waiting.splice(0, first + 1);
+        for (const job of failed) if (!job.dropped) job.done(new ConnectError(err), undefined);
         if (this.#waiting.length) this.#grow();
         return;
       }
