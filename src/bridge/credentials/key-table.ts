@@ -1,13 +1,14 @@
 import type { SyncKeyRecord } from '../../protocol/sync.js';
 import type { Principal } from '../context.js';
 
-/** A key as the verify path needs it: hashes decoded once, times as epoch ms, principal prebuilt. */
+/** A key as the verify path needs it: hashes decoded once, times as epoch ms. */
 export interface KeyEntry {
   readonly keyId: string;
-  readonly name: string;
   readonly project: string;
   readonly env: string;
+  /** HMAC of the current secret (a 32-byte view) */
   readonly hash: Buffer;
+  /** HMAC of the previous secret during a rotation grace period */
   readonly prevHash: Buffer | null;
   /** epoch ms until which prevHash is accepted (0 = none) */
   readonly prevUntil: number;
@@ -16,7 +17,64 @@ export interface KeyEntry {
   readonly expiresAt: number;
   /** null → the Bridge default */
   readonly rateLimitPerMin: number | null;
+  /** built on first use, then the same object for every request */
   readonly principal: Readonly<Principal>;
+}
+
+/**
+ * Hashes live in shared 64 KB slabs, 32 bytes each, instead of one Buffer object per key: with
+ * 100,000 keys that is 100,000 fewer objects for the GC to trace and ~80 bytes less per key.
+ */
+const SLAB_BYTES = 64 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabUsed = 0;
+function allocHashes(n: number): [Buffer, number] {
+  if (slabUsed + 32 * n > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const at = slabUsed;
+  slabUsed += 32 * n;
+  return [slab, at];
+}
+
+class Entry implements KeyEntry {
+  readonly #slab: Buffer;
+  readonly #at: number;
+  readonly #hasPrev: boolean;
+  #principal: Readonly<Principal> | undefined;
+
+  constructor(
+    readonly keyId: string,
+    readonly project: string,
+    readonly env: string,
+    readonly roles: readonly string[],
+    hashHex: string,
+    prevHex: string | null,
+    readonly prevUntil: number,
+    readonly revoked: boolean,
+    readonly expiresAt: number,
+    readonly rateLimitPerMin: number | null,
+  ) {
+    const [buf, at] = allocHashes(prevHex ? 2 : 1);
+    buf.write(hashHex, at, 32, 'hex');
+    if (prevHex) buf.write(prevHex, at + 32, 32, 'hex');
+    this.#slab = buf;
+    this.#at = at;
+    this.#hasPrev = !!prevHex;
+  }
+
+  get hash(): Buffer {
+    return this.#slab.subarray(this.#at, this.#at + 32);
+  }
+
+  get prevHash(): Buffer | null {
+    return this.#hasPrev ? this.#slab.subarray(this.#at + 32, this.#at + 64) : null;
+  }
+
+  get principal(): Readonly<Principal> {
+    return (this.#principal ??= Object.freeze({ kind: 'apikey' as const, sub: this.keyId, roles: this.roles as string[], project: this.project, env: this.env }));
+  }
 }
 
 const HASH_RE = /^[0-9a-f]{64}$/;
@@ -48,20 +106,18 @@ function sharedRoles(roles: unknown): readonly string[] {
 export function toEntry(r: SyncKeyRecord): KeyEntry | null {
   if (!r || typeof r.keyId !== 'string' || typeof r.secretHash !== 'string' || !HASH_RE.test(r.secretHash)) return null;
   const prevOk = typeof r.prevSecretHash === 'string' && HASH_RE.test(r.prevSecretHash) && r.prevExpiresAt;
-  const roles = sharedRoles(r.roles);
-  return Object.freeze({
-    keyId: r.keyId,
-    name: r.name,
-    project: r.project,
-    env: r.env,
-    hash: Buffer.from(r.secretHash, 'hex'),
-    prevHash: prevOk ? Buffer.from(r.prevSecretHash!, 'hex') : null,
-    prevUntil: prevOk ? ms(r.prevExpiresAt) : 0,
-    revoked: r.status === 'revoked',
-    expiresAt: ms(r.expiresAt),
-    rateLimitPerMin: typeof r.rateLimitPerMin === 'number' && r.rateLimitPerMin > 0 ? r.rateLimitPerMin : null,
-    principal: Object.freeze({ kind: 'apikey' as const, sub: r.keyId, roles: roles as string[], project: r.project, env: r.env }),
-  });
+  return new Entry(
+    r.keyId,
+    r.project,
+    r.env,
+    sharedRoles(r.roles),
+    r.secretHash,
+    prevOk ? r.prevSecretHash! : null,
+    prevOk ? ms(r.prevExpiresAt) : 0,
+    r.status === 'revoked',
+    ms(r.expiresAt),
+    typeof r.rateLimitPerMin === 'number' && r.rateLimitPerMin > 0 ? r.rateLimitPerMin : null,
+  );
 }
 
 /**
