@@ -2,19 +2,8 @@ import type { Command } from 'commander';
 import { readContext } from '../config.js';
 import { printJson, printTable, when } from '../output.js';
 import { client, example, opts } from './common.js';
+import type { AuditItem } from '../../hub/routes/audit.js';
 
-interface AuditItem {
-  id: string;
-  ts: string;
-  actor: string | null;
-  actorType: string;
-  action: string;
-  project: string | null;
-  env: string | null;
-  requestId: string | null;
-  ip: string | null;
-  detail: Record<string, unknown>;
-}
 
 /** `stk audit list`: org admins read everything, project admins their project. */
 export function registerAuditCommands(program: Command): void {
