@@ -6,6 +6,23 @@
 export const COLUMN_TYPES = ['string', 'int', 'bigint', 'float', 'decimal', 'boolean', 'json', 'timestamp', 'bytes', 'array'] as const;
 export type ColumnType = (typeof COLUMN_TYPES)[number];
 
+/**
+ * The PostgreSQL type each logical type is stored as, spelled as `format_type()` prints it: `stk apply`
+ * writes the DDL with it and compares introspection against it; the Bridge casts parameters to it.
+ */
+export const PG_TYPES: Record<ColumnType, string> = {
+  string: 'text',
+  int: 'integer',
+  bigint: 'bigint',
+  float: 'double precision',
+  decimal: 'numeric',
+  boolean: 'boolean',
+  json: 'jsonb',
+  array: 'jsonb',
+  timestamp: 'timestamp with time zone',
+  bytes: 'bytea',
+};
+
 export const ID_GENERATORS = ['ulid', 'uuid_v4', 'uuid_v7', 'nanoid', 'auto_increment', 'client'] as const;
 export type IdGenerator = (typeof ID_GENERATORS)[number];
 

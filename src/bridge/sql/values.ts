@@ -5,7 +5,7 @@
  * INVALID when the value does not fit the type (the caller turns that into a 400 naming the column).
  * Parameters always travel as text with an explicit cast in the SQL (see `pgType`).
  */
-import type { ColumnType, TypeSpec } from '../../protocol/release.js';
+import { PG_TYPES, type ColumnType, type TypeSpec } from '../../protocol/release.js';
 
 export const INVALID: unique symbol = Symbol('invalid');
 export type Invalid = typeof INVALID;
@@ -24,29 +24,9 @@ const TIMESTAMP_RE = /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})
 /** standard base64, padding optional */
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
 
-/** PostgreSQL type used in casts for a column of this logical type (matches the DDL `stk apply` generates). */
-export function pgType(type: ColumnType | 'string' | 'bigint'): string {
-  switch (type) {
-    case 'string':
-      return 'text';
-    case 'int':
-      return 'integer';
-    case 'bigint':
-      return 'bigint';
-    case 'float':
-      return 'double precision';
-    case 'decimal':
-      return 'numeric';
-    case 'boolean':
-      return 'boolean';
-    case 'json':
-    case 'array':
-      return 'jsonb';
-    case 'timestamp':
-      return 'timestamptz';
-    case 'bytes':
-      return 'bytea';
-  }
+/** PostgreSQL type used in casts for a column of this logical type (`timestamptz`: the short spelling in SQL text). */
+export function pgType(type: ColumnType): string {
+  return type === 'timestamp' ? 'timestamptz' : PG_TYPES[type];
 }
 
 /** What a caller should send, for error messages. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { ColumnIR, DefaultIR, FkAction, PrimaryKeyIR, TableIR, TypeSpec } from '../../../protocol/release.js';
+import { PG_TYPES, type ColumnIR, type DefaultIR, type FkAction, type PrimaryKeyIR, type TableIR, type TypeSpec } from '../../../protocol/release.js';
 
 /**
  * The only place apply builds SQL text. Identifiers go through `quoteIdent`, literals through
@@ -24,29 +24,7 @@ export function quoteLiteral(value: string): string {
 export const qualified = (table: string) => `${quoteIdent(SCHEMA)}.${quoteIdent(table)}`;
 
 /** PostgreSQL type of a logical type, as `format_type()` prints it (introspection compares these). */
-export function pgType(t: TypeSpec): string {
-  switch (t.type) {
-    case 'string':
-      return 'text';
-    case 'int':
-      return 'integer';
-    case 'bigint':
-      return 'bigint';
-    case 'float':
-      return 'double precision';
-    case 'decimal':
-      return 'numeric';
-    case 'boolean':
-      return 'boolean';
-    case 'json':
-    case 'array':
-      return 'jsonb';
-    case 'timestamp':
-      return 'timestamp with time zone';
-    case 'bytes':
-      return 'bytea';
-  }
-}
+export const pgType = (t: TypeSpec): string => PG_TYPES[t.type];
 
 export const pkPgType = (pk: PrimaryKeyIR) => (pk.type === 'bigint' ? 'bigint' : 'text');
 export const isIdentityPk = (pk: PrimaryKeyIR) => pk.generate === 'auto_increment';
