@@ -5,6 +5,19 @@ import type { Bindings, ChildLoggerOptions } from 'pino';
 import { ulid } from './ulid.js';
 import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/errors.js';
 import { RequestLogger, bufferedStdout, loggerOptions, stripQuery, type LogDestination } from './logger.js';
+import type { RouteAuth, RouteInfo } from '../protocol/route-auth.js';
+import { canonicalTarget } from './request-target.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** what the route requires of its caller: every route declares it (registration fails otherwise) */
+    auth?: RouteAuth;
+  }
+  interface FastifyInstance {
+    /** every route registered on this app, with its declared auth (the security sweep walks it) */
+    routeTable: RouteInfo[];
+  }
+}
 
 export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
 /** total size of the request line and headers */
@@ -73,6 +86,9 @@ class AccessLogViaPino extends LogController {
 }
 
 const kLinger = Symbol('linger');
+/** set on the raw request by `rewriteUrl` when the request target is refused */
+const kBadTarget = Symbol('badTarget');
+type WithBadTarget = { [kBadTarget]?: string };
 
 /**
  * A failure answered before the request body was read (413 on Content-Length, a parser error) is sent
@@ -140,6 +156,15 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     requestIdHeader: false,
     trustProxy: process.env.STK_TRUST_PROXY === '1',
     return503OnClosing: true,
+    // one canonical path before routing (see request-target.ts); a refused target is answered 400 by
+    // the first onRequest hook, before any route's hooks or handler
+    rewriteUrl(req) {
+      const raw = req.url ?? '/';
+      const t = canonicalTarget(raw);
+      if (typeof t === 'string') return t;
+      (req as WithBadTarget)[kBadTarget] = t.error;
+      return '/';
+    },
     // URL-level failures (bad percent-encoding, …) get the envelope too, not Fastify's default body
     frameworkErrors(err, req, reply) {
       const status = (err as { statusCode?: number }).statusCode ?? 400;
@@ -176,7 +201,21 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
 
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-request-id', req.id);
+    const bad = (req.raw as WithBadTarget)[kBadTarget];
+    if (bad !== undefined) {
+      done(new AppError('BAD_REQUEST', bad));
+      return;
+    }
     done();
+  });
+
+  // every route must say what it requires of its caller: an undeclared route fails at start-up
+  app.decorate('routeTable', [] as RouteInfo[]);
+  app.addHook('onRoute', (route) => {
+    const auth = route.config?.auth;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (!auth) throw new Error(`route ${methods.join(',')} ${route.url} declares no auth requirement (config.auth)`);
+    for (const method of methods) app.routeTable.push({ method, url: route.url, auth });
   });
 
   app.setNotFoundHandler((req, reply) => {

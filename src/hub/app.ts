@@ -4,7 +4,7 @@ import type { HubConfig } from './config.js';
 import { createContext, type HubContext } from './context.js';
 import { migrate, openStore, type Store } from './store/store.js';
 import { bootstrapOwner } from './services/auth.js';
-import { requireServiceToken } from './services/service-token.js';
+import { installRouteAuth } from './route-auth.js';
 import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
 import { registerRoutes } from './routes/index.js';
@@ -22,10 +22,9 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   await migrate(store);
   const ctx = createContext(config, store, app.log);
 
-  // /internal/* requires the service token (healthz excepted, it reveals nothing)
-  app.addHook('onRequest', async (req) => {
-    if (req.url.startsWith('/internal/') && !req.url.startsWith('/internal/healthz')) requireServiceToken(ctx, req);
-  });
+  // every route's declared auth (service token, session, org/project role) is enforced on the route
+  // the router matched, before its body is read
+  installRouteAuth(app, ctx);
 
   await app.register(healthRoutes, { ctx });
   await app.register(authRoutes, { ctx });

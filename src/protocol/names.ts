@@ -17,3 +17,4 @@ export const PROJECT_ROLES = ['admin', 'deployer', 'viewer'] as const;
 export type OrgRole = (typeof ORG_ROLES)[number];
 export type ProjectRole = (typeof PROJECT_ROLES)[number];
 export const PROJECT_ROLE_RANK: Record<ProjectRole, number> = { viewer: 1, deployer: 2, admin: 3 };
+export const ORG_ROLE_RANK: Record<OrgRole, number> = { member: 1, admin: 2, owner: 3 };

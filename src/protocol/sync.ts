@@ -43,9 +43,17 @@ export type SyncMessage =
   | { type: 'change'; seq: number; cursor: number; kind: 'other'; project: string; env: string; original: string }
   | { type: 'heartbeat'; cursor: number; ts: string };
 
+/**
+ * The stream's session id, sent by the Hub in this response header when a stream opens. Acks and
+ * usage reports carry it: the Hub accepts them only from the stream that currently owns the Bridge id.
+ */
+export const SYNC_SESSION_HEADER = 'x-santokit-sync-session';
+
 /** `POST /internal/sync/ack` */
 export interface SyncAck {
   bridgeId: string;
+  /** the session of the stream these seqs arrived on (SYNC_SESSION_HEADER) */
+  session: string;
   /** change seqs applied */
   seqs?: number[];
   /** a snapshot (as of this seq) was fully applied */
@@ -55,6 +63,8 @@ export interface SyncAck {
 /** `POST /internal/sync/usage`: per-key counts since the previous report. */
 export interface UsageReport {
   bridgeId: string;
+  /** the session of this Bridge's open stream to the Hub it reports to (SYNC_SESSION_HEADER) */
+  session?: string;
   keys: Array<{
     keyId: string;
     /** requests per minute, minute = ISO timestamp truncated to the minute */

@@ -54,9 +54,9 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
   /** a Bridge connected to `h` that has applied everything so far (snapshot acknowledged) */
   const connect = async (h: { sync: SyncHub }, id: string, since?: number) => {
     const s = sink();
-    await h.sync.openStream(id, since, s, '127.0.0.1');
+    await h.sync.openStream(id, since, s, '127.0.0.1', 's-' + id);
     const end = s.got.find((m) => m.type === 'snapshot-end') as { seq: number } | undefined;
-    if (end) h.sync.ack(id, [], end.seq);
+    if (end) h.sync.ack(id, 's-' + id, [], end.seq);
     return s;
   };
   const clusterIds = async (h: { sync: SyncHub }) => (await h.sync.cluster()).map((b) => b.bridgeId).sort();
@@ -85,16 +85,16 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
     const seq = await change(b);
     const pending = b.sync.waitForAcks(seq, 10_000);
     await waitFor(async () => x.seqs().includes(seq) && y.seqs().includes(seq), 5000, 'both streams deliver the change');
-    b.sync.ack('bridge-y', [seq]);
-    a.sync.ack('bridge-x', [seq]); // acknowledged to Hub A: Hub B learns it through stk_acks
+    b.sync.ack('bridge-y', 's-bridge-y', [seq]);
+    a.sync.ack('bridge-x', 's-bridge-x', [seq]); // acknowledged to Hub A: Hub B learns it through stk_acks
     expect(await pending).toEqual({ bridges: 2, acked: 2, lagging: [] });
 
     // without the ack of Hub A's Bridge, Hub B names it
     const seq2 = await change(b);
     await waitFor(async () => y.seqs().includes(seq2), 5000, 'change 2 on y');
-    b.sync.ack('bridge-y', [seq2]);
+    b.sync.ack('bridge-y', 's-bridge-y', [seq2]);
     expect(await b.sync.waitForAcks(seq2, 300)).toEqual({ bridges: 2, acked: 1, lagging: ['bridge-x'] });
-    a.sync.ack('bridge-x', [seq2]);
+    a.sync.ack('bridge-x', 's-bridge-x', [seq2]);
     expect(await b.sync.waitForAcks(seq2, 5000)).toEqual({ bridges: 2, acked: 2, lagging: [] });
     // the shared row holds the high-water mark
     const [row] = await query<{ hub_id: string; acked_seq: string }>(store.url, `select hub_id, acked_seq::text from sync_bridges where bridge_id = 'bridge-x'`);
@@ -133,8 +133,8 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
     const w = await connect(a, 'bridge-w');
     const before = await change(a);
     await waitFor(async () => v.seqs().includes(before) && w.seqs().includes(before), 5000, 'v and w at the same seq');
-    a.sync.ack('bridge-v', [before]);
-    a.sync.ack('bridge-w', [before]);
+    a.sync.ack('bridge-v', 's-bridge-v', [before]);
+    a.sync.ack('bridge-w', 's-bridge-w', [before]);
     await a.sync.close(); // streams end; presence rows stay (as after a crash)
     expect(v.closed && w.closed).toBe(true);
 
@@ -143,7 +143,7 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
     // v resumes on Hub B from its cursor and applies the change there
     const v2 = await connect(b, 'bridge-v', before);
     await waitFor(async () => v2.seqs().includes(seq), 5000, 'v gets the change from Hub B');
-    b.sync.ack('bridge-v', [seq]);
+    b.sync.ack('bridge-v', 's-bridge-v', [seq]);
     // w had already applied it before its Hub went away (it resumes past it): resuming is its ack
     await connect(b, 'bridge-w', seq);
     expect(await pending).toEqual({ bridges: 2, acked: 2, lagging: [] });

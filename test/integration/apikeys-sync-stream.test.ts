@@ -72,7 +72,7 @@ describe('Hub sync stream (PostgreSQL store)', () => {
   it('snapshot first; then changes in order', async () => {
     const sync = getSync(ctx);
     const a = sink();
-    await sync.openStream('bridge-a', undefined, a, null);
+    await sync.openStream('bridge-a', undefined, a, null, 's-bridge-a');
     expect(a.got[0]!.type).toBe('snapshot');
     expect(a.got.some((m) => m.type === 'snapshot-end')).toBe(true);
     await insert(1);
@@ -87,7 +87,7 @@ describe('Hub sync stream (PostgreSQL store)', () => {
 
   it('a gap (a rolled-back seq, or a writer without the change-log lock) is skipped after a short wait, and delivered late if it shows up', async () => {
     const a = sink();
-    await getSync(ctx).openStream('bridge-b', 3, a, null);
+    await getSync(ctx).openStream('bridge-b', 3, a, null, 's-bridge-b');
     await insert(5); // 4 missing: rolled back, or a slow transaction
     await waitFor(async () => a.seqs().includes(5), 10_000, 'seq 5 after the gap wait');
     await insert(4);
@@ -100,15 +100,15 @@ describe('Hub sync stream (PostgreSQL store)', () => {
   it('acks: explicit per seq, or covered by an acknowledged snapshot; connected laggards are named', async () => {
     const sync = getSync(ctx);
     const c = sink();
-    await sync.openStream('bridge-c', undefined, c, null);
+    await sync.openStream('bridge-c', undefined, c, null, 's-bridge-c');
     const snap = c.got.find((m) => m.type === 'snapshot-end') as { seq: number };
     expect(snap.seq).toBe(5);
     // bridge-c has not confirmed its snapshot yet
     let r = await sync.waitForAcks(5, 100);
     expect(r.lagging).toContain('bridge-c');
-    sync.ack('bridge-c', [], 5);
-    sync.ack('bridge-a', [5]);
-    sync.ack('bridge-b', [5]);
+    sync.ack('bridge-c', 's-bridge-c', [], 5);
+    sync.ack('bridge-a', 's-bridge-a', [5]);
+    sync.ack('bridge-b', 's-bridge-b', [5]);
     r = await sync.waitForAcks(5, 100);
     expect(r.lagging).toEqual([]);
     expect(r.bridges).toBeGreaterThanOrEqual(3);
@@ -116,7 +116,7 @@ describe('Hub sync stream (PostgreSQL store)', () => {
     await insert(6);
     await waitFor(async () => c.seqs().includes(6), 5000, 'seq 6');
     const pending = sync.waitForAcks(6, 5000);
-    for (const id of ['bridge-a', 'bridge-b', 'bridge-c']) sync.ack(id, [6]);
+    for (const id of ['bridge-a', 'bridge-b', 'bridge-c']) sync.ack(id, 's-' + id, [6]);
     expect((await pending).lagging).toEqual([]);
     // a Bridge whose stream closed no longer counts for new changes, at once
     expect(sync.connected().map((b) => b.bridgeId)).toContain('bridge-c');
@@ -124,14 +124,23 @@ describe('Hub sync stream (PostgreSQL store)', () => {
     expect(sync.connected().map((b) => b.bridgeId)).not.toContain('bridge-c');
     await insert(7);
     const after = sync.waitForAcks(7, 5000);
-    for (const id of ['bridge-a', 'bridge-b']) sync.ack(id, [7]);
+    // a Bridge acks what it received: retried until the stream delivered seq 7 (an ack ahead of it is refused)
+    const ackWhenSent = (id: string) => async () => {
+      try {
+        sync.ack(id, 's-' + id, [7]);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (const id of ['bridge-a', 'bridge-b']) await waitFor(ackWhenSent(id), 5000, `seq 7 sent to ${id}`);
     expect(await after).toMatchObject({ lagging: [], acked: 2 });
   });
   it('concurrent writers: the change-log lock makes seqs commit in the order they are drawn', async () => {
     // the rows above were inserted with explicit seqs: move the sequence past them
     await query(store.url, `select setval(pg_get_serial_sequence('change_events', 'seq'), (select max(seq) from change_events))`);
     const d = sink();
-    await getSync(ctx).openStream('bridge-d', undefined, d, null);
+    await getSync(ctx).openStream('bridge-d', undefined, d, null, 's-bridge-d');
     const change = { project: 'p', env: 'e', kind: 'test', payload: {} };
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));

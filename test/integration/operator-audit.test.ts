@@ -153,7 +153,7 @@ describe('audit log', () => {
   it('project admins read their project only, and must name it; viewers read nothing', async () => {
     const noProject = await stkAs(projectAdmin, ['audit', 'list'], undefined);
     expect(noProject.code).toBe(1);
-    expect(noProject.stderr).toContain('you need org:admin to read the whole audit log');
+    expect(noProject.stderr).toContain('you need org:admin, or project:admin on the project you name');
     expect(noProject.stderr).toContain('(403 FORBIDDEN)');
     const own = await auditAs(projectAdmin, ['--project', 'shop']);
     expect(own.code, own.output).toBe(0);

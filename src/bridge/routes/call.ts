@@ -1,3 +1,4 @@
+import { APIKEY } from '../../protocol/route-auth.js';
 /**
  * `POST /call {"path":"db/<table>/<select|insert|update|delete>","params":{…}}` — the data plane.
  *
@@ -45,7 +46,7 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
   const { config } = ctx;
   const timeoutMs = config.queryTimeoutMs;
 
-  app.post('/call', async (req) => {
+  app.post('/call', { config: { auth: APIKEY } }, async (req) => {
     let principal: Principal;
     if (config.disableAuth) principal = devPrincipal(req);
     else {

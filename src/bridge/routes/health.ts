@@ -1,12 +1,14 @@
+import { PUBLIC } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
 import type { BridgeContext } from '../context.js';
 
 export type ReadinessCheck = (project: string, env: string) => Promise<boolean>;
 
 export default async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: BridgeContext }) {
-  app.get('/healthz', async () => ({ ok: true }));
-  app.get('/health', async () => ({ ok: true }));
-  app.get('/readyz', async (req, reply) => {
+  const pub = { config: { auth: PUBLIC } };
+  app.get('/healthz', pub, async () => ({ ok: true }));
+  app.get('/health', pub, async () => ({ ok: true }));
+  app.get('/readyz', pub, async (req, reply) => {
     const q = req.query as { project?: unknown; env?: unknown };
     const check = ctx.readiness as ReadinessCheck | undefined;
     let ok = false;

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { ReleaseIR } from '../../protocol/release.js';
-import type { SyncEnvState, SyncMessage, UsageReport } from '../../protocol/sync.js';
+import { SYNC_SESSION_HEADER, type SyncAck, type SyncEnvState, type SyncMessage, type UsageReport } from '../../protocol/sync.js';
 import { toEntry, type KeyEntry, type KeyTable } from '../credentials/key-table.js';
 import type { UsageCounter } from '../credentials/usage.js';
 
@@ -68,6 +68,8 @@ export class HubSync {
   /** snapshot being received */
   #pending: { seq: number; pepper: Buffer; envs: SyncEnvState[]; keys: Map<string, KeyEntry> } | null = null;
   #ackQueue: number[] = [];
+  /** the session of the open stream (the Hub accepts acks and usage only with it) */
+  #session = '';
   #ackSnapshot: number | undefined;
   #acking = false;
   readonly stats = { snapshots: 0, changes: 0, reconnects: 0, acksSent: 0, ackFailures: 0 };
@@ -116,10 +118,11 @@ export class HubSync {
     if (this.#stopped) return;
     this.#stopped = true;
     if (this.#usageTimer) clearInterval(this.#usageTimer);
+    // while the stream is still open: the Hub takes usage only from the stream's session
+    await this.flushUsage(2000);
     this.#stopCtl.abort();
     this.#abort?.abort();
     await this.#loop?.catch(() => {});
-    await this.flushUsage(2000);
   }
 
   #headers(json = false): Record<string, string> {
@@ -167,6 +170,7 @@ export class HubSync {
       throw new Error(`stream answered ${res.status} ${text.slice(0, 200)}`);
     }
     this.#activeHub = hub;
+    this.#session = res.headers.get(SYNC_SESSION_HEADER) ?? '';
     this.#touch();
     let idle: NodeJS.Timeout | undefined;
     const armIdle = () => {
@@ -285,7 +289,7 @@ export class HubSync {
     fetch(`${hub}/internal/sync/ack`, {
       method: 'POST',
       headers: this.#headers(true),
-      body: JSON.stringify({ bridgeId: this.#o.bridgeId, seqs, snapshot }),
+      body: JSON.stringify({ bridgeId: this.#o.bridgeId, session: this.#session, seqs, snapshot } satisfies SyncAck),
     })
       .then(async (r) => {
         await r.arrayBuffer().catch(() => {});
@@ -307,8 +311,10 @@ export class HubSync {
   async flushUsage(timeoutMs = 10_000): Promise<boolean> {
     const report: UsageReport | null = this.#d.usage.drain(this.#o.bridgeId);
     if (!report) return true;
-    const hubs = this.#activeHub ? [this.#activeHub, ...this.#o.hubUrls.filter((h) => h !== this.#activeHub)] : this.#o.hubUrls;
-    for (const hub of hubs) {
+    // only the Hub this Bridge streams from knows its session; on failure the counts wait for the next stream
+    const hub = this.#activeHub;
+    if (hub) {
+      report.session = this.#session;
       try {
         const r = await fetch(`${hub}/internal/sync/usage`, {
           method: 'POST',
@@ -319,7 +325,7 @@ export class HubSync {
         await r.arrayBuffer().catch(() => {});
         if (r.ok) return true;
       } catch {
-        /* try the next Hub */
+        /* kept for the next report */
       }
     }
     this.#d.usage.restore(report);

@@ -1,9 +1,10 @@
+import { operatorOf } from '../route-auth.js';
+import { projectRoleAtLeast } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { badRequest, forbidden } from '../../protocol/errors.js';
 import { parseDuration } from '../../common/duration.js';
 import type { HubContext } from '../context.js';
-import { authenticate } from '../services/auth.js';
 import { orgRole, requireProjectRole } from '../services/rbac.js';
 
 export const AUDIT_DEFAULT_LIMIT = 100;
@@ -62,8 +63,8 @@ function parseLimit(raw: string | undefined): number {
  * project's entries (and must name the project).
  */
 export default async function auditRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  app.get<{ Querystring: AuditQuery }>('/api/audit', async (req) => {
-    const op = await authenticate(ctx, req);
+  app.get<{ Querystring: AuditQuery }>('/api/audit', { config: { auth: projectRoleAtLeast('admin', { orOrg: 'admin', from: 'query' }) } }, async (req) => {
+    const op = operatorOf(req);
     const q = req.query ?? {};
     for (const k of ['project', 'env', 'action', 'since', 'limit'] as const) {
       if (q[k] !== undefined && typeof q[k] !== 'string') throw badRequest(`${k} must be given once`);

@@ -1,10 +1,9 @@
 import { forbidden, notFound } from '../../protocol/errors.js';
-import { PROJECT_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/names.js';
+import { ORG_ROLE_RANK as ORG_RANK, PROJECT_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import type { Operator } from './auth.js';
 import { DEFAULT_ORG } from './auth.js';
 
-const ORG_RANK: Record<OrgRole, number> = { member: 1, admin: 2, owner: 3 };
 
 export interface ProjectRef {
   id: string;

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Selectable } from 'kysely';
 import type { ReleaseIR } from '../../protocol/release.js';
 import type { SyncEnvState, SyncKeyRecord, SyncMessage } from '../../protocol/sync.js';
+import { badRequest, conflict } from '../../protocol/errors.js';
 import type { HubContext } from '../context.js';
 import type { ApiKeysTable } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
@@ -374,7 +375,7 @@ export class SyncHub {
    * Opens a stream for a Bridge. `since` = the cursor the Bridge last saw; absent, invalid or not
    * resumable → the stream starts with a full snapshot.
    */
-  async openStream(bridgeId: string, since: number | undefined, sink: StreamSink, address: string | null): Promise<void> {
+  async openStream(bridgeId: string, since: number | undefined, sink: StreamSink, address: string | null, sessionId: string): Promise<void> {
     if (this.#closed) {
       sink.end();
       return;
@@ -387,7 +388,7 @@ export class SyncHub {
     b.session?.close('hub'); // a reconnect replaces a half-open stream
     b.address = address;
     b.connectedAt = nowIso();
-    const session = new StreamSession(this.#ctx, this, b, sink, b.connectedAt);
+    const session = new StreamSession(this.#ctx, this, b, sink, b.connectedAt, sessionId);
     b.session = session;
     this.#forgetStale();
     // recorded BEFORE the snapshot or resume point is read: a Hub that commits a change and then
@@ -396,10 +397,30 @@ export class SyncHub {
     await session.start(since);
   }
 
-  /** A Bridge applied these seqs (and/or a snapshot as of `snapshot`). */
-  ack(bridgeId: string, seqs: number[], snapshot?: number): boolean {
+  /** The open stream of this Bridge id, if `sessionId` is its session (acks and usage come only from it). */
+  #owningSession(bridgeId: string, sessionId: unknown): { b: BridgeState; session: StreamSession } | null {
     const b = this.#bridges.get(bridgeId);
-    if (!b) return false;
+    const session = b?.session;
+    if (!b || !session || session.closed || typeof sessionId !== 'string' || session.id !== sessionId) return null;
+    return { b, session };
+  }
+
+  /** True when `sessionId` is the session of the open stream of `bridgeId` on this Hub. */
+  ownsStream(bridgeId: string, sessionId: unknown): boolean {
+    return this.#owningSession(bridgeId, sessionId) !== null;
+  }
+
+  /**
+   * A Bridge applied these seqs (and/or a snapshot as of `snapshot`). Accepted only from the stream
+   * session that owns the Bridge id, and only for seqs that stream was sent: a forged ack can neither
+   * make a revoke report a Bridge as caught up nor move its persisted high-water mark.
+   */
+  ack(bridgeId: string, sessionId: unknown, seqs: number[], snapshot?: number): void {
+    const owner = this.#owningSession(bridgeId, sessionId);
+    if (!owner) throw conflict(`no open sync stream of Bridge ${bridgeId} has this session: acknowledge on the stream you received the changes from`);
+    const { b, session } = owner;
+    for (const s of seqs) if (s > session.maxSent) throw badRequest(`seq ${s} was never sent on this stream (highest sent: ${session.maxSent})`);
+    if (snapshot !== undefined && snapshot > session.maxSent) throw badRequest(`snapshot ${snapshot} was never sent on this stream`);
     let top = 0;
     for (const s of seqs) {
       b.acked.add(s);
@@ -420,7 +441,6 @@ export class SyncHub {
       this.#queueAckWrite(bridgeId, top);
     }
     this.#checkWaiters();
-    return true;
   }
 
   /** @internal: a Bridge resumed from `since`: it has applied every change up to there */
@@ -723,6 +743,8 @@ export class SyncHub {
 class StreamSession {
   cursor = 0;
   closed = false;
+  /** the highest seq this stream delivered (or the Bridge resumed from): acks above it are refused */
+  maxSent = 0;
   readonly #late = new Map<number, number>();
   #gapSince: number | null = null;
   #pumping = false;
@@ -737,6 +759,7 @@ class StreamSession {
     private readonly bridge: BridgeState,
     private readonly sink: StreamSink,
     readonly connectedAt: string,
+    readonly id: string,
   ) {
     sink.onClose?.(() => this.close('peer'));
   }
@@ -747,6 +770,7 @@ class StreamSession {
       const resumable = since !== undefined && Number.isSafeInteger(since) && since >= 0 && since <= top;
       if (resumable) {
         this.cursor = since;
+        this.maxSent = since;
         // the Bridge applied everything up to its cursor (maybe acknowledged to a Hub that is gone)
         this.hub.resumed(this.bridge, since);
         await this.#watchGaps(since);
@@ -776,6 +800,7 @@ class StreamSession {
     const envs = await allEnvStates(ctx);
     const keyCount = Number((await ctx.db.selectFrom('api_keys').select((eb) => eb.fn.countAll().as('n')).executeTakeFirst())?.n ?? 0);
     this.hub.notePendingSnapshot(this.bridge, seq, gaps);
+    if (seq > this.maxSent) this.maxSent = seq;
     await this.#send({ type: 'snapshot', seq, pepper: ctx.crypto.apiKeyPepper.toString('base64'), envs, keyCount });
     for await (const keys of keyChunks(ctx)) {
       if (this.closed) return;
@@ -863,6 +888,7 @@ class StreamSession {
 
   async #deliver(row: ChangeRow, cursor: number): Promise<void> {
     const body = await this.hub.changeBody(row);
+    if (row.seq > this.maxSent) this.maxSent = row.seq;
     await this.#send({ ...body, cursor } as SyncMessage);
   }
 
