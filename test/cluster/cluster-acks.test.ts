@@ -5,7 +5,7 @@ import { buildHub } from '../../src/hub/app.js';
 import { loadHubConfig } from '../../src/hub/config.js';
 import type { HubContext } from '../../src/hub/context.js';
 import { notifyChanged, recordChange } from '../../src/hub/services/events.js';
-import { getSync, type StreamSink, type SyncHub } from '../../src/hub/services/sync.js';
+import { getSync, type StreamSink, type SyncHub } from '../../src/hub/services/sync/index.js';
 import type { SyncMessage } from '../../src/protocol/sync.js';
 import { waitFor } from '../helpers/procs.js';
 import { createTestDatabase, query } from '../helpers/pg.js';

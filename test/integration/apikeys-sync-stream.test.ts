@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildHub } from '../../src/hub/app.js';
 import { loadHubConfig } from '../../src/hub/config.js';
 import type { HubContext } from '../../src/hub/context.js';
-import { getSync, type StreamSink } from '../../src/hub/services/sync.js';
+import { getSync, type StreamSink } from '../../src/hub/services/sync/index.js';
 import { CHANGE_LOG_LOCK, notifyChanged, recordChange } from '../../src/hub/services/events.js';
 import type { SyncMessage } from '../../src/protocol/sync.js';
 import { waitFor } from '../helpers/procs.js';

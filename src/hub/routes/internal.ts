@@ -5,7 +5,7 @@ import { SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE, type SyncAck, type Usage
 import { SERVICE } from '../../protocol/route-auth.js';
 import type { HubContext } from '../context.js';
 import { recordUsage } from '../services/apikeys.js';
-import { buildSnapshot, getSync, responseSink } from '../services/sync.js';
+import { buildSnapshot, getSync, responseSink } from '../services/sync/index.js';
 
 const BRIDGE_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -15,7 +15,7 @@ import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
-import { loadCurrentRelease, waitForBridges, type AckResult } from './sync.js';
+import { loadCurrentRelease, waitForBridges, type AckResult } from './sync/index.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;

@@ -8,7 +8,9 @@ import { isUniqueViolation, type Operator } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole } from './rbac.js';
-import { waitForBridges, type AckResult } from './sync.js';
+import { waitForBridges, type AckResult } from './sync/index.js';
+
+export { connectionUrls } from './connection-urls.js';
 
 /** SPEC limits.md: connections per project (all envs together). */
 export const MAX_CONNECTIONS_PER_PROJECT = 10;
@@ -275,13 +277,3 @@ async function probe(url: string, target: ParsedDbUrl): Promise<{ ok: true; late
   }
 }
 
-/**
- * Decrypted DB URLs of an env's connections, by connection name. Only for code that must connect
- * (apply, connection test, the Bridge sync over /internal/*): never return these to an operator route.
- */
-export async function connectionUrls(ctx: HubContext, envId: string): Promise<Record<string, string>> {
-  const rows = await ctx.db.selectFrom('connections').select(['name', 'db_url_enc']).where('env_id', '=', envId).execute();
-  const out: Record<string, string> = {};
-  for (const r of rows) out[r.name] = ctx.crypto.decrypt(r.db_url_enc);
-  return out;
-}

@@ -12,7 +12,10 @@ import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
-import { waitForBridges, type AckResult } from './sync.js';
+import { waitForBridges, type AckResult } from './sync/index.js';
+import { currentRelease, getRelease, toIR } from './release-store.js';
+
+export { currentRelease, getRelease };
 import { compatibilityProblems, compileInputs, readApplyBody, syncSchema, type PlanStep } from './apply/index.js';
 
 /**
@@ -36,46 +39,6 @@ export function releaseHash(x: { schema: SchemaIR; permissions: PermissionsIR; c
   return createHash('sha256')
     .update(canonicalJson({ v: 1, schema: x.schema, permissions: x.permissions, connections: [...x.connections].sort(), ref: x.ref }))
     .digest('hex');
-}
-
-type ReleaseRow = HubDatabase['releases'];
-
-function toIR(row: ReleaseRow, project: string): ReleaseIR {
-  return {
-    releaseId: row.id,
-    project,
-    ref: row.ref,
-    createdAt: row.created_at,
-    schema: JSON.parse(row.schema_json) as SchemaIR,
-    permissions: JSON.parse(row.permissions_json) as PermissionsIR,
-    connections: JSON.parse(row.connections_json) as string[],
-  };
-}
-
-/** A release by id (any project), or undefined. */
-export async function getRelease(ctx: HubContext, releaseId: string): Promise<ReleaseIR | undefined> {
-  if (typeof releaseId !== 'string' || !releaseId) return undefined;
-  const row = await ctx.db
-    .selectFrom('releases')
-    .innerJoin('projects', 'projects.id', 'releases.project_id')
-    .selectAll('releases')
-    .select('projects.name as project_name')
-    .where('releases.id', '=', releaseId)
-    .executeTakeFirst();
-  return row ? toIR(row, row.project_name) : undefined;
-}
-
-/** The env's current release, or undefined when nothing was applied there yet. */
-export async function currentRelease(ctx: HubContext, envId: string): Promise<ReleaseIR | undefined> {
-  const row = await ctx.db
-    .selectFrom('current_releases')
-    .innerJoin('releases', 'releases.id', 'current_releases.release_id')
-    .innerJoin('projects', 'projects.id', 'releases.project_id')
-    .selectAll('releases')
-    .select('projects.name as project_name')
-    .where('current_releases.env_id', '=', envId)
-    .executeTakeFirst();
-  return row ? toIR(row, row.project_name) : undefined;
 }
 
 /** Points the env at a release. Returns whether the pointer moved (then a change event `seq` was written). */

@@ -1,0 +1,45 @@
+import type { PermissionsIR, ReleaseIR, SchemaIR } from '../../protocol/release.js';
+import type { HubContext } from '../context.js';
+import type { HubDatabase } from '../store/schema.js';
+
+/** Reading releases from the store (no authorisation: callers check it). */
+
+type ReleaseRow = HubDatabase['releases'];
+
+export function toIR(row: ReleaseRow, project: string): ReleaseIR {
+  return {
+    releaseId: row.id,
+    project,
+    ref: row.ref,
+    createdAt: row.created_at,
+    schema: JSON.parse(row.schema_json) as SchemaIR,
+    permissions: JSON.parse(row.permissions_json) as PermissionsIR,
+    connections: JSON.parse(row.connections_json) as string[],
+  };
+}
+
+/** A release by id (any project), or undefined. */
+export async function getRelease(ctx: HubContext, releaseId: string): Promise<ReleaseIR | undefined> {
+  if (typeof releaseId !== 'string' || !releaseId) return undefined;
+  const row = await ctx.db
+    .selectFrom('releases')
+    .innerJoin('projects', 'projects.id', 'releases.project_id')
+    .selectAll('releases')
+    .select('projects.name as project_name')
+    .where('releases.id', '=', releaseId)
+    .executeTakeFirst();
+  return row ? toIR(row, row.project_name) : undefined;
+}
+
+/** The env's current release, or undefined when nothing was applied there yet. */
+export async function currentRelease(ctx: HubContext, envId: string): Promise<ReleaseIR | undefined> {
+  const row = await ctx.db
+    .selectFrom('current_releases')
+    .innerJoin('releases', 'releases.id', 'current_releases.release_id')
+    .innerJoin('projects', 'projects.id', 'releases.project_id')
+    .selectAll('releases')
+    .select('projects.name as project_name')
+    .where('current_releases.env_id', '=', envId)
+    .executeTakeFirst();
+  return row ? toIR(row, row.project_name) : undefined;
+}
