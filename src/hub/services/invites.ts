@@ -2,15 +2,16 @@ import type { FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { ulid } from 'ulid';
 import { badRequest, conflict, forbidden, unauthorized } from '../../protocol/errors.js';
-import type { OrgRole, ProjectRole } from '../../protocol/names.js';
+import { ORG_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import type { HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
-import { hashPassword, validateEmail, validateNewPassword, verifyPassword, type Operator } from './auth.js';
+import { hashPassword, isUniqueViolation, validateEmail, validateNewPassword, verifyPassword, type Operator } from './auth.js';
 import { audit } from './audit.js';
 import { randomToken, sha256Hex } from './crypto.js';
-import { checkRole, requireProjectMemberAdmin, type Scope } from './members.js';
-import { requireOrgRole, type ProjectRef } from './rbac.js';
+import { isPostgres } from './events.js';
+import { checkRole, openInvites, requireMayManage, requireProjectMemberAdmin, targetAuthority, type Scope } from './members.js';
+import { AUTHORITY, orgAuthority, projectAuthority, requireOrgRole, type ProjectRef } from './rbac.js';
 
 export const INVITE_CODE_PREFIX = 'stki_';
 /** 24 random bytes: 192 bits. */
@@ -29,15 +30,45 @@ export interface InviteView {
 
 const INVALID_INVITE = 'invalid or expired invite code for this email';
 
-async function countOrgMembers(db: Kysely<HubDatabase>, orgId: string): Promise<number> {
+/**
+ * Operators the org holds or is about to hold (SPEC limits.md): active members plus people with an
+ * open invite who are not members yet.
+ */
+async function countOrgOperators(db: Kysely<HubDatabase>, orgId: string, now: string): Promise<number> {
   const { n } = await db.selectFrom('org_memberships').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
-  return Number(n);
+  const { p } = await db
+    .selectFrom('invites')
+    .select((eb) => eb.fn.count<number>('invites.email').distinct().as('p'))
+    .where('invites.org_id', '=', orgId)
+    .where('invites.accepted_at', 'is', null)
+    .where('invites.expires_at', '>', now)
+    .where(({ not, exists, selectFrom }) =>
+      not(exists(
+        selectFrom('org_memberships')
+          .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
+          .select('org_memberships.operator_id')
+          .whereRef('org_memberships.org_id', '=', 'invites.org_id')
+          .whereRef('operators.email', '=', 'invites.email'),
+      )))
+    .executeTakeFirstOrThrow();
+  return Number(n) + Number(p);
+}
+
+/** On PostgreSQL, locks the operator row until the transaction ends (SQLite transactions are serial already). */
+async function lockOperator(db: Kysely<HubDatabase>, email: string) {
+  const q = db.selectFrom('operators').select(['id', 'status']).where('email', '=', email);
+  return (isPostgres(db) ? q.forUpdate() : q).executeTakeFirst();
 }
 
 /**
- * Invites an email to the org or to one project: creates a pending operator when the email is new,
- * a pending membership (plus a pending org `member` membership for a project invite when needed) and
- * a one-time code. Inviting again replaces the earlier open invite for the same scope.
+ * Invites an email to the org or to one project. The invite itself is the pending state: no membership
+ * exists until it is accepted, and accepting grants exactly what it names. A new email gets a pending
+ * operator (an identity without a password). Nobody invites above their own authority (org admins
+ * invite members and admins, owners also owners; project invites need project:admin and cannot
+ * target an org member ranked at or above the inviter). Inviting again for the same scope replaces
+ * your own earlier open invite; someone else's is never touched: while it is open (for a pending
+ * operator: any open invite from someone else, since the first acceptance sets the password) the
+ * new invite is refused with 409.
  */
 export async function createInvite(
   ctx: HubContext,
@@ -49,13 +80,15 @@ export async function createInvite(
 ): Promise<InviteView> {
   let orgId: string;
   let project: ProjectRef | null = null;
+  let authority: number;
   if (scope === 'org') {
     const me = await requireOrgRole(ctx, op, 'admin');
     orgId = me.orgId;
-    const role = checkRole('org', body.role);
-    if (role === 'owner' && me.role !== 'owner') throw forbidden('you need org:owner to invite an owner');
+    authority = orgAuthority(me.role);
+    const role = checkRole('org', body.role) as OrgRole;
+    if (ORG_ROLE_RANK[role] > ORG_ROLE_RANK[me.role]) throw forbidden(`you need org:${role} to invite an ${role}`);
   } else {
-    project = await requireProjectMemberAdmin(ctx, op, projectName as string);
+    ({ project, authority } = await requireProjectMemberAdmin(ctx, op, projectName as string));
     orgId = project.orgId;
     checkRole('project', body.role);
   }
@@ -65,39 +98,45 @@ export async function createInvite(
   const now = nowIso();
   const expiresAt = new Date(Date.now() + INVITE_TTL_MS).toISOString();
   const inviteId = ulid();
+  const where = project ? `project ${project.name}` : 'the org';
 
   await ctx.db.transaction().execute(async (trx) => {
-    let target = await trx.selectFrom('operators').select(['id', 'status']).where('email', '=', email).executeTakeFirst();
+    // expired invites are dead: drop them so the table stays bounded
+    await trx.deleteFrom('invites').where('org_id', '=', orgId).where('accepted_at', 'is', null).where('expires_at', '<=', now).execute();
+    let target = await lockOperator(trx, email);
     if (target?.status === 'disabled') throw conflict(`operator ${email} is disabled`);
-    const orgM = target
-      ? await trx.selectFrom('org_memberships').select(['role', 'status']).where('org_id', '=', orgId).where('operator_id', '=', target.id).executeTakeFirst()
-      : undefined;
-    if (!orgM && (await countOrgMembers(trx, orgId)) >= MAX_OPERATORS_PER_ORG) {
+    let counted = false;
+    if (target) {
+      const t = await targetAuthority(trx, orgId, target.id);
+      counted = t.role !== null;
+      if (scope === 'org' && t.role) throw conflict(`${email} is already an org ${t.role}: use stk org members set-role`);
+      if (project) {
+        const pm = await trx.selectFrom('project_memberships').select('role').where('project_id', '=', project.id).where('operator_id', '=', target.id).where('status', '=', 'active').executeTakeFirst();
+        if (pm) throw conflict(`${email} already has project:${pm.role} on ${project.name}: use stk project members set-role`);
+        requireMayManage(authority, t, email, `invite to project ${project.name}`);
+      }
+      const open = await openInvites(trx, orgId, email, now).select(['created_by', 'scope', 'project_id', 'expires_at']).execute();
+      counted ||= open.length > 0;
+      const others = open.filter((i) => i.created_by !== op.id && (target!.status === 'pending' || (i.scope === scope && i.project_id === (project?.id ?? null))));
+      if (others.length) {
+        const until = others.map((i) => i.expires_at).sort()[0]!.slice(0, 10);
+        throw conflict(
+          `${email} already has an open invite${target.status === 'pending' ? '' : ` to ${where}`} from another operator (until ${until}): ` +
+            'it has to be accepted, expire or be withdrawn (stk org/project members remove) before you invite them',
+        );
+      }
+    }
+    if (!counted && (await countOrgOperators(trx, orgId, now)) >= MAX_OPERATORS_PER_ORG) {
       throw conflict(`operator limit reached: an org holds at most ${MAX_OPERATORS_PER_ORG} operators`);
     }
     if (!target) {
       target = { id: ulid(), status: 'pending' };
       await trx.insertInto('operators').values({ id: target.id, email, password_hash: null, status: 'pending', created_at: now }).execute();
     }
-    const opId = target.id;
-
-    if (scope === 'org') {
-      if (orgM?.status === 'active') throw conflict(`${email} is already an org ${orgM.role}: use stk org members set-role`);
-      if (orgM) await trx.updateTable('org_memberships').set({ role: role as OrgRole }).where('org_id', '=', orgId).where('operator_id', '=', opId).execute();
-      else await trx.insertInto('org_memberships').values({ org_id: orgId, operator_id: opId, role: role as OrgRole, status: 'pending', created_at: now }).execute();
-    } else {
-      const p = project!;
-      const pm = await trx.selectFrom('project_memberships').select(['role', 'status']).where('project_id', '=', p.id).where('operator_id', '=', opId).executeTakeFirst();
-      if (pm?.status === 'active') throw conflict(`${email} already has project:${pm.role} on ${p.name}: use stk project members set-role`);
-      if (pm) await trx.updateTable('project_memberships').set({ role: role as ProjectRole }).where('project_id', '=', p.id).where('operator_id', '=', opId).execute();
-      else await trx.insertInto('project_memberships').values({ project_id: p.id, operator_id: opId, role: role as ProjectRole, status: 'pending', created_at: now }).execute();
-      if (!orgM) await trx.insertInto('org_memberships').values({ org_id: orgId, operator_id: opId, role: 'member', status: 'pending', created_at: now }).execute();
-    }
-
-    // an invite again for the same scope replaces the previous open one
-    let old = trx.deleteFrom('invites').where('org_id', '=', orgId).where('email', '=', email).where('scope', '=', scope).where('accepted_at', 'is', null);
-    old = project ? old.where('project_id', '=', project.id) : old.where('project_id', 'is', null);
-    await old.execute();
+    // your own earlier open invite for the same scope is replaced
+    let mine = trx.deleteFrom('invites').where('org_id', '=', orgId).where('email', '=', email).where('scope', '=', scope).where('accepted_at', 'is', null).where('created_by', '=', op.id);
+    mine = project ? mine.where('project_id', '=', project.id) : mine.where('project_id', 'is', null);
+    await mine.execute();
     await trx
       .insertInto('invites')
       .values({
@@ -114,14 +153,21 @@ export async function createInvite(
         accepted_at: null,
       })
       .execute();
-    await audit(ctx, req, { action: 'rbac.invite', project: project?.name ?? null, actor: op, detail: { scope, email, role, inviteId, operatorId: opId } }, trx);
+    await audit(ctx, req, { action: 'rbac.invite', project: project?.name ?? null, actor: op, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
+  }).catch((e: unknown) => {
+    // two invites for a new email at once: the operator row exists now, the other one won
+    if (isUniqueViolation(e)) throw conflict(`${email} was invited concurrently by someone else: try again`);
+    throw e;
   });
   return { email, role, inviteCode: code, expiresAt };
 }
 
 /**
  * Accepts an invite (no session needed): a new operator sets their password, an existing one proves
- * it. The invite's memberships become active and the code is spent.
+ * it. Grants exactly what the invite names and nothing else: an org invite the org role (never
+ * lowering a higher one), a project invite that project role plus org `member` when not a member
+ * yet. Other open invites for the same email stay as they are. The invite is void when its sender
+ * can no longer grant it (removed, demoted, disabled).
  */
 export async function acceptInvite(ctx: HubContext, req: FastifyRequest | null, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<{ email: string }> {
   const email = validateEmail(body.email);
@@ -146,36 +192,53 @@ export async function acceptInvite(ctx: HubContext, req: FastifyRequest | null, 
   }
 
   await ctx.db.transaction().execute(async (trx) => {
+    await lockOperator(trx, email);
     const spent = await trx.updateTable('invites').set({ accepted_at: nowIso() }).where('id', '=', invite.id).where('accepted_at', 'is', null).executeTakeFirst();
     if (Number(spent.numUpdatedRows ?? 0) !== 1) throw badRequest(INVALID_INVITE);
+
+    // the sender must still be able to grant this, now
+    const sender = await trx.selectFrom('operators').select(['id', 'status']).where('id', '=', invite.created_by).executeTakeFirst();
+    let project: ProjectRef | null = null;
+    let senderAuthority: number = AUTHORITY.none;
+    if (sender?.status === 'active') {
+      if (invite.scope === 'org') {
+        const s = await targetAuthority(trx, invite.org_id, sender.id);
+        if (s.role && s.authority >= AUTHORITY.admin && ORG_ROLE_RANK[invite.role as OrgRole] <= ORG_ROLE_RANK[s.role]) senderAuthority = s.authority;
+      } else if (invite.project_id) {
+        const p = await trx.selectFrom('projects').select(['id', 'name', 'org_id']).where('id', '=', invite.project_id).executeTakeFirst();
+        if (p) {
+          project = { id: p.id, name: p.name, orgId: p.org_id };
+          senderAuthority = await projectAuthority(trx, project, sender.id);
+        }
+      }
+    }
+    if (senderAuthority === AUTHORITY.none) throw forbidden(`this invite is void: the operator who sent it can no longer grant ${invite.scope}:${invite.role}`);
+
     if (newHash !== null) {
-      await trx.updateTable('operators').set({ password_hash: newHash, status: 'active' }).where('id', '=', target.id).where('status', '=', 'pending').execute();
+      const activated = await trx.updateTable('operators').set({ password_hash: newHash, status: 'active' }).where('id', '=', target.id).where('status', '=', 'pending').executeTakeFirst();
+      // another invite for this email was accepted at the same moment and set the password
+      if (Number(activated.numUpdatedRows ?? 0) !== 1) throw conflict(`${email} was activated concurrently: accept again with that password`);
     }
-    const orgUpd = await trx
-      .updateTable('org_memberships')
-      .set({ status: 'active' })
-      .where('org_id', '=', invite.org_id)
-      .where('operator_id', '=', target.id)
-      .executeTakeFirst();
-    let ok = Number(orgUpd.numUpdatedRows ?? 0) === 1;
-    let projectName: string | null = null;
-    if (invite.scope === 'project' && invite.project_id) {
-      const pUpd = await trx
-        .updateTable('project_memberships')
-        .set({ status: 'active' })
-        .where('project_id', '=', invite.project_id)
-        .where('operator_id', '=', target.id)
-        .executeTakeFirst();
-      ok = ok && Number(pUpd.numUpdatedRows ?? 0) === 1;
-      projectName = (await trx.selectFrom('projects').select('name').where('id', '=', invite.project_id).executeTakeFirst())?.name ?? null;
+    const at = nowIso();
+    const orgM = await trx.selectFrom('org_memberships').select(['role', 'status']).where('org_id', '=', invite.org_id).where('operator_id', '=', target.id).executeTakeFirst();
+    const orgGrant: OrgRole = invite.scope === 'org' ? (invite.role as OrgRole) : 'member';
+    if (!orgM) {
+      await trx.insertInto('org_memberships').values({ org_id: invite.org_id, operator_id: target.id, role: orgGrant, status: 'active', created_at: at }).execute();
+    } else if (orgM.status !== 'active' || ORG_ROLE_RANK[orgGrant] > ORG_ROLE_RANK[orgM.role as OrgRole]) {
+      // (a membership is never lowered by accepting an invite)
+      const role = orgM.status === 'active' && ORG_ROLE_RANK[orgM.role as OrgRole] > ORG_ROLE_RANK[orgGrant] ? (orgM.role as OrgRole) : orgGrant;
+      await trx.updateTable('org_memberships').set({ role, status: 'active' }).where('org_id', '=', invite.org_id).where('operator_id', '=', target.id).execute();
     }
-    // the membership was withdrawn after the invite was sent
-    if (!ok) throw badRequest(INVALID_INVITE);
+    if (project) {
+      const pm = await trx.selectFrom('project_memberships').select('role').where('project_id', '=', project.id).where('operator_id', '=', target.id).executeTakeFirst();
+      if (pm) await trx.updateTable('project_memberships').set({ role: invite.role as ProjectRole, status: 'active' }).where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
+      else await trx.insertInto('project_memberships').values({ project_id: project.id, operator_id: target.id, role: invite.role as ProjectRole, status: 'active', created_at: at }).execute();
+    }
     await audit(ctx, req, {
       action: 'rbac.accept',
-      project: projectName,
+      project: project?.name ?? null,
       actor: { id: target.id, email },
-      detail: { scope: invite.scope, inviteId: invite.id, role: invite.role },
+      detail: { scope: invite.scope, inviteId: invite.id, role: invite.role, invitedBy: invite.created_by },
     }, trx);
   });
   return { email };

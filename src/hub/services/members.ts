@@ -1,13 +1,13 @@
 import type { FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { conflict, forbidden, invalidRole, notFound } from '../../protocol/errors.js';
-import { ORG_ROLES, PROJECT_ROLES, type OrgRole, type ProjectRole } from '../../protocol/names.js';
+import { ORG_ROLE_RANK, ORG_ROLES, PROJECT_ROLES, type OrgRole, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import type { HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
 import { validateEmail, type Operator } from './auth.js';
 import { audit } from './audit.js';
-import { findProject, orgRole, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
+import { AUTHORITY, findProject, mayManage, orgAuthority, projectAuthority, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
 
 export type Scope = 'org' | 'project';
 
@@ -31,20 +31,46 @@ export function checkRole(scope: Scope, role: unknown): string {
 }
 
 /**
- * Authorises a project-scope membership change: project admin; org owners may always act so an
- * explicit downgrade can never lock the org out of one of its projects.
+ * Authorises a project-scope membership change and says how far the actor reaches on the ladder
+ * (`AUTHORITY`): project admin at least; org owners may always act so an explicit downgrade can never
+ * lock the org out of one of its projects.
  */
-export async function requireProjectMemberAdmin(ctx: HubContext, op: Operator, projectName: string): Promise<ProjectRef> {
+export async function requireProjectMemberAdmin(ctx: HubContext, op: Operator, projectName: string): Promise<{ project: ProjectRef; authority: number }> {
   const project = typeof projectName === 'string' ? await findProject(ctx, projectName) : undefined;
-  if (project) {
-    const { role } = await orgRole(ctx, op);
-    if (role === 'owner') return project;
-  }
-  return (await requireProjectRole(ctx, op, projectName, 'admin')).project;
+  const authority = project ? await projectAuthority(ctx.db, project, op.id) : AUTHORITY.none;
+  if (project && authority > AUTHORITY.none) return { project, authority };
+  // the 404 for org members / 403 naming the role the operator has
+  await requireProjectRole(ctx, op, projectName, 'admin');
+  throw forbidden(`you need project:admin on ${String(projectName).slice(0, 80)}`);
 }
 
-async function operatorByEmail(db: Kysely<HubDatabase>, email: string) {
+export async function operatorByEmail(db: Kysely<HubDatabase>, email: string) {
   return db.selectFrom('operators').select(['id', 'email', 'status']).where('email', '=', email).executeTakeFirst();
+}
+
+/** The target's place on the ladder from their active org role (read in the caller's transaction). */
+export async function targetAuthority(db: Kysely<HubDatabase>, orgId: string, operatorId: string): Promise<{ role: OrgRole | null; authority: number }> {
+  const m = await db
+    .selectFrom('org_memberships')
+    .select('role')
+    .where('org_id', '=', orgId)
+    .where('operator_id', '=', operatorId)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
+  const role = (m?.role as OrgRole | undefined) ?? null;
+  return { role, authority: orgAuthority(role) };
+}
+
+/** 403 unless an actor at `actor` may change or remove someone at `target` (see `AUTHORITY`). */
+export function requireMayManage(actor: number, target: { role: OrgRole | null; authority: number }, email: string, what: string): void {
+  if (!mayManage(actor, target.authority)) {
+    throw forbidden(`you cannot ${what} ${email}: they are org ${target.role}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`);
+  }
+}
+
+/** Invites for `email` in the org that are neither accepted nor expired (optionally: of one scope / project). */
+export function openInvites(db: Kysely<HubDatabase>, orgId: string, email: string, now = nowIso()) {
+  return db.selectFrom('invites').where('org_id', '=', orgId).where('email', '=', email).where('accepted_at', 'is', null).where('expires_at', '>', now);
 }
 
 async function activeOwnerCount(db: Kysely<HubDatabase>, orgId: string): Promise<number> {
@@ -60,19 +86,41 @@ async function activeOwnerCount(db: Kysely<HubDatabase>, orgId: string): Promise
 
 // ---------------------------------------------------------------- org scope
 
+/** Active org members, then people with an open invite (status `pending`; a project-only invite shows as org member). */
 export async function listOrgMembers(ctx: HubContext, op: Operator): Promise<MemberView[]> {
   const { orgId } = await requireOrgRole(ctx, op, 'admin');
   const rows = await ctx.db
     .selectFrom('org_memberships')
     .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
-    .select(['operators.email', 'org_memberships.role', 'org_memberships.status', 'org_memberships.created_at'])
+    .select(['operators.email', 'org_memberships.role', 'org_memberships.created_at'])
     .where('org_memberships.org_id', '=', orgId)
-    .orderBy('operators.email')
+    .where('org_memberships.status', '=', 'active')
     .execute();
-  return rows.map((r) => ({ email: r.email, role: r.role, status: r.status, createdAt: r.created_at }));
+  const out: MemberView[] = rows.map((r) => ({ email: r.email, role: r.role, status: 'active', createdAt: r.created_at }));
+  const members = new Set(rows.map((r) => r.email));
+  const invites = await ctx.db
+    .selectFrom('invites')
+    .select(['email', 'scope', 'role', 'created_at'])
+    .where('org_id', '=', orgId)
+    .where('accepted_at', 'is', null)
+    .where('expires_at', '>', nowIso())
+    .orderBy('created_at')
+    .execute();
+  const pending = new Map<string, MemberView>();
+  for (const i of invites) {
+    if (members.has(i.email)) continue;
+    const role = i.scope === 'org' ? (i.role as OrgRole) : 'member';
+    const cur = pending.get(i.email);
+    if (!cur) pending.set(i.email, { email: i.email, role, status: 'pending', createdAt: i.created_at });
+    else if (ORG_ROLE_RANK[role] > ORG_ROLE_RANK[cur.role as OrgRole]) cur.role = role;
+  }
+  return [...out, ...pending.values()].sort((a, b) => a.email.localeCompare(b.email));
 }
 
-/** Changes an org member's role (org admin; owner role changes need an owner; keeps one active owner). */
+/**
+ * Changes an active org member's role. Org admins manage members only (not other admins or owners)
+ * and grant at most admin; owners manage everyone; the org always keeps one active owner.
+ */
 export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op: Operator, emailIn: string, roleIn: unknown): Promise<MemberView> {
   const me = await requireOrgRole(ctx, op, 'admin');
   const role = checkRole('org', roleIn) as OrgRole;
@@ -80,22 +128,27 @@ export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op
   return ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
     const m = target
-      ? await trx.selectFrom('org_memberships').selectAll().where('org_id', '=', me.orgId).where('operator_id', '=', target.id).executeTakeFirst()
+      ? await trx.selectFrom('org_memberships').selectAll().where('org_id', '=', me.orgId).where('operator_id', '=', target.id).where('status', '=', 'active').executeTakeFirst()
       : undefined;
-    if (!target || !m) throw notFound(`${email} is not a member of the org: invite them with stk org invite`);
-    if ((role === 'owner' || m.role === 'owner') && me.role !== 'owner') throw forbidden('you need org:owner to grant or change the owner role');
-    if (m.role === 'owner' && role !== 'owner' && m.status === 'active' && (await activeOwnerCount(trx, me.orgId)) <= 1) {
+    if (!target || !m) {
+      const invited = await openInvites(trx, me.orgId, email).select('id').executeTakeFirst();
+      if (invited) throw notFound(`${email} has not accepted their invite yet: the role takes effect on acceptance (invite again to change it)`);
+      throw notFound(`${email} is not a member of the org: invite them with stk org invite`);
+    }
+    requireMayManage(orgAuthority(me.role), { role: m.role, authority: orgAuthority(m.role) }, email, 'change the org role of');
+    if (ORG_ROLE_RANK[role] > ORG_ROLE_RANK[me.role]) throw forbidden(`you need org:${role} to grant the ${role} role`);
+    if (m.role === 'owner' && role !== 'owner' && (await activeOwnerCount(trx, me.orgId)) <= 1) {
       throw conflict(`${email} is the last owner of the org: make someone else owner first`);
     }
     await trx.updateTable('org_memberships').set({ role }).where('org_id', '=', me.orgId).where('operator_id', '=', target.id).execute();
     await audit(ctx, req, { action: 'rbac.set_role', actor: op, detail: { scope: 'org', operatorId: target.id, email, role, previousRole: m.role } }, trx);
-    return { email, role, status: m.status, createdAt: m.created_at };
+    return { email, role, status: 'active', createdAt: m.created_at };
   });
 }
 
 /**
  * Removes an operator from the org: the org membership, every project membership in the org and
- * any open invites. Access ends on the very next request.
+ * any open invites (so this also withdraws a pending invite). Access ends on the very next request.
  */
 export async function removeOrgMember(ctx: HubContext, req: FastifyRequest | null, op: Operator, emailIn: string): Promise<void> {
   const me = await requireOrgRole(ctx, op, 'admin');
@@ -105,31 +158,48 @@ export async function removeOrgMember(ctx: HubContext, req: FastifyRequest | nul
     const m = target
       ? await trx.selectFrom('org_memberships').selectAll().where('org_id', '=', me.orgId).where('operator_id', '=', target.id).executeTakeFirst()
       : undefined;
-    if (!target || !m) throw notFound(`${email} is not a member of the org`);
-    if (m.role === 'owner' && me.role !== 'owner') throw forbidden('you need org:owner to remove an owner');
-    if (m.role === 'owner' && m.status === 'active' && (await activeOwnerCount(trx, me.orgId)) <= 1) {
+    const invites = (await openInvites(trx, me.orgId, email).select('id').execute()).length;
+    if (!target || (!m && invites === 0)) throw notFound(`${email} is not a member of the org`);
+    const t = await targetAuthority(trx, me.orgId, target.id);
+    requireMayManage(orgAuthority(me.role), t, email, 'remove');
+    if (t.role === 'owner' && (await activeOwnerCount(trx, me.orgId)) <= 1) {
       throw conflict(`${email} is the last owner of the org and cannot be removed`);
     }
     await trx.deleteFrom('org_memberships').where('org_id', '=', me.orgId).where('operator_id', '=', target.id).execute();
     const projectIds = trx.selectFrom('projects').select('id').where('org_id', '=', me.orgId);
     await trx.deleteFrom('project_memberships').where('operator_id', '=', target.id).where('project_id', 'in', projectIds).execute();
     await trx.deleteFrom('invites').where('org_id', '=', me.orgId).where('email', '=', email).where('accepted_at', 'is', null).execute();
-    await audit(ctx, req, { action: 'rbac.remove', actor: op, detail: { scope: 'org', operatorId: target.id, email, role: m.role } }, trx);
+    await audit(ctx, req, { action: 'rbac.remove', actor: op, detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }
 
 // ---------------------------------------------------------------- project scope
 
-/** Explicit project memberships plus org owners/admins who inherit project:admin there. */
+/** Explicit project memberships, open invites to the project (pending), and org owners/admins who inherit project:admin there. */
 export async function listProjectMembers(ctx: HubContext, op: Operator, projectName: string): Promise<MemberView[]> {
-  const project = await requireProjectMemberAdmin(ctx, op, projectName);
+  const { project } = await requireProjectMemberAdmin(ctx, op, projectName);
   const explicit = await ctx.db
     .selectFrom('project_memberships')
     .innerJoin('operators', 'operators.id', 'project_memberships.operator_id')
-    .select(['operators.email', 'project_memberships.role', 'project_memberships.status', 'project_memberships.created_at'])
+    .select(['operators.email', 'project_memberships.role', 'project_memberships.created_at'])
     .where('project_memberships.project_id', '=', project.id)
+    .where('project_memberships.status', '=', 'active')
     .execute();
+  const out: MemberView[] = explicit.map((r) => ({ email: r.email, role: r.role, status: 'active', createdAt: r.created_at, source: 'project' as const }));
   const seen = new Set(explicit.map((r) => r.email));
+  const invites = await ctx.db
+    .selectFrom('invites')
+    .select(['email', 'role', 'created_at'])
+    .where('project_id', '=', project.id)
+    .where('accepted_at', 'is', null)
+    .where('expires_at', '>', nowIso())
+    .orderBy('created_at', 'desc')
+    .execute();
+  for (const i of invites) {
+    if (seen.has(i.email)) continue;
+    seen.add(i.email);
+    out.push({ email: i.email, role: i.role, status: 'pending', createdAt: i.created_at, source: 'project' });
+  }
   const inherited = await ctx.db
     .selectFrom('org_memberships')
     .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
@@ -138,15 +208,14 @@ export async function listProjectMembers(ctx: HubContext, op: Operator, projectN
     .where('org_memberships.status', '=', 'active')
     .where('org_memberships.role', 'in', ['owner', 'admin'])
     .execute();
-  const out: MemberView[] = explicit.map((r) => ({ email: r.email, role: r.role, status: r.status, createdAt: r.created_at, source: 'project' as const }));
   for (const r of inherited) if (!seen.has(r.email)) out.push({ email: r.email, role: 'admin', status: 'active', createdAt: r.created_at, source: 'org' });
   return out.sort((a, b) => a.email.localeCompare(b.email));
 }
 
 /**
- * Sets an explicit project role. An operator who already belongs to the org gets an active
- * membership directly (this is how an org admin is pinned to, say, viewer on one project);
- * new people go through an invite.
+ * Sets an explicit project role for an active org member (this is how an org admin is pinned to,
+ * say, viewer on one project); new people go through an invite. Only someone ranked above the
+ * target may do it: a project admin cannot pin an org admin or owner.
  */
 export async function setProjectRole(
   ctx: HubContext,
@@ -156,12 +225,17 @@ export async function setProjectRole(
   emailIn: string,
   roleIn: unknown,
 ): Promise<MemberView> {
-  const project = await requireProjectMemberAdmin(ctx, op, projectName);
+  const { project, authority } = await requireProjectMemberAdmin(ctx, op, projectName);
   const role = checkRole('project', roleIn) as ProjectRole;
   const email = validateEmail(emailIn);
   return ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
     if (!target) throw notFound(`no operator ${email}: invite them with stk project invite`);
+    const t = await targetAuthority(trx, project.orgId, target.id);
+    if (t.role === null || target.status !== 'active') {
+      throw notFound(`${email} is not an active member of the org: invite them with stk project invite`);
+    }
+    requireMayManage(authority, t, email, 'change the project role of');
     const existing = await trx
       .selectFrom('project_memberships')
       .selectAll()
@@ -170,18 +244,9 @@ export async function setProjectRole(
       .executeTakeFirst();
     let out: MemberView;
     if (existing) {
-      await trx.updateTable('project_memberships').set({ role }).where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
-      out = { email, role, status: existing.status, createdAt: existing.created_at, source: 'project' };
+      await trx.updateTable('project_memberships').set({ role, status: 'active' }).where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
+      out = { email, role, status: 'active', createdAt: existing.created_at, source: 'project' };
     } else {
-      const orgM = await trx
-        .selectFrom('org_memberships')
-        .select('status')
-        .where('org_id', '=', project.orgId)
-        .where('operator_id', '=', target.id)
-        .executeTakeFirst();
-      if (!orgM || orgM.status !== 'active' || target.status !== 'active') {
-        throw notFound(`${email} is not an active member of the org: invite them with stk project invite`);
-      }
       const now = nowIso();
       await trx.insertInto('project_memberships').values({ project_id: project.id, operator_id: target.id, role, status: 'active', created_at: now }).execute();
       out = { email, role, status: 'active', createdAt: now, source: 'project' };
@@ -196,18 +261,20 @@ export async function setProjectRole(
   });
 }
 
-/** Removes an explicit project membership (and open invites to the project). */
+/** Removes an explicit project membership and withdraws open invites to the project (same ranking rule as set-role). */
 export async function removeProjectMember(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, emailIn: string): Promise<void> {
-  const project = await requireProjectMemberAdmin(ctx, op, projectName);
+  const { project, authority } = await requireProjectMemberAdmin(ctx, op, projectName);
   const email = validateEmail(emailIn);
   await ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
     const m = target
       ? await trx.selectFrom('project_memberships').selectAll().where('project_id', '=', project.id).where('operator_id', '=', target.id).executeTakeFirst()
       : undefined;
-    if (!target || !m) throw notFound(`${email} has no role on project ${project.name}`);
+    const invites = (await openInvites(trx, project.orgId, email).where('project_id', '=', project.id).select('id').execute()).length;
+    if (!target || (!m && invites === 0)) throw notFound(`${email} has no role on project ${project.name}`);
+    requireMayManage(authority, await targetAuthority(trx, project.orgId, target.id), email, 'remove');
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
-    await audit(ctx, req, { action: 'rbac.remove', project: project.name, actor: op, detail: { scope: 'project', operatorId: target.id, email, role: m.role } }, trx);
+    await audit(ctx, req, { action: 'rbac.remove', project: project.name, actor: op, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }

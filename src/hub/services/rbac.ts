@@ -1,9 +1,26 @@
 import { forbidden, notFound } from '../../protocol/errors.js';
 import { ORG_ROLE_RANK as ORG_RANK, PROJECT_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/names.js';
+import type { Kysely } from 'kysely';
 import type { HubContext } from '../context.js';
+import type { HubDatabase } from '../store/schema.js';
 import type { Operator } from './auth.js';
 import { DEFAULT_ORG } from './auth.js';
 
+
+/**
+ * One ladder for managing other operators: org owner > org admin > project admin (by an explicit
+ * membership) > org member > nobody. An operator may change, pin or remove only people ranked below
+ * them, and grant only roles up to their own; owners may act on anyone (the last-owner rule still holds).
+ */
+export const AUTHORITY = { none: 0, member: 1, projectAdmin: 2, admin: 3, owner: 4 } as const;
+
+/** Where an operator's org role puts them on the ladder (null: not an active member). */
+export function orgAuthority(role: OrgRole | null): number {
+  return role === 'owner' ? AUTHORITY.owner : role === 'admin' ? AUTHORITY.admin : role === 'member' ? AUTHORITY.member : AUTHORITY.none;
+}
+
+/** Whether an actor with authority `actor` may change or remove someone whose org role puts them at `target`. */
+export const mayManage = (actor: number, target: number) => actor === AUTHORITY.owner || target < actor;
 
 export interface ProjectRef {
   id: string;
@@ -11,7 +28,7 @@ export interface ProjectRef {
   orgId: string;
 }
 
-export async function orgRole(ctx: HubContext, op: Operator): Promise<{ orgId: string; role: OrgRole | null }> {
+export async function orgRole(ctx: HubContext, op: Pick<Operator, 'id'>): Promise<{ orgId: string; role: OrgRole | null }> {
   const row = await ctx.db
     .selectFrom('orgs')
     .leftJoin('org_memberships', (j) =>
@@ -26,7 +43,7 @@ export async function orgRole(ctx: HubContext, op: Operator): Promise<{ orgId: s
  * The operator's effective role on a project: an explicit active project membership wins (even when
  * lower than what the org role would give); otherwise org owner/admin act as project admin.
  */
-export async function effectiveProjectRole(ctx: HubContext, op: Operator, project: ProjectRef): Promise<ProjectRole | null> {
+export async function effectiveProjectRole(ctx: HubContext, op: Pick<Operator, 'id'>, project: ProjectRef): Promise<ProjectRole | null> {
   const explicit = await ctx.db
     .selectFrom('project_memberships')
     .select('role')
@@ -37,6 +54,32 @@ export async function effectiveProjectRole(ctx: HubContext, op: Operator, projec
   if (explicit) return explicit.role;
   const { role } = await orgRole(ctx, op);
   return role === 'owner' || role === 'admin' ? 'admin' : null;
+}
+
+/**
+ * How far an operator reaches over a project's memberships (`AUTHORITY`): org owner; org admin whose
+ * effective project role is admin; project admin by an explicit membership; otherwise none (0).
+ * Reads through `db`, so it can run inside the caller's transaction.
+ */
+export async function projectAuthority(db: Kysely<HubDatabase>, project: ProjectRef, operatorId: string): Promise<number> {
+  const org = await db
+    .selectFrom('org_memberships')
+    .select('role')
+    .where('org_id', '=', project.orgId)
+    .where('operator_id', '=', operatorId)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
+  if (org?.role === 'owner') return AUTHORITY.owner;
+  const explicit = await db
+    .selectFrom('project_memberships')
+    .select('role')
+    .where('project_id', '=', project.id)
+    .where('operator_id', '=', operatorId)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
+  const effective = explicit ? explicit.role : org?.role === 'admin' ? 'admin' : null;
+  if (effective !== 'admin') return AUTHORITY.none;
+  return org?.role === 'admin' ? AUTHORITY.admin : AUTHORITY.projectAdmin;
 }
 
 export async function findProject(ctx: HubContext, name: string): Promise<ProjectRef | undefined> {

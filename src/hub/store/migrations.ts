@@ -177,6 +177,14 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('api_keys').addColumn('undelivered_since', ts).execute();
       },
     },
+    '0005_invites_hold_pending_grants': {
+      // an open invite is the only pending state: a membership row exists once an invite is accepted
+      // and grants exactly what that invite named (pending rows let one invite's acceptance activate another's)
+      async up(db: Kysely<any>) {
+        await db.deleteFrom('project_memberships').where('status', '=', 'pending').execute();
+        await db.deleteFrom('org_memberships').where('status', '=', 'pending').execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

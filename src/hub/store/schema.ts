@@ -29,6 +29,7 @@ export interface OrgMembershipsTable {
   org_id: string;
   operator_id: string;
   role: 'owner' | 'admin' | 'member';
+  /** always 'active' since migration 0005 (an open invite is the pending state) */
   status: 'active' | 'pending';
   created_at: string;
 }
