@@ -10,8 +10,8 @@ import { hashPassword, isUniqueViolation, validateEmail, validateNewPassword, ve
 import { audit } from './audit.js';
 import { randomToken, sha256Hex } from './crypto.js';
 import { isPostgres } from './events.js';
-import { checkRole, openInvites, requireMayManage, requireProjectMemberAdmin, targetAuthority, type Scope } from './members.js';
-import { AUTHORITY, orgAuthority, projectAuthority, requireOrgRole, type ProjectRef } from './rbac.js';
+import { checkRole, openInvites, requireMayManage, requireProjectMemberAdmin, senderCanGrant, targetAuthority, type Scope } from './members.js';
+import { orgAuthority, requireOrgRole, type ProjectRef } from './rbac.js';
 
 export const INVITE_CODE_PREFIX = 'stki_';
 /** 24 random bytes: 192 bits. */
@@ -196,23 +196,9 @@ export async function acceptInvite(ctx: HubContext, req: FastifyRequest | null, 
     const spent = await trx.updateTable('invites').set({ accepted_at: nowIso() }).where('id', '=', invite.id).where('accepted_at', 'is', null).executeTakeFirst();
     if (Number(spent.numUpdatedRows ?? 0) !== 1) throw badRequest(INVALID_INVITE);
 
-    // the sender must still be able to grant this, now
-    const sender = await trx.selectFrom('operators').select(['id', 'status']).where('id', '=', invite.created_by).executeTakeFirst();
-    let project: ProjectRef | null = null;
-    let senderAuthority: number = AUTHORITY.none;
-    if (sender?.status === 'active') {
-      if (invite.scope === 'org') {
-        const s = await targetAuthority(trx, invite.org_id, sender.id);
-        if (s.role && s.authority >= AUTHORITY.admin && ORG_ROLE_RANK[invite.role as OrgRole] <= ORG_ROLE_RANK[s.role]) senderAuthority = s.authority;
-      } else if (invite.project_id) {
-        const p = await trx.selectFrom('projects').select(['id', 'name', 'org_id']).where('id', '=', invite.project_id).executeTakeFirst();
-        if (p) {
-          project = { id: p.id, name: p.name, orgId: p.org_id };
-          senderAuthority = await projectAuthority(trx, project, sender.id);
-        }
-      }
-    }
-    if (senderAuthority === AUTHORITY.none) throw forbidden(`this invite is void: the operator who sent it can no longer grant ${invite.scope}:${invite.role}`);
+    // the sender must still be able to grant this, now (demotions and removals withdraw such invites; this is the last guard)
+    const { ok, project } = await senderCanGrant(trx, invite);
+    if (!ok) throw forbidden(`this invite is void: the operator who sent it can no longer grant ${invite.scope}:${invite.role}`);
 
     if (newHash !== null) {
       const activated = await trx.updateTable('operators').set({ password_hash: newHash, status: 'active' }).where('id', '=', target.id).where('status', '=', 'pending').executeTakeFirst();

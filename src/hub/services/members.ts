@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import { conflict, forbidden, invalidRole, notFound } from '../../protocol/errors.js';
 import { ORG_ROLE_RANK, ORG_ROLES, PROJECT_ROLES, type OrgRole, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
-import type { HubDatabase } from '../store/schema.js';
+import type { HubDatabase, InvitesTable } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
 import { validateEmail, type Operator } from './auth.js';
 import { audit } from './audit.js';
@@ -71,6 +71,36 @@ export function requireMayManage(actor: number, target: { role: OrgRole | null; 
 /** Invites for `email` in the org that are neither accepted nor expired (optionally: of one scope / project). */
 export function openInvites(db: Kysely<HubDatabase>, orgId: string, email: string, now = nowIso()) {
   return db.selectFrom('invites').where('org_id', '=', orgId).where('email', '=', email).where('accepted_at', 'is', null).where('expires_at', '>', now);
+}
+
+/**
+ * Whether the sender of an invite can still grant it now: an active operator with an org role that
+ * may invite at this role (org invites), or project-member authority on the project (project
+ * invites). Also returns the project of a project invite.
+ */
+export async function senderCanGrant(
+  db: Kysely<HubDatabase>,
+  invite: Pick<InvitesTable, 'scope' | 'org_id' | 'project_id' | 'role' | 'created_by'>,
+): Promise<{ ok: boolean; project: ProjectRef | null }> {
+  const sender = await db.selectFrom('operators').select(['id', 'status']).where('id', '=', invite.created_by).executeTakeFirst();
+  if (invite.scope === 'org') {
+    if (sender?.status !== 'active') return { ok: false, project: null };
+    const s = await targetAuthority(db, invite.org_id, sender.id);
+    return { ok: s.role !== null && s.authority >= AUTHORITY.admin && ORG_ROLE_RANK[invite.role as OrgRole] <= ORG_ROLE_RANK[s.role], project: null };
+  }
+  const p = invite.project_id ? await db.selectFrom('projects').select(['id', 'name', 'org_id']).where('id', '=', invite.project_id).executeTakeFirst() : undefined;
+  const project = p ? { id: p.id, name: p.name, orgId: p.org_id } : null;
+  if (!project || sender?.status !== 'active') return { ok: false, project };
+  return { ok: (await projectAuthority(db, project, sender.id)) > AUTHORITY.none, project };
+}
+
+/** After `senderId` was demoted or removed: withdraws the open invites they sent and can no longer grant. */
+async function dropVoidInvites(db: Kysely<HubDatabase>, orgId: string, senderId: string): Promise<number> {
+  const sent = await db.selectFrom('invites').selectAll().where('org_id', '=', orgId).where('created_by', '=', senderId).where('accepted_at', 'is', null).execute();
+  const gone: string[] = [];
+  for (const i of sent) if (!(await senderCanGrant(db, i)).ok) gone.push(i.id);
+  if (gone.length) await db.deleteFrom('invites').where('id', 'in', gone).execute();
+  return gone.length;
 }
 
 async function activeOwnerCount(db: Kysely<HubDatabase>, orgId: string): Promise<number> {
@@ -141,6 +171,7 @@ export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op
       throw conflict(`${email} is the last owner of the org: make someone else owner first`);
     }
     await trx.updateTable('org_memberships').set({ role }).where('org_id', '=', me.orgId).where('operator_id', '=', target.id).execute();
+    await dropVoidInvites(trx, me.orgId, target.id);
     await audit(ctx, req, { action: 'rbac.set_role', actor: op, detail: { scope: 'org', operatorId: target.id, email, role, previousRole: m.role } }, trx);
     return { email, role, status: 'active', createdAt: m.created_at };
   });
@@ -169,13 +200,14 @@ export async function removeOrgMember(ctx: HubContext, req: FastifyRequest | nul
     const projectIds = trx.selectFrom('projects').select('id').where('org_id', '=', me.orgId);
     await trx.deleteFrom('project_memberships').where('operator_id', '=', target.id).where('project_id', 'in', projectIds).execute();
     await trx.deleteFrom('invites').where('org_id', '=', me.orgId).where('email', '=', email).where('accepted_at', 'is', null).execute();
+    await dropVoidInvites(trx, me.orgId, target.id);
     await audit(ctx, req, { action: 'rbac.remove', actor: op, detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }
 
 // ---------------------------------------------------------------- project scope
 
-/** Explicit project memberships, open invites to the project (pending), and org owners/admins who inherit project:admin there. */
+/** Explicit project memberships, org owners/admins who inherit project:admin there, then open invites to the project (pending). */
 export async function listProjectMembers(ctx: HubContext, op: Operator, projectName: string): Promise<MemberView[]> {
   const { project } = await requireProjectMemberAdmin(ctx, op, projectName);
   const explicit = await ctx.db
@@ -187,6 +219,20 @@ export async function listProjectMembers(ctx: HubContext, op: Operator, projectN
     .execute();
   const out: MemberView[] = explicit.map((r) => ({ email: r.email, role: r.role, status: 'active', createdAt: r.created_at, source: 'project' as const }));
   const seen = new Set(explicit.map((r) => r.email));
+  const inherited = await ctx.db
+    .selectFrom('org_memberships')
+    .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
+    .select(['operators.email', 'org_memberships.created_at'])
+    .where('org_memberships.org_id', '=', project.orgId)
+    .where('org_memberships.status', '=', 'active')
+    .where('org_memberships.role', 'in', ['owner', 'admin'])
+    .execute();
+  for (const r of inherited) {
+    if (seen.has(r.email)) continue;
+    seen.add(r.email);
+    out.push({ email: r.email, role: 'admin', status: 'active', createdAt: r.created_at, source: 'org' });
+  }
+  // people with an open invite to the project and no access here yet
   const invites = await ctx.db
     .selectFrom('invites')
     .select(['email', 'role', 'created_at'])
@@ -200,15 +246,6 @@ export async function listProjectMembers(ctx: HubContext, op: Operator, projectN
     seen.add(i.email);
     out.push({ email: i.email, role: i.role, status: 'pending', createdAt: i.created_at, source: 'project' });
   }
-  const inherited = await ctx.db
-    .selectFrom('org_memberships')
-    .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
-    .select(['operators.email', 'org_memberships.created_at'])
-    .where('org_memberships.org_id', '=', project.orgId)
-    .where('org_memberships.status', '=', 'active')
-    .where('org_memberships.role', 'in', ['owner', 'admin'])
-    .execute();
-  for (const r of inherited) if (!seen.has(r.email)) out.push({ email: r.email, role: 'admin', status: 'active', createdAt: r.created_at, source: 'org' });
   return out.sort((a, b) => a.email.localeCompare(b.email));
 }
 
@@ -251,6 +288,7 @@ export async function setProjectRole(
       await trx.insertInto('project_memberships').values({ project_id: project.id, operator_id: target.id, role, status: 'active', created_at: now }).execute();
       out = { email, role, status: 'active', createdAt: now, source: 'project' };
     }
+    await dropVoidInvites(trx, project.orgId, target.id);
     await audit(ctx, req, {
       action: 'rbac.set_role',
       project: project.name,
@@ -275,6 +313,7 @@ export async function removeProjectMember(ctx: HubContext, req: FastifyRequest |
     requireMayManage(authority, await targetAuthority(trx, project.orgId, target.id), email, 'remove');
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
+    await dropVoidInvites(trx, project.orgId, target.id);
     await audit(ctx, req, { action: 'rbac.remove', project: project.name, actor: op, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }
