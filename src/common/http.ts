@@ -22,12 +22,19 @@ declare module 'fastify' {
 export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
 /** total size of the request line and headers */
 export const MAX_HEADER_BYTES = 16 * 1024;
+/** body limit of routes anyone may call (login, invite acceptance, health): no reason to take megabytes */
+export const PUBLIC_BODY_LIMIT_BYTES = 64 * 1024;
+/** a client has this long to send its whole request (headers and body); slower ones get 408 */
+export const REQUEST_TIMEOUT_MS = 30_000;
 
 export interface BaseAppOptions {
   name: 'hub' | 'bridge';
   /** a pino logger config, `false` to disable, or a destination stream for tests */
   logger?: FastifyServerOptions['logger'] | false;
   loggerStream?: NodeJS.WritableStream;
+  /** overrides REQUEST_TIMEOUT_MS (and how often Node checks it) — for tests */
+  requestTimeoutMs?: number;
+  timeoutCheckIntervalMs?: number;
 }
 
 /** the error code a request was answered with (set where the envelope is built), for the access line */
@@ -170,7 +177,9 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       const status = (err as { statusCode?: number }).statusCode ?? 400;
       (reply as unknown as { code(n: number): { header(k: string, v: string): { send(b: unknown): void } } }).code(status).header('x-request-id', req.id).send(envelope(codeForStatus(status), status === 414 ? 'URL too long' : 'malformed request URL', req.id));
     },
-    http: { maxHeaderSize: MAX_HEADER_BYTES } as never,
+    // slow clients (slowloris: headers or a body trickled in) are cut off: 408, connection closed
+    requestTimeout: opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    http: { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: opts.timeoutCheckIntervalMs ?? 5_000 } as never,
     // malformed HTTP (bad header line, oversized headers, conflicting lengths…) never reaches a route:
     // answer with the envelope too, and close the connection (the parser cannot resync)
     clientErrorHandler(err, socket) {
@@ -209,12 +218,28 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     done();
   });
 
+  // a body trickled in (slowloris) is cut off when the request timeout passes: Node's own request
+  // timeout covers the headers only once the route is running, so the body gets its own deadline
+  const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  app.addHook('preParsing', (req, _reply, payload, done) => {
+    if (req.raw.complete) return done(null, payload);
+    const t = setTimeout(() => {
+      // as a stream error: the body reader stops and the 408 goes out (then the connection closes)
+      if (!req.raw.complete) payload.emit('error', new AppError('REQUEST_TIMEOUT', `the request body did not arrive within ${requestTimeoutMs / 1000} s`));
+    }, requestTimeoutMs);
+    payload.once('end', () => clearTimeout(t));
+    payload.once('close', () => clearTimeout(t));
+    done(null, payload);
+  });
+
   // every route must say what it requires of its caller: an undeclared route fails at start-up
   app.decorate('routeTable', [] as RouteInfo[]);
   app.addHook('onRoute', (route) => {
     const auth = route.config?.auth;
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     if (!auth) throw new Error(`route ${methods.join(',')} ${route.url} declares no auth requirement (config.auth)`);
+    // routes anyone may call read small bodies: an unauthenticated caller cannot park megabytes here
+    if (auth.kind === 'public' && route.bodyLimit === undefined) route.bodyLimit = PUBLIC_BODY_LIMIT_BYTES;
     for (const method of methods) app.routeTable.push({ method, url: route.url, auth });
   });
 
@@ -242,7 +267,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       let message = e.message ?? ERROR_CATALOGUE.BAD_REQUEST.message;
       if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
         code = 'PAYLOAD_TOO_LARGE';
-        message = `request body exceeds ${BODY_LIMIT_BYTES} bytes`;
+        message = `request body exceeds ${req.routeOptions.bodyLimit ?? BODY_LIMIT_BYTES} bytes`;
       } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
         code = 'UNSUPPORTED_MEDIA_TYPE';
         message = 'send the body as application/json';

@@ -8,6 +8,7 @@ export const ERROR_CATALOGUE = {
   UNAUTHORIZED: { status: 401, message: 'authentication required' },
   FORBIDDEN: { status: 403, message: 'permission denied' },
   NOT_FOUND: { status: 404, message: 'not found' },
+  REQUEST_TIMEOUT: { status: 408, message: 'request timed out' },
   CONFLICT: { status: 409, message: 'conflict' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send the body as application/json' },

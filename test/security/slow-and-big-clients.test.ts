@@ -1,0 +1,92 @@
+/**
+ * Input bounds that hold for every route of Hub and Bridge (they live in the shared base app):
+ * a route anyone may call reads at most PUBLIC_BODY_LIMIT_BYTES, and a client that trickles its
+ * request (slowloris) is answered 408 and cut off once the request timeout passes.
+ */
+import { mkdtempSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildHub } from '../../src/hub/app.js';
+import { loadHubConfig } from '../../src/hub/config.js';
+import { createBaseApp, PUBLIC_BODY_LIMIT_BYTES } from '../../src/common/http.js';
+import { PUBLIC } from '../../src/protocol/route-auth.js';
+import { rawRequest } from '../helpers/raw-http.js';
+
+/** Sends `first`, then one byte every `everyMs`, and resolves with what the server answered and when it closed. */
+function trickle(url: string, first: string, everyMs: number): Promise<{ text: string; ms: number }> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const sock = connect({ host: u.hostname, port: Number(u.port) });
+    let text = '';
+    sock.write(first);
+    const t = setInterval(() => sock.writable && sock.write('a'), everyMs);
+    sock.on('data', (d) => (text += d.toString()));
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      clearInterval(t);
+      resolve({ text, ms: Date.now() - started });
+    });
+  });
+}
+
+describe('security: oversized bodies on public routes, slow clients', () => {
+  let hub: FastifyInstance;
+  let hubUrl: string;
+  let slow: FastifyInstance;
+  let slowUrl: string;
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stk-bounds-'));
+    ({ app: hub } = await buildHub(loadHubConfig({ STK_SECRET_KEY: 'b'.repeat(64), STK_SERVICE_TOKEN: 'bounds-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }), { logger: false }));
+    hubUrl = await hub.listen({ port: 0, host: '127.0.0.1' });
+    slow = createBaseApp({ name: 'hub', logger: false, requestTimeoutMs: 800, timeoutCheckIntervalMs: 100 });
+    slow.post('/echo', { config: { auth: PUBLIC } }, async (req) => ({ got: JSON.stringify(req.body).length }));
+    slowUrl = await slow.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await hub?.close();
+    await slow?.close();
+  });
+
+  it('public routes (login, invite acceptance) refuse a body above 64 KB, with or without Content-Length', async () => {
+    const big = JSON.stringify({ email: 'a@example.com', password: 'x'.repeat(PUBLIC_BODY_LIMIT_BYTES) });
+    for (const path of ['/api/auth/login', '/api/invites/accept']) {
+      const r = await rawRequest(hubUrl, 'POST', path, { 'content-type': 'application/json' }, big);
+      expect(r.status, `${path}: ${r.body}`).toBe(413);
+      expect(r.json.error.code).toBe('PAYLOAD_TOO_LARGE');
+      expect(r.json.error.message).toContain(String(PUBLIC_BODY_LIMIT_BYTES));
+      const chunked = await fetch(hubUrl + path, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: new ReadableStream({
+          start(c) {
+            c.enqueue(new TextEncoder().encode(big));
+            c.close();
+          },
+        }),
+        duplex: 'half',
+      } as RequestInit);
+      expect(chunked.status).toBe(413);
+    }
+    // an ordinary login body still gets through to the password check
+    const ok = await rawRequest(hubUrl, 'POST', '/api/auth/login', { 'content-type': 'application/json' }, JSON.stringify({ email: 'a@example.com', password: 'wrong-password' }));
+    expect(ok.status).toBe(401);
+  });
+
+  it('a client trickling its headers or its body is answered 408 and disconnected', async () => {
+    const headers = await trickle(slowUrl, 'POST /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ', 50);
+    expect(headers.text).toMatch(/^HTTP\/1\.1 408/);
+    expect(headers.ms).toBeLessThan(5_000);
+    const body = await trickle(slowUrl, 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n{"a":"', 50);
+    expect(body.text).toMatch(/^HTTP\/1\.1 408/);
+    expect(body.ms).toBeLessThan(5_000);
+    // a normal request on the same server is unaffected
+    const r = await rawRequest(slowUrl, 'POST', '/echo', { 'content-type': 'application/json' }, '{"a":1}');
+    expect(r.status).toBe(200);
+    console.log(`[security] slow clients: headers trickle cut after ${headers.ms} ms, body trickle after ${body.ms} ms (timeout 800 ms)`);
+  });
+});
