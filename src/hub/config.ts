@@ -18,6 +18,9 @@ export interface HubConfig {
   dev: boolean;
   /** how long a revoke waits for every connected Bridge to acknowledge */
   ackTimeoutMs: number;
+  /** failed logins allowed per client address / per account in 5 minutes */
+  loginMaxFailures: number;
+  loginAccountMaxFailures: number;
 }
 
 export class ConfigError extends Error {}
@@ -38,6 +41,14 @@ function devSecret(dir: string, file: string, make: () => string): string {
   const v = make();
   writeFileSync(p, v + '\n', { mode: 0o600 });
   return v;
+}
+
+function positiveInt(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${name} must be a whole number ≥ 1 (got ${JSON.stringify(raw.slice(0, 40))})`);
+  return n;
 }
 
 export function loadHubConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
@@ -69,5 +80,7 @@ export function loadHubConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     ownerPassword: env.STK_OWNER_PASSWORD || undefined,
     dev,
     ackTimeoutMs: Number(env.STK_REVOKE_ACK_TIMEOUT_MS ?? 2000),
+    loginMaxFailures: positiveInt(env, 'STK_LOGIN_MAX_FAILURES', 10),
+    loginAccountMaxFailures: positiveInt(env, 'STK_LOGIN_ACCOUNT_MAX_FAILURES', 10),
   };
 }

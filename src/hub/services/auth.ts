@@ -5,6 +5,7 @@ import type { HubContext } from '../context.js';
 import { nowIso } from '../store/store.js';
 import { randomToken, sha256Hex } from './crypto.js';
 import { audit } from './audit.js';
+import { isRefusal } from './login-throttle.js';
 
 export interface Operator {
   id: string;
@@ -53,45 +54,50 @@ export function validateNewPassword(password: unknown): string {
   return password;
 }
 
-// ---- login throttling: failures per client address in a sliding window ----
-const LOGIN_WINDOW_MS = 5 * 60_000;
-const LOGIN_MAX_FAILURES = Number(process.env.STK_LOGIN_MAX_FAILURES ?? 10);
-const failures = new Map<string, number[]>();
+/** What login accepts at most: longer input cannot be an operator's credential (and is not hashed). */
+const MAX_LOGIN_EMAIL = 320;
+const MAX_LOGIN_PASSWORD = 1024;
 
-function recentFailures(ip: string, now: number): number[] {
-  const list = (failures.get(ip) ?? []).filter((t) => now - t < LOGIN_WINDOW_MS);
-  if (list.length) failures.set(ip, list);
-  else failures.delete(ip);
-  return list;
-}
-
+/**
+ * Email + password → a session. Throttled per client address and per account (services/login-throttle.ts)
+ * before the password hash is touched. A failed attempt is audited (bounded: ctx.loginAudit) with the
+ * operator's email when the email belongs to one, otherwise only a keyed hash of what was typed (it may
+ * be a password pasted into the wrong field).
+ */
 export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unknown, password: unknown) {
-  const now = Date.now();
-  const ip = req.ip;
-  const recent = recentFailures(ip, now);
-  if (recent.length >= LOGIN_MAX_FAILURES) {
-    throw tooManyRequests('too many failed logins from this address; try again later', (recent[0]! + LOGIN_WINDOW_MS - now) / 1000);
-  }
   if (typeof emailIn !== 'string' || typeof password !== 'string' || !emailIn || !password) {
     throw badRequest('email and password are required');
   }
+  if (emailIn.length > MAX_LOGIN_EMAIL || password.length > MAX_LOGIN_PASSWORD) {
+    throw badRequest(`email must be at most ${MAX_LOGIN_EMAIL} and password at most ${MAX_LOGIN_PASSWORD} characters`);
+  }
+  const now = Date.now();
   const email = emailIn.trim().toLowerCase();
-  // the attempt counts as a failure until the password checks out: concurrent attempts from one
-  // address see each other, so no more than the limit ever reach the password hash
-  recent.push(now);
-  failures.set(ip, recent);
+  const typedId = ctx.crypto.identifierHash(email);
+  const ticket = ctx.loginThrottle.begin(req.ip, typedId, now);
+  if (isRefusal(ticket)) {
+    const whose = ticket.scope === 'address' ? 'from this address' : 'for this account';
+    throw tooManyRequests(`too many failed logins ${whose}; try again later`, ticket.retryAfterMs / 1000);
+  }
   const op = await ctx.db.selectFrom('operators').selectAll().where('email', '=', email).executeTakeFirst();
   const ok = await verifyPassword(op?.status === 'active' ? op.password_hash : null, password);
-  if (ok && op) {
-    const cur = failures.get(ip);
-    const i = cur ? cur.indexOf(now) : -1;
-    if (i >= 0) cur!.splice(i, 1);
-    if (cur && cur.length === 0) failures.delete(ip);
-  }
   if (!op || !ok) {
-    await audit(ctx, req, { action: 'operator.login_failed', actorType: 'anonymous', actorEmail: email.slice(0, 254), detail: {} });
+    const budget = ctx.loginAudit.take(Date.now());
+    if (budget) {
+      await audit(ctx, req, {
+        action: 'operator.login_failed',
+        actorType: 'anonymous',
+        actorEmail: op ? op.email : null,
+        detail: {
+          ...(op ? {} : { typedEmailHash: typedId }),
+          ...(ticket.locked ? { accountLocked: { strikes: ticket.locked.strikes, seconds: Math.round(ticket.locked.lockMs / 1000) } } : {}),
+          ...(budget.suppressed ? { suppressedBefore: budget.suppressed } : {}),
+        },
+      });
+    }
     throw unauthorized('invalid email or password');
   }
+  ctx.loginThrottle.succeeded(ticket, Date.now());
   const token = randomToken(SESSION_TOKEN_PREFIX);
   const expiresAt = new Date(now + ctx.config.sessionTtlSeconds * 1000).toISOString();
   const sessionId = ulid();

@@ -1,11 +1,13 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * Secrets at rest. Subkeys are derived from STK_SECRET_KEY with HKDF so one master key never
- * serves two purposes: DB-URL encryption (AES-256-GCM) and the API-key pepper (HMAC-SHA-256).
+ * serves two purposes: DB-URL encryption (AES-256-GCM), the API-key pepper (HMAC-SHA-256) and
+ * keyed hashes of identifiers kept instead of what a client typed.
  */
 export class Crypto {
   readonly #encKey: Buffer;
+  readonly #idKey: Buffer;
   /** pepper for API-key hashes; shipped to Bridges over the authenticated internal channel */
   readonly apiKeyPepper: Buffer;
 
@@ -13,6 +15,16 @@ export class Crypto {
     if (masterKey.length !== 32) throw new Error('master key must be 32 bytes');
     this.#encKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/db-url-encryption/v1', 32));
     this.apiKeyPepper = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/apikey-pepper/v1', 32));
+    this.#idKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/identifier-hash/v1', 32));
+  }
+
+  /**
+   * A keyed hash (HMAC-SHA-256, 96 bits as hex) of something a client typed that must not be kept in
+   * clear, e.g. an unknown login email (which may be a pasted password): equal inputs match, and
+   * without STK_SECRET_KEY nobody can test guesses against it.
+   */
+  identifierHash(s: string): string {
+    return createHmac('sha256', this.#idKey).update(s).digest('hex').slice(0, 24);
   }
 
   encrypt(plaintext: string): string {
