@@ -29,7 +29,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   if (config.disableAuth) {
     app.log.warn('!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!');
   }
-  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs }, app.log);
+  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs, allow: config.connectionAllow }, app.log);
   ctx.releases = releases;
   ctx.readiness = async (project: string, env: string) => {
     const isExpired = ctx.isExpired as ((p: string, e: string) => boolean) | undefined;

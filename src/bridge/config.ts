@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { parseDuration } from '../common/duration.js';
+import { HostPolicy } from '../common/net-policy.js';
 
 export interface BridgeConfig {
   port: number;
@@ -15,6 +16,8 @@ export interface BridgeConfig {
   maxStaleMs: number;
   rateLimitPerApiKey: number;
   poolMax: number;
+  /** STK_CONNECTION_ALLOW_HOSTS: loopback/link-local/metadata hosts a connection may reach anyway (src/common/net-policy.ts) */
+  connectionAllow: HostPolicy;
 }
 
 export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
@@ -36,5 +39,6 @@ export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeCo
     maxStaleMs: parseDuration(env.STK_RELEASE_CACHE_MAX_STALE_SECONDS ?? '3600') * 1000,
     rateLimitPerApiKey: Number(env.STK_RATE_LIMIT_PER_API_KEY ?? 1000),
     poolMax: Number(env.STK_BRIDGE_POOL_MAX ?? 10),
+    connectionAllow: HostPolicy.parse(env.STK_CONNECTION_ALLOW_HOSTS),
   };
 }

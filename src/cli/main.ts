@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { CliError } from './errors.js';
-import { red } from './output.js';
+import { red, terminalSafe } from './output.js';
 import { registerCommands } from './commands/index.js';
 
 declare const __STK_VERSION__: string;
@@ -33,12 +33,13 @@ export function reportError(e: unknown): number {
     return e.exitCode === 0 ? 0 : 2;
   }
   if (e instanceof CliError) {
-    process.stderr.write(`${red('Error:')} ${e.message}\n`);
-    if (e.hint) process.stderr.write(`  ${e.hint}\n`);
+    // the message is often the Hub's (and parts of it a database server's): print it cleaned
+    process.stderr.write(`${red('Error:')} ${terminalSafe(e.message)}\n`);
+    if (e.hint) process.stderr.write(`  ${terminalSafe(e.hint)}\n`);
     return e.exitCode;
   }
   const msg = e instanceof Error ? e.message : String(e);
-  process.stderr.write(`${red('Error:')} ${msg}\n`);
+  process.stderr.write(`${red('Error:')} ${terminalSafe(msg)}\n`);
   if (process.env.STK_DEBUG && e instanceof Error) process.stderr.write(String(e.stack) + '\n');
   return 1;
 }

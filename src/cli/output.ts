@@ -1,4 +1,12 @@
-/** Output helpers: human tables on a TTY, tab-separated when piped, JSON with --json. */
+/**
+ * Output helpers: human tables on a TTY, tab-separated when piped, JSON with --json.
+ * Text that may come from a server (names, messages, table cells) goes through `terminalSafe`, so
+ * a Hub or a database behind it cannot send escape sequences to the operator's terminal.
+ */
+import { cleanText } from '../protocol/text.js';
+
+/** Server-provided text made safe to print: no escape sequences or control characters (see protocol/text.ts). */
+export const terminalSafe = (s: unknown, multiline = true) => cleanText(s, { multiline, max: 100_000 });
 export const isTTY = () => Boolean(process.stdout.isTTY);
 export const useColor = () => isTTY() && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
 
@@ -24,7 +32,8 @@ export function printTable<T>(rows: T[], columns: Column<T>[], opts: { empty?: s
     if (opts.empty) process.stderr.write(opts.empty + '\n');
     return;
   }
-  const cells = rows.map((r) => columns.map((c) => String(c.get(r) ?? '')));
+  // one line per row, cells without tabs or newlines (they would break the columns and the TSV)
+  const cells = rows.map((r) => columns.map((c) => terminalSafe(c.get(r) ?? '', false)));
   if (!isTTY()) {
     for (const line of cells) process.stdout.write(line.join('\t') + '\n');
     return;
@@ -36,11 +45,11 @@ export function printTable<T>(rows: T[], columns: Column<T>[], opts: { empty?: s
 }
 
 export function success(msg: string): void {
-  process.stdout.write(`${green('✓')} ${msg}\n`);
+  process.stdout.write(`${green('✓')} ${terminalSafe(msg)}\n`);
 }
 
 export function warn(msg: string): void {
-  process.stderr.write(`${yellow('!')} ${msg}\n`);
+  process.stderr.write(`${yellow('!')} ${terminalSafe(msg)}\n`);
 }
 
 /** "3 minutes ago" on a TTY, ISO otherwise. */

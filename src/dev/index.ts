@@ -148,7 +148,11 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
 
     // 2. Hub (dev semantics: SQLite store, key and service token generated under the data dir)
     const { password, fresh } = devOwnerPassword(dataDir);
-    const hubEnv: NodeJS.ProcessEnv = { ...env, STK_DEV: '1', STK_DATA_DIR: dataDir, STK_HUB_PORT: String(hubPort), STK_HUB_HOST: host };
+    // connections may reach the embedded PostgreSQL (a loopback address, refused by default) and
+    // whatever the developer allows on top (STK_CONNECTION_ALLOW_HOSTS)
+    const pgAddr = new URL(pg.url);
+    const allowHosts = [env.STK_CONNECTION_ALLOW_HOSTS, `${pgAddr.hostname}:${pgAddr.port}`].filter(Boolean).join(',');
+    const hubEnv: NodeJS.ProcessEnv = { ...env, STK_DEV: '1', STK_DATA_DIR: dataDir, STK_HUB_PORT: String(hubPort), STK_HUB_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
     for (const k of IGNORED_ENV) delete hubEnv[k];
     hubEnv.STK_OWNER_EMAIL = DEV_OWNER_EMAIL;
     hubEnv.STK_OWNER_PASSWORD = password;
@@ -163,7 +167,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     await ensureDevOwner(hub.ctx, password, fresh);
 
     // 3. Bridge, in-process, following the Hub with the service token
-    const bridgeEnv: NodeJS.ProcessEnv = { ...env, STK_DEV: '1', STK_HUB_URL: hubUrl, STK_SERVICE_TOKEN: hubConfig.serviceTokens[0], STK_BRIDGE_PORT: String(bridgePort), STK_BRIDGE_HOST: host };
+    const bridgeEnv: NodeJS.ProcessEnv = { ...env, STK_DEV: '1', STK_HUB_URL: hubUrl, STK_SERVICE_TOKEN: hubConfig.serviceTokens[0], STK_BRIDGE_PORT: String(bridgePort), STK_BRIDGE_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
     const { loadBridgeConfig } = await import('../bridge/config.js');
     const { startBridge } = await import('../bridge/main.js');
     const bridge = await startBridge(loadBridgeConfig(bridgeEnv)).catch((e: unknown) => {

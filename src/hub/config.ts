@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { parseDuration } from '../common/duration.js';
+import { HostPolicy } from '../common/net-policy.js';
 
 export interface HubConfig {
   port: number;
@@ -21,6 +22,11 @@ export interface HubConfig {
   /** failed logins allowed per client address / per account in 5 minutes */
   loginMaxFailures: number;
   loginAccountMaxFailures: number;
+  /**
+   * STK_CONNECTION_ALLOW_HOSTS: hosts/addresses/CIDRs a connection may reach although they are
+   * loopback, link-local or metadata addresses (src/common/net-policy.ts)
+   */
+  connectionAllow: HostPolicy;
 }
 
 export class ConfigError extends Error {}
@@ -68,6 +74,12 @@ export function loadHubConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   for (const t of serviceTokens) if (t.length < 16) throw new ConfigError('each service token must be at least 16 characters');
   const port = Number(env.STK_HUB_PORT ?? 4000);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('STK_HUB_PORT must be a port number');
+  let connectionAllow: HostPolicy;
+  try {
+    connectionAllow = HostPolicy.parse(env.STK_CONNECTION_ALLOW_HOSTS);
+  } catch (e) {
+    throw new ConfigError((e as Error).message);
+  }
   return {
     port,
     host: env.STK_HUB_HOST ?? '127.0.0.1',
@@ -82,5 +94,6 @@ export function loadHubConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
     ackTimeoutMs: Number(env.STK_REVOKE_ACK_TIMEOUT_MS ?? 2000),
     loginMaxFailures: positiveInt(env, 'STK_LOGIN_MAX_FAILURES', 10),
     loginAccountMaxFailures: positiveInt(env, 'STK_LOGIN_ACCOUNT_MAX_FAILURES', 10),
+    connectionAllow,
   };
 }

@@ -3,6 +3,8 @@
  * Every error response is `{"error":{"code","message","requestId"}}`.
  * Codes are never reused; test/unit/errors.test.ts keeps this table and the README in sync.
  */
+import { cleanText } from './text.js';
+
 export const ERROR_CATALOGUE = {
   BAD_REQUEST: { status: 400, message: 'invalid request' },
   UNAUTHORIZED: { status: 401, message: 'authentication required' },
@@ -56,6 +58,14 @@ export function codeForStatus(status: number): ErrorCode {
   return status >= 500 ? 'INTERNAL_ERROR' : 'BAD_REQUEST';
 }
 
+/**
+ * The error body. The message is cleaned of terminal escapes and control characters on the way out:
+ * parts of it may come from elsewhere (a tenant database server's error text, a client's input).
+ */
 export function envelope(code: string, message: string, requestId: string, details?: unknown): ErrorEnvelope {
-  return { error: details === undefined ? { code, message, requestId } : { code, message, requestId, details } };
+  const m = cleanText(message, { multiline: true, max: MAX_ERROR_MESSAGE });
+  return { error: details === undefined ? { code, message: m, requestId } : { code, message: m, requestId, details } };
 }
+
+/** characters of an error message on the wire */
+export const MAX_ERROR_MESSAGE = 16_000;

@@ -8,7 +8,7 @@ import { notifyChanged, recordChange } from '../../src/hub/services/events.js';
 import { getSync, type StreamSink, type SyncHub } from '../../src/hub/services/sync/index.js';
 import type { SyncMessage } from '../../src/protocol/sync.js';
 import { waitFor } from '../helpers/procs.js';
-import { createTestDatabase, query } from '../helpers/pg.js';
+import { createTestDatabase, query, TEST_ALLOW_HOSTS } from '../helpers/pg.js';
 
 /**
  * Cluster-wide acknowledgements, in process: two Hubs on one PostgreSQL store, Bridges simulated by
@@ -64,7 +64,7 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
   beforeAll(async () => {
     store = await createTestDatabase('clusteracks');
     for (let i = 0; i < 2; i++) {
-      const cfg = loadHubConfig({ STK_SECRET_KEY: secret, STK_SERVICE_TOKEN: token, STK_HUB_DB_URL: store.url });
+      const cfg = loadHubConfig({ STK_SECRET_KEY: secret, STK_SERVICE_TOKEN: token, STK_HUB_DB_URL: store.url, STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS });
       const { app, ctx } = await buildHub(cfg, { logger: false });
       await app.ready();
       hubs.push({ app, ctx, sync: getSync(ctx) });

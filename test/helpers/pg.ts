@@ -4,6 +4,12 @@ import { randomBytes } from 'node:crypto';
 /** The PostgreSQL the tests use; `.ci/run` starts one on this address. */
 export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:55432/postgres';
 
+/**
+ * STK_CONNECTION_ALLOW_HOSTS for every Hub and Bridge the tests start: the test PostgreSQL usually
+ * listens on loopback, which connections may only reach when the operator allows it.
+ */
+export const TEST_ALLOW_HOSTS = new URL(DATABASE_URL).hostname;
+
 export function withDatabase(url: string, db: string): string {
   const u = new URL(url);
   u.pathname = '/' + db;

@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
+import { TEST_ALLOW_HOSTS } from './pg.js';
 import { rememberSecret, rememberStore } from './secrets.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -117,6 +118,8 @@ export async function startHub(o: HubOptions = {}): Promise<Proc & { secretKey: 
     STK_SERVICE_TOKEN: serviceToken,
     STK_OWNER_EMAIL: TEST_OWNER.email,
     STK_OWNER_PASSWORD: TEST_OWNER.password,
+    // the test PostgreSQL is on loopback: allowed explicitly, as an operator would
+    STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS,
     ...o.env,
   };
   rememberSecret('hub-secret-key', env.STK_SECRET_KEY);
@@ -141,7 +144,7 @@ export interface BridgeOptions {
 /** Starts `stk bridge start` on a free port and waits for /healthz. */
 export async function startBridge(o: BridgeOptions): Promise<Proc> {
   const port = o.port ?? (await freePort());
-  const env = { STK_BRIDGE_PORT: String(port), STK_HUB_URL: o.hubUrl, STK_SERVICE_TOKEN: o.serviceToken, ...o.env };
+  const env = { STK_BRIDGE_PORT: String(port), STK_HUB_URL: o.hubUrl, STK_SERVICE_TOKEN: o.serviceToken, STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS, ...o.env };
   rememberSecret('service-token', env.STK_SERVICE_TOKEN);
   const p = spawnStk('bridge', ['bridge', 'start'], env, port);
   await waitFor(async () => (await fetch(`${p.url}/healthz`)).ok, 30_000, `bridge on :${port}`).catch((e) => {

@@ -8,7 +8,7 @@ import { getSync, type StreamSink } from '../../src/hub/services/sync/index.js';
 import { CHANGE_LOG_LOCK, notifyChanged, recordChange } from '../../src/hub/services/events.js';
 import type { SyncMessage } from '../../src/protocol/sync.js';
 import { waitFor } from '../helpers/procs.js';
-import { createTestDatabase, query } from '../helpers/pg.js';
+import { createTestDatabase, query, TEST_ALLOW_HOSTS } from '../helpers/pg.js';
 
 /**
  * The Hub's change stream on a PostgreSQL store, in process: ordering (the change-log lock), gaps left
@@ -51,7 +51,7 @@ describe('Hub sync stream (PostgreSQL store)', () => {
 
   beforeAll(async () => {
     store = await createTestDatabase('syncstream');
-    const cfg = loadHubConfig({ STK_SECRET_KEY: randomBytes(32).toString('hex'), STK_SERVICE_TOKEN: token, STK_HUB_DB_URL: store.url });
+    const cfg = loadHubConfig({ STK_SECRET_KEY: randomBytes(32).toString('hex'), STK_SERVICE_TOKEN: token, STK_HUB_DB_URL: store.url, STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS });
     ({ app, ctx } = await buildHub(cfg, { logger: false }));
     await app.ready();
   });

@@ -10,7 +10,8 @@ import type { BridgeConfig } from '../../src/bridge/config.js';
 import type { BridgeContext, Principal } from '../../src/bridge/context.js';
 import type { ReleaseCache } from '../../src/bridge/release-cache/index.js';
 import { unauthorized } from '../../src/protocol/errors.js';
-import { createTestDatabase, query } from '../helpers/pg.js';
+import { HostPolicy } from '../../src/common/net-policy.js';
+import { createTestDatabase, query, TEST_ALLOW_HOSTS } from '../helpers/pg.js';
 import { FIXTURE_DDL, ODD_COLUMN, ODD_TABLE, fixtureRelease } from '../unit/sql-fixture.js';
 
 const U_ALICE = '01HALICE000000000000000000';
@@ -41,6 +42,7 @@ function testConfig(over: Partial<BridgeConfig> = {}): BridgeConfig {
     maxStaleMs: 3600_000,
     rateLimitPerApiKey: 100000,
     poolMax: 4,
+    connectionAllow: HostPolicy.parse(TEST_ALLOW_HOSTS),
     ...over,
   };
 }

@@ -8,7 +8,8 @@ import type { FastifyBaseLogger } from 'fastify';
 import { closePool, execute, openPool, ping, type Pool, type QueryContext } from '../../src/bridge/executor/index.js';
 import { compileRelease } from '../../src/bridge/release-cache/compile.js';
 import { AppError } from '../../src/protocol/errors.js';
-import { createTestDatabase, query } from '../helpers/pg.js';
+import { HostPolicy } from '../../src/common/net-policy.js';
+import { createTestDatabase, query, TEST_ALLOW_HOSTS } from '../helpers/pg.js';
 import { FIXTURE_DDL, fixtureRelease } from '../unit/sql-fixture.js';
 
 const silent = { fatal() {}, error() {}, warn() {}, info() {}, debug() {}, trace() {}, silent() {}, level: 'silent', child: () => silent } as unknown as FastifyBaseLogger;
@@ -18,10 +19,11 @@ const ctx = (timeoutMs = 5000): QueryContext => ({ table: tables.get('users')!, 
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 const pools: Pool[] = [];
 function pool(max: number, queryTimeoutMs = 5000): Pool {
-  const p = openPool(db.url, 'main', { max, queryTimeoutMs });
+  const p = openPool(db.url, 'main', { max, queryTimeoutMs, allow });
   pools.push(p);
   return p;
 }
+const allow = HostPolicy.parse(TEST_ALLOW_HOSTS);
 const q = (text: string, values: Array<string | null> = []) => ({ text, values });
 /** rows without the `count` property the executor attaches */
 const run = async (p: Pool, text: string, values: Array<string | null> = [], c = ctx()) => [...(await execute(p, q(text, values), c))];
@@ -124,7 +126,7 @@ describe('pipelined pool', () => {
   });
 
   it('an unreachable database: every waiting query gets 503, not a hang, and ping is false', async () => {
-    const p = openPool('postgres://postgres@127.0.0.1:1/nothing', 'main', { max: 2, queryTimeoutMs: 2000 });
+    const p = openPool('postgres://postgres@127.0.0.1:1/nothing', 'main', { max: 2, queryTimeoutMs: 2000, allow });
     pools.push(p);
     const rs = await Promise.all(Array.from({ length: 5 }, () => outcome(execute(p, q('SELECT 1 AS one'), ctx(2000)))));
     for (const r of rs) expect(r).toMatchObject({ code: 'SERVICE_UNAVAILABLE', status: 503 });
@@ -132,9 +134,9 @@ describe('pipelined pool', () => {
   });
 
   it('rejects a URL it cannot parse without echoing it', () => {
-    expect(() => openPool('postgres://u:secret-pw@[broken', 'main', { max: 1, queryTimeoutMs: 1000 })).toThrow(/not a valid URL/);
+    expect(() => openPool('postgres://u:secret-pw@[broken', 'main', { max: 1, queryTimeoutMs: 1000, allow })).toThrow(/not a valid URL/);
     try {
-      openPool('postgres://u:secret-pw@[broken', 'main', { max: 1, queryTimeoutMs: 1000 });
+      openPool('postgres://u:secret-pw@[broken', 'main', { max: 1, queryTimeoutMs: 1000, allow });
     } catch (e) {
       expect(String((e as Error).message)).not.toContain('secret-pw');
     }

@@ -16,9 +16,9 @@ function badRequestMessage(fn: () => unknown): string {
 
 describe('parseDbUrl', () => {
   it('accepts postgres:// and postgresql:// with a host, defaulting the port', () => {
-    expect(parseDbUrl('postgres://app:pw@db.example.com:6543/shop')).toEqual({ host: 'db.example.com', port: 6543, user: 'app', database: 'shop', password: 'pw' });
-    expect(parseDbUrl('postgresql://app@db/shop?sslmode=require')).toMatchObject({ host: 'db', port: 5432, user: 'app', database: 'shop', password: '' });
-    expect(parseDbUrl('postgres://u:p%40ss@[::1]:5432/x')).toMatchObject({ host: '::1', password: 'p@ss' });
+    expect(parseDbUrl('postgres://app:pw@db.example.com:6543/shop')).toEqual({ host: 'db.example.com', hostKind: 'name', port: 6543, user: 'app', database: 'shop', password: 'pw', sslmode: undefined, applicationName: undefined });
+    expect(parseDbUrl('postgresql://app@db/shop?sslmode=require')).toMatchObject({ host: 'db', port: 5432, user: 'app', database: 'shop', password: '', sslmode: 'require' });
+    expect(parseDbUrl('postgres://u:p%40ss@[::1]:5432/x')).toMatchObject({ host: '::1', hostKind: 'ip', password: 'p@ss' });
   });
 
   it.each([

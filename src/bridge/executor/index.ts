@@ -22,6 +22,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { FastifyBaseLogger } from 'fastify';
+import { checkDbHost, parseDbUrl, pgConnectionConfig, type ParsedDbUrl } from '../../common/db-url.js';
+import type { HostPolicy } from '../../common/net-policy.js';
 import { AppError } from '../../protocol/errors.js';
 import type { Op } from '../../protocol/release.js';
 import type { CompiledTable } from '../release-cache/compile.js';
@@ -40,6 +42,8 @@ export interface Pool {
 export interface PoolSettings {
   max: number;
   queryTimeoutMs: number;
+  /** loopback/link-local/metadata hosts the operator allows (STK_CONNECTION_ALLOW_HOSTS) */
+  allow: HostPolicy;
 }
 
 /** SQL texts a pool prepares; beyond the cap new shapes run unnamed (bounds server memory) */
@@ -100,6 +104,8 @@ class ConnectError extends Error {
 
 interface Conn {
   readonly client: pg.Client;
+  /** what it was opened with (host: the checked address) */
+  readonly config: pg.ClientConfig;
   /**
    * prefix of this connection's statement names: unique per connection, because a session can be
    * shared (the embedded PostgreSQL of `stk dev` serves every connection from one session)
@@ -165,35 +171,46 @@ interface InternalClient {
 }
 const internal = (c: pg.Client) => c as unknown as InternalClient;
 
-function clientConfig(url: string, s: PoolSettings): pg.ClientConfig {
-  let u: URL;
+/**
+ * The URL checked once (syntax, and the address policy on the host as written); throws on an unusable
+ * or refused URL. Every connection then resolves the host again and connects to the checked address
+ * (`target`), so a name that later resolves to a refused address is refused then.
+ */
+function clientConfig(url: string, s: PoolSettings): { target: ParsedDbUrl; base: pg.ClientConfig } {
+  let target: ParsedDbUrl;
   try {
-    u = new URL(url);
-  } catch {
-    throw new Error('connection URL is not a valid URL'); // never echo the URL: it carries the password
+    target = parseDbUrl(url);
+    checkDbHost(target, s.allow);
+  } catch (e) {
+    // never echo the URL: it carries the password (parseDbUrl's messages never quote it)
+    throw new Error(e instanceof AppError ? `connection URL refused: ${e.message}` : 'connection URL is not a valid URL');
   }
-  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw new Error('connection URL must start with postgres:// or postgresql://');
-  // sslmode keeps libpq's meaning (require = encrypt without verifying the certificate), as before
-  if (u.searchParams.has('sslmode') && !u.searchParams.has('uselibpqcompat')) u.searchParams.set('uselibpqcompat', 'true');
   return {
-    connectionString: u.toString(),
-    application_name: 'santokit-bridge',
-    statement_timeout: s.queryTimeoutMs,
-    options: '-c TimeZone=UTC',
-    connectionTimeoutMillis: Math.max(1, Math.min(10, Math.ceil(s.queryTimeoutMs / 1000))) * 1000,
-    keepAlive: true,
-    keepAliveInitialDelayMillis: 60_000,
-    types: TYPES,
-    pipeline: true,
+    target,
+    base: {
+      application_name: 'santokit-bridge',
+      statement_timeout: s.queryTimeoutMs,
+      options: '-c TimeZone=UTC',
+      connectionTimeoutMillis: connectTimeoutMs(s),
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 60_000,
+      types: TYPES,
+      pipeline: true,
+    },
   };
 }
+
+const connectTimeoutMs = (s: PoolSettings) => Math.max(1, Math.min(10, Math.ceil(s.queryTimeoutMs / 1000))) * 1000;
 
 const isReprepare = (err: unknown) => err instanceof pg.DatabaseError && REPREPARE_ROUTINES.has(err.routine ?? '');
 
 class PgPool implements Pool {
   inflight = 0;
   readonly maxInflight: number;
-  readonly #config: pg.ClientConfig;
+  readonly #target: ParsedDbUrl;
+  readonly #settings: PoolSettings;
+  /** the settings of every connection except where it goes (resolved and checked per connection) */
+  readonly #base: pg.ClientConfig;
   readonly #max: number;
   /** open connections, oldest first */
   readonly #conns: Conn[] = [];
@@ -221,7 +238,8 @@ class PgPool implements Pool {
     url: string,
     s: PoolSettings,
   ) {
-    this.#config = clientConfig(url, s);
+    ({ target: this.#target, base: this.#base } = clientConfig(url, s));
+    this.#settings = s;
     this.#max = Math.max(1, s.max);
     this.maxInflight = Math.max(100, this.#max * 50);
   }
@@ -255,14 +273,14 @@ class PgPool implements Pool {
     const ic = internal(c.client);
     if (ic.processID !== null && ic.secretKey !== null) {
       try {
-        const con = internal(new pg.Client(this.#config)).connection;
+        // the cancel request goes to the address this connection was opened to (checked then)
+        const con = internal(new pg.Client({ ...c.config })).connection;
         con.on('error', () => {});
         con.on('connect', () => {
           con.cancel(ic.processID!, ic.secretKey!);
           setTimeout(() => con.end(), 2000).unref();
         });
-        if (ic.host && ic.host.startsWith('/')) con.connect(`${ic.host}/.s.PGSQL.${ic.port}`);
-        else con.connect(ic.port, ic.host);
+        con.connect(ic.port, ic.host);
       } catch {
         /* best effort */
       }
@@ -373,8 +391,20 @@ class PgPool implements Pool {
 
   #open(): void {
     this.#opening++;
-    const client = new pg.Client(this.#config);
-    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false };
+    // resolve the host and check every address it resolves to, then connect to the checked address
+    pgConnectionConfig(this.#target, this.#settings.allow, connectTimeoutMs(this.#settings)).then(
+      (where) => this.#connect({ ...this.#base, ...where }),
+      (err: unknown) => this.#openFailed(err),
+    );
+  }
+
+  #connect(config: pg.ClientConfig): void {
+    if (this.#closed) {
+      this.#opening--;
+      return;
+    }
+    const client = new pg.Client(config);
+    const conn: Conn = { client, config, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false };
     // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
@@ -384,19 +414,13 @@ class PgPool implements Pool {
       if (conn.inflight === 0) this.#discard(conn);
     });
     client.connect((err: Error | null) => {
-      this.#opening--;
       if (err) {
         conn.broken = true;
         void client.end().catch(() => {});
-        // no connection at all: every waiting query learns that the database is unreachable now (they
-        // would otherwise each wait for their own connect timeout in turn); with connections open (the
-        // server refused one more, say) only the first waiting query fails and the rest keep waiting
-        const first = this.#waiting.findIndex((j) => !j.dropped);
-        const failed = this.#conns.length === 0 || first < 0 ? this.#waiting.splice(0) : this.#waiting.splice(0, first + 1);
-        for (const job of failed) if (!job.dropped) job.done(new ConnectError(err), undefined);
-        if (this.#waiting.length) this.#grow();
+        this.#openFailed(err);
         return;
       }
+      this.#opening--;
       if (this.#closed) {
         void client.end().catch(() => {});
         return;
@@ -405,6 +429,19 @@ class PgPool implements Pool {
       this.#startReaper();
       this.#drain();
     });
+  }
+
+  /**
+   * No connection at all: every waiting query learns that the database is unreachable now (they would
+   * otherwise each wait for their own connect timeout in turn); with connections open (the server
+   * refused one more, say) only the first waiting query fails and the rest keep waiting.
+   */
+  #openFailed(err: unknown): void {
+    this.#opening--;
+    const first = this.#waiting.findIndex((j) => !j.dropped);
+    const failed = this.#conns.length === 0 || first < 0 ? this.#waiting.splice(0) : this.#waiting.splice(0, first + 1);
+    for (const job of failed) if (!job.dropped) job.done(new ConnectError(err), undefined);
+    if (this.#waiting.length) this.#grow();
   }
 
   #discard(c: Conn): void {
@@ -604,7 +641,8 @@ export function dbError(err: unknown, c: QueryContext, connection: string): AppE
   const t = c.table;
   if (err instanceof ConnectError) {
     const cause = (err.cause ?? {}) as PgErrorFields & { name?: string };
-    c.log.warn({ errCode: cause.code, pgCode: err.cause instanceof pg.DatabaseError ? cause.code : undefined, connection, table: t.name, op: c.op }, 'database unreachable');
+    const refused = err.cause instanceof AppError ? err.cause.message : undefined; // the address policy (names the host, never the URL)
+    c.log.warn({ errCode: refused ? undefined : cause.code, pgCode: err.cause instanceof pg.DatabaseError ? cause.code : undefined, refused, connection, table: t.name, op: c.op }, 'database unreachable');
     return new AppError('SERVICE_UNAVAILABLE', `database of connection '${connection}' is unavailable`);
   }
   const e = (err ?? {}) as PgErrorFields & { name?: string };

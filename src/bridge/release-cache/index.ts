@@ -70,9 +70,10 @@ export class ReleaseCache {
       try {
         st.pools.set(name, openPool(url, name, this.#settings));
         st.urls.set(name, url);
-      } catch {
-        // an unusable URL leaves the connection unconfigured (its tables answer 503); never log the URL
-        this.#log.warn({ project, env, connection: name }, 'connection URL rejected by the driver');
+      } catch (e) {
+        // an unusable or refused URL leaves the connection unconfigured (its tables answer 503); the
+        // reason names the host at most, never the URL
+        this.#log.warn({ project, env, connection: name, reason: (e as Error).message }, 'connection URL rejected');
       }
     }
     st.release = compiled;

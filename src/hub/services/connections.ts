@@ -1,6 +1,10 @@
 import type { FastifyRequest } from 'fastify';
+import type { ClientConfig } from 'pg';
 import { ulid } from 'ulid';
-import { badRequest, conflict, notFound } from '../../protocol/errors.js';
+import { checkDbHost, parseDbUrl, pgConnectionConfig, type ParsedDbUrl } from '../../common/db-url.js';
+import type { HostPolicy } from '../../common/net-policy.js';
+import { AppError, badRequest, conflict, notFound } from '../../protocol/errors.js';
+import { cleanText } from '../../protocol/text.js';
 import { nameError } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import { nowIso } from '../store/store.js';
@@ -17,17 +21,7 @@ export const MAX_CONNECTIONS_PER_PROJECT = 10;
 export const CONNECTION_ENGINES = ['postgres'] as const;
 /** How long `connections test` waits for the server to accept the connection. */
 export const CONNECTION_TEST_TIMEOUT_MS = 5000;
-export const MAX_DB_URL_LENGTH = 2048;
-
-/**
- * Query parameters a stored URL may carry. Anything else is refused: `host`/`port`/`password` would
- * bypass what the display URL shows, and `sslcert`/`sslkey`/`sslrootcert` make the driver read files
- * from the Hub's (and Bridge's) disk.
- */
-export const ALLOWED_URL_PARAMS = ['sslmode', 'application_name', 'connect_timeout'] as const;
-export const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'no-verify', 'verify-ca', 'verify-full'] as const;
-
-const URL_RULE = 'dbUrl must be a postgres:// or postgresql:// URL with a host, e.g. postgres://app:PASSWORD@db.example.com:5432/app';
+export { ALLOWED_URL_PARAMS, MAX_DB_URL_LENGTH, parseDbUrl, SSL_MODES, type ParsedDbUrl } from '../../common/db-url.js';
 
 export interface ConnectionView {
   name: string;
@@ -36,52 +30,6 @@ export interface ConnectionView {
   url: string;
   createdAt: string;
   updatedAt: string;
-}
-
-export interface ParsedDbUrl {
-  host: string;
-  port: number;
-  user: string;
-  database: string;
-  /** decoded password ('' when none) — for scrubbing error messages only */
-  password: string;
-}
-
-/**
- * Validates a PostgreSQL URL. Error messages never quote the input: it usually holds a password.
- */
-export function parseDbUrl(raw: unknown): ParsedDbUrl {
-  if (typeof raw !== 'string' || raw.length === 0) throw badRequest(`dbUrl is required: ${URL_RULE}`);
-  if (raw.length > MAX_DB_URL_LENGTH) throw badRequest(`dbUrl is longer than ${MAX_DB_URL_LENGTH} characters`);
-  if (/\s/.test(raw)) throw badRequest(`dbUrl must not contain whitespace: ${URL_RULE}`);
-  let u: URL;
-  try {
-    u = new URL(raw);
-  } catch {
-    throw badRequest(`dbUrl is not a valid URL: ${URL_RULE}`);
-  }
-  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw badRequest(`unsupported dbUrl scheme: ${URL_RULE}`);
-  if (!u.hostname) throw badRequest(`dbUrl has no host: ${URL_RULE}`);
-  for (const [k, v] of u.searchParams) {
-    if (!(ALLOWED_URL_PARAMS as readonly string[]).includes(k)) {
-      throw badRequest(`unsupported dbUrl query parameter ${JSON.stringify(k.slice(0, 40))}: allowed are ${ALLOWED_URL_PARAMS.join(', ')}`);
-    }
-    if (k === 'sslmode' && !(SSL_MODES as readonly string[]).includes(v)) throw badRequest(`dbUrl sslmode must be one of ${SSL_MODES.join(', ')}`);
-    if (k === 'connect_timeout' && !/^\d{1,4}$/.test(v)) throw badRequest('dbUrl connect_timeout must be a number of seconds');
-  }
-  const port = u.port ? Number(u.port) : 5432;
-  let user: string;
-  let password: string;
-  let database: string;
-  try {
-    user = decodeURIComponent(u.username);
-    password = decodeURIComponent(u.password);
-    database = decodeURIComponent(u.pathname.replace(/^\//, ''));
-  } catch {
-    throw badRequest(`dbUrl has an invalid percent-encoding: ${URL_RULE}`);
-  }
-  if (database.includes('/')) throw badRequest(`dbUrl path must be a single database name: ${URL_RULE}`);
-  return { host: u.hostname.replace(/^\[(.+)\]$/, '$1'), port, user, database, password };
 }
 
 /** `postgres://user:****@host:port/db[?sslmode=…]`: what lists and responses may show. */
@@ -126,14 +74,19 @@ export function describeConnectError(err: unknown, target: ParsedDbUrl, rawUrl?:
       break;
     default: {
       const msg = typeof e.message === 'string' ? e.message : '';
-      if (/timeout/i.test(msg)) reason = `connection timed out after ${CONNECTION_TEST_TIMEOUT_MS / 1000}s at ${at}`;
+      const sqlstate = code !== undefined && /^[0-9A-Z]{5}$/.test(code);
+      // a system error (it has a syscall) may name local files or sockets: only its code is shown
+      const system = typeof (e as { syscall?: unknown }).syscall === 'string' || (code !== undefined && /^E[A-Z0-9_]+$/.test(code) && !code.startsWith('ERR_'));
+      if (sqlstate && msg) reason = `${msg} (SQLSTATE ${code})`;
+      else if (/timeout/i.test(msg)) reason = `connection timed out after ${CONNECTION_TEST_TIMEOUT_MS / 1000}s at ${at}`;
       else if (/terminated unexpectedly|Connection terminated/i.test(msg)) reason = `the server at ${at} closed the connection`;
-      else if (msg) reason = code && /^[0-9A-Z]{5}$/.test(code) ? `${msg} (SQLSTATE ${code})` : msg;
       else if (Array.isArray(e.errors) && e.errors.length) return describeConnectError(e.errors[0], target, rawUrl);
+      else if (system) reason = `could not connect to ${at} (${code ?? 'system error'})`;
+      else if (msg) reason = msg; // TLS and protocol failures: the driver's own words
       else reason = `could not connect to ${at}`;
     }
   }
-  return scrubSecrets(reason, target, rawUrl);
+  return cleanText(scrubSecrets(reason, target, rawUrl), { max: 500 });
 }
 
 /** Removes every representation of the password and the URL from a message. */
@@ -171,7 +124,7 @@ export async function setConnection(
   if (err) throw badRequest(err);
   const name = nameIn as string;
   if (body.engine !== 'postgres') throw badRequest(`engine must be one of: ${CONNECTION_ENGINES.join(', ')}`);
-  parseDbUrl(body.dbUrl);
+  checkDbHost(parseDbUrl(body.dbUrl), ctx.config.connectionAllow);
   const dbUrl = body.dbUrl as string;
   const display = maskDbUrl(dbUrl);
   const enc = ctx.crypto.encrypt(dbUrl);
@@ -244,7 +197,7 @@ export async function testConnection(
   if (!row) throw notFound(`connection ${JSON.stringify(String(name).slice(0, 80))} not found in ${project.name}/${env.name}`);
   const url = ctx.crypto.decrypt(row.db_url_enc);
   const target = parseDbUrl(url);
-  const outcome = await probe(url, target);
+  const outcome = await probe(url, target, ctx.config.connectionAllow);
   await audit(ctx, req, {
     action: 'connection.test',
     project: project.name,
@@ -256,14 +209,21 @@ export async function testConnection(
   return { ok: true, latencyMs: outcome.latencyMs };
 }
 
-async function probe(url: string, target: ParsedDbUrl): Promise<{ ok: true; latencyMs: number } | { ok: false; reason: string }> {
+async function probe(url: string, target: ParsedDbUrl, allow: HostPolicy): Promise<{ ok: true; latencyMs: number } | { ok: false; reason: string }> {
   const pg = (await import('pg')).default;
   const started = performance.now();
+  let config: ClientConfig;
+  try {
+    // the host is resolved and checked here, and the client connects to exactly the checked address
+    config = await pgConnectionConfig(target, allow, CONNECTION_TEST_TIMEOUT_MS);
+  } catch (e) {
+    return { ok: false, reason: e instanceof AppError ? e.message : describeConnectError(e, target, url) };
+  }
   const client = new pg.Client({
-    connectionString: url,
+    application_name: 'santokit-hub-connection-test',
+    ...config,
     connectionTimeoutMillis: CONNECTION_TEST_TIMEOUT_MS,
     query_timeout: CONNECTION_TEST_TIMEOUT_MS,
-    application_name: 'santokit-hub-connection-test',
   });
   client.on('error', () => {}); // a late socket error must not crash the Hub
   try {

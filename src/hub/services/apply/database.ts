@@ -1,4 +1,6 @@
-import type { Client } from 'pg';
+import type { Client, ClientConfig } from 'pg';
+import { parseDbUrl, pgConnectionConfig } from '../../../common/db-url.js';
+import type { HostPolicy } from '../../../common/net-policy.js';
 import { AppError } from '../../../protocol/errors.js';
 import type { Queryable } from './introspect.js';
 
@@ -17,9 +19,19 @@ export interface DbConnection extends Queryable {
   client: Client;
 }
 
-export async function connect(name: string, url: string): Promise<DbConnection> {
+/**
+ * Connects to a stored connection's database: the URL is checked again (syntax and address policy)
+ * and the host resolved and checked, then the client connects to exactly the checked address.
+ */
+export async function connect(name: string, url: string, allow: HostPolicy): Promise<DbConnection> {
   const pg = (await import('pg')).default;
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, application_name: 'santokit-hub' });
+  let where: ClientConfig;
+  try {
+    where = await pgConnectionConfig(parseDbUrl(url), allow, CONNECT_TIMEOUT_MS);
+  } catch (e) {
+    throw connectionError(name, e);
+  }
+  const client = new pg.Client({ application_name: 'santokit-hub', ...where, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
   client.on('error', () => {}); // a dropped connection surfaces on the next query
   try {
     await client.connect();
@@ -67,6 +79,8 @@ const NETWORK_CODES: Record<string, string> = {
 
 /** Why connecting failed, without the URL, host, user or password. */
 export function connectionError(name: string, e: unknown): AppError {
+  // refused by the URL check or the address policy: that message names the host, never the URL
+  if (e instanceof AppError) return new AppError(e.code, `cannot connect to the database of connection ${JSON.stringify(name)}: ${e.message}`);
   const err = e as { code?: string; message?: string };
   const code = err.code ?? '';
   if (NETWORK_CODES[code]) return new AppError('SERVICE_UNAVAILABLE', `cannot reach the database of connection ${JSON.stringify(name)}: ${NETWORK_CODES[code]}`);

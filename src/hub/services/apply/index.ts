@@ -117,7 +117,7 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
   try {
     const plans = new Map<string, ConnectionPlan>();
     for (const name of names) {
-      const db = await connect(name, urls[name]!);
+      const db = await connect(name, urls[name]!, ctx.config.connectionAllow);
       dbs.push(db);
       await beginApply(db);
       plans.set(name, await planFor(db, o, name));
@@ -199,7 +199,7 @@ export async function compatibilityProblems(ctx: HubContext, envId: string, sche
     let db: DbConnection | undefined;
     let live: LiveSchema;
     try {
-      db = await connect(name, urls[name]!);
+      db = await connect(name, urls[name]!, ctx.config.connectionAllow);
       live = await introspect(db).catch((e) => {
         throw statementError(name, 'read the database catalog', e);
       });
