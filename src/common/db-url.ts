@@ -8,15 +8,17 @@
  *    in integer/octal/hex/short spellings and control characters in any part are refused.
  *  - `checkDbHost` applies the address policy (net-policy.ts) to what is written: loopback,
  *    link-local, metadata addresses and names are refused unless the operator allowed them.
- *  - `pgConnectionConfig` resolves a host name, checks every address it resolves to, and returns a
- *    `pg` config that connects to the checked address (TLS still verifies and sends SNI for the name).
- *    `pg` never sees the URL, so nothing in it (nor `PGHOST`, `PGPASSWORD`, `~/.pgpass`) can change
- *    where it connects or which password it sends.
+ *  - `pgConnectionConfig` builds the `pg` config from the checked parts, with a socket whose host
+ *    name lookup checks every address the name resolves to when connecting, so the connection goes to
+ *    a checked address (TLS still verifies and sends SNI for the name). `pg` never sees the URL, so
+ *    nothing in it (nor `PGHOST`, `PGPASSWORD`, `~/.pgpass`) can change where it connects or which
+ *    password it sends.
  */
 import { lookup } from 'node:dns/promises';
+import { Socket } from 'node:net';
 import type { ClientConfig } from 'pg';
 import { badRequest } from '../protocol/errors.js';
-import { formatIp, HostPolicy, isHostName, parseIPv4, parseIPv6, refusedNameReason, refusedReason, type IpBytes } from './net-policy.js';
+import { HostPolicy, isHostName, parseIPv4, parseIPv6, refusedNameReason, refusedReason, type IpBytes } from './net-policy.js';
 
 export const MAX_DB_URL_LENGTH = 2048;
 
@@ -135,53 +137,74 @@ export function checkDbHost(t: ParsedDbUrl, policy: HostPolicy): void {
   if (why && !policy.allowsName(t.host, t.port)) throw badRequest(`dbUrl host ${hostPort(t)} is not allowed: it is ${why}; ${ALLOW_HINT}`);
 }
 
+/** Resolves a host name to all its addresses (default: the system resolver, as `net.connect` uses). */
 export type Lookup = (host: string) => Promise<Array<{ address: string; family: number }>>;
 const systemLookup: Lookup = (host) => lookup(host, { all: true, verbatim: true });
 
-/** An error carrying a network `code`, as the driver's own connect errors do. */
-function netError(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
+/** The addresses of `host` that a connection may use: all of them, or a 400 when any is refused. */
+async function checkedAddresses(host: string, port: number, policy: HostPolicy, resolve: Lookup): Promise<Array<{ address: string; family: number }>> {
+  let found: Array<{ address: string; family: number }>;
+  try {
+    found = await resolve(host);
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    throw Object.assign(new Error(`host not found: ${host}`), { code: code === 'EAI_AGAIN' ? 'EAI_AGAIN' : 'ENOTFOUND' });
+  }
+  if (found.length === 0) throw Object.assign(new Error(`host not found: ${host}`), { code: 'ENOTFOUND' });
+  if (policy.allowsName(host, port)) return found;
+  const at = hostPort({ host, port });
+  for (const { address } of found) {
+    const bytes: IpBytes | null = parseIPv4(address) ?? parseIPv6(address);
+    if (!bytes) throw badRequest(`dbUrl host ${at} resolves to something that is not an IP address`);
+    const why = refusedReason(bytes);
+    // a name is refused as a whole when any of its addresses is: whichever one the connection would
+    // pick (or fall back to) must be fine
+    if (why && !policy.allowsAddress(bytes, port)) throw badRequest(`dbUrl host ${at} is not allowed: it resolves to ${why}; ${ALLOW_HINT}`);
+  }
+  return found;
 }
 
 /**
- * The address to connect to: the literal itself, or the first address a host name resolves to, after
- * every address it resolves to passed the policy (a name resolving to anything refused is refused as
- * a whole: whichever of its addresses a driver would pick must be fine). Throws a 400 AppError when
- * refused; lookup failures throw an Error with `code` ENOTFOUND / EAI_AGAIN like the driver's.
+ * The socket `pg` connects with: its host name lookup is the checked one above, so the connection goes
+ * to an address that passed the policy, resolved at the moment of connecting (a name re-pointed at a
+ * refused address after it was saved — DNS rebinding — is refused then). IP literals skip lookups,
+ * so they are checked here too. It connects by host and port only: never to a path.
  */
-export async function resolveDbAddress(t: ParsedDbUrl, policy: HostPolicy, timeoutMs: number, resolve: Lookup = systemLookup): Promise<string> {
-  checkDbHost(t, policy);
-  if (t.hostKind === 'ip') return t.host;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(netError('EAI_AGAIN', `host name lookup timed out after ${timeoutMs} ms`)), timeoutMs);
-    timer.unref();
-  });
-  let found: Array<{ address: string; family: number }>;
-  try {
-    found = await Promise.race([resolve(t.host), timeout]);
-  } catch (e) {
-    const code = (e as { code?: unknown }).code;
-    throw netError(code === 'EAI_AGAIN' ? 'EAI_AGAIN' : 'ENOTFOUND', `host not found: ${t.host}`);
-  } finally {
-    clearTimeout(timer);
+class CheckedSocket extends Socket {
+  constructor(
+    private readonly policy: HostPolicy,
+    private readonly resolve: Lookup,
+  ) {
+    super();
   }
-  if (found.length === 0) throw netError('ENOTFOUND', `host not found: ${t.host}`);
-  const byName = policy.allowsName(t.host, t.port);
-  let first: string | undefined;
-  for (const { address } of found) {
-    const bytes: IpBytes | null = parseIPv4(address) ?? parseIPv6(address);
-    if (!bytes) throw badRequest(`dbUrl host ${hostPort(t)} resolves to something that is not an IP address`);
-    const why = refusedReason(bytes);
-    if (why && !byName && !policy.allowsAddress(bytes, t.port)) throw badRequest(`dbUrl host ${hostPort(t)} is not allowed: it resolves to ${why}; ${ALLOW_HINT}`);
-    first ??= formatIp(bytes);
+
+  override connect(...args: unknown[]): this {
+    const [port, host] = args as [number, string];
+    if (typeof port !== 'number' || typeof host !== 'string') {
+      process.nextTick(() => this.destroy(new Error('connection target must be a host and a port')));
+      return this;
+    }
+    const literal = parseIPv4(host) ?? parseIPv6(host);
+    if (literal) {
+      const why = refusedReason(literal);
+      if (why && !this.policy.allowsAddress(literal, port)) {
+        process.nextTick(() => this.destroy(badRequest(`dbUrl host ${hostPort({ host, port })} is not allowed: it is ${why}; ${ALLOW_HINT}`)));
+        return this;
+      }
+      return super.connect({ port, host });
+    }
+    const lookupChecked = (name: string, opts: { all?: boolean }, cb: (err: Error | null, a?: unknown, f?: number) => void) => {
+      checkedAddresses(name, port, this.policy, this.resolve).then(
+        (list) => (opts.all ? cb(null, list) : cb(null, list[0]!.address, list[0]!.family)),
+        (err: Error) => cb(err),
+      );
+    };
+    return super.connect({ port, host, lookup: lookupChecked as never });
   }
-  return first!;
 }
 
 /** `pg` TLS settings for an sslmode, with libpq's meanings (pg cannot fall back to plaintext). */
 function sslConfig(t: ParsedDbUrl): ClientConfig['ssl'] {
-  const servername = t.hostKind === 'name' ? { servername: t.host } : {};
   switch (t.sslmode) {
     case undefined:
       return undefined; // pg's default (PGSSLMODE of the process, else no TLS)
@@ -191,23 +214,31 @@ function sslConfig(t: ParsedDbUrl): ClientConfig['ssl'] {
     case 'prefer':
     case 'require':
     case 'no-verify':
-      return { ...servername, rejectUnauthorized: false };
+      return { rejectUnauthorized: false };
     case 'verify-ca':
-      return { ...servername, checkServerIdentity: () => undefined };
+      return { checkServerIdentity: () => undefined };
     case 'verify-full':
-      return { ...servername };
+      return {};
   }
 }
 
 /**
- * The `pg` connection settings for a checked target: host is the resolved, checked address; user,
- * database and password are exactly the URL's (a password function keeps pg from reading
- * PGPASSWORD or ~/.pgpass). Add timeouts and the like on top.
+ * The `pg` connection settings for a target: the host as written (checked now), the socket that checks
+ * what it resolves to when connecting; user, database and password exactly the URL's (a password
+ * function keeps pg from reading PGPASSWORD or ~/.pgpass). Add timeouts and the like on top.
+ * Throws a 400 AppError when the host is refused as written.
  */
-export async function pgConnectionConfig(t: ParsedDbUrl, policy: HostPolicy, lookupTimeoutMs: number, resolve?: Lookup): Promise<ClientConfig> {
-  const address = await resolveDbAddress(t, policy, lookupTimeoutMs, resolve);
+export function pgConnectionConfig(t: ParsedDbUrl, policy: HostPolicy, resolve: Lookup = systemLookup): ClientConfig {
+  checkDbHost(t, policy);
   const password = t.password;
-  const config: ClientConfig = { host: address, port: t.port, user: t.user, database: t.database, password: () => password };
+  const config: ClientConfig = {
+    host: t.host,
+    port: t.port,
+    user: t.user,
+    database: t.database,
+    password: () => password,
+    stream: () => new CheckedSocket(policy, resolve),
+  };
   const ssl = sslConfig(t);
   if (ssl !== undefined) config.ssl = ssl;
   if (t.applicationName) config.application_name = t.applicationName;

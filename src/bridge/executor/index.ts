@@ -22,7 +22,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { FastifyBaseLogger } from 'fastify';
-import { checkDbHost, parseDbUrl, pgConnectionConfig, type ParsedDbUrl } from '../../common/db-url.js';
+import { parseDbUrl, pgConnectionConfig } from '../../common/db-url.js';
 import type { HostPolicy } from '../../common/net-policy.js';
 import { AppError } from '../../protocol/errors.js';
 import type { Op } from '../../protocol/release.js';
@@ -104,8 +104,6 @@ class ConnectError extends Error {
 
 interface Conn {
   readonly client: pg.Client;
-  /** what it was opened with (host: the checked address) */
-  readonly config: pg.ClientConfig;
   /**
    * prefix of this connection's statement names: unique per connection, because a session can be
    * shared (the embedded PostgreSQL of `stk dev` serves every connection from one session)
@@ -172,45 +170,37 @@ interface InternalClient {
 const internal = (c: pg.Client) => c as unknown as InternalClient;
 
 /**
- * The URL checked once (syntax, and the address policy on the host as written); throws on an unusable
- * or refused URL. Every connection then resolves the host again and connects to the checked address
- * (`target`), so a name that later resolves to a refused address is refused then.
+ * The URL checked (syntax, and the address policy on the host as written); throws on an unusable or
+ * refused URL. Each connection's socket checks what the host resolves to when it connects
+ * (common/db-url.ts), so a name later re-pointed at a refused address is refused then.
  */
-function clientConfig(url: string, s: PoolSettings): { target: ParsedDbUrl; base: pg.ClientConfig } {
-  let target: ParsedDbUrl;
+function clientConfig(url: string, s: PoolSettings): pg.ClientConfig {
+  let where: pg.ClientConfig;
   try {
-    target = parseDbUrl(url);
-    checkDbHost(target, s.allow);
+    where = pgConnectionConfig(parseDbUrl(url), s.allow);
   } catch (e) {
     // never echo the URL: it carries the password (parseDbUrl's messages never quote it)
     throw new Error(e instanceof AppError ? `connection URL refused: ${e.message}` : 'connection URL is not a valid URL');
   }
   return {
-    target,
-    base: {
-      application_name: 'santokit-bridge',
-      statement_timeout: s.queryTimeoutMs,
-      options: '-c TimeZone=UTC',
-      connectionTimeoutMillis: connectTimeoutMs(s),
-      keepAlive: true,
-      keepAliveInitialDelayMillis: 60_000,
-      types: TYPES,
-      pipeline: true,
-    },
+    application_name: 'santokit-bridge',
+    ...where,
+    statement_timeout: s.queryTimeoutMs,
+    options: '-c TimeZone=UTC',
+    connectionTimeoutMillis: Math.max(1, Math.min(10, Math.ceil(s.queryTimeoutMs / 1000))) * 1000,
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 60_000,
+    types: TYPES,
+    pipeline: true,
   };
 }
-
-const connectTimeoutMs = (s: PoolSettings) => Math.max(1, Math.min(10, Math.ceil(s.queryTimeoutMs / 1000))) * 1000;
 
 const isReprepare = (err: unknown) => err instanceof pg.DatabaseError && REPREPARE_ROUTINES.has(err.routine ?? '');
 
 class PgPool implements Pool {
   inflight = 0;
   readonly maxInflight: number;
-  readonly #target: ParsedDbUrl;
-  readonly #settings: PoolSettings;
-  /** the settings of every connection except where it goes (resolved and checked per connection) */
-  readonly #base: pg.ClientConfig;
+  readonly #config: pg.ClientConfig;
   readonly #max: number;
   /** open connections, oldest first */
   readonly #conns: Conn[] = [];
@@ -238,8 +228,7 @@ class PgPool implements Pool {
     url: string,
     s: PoolSettings,
   ) {
-    ({ target: this.#target, base: this.#base } = clientConfig(url, s));
-    this.#settings = s;
+    this.#config = clientConfig(url, s);
     this.#max = Math.max(1, s.max);
     this.maxInflight = Math.max(100, this.#max * 50);
   }
@@ -273,8 +262,8 @@ class PgPool implements Pool {
     const ic = internal(c.client);
     if (ic.processID !== null && ic.secretKey !== null) {
       try {
-        // the cancel request goes to the address this connection was opened to (checked then)
-        const con = internal(new pg.Client({ ...c.config })).connection;
+        // the cancel request goes through the same checked socket (common/db-url.ts), to host and port
+        const con = internal(new pg.Client(this.#config)).connection;
         con.on('error', () => {});
         con.on('connect', () => {
           con.cancel(ic.processID!, ic.secretKey!);
@@ -391,20 +380,8 @@ class PgPool implements Pool {
 
   #open(): void {
     this.#opening++;
-    // resolve the host and check every address it resolves to, then connect to the checked address
-    pgConnectionConfig(this.#target, this.#settings.allow, connectTimeoutMs(this.#settings)).then(
-      (where) => this.#connect({ ...this.#base, ...where }),
-      (err: unknown) => this.#openFailed(err),
-    );
-  }
-
-  #connect(config: pg.ClientConfig): void {
-    if (this.#closed) {
-      this.#opening--;
-      return;
-    }
-    const client = new pg.Client(config);
-    const conn: Conn = { client, config, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false };
+    const client = new pg.Client(this.#config);
+    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false };
     // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
@@ -414,13 +391,19 @@ class PgPool implements Pool {
       if (conn.inflight === 0) this.#discard(conn);
     });
     client.connect((err: Error | null) => {
+      this.#opening--;
       if (err) {
         conn.broken = true;
         void client.end().catch(() => {});
-        this.#openFailed(err);
+        // no connection at all: every waiting query learns that the database is unreachable now (they
+        // would otherwise each wait for their own connect timeout in turn); with connections open (the
+        // server refused one more, say) only the first waiting query fails and the rest keep waiting
+        const first = this.#waiting.findIndex((j) => !j.dropped);
+        const failed = this.#conns.length === 0 || first < 0 ? this.#waiting.splice(0) : this.#waiting.splice(0, first + 1);
+        for (const job of failed) if (!job.dropped) job.done(new ConnectError(err), undefined);
+        if (this.#waiting.length) this.#grow();
         return;
       }
-      this.#opening--;
       if (this.#closed) {
         void client.end().catch(() => {});
         return;
@@ -429,19 +412,6 @@ class PgPool implements Pool {
       this.#startReaper();
       this.#drain();
     });
-  }
-
-  /**
-   * No connection at all: every waiting query learns that the database is unreachable now (they would
-   * otherwise each wait for their own connect timeout in turn); with connections open (the server
-   * refused one more, say) only the first waiting query fails and the rest keep waiting.
-   */
-  #openFailed(err: unknown): void {
-    this.#opening--;
-    const first = this.#waiting.findIndex((j) => !j.dropped);
-    const failed = this.#conns.length === 0 || first < 0 ? this.#waiting.splice(0) : this.#waiting.splice(0, first + 1);
-    for (const job of failed) if (!job.dropped) job.done(new ConnectError(err), undefined);
-    if (this.#waiting.length) this.#grow();
   }
 
   #discard(c: Conn): void {

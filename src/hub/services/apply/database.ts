@@ -27,7 +27,7 @@ export async function connect(name: string, url: string, allow: HostPolicy): Pro
   const pg = (await import('pg')).default;
   let where: ClientConfig;
   try {
-    where = await pgConnectionConfig(parseDbUrl(url), allow, CONNECT_TIMEOUT_MS);
+    where = pgConnectionConfig(parseDbUrl(url), allow);
   } catch (e) {
     throw connectionError(name, e);
   }
