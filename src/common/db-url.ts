@@ -47,8 +47,9 @@ export interface ParsedDbUrl {
   applicationName?: string;
 }
 
+// C0, DEL and C1 control characters
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/;
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 
 /** Validates a PostgreSQL URL. Error messages never quote the input: it usually holds a password. */
 export function parseDbUrl(raw: unknown): ParsedDbUrl {

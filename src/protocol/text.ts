@@ -13,10 +13,12 @@ export interface CleanTextOptions {
   max?: number;
 }
 
-// ESC or 8-bit CSI/OSC/DCS… introducer, then the sequence's body up to its terminator
+// CSI (ESC [ or 8-bit CSI) with its parameters; OSC/DCS/SOS/PM/APC strings up to their terminator
+// (BEL, ESC \ or ST) — an unterminated one ends at the next control character, so it cannot swallow
+// the rest of the message; any other two-byte escape
 const ESCAPES =
   // eslint-disable-next-line no-control-regex
-  /(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?|(?:\x1b[\]P^_X]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b[\x20-\x2f]*[\x30-\x7e]?/g;
+  /(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?|(?:\x1b[\]P^_X]|[\x90\x98\x9d\x9e\x9f])[^\x00-\x1f\x7f-\x9f]*(?:\x07|\x1b\\|\x9c)?|\x1b[\x20-\x2f]*[\x30-\x7e]?/g;
 // eslint-disable-next-line no-control-regex
 const CONTROLS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]/g;
 

@@ -2,6 +2,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { AppError } from '../../src/protocol/errors.js';
 import { describeConnectError, maskDbUrl, parseDbUrl, scrubSecrets } from '../../src/hub/services/connections.js';
+import { HostPolicy, parseIp, refusedReason } from '../../src/common/net-policy.js';
+import { ConfigError, loadHubConfig } from '../../src/hub/config.js';
+import { cleanText } from '../../src/protocol/text.js';
 
 function badRequestMessage(fn: () => unknown): string {
   try {
@@ -91,5 +94,43 @@ describe('describeConnectError', () => {
     expect(out).not.toContain('Sup3rSecret');
     expect(out).not.toContain('postgres://');
     expect(scrubSecrets('see https://x.example/a?b=c', { password: '' })).toBe('see <url>');
+  });
+});
+
+describe('STK_CONNECTION_ALLOW_HOSTS and cleanText', () => {
+  it('parses hosts, addresses, CIDRs and ports; refuses anything else naming the entry', () => {
+    const p = HostPolicy.parse(' 127.0.0.1:55432 , db.local, 10.0.0.0/8, [::1]:5432, fd00::/8, ::1 ');
+    const ip = (s: string) => parseIp(s)!;
+    expect(p.allowsAddress(ip('127.0.0.1'), 55432)).toBe(true);
+    expect(p.allowsAddress(ip('127.0.0.1'), 5432)).toBe(false);
+    expect(p.allowsAddress(ip('::ffff:127.0.0.1'), 55432)).toBe(true);
+    expect(p.allowsAddress(ip('10.200.0.1'), 1)).toBe(true);
+    expect(p.allowsAddress(ip('11.0.0.1'), 1)).toBe(false);
+    expect(p.allowsAddress(ip('fd12::1'), 1)).toBe(true);
+    expect(p.allowsName('DB.LOCAL.', 1)).toBe(true);
+    expect(p.allowsName('other.local', 1)).toBe(false);
+    for (const bad of ['/tmp', '%2Ftmp', '10.0.0.0/33', '127.1', 'host:0', 'host:99999', '[::1', 'a b', '0x7f000001', 'fe80::1%eth0']) {
+      expect(() => HostPolicy.parse(bad), bad).toThrow(/STK_CONNECTION_ALLOW_HOSTS/);
+    }
+    expect(() => loadHubConfig({ STK_SECRET_KEY: 'a'.repeat(64), STK_SERVICE_TOKEN: 'x'.repeat(20), STK_CONNECTION_ALLOW_HOSTS: '/var/run/postgresql' })).toThrow(ConfigError);
+    expect(HostPolicy.parse('').empty).toBe(true);
+  });
+
+  it('refused address ranges, whatever the spelling', () => {
+    for (const a of ['127.0.0.1', '0.0.0.0', '169.254.169.254', '::1', '::', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe', '64:ff9b::7f00:1', '2002:a9fe:a9fe::', 'fe80::1', 'fd00:ec2::254', '224.0.0.1']) {
+      expect(refusedReason(parseIp(a)!), a).not.toBeNull();
+    }
+    for (const a of ['10.0.0.1', '192.168.1.1', '172.16.0.1', '8.8.8.8', '2001:db8::1', 'fd12::1', '::ffff:10.0.0.1']) expect(refusedReason(parseIp(a)!), a).toBeNull();
+    for (const a of ['127.1', '0177.0.0.1', '2130706433', '0x7f.0.0.1', 'fe80::1%eth0']) expect(parseIp(a), a).toBeNull();
+  });
+
+  it('cleanText removes escape sequences whole, control characters and bidi overrides, and bounds the length', () => {
+    expect(cleanText('a\u001b[31mred\u001b[0m\u001b]0;title\u0007\u001b]8;;http://x\u001b\\link\u001b]8;;\u001b\\ \u009b2J\u202eb\u0000c')).toBe('aredlink bc');
+    expect(cleanText('one\r\ntwo\tthree')).toBe('one two three');
+    expect(cleanText('one\r\ntwo\rthree', { multiline: true })).toBe('one\ntwo\nthree');
+    // an unterminated string command cannot swallow what follows the next control character
+    expect(cleanText('x\u001b]0;never ends\r(SQLSTATE 28000)')).toBe('x (SQLSTATE 28000)');
+    expect(cleanText('é ✓ plain')).toBe('é ✓ plain');
+    expect(cleanText('x'.repeat(50), { max: 10 })).toBe('x'.repeat(9) + '…');
   });
 });

@@ -77,7 +77,8 @@ export function describeConnectError(err: unknown, target: ParsedDbUrl, rawUrl?:
       const sqlstate = code !== undefined && /^[0-9A-Z]{5}$/.test(code);
       // a system error (it has a syscall) may name local files or sockets: only its code is shown
       const system = typeof (e as { syscall?: unknown }).syscall === 'string' || (code !== undefined && /^E[A-Z0-9_]+$/.test(code) && !code.startsWith('ERR_'));
-      if (sqlstate && msg) reason = `${msg} (SQLSTATE ${code})`;
+      // the server's own words, cleaned before anything is appended (an unterminated escape cannot hide it)
+      if (sqlstate && msg) reason = `${cleanText(msg, { max: 400 })} (SQLSTATE ${code})`;
       else if (/timeout/i.test(msg)) reason = `connection timed out after ${CONNECTION_TEST_TIMEOUT_MS / 1000}s at ${at}`;
       else if (/terminated unexpectedly|Connection terminated/i.test(msg)) reason = `the server at ${at} closed the connection`;
       else if (Array.isArray(e.errors) && e.errors.length) return describeConnectError(e.errors[0], target, rawUrl);
