@@ -13,7 +13,7 @@ import { nowIso } from '../store/store.js';
 import type { Operator } from './auth.js';
 import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
-import { notifyChanged, recordChange } from './events.js';
+import { isPostgres, notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { loadCurrentRelease, waitForBridges, type AckResult } from './sync/index.js';
 
@@ -198,6 +198,29 @@ async function findKey(db: Kysely<HubDatabase>, envId: string, idOrName: string)
 
 // ---------- operations ----------
 
+/**
+ * Serialises the writes that can add a live key to one env, so two of them cannot both see room under
+ * the limit: a row lock on the env until commit on PostgreSQL (SQLite runs one write transaction at a
+ * time already). Take it first in the transaction.
+ */
+async function lockEnvKeys(trx: Kysely<HubDatabase>, envId: string): Promise<void> {
+  if (isPostgres(trx)) await trx.selectFrom('envs').select('id').where('id', '=', envId).forUpdate().execute();
+}
+
+/** 409 when the env already holds MAX_KEYS_PER_ENV live (active, not expired) keys. Call under `lockEnvKeys`. */
+async function requireRoomForLiveKey(trx: Kysely<HubDatabase>, project: ProjectRef, env: { id: string; name: string }, now: string): Promise<void> {
+  const live = await trx
+    .selectFrom('api_keys')
+    .select((eb) => eb.fn.countAll().as('n'))
+    .where('env_id', '=', env.id)
+    .where('status', '=', 'active')
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .executeTakeFirst();
+  if (Number(live?.n ?? 0) >= MAX_KEYS_PER_ENV) {
+    throw conflict(`${project.name}/${env.name} already has ${MAX_KEYS_PER_ENV} live API keys (the limit): revoke unused ones first`);
+  }
+}
+
 export interface CreateInput {
   name?: unknown;
   roles?: unknown;
@@ -242,18 +265,10 @@ export async function createKey(ctx: HubContext, req: FastifyRequest | null, op:
     };
     try {
       const seq = await ctx.db.transaction().execute(async (trx) => {
+        await lockEnvKeys(trx, env.id);
         const dup = await trx.selectFrom('api_keys').select('id').where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
         if (dup) throw conflict(`an API key named ${name} already exists in ${project.name}/${env.name} (names stay reserved after revoke)`);
-        const live = await trx
-          .selectFrom('api_keys')
-          .select((eb) => eb.fn.countAll().as('n'))
-          .where('env_id', '=', env.id)
-          .where('status', '=', 'active')
-          .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
-          .executeTakeFirst();
-        if (Number(live?.n ?? 0) >= MAX_KEYS_PER_ENV) {
-          throw conflict(`${project.name}/${env.name} already has ${MAX_KEYS_PER_ENV} live API keys (the limit): revoke unused ones first`);
-        }
+        await requireRoomForLiveKey(trx, project, env, now);
         await trx.insertInto('api_keys').values(row).execute();
         await audit(ctx, req, { action: 'apikey.create', project: project.name, env: env.name, actor: op, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
         return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId } });
@@ -435,6 +450,14 @@ export async function updateKey(ctx: HubContext, req: FastifyRequest | null, op:
   if (Object.keys(set).length === 0) throw badRequest('nothing to change: pass roles, expiresIn/expiresAt or rateLimitPerMin');
   if (found.status === 'revoked') throw conflict(`API key ${found.id} (${found.name}) is revoked`);
   const seq = await ctx.db.transaction().execute(async (trx) => {
+    if (set.expires_at !== undefined) {
+      // an expired key given a later expiry (or none) becomes live again: it needs room under the limit
+      await lockEnvKeys(trx, env.id);
+      const now = nowIso();
+      const cur = await trx.selectFrom('api_keys').select(['status', 'expires_at']).where('id', '=', found.id).executeTakeFirst();
+      const liveAfter = set.expires_at === null || set.expires_at > now;
+      if (cur && keyStatus(cur, now) === 'expired' && liveAfter) await requireRoomForLiveKey(trx, project, env, now);
+    }
     const r = await trx.updateTable('api_keys').set(set).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} was revoked concurrently`);
     await audit(ctx, req, { action: 'apikey.update', project: project.name, env: env.name, actor: op, detail }, trx);
