@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationResult } from 'kysely';
 import type { HubDatabase } from './schema.js';
@@ -37,7 +37,7 @@ export async function openStore(url: string): Promise<Store> {
     if (file === ':memory:' || file === '') file = ':memory:';
     else {
       file = resolve(file);
-      mkdirSync(dirname(file), { recursive: true });
+      ownerOnlyStoreFiles(file);
     }
     const sqlite = new Database(file);
     sqlite.pragma('journal_mode = WAL');
@@ -48,6 +48,26 @@ export async function openStore(url: string): Promise<Store> {
     return { db, dialect: 'sqlite', ping: () => ping(db), close: () => db.destroy() };
   }
   throw new Error(`STK_HUB_DB_URL must start with sqlite: or postgres:// (got scheme ${url.split(':')[0]})`);
+}
+
+/**
+ * The store holds password hashes, API-key hashes and encrypted DB URLs: its files are the owner's
+ * only. Creates the database file 0600 (its directory 0700 when new) before SQLite opens it; SQLite
+ * gives the -wal and -shm files the database file's mode. Files an older version left readable by
+ * others are tightened.
+ */
+function ownerOnlyStoreFiles(file: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) {
+    try {
+      if ((statSync(f).mode & 0o077) !== 0) chmodSync(f, 0o600);
+    } catch (e) {
+      // gone, or another user's file (left as its owner set it)
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EPERM') throw e;
+    }
+  }
 }
 
 async function ping(db: HubDb): Promise<boolean> {
