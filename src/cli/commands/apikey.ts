@@ -120,11 +120,14 @@ export function registerApiKeyCommands(program: Command): void {
       .option('--expires-in <duration>', 'e.g. 30d, 12h (default: never)')
       .option('--expires-at <iso>', 'e.g. 2027-01-31T00:00:00Z')
       .option('--rate-limit <n/min>', 'requests per minute for this key on each Bridge (default: STK_RATE_LIMIT_PER_API_KEY, 1000)')
-      .option('--json', 'print {keyId, name, roles, status, createdAt, expiresAt, rateLimitPerMin, apiKey, ack}'),
+      .option('--json', 'print {keyId, name, roles, status, createdAt, expiresAt, rateLimitPerMin, apiKey, ack}')
+      .option('-q, --quiet', 'print only the key on stdout (for KEY=$(...)); nothing else'),
     'stk apikey create --project shop --env prod --name server --roles reader,writer',
     'stk apikey create --project shop --env dev --name ci --roles reader --expires-in 90d --rate-limit 500/min',
+    'KEY=$(stk apikey create --project shop --env dev --name local --roles admin -q)',
   ).action(async (_o, cmd: Command) => {
-    const o = opts<Scope & { name: string; roles: string; expiresIn?: string; expiresAt?: string; rateLimit?: string }>(cmd);
+    const o = opts<Scope & { name: string; roles: string; expiresIn?: string; expiresAt?: string; rateLimit?: string; quiet?: boolean }>(cmd);
+    if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
     if (o.expiresIn && o.expiresAt) throw new UsageError('pass --expires-in or --expires-at, not both');
     const { project, env, base } = scope(cmd);
     const body = {
@@ -138,6 +141,8 @@ export function registerApiKeyCommands(program: Command): void {
     const k = await client(cmd).post<Created>(base, body);
     if (o.json) {
       printJson(k);
+    } else if (o.quiet) {
+      process.stdout.write(`${k.apiKey}\n`);
     } else {
       process.stdout.write(`API Key (store securely): ${k.apiKey}\nKey ID: ${k.keyId}\n`);
       process.stderr.write(`✓ Created API key ${JSON.stringify(k.name)} in ${project}/${env}, roles ${k.roles.join(', ')}${k.expiresAt ? `, expires ${k.expiresAt}` : ''}\n`);
@@ -213,13 +218,16 @@ export function registerApiKeyCommands(program: Command): void {
       .option(...PROJECT_OPT).option(...ENV_OPT)
       .requiredOption('--key-id <idOrName>', 'the key id, or its name')
       .option('--grace <duration>', 'how long the previous secret keeps working, 0 to 7d (default 0: it stops now)', '0')
-      .option('--json', 'print {keyId, name, roles, rotatedAt, previousSecretValidUntil, apiKey, ack}'),
+      .option('--json', 'print {keyId, name, roles, rotatedAt, previousSecretValidUntil, apiKey, ack}')
+      .option('-q, --quiet', 'print only the new key on stdout'),
     'stk apikey rotate --project shop --env prod --key-id server --grace 1h',
   ).action(async (_o, cmd: Command) => {
-    const o = opts<Scope & { keyId: string; grace: string }>(cmd);
+    const o = opts<Scope & { keyId: string; grace: string; quiet?: boolean }>(cmd);
+    if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
     const { project, env, base } = scope(cmd);
     const r = await client(cmd).post<Rotated>(`${base}/${enc(o.keyId)}/rotate`, { grace: o.grace });
     if (o.json) printJson(r);
+    else if (o.quiet) process.stdout.write(`${r.apiKey}\n`);
     else {
       process.stdout.write(`API Key (store securely): ${r.apiKey}\nKey ID: ${r.keyId}\n`);
       process.stderr.write(`✓ Rotated API key ${keyLine(r)} in ${project}/${env}; the previous secret ${r.previousSecretValidUntil ? `works until ${r.previousSecretValidUntil}` : 'stopped working now'}\n`);
