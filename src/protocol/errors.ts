@@ -1,7 +1,7 @@
 /**
  * The one error catalogue shared by Hub, Bridge and CLI.
  * Every error response is `{"error":{"code","message","requestId"}}`.
- * Codes are never reused; test/unit/errors.test.ts keeps this table and the README in sync.
+ * Codes are never reused; test/unit/errors.test.ts keeps this table and docs/errors.md in sync.
  */
 import { cleanText } from './text.js';
 

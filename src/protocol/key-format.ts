@@ -26,7 +26,7 @@ export const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 
 /** Anchored regex for one key; groups: 1 env tag (optional), 2 key id, 3 secret, 4 checksum. */
 export const API_KEY_RE = /^stk_(?:([a-z0-9]{1,16})_)?([0-9A-HJKMNP-TV-Z]{12})_([A-Za-z0-9]{22})([A-Za-z0-9]{6})$/;
-/** Unanchored form for secret scanners (README "API keys"): finds keys inside arbitrary text. */
+/** Unanchored form for secret scanners (docs/api-keys.md): finds keys inside arbitrary text. */
 export const API_KEY_SCAN_RE = /\bstk_(?:[a-z0-9]{1,16}_)?[0-9A-HJKMNP-TV-Z]{12}_[A-Za-z0-9]{28}\b/g;
 export const KEY_ID_RE = /^[0-9A-HJKMNP-TV-Z]{12}$/;
 

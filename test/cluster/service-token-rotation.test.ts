@@ -6,7 +6,7 @@ import { rememberSecret } from '../helpers/secrets.js';
 import { call, connectedBridges, startStack, type Stack } from '../integration/apikeys.setup.js';
 
 /**
- * Service token rotation (README "Running in production"): the Hub accepts a list
+ * Service token rotation (docs/production.md): the Hub accepts a list
  * (`STK_SERVICE_TOKENS=old,new`), Bridges switch one by one, then the old token is removed. A Bridge
  * still on the old token gets 401 on /internal/*, logs a clear error (never a token) and keeps serving
  * what it had; a Bridge on the new token keeps syncing.

@@ -14,7 +14,7 @@ export default async function setup() {
     await c.connect();
     await c.query('select 1');
   } catch (e) {
-    throw new Error(`PostgreSQL is not reachable at DATABASE_URL (${new URL(DATABASE_URL).host}): ${(e as Error).message}. Start one (see README "Tests") or set DATABASE_URL.`);
+    throw new Error(`PostgreSQL is not reachable at DATABASE_URL (${new URL(DATABASE_URL).host}): ${(e as Error).message}. Start one (see docs/development.md "Tests") or set DATABASE_URL.`);
   } finally {
     await c.end().catch(() => {});
   }

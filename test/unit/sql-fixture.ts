@@ -90,7 +90,7 @@ export function fixtureRelease(releaseId = 'rel_fixture_1'): ReleaseIR {
   };
 }
 
-/** DDL for the fixture, as `stk apply` would create it (types per README "Schema types"). */
+/** DDL for the fixture, as `stk apply` would create it (types per docs/schema.md). */
 export const FIXTURE_DDL = `
 CREATE TABLE users (id text PRIMARY KEY, email text NOT NULL UNIQUE, name text, created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE posts (id text PRIMARY KEY, title text NOT NULL, body text,

@@ -3,7 +3,7 @@
  * timeout, and the mapping of database failures to client-facing errors that never carry SQL text,
  * bound values or connection URLs.
  *
- * Cost model (measured on the benchmark machine, see README "Performance"): a socket write that wakes
+ * Cost model (measured on the benchmark machine, see docs/performance.md): a socket write that wakes
  * another process is the most expensive thing a request does, more than all of its JavaScript. So:
  *  - `pg.Client` with a named prepared statement per SQL text: parsed once per connection, then one
  *    Bind/Describe/Execute/Sync; ~18 µs of client CPU per query against ~30 µs for postgres.js and

@@ -19,7 +19,7 @@ import { indexName, pgType, pkPgType, pkeyName, uniqueName } from './sql.js';
 
 /**
  * `schema/*.yaml` → SchemaIR. Validates everything before any database is touched; every error
- * names the file, the table and the column. See README "Schema, permissions and releases".
+ * names the file, the table and the column. See docs/schema.md.
  *
  * Decisions the spec leaves open:
  * - a column without `nullable` is NOT NULL (`nullable: false`); write `nullable: true` for optional columns;
