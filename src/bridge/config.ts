@@ -20,20 +20,28 @@ export interface BridgeConfig {
   connectionAllow: HostPolicy;
 }
 
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
+
 export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
   const hubUrls = (env.STK_HUB_URL ?? 'http://127.0.0.1:4000').split(',').map((s) => s.trim().replace(/\/+$/, '')).filter(Boolean);
   const serviceToken = (env.STK_SERVICE_TOKEN ?? '').trim();
   const dev = env.STK_DEV === '1' || env.STK_DEV === 'true';
   if (!serviceToken && !dev) throw new Error('STK_SERVICE_TOKEN is required: the Bridge uses it to sync keys and releases from the Hub');
   const port = Number(env.STK_BRIDGE_PORT ?? 3000);
+  const host = env.STK_BRIDGE_HOST ?? '127.0.0.1';
+  const disableAuth = env.STK_DISABLE_AUTH === 'true' || env.STK_DISABLE_AUTH === '1';
+  // without auth every tenant's data is one request away: only ever on this machine's loopback
+  if (disableAuth && !LOOPBACK_HOSTS.has(host)) {
+    throw new Error(`STK_DISABLE_AUTH=true serves every project's data without a key: it is refused unless STK_BRIDGE_HOST is a loopback address (127.0.0.1, ::1, localhost), not ${JSON.stringify(host)}`);
+  }
   return {
     port,
-    host: env.STK_BRIDGE_HOST ?? '127.0.0.1',
+    host,
     hubUrls,
     serviceToken,
     // the host name keeps ids unique across machines and containers (where every pid may be 1)
     bridgeId: env.STK_BRIDGE_ID ?? `bridge-${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}-${port}`,
-    disableAuth: env.STK_DISABLE_AUTH === 'true' || env.STK_DISABLE_AUTH === '1',
+    disableAuth,
     selectMaxRows: Number(env.STK_SELECT_MAX_ROWS ?? 10000),
     queryTimeoutMs: parseDuration(env.STK_QUERY_TIMEOUT_SECONDS ?? '30') * 1000,
     maxStaleMs: parseDuration(env.STK_RELEASE_CACHE_MAX_STALE_SECONDS ?? '3600') * 1000,

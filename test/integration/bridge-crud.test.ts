@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildBridge } from '../../src/bridge/app.js';
-import type { BridgeConfig } from '../../src/bridge/config.js';
+import { loadBridgeConfig, type BridgeConfig } from '../../src/bridge/config.js';
 import type { BridgeContext, Principal } from '../../src/bridge/context.js';
 import type { ReleaseCache } from '../../src/bridge/release-cache/index.js';
 import { unauthorized } from '../../src/protocol/errors.js';
@@ -581,6 +581,15 @@ describe('release cache and pools', () => {
 });
 
 describe('STK_DISABLE_AUTH', () => {
+  it('is refused unless the Bridge listens on loopback only', () => {
+    const base = { STK_SERVICE_TOKEN: 'dev-token-xxxxxxxx', STK_DISABLE_AUTH: 'true' };
+    for (const host of ['0.0.0.0', '::', '10.0.0.5', 'bridge.internal']) {
+      expect(() => loadBridgeConfig({ ...base, STK_BRIDGE_HOST: host }), host).toThrow(/STK_DISABLE_AUTH=true .* refused unless STK_BRIDGE_HOST is a loopback address/);
+    }
+    for (const host of ['127.0.0.1', '::1', 'localhost', undefined]) expect(loadBridgeConfig({ ...base, STK_BRIDGE_HOST: host }).disableAuth).toBe(true);
+    expect(loadBridgeConfig({ STK_SERVICE_TOKEN: 'x'.repeat(16), STK_BRIDGE_HOST: '0.0.0.0' }).disableAuth).toBe(false);
+  });
+
   it('needs the hint headers, then serves without credentials or permission checks', async () => {
     const dev = await buildBridge(testConfig({ disableAuth: true }), { logger: false });
     try {
