@@ -1,8 +1,11 @@
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 
-/** The PostgreSQL the tests use; `.ci/run` starts one on this address. */
-export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:55432/postgres';
+/**
+ * The PostgreSQL the tests use. Without DATABASE_URL: the throwaway cluster of scripts/test-pg.sh on
+ * STK_TEST_PG_PORT (55432), which test/helpers/global-setup.ts starts when nothing answers there.
+ */
+export const DATABASE_URL = process.env.DATABASE_URL ?? `postgres://postgres@127.0.0.1:${process.env.STK_TEST_PG_PORT || '55432'}/postgres`;
 
 /**
  * STK_CONNECTION_ALLOW_HOSTS for every Hub and Bridge the tests start: the test PostgreSQL usually
