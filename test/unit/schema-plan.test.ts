@@ -51,7 +51,7 @@ describe('planner against a live database', () => {
       throw e;
     }
     const again = await plan(tables, previouslyManaged);
-    expect(again, 'drift after apply').toEqual({ steps: [], unsupported: [] });
+    expect(again, 'drift after apply').toEqual({ steps: [], unsupported: [], unmanaged: [] });
     return p;
   }
 
@@ -96,7 +96,7 @@ describe('planner against a live database', () => {
     await c.query('BEGIN');
     for (const s of p.steps) await c.query(s.sql);
     await c.query('COMMIT');
-    expect(await run()).toEqual({ steps: [], unsupported: [] });
+    expect(await run()).toEqual({ steps: [], unsupported: [], unmanaged: [] });
     const live = (await introspect(c)).tables.get('odd "name"; --')!;
     expect(live.primaryKey?.columns).toEqual(['k"ey']);
     expect(live.uniques).toEqual([{ name: 'odd "name"; --_co"l_key', columns: ['co"l'] }]);
@@ -189,6 +189,19 @@ describe('planner against a live database', () => {
     await apply('  keep: {}\n  gone: {}\n');
     expect(descriptions(await plan('  keep: {}\n'))).toEqual([]); // gone was never released: untouched
     expect(descriptions(await plan('  keep: {}\n', ['keep', 'gone']))).toEqual(['! drop table gone and all its rows']);
+  });
+
+  it('a declared table that exists but apply did not create is unmanaged behind an adopt step, unless the previous release declared it', async () => {
+    await c.query('CREATE TABLE theirs (id text PRIMARY KEY)');
+    const p = await plan('  theirs: {}\n');
+    expect(p.unmanaged).toEqual(['theirs']);
+    expect(descriptions(p)).toEqual(['+ adopt table theirs, which santokit did not create (needs --adopt)']);
+    expect((await plan('  theirs: {}\n', ['theirs'])).unmanaged).toEqual([]);
+    await apply('  theirs: {}\n'); // runs the adopt step: the re-plan is empty
+    expect((await introspect(c)).tables.get('theirs')!.managed).toBe(true);
+    // tables apply creates carry the mark from the start
+    await apply('  mine: {}\n');
+    expect((await introspect(c)).tables.get('mine')!.managed).toBe(true);
   });
 
   it('primary key changes are unsupported, and manual changes show up as drift', async () => {

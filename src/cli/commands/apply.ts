@@ -73,6 +73,7 @@ export function registerApplyCommand(program: Command): void {
       .option('--ref <ref>', 'a reference stored on the release, e.g. the commit SHA')
       .option('--dry-run', 'show the plan; change nothing')
       .option('--force', 'allow destructive steps (drop table/column/index, NOT NULL, type changes)')
+      .option('--adopt', 'let apply manage declared tables that already exist but santokit did not create (without it they are never touched)')
       .option('--only <stages>', `comma-separated subset of ${STAGES.join(',')}`)
       .option('--dir <path>', 'project folder holding schema/ and config/', '.')
       .option('--json', 'print {releaseId, reused, ref, plan}'),
@@ -80,8 +81,9 @@ export function registerApplyCommand(program: Command): void {
     'stk apply --project shop --env dev --dry-run',
     'stk apply --project shop --env prod --force',
     'stk apply --project shop --env dev --only schema --dir examples/basic',
+    'stk apply --project shop --env dev --adopt --dry-run',
   ).action(async (_o, cmd: Command) => {
-    const o = opts<{ project?: string; env?: string; ref?: string; dryRun?: boolean; force?: boolean; only?: string; dir: string }>(cmd);
+    const o = opts<{ project?: string; env?: string; ref?: string; dryRun?: boolean; force?: boolean; adopt?: boolean; only?: string; dir: string }>(cmd);
     const project = resolveProject(o.project);
     const env = resolveEnv(o.env);
     let only: string[] | undefined;
@@ -101,6 +103,7 @@ export function registerApplyCommand(program: Command): void {
         ref: o.ref ?? null,
         dryRun: Boolean(o.dryRun),
         force: Boolean(o.force),
+        adopt: Boolean(o.adopt),
         ...(only ? { only } : {}),
       });
     } catch (e) {
@@ -128,10 +131,13 @@ export function registerApplyCommand(program: Command): void {
   });
 }
 
-/** A refused apply carries the plan or the list of problems in the error details: show them before the error line. */
-function explainRefusal(e: unknown, json: boolean): void {
+/**
+ * A refused apply or promote carries the plan or the list of problems in the error details: show
+ * them before the error line, and say which flag would let it through.
+ */
+export function explainRefusal(e: unknown, json: boolean): void {
   if (json || !(e instanceof ApiError) || !e.details || typeof e.details !== 'object') return;
-  const d = e.details as { plan?: PlanStep[]; errors?: string[]; unsupported?: string[] };
+  const d = e.details as { plan?: PlanStep[]; errors?: string[]; unsupported?: string[]; unmanaged?: string[] };
   const err = (s: string) => process.stderr.write(s);
   if (Array.isArray(d.errors) && d.errors.length > 5) {
     err(red('Problems:') + '\n');
@@ -143,6 +149,10 @@ function explainRefusal(e: unknown, json: boolean): void {
   }
   if (Array.isArray(d.plan) && e.status === 409) {
     printPlan(d.plan, err);
-    err(yellow('Nothing was applied: the plan has destructive steps. Re-run with --force to apply them.') + '\n');
+    if (Array.isArray(d.unmanaged) && d.unmanaged.length) {
+      err(yellow(`Nothing was applied: the plan touches tables santokit did not create (${d.unmanaged.join(', ')}). Re-run with --adopt to let apply manage them.`) + '\n');
+    } else {
+      err(yellow('Nothing was applied: the plan has destructive steps. Re-run with --force to apply them.') + '\n');
+    }
   }
 }

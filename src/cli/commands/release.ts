@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 import { enc } from '../client.js';
 import { resolveEnv, resolveProject } from '../config.js';
-import { ApiError, UsageError } from '../errors.js';
-import { bold, printJson, printTable, success, when, yellow } from '../output.js';
+import { UsageError } from '../errors.js';
+import { bold, printJson, printTable, success, when } from '../output.js';
 import { client, example, opts } from './common.js';
-import { printPlan, type PlanStep } from './apply.js';
+import { explainRefusal, printPlan, type PlanStep } from './apply.js';
 import { reportBridgeAck, type BridgeAck } from './ack.js';
 
 interface ReleaseSummary {
@@ -131,12 +131,13 @@ export function registerReleaseCommands(program: Command): void {
       .requiredOption('--to <env>', 'target env')
       .option('--release-id <id>', 'promote this release instead of --from\'s current one')
       .option('--force', 'allow destructive schema steps in the target env')
+      .option('--adopt', "let the schema apply manage declared tables that exist in the target env's databases but santokit did not create")
       .option('--dry-run', 'show the plan; change nothing')
       .option('--json', 'print {releaseId, from, to, previousReleaseId, moved, plan}'),
     'stk release promote --project shop --from dev --to prod',
     'stk release promote --project shop --to prod --release-id 01JBZ4K6Q8W3M0V5R7T9Y2X1AB',
   ).action(async (_o, cmd: Command) => {
-    const o = opts<{ project?: string; from?: string; to: string; releaseId?: string; force?: boolean; dryRun?: boolean }>(cmd);
+    const o = opts<{ project?: string; from?: string; to: string; releaseId?: string; force?: boolean; adopt?: boolean; dryRun?: boolean }>(cmd);
     const p = resolveProject(o.project);
     if (!o.from && !o.releaseId) throw new UsageError('pass --from <env> or --release-id <id>');
     type Res = { releaseId: string; from: string | null; to: string; previousReleaseId: string | null; moved: boolean; dryRun: boolean; plan: PlanStep[]; drift: string[]; ack?: BridgeAck | null };
@@ -147,13 +148,11 @@ export function registerReleaseCommands(program: Command): void {
         ...(o.from ? { from: o.from } : {}),
         ...(o.releaseId ? { releaseId: o.releaseId } : {}),
         force: Boolean(o.force),
+        adopt: Boolean(o.adopt),
         dryRun: Boolean(o.dryRun),
       });
     } catch (e) {
-      if (!o.json && e instanceof ApiError && e.status === 409 && Array.isArray((e.details as { plan?: unknown })?.plan)) {
-        printPlan((e.details as { plan: PlanStep[] }).plan, (s) => process.stderr.write(s));
-        process.stderr.write(yellow('Nothing was changed: the plan has destructive steps. Re-run with --force to apply them.') + '\n');
-      }
+      explainRefusal(e, Boolean(o.json));
       throw e;
     }
     const { ack, ...res } = r;

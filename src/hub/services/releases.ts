@@ -136,9 +136,11 @@ export async function apply(ctx: HubContext, req: FastifyRequest, op: Operator, 
 
   let plan: PlanStep[] = [];
   let drift: string[] = [];
+  let adopted: string[] = [];
   if (withSchema || withRelease) {
-    const r = await syncSchema(ctx, { envId: env.id, envLabel: label, schema: compiled.schema, previous: prev?.schema, execute: withSchema && !input.dryRun, force: input.force });
+    const r = await syncSchema(ctx, { envId: env.id, envLabel: label, schema: compiled.schema, previous: prev?.schema, execute: withSchema && !input.dryRun, force: input.force, adopt: input.adopt });
     plan = withSchema ? r.plan : [];
+    if (withSchema && !input.dryRun) adopted = r.unmanaged;
     // in a dry run with schema the plan would fix the differences; what remains is what it cannot fix
     drift = withSchema && input.dryRun ? r.drift.filter((d) => !r.plan.some((s) => d === `${s.connection}: ${s.description}`)) : r.drift;
     if (withRelease && !input.dryRun && drift.length) {
@@ -167,6 +169,7 @@ export async function apply(ctx: HubContext, req: FastifyRequest, op: Operator, 
         ref: input.ref,
         only: input.only,
         force: input.force,
+        adopted,
         steps: plan.length,
         destructiveSteps: plan.filter((s) => s.destructive).length,
         tables: Object.keys(compiled.schema.tables).length,
@@ -257,18 +260,18 @@ function readBodyObject(body: unknown, allowed: string[]): Record<string, unknow
   const b = body as Record<string, unknown>;
   const extra = Object.keys(b).filter((k) => !allowed.includes(k));
   if (extra.length) throw badRequest(`unknown field ${JSON.stringify(extra[0]!.slice(0, 40))} (allowed: ${allowed.join(', ')})`);
-  for (const k of ['force', 'dryRun']) if (b[k] !== undefined && typeof b[k] !== 'boolean') throw badRequest(`"${k}" must be true or false`);
+  for (const k of ['force', 'adopt', 'dryRun']) if (b[k] !== undefined && typeof b[k] !== 'boolean') throw badRequest(`"${k}" must be true or false`);
   return b;
 }
 
 /**
- * POST /api/projects/:project/releases/promote {from, to, releaseId?, force?, dryRun?}: applies the
- * release's schema to the target env's connections (refusing on drift or, without force, destructive
- * steps), then points the target env at the release.
+ * POST /api/projects/:project/releases/promote {from, to, releaseId?, force?, adopt?, dryRun?}: applies
+ * the release's schema to the target env's connections (refusing on drift, without force destructive
+ * steps, without adopt tables santokit did not create), then points the target env at the release.
  */
 export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator, projectName: string, body: unknown) {
   const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
-  const b = readBodyObject(body, ['from', 'to', 'releaseId', 'force', 'dryRun']);
+  const b = readBodyObject(body, ['from', 'to', 'releaseId', 'force', 'adopt', 'dryRun']);
   if (typeof b.to !== 'string') throw badRequest('"to" (the target env) is required');
   if (b.from === undefined && b.releaseId === undefined) throw badRequest('give "from" (the source env) or "releaseId"');
   if (b.from !== undefined && typeof b.from !== 'string') throw badRequest('"from" must be an env name');
@@ -289,7 +292,7 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
   const rel = release!;
   const prev = await currentRelease(ctx, to.id);
   const dryRun = b.dryRun === true;
-  const sync = await syncSchema(ctx, { envId: to.id, envLabel: `${project.name}/${to.name}`, schema: rel.schema, previous: prev?.schema, execute: !dryRun, force: b.force === true });
+  const sync = await syncSchema(ctx, { envId: to.id, envLabel: `${project.name}/${to.name}`, schema: rel.schema, previous: prev?.schema, execute: !dryRun, force: b.force === true, adopt: b.adopt === true });
   if (dryRun) {
     const drift = sync.drift.filter((d) => !sync.plan.some((s) => d === `${s.connection}: ${s.description}`));
     return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: false, plan: sync.plan, drift, ack: null };
@@ -301,7 +304,7 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
       project: project.name,
       env: to.name,
       actor: op,
-      detail: { releaseId: rel.releaseId, ref: rel.ref, from, to: to.name, previousReleaseId: moved.previous, moved: moved.moved, steps: sync.plan.length },
+      detail: { releaseId: rel.releaseId, ref: rel.ref, from, to: to.name, previousReleaseId: moved.previous, moved: moved.moved, steps: sync.plan.length, adopted: sync.unmanaged },
     }, trx);
     return moved;
   });

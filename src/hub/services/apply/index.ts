@@ -23,6 +23,8 @@ export interface ApplyInput {
   ref: string | null;
   dryRun: boolean;
   force: boolean;
+  /** let apply manage declared tables that exist but santokit did not create */
+  adopt: boolean;
   only: ApplyStage[];
 }
 
@@ -31,9 +33,9 @@ const MAX_REF = 200;
 
 /** Validates the JSON body of POST …/apply (400 on any shape error). */
 export function readApplyBody(body: unknown): ApplyInput {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('expected a JSON object {schema, permissions, ref?, dryRun?, force?, only?}');
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('expected a JSON object {schema, permissions, ref?, dryRun?, force?, adopt?, only?}');
   const b = body as Record<string, unknown>;
-  const allowed = ['schema', 'permissions', 'ref', 'dryRun', 'force', 'only'];
+  const allowed = ['schema', 'permissions', 'ref', 'dryRun', 'force', 'adopt', 'only'];
   const extra = Object.keys(b).filter((k) => !allowed.includes(k));
   if (extra.length) throw badRequest(`unknown field ${JSON.stringify(extra[0]!.slice(0, 40))} (allowed: ${allowed.join(', ')})`);
   if (!Array.isArray(b.schema)) throw badRequest('"schema" must be a list of {file, content}');
@@ -58,7 +60,7 @@ export function readApplyBody(body: unknown): ApplyInput {
     }
     ref = b.ref;
   }
-  for (const k of ['dryRun', 'force'] as const) if (b[k] !== undefined && typeof b[k] !== 'boolean') throw badRequest(`"${k}" must be true or false`);
+  for (const k of ['dryRun', 'force', 'adopt'] as const) if (b[k] !== undefined && typeof b[k] !== 'boolean') throw badRequest(`"${k}" must be true or false`);
   let only: ApplyStage[] = [...APPLY_STAGES];
   if (b.only !== undefined && b.only !== null) {
     if (!Array.isArray(b.only) || b.only.length === 0 || !b.only.every((s) => (APPLY_STAGES as readonly unknown[]).includes(s))) {
@@ -66,7 +68,7 @@ export function readApplyBody(body: unknown): ApplyInput {
     }
     only = [...new Set(b.only as ApplyStage[])];
   }
-  return { schema, permissions: (b.permissions as string | null | undefined) ?? null, ref, dryRun: b.dryRun === true, force: b.force === true, only };
+  return { schema, permissions: (b.permissions as string | null | undefined) ?? null, ref, dryRun: b.dryRun === true, force: b.force === true, adopt: b.adopt === true, only };
 }
 
 /** Parses and validates both files (400 naming file/table/column/rule), before any database is touched. */
@@ -87,12 +89,16 @@ export interface SyncOptions {
   /** false: only plan and report (dry run, or a release without schema apply) */
   execute: boolean;
   force: boolean;
+  /** allow steps on declared tables that exist but santokit did not create (they get its comment) */
+  adopt: boolean;
 }
 
 export interface SyncResult {
   plan: PlanStep[];
   /** differences left between declared and live schema (empty after a successful execute) */
   drift: string[];
+  /** `connection: table` of the unmanaged tables the plan touches (adopted when executed with adopt) */
+  unmanaged: string[];
 }
 
 /**
@@ -124,9 +130,21 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
     }
     const allSteps = [...plans.values()].flatMap((p) => p.steps);
     const unsupported = [...plans.entries()].flatMap(([n, p]) => p.unsupported.map((u) => `${n}: ${u}`));
-    if (!o.execute) return { plan: allSteps, drift: [...unsupported, ...allSteps.map((s) => `${s.connection}: ${s.description}`)] };
+    const unmanaged = [...plans.entries()].flatMap(([n, p]) => p.unmanaged.map((t) => `${n}: ${t}`));
+    if (!o.execute) return { plan: allSteps, drift: [...unsupported, ...allSteps.map((s) => `${s.connection}: ${s.description}`)], unmanaged };
 
     if (unsupported.length) throw badRequest(`the schema cannot be applied: ${unsupported.join('; ')}`, { unsupported, plan: allSteps });
+    // before --force is even looked at: --force alone never changes a table santokit did not create
+    if (unmanaged.length && !o.adopt) {
+      const many = unmanaged.length > 1;
+      const named = [...plans.entries()].flatMap(([n, p]) => p.unmanaged.map((t) => `${t} (on connection ${n})`));
+      throw new AppError(
+        'CONFLICT',
+        `table${many ? 's' : ''} ${named.join(', ')} already exist${many ? '' : 's'} and ${many ? 'were' : 'was'} not created by santokit; nothing was applied. ` +
+          `Re-run with --adopt to let apply manage ${many ? 'them' : 'it'} (the plan then changes ${many ? 'them' : 'it'} like its own tables), or rename the declared table`,
+        { details: { unmanaged, plan: allSteps } },
+      );
+    }
     const destructive = allSteps.filter((s) => s.destructive);
     if (destructive.length && !o.force) {
       throw new AppError('CONFLICT', `the plan has ${destructive.length} destructive step${destructive.length > 1 ? 's' : ''} (${destructive.map((s) => s.description).join('; ')}); re-run with --force to apply them`, {
@@ -156,7 +174,7 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
       }
     }
     committed = true;
-    return { plan: allSteps, drift: [] };
+    return { plan: allSteps, drift: [], unmanaged };
   } finally {
     for (const db of dbs) await close(db, !committed);
   }

@@ -1,5 +1,5 @@
 import type { FkAction } from '../../../protocol/release.js';
-import { SCHEMA, qualified } from './sql.js';
+import { MANAGED_TABLE_COMMENT, SCHEMA, qualified } from './sql.js';
 
 /**
  * Reads what really exists in a PostgreSQL database (schema `public`) from pg_catalog: tables,
@@ -47,6 +47,8 @@ export interface LiveIndex {
 
 export interface LiveTable {
   name: string;
+  /** carries the comment apply puts on the tables it created or adopted */
+  managed: boolean;
   columns: LiveColumn[];
   primaryKey: LiveConstraint | null;
   uniques: LiveConstraint[];
@@ -63,14 +65,14 @@ const FK_CHAR: Record<string, FkAction> = { a: 'no_action', r: 'restrict', c: 'c
 export async function introspect(db: Queryable): Promise<LiveSchema> {
   const tables = new Map<string, LiveTable>();
   const byOid = new Map<number, LiveTable>();
-  const t = await db.query<{ oid: number; name: string }>(
-    `SELECT c.oid::int AS oid, c.relname::text AS name
+  const t = await db.query<{ oid: number; name: string; comment: string | null }>(
+    `SELECT c.oid::int AS oid, c.relname::text AS name, obj_description(c.oid, 'pg_class') AS comment
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')`,
     [SCHEMA],
   );
   for (const r of t.rows) {
-    const lt: LiveTable = { name: r.name, columns: [], primaryKey: null, uniques: [], foreignKeys: [], indexes: [] };
+    const lt: LiveTable = { name: r.name, managed: r.comment === MANAGED_TABLE_COMMENT, columns: [], primaryKey: null, uniques: [], foreignKeys: [], indexes: [] };
     tables.set(r.name, lt);
     byOid.set(r.oid, lt);
   }

@@ -9,6 +9,7 @@ import {
   createTableSql,
   defaultSql,
   isIdentityPk,
+  markManagedSql,
   pgType,
   pkPgType,
   qualified,
@@ -22,6 +23,9 @@ import {
  * add unique/foreign key (fails if existing data violates it), relax NOT NULL, change a default.
  * Destructive (refused without --force): drop table/column/index/constraint, tighten to NOT NULL,
  * change a column type (only casts PostgreSQL does losslessly or to text; others are unsupported).
+ * A declared table that already exists but was neither created by apply (its comment says so) nor
+ * declared by the env's previous release is unmanaged: its steps are planned behind an "adopt" step,
+ * and syncSchema refuses the plan unless --adopt is given.
  * The same diff run after the DDL is the drift check: anything still listed is drift.
  */
 export interface PlanStep {
@@ -35,6 +39,8 @@ export interface ConnectionPlan {
   steps: PlanStep[];
   /** differences apply cannot fix (e.g. a primary key change or an unsupported cast), each with its reason */
   unsupported: string[];
+  /** declared tables that exist but santokit neither created nor adopted: touched only with --adopt */
+  unmanaged: string[];
 }
 
 export interface PlanInput {
@@ -49,6 +55,7 @@ export interface PlanInput {
 }
 
 enum Phase {
+  AdoptTables,
   DropForeignKeys,
   DropIndexesAndUniques,
   CreateTables,
@@ -86,6 +93,7 @@ export async function planConnection(input: PlanInput): Promise<ConnectionPlan> 
   const { connection, live } = input;
   const steps: Array<PlanStep & { phase: Phase }> = [];
   const unsupported: string[] = [];
+  const unmanaged: string[] = [];
   const add = (phase: Phase, sql: string, description: string, destructive = false) =>
     steps.push({ phase, connection, sql, destructive, description });
 
@@ -93,10 +101,15 @@ export async function planConnection(input: PlanInput): Promise<ConnectionPlan> 
   for (const t of input.tables) {
     const lt = live.tables.get(t.name);
     if (!lt) {
-      add(Phase.CreateTables, createTableSql(t), `create table ${t.name} (${t.columns.length + 1} columns)`);
+      add(Phase.CreateTables, `${createTableSql(t)};\n${markManagedSql(t.name)}`, `create table ${t.name} (${t.columns.length + 1} columns)`);
       for (const c of t.columns) if (c.references) add(Phase.AddForeignKeys, addForeignKeySql(t.name, c), fkDescription(t.name, c));
       for (const i of t.indexes) add(Phase.CreateIndexes, createIndexSql(t.name, i), indexDescription(t.name, i));
       continue;
+    }
+    // a table of that name that apply did not create (nor the env's release declare): someone else's
+    if (!lt.managed && !input.previouslyManaged.includes(t.name)) {
+      unmanaged.push(t.name);
+      add(Phase.AdoptTables, markManagedSql(t.name), `adopt table ${t.name}, which santokit did not create (needs --adopt)`);
     }
     await diffTable(t, lt, input, add, unsupported);
   }
@@ -108,7 +121,7 @@ export async function planConnection(input: PlanInput): Promise<ConnectionPlan> 
   }
 
   steps.sort((a, b) => a.phase - b.phase);
-  return { steps: steps.map(({ phase: _p, ...s }) => s), unsupported };
+  return { steps: steps.map(({ phase: _p, ...s }) => s), unsupported, unmanaged };
 }
 
 type Add = (phase: Phase, sql: string, description: string, destructive?: boolean) => void;

@@ -80,6 +80,14 @@ export function createTableSql(t: TableIR): string {
   return `CREATE TABLE ${qualified(t.name)} (\n  ${parts.join(',\n  ')}\n)`;
 }
 
+/**
+ * The comment apply puts on every table it creates (or adopts with --adopt): the database itself says
+ * which tables santokit manages, so it holds across envs sharing a database and is gone with the table.
+ */
+export const MANAGED_TABLE_COMMENT = 'santokit: managed by stk apply';
+
+export const markManagedSql = (table: string) => `COMMENT ON TABLE ${qualified(table)} IS ${quoteLiteral(MANAGED_TABLE_COMMENT)}`;
+
 export function addForeignKeySql(table: string, col: ColumnIR): string {
   const r = col.references!;
   return (
