@@ -261,6 +261,12 @@ describe('security: operator privilege matrix', () => {
       expect(await standing(email2)).toEqual({ org: null, shop: null });
     });
 
+    it('a refusal on the ladder says why and who can do it', async () => {
+      const r = await api(tokens.projectAdmin, 'PUT', `/api/projects/${P}/members/${enc('m-orgadmin@example.com')}`, { role: 'viewer' });
+      expect(r.status).toBe(403);
+      expect(r.json.error.message).toBe('you cannot change the project role of m-orgadmin@example.com on shop: they are org admin, at or above your own authority (ask an org owner)');
+    });
+
     it('nobody invites outside their scope: a project admin to another project, a member to the org', async () => {
       expect((await inviteAs(tokens.projectAdmin, fresh('x'), 'viewer', 'blog')).status).toBe(403);
       expect((await inviteAs(tokens.otherAdmin, fresh('x'), 'viewer', P)).status).toBe(403);

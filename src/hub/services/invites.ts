@@ -113,7 +113,7 @@ export async function createInvite(
       if (project) {
         const pm = await trx.selectFrom('project_memberships').select('role').where('project_id', '=', project.id).where('operator_id', '=', target.id).where('status', '=', 'active').executeTakeFirst();
         if (pm) throw conflict(`${email} already has project:${pm.role} on ${project.name}: use stk project members set-role`);
-        requireMayManage(authority, t, email, `invite to project ${project.name}`);
+        requireMayManage(authority, t, `invite ${email} to project ${project.name}`);
       }
       const open = await openInvites(trx, orgId, email, now).select(['created_by', 'scope', 'project_id', 'expires_at']).execute();
       counted ||= open.length > 0;

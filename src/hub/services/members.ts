@@ -61,10 +61,10 @@ export async function targetAuthority(db: Kysely<HubDatabase>, orgId: string, op
   return { role, authority: orgAuthority(role) };
 }
 
-/** 403 unless an actor at `actor` may change or remove someone at `target` (see `AUTHORITY`). */
-export function requireMayManage(actor: number, target: { role: OrgRole | null; authority: number }, email: string, what: string): void {
+/** 403 unless an actor at `actor` may change or remove someone at `target` (see `AUTHORITY`); `action` names it, e.g. "remove a@x.io". */
+export function requireMayManage(actor: number, target: { role: OrgRole | null; authority: number }, action: string): void {
   if (!mayManage(actor, target.authority)) {
-    throw forbidden(`you cannot ${what} ${email}: they are org ${target.role}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`);
+    throw forbidden(`you cannot ${action}: they are org ${target.role}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`);
   }
 }
 
@@ -165,7 +165,7 @@ export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op
       if (invited) throw notFound(`${email} has not accepted their invite yet: the role takes effect on acceptance (invite again to change it)`);
       throw notFound(`${email} is not a member of the org: invite them with stk org invite`);
     }
-    requireMayManage(orgAuthority(me.role), { role: m.role, authority: orgAuthority(m.role) }, email, 'change the org role of');
+    requireMayManage(orgAuthority(me.role), { role: m.role, authority: orgAuthority(m.role) }, `change the org role of ${email}`);
     if (ORG_ROLE_RANK[role] > ORG_ROLE_RANK[me.role]) throw forbidden(`you need org:${role} to grant the ${role} role`);
     if (m.role === 'owner' && role !== 'owner' && (await activeOwnerCount(trx, me.orgId)) <= 1) {
       throw conflict(`${email} is the last owner of the org: make someone else owner first`);
@@ -192,7 +192,7 @@ export async function removeOrgMember(ctx: HubContext, req: FastifyRequest | nul
     const invites = (await openInvites(trx, me.orgId, email).select('id').execute()).length;
     if (!target || (!m && invites === 0)) throw notFound(`${email} is not a member of the org`);
     const t = await targetAuthority(trx, me.orgId, target.id);
-    requireMayManage(orgAuthority(me.role), t, email, 'remove');
+    requireMayManage(orgAuthority(me.role), t, `remove ${email} from the org`);
     if (t.role === 'owner' && (await activeOwnerCount(trx, me.orgId)) <= 1) {
       throw conflict(`${email} is the last owner of the org and cannot be removed`);
     }
@@ -272,7 +272,7 @@ export async function setProjectRole(
     if (t.role === null || target.status !== 'active') {
       throw notFound(`${email} is not an active member of the org: invite them with stk project invite`);
     }
-    requireMayManage(authority, t, email, 'change the project role of');
+    requireMayManage(authority, t, `change the project role of ${email} on ${project.name}`);
     const existing = await trx
       .selectFrom('project_memberships')
       .selectAll()
@@ -310,7 +310,7 @@ export async function removeProjectMember(ctx: HubContext, req: FastifyRequest |
       : undefined;
     const invites = (await openInvites(trx, project.orgId, email).where('project_id', '=', project.id).select('id').execute()).length;
     if (!target || (!m && invites === 0)) throw notFound(`${email} has no role on project ${project.name}`);
-    requireMayManage(authority, await targetAuthority(trx, project.orgId, target.id), email, 'remove');
+    requireMayManage(authority, await targetAuthority(trx, project.orgId, target.id), `remove ${email} from project ${project.name}`);
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, project.orgId, target.id);
