@@ -4,6 +4,7 @@ import type { HubConfig } from './config.js';
 import { createContext, type HubContext } from './context.js';
 import { migrate, openStore, type Store } from './store/store.js';
 import { bootstrapOwner } from './services/auth.js';
+import { checkStoreKey } from './services/store-key.js';
 import { installRouteAuth } from './route-auth.js';
 import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
@@ -21,6 +22,13 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   const store = opts.store ?? (await openStore(config.dbUrl));
   await migrate(store);
   const ctx = createContext(config, store, app.log);
+  try {
+    await checkStoreKey(ctx); // a store created under another STK_SECRET_KEY is refused
+  } catch (e) {
+    if (!opts.store) await store.close();
+    await app.close();
+    throw e;
+  }
 
   // every route's declared auth (service token, session, org/project role) is enforced on the route
   // the router matched, before its body is read

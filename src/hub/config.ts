@@ -31,6 +31,9 @@ export interface HubConfig {
 
 export class ConfigError extends Error {}
 
+/** A standalone Hub's SQLite store when STK_HUB_DB_URL is unset (the dev stack's is .santokit/hub.db). */
+export const DEFAULT_HUB_STORE = './.santokit-hub/hub.db';
+
 export function parseSecretKey(raw: string): Buffer {
   const s = raw.trim();
   if (/^[0-9a-fA-F]{64}$/.test(s)) return Buffer.from(s, 'hex');
@@ -83,7 +86,9 @@ export function loadHubConfig(env: NodeJS.ProcessEnv = process.env): HubConfig {
   return {
     port,
     host: env.STK_HUB_HOST ?? '127.0.0.1',
-    dbUrl: env.STK_HUB_DB_URL ?? `sqlite://${dataDir}/hub.db`,
+    // the dev stack's store is under its data dir; a standalone Hub's default is elsewhere, so the two
+    // never open each other's store (with each other's keys)
+    dbUrl: env.STK_HUB_DB_URL || (dev ? `sqlite://${dataDir}/hub.db` : `sqlite://${DEFAULT_HUB_STORE}`),
     secretKey: parseSecretKey(secretRaw),
     serviceTokens,
     sessionTtlSeconds: parseDuration(env.STK_SESSION_TTL ?? '12h'),

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBridge, startHub, type Proc } from '../helpers/procs.js';
 import { createTestDatabase } from '../helpers/pg.js';
@@ -105,7 +106,9 @@ describe('hub and bridge health, error envelope, log redaction', () => {
 describe('hub store on PostgreSQL', () => {
   it('migrates, bootstraps the owner and is ready; two hubs starting at once on one store both come up', async () => {
     const db = await createTestDatabase('hubstore');
-    const [a, b] = await Promise.all([startHub({ dbUrl: db.url }), startHub({ dbUrl: db.url })]);
+    // Hubs on one store share its STK_SECRET_KEY (a Hub with another key refuses the store)
+    const secretKey = randomBytes(32).toString('hex');
+    const [a, b] = await Promise.all([startHub({ dbUrl: db.url, secretKey }), startHub({ dbUrl: db.url, secretKey })]);
     try {
       for (const h of [a, b]) {
         expect((await fetch(h.url + '/readyz')).status).toBe(200);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
+import { warn } from '../output.js';
 import { example, opts } from './common.js';
 import { getPassword } from '../prompt.js';
 
@@ -11,14 +12,18 @@ export function registerServerCommands(program: Command): void {
   ).action(async () => {
     const { startHub } = await import('../../hub/main.js');
     const { loadHubConfig, ConfigError } = await import('../../hub/config.js');
-    let cfg;
+    const { existsSync } = await import('node:fs');
+    if (!process.env.STK_HUB_DB_URL && existsSync('.santokit/hub.db') && !existsSync('.santokit-hub/hub.db')) {
+      warn('creating a new store in .santokit-hub/: .santokit/hub.db is the dev stack\'s store (earlier versions also used it for `stk hub start`); to open it, set STK_HUB_DB_URL=sqlite://./.santokit/hub.db and its STK_SECRET_KEY');
+    }
+    let h;
     try {
-      cfg = loadHubConfig();
+      h = await startHub(loadHubConfig());
     } catch (e) {
+      // bad settings, or a store created under another STK_SECRET_KEY
       if (e instanceof ConfigError) throw new CliError(e.message);
       throw e;
     }
-    const h = await startHub(cfg);
     onSignals(() => h.stop());
   });
 
@@ -30,17 +35,28 @@ export function registerServerCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ email: string; passwordStdin?: boolean }>(cmd);
     const password = await getPassword(o.passwordStdin, 'New owner password: ');
-    const { loadHubConfig } = await import('../../hub/config.js');
+    const { loadHubConfig, ConfigError } = await import('../../hub/config.js');
     const { openStore, migrate } = await import('../../hub/store/store.js');
     const { createContext } = await import('../../hub/context.js');
     const { createOwner } = await import('../../hub/services/auth.js');
     const { AppError } = await import('../../protocol/errors.js');
-    const cfg = loadHubConfig();
+    const { checkStoreKey } = await import('../../hub/services/store-key.js');
+    let cfg;
+    try {
+      cfg = loadHubConfig();
+    } catch (e) {
+      if (e instanceof ConfigError) throw new CliError(e.message);
+      throw e;
+    }
     const store = await openStore(cfg.dbUrl);
     try {
       await migrate(store);
       const { default: pino } = await import('pino');
       const ctx = createContext(cfg, store, pino({ level: 'silent' }) as never);
+      await checkStoreKey(ctx).catch((e: unknown) => {
+        if (e instanceof ConfigError) throw new CliError(e.message);
+        throw e;
+      });
       const op = await createOwner(ctx, o.email, password).catch((e) => {
         if (e instanceof AppError) throw new CliError(`${e.message} (${e.status} ${e.code})`);
         throw e;

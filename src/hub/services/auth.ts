@@ -173,8 +173,14 @@ export async function createOwner(ctx: HubContext, emailIn: string, password: st
 export async function bootstrapOwner(ctx: HubContext): Promise<void> {
   await ensureDefaultOrg(ctx);
   const any = await ctx.db.selectFrom('operators').select('id').limit(1).executeTakeFirst();
-  if (any) return;
   const { ownerEmail, ownerPassword } = ctx.config;
+  if (any) {
+    if (ownerEmail && !ctx.config.dev) {
+      const known = await ctx.db.selectFrom('operators').select('id').where('email', '=', ownerEmail.trim().toLowerCase()).executeTakeFirst();
+      if (!known) ctx.log.warn('STK_OWNER_EMAIL is ignored: this store already has operators (it only creates the first owner of an empty store); invite more with `stk org invite`');
+    }
+    return;
+  }
   if (ownerEmail && ownerPassword) {
     try {
       await createOwner(ctx, ownerEmail, ownerPassword);

@@ -10,12 +10,15 @@ export class Crypto {
   readonly #idKey: Buffer;
   /** pepper for API-key hashes; shipped to Bridges over the authenticated internal channel */
   readonly apiKeyPepper: Buffer;
+  /** stored in the Hub store when it is created: a later start with another master key is refused */
+  readonly storeKeyCheck: string;
 
   constructor(masterKey: Buffer) {
     if (masterKey.length !== 32) throw new Error('master key must be 32 bytes');
     this.#encKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/db-url-encryption/v1', 32));
     this.apiKeyPepper = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/apikey-pepper/v1', 32));
     this.#idKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/identifier-hash/v1', 32));
+    this.storeKeyCheck = 'v1:' + Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/store-key-check/v1', 16)).toString('hex');
   }
 
   /**

@@ -185,6 +185,16 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.deleteFrom('org_memberships').where('status', '=', 'pending').execute();
       },
     },
+    '0006_store_meta': {
+      // facts about the store itself, e.g. a check value of the master key it was created under
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('store_meta')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

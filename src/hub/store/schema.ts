@@ -142,6 +142,12 @@ export interface ChangeEventsTable {
   payload_json: string;
 }
 
+export interface StoreMetaTable {
+  key: string;
+  value: string;
+  created_at: string;
+}
+
 export interface HubDatabase {
   orgs: OrgsTable;
   operators: OperatorsTable;
@@ -157,4 +163,5 @@ export interface HubDatabase {
   api_keys: ApiKeysTable;
   audit_log: AuditLogTable;
   change_events: ChangeEventsTable;
+  store_meta: StoreMetaTable;
 }
