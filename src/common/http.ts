@@ -7,6 +7,9 @@ import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/
 import { RequestLogger, bufferedStdout, loggerOptions, stripQuery, type LogDestination } from './logger.js';
 import type { RouteAuth, RouteInfo } from '../protocol/route-auth.js';
 import { canonicalTarget } from './request-target.js';
+import { MAX_JSON_DEPTH, jsonTooDeep } from './json-depth.js';
+import { RouteMatcher } from './route-match.js';
+import { parseTrustProxy } from './trust-proxy.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -161,7 +164,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     bodyLimit: BODY_LIMIT_BYTES,
     genReqId: () => ulid(),
     requestIdHeader: false,
-    trustProxy: process.env.STK_TRUST_PROXY === '1',
+    trustProxy: parseTrustProxy(process.env.STK_TRUST_PROXY),
     return503OnClosing: true,
     // one canonical path before routing (see request-target.ts); a refused target is answered 400 by
     // the first onRequest hook, before any route's hooks or handler
@@ -185,6 +188,13 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     clientErrorHandler(err, socket) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ECONNRESET' || socket.destroyed) return;
+      // the request was already answered from its headers (a 401 before the body was read) and its
+      // body turned out malformed: one response per request, so close without a second one
+      const current = (socket as unknown as { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+      if (current?.headersSent) {
+        socket.destroySoon();
+        return;
+      }
       const [status, reason, message] =
         code === 'ERR_HTTP_REQUEST_TIMEOUT'
           ? [408, 'Request Timeout', 'request timed out']
@@ -243,9 +253,30 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     for (const method of methods) app.routeTable.push({ method, url: route.url, auth });
   });
 
+  // bodies: JSON only (anything else → 415), nested at most MAX_JSON_DEPTH deep, checked on the raw
+  // text before parsing; Fastify's own parser (prototype-poisoning checks included) does the rest
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (jsonTooDeep(body as string, MAX_JSON_DEPTH)) {
+      done(new AppError('BAD_REQUEST', `JSON body nested deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+      return;
+    }
+    parseJson(req, body as string, done);
+  });
+
+  // an unknown method on a known path → 405 with Allow (GET /call, POST /healthz, …)
+  const routes = new RouteMatcher(app.routeTable);
   app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?')[0]!;
+    const allowed = routes.allowed(path);
+    if (allowed.length > 0 && !allowed.includes(req.method)) {
+      setCode(req, 'METHOD_NOT_ALLOWED');
+      reply.code(405).header('allow', allowed.join(', ')).send(envelope('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}; allowed: ${allowed.join(', ')}`, req.id));
+      return;
+    }
     setCode(req, 'NOT_FOUND');
-    reply.code(404).send(envelope('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`, req.id));
+    reply.code(404).send(envelope('NOT_FOUND', `no route ${req.method} ${path}`, req.id));
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {

@@ -1,7 +1,9 @@
 /**
  * The one error catalogue shared by Hub, Bridge and CLI.
  * Every error response is `{"error":{"code","message","requestId"}}`.
- * Codes are never reused; test/unit/errors.test.ts keeps this table and docs/errors.md in sync.
+ * Codes are never reused; test/unit/errors.test.ts keeps this table and docs/errors.md in sync. The first
+ * code listed for a status is its generic one (`codeForStatus`); a later code with the same status
+ * names a case a client may want to tell apart.
  */
 import { cleanText } from './text.js';
 
@@ -10,6 +12,7 @@ export const ERROR_CATALOGUE = {
   UNAUTHORIZED: { status: 401, message: 'authentication required' },
   FORBIDDEN: { status: 403, message: 'permission denied' },
   NOT_FOUND: { status: 404, message: 'not found' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed' },
   REQUEST_TIMEOUT: { status: 408, message: 'request timed out' },
   CONFLICT: { status: 409, message: 'conflict' },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
@@ -19,6 +22,7 @@ export const ERROR_CATALOGUE = {
   INTERNAL_ERROR: { status: 500, message: 'internal error' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'service unavailable' },
   GATEWAY_TIMEOUT: { status: 504, message: 'query timed out' },
+  RESPONSE_TOO_LARGE: { status: 400, message: 'the answer is too large; select fewer columns, narrow the where, or page' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;

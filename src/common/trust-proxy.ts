@@ -1,0 +1,31 @@
+/**
+ * `STK_TRUST_PROXY`: whether the client address of a request (`req.ip`) is taken from
+ * `X-Forwarded-For` instead of the TCP peer. That address is what the per-address limits count
+ * (invalid API keys on the Bridge, failed logins on the Hub), what "Last used" lists as a key's source
+ * addresses, and what the access line logs.
+ *
+ * - unset, `0`, `false`: the TCP peer (right when clients connect directly; behind a proxy every
+ *   client then shares the proxy's address);
+ * - a comma-separated list of your proxies' addresses or CIDRs (`10.0.0.0/8,127.0.0.1`; also
+ *   `loopback`, `linklocal`, `uniquelocal`): `X-Forwarded-For` is followed from the right through
+ *   those hops only, so the client is the first address your own proxies did not add;
+ * - `1` or `true`: every hop is trusted and the client is the left-most `X-Forwarded-For` entry,
+ *   which any client can write itself: only when nothing but your proxy can reach the server.
+ */
+export type TrustProxy = boolean | string[];
+
+const NAMED = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+export function parseTrustProxy(v: string | undefined): TrustProxy {
+  const s = (v ?? '').trim();
+  const lower = s.toLowerCase();
+  if (s === '' || s === '0' || lower === 'false') return false;
+  if (s === '1' || lower === 'true') return true;
+  const list = s.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const x of list) {
+    if (!NAMED.has(x) && !/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(x)) {
+      throw new Error(`STK_TRUST_PROXY: '${x.slice(0, 60)}' is not an IP address, CIDR or one of loopback, linklocal, uniquelocal (or use true)`);
+    }
+  }
+  return list;
+}
