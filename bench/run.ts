@@ -268,7 +268,7 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
   for (let i = 0; i < REVOKES; i++) keys.push(await createKeyApi(hub, env, `r${i}`));
   const bridges: Bridge[] = [bridgeA];
   for (let i = 2; i <= REVOKE_BRIDGES; i++) bridges.push(await startBridge(paths, hub, `r${i}`, [env]));
-  await waitHttp(bridgeA.proc, `${bridgeA.url}/readyz?project=${PROJECT}&env=${env}`);
+  await waitHttp(bridgeA.proc, `${bridgeA.url}/readyz?project=${PROJECT}&env=${env}`, undefined, { 'x-santokit-service-token': hub.serviceToken });
   for (const b of bridges) await smokeCall(b.url, keys[REVOKES - 1]!.apiKey);
 
   const startedAt = new Array<number>(REVOKES).fill(Infinity);
@@ -345,7 +345,7 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
     env: { STK_BRIDGE_PORT: String(bPort), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: 'bench-profile', STK_LOG_LEVEL: 'warn' },
     logDir: LOGS,
   });
-  await waitHttp(bridge, `${bUrl}/readyz?project=${PROJECT}&env=bench`, 90_000);
+  await waitHttp(bridge, `${bUrl}/readyz?project=${PROJECT}&env=bench`, 90_000, { 'x-santokit-service-token': hub.serviceToken });
   await smokeCall(bUrl, apiKey);
   const b = await profileUnderLoad(bridge, dirs.bridge, bUrl, callLua, { API_KEY: apiKey }, c);
 

@@ -49,11 +49,11 @@ export function start(name: string, cmd: string, args: string[], o: { env?: Reco
 }
 
 /** Waits until `url` answers 2xx; fails early (with the log tail) if the process exits. */
-export async function waitHttp(p: Proc, url: string, timeoutMs = 60_000): Promise<void> {
+export async function waitHttp(p: Proc, url: string, timeoutMs = 60_000, headers: Record<string, string> = {}): Promise<void> {
   await waitFor(
     async () => {
       if (p.child.exitCode !== null) throw new Error(`${p.name} exited with ${p.child.exitCode}`);
-      return (await fetch(url)).ok;
+      return (await fetch(url, { headers })).ok;
     },
     timeoutMs,
     `${p.name} at ${url}`,

@@ -133,7 +133,8 @@ export async function startBridge(paths: StackPaths, hub: Hub, name: string, rea
     logDir: paths.logDir,
   });
   await waitHttp(proc, `${url}/healthz`);
-  for (const env of readyEnvs) await waitHttp(proc, `${url}/readyz?project=${PROJECT}&env=${env}`, 90_000);
+  // a project's readiness names tenants: it needs the service token
+  for (const env of readyEnvs) await waitHttp(proc, `${url}/readyz?project=${PROJECT}&env=${env}`, 90_000, { 'x-santokit-service-token': hub.serviceToken });
   return { name, proc, url };
 }
 

@@ -7,6 +7,7 @@ import healthRoutes from './routes/health.js';
 import callRoutes from './routes/call.js';
 import { ReleaseCache } from './release-cache/index.js';
 import { installHubSync } from './sync/index.js';
+import { installRouteAuth } from './route-auth.js';
 
 export interface BuildBridgeOptions {
   loggerStream?: NodeJS.WritableStream;
@@ -37,7 +38,8 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     return releases.ready(project, env);
   };
   ctx.onClose.push(() => releases.close());
-  installHubSync(ctx, app); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
+  installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
+  installRouteAuth(app, ctx); // before any route: each route's declared auth becomes its first onRequest hook
   await app.register(healthRoutes, { ctx });
   await app.register(callRoutes, { ctx });
   app.addHook('onClose', async () => {

@@ -18,6 +18,21 @@ export interface BridgeConfig {
   poolMax: number;
   /** STK_CONNECTION_ALLOW_HOSTS: loopback/link-local/metadata hosts a connection may reach anyway (src/common/net-policy.ts) */
   connectionAllow: HostPolicy;
+  /** bytes one `/call` answer may hold (STK_RESPONSE_MAX_BYTES) */
+  responseMaxBytes: number;
+  /** bytes all answers being built or sent may hold together (STK_RESPONSE_INFLIGHT_MAX_BYTES) */
+  responseInflightMaxBytes: number;
+}
+
+export const RESPONSE_MAX_BYTES = 10 * 1024 * 1024;
+export const RESPONSE_INFLIGHT_MAX_BYTES = 64 * 1024 * 1024;
+
+/** A positive integer count of bytes from the environment, or the default; anything else is a start-up error. */
+function bytes(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
+  const v = env[name]?.trim();
+  if (v === undefined || v === '') return dflt;
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)) || Number(v) < 1024) throw new Error(`${name} must be a whole number of bytes, at least 1024 (got '${v.slice(0, 40)}')`);
+  return Number(v);
 }
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -48,5 +63,7 @@ export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeCo
     rateLimitPerApiKey: Number(env.STK_RATE_LIMIT_PER_API_KEY ?? 1000),
     poolMax: Number(env.STK_BRIDGE_POOL_MAX ?? 10),
     connectionAllow: HostPolicy.parse(env.STK_CONNECTION_ALLOW_HOSTS),
+    responseMaxBytes: bytes(env, 'STK_RESPONSE_MAX_BYTES', RESPONSE_MAX_BYTES),
+    responseInflightMaxBytes: bytes(env, 'STK_RESPONSE_INFLIGHT_MAX_BYTES', RESPONSE_INFLIGHT_MAX_BYTES),
   };
 }

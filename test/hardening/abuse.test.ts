@@ -1,7 +1,7 @@
 /**
- * Abuse: 5,000 invalid API keys from one address get 429 after the per-address limit, before any
- * body parsing, key lookup or database work (a valid key from that address is refused too, malformed
- * bodies are not even parsed, no SQL runs, the Bridge spends microseconds of CPU on each); a
+ * Abuse: 5,000 invalid API keys from one address get 429 after the per-address limit, from the headers
+ * alone (malformed bodies are not even parsed, no SQL runs, the Bridge spends microseconds of CPU on
+ * each), while a valid key from that same address is still served; a
  * wrong-password flood on login gets 429 without hashing; body (10 MB) and header (16 KB) limits hold
  * on Hub and Bridge, with the error envelope.
  */
@@ -155,7 +155,7 @@ describe('abuse', () => {
     if (cpuPer429 !== null) expect(cpuPer429).toBeLessThan(5);
   }, 60_000);
 
-  it(`${FLOOD} invalid API keys from one address → 429 before any other work`, async () => {
+  it(`${FLOOD} invalid API keys from one address → 429 without parsing a body; a valid key from that address is served`, async () => {
     const bridge = s.bridges[0]!;
     await query(s.dbUrl, 'select pg_stat_statements_reset(0, $1::oid, 0)', [dbOid]);
     const tally = new Tally();
@@ -181,9 +181,9 @@ describe('abuse', () => {
       tally.add(r, `invalid key #${n}`);
     });
     const after = cpuMs(bridge.child.pid);
-    // a valid key from the same address is refused as well: the check runs before the key is looked at
-    const valid: Resp = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path: 'db/users/select' });
     const sqlRan = (await query<{ n: string }>(s.dbUrl, "select coalesce(sum(calls), 0) as n from pg_stat_statements where dbid = $1::oid and query not ilike '%pg_stat_statements%' and query !~* '^select (1|\\$1)$'", [dbOid]))[0]!.n;
+    // a valid key from the same address is served: other clients' garbage never locks it out
+    const valid: Resp = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path: 'db/users/select' });
     const health = await fetch(bridge.url + '/healthz');
     const blocked = statuses.get(429) ?? 0;
     const cpuPer = before !== null && after !== null ? ((after - before) * 1000) / FLOOD : null;
@@ -197,9 +197,7 @@ describe('abuse', () => {
     expect(statuses.get(401)).toBe(100);
     expect(after429.get(429)).toBe(FLOOD - firstBlocked);
     expect(blocked).toBe(FLOOD - 100);
-    expect(valid.status).toBe(429);
-    expect(valid.json?.error?.code).toBe('TOO_MANY_REQUESTS');
-    expect(Number(valid.headers['retry-after'])).toBeGreaterThan(0);
+    expect(valid.status).toBe(200);
     expect(Number(sqlRan)).toBe(0);
     expect(health.status).toBe(200);
     if (cpuPer !== null) expect(cpuPer).toBeLessThan(2000);

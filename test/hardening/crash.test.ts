@@ -51,7 +51,7 @@ describe('crash: kill -9 the Hub during 1,000 concurrent apikey creates', () => 
       expect(a.status, a.text).toBe(200);
     }
     const b = await s.startBridge({ STK_RATE_LIMIT_PER_API_KEY: '100000', STK_SYNC_MAX_BACKOFF_MS: '500' });
-    for (const e of ENVS) await waitFor(async () => (await fetch(`${b.url}/readyz?project=${s.project}&env=${e}`)).ok, 30_000, `bridge ready for ${e}`);
+    for (const e of ENVS) await waitFor(async () => (await fetch(`${b.url}/readyz?project=${s.project}&env=${e}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).ok, 30_000, `bridge ready for ${e}`);
     await waitFor(async () => (await bridgesConnected(s)) === 1, 20_000, 'bridge connected');
   }, 180_000);
   afterAll(async () => {

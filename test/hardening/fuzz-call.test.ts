@@ -153,7 +153,7 @@ describe('fuzz POST /call', () => {
     expect(bridge.child.exitCode, 'bridge exited').toBeNull();
     expect(bridge.child.signalCode, 'bridge killed').toBeNull();
     const health = await fetch(bridge.url + '/healthz');
-    const ready = await fetch(`${bridge.url}/readyz?project=${s.project}&env=${s.env}`);
+    const ready = await fetch(`${bridge.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } });
     const after = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': admin.key }, { path: 'db/users/select', params: { limit: 1 } });
     console.log(`fuzz /call: after the run /healthz ${health.status}, /readyz ${ready.status}, select ${after.status}`);
 

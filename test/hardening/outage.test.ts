@@ -33,7 +33,7 @@ describe('hub outage', () => {
   });
 
   const select = (c: HttpClient, k: KeyInfo) => c.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': k.key }, { path: 'db/users/select', params: { limit: 1 } });
-  const ready = async (b: { url: string }) => (await fetch(`${b.url}/readyz?project=${s.project}&env=${s.env}`)).status;
+  const ready = async (b: { url: string }) => (await fetch(`${b.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).status;
 
   it('serves from memory, turns unready after max-stale, resyncs without a restart, and honours a new revoke at once', async () => {
     const pids = s.bridges.map((b) => b.child.pid);

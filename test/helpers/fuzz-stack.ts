@@ -232,7 +232,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
       });
       bridges.push(b);
       if (o.apply !== false) {
-        await waitFor(async () => (await fetch(`${b.url}/readyz?project=${project}&env=${env}`)).ok, 30_000, `bridge ready for ${project}/${env}`);
+        await waitFor(async () => (await fetch(`${b.url}/readyz?project=${project}&env=${env}`, { headers: { 'x-santokit-service-token': hub.serviceToken } })).ok, 30_000, `bridge ready for ${project}/${env}`);
       }
       return b;
     },

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildBridge } from '../../src/bridge/app.js';
-import { loadBridgeConfig, type BridgeConfig } from '../../src/bridge/config.js';
+import { RESPONSE_INFLIGHT_MAX_BYTES, RESPONSE_MAX_BYTES, loadBridgeConfig, type BridgeConfig } from '../../src/bridge/config.js';
 import type { BridgeContext, Principal } from '../../src/bridge/context.js';
 import type { ReleaseCache } from '../../src/bridge/release-cache/index.js';
 import { unauthorized } from '../../src/protocol/errors.js';
@@ -29,6 +29,8 @@ const principals: Record<string, Omit<Principal, 'project' | 'env'>> = {
   fakeauth: { kind: 'apikey', sub: 'key_x', roles: ['authenticated'] },
 };
 
+const SERVICE = { 'x-santokit-service-token': 'test-service-token' };
+
 function testConfig(over: Partial<BridgeConfig> = {}): BridgeConfig {
   return {
     port: 0,
@@ -43,6 +45,8 @@ function testConfig(over: Partial<BridgeConfig> = {}): BridgeConfig {
     rateLimitPerApiKey: 100000,
     poolMax: 4,
     connectionAllow: HostPolicy.parse(TEST_ALLOW_HOSTS),
+    responseMaxBytes: RESPONSE_MAX_BYTES,
+    responseInflightMaxBytes: RESPONSE_INFLIGHT_MAX_BYTES,
     ...over,
   };
 }
@@ -536,13 +540,21 @@ describe('database failures', () => {
     const r = await call('admin', 'db/users/select', {}, {}, 'down');
     expectError(r, 503, /database of connection 'main' is unavailable/);
     expect(r.raw).not.toContain('127.0.0.1:1');
-    const down = await app.inject({ method: 'GET', url: '/readyz?project=shop&env=down' });
+    const down = await app.inject({ method: 'GET', url: '/readyz?project=shop&env=down', headers: SERVICE });
     expect(down.statusCode).toBe(503);
-    const up = await app.inject({ method: 'GET', url: '/readyz?project=shop&env=dev' });
+    const up = await app.inject({ method: 'GET', url: '/readyz?project=shop&env=dev', headers: SERVICE });
     expect(up.statusCode).toBe(200);
     expect(up.json()).toEqual({ ok: true });
-    const empty = await app.inject({ method: 'GET', url: '/readyz?project=shop&env=empty' });
+    const empty = await app.inject({ method: 'GET', url: '/readyz?project=shop&env=empty', headers: SERVICE });
     expect(empty.statusCode).toBe(503);
+    // without the service token a project's readiness is not told, whether the names exist or not
+    for (const q of ['project=shop&env=dev', 'project=shop&env=down', 'project=nope&env=nope']) {
+      const anon = await app.inject({ method: 'GET', url: `/readyz?${q}` });
+      expect(anon.statusCode, q).toBe(401);
+      expect(anon.json().error.code).toBe('UNAUTHORIZED');
+      const wrong = await app.inject({ method: 'GET', url: `/readyz?${q}`, headers: { 'x-santokit-service-token': 'not-the-token' } });
+      expect(wrong.statusCode, q).toBe(401);
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startBridge, startHub, type Proc } from '../helpers/procs.js';
+import { startBridge, startHub, waitFor, type Proc } from '../helpers/procs.js';
 import { createTestDatabase } from '../helpers/pg.js';
 import { request } from 'node:http';
 
@@ -37,23 +37,42 @@ describe('hub and bridge health, error envelope, log redaction', () => {
     }
   });
 
-  it('bridge /healthz is 200 and /readyz is 503 {"ok":false} for an unknown project', async () => {
+  it('bridge /healthz is 200; /readyz is 200 once it holds the Hub\'s snapshot, 503 before; a project\'s readiness needs the service token', async () => {
     const h = await fetch(bridge.url + '/healthz');
     expect(h.status).toBe(200);
     expect(await h.json()).toEqual({ ok: true });
-    const r = await fetch(bridge.url + '/readyz?project=nope&env=dev');
+    // plain /readyz is what a load balancer checks: synced with a Hub, no project named
+    await waitFor(async () => (await fetch(bridge.url + '/readyz')).status === 200, 20_000, 'bridge /readyz 200');
+    expect(await (await fetch(bridge.url + '/readyz')).json()).toEqual({ ok: true });
+    // ?project=&env= names a tenant: without the service token, 401 whatever the names
+    const anon = await fetch(bridge.url + '/readyz?project=nope&env=dev');
+    expect(anon.status).toBe(401);
+    expect(((await anon.json()) as { error: { code: string } }).error.code).toBe('UNAUTHORIZED');
+    const r = await fetch(bridge.url + '/readyz?project=nope&env=dev', { headers: { 'x-santokit-service-token': hub.serviceToken } });
     expect(r.status).toBe(503);
     expect(await r.json()).toEqual({ ok: false });
+    // a Bridge that cannot reach any Hub has no snapshot: not ready
+    const lone = await startBridge({ hubUrl: 'http://127.0.0.1:9', serviceToken: hub.serviceToken, env: { STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS: '200' } });
+    try {
+      expect((await fetch(lone.url + '/readyz')).status).toBe(503);
+    } finally {
+      await lone.stop();
+    }
   });
 
   for (const target of ['hub', 'bridge'] as const) {
-    it(`${target}: malformed JSON → 400 envelope with requestId matching x-request-id`, async () => {
+    it(`${target}: malformed JSON → ${target === 'hub' ? '400' : '401 (no key: the body is never parsed)'} envelope with requestId matching x-request-id`, async () => {
       const base = target === 'hub' ? hub.url + '/api/auth/login' : bridge.url + '/call';
       const r = await fetch(base, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"path": ' });
-      expect(r.status).toBe(400);
       const body = (await r.json()) as { error: { code: string; message: string; requestId: string } };
-      expect(body.error.code).toBe('BAD_REQUEST');
-      expect(body.error.message).toMatch(/JSON/);
+      if (target === 'hub') {
+        expect(r.status).toBe(400);
+        expect(body.error.code).toBe('BAD_REQUEST');
+        expect(body.error.message).toMatch(/JSON/);
+      } else {
+        expect(r.status).toBe(401);
+        expect(body.error.code).toBe('UNAUTHORIZED');
+      }
       expect(body.error.requestId).toBe(r.headers.get('x-request-id'));
     });
 
@@ -65,12 +84,32 @@ describe('hub and bridge health, error envelope, log redaction', () => {
       expect(body.error.requestId).toMatch(/^[0-9A-Z]{26}$/);
     });
 
-    it(`${target}: body over 10 MB → 413 envelope`, async () => {
+    it(`${target}: body over 10 MB → ${target === 'hub' ? '413' : '401 without a key (checked first, from the headers)'} envelope`, async () => {
       const big = JSON.stringify({ path: 'x', pad: 'a'.repeat(10 * 1024 * 1024 + 10) });
       const url = target === 'hub' ? hub.url + '/api/auth/login' : bridge.url + '/call';
       const r = await postRaw(url, big);
-      expect(r.status).toBe(413);
-      expect((JSON.parse(r.body) as { error: { code: string } }).error.code).toBe('PAYLOAD_TOO_LARGE');
+      expect(r.status).toBe(target === 'hub' ? 413 : 401);
+      expect((JSON.parse(r.body) as { error: { code: string } }).error.code).toBe(target === 'hub' ? 'PAYLOAD_TOO_LARGE' : 'UNAUTHORIZED');
+    });
+
+    it(`${target}: a body that is not JSON → 415; an unknown method on a known path → 405 with Allow`, async () => {
+      // the Hub's login is public; the Bridge's /call needs a key first (that is checked before the body)
+      const url = target === 'hub' ? hub.url + '/api/auth/login' : bridge.url + '/call';
+      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello' });
+      if (target === 'hub') {
+        expect(r.status).toBe(415);
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+      } else expect(r.status).toBe(401);
+      const get = await fetch(url);
+      expect(get.status).toBe(405);
+      expect(get.headers.get('allow')).toBe('POST');
+      const env = (await get.json()) as { error: { code: string; message: string; requestId: string } };
+      expect(env.error.code).toBe('METHOD_NOT_ALLOWED');
+      expect(env.error.message).toMatch(/allowed: POST/);
+      expect(env.error.requestId).toBe(get.headers.get('x-request-id'));
+      const post = await fetch((target === 'hub' ? hub.url : bridge.url) + '/healthz', { method: 'POST' });
+      expect(post.status).toBe(405);
+      expect(post.headers.get('allow')).toBe('GET, HEAD');
     });
   }
 

@@ -1,6 +1,6 @@
 /**
  * Per-key token buckets and per-address invalid-key counters. Both are plain Maps touched once per
- * request with no timers: state refills lazily from the elapsed time.
+ * request (the second only for invalid keys) with no timers: state refills lazily from the elapsed time.
  */
 
 interface Bucket {
@@ -50,8 +50,9 @@ interface Window {
 }
 
 /**
- * Invalid-key attempts per client address in fixed one-minute windows. Once an address reaches the
- * limit it gets 429 until its window ends, before any parsing or lookup.
+ * Invalid-key attempts per client address in fixed one-minute windows. Once an address is past the
+ * limit, its invalid keys get 429 instead of 401 until its window ends; valid keys are never looked up
+ * here. At most `maxTracked` addresses are tracked (a distributed flood drops the oldest).
  */
 export class FailureLimiter {
   readonly #windows = new Map<string, Window>();
@@ -61,25 +62,23 @@ export class FailureLimiter {
     readonly maxTracked = 100_000,
   ) {}
 
-  /** 0 = not blocked; otherwise ms until the address may try again. */
-  blockedFor(address: string, now: number): number {
-    const w = this.#windows.get(address);
-    if (!w || this.limitPerMin <= 0) return 0;
-    if (now - w.start >= this.windowMs) {
-      this.#windows.delete(address);
-      return 0;
-    }
-    return w.count >= this.limitPerMin ? w.start + this.windowMs - now : 0;
-  }
-
-  fail(address: string, now: number): void {
+  /**
+   * Counts one invalid key from `address`: 0 while the address is within its limit (answer 401),
+   * otherwise the ms until its window ends (answer 429).
+   */
+  fail(address: string, now: number): number {
     let w = this.#windows.get(address);
     if (!w || now - w.start >= this.windowMs) {
-      if (this.#windows.size >= this.maxTracked) this.#prune(now);
+      if (!w && this.#windows.size >= this.maxTracked) this.#prune(now);
       w = { start: now, count: 0 };
       this.#windows.set(address, w);
     }
     w.count++;
+    return this.limitPerMin > 0 && w.count > this.limitPerMin ? w.start + this.windowMs - now : 0;
+  }
+
+  get size(): number {
+    return this.#windows.size;
   }
 
   #prune(now: number) {

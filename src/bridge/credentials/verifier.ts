@@ -12,18 +12,27 @@ export const ENV_HINT_HEADER = 'x-santokit-env';
 
 export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'expired';
 
+/** compared against when the key id is unknown, so that path does the same work as a wrong secret */
+const NO_SUCH_KEY_HASH = Buffer.alloc(32);
+
 /**
  * The whole key check, pure and synchronous: checksum → Map lookup by key id → HMAC-SHA-256 of the
  * secret under the pepper → constant-time compare with the current hash (or the previous one during a
- * rotation grace period) → revoked/expired. No I/O; a few microseconds.
+ * rotation grace period) → revoked/expired. No I/O; a few microseconds. An unknown key id costs the
+ * same HMAC and compare as a known one with a wrong secret: the time taken does not tell whether an
+ * id exists.
  */
 export function verifyKey(table: KeyTable, presented: unknown, now: number): KeyEntry | VerifyFailure {
   const parsed = parseKey(presented);
   if (typeof parsed === 'string') return parsed;
-  const entry = table.get(parsed.keyId);
   const pepper = table.pepper;
-  if (!entry || !pepper) return 'unknown';
+  if (!pepper) return 'unknown';
+  const entry = table.get(parsed.keyId);
   const h = createHmac('sha256', pepper).update(parsed.secret).digest();
+  if (!entry) {
+    timingSafeEqual(h, NO_SUCH_KEY_HASH);
+    return 'unknown';
+  }
   if (!timingSafeEqual(h, entry.hash)) {
     if (!(entry.prevHash && now < entry.prevUntil && timingSafeEqual(h, entry.prevHash))) return 'secret';
   }
@@ -62,8 +71,14 @@ interface Req {
 
 /**
  * `ctx.credentials` for the Bridge: reads `X-Santokit-Api-Key`, verifies it in memory, enforces the
- * per-address flood limit (first, before any other work), the key's project/env binding against the
- * hint headers (403), the per-key rate limit (429 + Retry-After), and counts usage.
+ * key's project/env binding against the hint headers (403), the per-key rate limit (429 +
+ * Retry-After), and counts usage. It runs in the `/call` route's `onRequest` hook, from the headers
+ * alone: a refused request costs no body reading or parsing.
+ *
+ * Invalid keys are counted per client address: past `STK_INVALID_KEY_LIMIT_PER_MIN` an address's
+ * invalid keys get 429 (with Retry-After) instead of 401. A valid key is always verified and served,
+ * whatever else its address sent: behind a load balancer or NAT one client's garbage must not lock out
+ * the others (the check costs the same microseconds either way).
  */
 export class ApiKeyVerifier implements CredentialVerifier {
   readonly limiter = new KeyRateLimiter();
@@ -77,18 +92,8 @@ export class ApiKeyVerifier implements CredentialVerifier {
     this.failures = new FailureLimiter(opts.invalidKeyLimitPerMin);
   }
 
-  /** The flood check alone: run as an onRequest hook so a blocked address costs no body parsing. */
-  guard(req: { ip: string }): void {
-    const blocked = this.failures.blockedFor(req.ip, Date.now());
-    if (blocked > 0) throw tooManyRequests('too many invalid API keys from this address; slow down', blocked / 1000);
-  }
-
   authenticate(req: Req): Principal {
     const now = Date.now();
-    const ip = req.ip;
-    const blocked = this.failures.blockedFor(ip, now);
-    if (blocked > 0) throw tooManyRequests('too many invalid API keys from this address; slow down', blocked / 1000);
-
     const presented = req.headers[API_KEY_HEADER];
     if (presented === undefined || presented === '') {
       const auth = req.headers.authorization;
@@ -103,7 +108,10 @@ export class ApiKeyVerifier implements CredentialVerifier {
         throw unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
       }
       // only guesses count towards the flood limit: a revoked or expired key had the right secret
-      if (r !== 'revoked' && r !== 'expired') this.failures.fail(ip, now);
+      if (r !== 'revoked' && r !== 'expired') {
+        const blocked = this.failures.fail(req.ip, now);
+        if (blocked > 0) throw tooManyRequests('too many invalid API keys from this address; slow down', blocked / 1000);
+      }
       throw unauthorized(MESSAGES[r]);
     }
     if (this.state.isExpired(r.project, r.env)) {
@@ -119,7 +127,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
         headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
       });
     }
-    this.usage.count(r.keyId, ip, now);
+    this.usage.count(r.keyId, req.ip, now);
     return r.principal;
   }
 }

@@ -18,6 +18,11 @@
  * takes an idle connection, a new one (up to max), or waits for one. Also no connection holds more
  * than PIPELINE_DEPTH queries, and nothing is queued behind a query that has run for HOL_MS (a fast
  * statement that is stuck on a lock, say).
+ *
+ * Answer bytes are counted as they arrive (./response-budget.ts): a walker in front of pg's parser reads
+ * the header of every message on a connection's socket (type and length, before pg buffers the body)
+ * and charges each DataRow to the query it belongs to. A read whose answer passes its budget is stopped
+ * there: its connection is closed, so the rest of its rows is never received, buffered or parsed.
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -28,6 +33,9 @@ import { AppError } from '../../protocol/errors.js';
 import type { Op } from '../../protocol/release.js';
 import type { CompiledTable } from '../release-cache/compile.js';
 import type { SqlQuery } from '../sql/build.js';
+import { Overflow, type ResponseBudget } from './response-budget.js';
+
+export { ResponseGauge, type ResponseBudget, type ResponseLimits } from './response-budget.js';
 
 export type Row = Record<string, unknown>;
 export type Rows = Row[] & { count: number };
@@ -121,6 +129,13 @@ interface Conn {
   broken: boolean;
   /** the socket is corked for the current turn's batch */
   corked: boolean;
+  /** wire walker: body bytes of the message in progress still to come */
+  wSkip: number;
+  /** wire walker: the message in progress is a ReadyForQuery (pg has not processed it yet) */
+  wZ: boolean;
+  /** wire walker: a message header cut by the end of a chunk (bytes so far in wHead) */
+  wHeadLen: number;
+  wHead: Buffer | undefined;
 }
 
 /** One query from `execute`/`ping` on its way through the pool. */
@@ -138,6 +153,8 @@ interface Job {
   /** gave up (timeout) while still waiting for a connection */
   dropped: boolean;
   retried: boolean;
+  /** the answer's byte budget (`/call` queries; none for pings) */
+  readonly budget: ResponseBudget | undefined;
 }
 
 interface PgResult {
@@ -166,8 +183,38 @@ interface InternalClient {
     end(): void;
   };
   _getActiveQuery(): unknown;
+  /** pipeline mode: the query being answered, then the ones sent after it, in order */
+  _activeQuery: BridgeQuery | null;
+  _sentQueryQueue: BridgeQuery[];
 }
 const internal = (c: pg.Client) => c as unknown as InternalClient;
+
+interface DataRowMessage {
+  length: number;
+}
+/** pg's Query with the parts this module uses (they are not in @types/pg) */
+declare class PgQueryInternals {
+  constructor(text: string, values: unknown[], callback: (err: Error | undefined, res: unknown) => void);
+  name: string | undefined;
+  handleDataRow(msg: DataRowMessage): void;
+}
+
+/**
+ * A query that knows its job: the walker finds the budget through it, and once the budget has
+ * overflowed its rows are no longer parsed or kept (a write's statement still runs to its end).
+ */
+class BridgeQuery extends (pg.Query as unknown as typeof PgQueryInternals) {
+  job: Job | undefined = undefined;
+  override handleDataRow(msg: DataRowMessage): void {
+    const b = this.job?.budget;
+    if (b === undefined || b.overflow === Overflow.None) super.handleDataRow(msg);
+  }
+}
+
+/** PostgreSQL message types the walker looks at */
+const MSG_DATA_ROW = 0x44; // 'D'
+const MSG_READY = 0x5a; // 'Z'
+const MSG_HEADER = 5;
 
 /**
  * The URL checked (syntax, and the address policy on the host as written); throws on an unusable or
@@ -325,8 +372,9 @@ class PgPool implements Pool {
     const name = job.stmt ? c.prefix + job.stmt.n : undefined;
     // (text, values, callback) rather than a config object: pg copies a config object through its
     // property descriptors on every query (~1 µs); the statement name is set before it is submitted
-    const q = new pg.Query(job.text, job.values, (err: Error | undefined, res: unknown) => this.#answered(c, job, err ?? null, res as PgResult));
-    (q as unknown as { name: string | undefined }).name = name;
+    const q = new BridgeQuery(job.text, job.values, (err: Error | undefined, res: unknown) => this.#answered(c, job, err ?? null, res as PgResult));
+    q.name = name;
+    q.job = job;
     job.query = q;
     c.client.query(q as never);
   }
@@ -381,7 +429,7 @@ class PgPool implements Pool {
   #open(): void {
     this.#opening++;
     const client = new pg.Client(this.#config);
-    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false };
+    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false, wSkip: 0, wZ: false, wHeadLen: 0, wHead: undefined };
     // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
@@ -408,10 +456,103 @@ class PgPool implements Pool {
         void client.end().catch(() => {});
         return;
       }
+      this.#watch(conn);
       this.#conns.push(conn);
       this.#startReaper();
       this.#drain();
     });
+  }
+
+  /**
+   * Puts the wire walker in front of pg's parser on this connection's socket: every chunk is walked
+   * first (message headers only), then handed to pg as before.
+   */
+  #watch(c: Conn): void {
+    const stream = internal(c.client).connection.stream as unknown as NodeJS.EventEmitter;
+    const listeners = stream.listeners('data') as Array<(buf: Buffer) => void>;
+    if (listeners.length !== 1) throw new Error(`pg: expected one data listener on the socket, found ${listeners.length}`);
+    const parse = listeners[0]!;
+    stream.removeListener('data', parse);
+    stream.on('data', (buf: Buffer) => {
+      this.#walk(c, buf);
+      parse(buf);
+    });
+  }
+
+  /**
+   * Reads the message headers in one chunk from PostgreSQL and charges each DataRow (its full size)
+   * to the budget of the query it answers. The k-th query in pg's pipeline (active query first) is
+   * the one answered after k more ReadyForQuery messages, counted from pg's state at this chunk's
+   * start (pg parses the chunk right after this). A cut header or body continues in the next chunk.
+   */
+  #walk(c: Conn, buf: Buffer): void {
+    const n = buf.length;
+    let i = 0;
+    // ReadyForQuery messages before the current position that pg has not processed yet
+    let ready = 0;
+    if (c.wSkip > 0) {
+      // the rest of a message whose header came in an earlier chunk
+      if (c.wSkip >= n) {
+        c.wSkip -= n;
+        return;
+      }
+      i = c.wSkip;
+      c.wSkip = 0;
+      if (c.wZ) ready = 1;
+      c.wZ = false;
+    }
+    while (i < n) {
+      let type: number;
+      let len: number;
+      if (c.wHeadLen > 0 || n - i < MSG_HEADER) {
+        // a header cut across chunks: gather its 5 bytes
+        const head = (c.wHead ??= Buffer.allocUnsafe(MSG_HEADER));
+        const take = Math.min(MSG_HEADER - c.wHeadLen, n - i);
+        buf.copy(head, c.wHeadLen, i, i + take);
+        c.wHeadLen += take;
+        i += take;
+        if (c.wHeadLen < MSG_HEADER) return;
+        c.wHeadLen = 0;
+        type = head[0]!;
+        len = head.readUInt32BE(1);
+      } else {
+        type = buf[i]!;
+        len = buf.readUInt32BE(i + 1);
+        i += MSG_HEADER;
+      }
+      if (len < 4) {
+        // not PostgreSQL's protocol any more: nothing on this connection can be trusted
+        this.kill(c);
+        return;
+      }
+      if (type === MSG_DATA_ROW) {
+        if (!this.#charge(c, ready, len + 1)) return;
+      } else if (type === MSG_READY) ready++;
+      const body = len - 4;
+      if (body > n - i) {
+        c.wSkip = body - (n - i);
+        c.wZ = type === MSG_READY;
+        return;
+      }
+      i += body;
+    }
+  }
+
+  /**
+   * Charges one DataRow of `bytes` to the budget of the query at `index` in pg's pipeline; false when
+   * that closed the connection.
+   */
+  #charge(c: Conn, index: number, bytes: number): boolean {
+    const ic = internal(c.client);
+    const active = ic._activeQuery;
+    const q = active ? (index === 0 ? active : ic._sentQueryQueue[index - 1]) : ic._sentQueryQueue[index];
+    const b = q?.job?.budget;
+    if (b === undefined || b.add(bytes)) return true;
+    // a read stops here: closing the connection is the only way not to receive the rest of its rows.
+    // A write's statement runs to its end (its rows are dropped), unless one row alone could not fit
+    if (!b.read && bytes <= b.gauge.limits.maxBytes) return true;
+    this.kill(c);
+    return false;
   }
 
   #discard(c: Conn): void {
@@ -482,13 +623,14 @@ export async function closePool(pool: Pool, timeoutSeconds = 5): Promise<void> {
 
 // ---------------------------------------------------------------- execution
 
-/** Where a query ran, to word its errors. */
+/** Where a query ran, to word its errors; and the budget its rows are charged to. */
 export interface QueryContext {
   table: CompiledTable;
   tables: ReadonlyMap<string, CompiledTable>;
   op: Op;
   timeoutMs: number;
   log: FastifyBaseLogger;
+  budget?: ResponseBudget;
 }
 
 const TIMED_OUT = Symbol('timeout');
@@ -499,7 +641,7 @@ const TIMED_OUT = Symbol('timeout');
  * connection or a dead network: a query that is running on the server past it breaks its connection,
  * one still queued behind another is just abandoned (its answer is dropped when it comes).
  */
-function runPooled(pool: PgPool, text: string, values: Array<string | null>, limitMs: number, prepare: boolean): Promise<PgResult> {
+function runPooled(pool: PgPool, text: string, values: Array<string | null>, limitMs: number, prepare: boolean, budget?: ResponseBudget): Promise<PgResult> {
   return new Promise<PgResult>((resolve, reject) => {
     let settled = false;
     const job: Job = {
@@ -513,6 +655,7 @@ function runPooled(pool: PgPool, text: string, values: Array<string | null>, lim
       slow: true,
       dropped: false,
       retried: false,
+      budget,
       done(err, res) {
         if (settled) return;
         settled = true;
@@ -539,12 +682,17 @@ export async function execute(p: Pool, q: SqlQuery, c: QueryContext): Promise<Ro
     throw new AppError('SERVICE_UNAVAILABLE', `too many concurrent queries on connection '${pool.name}'; retry later`);
   }
   pool.inflight++;
+  const budget = c.budget;
   try {
-    const res = await runPooled(pool, q.text, q.values, c.timeoutMs + 1000, true);
+    const res = await runPooled(pool, q.text, q.values, c.timeoutMs + 1000, true, budget);
+    if (budget !== undefined && budget.overflow !== Overflow.None) throw budgetError(budget, c.op, res.rowCount);
     const rows = res.rows as Rows;
     rows.count = res.rowCount ?? rows.length;
     return rows;
   } catch (err) {
+    if (err instanceof AppError) throw err;
+    // a query stopped for its budget fails as a broken connection: say why instead
+    if (budget !== undefined && budget.overflow !== Overflow.None) throw budgetError(budget, c.op, null);
     throw err === TIMED_OUT ? timeoutError(c) : dbError(err, c, pool.name);
   } finally {
     pool.inflight--;
@@ -562,6 +710,30 @@ export async function ping(p: Pool, timeoutMs: number): Promise<boolean> {
 }
 
 // ---------------------------------------------------------------- errors
+
+const mb = (n: number) => (n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MB` : `${n} bytes`);
+
+/**
+ * The error for an answer over its budget: 503 + Retry-After when the Bridge is holding its limit of
+ * answers; 400 RESPONSE_TOO_LARGE otherwise (for a write, saying whether it was applied).
+ */
+export function budgetError(b: ResponseBudget, op: Op, affected: number | null): AppError {
+  if (b.overflow === Overflow.Busy) {
+    return new AppError('SERVICE_UNAVAILABLE', 'this Bridge is holding its limit of large answers in memory; retry shortly, or ask for less (select fewer columns, page with limit/offset)', {
+      headers: { 'retry-after': '1' },
+    });
+  }
+  const max = mb(b.gauge.limits.maxBytes);
+  if (op === 'select') return new AppError('RESPONSE_TOO_LARGE', `the answer exceeds ${max}; select fewer columns, narrow the where, or page with limit/offset`);
+  const what = op === 'insert' ? 'inserted' : op === 'update' ? 'updated' : 'deleted';
+  return new AppError(
+    'RESPONSE_TOO_LARGE',
+    affected === null
+      ? `a row the ${op} returned alone exceeds ${max}; the ${op} may or may not have been applied`
+      : `the ${op} was applied (${affected} row${affected === 1 ? '' : 's'} ${what}), but the rows it returns exceed ${max} and are not sent; ${op === 'insert' ? 'insert fewer rows at a time' : 'narrow the where to change fewer rows at a time'}`,
+    { details: affected === null ? undefined : { applied: true, affected } },
+  );
+}
 
 function timeoutError(c: QueryContext): AppError {
   return new AppError('GATEWAY_TIMEOUT', `query on '${c.table.name}' exceeded the ${formatSeconds(c.timeoutMs)} timeout`);

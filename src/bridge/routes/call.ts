@@ -1,16 +1,20 @@
-import { APIKEY } from '../../protocol/route-auth.js';
 /**
  * `POST /call {"path":"db/<table>/<select|insert|update|delete>","params":{…}}` — the data plane.
  *
- * Order of checks: credential (401/403/429/503 from the verifier) → hint headers agree with the
- * credential's binding (403) → release cache fresh (503) → release loaded (503) → path (400/404) →
- * permission rule (403) → params (400) → SQL → rows. Every step before SQL is an in-memory lookup.
+ * Order of checks: credential (401/403/429/503 from the verifier) and hint headers agreeing with the
+ * credential's binding (403), both in the route's `onRequest` hook before the body is read → body
+ * (415 unless JSON, 400 if malformed or nested deeper than 64) → release cache fresh (503) → release
+ * loaded (503) → path (400/404) → permission rule (403) → params (400) → SQL → rows, counted against
+ * the answer's byte budget as they arrive (400 RESPONSE_TOO_LARGE / 503). Every step before SQL is an
+ * in-memory lookup.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
 import { OPS, type Op } from '../../protocol/release.js';
+import { APIKEY } from '../../protocol/route-auth.js';
 import type { BridgeContext, Principal } from '../context.js';
-import { execute, type QueryContext, type Row, type Rows } from '../executor/index.js';
+import { budgetError, execute, ResponseGauge, type QueryContext, type ResponseBudget, type Row, type Rows } from '../executor/index.js';
+import { Overflow } from '../executor/response-budget.js';
 import { authorize } from '../permissions/index.js';
 import type { ActiveEnv, CompiledTable, ReleaseCache } from '../release-cache/index.js';
 import { buildDelete, buildInsert, buildSelect, buildUpdate } from '../sql/build.js';
@@ -19,18 +23,8 @@ import { checkParamNames, planDelete, planExpand, planInsert, planSelect, planUp
 type Obj = Record<string, unknown>;
 const EMPTY_PARAMS: Obj = Object.freeze({}) as Obj;
 const OP_SET: ReadonlySet<string> = new Set(OPS);
-
-function header(req: FastifyRequest, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
-}
-
-function devPrincipal(req: FastifyRequest): Principal {
-  const project = header(req, 'x-santokit-project');
-  const env = header(req, 'x-santokit-env');
-  if (!project || !env) throw badRequest('with STK_DISABLE_AUTH the X-Santokit-Project and X-Santokit-Env headers are required');
-  return { kind: 'dev', sub: 'dev', roles: [], project, env };
-}
+/** a response whose rows are still sending after this long is cut (its reserved bytes come back) */
+const SEND_TIMEOUT_MS = 60_000;
 
 /** Explains a path that is not `db/<known table>/<op>`. */
 function pathError(path: string, env: ActiveEnv): AppError {
@@ -41,23 +35,58 @@ function pathError(path: string, env: ActiveEnv): AppError {
   return notFound(`unknown table '${parts[1]}' in ${env.project}/${env.env}`);
 }
 
+/**
+ * Keeps a budget's reserved bytes until its response has left (or the client is gone), and cuts a
+ * response still sending after SEND_TIMEOUT_MS (a client that does not read).
+ */
+function holdUntilSent(reply: FastifyReply, budget: ResponseBudget): void {
+  const res = reply.raw;
+  const timer = setTimeout(() => {
+    if (!res.writableFinished) res.destroy();
+  }, SEND_TIMEOUT_MS);
+  timer.unref();
+  res.once('close', () => {
+    clearTimeout(timer);
+    budget.release();
+  });
+}
+
 export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: BridgeContext }) {
   const releases = ctx.releases as ReleaseCache;
   const { config } = ctx;
   const timeoutMs = config.queryTimeoutMs;
+  const gauge = new ResponseGauge({ maxBytes: config.responseMaxBytes, inflightMaxBytes: config.responseInflightMaxBytes });
+  ctx.responses = gauge;
+  const maxBytes = config.responseMaxBytes;
+  /**
+   * Rows are counted in PostgreSQL's wire format; their JSON is at most ~18× that (a 63-character
+   * column name around an empty value): below this many counted bytes the JSON cannot pass the bound,
+   * above it the serialized answer is measured exactly.
+   */
+  const exactFrom = Math.floor(maxBytes / 32);
 
-  app.post('/call', { config: { auth: APIKEY } }, async (req) => {
-    let principal: Principal;
-    if (config.disableAuth) principal = devPrincipal(req);
-    else {
-      const p = ctx.credentials.authenticate(req) as Principal | Promise<Principal>;
-      principal = p instanceof Promise ? await p : p;
-      const hp = header(req, 'x-santokit-project');
-      if (hp !== undefined && hp !== principal.project) throw forbidden("X-Santokit-Project does not match the credential's project");
-      const he = header(req, 'x-santokit-env');
-      if (he !== undefined && he !== principal.env) throw forbidden("X-Santokit-Env does not match the credential's env");
+  /** `{"data": …}`: as an object (Fastify serializes it) or, for a large answer, serialized and measured here. */
+  function answer(reply: FastifyReply, data: unknown, budget: ResponseBudget, op: Op, affected: number | null): unknown {
+    if (budget.used > exactFrom) {
+      const body = JSON.stringify({ data });
+      // UTF-16 length ≤ UTF-8 bytes ≤ 3 × UTF-16 length
+      const bytes = body.length > maxBytes || body.length * 3 <= maxBytes ? body.length : Buffer.byteLength(body);
+      if (bytes > maxBytes) {
+        budget.overflow = Overflow.TooLarge;
+        throw budgetError(budget, op, affected);
+      }
+      if (bytes > budget.used && !budget.add(bytes - budget.used)) throw budgetError(budget, op, affected);
+      if (budget.reserved > 0) holdUntilSent(reply, budget);
+      reply.type('application/json; charset=utf-8');
+      return body;
     }
+    if (budget.reserved > 0) holdUntilSent(reply, budget);
+    return { data };
+  }
 
+  app.post('/call', { config: { auth: APIKEY } }, async (req, reply) => {
+    // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
+    const principal = req.principal!;
     const isExpired = ctx.isExpired as ((project: string, env: string) => boolean) | undefined;
     if (isExpired && isExpired(principal.project, principal.env)) {
       throw unavailable(`release cache for ${principal.project}/${principal.env} is stale beyond the max-stale window (Hub unreachable)`);
@@ -83,37 +112,43 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
 
     const pool = env.pools.get(table.connection);
     if (!pool) throw unavailable(`connection '${table.connection}' of table '${table.name}' is not configured for ${env.project}/${env.env}`);
-    const qc: QueryContext = { table, tables: env.release.tables, op, timeoutMs, log: req.log };
+    const budget = gauge.budget(env.project, env.env, op === 'select');
+    const qc: QueryContext = { table, tables: env.release.tables, op, timeoutMs, log: req.log, budget };
 
-    switch (op) {
-      case 'select': {
-        const s = planSelect(table, rule, principal, params, config.selectMaxRows);
-        const rows = await execute(pool, buildSelect(s.plan), qc);
-        if (s.capped && rows.length > config.selectMaxRows) {
-          throw badRequest(`result exceeds ${config.selectMaxRows} rows; narrow the where or page with limit/offset`);
+    try {
+      switch (op) {
+        case 'select': {
+          const s = planSelect(table, rule, principal, params, config.selectMaxRows);
+          const rows = await execute(pool, buildSelect(s.plan), qc);
+          if (s.capped && rows.length > config.selectMaxRows) {
+            throw badRequest(`result exceeds ${config.selectMaxRows} rows; narrow the where or page with limit/offset`);
+          }
+          for (const rel of s.expand) await expandRelation(rows, rel, principal, env, qc, budget);
+          if (s.strip.length) for (const row of rows) for (const c of s.strip) delete row[c];
+          return answer(reply, rows, budget, op, null);
         }
-        for (const rel of s.expand) await expandRelation(rows, rel, principal, env, pool.name, qc);
-        if (s.strip.length) for (const row of rows) for (const c of s.strip) delete row[c];
-        return { data: rows };
+        case 'insert': {
+          const { plan, many } = planInsert(table, rule, principal, params);
+          const rows = await execute(pool, buildInsert(plan), qc);
+          return answer(reply, many ? rows : (rows[0] ?? null), budget, op, rows.count);
+        }
+        case 'update': {
+          const rows = await execute(pool, buildUpdate(planUpdate(table, rule, principal, params)), qc);
+          return answer(reply, rows, budget, op, rows.count);
+        }
+        case 'delete': {
+          const rows = await execute(pool, buildDelete(planDelete(table, rule, principal, params)), qc);
+          return answer(reply, { affected: rows.count }, budget, op, rows.count);
+        }
       }
-      case 'insert': {
-        const { plan, many } = planInsert(table, rule, principal, params);
-        const rows = await execute(pool, buildInsert(plan), qc);
-        return { data: many ? rows : (rows[0] ?? null) };
-      }
-      case 'update': {
-        const rows = await execute(pool, buildUpdate(planUpdate(table, rule, principal, params)), qc);
-        return { data: rows };
-      }
-      case 'delete': {
-        const rows = await execute(pool, buildDelete(planDelete(table, rule, principal, params)), qc);
-        return { data: { affected: rows.count } };
-      }
+    } catch (err) {
+      budget.release();
+      throw err;
     }
   });
 
   /** One batched query per relation: `WHERE target = ANY($1)`, with the target's own rule applied. */
-  async function expandRelation(rows: Rows, rel: Parameters<typeof planExpand>[0], principal: Principal, env: ActiveEnv, _conn: string, qc: QueryContext) {
+  async function expandRelation(rows: Rows, rel: Parameters<typeof planExpand>[0], principal: Principal, env: ActiveEnv, qc: QueryContext, budget: ResponseBudget) {
     const fk = rel.column.name;
     const keys = new Set<string>();
     for (const row of rows) {
@@ -121,6 +156,8 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
       if (v !== null && v !== undefined) keys.add(String(v));
     }
     const byKey = new Map<string, Row>();
+    /** the JSON size of each target row: it is repeated in every row that references it */
+    const sizes = new Map<Row, number>();
     if (keys.size) {
       const { plan, strip } = planExpand(rel, principal, [...keys]);
       const pool = env.pools.get(rel.target.connection)!;
@@ -129,12 +166,16 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
       for (const t of found) {
         byKey.set(String(t[tk]), t);
         if (strip) delete t[tk];
+        sizes.set(t, JSON.stringify(t).length);
       }
     }
     const as = rel.as;
+    const keyBytes = as.length + 4;
     for (const row of rows) {
       const v = row[fk];
-      row[as] = v === null || v === undefined ? null : (byKey.get(String(v)) ?? null);
+      const t = v === null || v === undefined ? null : (byKey.get(String(v)) ?? null);
+      row[as] = t;
+      if (t !== null && !budget.add(sizes.get(t)! + keyBytes)) throw budgetError(budget, 'select', null);
     }
   }
 }

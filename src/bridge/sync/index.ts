@@ -1,4 +1,3 @@
-import type { FastifyInstance } from 'fastify';
 import type { BridgeContext } from '../context.js';
 import { ApiKeyVerifier, KeyTable, UsageCounter } from '../credentials/index.js';
 import { HubSync, type ReleaseSink } from './hub-sync.js';
@@ -12,10 +11,10 @@ const num = (v: string | undefined, d: number) => {
 
 /**
  * Wires API-key verification and the Hub sync into a Bridge context: `ctx.credentials` (the verifier),
- * `ctx.isExpired` (max-stale), `ctx.keys`, `ctx.sync`. The sync is started by `startBridge`, so an
+ * `ctx.isExpired` (max-stale), `ctx.ready` (plain /readyz), `ctx.keys`, `ctx.sync`. The sync is started by `startBridge`, so an
  * in-process `buildBridge` (tests) never reaches for a Hub.
  */
-export function installHubSync(ctx: BridgeContext, app?: FastifyInstance, env: NodeJS.ProcessEnv = process.env): { sync: HubSync; verifier: ApiKeyVerifier; table: KeyTable } {
+export function installHubSync(ctx: BridgeContext, env: NodeJS.ProcessEnv = process.env): { sync: HubSync; verifier: ApiKeyVerifier; table: KeyTable } {
   const { config } = ctx;
   const table = new KeyTable();
   const usage = new UsageCounter();
@@ -46,19 +45,9 @@ export function installHubSync(ctx: BridgeContext, app?: FastifyInstance, env: N
     { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: num(env.STK_INVALID_KEY_LIMIT_PER_MIN, 100) },
   );
   ctx.credentials = verifier;
-  // invalid-key floods: 429 before the body is even read
-  app?.addHook('onRequest', (req, _reply, done) => {
-    if (req.method === 'POST' && req.url.startsWith('/call')) {
-      try {
-        verifier.guard(req);
-      } catch (err) {
-        done(err as Error);
-        return;
-      }
-    }
-    done();
-  });
   ctx.isExpired = (_project: string, _env: string) => sync.isStale();
+  // plain /readyz: the first snapshot is in and a Hub was heard from within max-stale
+  ctx.ready = () => sync.synced && !sync.isStale();
   ctx.keys = table;
   ctx.sync = sync;
   // stop following before the release cache closes; reports the last usage counts
