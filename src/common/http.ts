@@ -128,6 +128,11 @@ function lingerIfBodyUnread(req: FastifyRequest): void {
   };
 }
 
+/** Fastify's name for the part of a request a schema checked → what the caller calls it. */
+function validationPlace(context: string | undefined): string {
+  return context === 'querystring' ? 'query' : context === 'params' ? 'path' : (context ?? 'request');
+}
+
 function setCode(req: FastifyRequest, code: string): void {
   (req as unknown as WithCode)[kErrorCode] = code;
 }
@@ -289,8 +294,15 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     }
     const e = err as { statusCode?: number; code?: string; message?: string; validation?: unknown };
     if (e.validation) {
+      // a schema refused the input: name each field as the caller sent it (`body.expiresIn: …`)
       setCode(req, 'BAD_REQUEST');
-      return reply.code(400).send(envelope('BAD_REQUEST', e.message ?? 'invalid request', req.id));
+      const where = validationPlace((e as { validationContext?: string }).validationContext);
+      const problems = (Array.isArray(e.validation) ? e.validation : []).slice(0, 10).map((v: { instancePath?: string; message?: string }) => {
+        const field = (v.instancePath ?? '').split('/').filter(Boolean).join('.');
+        return { in: where, field, message: String(v.message ?? 'invalid') };
+      });
+      const message = problems.length ? problems.map((p) => `${p.field ? `${p.in}.${p.field}` : p.in}: ${p.message}`).join('; ') : (e.message ?? 'invalid request');
+      return reply.code(400).send(envelope('BAD_REQUEST', message, req.id));
     }
     const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
     if (status >= 400 && status < 500) {

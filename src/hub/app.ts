@@ -6,6 +6,7 @@ import { migrate, openStore, type Store } from './store/store.js';
 import { bootstrapOwner } from './services/auth.js';
 import { checkStoreKey } from './services/store-key.js';
 import { installRouteAuth } from './route-auth.js';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
 import { registerRoutes } from './routes/index.js';
@@ -33,6 +34,9 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   // every route's declared auth (service token, session, org/project role) is enforced on the route
   // the router matched, before its body is read
   installRouteAuth(app, ctx);
+  // every route's input is validated, and every response serialized, by its contract's zod schemas
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
 
   await app.register(healthRoutes, { ctx });
   await app.register(authRoutes, { ctx });

@@ -29,17 +29,17 @@ export function installRouteAuth(app: FastifyInstance, ctx: HubContext): void {
       case 'public':
         return;
       case 'service':
-        requireServiceToken(ctx, req);
+        requireServiceToken(ctx, req.headers);
         return;
       case 'operator':
-        req.operator = await authenticate(ctx, req);
+        req.operator = await authenticate(ctx, req.headers.authorization);
         return;
       case 'org':
-        req.operator = await authenticate(ctx, req);
+        req.operator = await authenticate(ctx, req.headers.authorization);
         await requireOrgRole(ctx, req.operator, auth.role);
         return;
       case 'project': {
-        const op = (req.operator = await authenticate(ctx, req));
+        const op = (req.operator = await authenticate(ctx, req.headers.authorization));
         if (auth.orOrg) {
           const { role } = await orgRole(ctx, op);
           if (role && ORG_ROLE_RANK[role] >= ORG_ROLE_RANK[auth.orOrg]) return;

@@ -1,61 +1,30 @@
-import { operatorOf } from '../route-auth.js';
-import { projectRoleAtLeast } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
+import { apikeys as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
+import { route, signedIn } from '../route.js';
 import { confirmDelivery, createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
-
-type EnvParams = { project: string; env: string };
-type KeyParams = EnvParams & { key: string };
 
 /** Project API keys: /api/projects/:project/envs/:env/apikeys (project admin). */
 export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  const base = '/api/projects/:project/envs/:env/apikeys';
-  const admin = { config: { auth: projectRoleAtLeast('admin') } };
-  const body = (b: unknown) => (b && typeof b === 'object' && !Array.isArray(b) ? (b as Record<string, unknown>) : {});
   // once the response with the plaintext is handed to the network, the key stops being "unconfirmed"
   const onDelivered = (reply: { raw: NodeJS.EventEmitter }, keyId: string, issuedAt: string) =>
     reply.raw.once('finish', () => {
       confirmDelivery(ctx, keyId, issuedAt).catch((err: unknown) => app.log.warn({ err, keyId }, 'could not confirm API key delivery'));
     });
 
-  app.post(base, admin, async (req, reply) => {
-    const op = operatorOf(req);
-    const { project, env } = req.params as EnvParams;
-    const r = await createKey(ctx, req, op, project, env, body(req.body));
+  route(app, api.create, async ({ params: p, body }, actor, { reply }) => {
+    const r = await createKey(ctx, actor, signedIn(actor), p.project, p.env, body);
     onDelivered(reply, r.keyId, r.createdAt);
-    // the only response that ever carries a plaintext key: never cache it
+    // the only responses that ever carry a plaintext key: never cached
     reply.header('cache-control', 'no-store');
-    return reply.code(201).send(r);
+    return r;
   });
-
-  app.get(base, admin, async (req) => {
-    const op = operatorOf(req);
-    const { project, env } = req.params as EnvParams;
-    return { items: await listKeys(ctx, op, project, env) };
-  });
-
-  app.get(`${base}/:key`, admin, async (req) => {
-    const op = operatorOf(req);
-    const { project, env, key } = req.params as KeyParams;
-    return getKey(ctx, op, project, env, key);
-  });
-
-  app.patch(`${base}/:key`, admin, async (req) => {
-    const op = operatorOf(req);
-    const { project, env, key } = req.params as KeyParams;
-    return updateKey(ctx, req, op, project, env, key, body(req.body));
-  });
-
-  app.post(`${base}/:key/revoke`, admin, async (req) => {
-    const op = operatorOf(req);
-    const { project, env, key } = req.params as KeyParams;
-    return revokeKey(ctx, req, op, project, env, key, { dryRun: body(req.body).dryRun });
-  });
-
-  app.post(`${base}/:key/rotate`, admin, async (req, reply) => {
-    const op = operatorOf(req);
-    const { project, env, key } = req.params as KeyParams;
-    const r = await rotateKey(ctx, req, op, project, env, key, { grace: body(req.body).grace });
+  route(app, api.list, async ({ params: p }, actor) => ({ items: await listKeys(ctx, signedIn(actor), p.project, p.env) }));
+  route(app, api.get, async ({ params: p }, actor) => getKey(ctx, signedIn(actor), p.project, p.env, p.key));
+  route(app, api.update, async ({ params: p, body }, actor) => updateKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, body));
+  route(app, api.revoke, async ({ params: p, body }, actor) => revokeKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, { dryRun: body?.dryRun }));
+  route(app, api.rotate, async ({ params: p, body }, actor, { reply }) => {
+    const r = await rotateKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, { grace: body?.grace });
     onDelivered(reply, r.keyId, r.rotatedAt);
     reply.header('cache-control', 'no-store');
     return r;

@@ -1,13 +1,10 @@
-import { operatorOf } from '../route-auth.js';
-import { projectRoleAtLeast } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
+import { releases as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
+import { route, signedIn } from '../route.js';
 import { apply } from '../services/releases.js';
 
 /** `stk apply`: schema DDL + permissions + release for one env (project deployer). */
 export default async function applyRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  app.post<{ Params: { project: string; env: string } }>('/api/projects/:project/envs/:env/apply', { config: { auth: projectRoleAtLeast('deployer') } }, async (req) => {
-    const op = operatorOf(req);
-    return apply(ctx, req, op, req.params.project, req.params.env, req.body);
-  });
+  route(app, api.apply, async ({ params, body }, actor) => apply(ctx, actor, signedIn(actor), params.project, params.env, body));
 }

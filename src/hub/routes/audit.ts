@@ -1,11 +1,11 @@
-import { operatorOf } from '../route-auth.js';
-import { projectRoleAtLeast } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
-import { badRequest, forbidden } from '../../protocol/errors.js';
+import { badRequest } from '../../protocol/errors.js';
+import { audit as api } from '../../protocol/api/hub.js';
 import { parseDuration } from '../../common/duration.js';
 import type { HubContext } from '../context.js';
-import { orgRole, requireProjectRole } from '../services/rbac.js';
+import { orgRole } from '../services/rbac.js';
+import { route, signedIn } from '../route.js';
 
 export const AUDIT_DEFAULT_LIMIT = 100;
 export const AUDIT_MAX_LIMIT = 1000;
@@ -22,14 +22,6 @@ export interface AuditItem {
   requestId: string | null;
   ip: string | null;
   detail: Record<string, unknown>;
-}
-
-interface AuditQuery {
-  project?: string;
-  env?: string;
-  action?: string;
-  since?: string;
-  limit?: string;
 }
 
 /** `since`: an ISO-8601 time or a duration back from now (`90s`, `15m`, `1h`, `7d`). */
@@ -63,20 +55,13 @@ function parseLimit(raw: string | undefined): number {
  * project's entries (and must name the project).
  */
 export default async function auditRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  app.get<{ Querystring: AuditQuery }>('/api/audit', { config: { auth: projectRoleAtLeast('admin', { orOrg: 'admin', from: 'query' }) } }, async (req) => {
-    const op = operatorOf(req);
-    const q = req.query ?? {};
-    for (const k of ['project', 'env', 'action', 'since', 'limit'] as const) {
-      if (q[k] !== undefined && typeof q[k] !== 'string') throw badRequest(`${k} must be given once`);
-    }
+  route(app, api.list, async ({ query: q }, actor) => {
+    const op = signedIn(actor);
     const limit = parseLimit(q.limit);
     const since = q.since ? parseSince(q.since) : undefined;
     const { role } = await orgRole(ctx, op);
     const orgWide = role === 'owner' || role === 'admin';
-    if (!orgWide) {
-      if (!q.project) throw forbidden('you need org:admin to read the whole audit log; project admins pass a project (stk audit list --project <p>)');
-      await requireProjectRole(ctx, op, q.project, 'admin');
-    }
+    // the route's auth let a non-org-admin through only with ?project= they administer
     let sel = ctx.db.selectFrom('audit_log').selectAll();
     if (q.project) sel = sel.where('project', '=', q.project);
     if (q.env) sel = sel.where('env', '=', q.env);

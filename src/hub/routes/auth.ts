@@ -1,25 +1,23 @@
-import { operatorOf } from '../route-auth.js';
-import { OPERATOR, PUBLIC } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
+import { auth as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
+import { route, signedIn } from '../route.js';
 import { login, logout } from '../services/auth.js';
 import { orgRole } from '../services/rbac.js';
 
 export default async function authRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  app.post('/api/auth/login', { config: { auth: PUBLIC } }, async (req) => {
-    const body = (req.body ?? {}) as { email?: unknown; password?: unknown };
-    const r = await login(ctx, req, body.email, body.password);
+  route(app, api.login, async ({ body }, actor) => {
+    const r = await login(ctx, actor, body.email, body.password);
     return { token: r.token, expiresAt: r.expiresAt, email: r.operator.email };
   });
 
-  app.post('/api/auth/logout', { config: { auth: OPERATOR } }, async (req) => {
-    const op = operatorOf(req);
-    await logout(ctx, req, op);
-    return { ok: true };
+  route(app, api.logout, async (_in, actor) => {
+    await logout(ctx, actor, signedIn(actor));
+    return { ok: true as const };
   });
 
-  app.get('/api/auth/whoami', { config: { auth: OPERATOR } }, async (req) => {
-    const op = operatorOf(req);
+  route(app, api.whoami, async (_in, actor) => {
+    const op = signedIn(actor);
     const { role } = await orgRole(ctx, op);
     const projects = await ctx.db
       .selectFrom('project_memberships')

@@ -1,69 +1,30 @@
-import { operatorOf } from '../route-auth.js';
-import { PUBLIC, orgRoleAtLeast, projectRoleAtLeast } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
+import { members as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
+import { route, signedIn } from '../route.js';
 import { acceptInvite, createInvite } from '../services/invites.js';
-import {
-  listOrgMembers,
-  listProjectMembers,
-  removeOrgMember,
-  removeProjectMember,
-  setOrgRole,
-  setProjectRole,
-} from '../services/members.js';
+import { listOrgMembers, listProjectMembers, removeOrgMember, removeProjectMember, setOrgRole, setProjectRole } from '../services/members.js';
 
-type ProjectParams = { project: string };
-type OrgMemberParams = { email: string };
-type ProjectMemberParams = ProjectParams & OrgMemberParams;
-type InviteBody = { email?: unknown; role?: unknown };
-type RoleBody = { role?: unknown };
-
-/** Org and project memberships, invites and their acceptance (OPERATOR-006). */
+/**
+ * Org and project memberships, invites and their acceptance (OPERATOR-006). Project-scope changes:
+ * project admin, or the org owner even when pinned lower on the project (so an explicit downgrade can
+ * never lock the org out of one of its projects); the services apply the authority ladder.
+ */
 export default async function memberRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  const orgAdmin = { config: { auth: orgRoleAtLeast('admin') } };
-  // project admin, or the org owner even when pinned lower on the project (so an explicit downgrade
-  // can never lock the org out of one of its projects): decided by requireProjectMemberAdmin
-  const memberAdmin = { config: { auth: projectRoleAtLeast('admin', { orOrg: 'owner' }) } };
-  // ---- org scope
-  app.post('/api/org/invites', orgAdmin, async (req, reply) => {
-    const op = operatorOf(req);
-    return reply.code(201).send(await createInvite(ctx, req, op, 'org', null, (req.body ?? {}) as InviteBody));
+  route(app, api.orgInvite, async ({ body }, actor) => createInvite(ctx, actor, signedIn(actor), 'org', null, body));
+  route(app, api.orgList, async (_in, actor) => ({ items: await listOrgMembers(ctx, signedIn(actor)) }));
+  route(app, api.orgSetRole, async ({ params, body }, actor) => setOrgRole(ctx, actor, signedIn(actor), params.email, body.role));
+  route(app, api.orgRemove, async ({ params }, actor) => {
+    await removeOrgMember(ctx, actor, signedIn(actor), params.email);
+    return { ok: true as const };
   });
-  app.get('/api/org/members', orgAdmin, async (req) => {
-    const op = operatorOf(req);
-    return { items: await listOrgMembers(ctx, op) };
+  route(app, api.projectInvite, async ({ params, body }, actor) => createInvite(ctx, actor, signedIn(actor), 'project', params.project, body));
+  route(app, api.projectList, async ({ params }, actor) => ({ items: await listProjectMembers(ctx, signedIn(actor), params.project) }));
+  route(app, api.projectSetRole, async ({ params, body }, actor) => setProjectRole(ctx, actor, signedIn(actor), params.project, params.email, body.role));
+  route(app, api.projectRemove, async ({ params }, actor) => {
+    await removeProjectMember(ctx, actor, signedIn(actor), params.project, params.email);
+    return { ok: true as const };
   });
-  app.put<{ Params: OrgMemberParams }>('/api/org/members/:email', orgAdmin, async (req) => {
-    const op = operatorOf(req);
-    return setOrgRole(ctx, req, op, req.params.email, ((req.body ?? {}) as RoleBody).role);
-  });
-  app.delete<{ Params: OrgMemberParams }>('/api/org/members/:email', orgAdmin, async (req) => {
-    const op = operatorOf(req);
-    await removeOrgMember(ctx, req, op, req.params.email);
-    return { ok: true };
-  });
-
-  // ---- project scope
-  app.post<{ Params: ProjectParams }>('/api/projects/:project/invites', memberAdmin, async (req, reply) => {
-    const op = operatorOf(req);
-    return reply.code(201).send(await createInvite(ctx, req, op, 'project', req.params.project, (req.body ?? {}) as InviteBody));
-  });
-  app.get<{ Params: ProjectParams }>('/api/projects/:project/members', memberAdmin, async (req) => {
-    const op = operatorOf(req);
-    return { items: await listProjectMembers(ctx, op, req.params.project) };
-  });
-  app.put<{ Params: ProjectMemberParams }>('/api/projects/:project/members/:email', memberAdmin, async (req) => {
-    const op = operatorOf(req);
-    return setProjectRole(ctx, req, op, req.params.project, req.params.email, ((req.body ?? {}) as RoleBody).role);
-  });
-  app.delete<{ Params: ProjectMemberParams }>('/api/projects/:project/members/:email', memberAdmin, async (req) => {
-    const op = operatorOf(req);
-    await removeProjectMember(ctx, req, op, req.params.project, req.params.email);
-    return { ok: true };
-  });
-
-  // ---- acceptance: the code is the credential, no session needed
-  app.post('/api/invites/accept', { config: { auth: PUBLIC } }, async (req) => {
-    return acceptInvite(ctx, req, (req.body ?? {}) as { email?: unknown; code?: unknown; password?: unknown });
-  });
+  // the code is the credential: no session needed
+  route(app, api.accept, async ({ body }, actor) => acceptInvite(ctx, actor, body));
 }

@@ -1,35 +1,14 @@
-import { operatorOf } from '../route-auth.js';
-import { OPERATOR, orgRoleAtLeast, projectRoleAtLeast } from '../../protocol/route-auth.js';
 import type { FastifyInstance } from 'fastify';
+import { projects as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
+import { route, signedIn } from '../route.js';
 import { createEnv, listEnvs } from '../services/envs.js';
 import { createProject, listProjects } from '../services/projects.js';
 
-type ProjectParams = { project: string };
-
 /** Projects and their envs (OPERATOR-001). */
 export default async function projectRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  app.post('/api/projects', { config: { auth: orgRoleAtLeast('admin') } }, async (req, reply) => {
-    const op = operatorOf(req);
-    const body = (req.body ?? {}) as { name?: unknown };
-    const p = await createProject(ctx, req, op, body.name);
-    return reply.code(201).send(p);
-  });
-
-  app.get('/api/projects', { config: { auth: OPERATOR } }, async (req) => {
-    const op = operatorOf(req);
-    return { items: await listProjects(ctx, op) };
-  });
-
-  app.post<{ Params: ProjectParams }>('/api/projects/:project/envs', { config: { auth: projectRoleAtLeast('admin') } }, async (req, reply) => {
-    const op = operatorOf(req);
-    const body = (req.body ?? {}) as { name?: unknown };
-    const e = await createEnv(ctx, req, op, req.params.project, body.name);
-    return reply.code(201).send(e);
-  });
-
-  app.get<{ Params: ProjectParams }>('/api/projects/:project/envs', { config: { auth: projectRoleAtLeast('viewer') } }, async (req) => {
-    const op = operatorOf(req);
-    return { items: await listEnvs(ctx, op, req.params.project) };
-  });
+  route(app, api.create, async ({ body }, actor) => createProject(ctx, actor, signedIn(actor), body.name));
+  route(app, api.list, async (_in, actor) => ({ items: await listProjects(ctx, signedIn(actor)) }));
+  route(app, api.createEnv, async ({ params, body }, actor) => createEnv(ctx, actor, signedIn(actor), params.project, body.name));
+  route(app, api.listEnvs, async ({ params }, actor) => ({ items: await listEnvs(ctx, signedIn(actor), params.project) }));
 }

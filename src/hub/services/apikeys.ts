@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import { sql, type Kysely } from 'kysely';
 import { badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
 import { IDENT_RE, nameError } from '../../protocol/names.js';
@@ -229,7 +229,7 @@ export interface CreateInput {
   rateLimitPerMin?: unknown;
 }
 
-export async function createKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, body: CreateInput) {
+export async function createKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, body: CreateInput) {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   const nameErr = nameError('API key', body.name);
   if (nameErr) throw badRequest(nameErr);
@@ -261,7 +261,7 @@ export async function createKey(ctx: HubContext, req: FastifyRequest | null, op:
       rotated_at: null,
       last_used_at: null,
       // cleared by confirmDelivery once the HTTP response with the plaintext is on the wire
-      undelivered_since: req ? now : null,
+      undelivered_since: actor ? now : null,
     };
     try {
       const seq = await ctx.db.transaction().execute(async (trx) => {
@@ -270,7 +270,7 @@ export async function createKey(ctx: HubContext, req: FastifyRequest | null, op:
         if (dup) throw conflict(`an API key named ${name} already exists in ${project.name}/${env.name} (names stay reserved after revoke)`);
         await requireRoomForLiveKey(trx, project, env, now);
         await trx.insertInto('api_keys').values(row).execute();
-        await audit(ctx, req, { action: 'apikey.create', project: project.name, env: env.name, actor: op, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
+        await audit(ctx, actor, { action: 'apikey.create', project: project.name, env: env.name, actor: op, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
         return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId } });
       });
       created = { row, apiKey: key, seq };
@@ -345,7 +345,7 @@ export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: s
   };
 }
 
-export async function revokeKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }) {
+export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }) {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   if (opts.dryRun !== undefined && typeof opts.dryRun !== 'boolean') throw badRequest('dryRun must be a boolean');
   const found = await findKey(ctx.db, env.id, idOrName);
@@ -361,7 +361,7 @@ export async function revokeKey(ctx: HubContext, req: FastifyRequest | null, op:
   const seq = await ctx.db.transaction().execute(async (trx) => {
     const r = await trx.updateTable('api_keys').set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null }).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return null; // revoked concurrently
-    await audit(ctx, req, { action: 'apikey.revoke', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles } }, trx);
+    await audit(ctx, actor, { action: 'apikey.revoke', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles } }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   if (seq === null) {
@@ -373,7 +373,7 @@ export async function revokeKey(ctx: HubContext, req: FastifyRequest | null, op:
   return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: now, alreadyRevoked: false, ack };
 }
 
-export async function rotateKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }) {
+export async function rotateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }) {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   const graceSeconds = parseGrace(body.grace);
   const found = await findKey(ctx.db, env.id, idOrName);
@@ -393,14 +393,14 @@ export async function rotateKey(ctx: HubContext, req: FastifyRequest | null, op:
         prev_secret_hash: prevExpiresAt ? found.secret_hash : null,
         prev_expires_at: prevExpiresAt,
         rotated_at: now,
-        undelivered_since: req ? now : null,
+        undelivered_since: actor ? now : null,
       })
       .where('id', '=', found.id)
       .where('status', '=', 'active')
       .where('secret_hash', '=', found.secret_hash)
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} changed while rotating (revoked or rotated concurrently): list it and retry`);
-    await audit(ctx, req, { action: 'apikey.rotate', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt } }, trx);
+    await audit(ctx, actor, { action: 'apikey.rotate', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt } }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   notifyChanged(ctx, seq);
@@ -426,7 +426,7 @@ export interface UpdateInput {
 }
 
 /** Changes roles, expiry or rate limit of an active key; Bridges apply it before this returns. */
-export async function updateKey(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, envName: string, idOrName: string, body: UpdateInput) {
+export async function updateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: UpdateInput) {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   const found = await findKey(ctx.db, env.id, idOrName);
   const set: Partial<ApiKeysTable> = {};
@@ -460,7 +460,7 @@ export async function updateKey(ctx: HubContext, req: FastifyRequest | null, op:
     }
     const r = await trx.updateTable('api_keys').set(set).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} was revoked concurrently`);
-    await audit(ctx, req, { action: 'apikey.update', project: project.name, env: env.name, actor: op, detail }, trx);
+    await audit(ctx, actor, { action: 'apikey.update', project: project.name, env: env.name, actor: op, detail }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   notifyChanged(ctx, seq);

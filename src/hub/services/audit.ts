@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import { ulid } from 'ulid';
 import type { Kysely } from 'kysely';
 import type { HubDatabase } from '../store/schema.js';
@@ -18,7 +18,7 @@ export interface AuditEntry {
 }
 
 /** Appends one audit row. Pass `db` = the transaction when the change is transactional. */
-export async function audit(ctx: HubContext, req: FastifyRequest | null, e: AuditEntry, db: Kysely<HubDatabase> = ctx.db) {
+export async function audit(ctx: HubContext, actor: Actor | null, e: AuditEntry, db: Kysely<HubDatabase> = ctx.db) {
   await db
     .insertInto('audit_log')
     .values({
@@ -30,8 +30,8 @@ export async function audit(ctx: HubContext, req: FastifyRequest | null, e: Audi
       action: e.action,
       project: e.project ?? null,
       env: e.env ?? null,
-      request_id: req?.id ?? null,
-      ip: req?.ip ?? null,
+      request_id: actor?.requestId ?? null,
+      ip: actor?.ip ?? null,
       detail_json: JSON.stringify(e.detail ?? {}),
     })
     .execute();

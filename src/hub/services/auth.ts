@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import { ulid } from 'ulid';
 import { AppError, badRequest, tooManyRequests, unauthorized } from '../../protocol/errors.js';
 import type { HubContext } from '../context.js';
@@ -64,7 +64,7 @@ const MAX_LOGIN_PASSWORD = 1024;
  * operator's email when the email belongs to one, otherwise only a keyed hash of what was typed (it may
  * be a password pasted into the wrong field).
  */
-export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unknown, password: unknown) {
+export async function login(ctx: HubContext, actor: Actor, emailIn: unknown, password: unknown) {
   if (typeof emailIn !== 'string' || typeof password !== 'string' || !emailIn || !password) {
     throw badRequest('email and password are required');
   }
@@ -74,7 +74,7 @@ export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unkno
   const now = Date.now();
   const email = emailIn.trim().toLowerCase();
   const typedId = ctx.crypto.identifierHash(email);
-  const ticket = ctx.loginThrottle.begin(req.ip, typedId, now);
+  const ticket = ctx.loginThrottle.begin(actor.ip ?? '', typedId, now);
   if (isRefusal(ticket)) {
     const whose = ticket.scope === 'address' ? 'from this address' : 'for this account';
     throw tooManyRequests(`too many failed logins ${whose}; try again later`, ticket.retryAfterMs / 1000);
@@ -84,7 +84,7 @@ export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unkno
   if (!op || !ok) {
     const budget = ctx.loginAudit.take(Date.now());
     if (budget) {
-      await audit(ctx, req, {
+      await audit(ctx, actor, {
         action: 'operator.login_failed',
         actorType: 'anonymous',
         actorEmail: op ? op.email : null,
@@ -105,13 +105,13 @@ export async function login(ctx: HubContext, req: FastifyRequest, emailIn: unkno
     .insertInto('sessions')
     .values({ id: sessionId, token_hash: sha256Hex(token), operator_id: op.id, created_at: nowIso(), expires_at: expiresAt, revoked_at: null })
     .execute();
-  await audit(ctx, req, { action: 'operator.login', actor: { id: op.id, email: op.email }, detail: { sessionId } });
+  await audit(ctx, actor, { action: 'operator.login', actor: { id: op.id, email: op.email }, detail: { sessionId } });
   return { token, expiresAt, operator: { id: op.id, email: op.email } };
 }
 
 /** Resolves the bearer session token to an operator, or throws 401. */
-export async function authenticate(ctx: HubContext, req: FastifyRequest): Promise<Operator> {
-  const h = req.headers.authorization;
+export async function authenticate(ctx: HubContext, authorization: string | undefined): Promise<Operator> {
+  const h = authorization;
   if (typeof h !== 'string' || !h.startsWith('Bearer ')) throw unauthorized('operator login required: run `stk login`');
   const token = h.slice(7).trim();
   if (!token.startsWith(SESSION_TOKEN_PREFIX) || token.length > 200) throw unauthorized('invalid or expired session: run `stk login`');
@@ -127,9 +127,9 @@ export async function authenticate(ctx: HubContext, req: FastifyRequest): Promis
   return { id: row.id, email: row.email, sessionId: row.session_id };
 }
 
-export async function logout(ctx: HubContext, req: FastifyRequest, op: Operator) {
+export async function logout(ctx: HubContext, actor: Actor, op: Operator) {
   if (op.sessionId) await ctx.db.updateTable('sessions').set({ revoked_at: nowIso() }).where('id', '=', op.sessionId).execute();
-  await audit(ctx, req, { action: 'operator.logout', actor: op, detail: { sessionId: op.sessionId } });
+  await audit(ctx, actor, { action: 'operator.logout', actor: op, detail: { sessionId: op.sessionId } });
 }
 
 export async function ensureDefaultOrg(ctx: HubContext): Promise<string> {

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import type { ClientConfig } from 'pg';
 import { ulid } from 'ulid';
 import { checkDbHost, parseDbUrl, pgConnectionConfig, type ParsedDbUrl } from '../../common/db-url.js';
@@ -112,7 +112,7 @@ function view(r: { name: string; engine: 'postgres'; display_url: string; create
 /** Creates or replaces a connection (project admin). The URL is stored encrypted and never returned. */
 export async function setConnection(
   ctx: HubContext,
-  req: FastifyRequest | null,
+  actor: Actor | null,
   op: Operator,
   projectName: string,
   envName: string,
@@ -154,7 +154,7 @@ export async function setConnection(
           .execute();
         result = view({ name, engine: 'postgres', display_url: display, created_at: now, updated_at: now });
       }
-      await audit(ctx, req, { action: 'connection.set', project: project.name, env: env.name, actor: op, detail: { name, engine: 'postgres', created: !existing } }, trx);
+      await audit(ctx, actor, { action: 'connection.set', project: project.name, env: env.name, actor: op, detail: { name, engine: 'postgres', created: !existing } }, trx);
       seq = await recordChange(trx, { project: project.name, env: env.name, kind: 'connection', payload: { name } });
     });
   } catch (e) {
@@ -186,7 +186,7 @@ export async function listConnections(ctx: HubContext, op: Operator, projectName
  */
 export async function testConnection(
   ctx: HubContext,
-  req: FastifyRequest | null,
+  actor: Actor | null,
   op: Operator,
   projectName: string,
   envName: string,
@@ -199,7 +199,7 @@ export async function testConnection(
   const url = ctx.crypto.decrypt(row.db_url_enc);
   const target = parseDbUrl(url);
   const outcome = await probe(url, target, ctx.config.connectionAllow);
-  await audit(ctx, req, {
+  await audit(ctx, actor, {
     action: 'connection.test',
     project: project.name,
     env: env.name,

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import { ulid } from 'ulid';
 import { badRequest, conflict } from '../../protocol/errors.js';
 import { nameError } from '../../protocol/names.js';
@@ -21,7 +21,7 @@ export interface EnvListItem extends EnvView {
 }
 
 /** Creates an env in a project (project admin). */
-export async function createEnv(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, nameIn: unknown): Promise<EnvView> {
+export async function createEnv(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, nameIn: unknown): Promise<EnvView> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
   const err = nameError('env', nameIn);
   if (err) throw badRequest(err);
@@ -35,7 +35,7 @@ export async function createEnv(ctx: HubContext, req: FastifyRequest | null, op:
       const { n } = await trx.selectFrom('envs').select((eb) => eb.fn.countAll<number>().as('n')).where('project_id', '=', project.id).executeTakeFirstOrThrow();
       if (Number(n) >= MAX_ENVS_PER_PROJECT) throw conflict(`env limit reached: a project holds at most ${MAX_ENVS_PER_PROJECT} envs`);
       await trx.insertInto('envs').values({ id, project_id: project.id, name, created_at: createdAt }).execute();
-      await audit(ctx, req, { action: 'env.create', project: project.name, env: name, actor: op, detail: { envId: id } }, trx);
+      await audit(ctx, actor, { action: 'env.create', project: project.name, env: name, actor: op, detail: { envId: id } }, trx);
     });
   } catch (e) {
     if (isUniqueViolation(e)) throw conflict(`env ${name} already exists in project ${project.name}`);

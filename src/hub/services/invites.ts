@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { ulid } from 'ulid';
 import { badRequest, conflict, forbidden, unauthorized } from '../../protocol/errors.js';
@@ -72,7 +72,7 @@ async function lockOperator(db: Kysely<HubDatabase>, email: string) {
  */
 export async function createInvite(
   ctx: HubContext,
-  req: FastifyRequest | null,
+  actor: Actor | null,
   op: Operator,
   scope: Scope,
   projectName: string | null,
@@ -153,7 +153,7 @@ export async function createInvite(
         accepted_at: null,
       })
       .execute();
-    await audit(ctx, req, { action: 'rbac.invite', project: project?.name ?? null, actor: op, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
+    await audit(ctx, actor, { action: 'rbac.invite', project: project?.name ?? null, actor: op, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
   }).catch((e: unknown) => {
     // two invites for a new email at once: the operator row exists now, the other one won
     if (isUniqueViolation(e)) throw conflict(`${email} was invited concurrently by someone else: try again`);
@@ -169,7 +169,7 @@ export async function createInvite(
  * yet. Other open invites for the same email stay as they are. The invite is void when its sender
  * can no longer grant it (removed, demoted, disabled).
  */
-export async function acceptInvite(ctx: HubContext, req: FastifyRequest | null, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<{ email: string }> {
+export async function acceptInvite(ctx: HubContext, actor: Actor | null, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<{ email: string }> {
   const email = validateEmail(body.email);
   const code = body.code;
   if (typeof code !== 'string' || !code.startsWith(INVITE_CODE_PREFIX) || code.length > 200) throw badRequest(INVALID_INVITE);
@@ -220,7 +220,7 @@ export async function acceptInvite(ctx: HubContext, req: FastifyRequest | null, 
       if (pm) await trx.updateTable('project_memberships').set({ role: invite.role as ProjectRole, status: 'active' }).where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
       else await trx.insertInto('project_memberships').values({ project_id: project.id, operator_id: target.id, role: invite.role as ProjectRole, status: 'active', created_at: at }).execute();
     }
-    await audit(ctx, req, {
+    await audit(ctx, actor, {
       action: 'rbac.accept',
       project: project?.name ?? null,
       actor: { id: target.id, email },

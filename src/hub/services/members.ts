@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { conflict, forbidden, invalidRole, notFound } from '../../protocol/errors.js';
 import { ORG_ROLE_RANK, ORG_ROLES, PROJECT_ROLES, type OrgRole, type ProjectRole } from '../../protocol/names.js';
@@ -151,7 +151,7 @@ export async function listOrgMembers(ctx: HubContext, op: Operator): Promise<Mem
  * Changes an active org member's role. Org admins manage members only (not other admins or owners)
  * and grant at most admin; owners manage everyone; the org always keeps one active owner.
  */
-export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op: Operator, emailIn: string, roleIn: unknown): Promise<MemberView> {
+export async function setOrgRole(ctx: HubContext, actor: Actor | null, op: Operator, emailIn: string, roleIn: unknown): Promise<MemberView> {
   const me = await requireOrgRole(ctx, op, 'admin');
   const role = checkRole('org', roleIn) as OrgRole;
   const email = validateEmail(emailIn);
@@ -172,7 +172,7 @@ export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op
     }
     await trx.updateTable('org_memberships').set({ role }).where('org_id', '=', me.orgId).where('operator_id', '=', target.id).execute();
     await dropVoidInvites(trx, me.orgId, target.id);
-    await audit(ctx, req, { action: 'rbac.set_role', actor: op, detail: { scope: 'org', operatorId: target.id, email, role, previousRole: m.role } }, trx);
+    await audit(ctx, actor, { action: 'rbac.set_role', actor: op, detail: { scope: 'org', operatorId: target.id, email, role, previousRole: m.role } }, trx);
     return { email, role, status: 'active', createdAt: m.created_at };
   });
 }
@@ -181,7 +181,7 @@ export async function setOrgRole(ctx: HubContext, req: FastifyRequest | null, op
  * Removes an operator from the org: the org membership, every project membership in the org and
  * any open invites (so this also withdraws a pending invite). Access ends on the very next request.
  */
-export async function removeOrgMember(ctx: HubContext, req: FastifyRequest | null, op: Operator, emailIn: string): Promise<void> {
+export async function removeOrgMember(ctx: HubContext, actor: Actor | null, op: Operator, emailIn: string): Promise<void> {
   const me = await requireOrgRole(ctx, op, 'admin');
   const email = validateEmail(emailIn);
   await ctx.db.transaction().execute(async (trx) => {
@@ -201,7 +201,7 @@ export async function removeOrgMember(ctx: HubContext, req: FastifyRequest | nul
     await trx.deleteFrom('project_memberships').where('operator_id', '=', target.id).where('project_id', 'in', projectIds).execute();
     await trx.deleteFrom('invites').where('org_id', '=', me.orgId).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, me.orgId, target.id);
-    await audit(ctx, req, { action: 'rbac.remove', actor: op, detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
+    await audit(ctx, actor, { action: 'rbac.remove', actor: op, detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }
 
@@ -256,7 +256,7 @@ export async function listProjectMembers(ctx: HubContext, op: Operator, projectN
  */
 export async function setProjectRole(
   ctx: HubContext,
-  req: FastifyRequest | null,
+  actor: Actor | null,
   op: Operator,
   projectName: string,
   emailIn: string,
@@ -289,7 +289,7 @@ export async function setProjectRole(
       out = { email, role, status: 'active', createdAt: now, source: 'project' };
     }
     await dropVoidInvites(trx, project.orgId, target.id);
-    await audit(ctx, req, {
+    await audit(ctx, actor, {
       action: 'rbac.set_role',
       project: project.name,
       actor: op,
@@ -300,7 +300,7 @@ export async function setProjectRole(
 }
 
 /** Removes an explicit project membership and withdraws open invites to the project (same ranking rule as set-role). */
-export async function removeProjectMember(ctx: HubContext, req: FastifyRequest | null, op: Operator, projectName: string, emailIn: string): Promise<void> {
+export async function removeProjectMember(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, emailIn: string): Promise<void> {
   const { project, authority } = await requireProjectMemberAdmin(ctx, op, projectName);
   const email = validateEmail(emailIn);
   await ctx.db.transaction().execute(async (trx) => {
@@ -314,6 +314,6 @@ export async function removeProjectMember(ctx: HubContext, req: FastifyRequest |
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, project.orgId, target.id);
-    await audit(ctx, req, { action: 'rbac.remove', project: project.name, actor: op, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
+    await audit(ctx, actor, { action: 'rbac.remove', project: project.name, actor: op, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import { ulid } from 'ulid';
 import { badRequest, conflict } from '../../protocol/errors.js';
 import { nameError, type ProjectRole } from '../../protocol/names.js';
@@ -22,7 +22,7 @@ export interface ProjectListItem extends ProjectView {
 }
 
 /** Creates a project in the default org (org admin or owner). */
-export async function createProject(ctx: HubContext, req: FastifyRequest | null, op: Operator, nameIn: unknown): Promise<ProjectView> {
+export async function createProject(ctx: HubContext, actor: Actor | null, op: Operator, nameIn: unknown): Promise<ProjectView> {
   const { orgId } = await requireOrgRole(ctx, op, 'admin');
   const err = nameError('project', nameIn);
   if (err) throw badRequest(err);
@@ -36,7 +36,7 @@ export async function createProject(ctx: HubContext, req: FastifyRequest | null,
       const { n } = await trx.selectFrom('projects').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
       if (Number(n) >= MAX_PROJECTS_PER_ORG) throw conflict(`project limit reached: an org holds at most ${MAX_PROJECTS_PER_ORG} projects`);
       await trx.insertInto('projects').values({ id, org_id: orgId, name, created_at: createdAt }).execute();
-      await audit(ctx, req, { action: 'project.create', project: name, actor: op, detail: { projectId: id } }, trx);
+      await audit(ctx, actor, { action: 'project.create', project: name, actor: op, detail: { projectId: id } }, trx);
     });
   } catch (e) {
     if (isUniqueViolation(e)) throw conflict(`project ${name} already exists`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { ulid } from 'ulid';
 import { badRequest, conflict, notFound } from '../../protocol/errors.js';
@@ -58,7 +58,7 @@ async function setCurrent(trx: Kysely<HubDatabase>, project: ProjectRef, env: { 
 /** Finds or creates the release for these inputs and makes it the env's current one. */
 export async function publishRelease(
   ctx: HubContext,
-  req: FastifyRequest | null,
+  actor: Actor | null,
   op: Operator,
   project: ProjectRef,
   env: { id: string; name: string },
@@ -86,7 +86,7 @@ export async function publishRelease(
               created_at: nowIso(),
             })
             .execute();
-          await audit(ctx, req, {
+          await audit(ctx, actor, {
             action: 'release.create',
             project: project.name,
             env: env.name,
@@ -124,7 +124,7 @@ async function bridgesAck(ctx: HubContext, seq: number | null): Promise<AckResul
 }
 
 /** POST /api/projects/:project/envs/:env/apply */
-export async function apply(ctx: HubContext, req: FastifyRequest, op: Operator, projectName: string, envName: string, body: unknown): Promise<ApplyResponse> {
+export async function apply(ctx: HubContext, actor: Actor, op: Operator, projectName: string, envName: string, body: unknown): Promise<ApplyResponse> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
   const env = await findEnv(ctx, project, envName);
   const input = readApplyBody(body);
@@ -152,13 +152,13 @@ export async function apply(ctx: HubContext, req: FastifyRequest, op: Operator, 
   let reused = false;
   let seq: number | null = null;
   if (withRelease && !input.dryRun) {
-    const r = await publishRelease(ctx, req, op, project, env, { ...compiled, ref: input.ref });
+    const r = await publishRelease(ctx, actor, op, project, env, { ...compiled, ref: input.ref });
     releaseId = r.releaseId;
     reused = r.reused;
     seq = r.seq;
   }
   if (!input.dryRun) {
-    await audit(ctx, req, {
+    await audit(ctx, actor, {
       action: 'apply.run',
       project: project.name,
       env: env.name,
@@ -269,7 +269,7 @@ function readBodyObject(body: unknown, allowed: string[]): Record<string, unknow
  * the release's schema to the target env's connections (refusing on drift, without force destructive
  * steps, without adopt tables santokit did not create), then points the target env at the release.
  */
-export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator, projectName: string, body: unknown) {
+export async function promote(ctx: HubContext, actor: Actor, op: Operator, projectName: string, body: unknown) {
   const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
   const b = readBodyObject(body, ['from', 'to', 'releaseId', 'force', 'adopt', 'dryRun']);
   if (typeof b.to !== 'string') throw badRequest('"to" (the target env) is required');
@@ -299,7 +299,7 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
     const moved = await setCurrent(trx, project, to, rel.releaseId);
-    await audit(ctx, req, {
+    await audit(ctx, actor, {
       action: 'release.promote',
       project: project.name,
       env: to.name,
@@ -318,7 +318,7 @@ export async function promote(ctx: HubContext, req: FastifyRequest, op: Operator
  * are forward-only, so this is refused (409) when the live databases lack a table or column the
  * release needs, or hold it with another type.
  */
-export async function rollback(ctx: HubContext, req: FastifyRequest, op: Operator, projectName: string, envName: string, body: unknown) {
+export async function rollback(ctx: HubContext, actor: Actor, op: Operator, projectName: string, envName: string, body: unknown) {
   const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
   const env = await findEnv(ctx, project, envName);
   const b = readBodyObject(body, ['releaseId']);
@@ -329,7 +329,7 @@ export async function rollback(ctx: HubContext, req: FastifyRequest, op: Operato
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
     const moved = await setCurrent(trx, project, env, rel.releaseId);
-    await audit(ctx, req, {
+    await audit(ctx, actor, {
       action: 'release.rollback',
       project: project.name,
       env: env.name,

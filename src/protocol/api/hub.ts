@@ -1,0 +1,386 @@
+import { z } from 'zod';
+import { OPERATOR, PUBLIC, SERVICE, orgRoleAtLeast, projectRoleAtLeast } from '../route-auth.js';
+import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
+import { AckResult, EnvParams, IsoTime, Name, Ok, ProjectParams, defineRoute } from './define.js';
+
+/**
+ * The Hub's HTTP API. Bodies are open objects (the services name an unknown or misspelt field
+ * themselves where it matters); responses list every field they carry.
+ */
+
+const Email = z.string().max(320);
+const OrgRole = z.enum(ORG_ROLES);
+const ProjectRole = z.enum(PROJECT_ROLES);
+
+// ---------------------------------------------------------------- health
+
+const Health = z.object({ ok: z.boolean() });
+export const health = {
+  healthz: defineRoute({ method: 'GET', url: '/healthz', auth: PUBLIC, summary: 'Liveness', tags: ['health'], response: { 200: Health } }),
+  health: defineRoute({ method: 'GET', url: '/health', auth: PUBLIC, summary: 'Liveness (alias)', tags: ['health'], response: { 200: Health } }),
+  internalHealthz: defineRoute({ method: 'GET', url: '/internal/healthz', auth: PUBLIC, summary: 'Liveness on the internal prefix', tags: ['health'], response: { 200: Health } }),
+  readyz: defineRoute({ method: 'GET', url: '/readyz', auth: PUBLIC, summary: 'Readiness: the store answers', tags: ['health'], response: { 200: Health, 503: Health } }),
+};
+
+// ---------------------------------------------------------------- operators: auth
+
+export const LoginBody = z.looseObject({ email: Email, password: z.string().max(1024) });
+export const LoginResponse = z.object({ token: z.string(), expiresAt: IsoTime, email: z.string() }).meta({ id: 'LoginResponse' });
+export const WhoamiResponse = z
+  .object({
+    id: z.string(),
+    email: z.string(),
+    orgRole: OrgRole.nullable(),
+    projectRoles: z.array(z.object({ project: z.string(), role: z.string(), status: z.string() })),
+  })
+  .meta({ id: 'Whoami' });
+
+export const auth = {
+  login: defineRoute({ method: 'POST', url: '/api/auth/login', auth: PUBLIC, summary: 'Log in: a session token', tags: ['operators'], body: LoginBody, response: { 200: LoginResponse }, errors: ['UNAUTHORIZED'] }),
+  logout: defineRoute({ method: 'POST', url: '/api/auth/logout', auth: OPERATOR, summary: 'End this session', tags: ['operators'], response: { 200: Ok } }),
+  whoami: defineRoute({ method: 'GET', url: '/api/auth/whoami', auth: OPERATOR, summary: 'The logged-in operator and their roles', tags: ['operators'], response: { 200: WhoamiResponse } }),
+};
+
+// ---------------------------------------------------------------- projects and envs
+
+export const ProjectView = z.object({ name: z.string(), createdAt: IsoTime }).meta({ id: 'Project' });
+export const ProjectListItem = ProjectView.extend({ role: ProjectRole.meta({ description: "the caller's effective role" }) });
+export const EnvView = z.object({ name: z.string(), createdAt: IsoTime }).meta({ id: 'Env' });
+export const EnvListItem = EnvView.extend({ currentReleaseId: z.string().nullable() });
+const NameBody = z.looseObject({ name: z.unknown().optional().meta({ description: "1-63 lowercase letters, digits or '-'" }) });
+
+export const projects = {
+  create: defineRoute({ method: 'POST', url: '/api/projects', auth: orgRoleAtLeast('admin'), summary: 'Create a project', tags: ['projects'], body: NameBody, response: { 201: ProjectView }, errors: ['CONFLICT'] }),
+  list: defineRoute({ method: 'GET', url: '/api/projects', auth: OPERATOR, summary: 'Projects the caller can see, with their role', tags: ['projects'], response: { 200: z.object({ items: z.array(ProjectListItem) }) } }),
+  createEnv: defineRoute({ method: 'POST', url: '/api/projects/:project/envs', auth: projectRoleAtLeast('admin'), summary: 'Create an env', tags: ['projects'], params: ProjectParams, body: NameBody, response: { 201: EnvView }, errors: ['CONFLICT'] }),
+  listEnvs: defineRoute({ method: 'GET', url: '/api/projects/:project/envs', auth: projectRoleAtLeast('viewer'), summary: "A project's envs and their current release", tags: ['projects'], params: ProjectParams, response: { 200: z.object({ items: z.array(EnvListItem) }) } }),
+};
+
+// ---------------------------------------------------------------- connections
+
+export const ConnectionView = z
+  .object({ name: z.string(), engine: z.literal('postgres'), url: z.string().meta({ description: 'host, port, user and database; the password masked' }), createdAt: IsoTime, updatedAt: IsoTime })
+  .meta({ id: 'Connection' });
+const ConnParams = EnvParams.extend({ name: Name });
+export const connections = {
+  set: defineRoute({
+    method: 'PUT',
+    url: '/api/projects/:project/envs/:env/connections/:name',
+    auth: projectRoleAtLeast('admin'),
+    summary: 'Create or replace a DB connection (the URL is stored encrypted, never returned)',
+    tags: ['connections'],
+    params: ConnParams,
+    body: z.looseObject({ engine: z.literal('postgres', { error: 'engine must be one of: postgres' }).optional(), dbUrl: z.string().max(4096).meta({ description: 'postgres://user:password@host:port/db' }) }),
+    response: { 200: ConnectionView.extend({ ack: AckResult }) },
+  }),
+  list: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/connections', auth: projectRoleAtLeast('admin'), summary: "An env's connections (URLs masked)", tags: ['connections'], params: EnvParams, response: { 200: z.object({ items: z.array(ConnectionView) }) } }),
+  test: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/envs/:env/connections/:name/test',
+    auth: projectRoleAtLeast('admin'),
+    summary: 'Connect once and run SELECT 1',
+    tags: ['connections'],
+    params: ConnParams,
+    response: { 200: z.object({ ok: z.literal(true), latencyMs: z.number() }) },
+  }),
+};
+
+// ---------------------------------------------------------------- members and invites
+
+export const MemberView = z
+  .object({ email: z.string(), role: z.string(), status: z.string(), createdAt: IsoTime, source: z.enum(['project', 'org']).optional() })
+  .meta({ id: 'Member' });
+export const InviteView = z.object({ email: z.string(), role: z.string(), inviteCode: z.string().meta({ description: 'shown once; only its hash is stored' }), expiresAt: IsoTime }).meta({ id: 'Invite' });
+// roles are checked by the service: an invalid one is 422 INVALID_ROLE naming the valid ones
+const InviteBody = z.looseObject({ email: Email, role: z.unknown().optional().meta({ description: 'org: owner, admin, member; project: admin, deployer, viewer' }) });
+const RoleBody = z.looseObject({ role: z.unknown().optional().meta({ description: 'org: owner, admin, member; project: admin, deployer, viewer' }) });
+const EmailParams = z.object({ email: Email });
+const ProjectEmailParams = ProjectParams.extend({ email: Email });
+const memberAdmin = projectRoleAtLeast('admin', { orOrg: 'owner' });
+
+export const members = {
+  orgInvite: defineRoute({ method: 'POST', url: '/api/org/invites', auth: orgRoleAtLeast('admin'), summary: 'Invite someone to the org', tags: ['members'], body: InviteBody, response: { 201: InviteView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  orgList: defineRoute({ method: 'GET', url: '/api/org/members', auth: orgRoleAtLeast('admin'), summary: 'Org members and open invites', tags: ['members'], response: { 200: z.object({ items: z.array(MemberView) }) } }),
+  orgSetRole: defineRoute({ method: 'PUT', url: '/api/org/members/:email', auth: orgRoleAtLeast('admin'), summary: "Change an org member's role", tags: ['members'], params: EmailParams, body: RoleBody, response: { 200: MemberView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  orgRemove: defineRoute({ method: 'DELETE', url: '/api/org/members/:email', auth: orgRoleAtLeast('admin'), summary: 'Remove someone from the org', tags: ['members'], params: EmailParams, response: { 200: Ok }, errors: ['CONFLICT'] }),
+  projectInvite: defineRoute({ method: 'POST', url: '/api/projects/:project/invites', auth: memberAdmin, summary: 'Invite someone to a project', tags: ['members'], params: ProjectParams, body: InviteBody, response: { 201: InviteView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  projectList: defineRoute({ method: 'GET', url: '/api/projects/:project/members', auth: memberAdmin, summary: "A project's members (explicit and inherited) and open invites", tags: ['members'], params: ProjectParams, response: { 200: z.object({ items: z.array(MemberView) }) } }),
+  projectSetRole: defineRoute({ method: 'PUT', url: '/api/projects/:project/members/:email', auth: memberAdmin, summary: "Set (or pin) someone's role on the project", tags: ['members'], params: ProjectEmailParams, body: RoleBody, response: { 200: MemberView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  projectRemove: defineRoute({ method: 'DELETE', url: '/api/projects/:project/members/:email', auth: memberAdmin, summary: "Remove someone's project membership", tags: ['members'], params: ProjectEmailParams, response: { 200: Ok } }),
+  accept: defineRoute({
+    method: 'POST',
+    url: '/api/invites/accept',
+    auth: PUBLIC,
+    summary: 'Accept an invite (the code is the credential) and set a password on first use',
+    tags: ['members'],
+    body: z.looseObject({ email: Email, code: z.string().max(200), password: z.string().max(1024).optional() }),
+    response: { 200: z.object({ email: z.string() }) },
+    errors: ['UNAUTHORIZED', 'NOT_FOUND', 'CONFLICT'],
+  }),
+};
+
+// ---------------------------------------------------------------- audit
+
+export const AuditItem = z
+  .object({
+    id: z.string(),
+    ts: IsoTime,
+    actor: z.string().nullable().meta({ description: "the actor's email (null for system entries)" }),
+    actorType: z.string(),
+    action: z.string(),
+    project: z.string().nullable(),
+    env: z.string().nullable(),
+    requestId: z.string().nullable(),
+    ip: z.string().nullable(),
+    detail: z.record(z.string(), z.unknown()),
+  })
+  .meta({ id: 'AuditItem' });
+export const AuditQuery = z.object({
+  project: z.string().optional(),
+  env: z.string().optional(),
+  action: z.string().optional().meta({ description: 'exact (apikey.revoke) or a domain (apikey.*)' }),
+  since: z.string().optional().meta({ description: 'ISO-8601 time or a duration back from now (15m, 1h, 7d)' }),
+  limit: z.string().optional().meta({ description: '1-1000, default 100' }),
+});
+export const audit = {
+  list: defineRoute({
+    method: 'GET',
+    url: '/api/audit',
+    auth: projectRoleAtLeast('admin', { orOrg: 'admin', from: 'query' }),
+    summary: 'The audit log, newest first (org admins: all; project admins: their project)',
+    tags: ['audit'],
+    query: AuditQuery,
+    response: { 200: z.object({ items: z.array(AuditItem) }) },
+  }),
+};
+
+// ---------------------------------------------------------------- API keys
+
+const KeyStatus = z.enum(['active', 'revoked', 'expired']);
+export const ApiKeyView = z
+  .object({
+    keyId: z.string(),
+    name: z.string(),
+    roles: z.array(z.string()),
+    status: KeyStatus,
+    createdAt: IsoTime,
+    lastUsedAt: IsoTime.nullable(),
+    expiresAt: IsoTime.nullable(),
+    rateLimitPerMin: z.number().int().nullable(),
+    rotatedAt: IsoTime.nullable(),
+    staleRoles: z.array(z.string()).meta({ description: "roles the env's current release no longer references" }),
+    unconfirmed: z.boolean().meta({ description: "the Hub stopped before the response carrying this key's plaintext left it" }),
+  })
+  .meta({ id: 'ApiKey' });
+const Expiry = {
+  expiresIn: z.string().max(40).nullable().optional().meta({ description: 'a duration: 90d, 12h, 30m' }),
+  expiresAt: IsoTime.nullable().optional(),
+  rateLimitPerMin: z.number().int().nullable().optional().meta({ description: 'requests per minute; null = the Bridge default' }),
+};
+const KeyRoles = z.unknown().optional().meta({ description: 'role names a rule of the env\'s permissions grants (422 INVALID_ROLE otherwise)' });
+export const CreateKeyBody = z.looseObject({ name: z.unknown().optional(), roles: KeyRoles, ...Expiry });
+export const CreatedKey = z
+  .object({
+    keyId: z.string(),
+    name: z.string(),
+    roles: z.array(z.string()),
+    status: KeyStatus,
+    createdAt: IsoTime,
+    expiresAt: IsoTime.nullable(),
+    rateLimitPerMin: z.number().int().nullable(),
+    apiKey: z.string().meta({ description: 'the plaintext key: shown once, stored only hashed' }),
+    ack: AckResult,
+  })
+  .meta({ id: 'CreatedApiKey' });
+export const UpdateKeyBody = z.looseObject({ roles: KeyRoles, ...Expiry });
+export const KeyUsage = {
+  lastUsedAt: IsoTime.nullable(),
+  requestsLast60m: z.number().int(),
+  sources: z.array(z.object({ address: z.string(), lastSeenAt: IsoTime, count: z.number().int() })),
+};
+export const RevokeResponse = z.union([
+  z.object({ dryRun: z.boolean(), keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: KeyStatus, ...KeyUsage }),
+  z.object({ keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: z.literal('revoked'), revokedAt: IsoTime.nullable(), alreadyRevoked: z.boolean(), ack: AckResult.nullable() }),
+]);
+export const RotatedKey = z
+  .object({
+    keyId: z.string(),
+    name: z.string(),
+    roles: z.array(z.string()),
+    status: z.literal('active'),
+    rotatedAt: IsoTime,
+    previousSecretValidUntil: IsoTime.nullable(),
+    expiresAt: IsoTime.nullable(),
+    apiKey: z.string(),
+    ack: AckResult,
+  })
+  .meta({ id: 'RotatedApiKey' });
+const KeyParams = EnvParams.extend({ key: z.string().max(200).meta({ description: 'key id or name' }) });
+const keysAdmin = projectRoleAtLeast('admin');
+const KEYS = '/api/projects/:project/envs/:env/apikeys';
+export const apikeys = {
+  create: defineRoute({ method: 'POST', url: KEYS, auth: keysAdmin, summary: 'Create an API key (the plaintext is in this response only)', tags: ['api keys'], params: EnvParams, body: CreateKeyBody, response: { 201: CreatedKey }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  list: defineRoute({ method: 'GET', url: KEYS, auth: keysAdmin, summary: "An env's keys (never a secret)", tags: ['api keys'], params: EnvParams, response: { 200: z.object({ items: z.array(ApiKeyView) }) } }),
+  get: defineRoute({ method: 'GET', url: `${KEYS}/:key`, auth: keysAdmin, summary: 'One key', tags: ['api keys'], params: KeyParams, response: { 200: ApiKeyView } }),
+  update: defineRoute({ method: 'PATCH', url: `${KEYS}/:key`, auth: keysAdmin, summary: "Change a key's roles, expiry or rate limit", tags: ['api keys'], params: KeyParams, body: UpdateKeyBody, response: { 200: ApiKeyView.extend({ ack: AckResult.nullable() }) }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  revoke: defineRoute({
+    method: 'POST',
+    url: `${KEYS}/:key/revoke`,
+    auth: keysAdmin,
+    summary: 'Revoke a key: returns once every connected Bridge refuses it (dryRun: who still uses it)',
+    tags: ['api keys'],
+    params: KeyParams,
+    body: z.looseObject({ dryRun: z.boolean().optional() }).optional(),
+    response: { 200: RevokeResponse },
+  }),
+  rotate: defineRoute({
+    method: 'POST',
+    url: `${KEYS}/:key/rotate`,
+    auth: keysAdmin,
+    summary: 'New secret for a key; the old one keeps working for the grace period',
+    tags: ['api keys'],
+    params: KeyParams,
+    body: z.looseObject({ grace: z.union([z.string().max(40), z.number()]).optional().meta({ description: 'how long the old secret keeps working: 0, 30m, 1h…' }) }).optional(),
+    response: { 200: RotatedKey },
+    errors: ['CONFLICT'],
+  }),
+};
+
+// ---------------------------------------------------------------- apply and releases
+
+export const PlanStep = z.object({ connection: z.string(), sql: z.string(), destructive: z.boolean(), description: z.string() }).meta({ id: 'PlanStep' });
+export const ApplyResponse = z
+  .object({
+    releaseId: z.string().nullable(),
+    reused: z.boolean(),
+    ref: z.string().nullable(),
+    dryRun: z.boolean(),
+    plan: z.array(PlanStep),
+    drift: z.array(z.string()),
+    ack: AckResult.nullable(),
+  })
+  .meta({ id: 'ApplyResponse' });
+export const ApplyBody = z
+  .looseObject({
+    schema: z.array(z.looseObject({ file: z.string(), content: z.string() }), { error: '"schema" must be a list of {file, content}' }).meta({ description: 'the schema/*.yaml files' }),
+    permissions: z.string().nullable().optional().meta({ description: 'the text of config/permissions.yaml' }),
+    ref: z.string().nullable().optional(),
+    dryRun: z.boolean().optional(),
+    force: z.boolean().optional(),
+    adopt: z.boolean().optional(),
+    only: z.array(z.string()).nullable().optional(),
+  })
+  .meta({ id: 'ApplyRequest' });
+export const ReleaseSummary = z
+  .object({ releaseId: z.string(), ref: z.string().nullable(), createdAt: IsoTime, connections: z.array(z.string()), tables: z.array(z.string()), envs: z.array(z.string()) })
+  .meta({ id: 'ReleaseSummary' });
+/** The release IR (src/protocol/release.ts): schema, permissions, connection names. */
+export const ReleaseIR = z
+  .object({ releaseId: z.string(), project: z.string(), ref: z.string().nullable(), createdAt: IsoTime, schema: z.unknown(), permissions: z.unknown(), connections: z.array(z.string()) })
+  .meta({ id: 'Release' });
+const viewer = projectRoleAtLeast('viewer');
+const deployer = projectRoleAtLeast('deployer');
+export const releases = {
+  apply: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/envs/:env/apply',
+    auth: deployer,
+    summary: 'Apply schema and permissions to an env (DDL, then a release); returns once Bridges serve it',
+    tags: ['releases'],
+    params: EnvParams,
+    body: ApplyBody,
+    response: { 200: ApplyResponse },
+    errors: ['CONFLICT', 'SERVICE_UNAVAILABLE'],
+  }),
+  list: defineRoute({ method: 'GET', url: '/api/projects/:project/releases', auth: viewer, summary: "A project's releases, newest first", tags: ['releases'], params: ProjectParams, query: z.object({ limit: z.string().optional() }), response: { 200: z.object({ items: z.array(ReleaseSummary) }) } }),
+  current: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/releases/current', auth: viewer, summary: "An env's current release", tags: ['releases'], params: EnvParams, response: { 200: ReleaseSummary.extend({ env: z.string(), since: IsoTime }) } }),
+  show: defineRoute({ method: 'GET', url: '/api/projects/:project/releases/:releaseId', auth: viewer, summary: 'One release with its schema and permissions', tags: ['releases'], params: ProjectParams.extend({ releaseId: z.string().max(200) }), response: { 200: ReleaseIR.extend({ envs: z.array(z.string()) }) } }),
+  promote: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/releases/promote',
+    auth: deployer,
+    summary: "Make an env's (or a given) release current in another env",
+    tags: ['releases'],
+    params: ProjectParams,
+    body: z.looseObject({ from: z.string().optional(), to: z.string(), releaseId: z.string().optional(), force: z.boolean().optional(), adopt: z.boolean().optional(), dryRun: z.boolean().optional() }),
+    response: {
+      200: z.object({ releaseId: z.string(), from: z.string().nullable(), to: z.string(), previousReleaseId: z.string().nullable(), dryRun: z.boolean(), moved: z.boolean(), plan: z.array(PlanStep), drift: z.array(z.string()), ack: AckResult.nullable() }),
+    },
+    errors: ['CONFLICT'],
+  }),
+  rollback: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/envs/:env/rollback',
+    auth: deployer,
+    summary: 'Point an env back at an earlier release',
+    tags: ['releases'],
+    params: EnvParams,
+    body: z.looseObject({ releaseId: z.string().optional() }).optional(),
+    response: { 200: z.object({ releaseId: z.string(), env: z.string(), previousReleaseId: z.string().nullable(), moved: z.boolean(), ack: AckResult.nullable() }) },
+    errors: ['CONFLICT'],
+  }),
+};
+
+// ---------------------------------------------------------------- internal (Bridges, service token)
+
+const BridgeId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'bridgeId: 1-128 of letters, digits, . _ : -');
+export const internal = {
+  snapshot: defineRoute({ method: 'GET', url: '/internal/sync/snapshot', auth: SERVICE, summary: 'Every env state and key hash (Bridges only)', tags: ['internal'], response: { 200: z.object({ seq: z.number(), pepper: z.string(), envs: z.array(z.unknown()), keys: z.array(z.unknown()) }) } }),
+  stream: defineRoute({
+    method: 'GET',
+    url: '/internal/sync/stream',
+    auth: SERVICE,
+    summary: 'The change stream (NDJSON): snapshot or resume point, then changes in seq order, heartbeats',
+    tags: ['internal'],
+    query: z.object({ bridgeId: BridgeId, since: z.string().regex(/^\d*$/, 'since must be a non-negative integer').optional() }),
+    response: { 200: z.string().meta({ description: 'application/x-ndjson, one SyncMessage per line; the x-santokit-sync-session header names the session' }) },
+    stream: true,
+  }),
+  ack: defineRoute({
+    method: 'POST',
+    url: '/internal/sync/ack',
+    auth: SERVICE,
+    summary: 'A Bridge applied these seqs (only from the stream session that owns the id)',
+    tags: ['internal'],
+    body: z.looseObject({ bridgeId: BridgeId, session: z.string().max(200).optional(), seqs: z.array(z.number()).max(100_000).optional(), snapshot: z.number().optional() }),
+    response: { 200: Ok },
+    errors: ['CONFLICT'],
+  }),
+  usage: defineRoute({
+    method: 'POST',
+    url: '/internal/sync/usage',
+    auth: SERVICE,
+    summary: 'Per-key usage counted by a Bridge since its last report',
+    tags: ['internal'],
+    body: z.looseObject({ bridgeId: BridgeId, session: z.string().max(200).optional(), keys: z.array(z.unknown()).max(100_000) }),
+    response: { 200: z.object({ keys: z.number() }) },
+    errors: ['CONFLICT'],
+  }),
+  bridges: defineRoute({ method: 'GET', url: '/internal/sync/bridges', auth: SERVICE, summary: 'Bridges streaming from this Hub', tags: ['internal'], response: { 200: z.object({ items: z.array(z.object({ bridgeId: z.string() })) }) } }),
+  cluster: defineRoute({ method: 'GET', url: '/internal/sync/cluster', auth: SERVICE, summary: 'Every Bridge a revoke waits for, across Hubs', tags: ['internal'], response: { 200: z.object({ hubId: z.string(), items: z.array(z.object({ bridgeId: z.string(), ackedSeq: z.number() })) }) } }),
+  currentRelease: defineRoute({
+    method: 'GET',
+    url: '/internal/releases/:project/:env/current',
+    auth: SERVICE,
+    summary: "An env's current release (ETag = release id)",
+    tags: ['internal'],
+    params: EnvParams,
+    response: { 200: ReleaseIR, 304: z.null().meta({ description: 'not modified' }) },
+  }),
+};
+
+/** Every Hub route. */
+export const HUB_API = { ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('internal', internal) };
+
+function prefixed<T extends Record<string, unknown>>(p: string, o: T): Record<string, T[keyof T]> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${p}.${k}`, v])) as Record<string, T[keyof T]>;
+}
+
+export type ApiKeyViewT = z.infer<typeof ApiKeyView>;
+export type CreatedKeyT = z.infer<typeof CreatedKey>;
+export type RotatedKeyT = z.infer<typeof RotatedKey>;
+export type RevokeResponseT = z.infer<typeof RevokeResponse>;
+export type ApplyResponseT = z.infer<typeof ApplyResponse>;
+export type ReleaseSummaryT = z.infer<typeof ReleaseSummary>;
+export type AuditItemT = z.infer<typeof AuditItem>;
+export type AckResultT = z.infer<typeof AckResult>;
