@@ -127,6 +127,8 @@ interface Conn {
   lastDone: number;
   lastUsed: number;
   broken: boolean;
+  /** closed because a read on it passed its answer budget (the reads queued behind it are re-sent) */
+  stopped: boolean;
   /** the socket is corked for the current turn's batch */
   corked: boolean;
   /** wire walker: body bytes of the message in progress still to come */
@@ -153,6 +155,10 @@ interface Job {
   /** gave up (timeout) while still waiting for a connection */
   dropped: boolean;
   retried: boolean;
+  /** re-sent once after its connection was closed under it for another query's budget */
+  resent: boolean;
+  /** a row of its answer has arrived */
+  gotRows: boolean;
   /** the answer's byte budget (`/call` queries; none for pings) */
   readonly budget: ResponseBudget | undefined;
 }
@@ -397,6 +403,12 @@ class PgPool implements Pool {
       // the plan no longer fits the schema (or the statement is gone): re-prepare under a new name, once
       job.retried = true;
       this.#send(c, job);
+    } else if (err && c.stopped && !job.resent && !job.gotRows && job.budget !== undefined && job.budget.read) {
+      // a read queued behind the one stopped for its budget: it got no row, and a read can safely
+      // run again, on another connection
+      job.resent = true;
+      job.conn = undefined;
+      this.submit(job);
     } else job.done(err, res);
     if (c.broken && c.inflight === 0) this.#discard(c);
     this.#drain();
@@ -429,7 +441,7 @@ class PgPool implements Pool {
   #open(): void {
     this.#opening++;
     const client = new pg.Client(this.#config);
-    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, corked: false, wSkip: 0, wZ: false, wHeadLen: 0, wHead: undefined };
+    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, stopped: false, corked: false, wSkip: 0, wZ: false, wHeadLen: 0, wHead: undefined };
     // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
@@ -546,11 +558,15 @@ class PgPool implements Pool {
     const ic = internal(c.client);
     const active = ic._activeQuery;
     const q = active ? (index === 0 ? active : ic._sentQueryQueue[index - 1]) : ic._sentQueryQueue[index];
-    const b = q?.job?.budget;
+    const j = q?.job;
+    if (j === undefined) return true;
+    j.gotRows = true;
+    const b = j.budget;
     if (b === undefined || b.add(bytes)) return true;
     // a read stops here: closing the connection is the only way not to receive the rest of its rows.
     // A write's statement runs to its end (its rows are dropped), unless one row alone could not fit
     if (!b.read && bytes <= b.gauge.limits.maxBytes) return true;
+    c.stopped = true;
     this.kill(c);
     return false;
   }
@@ -655,6 +671,8 @@ function runPooled(pool: PgPool, text: string, values: Array<string | null>, lim
       slow: true,
       dropped: false,
       retried: false,
+      resent: false,
+      gotRows: false,
       budget,
       done(err, res) {
         if (settled) return;
