@@ -1,3 +1,6 @@
+import { installApiDocs } from '../common/api-docs.js';
+import { BRIDGE_API } from '../protocol/api/bridge.js';
+import { API_VERSION, openApiDocument } from '../protocol/api/openapi.js';
 import type { FastifyInstance } from 'fastify';
 import { createBaseApp } from '../common/http.js';
 import { AppError } from '../protocol/errors.js';
@@ -40,6 +43,9 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   ctx.onClose.push(() => releases.close());
   installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
   installRouteAuth(app, ctx); // before any route: each route's declared auth becomes its first onRequest hook
+  installApiDocs(app, 'Santokit Bridge', () =>
+    openApiDocument({ title: 'Santokit Bridge', version: API_VERSION, description: 'The data plane: POST /call with a project API key for auto-CRUD on the env’s PostgreSQL.' }, BRIDGE_API),
+  );
   await app.register(healthRoutes, { ctx });
   await app.register(callRoutes, { ctx });
   app.addHook('onClose', async () => {

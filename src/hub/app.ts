@@ -6,6 +6,9 @@ import { migrate, openStore, type Store } from './store/store.js';
 import { bootstrapOwner } from './services/auth.js';
 import { checkStoreKey } from './services/store-key.js';
 import { installRouteAuth } from './route-auth.js';
+import { installApiDocs } from '../common/api-docs.js';
+import { HUB_API } from '../protocol/api/hub.js';
+import { API_VERSION, openApiDocument } from '../protocol/api/openapi.js';
 import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
@@ -38,6 +41,9 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
 
+  installApiDocs(app, 'Santokit Hub', () =>
+    openApiDocument({ title: 'Santokit Hub', version: API_VERSION, description: 'The control plane: operators, projects, envs, connections, schema apply, releases, API keys, audit. Used through `stk`.' }, HUB_API),
+  );
   await app.register(healthRoutes, { ctx });
   await app.register(authRoutes, { ctx });
   await registerRoutes(app, ctx);

@@ -124,7 +124,7 @@ describe('security: route-table sweep', () => {
 
   /** A concrete path for a route: real project/env, and names of things that do not exist (no side effects). */
   function concrete(url: string): string {
-    const real: Record<string, string> = { project: s.project, env: s.env, key: 'key_01SWEEPNOSUCHKEY0000000000', name: 'nosuch', email: 'nobody@example.com', releaseId: 'rel_nosuch' };
+    const real: Record<string, string> = { project: s.project, env: s.env, key: 'key_01SWEEPNOSUCHKEY0000000000', name: 'nosuch', email: 'nobody@example.com', releaseId: 'rel_nosuch', file: 'swagger-ui.css' };
     return url.replace(/:([A-Za-z]+)/g, (_m, p: string) => {
       if (!(p in real)) throw new Error(`route param :${p} has no sweep value: add one`);
       return real[p]!;

@@ -74,3 +74,19 @@ export const AckResult = z
     lagging: z.array(z.string()),
   })
   .meta({ id: 'AckResult', description: 'Bridges connected when the change committed, how many applied it before this returned, and which did not' });
+
+/** The API description itself, served by Hub and Bridge alike. */
+export const DOCS_API = {
+  'docs.openapi': defineRoute({ method: 'GET', url: '/openapi.json', auth: { kind: 'public' }, summary: 'This document (OpenAPI 3.1)', tags: ['meta'], response: { 200: z.record(z.string(), z.unknown()) } }),
+  'docs.page': defineRoute({ method: 'GET', url: '/docs', auth: { kind: 'public' }, summary: 'This API, rendered (Swagger UI, served locally)', tags: ['meta'], response: { 200: z.string().meta({ description: 'text/html' }) } }),
+  'docs.asset': defineRoute({
+    method: 'GET',
+    url: '/docs/:file',
+    auth: { kind: 'public' },
+    summary: "The page's scripts and styles",
+    tags: ['meta'],
+    params: z.object({ file: z.string() }),
+    response: { 200: z.string().meta({ description: 'a script, style sheet or icon' }) },
+    errors: ['NOT_FOUND'],
+  }),
+};

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { OPERATOR, PUBLIC, SERVICE, orgRoleAtLeast, projectRoleAtLeast } from '../route-auth.js';
 import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
-import { AckResult, EnvParams, IsoTime, Name, Ok, ProjectParams, defineRoute } from './define.js';
+import { AckResult, DOCS_API, EnvParams, IsoTime, Name, Ok, ProjectParams, defineRoute } from './define.js';
 
 /**
  * The Hub's HTTP API. Bodies are open objects (the services name an unknown or misspelt field
@@ -370,7 +370,7 @@ export const internal = {
 };
 
 /** Every Hub route. */
-export const HUB_API = { ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('internal', internal) };
+export const HUB_API = { ...DOCS_API, ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('internal', internal) };
 
 function prefixed<T extends Record<string, unknown>>(p: string, o: T): Record<string, T[keyof T]> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${p}.${k}`, v])) as Record<string, T[keyof T]>;
