@@ -3,13 +3,14 @@
  * request: column lookups are Maps, converters are prebuilt closures, select/returning lists are
  * precomputed strings, permission terms carry their quoted column and pre-converted literal values.
  */
+import { WHERE_OPERATORS, type WhereOperator } from '../../protocol/call.js';
 import type { ColumnIR, ConditionTerm, Op, PermissionRule, ReleaseIR, TableIR, TypeSpec } from '../../protocol/release.js';
 import type { ColRef } from '../sql/build.js';
 import { quoteIdent } from '../sql/quote.js';
 import { INVALID, converter, pgType, type Converter } from '../sql/values.js';
 
-export type WhereOp = '$eq' | '$ne' | '$gt' | '$gte' | '$lt' | '$lte' | '$in' | '$notIn' | '$like' | '$isNull' | '$isNotNull';
-export const WHERE_OPS: ReadonlySet<string> = new Set<WhereOp>(['$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$notIn', '$like', '$isNull', '$isNotNull']);
+type WhereOp = WhereOperator;
+export const WHERE_OPS: ReadonlySet<string> = new Set<WhereOp>(WHERE_OPERATORS);
 
 const ORDERED_OPS: WhereOp[] = ['$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$notIn', '$isNull', '$isNotNull'];
 const SCALAR_OPS: WhereOp[] = ['$eq', '$ne', '$in', '$notIn', '$isNull', '$isNotNull'];

@@ -9,6 +9,7 @@
  * in-memory lookup.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { CallRequest } from '../../protocol/call.js';
 import { AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
 import { OPS, type Op } from '../../protocol/release.js';
 import { APIKEY } from '../../protocol/route-auth.js';
@@ -94,7 +95,7 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
     const env = releases.get(principal.project, principal.env);
     if (!env) throw unavailable(`no release loaded for ${principal.project}/${principal.env}; run stk apply`);
 
-    const body = req.body as Obj | undefined;
+    const body = req.body as { [K in keyof CallRequest]?: unknown } | undefined;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('body must be a JSON object {"path": "db/<table>/<op>", "params": {...}}');
     const path = body.path;
     if (typeof path !== 'string') throw badRequest('path is required: "db/<table>/<select|insert|update|delete>"');

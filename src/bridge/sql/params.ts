@@ -4,6 +4,7 @@
  * ever used as Map keys into the schema; what reaches SQL is the schema's own quoted identifier.
  * Every failure is a 400 naming the offending parameter/column, except permission failures (403).
  */
+import { CALL_PARAMS } from '../../protocol/call.js';
 import { AppError, badRequest, forbidden } from '../../protocol/errors.js';
 import type { Op } from '../../protocol/release.js';
 import type { Principal } from '../context.js';
@@ -23,10 +24,10 @@ export const LIMITS = {
 } as const;
 
 const PARAMS_BY_OP: Record<Op, ReadonlySet<string>> = {
-  select: new Set(['where', 'select', 'orderBy', 'limit', 'offset', 'expand']),
-  insert: new Set(['data', 'values']),
-  update: new Set(['where', 'data']),
-  delete: new Set(['where']),
+  select: new Set(CALL_PARAMS.select),
+  insert: new Set(CALL_PARAMS.insert),
+  update: new Set(CALL_PARAMS.update),
+  delete: new Set(CALL_PARAMS.delete),
 };
 
 const CMP: Record<string, CmpOp> = { $eq: '=', $ne: '<>', $gt: '>', $gte: '>=', $lt: '<', $lte: '<=' };

@@ -9,6 +9,7 @@ import { registerAuditCommands } from './audit.js';
 import { registerApplyCommand } from './apply.js';
 import { registerReleaseCommands } from './release.js';
 import { registerApiKeyCommands } from './apikey.js';
+import { registerGenCommands } from './gen.js';
 
 /** One file per command group. Keep these imports light: heavy modules load inside actions. */
 export function registerCommands(program: Command): void {
@@ -22,4 +23,5 @@ export function registerCommands(program: Command): void {
   registerApplyCommand(program);
   registerReleaseCommands(program);
   registerApiKeyCommands(program);
+  registerGenCommands(program);
 }
