@@ -14,6 +14,7 @@ import { ROOT, startBridge, startHub, TEST_OWNER, waitFor, type HubOptions, type
 import { loginToken, runStk, tempConfigDir, type RunResult } from './cli.js';
 import { createTestDatabase } from './pg.js';
 import { rememberSecret } from './secrets.js';
+import { HubApi } from './hub-api.js';
 
 export type Hub = Awaited<ReturnType<typeof startHub>>;
 export const EXAMPLE_DIR = join(ROOT, 'examples/basic');
@@ -182,21 +183,8 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
   const env = o.env ?? 'dev';
   const stk: Stack['stk'] = (args, so = {}) =>
     runStk(args, { cwd: so.cwd, timeoutMs: so.timeoutMs, env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: so.token ?? owner } });
-  const api: Stack['api'] = async (method, path, body, token = owner) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await r.text();
-    let json: any;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    return { status: r.status, json, text };
-  };
+  const http = new HubApi(hub.url, owner);
+  const api: Stack['api'] = (method, path, body, token = owner) => http.request(method, path, body, token);
   const must = async (args: string[]) => {
     const r = await stk(args);
     if (r.code !== 0) throw new Error(`stk ${args.join(' ')} exited ${r.code}\n${r.output}`);

@@ -9,6 +9,7 @@ import { ROOT, startBridge, startHub, TEST_OWNER, waitFor, type HubOptions, type
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase } from '../helpers/pg.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 export type Hub = Awaited<ReturnType<typeof startHub>>;
 export const EXAMPLE_DIR = join(ROOT, 'examples/basic');
@@ -62,22 +63,11 @@ export async function startStack(o: { bridges: number; hub?: HubOptions; bridgeE
   const project = o.project ?? 'shop';
   const env = 'dev';
   const stk = (args: string[], token = owner) => runStk(args, { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token } });
-  const api = async (method: string, path: string, body?: unknown, token = owner) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await r.text();
-    let json: any;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    if (typeof json?.apiKey === 'string') rememberSecret('api-key', json.apiKey);
-    return { status: r.status, json, text };
-  };
+  const http = new HubApi(hub.url, owner, (_m, _p, text) => {
+    const key = /"apiKey":"([^"]+)"/.exec(text)?.[1];
+    if (key) rememberSecret('api-key', key);
+  });
+  const api = (method: string, path: string, body?: unknown, token: string = owner) => http.request(method, path, body, token);
   const must = async (args: string[]) => {
     const r = await stk(args);
     expect(r.code, `stk ${args.join(' ')}\n${r.output}`).toBe(0);

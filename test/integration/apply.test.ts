@@ -9,6 +9,7 @@ import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase, query } from '../helpers/pg.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 type TestDb = Awaited<ReturnType<typeof createTestDatabase>>;
@@ -93,16 +94,7 @@ describe('stk apply against real PostgreSQL', () => {
     expect(r.code, r.output).toBe(0);
     return JSON.parse(r.stdout) as { releaseId: string | null; reused: boolean; ref: string | null; plan: Array<{ connection: string; sql: string; destructive: boolean; description: string }> };
   };
-  const api = async (method: string, path: string, body?: unknown, token = owner) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await r.text();
-    seen.push(text);
-    return { status: r.status, json: (text ? JSON.parse(text) : undefined) as any };
-  };
+  const api = (method: string, path: string, body?: unknown, token: string | null = owner) => new HubApi(hub.url, null, (_m, _p, text) => seen.push(text)).request(method, path, body, token);
   const write = (files: Record<string, string>) => {
     for (const [f, content] of Object.entries(files)) {
       mkdirSync(dirname(join(dir, f)), { recursive: true });

@@ -4,6 +4,7 @@ import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir } from '../helpers/cli.js';
 import { DATABASE_URL } from '../helpers/pg.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 
@@ -23,6 +24,8 @@ interface Item {
 /** Every operator mutation lands in the audit log, with no secret in it; who may read what. */
 describe('audit log', () => {
   let hub: Hub;
+  /** the Hub's HTTP API; `http.as(token)` calls it as someone */
+  let http: HubApi;
   let cfg: string;
   let owner: string;
   let projectAdmin: string;
@@ -34,23 +37,15 @@ describe('audit log', () => {
 
   const stkAs = (token: string, args: string[], input?: string) =>
     runStk(args, { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token }, input });
-  const api = async (token: string | undefined, method: string, path: string, body?: unknown) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: r.status, json: (await r.json()) as any, requestId: r.headers.get('x-request-id') };
-  };
   const auditAs = async (token: string, args: string[] = []) => {
     const r = await stkAs(token, ['audit', 'list', '--json', ...args]);
     return { ...r, items: r.code === 0 ? (JSON.parse(r.stdout) as Item[]) : [] };
   };
   const join = async (email: string, role: string, project?: string) => {
-    const inv = await api(owner, 'POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
+    const inv = await http.as(owner).request('POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
     expect(inv.status).toBe(201);
     secrets.push(rememberSecret('invite-code', inv.json.inviteCode as string));
-    expect((await api(undefined, 'POST', '/api/invites/accept', { email, code: inv.json.inviteCode, password: MEMBER_PASSWORD })).status).toBe(200);
+    expect((await http.as(undefined).request('POST', '/api/invites/accept', { email, code: inv.json.inviteCode, password: MEMBER_PASSWORD })).status).toBe(200);
     const t = await loginToken(hub.url, email, MEMBER_PASSWORD);
     secrets.push(t);
     return t;
@@ -58,6 +53,7 @@ describe('audit log', () => {
 
   beforeAll(async () => {
     hub = await startHub();
+    http = new HubApi(hub.url);
     cfg = tempConfigDir();
     owner = await loginToken(hub.url, TEST_OWNER.email, TEST_OWNER.password);
     secrets.push(owner, DB_PASSWORD, MEMBER_PASSWORD, TEST_OWNER.password);
@@ -68,7 +64,7 @@ describe('audit log', () => {
     // one of each mutation
     expect((await stkAs(owner, ['project', 'create', 'shop'])).code).toBe(0);
     expect((await stkAs(owner, ['project', 'create', 'blog'])).code).toBe(0);
-    const env = await api(owner, 'POST', '/api/projects/shop/envs', { name: 'dev' });
+    const env = await http.as(owner).request('POST', '/api/projects/shop/envs', { name: 'dev' });
     expect(env.status).toBe(201);
     createEnvRequestId = env.requestId!;
     expect((await stkAs(owner, ['env', 'create', '--project', 'blog', 'dev'])).code).toBe(0);
@@ -76,11 +72,11 @@ describe('audit log', () => {
     expect((await stkAs(owner, ['connections', 'test', '--project', 'shop', '--env', 'dev'])).code).toBe(0);
     projectAdmin = await join('padmin@example.com', 'admin', 'shop');
     viewer = await join('viewer@example.com', 'viewer', 'shop');
-    expect((await api(owner, 'PUT', '/api/projects/shop/members/viewer@example.com', { role: 'deployer' })).status).toBe(200);
-    expect((await api(owner, 'PUT', '/api/projects/shop/members/viewer@example.com', { role: 'viewer' })).status).toBe(200);
+    expect((await http.as(owner).request('PUT', '/api/projects/shop/members/viewer@example.com', { role: 'deployer' })).status).toBe(200);
+    expect((await http.as(owner).request('PUT', '/api/projects/shop/members/viewer@example.com', { role: 'viewer' })).status).toBe(200);
     await join('temp@example.com', 'member');
-    expect((await api(owner, 'DELETE', '/api/org/members/temp@example.com')).status).toBe(200);
-    const failed = await api(undefined, 'POST', '/api/auth/login', { email: 'viewer@example.com', password: 'wrong-' + MEMBER_PASSWORD });
+    expect((await http.as(owner).request('DELETE', '/api/org/members/temp@example.com')).status).toBe(200);
+    const failed = await http.as(undefined).request('POST', '/api/auth/login', { email: 'viewer@example.com', password: 'wrong-' + MEMBER_PASSWORD });
     expect(failed.status).toBe(401);
     secrets.push('wrong-' + MEMBER_PASSWORD);
   });

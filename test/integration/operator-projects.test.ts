@@ -5,6 +5,7 @@ import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase } from '../helpers/pg.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 
@@ -24,16 +25,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
     seen.push(r.output);
     return r;
   };
-  const api = async (method: string, path: string, body?: unknown) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await r.text();
-    seen.push(text);
-    return { status: r.status, json: JSON.parse(text) as any };
-  };
+  const api = (method: string, path: string, body?: unknown) => new HubApi(hub.url, token, (_m, _p, text) => seen.push(text)).request(method, path, body);
   const store = () => new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
 
   beforeAll(async () => {

@@ -4,6 +4,7 @@ import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir } from '../helpers/cli.js';
 import { DATABASE_URL } from '../helpers/pg.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 const PW = 'member-password-1';
@@ -11,27 +12,21 @@ const PW = 'member-password-1';
 /** Org/project RBAC (OPERATOR-006): invites, acceptance, the role matrix, role changes and removal. */
 describe('operator RBAC', () => {
   let hub: Hub;
+  /** the Hub's HTTP API; `http.as(token)` calls it as someone */
+  let http: HubApi;
   let cfg: string;
   let owner: string;
   const tokens: Record<string, string> = {};
 
   const stkAs = (token: string | undefined, args: string[], input?: string) =>
     runStk(args, { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token }, input });
-  const api = async (token: string | undefined, method: string, path: string, body?: unknown) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: r.status, json: (await r.json()) as any };
-  };
   const invite = async (email: string, role: string, project?: string): Promise<string> => {
-    const r = await api(owner, 'POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
+    const r = await http.as(owner).request('POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
     expect(r.status, JSON.stringify(r.json)).toBe(201);
     return rememberSecret('invite-code', r.json.inviteCode as string);
   };
   const accept = async (email: string, code: string, password = PW) => {
-    const r = await api(undefined, 'POST', '/api/invites/accept', { email, code, password });
+    const r = await http.as(undefined).request('POST', '/api/invites/accept', { email, code, password });
     expect(r.status, JSON.stringify(r.json)).toBe(200);
   };
   const join = async (email: string, role: string, project?: string) => {
@@ -41,15 +36,16 @@ describe('operator RBAC', () => {
 
   beforeAll(async () => {
     hub = await startHub();
+    http = new HubApi(hub.url);
     cfg = tempConfigDir();
     owner = await loginToken(hub.url, TEST_OWNER.email, TEST_OWNER.password);
     tokens.owner = owner;
-    expect((await api(owner, 'POST', '/api/projects', { name: 'shop' })).status).toBe(201);
-    expect((await api(owner, 'POST', '/api/projects', { name: 'blog' })).status).toBe(201);
-    expect((await api(owner, 'POST', '/api/projects/shop/envs', { name: 'dev' })).status).toBe(201);
+    expect((await http.as(owner).request('POST', '/api/projects', { name: 'shop' })).status).toBe(201);
+    expect((await http.as(owner).request('POST', '/api/projects', { name: 'blog' })).status).toBe(201);
+    expect((await http.as(owner).request('POST', '/api/projects/shop/envs', { name: 'dev' })).status).toBe(201);
     tokens.orgAdmin = await join('orgadmin@example.com', 'admin');
     tokens.pinned = await join('pinned@example.com', 'admin');
-    expect((await api(owner, 'PUT', '/api/projects/shop/members/pinned@example.com', { role: 'viewer' })).status).toBe(200);
+    expect((await http.as(owner).request('PUT', '/api/projects/shop/members/pinned@example.com', { role: 'viewer' })).status).toBe(200);
     tokens.projectAdmin = await join('padmin@example.com', 'admin', 'shop');
     tokens.deployer = await join('deployer@example.com', 'deployer', 'shop');
     tokens.viewer = await join('viewer@example.com', 'viewer', 'shop');
@@ -79,7 +75,7 @@ describe('operator RBAC', () => {
     });
 
     it('the pending invitee cannot log in yet', async () => {
-      const r = await api(undefined, 'POST', '/api/auth/login', { email: 'alice@example.com', password: PW });
+      const r = await http.as(undefined).request('POST', '/api/auth/login', { email: 'alice@example.com', password: PW });
       expect(r.status).toBe(401);
     });
 
@@ -119,7 +115,7 @@ describe('operator RBAC', () => {
       const days = (Date.parse(inv.expiresAt) - Date.now()) / 86400_000;
       expect(days).toBeGreaterThan(6.9);
       expect(days).toBeLessThanOrEqual(7);
-      const bad = await api(undefined, 'POST', '/api/invites/accept', { email: 'alice@example.com', code: inv.inviteCode, password: 'not-her-password' });
+      const bad = await http.as(undefined).request('POST', '/api/invites/accept', { email: 'alice@example.com', code: inv.inviteCode, password: 'not-her-password' });
       expect(bad.status).toBe(401);
       await accept('alice@example.com', inv.inviteCode);
       const members = await stkAs(owner, ['project', 'members', 'list', '--project', 'blog', '--json']);
@@ -129,10 +125,10 @@ describe('operator RBAC', () => {
     it('inviting again replaces the earlier code', async () => {
       const first = await invite('carol@example.com', 'viewer', 'shop');
       const second = await invite('carol@example.com', 'deployer', 'shop');
-      expect((await api(undefined, 'POST', '/api/invites/accept', { email: 'carol@example.com', code: first, password: PW })).status).toBe(400);
+      expect((await http.as(undefined).request('POST', '/api/invites/accept', { email: 'carol@example.com', code: first, password: PW })).status).toBe(400);
       await accept('carol@example.com', second);
       const t = await loginToken(hub.url, 'carol@example.com', PW);
-      const list = await api(t, 'GET', '/api/projects');
+      const list = await http.as(t).request('GET', '/api/projects');
       expect(list.json.items).toEqual([{ name: 'shop', createdAt: expect.any(String), role: 'deployer' }]);
     });
 
@@ -178,7 +174,7 @@ describe('operator RBAC', () => {
 
     it('a pending invitee (new email) cannot log in at all', async () => {
       await invite('newbie@example.com', 'admin', 'shop');
-      const r = await api(undefined, 'POST', '/api/auth/login', { email: 'newbie@example.com', password: PW });
+      const r = await http.as(undefined).request('POST', '/api/auth/login', { email: 'newbie@example.com', password: PW });
       expect(r.status).toBe(401);
     });
 
@@ -193,9 +189,9 @@ describe('operator RBAC', () => {
     });
 
     it('an explicit project viewer overrides org admin in project list too', async () => {
-      const r = await api(tokens.pinned, 'GET', '/api/projects');
+      const r = await http.as(tokens.pinned).request('GET', '/api/projects');
       expect(r.json.items.map((p: { name: string; role: string }) => [p.name, p.role])).toEqual([['blog', 'admin'], ['shop', 'viewer']]);
-      const v = await api(tokens.viewer, 'GET', '/api/projects');
+      const v = await http.as(tokens.viewer).request('GET', '/api/projects');
       expect(v.json.items.map((p: { name: string }) => p.name)).toEqual(['shop']);
     });
 
@@ -245,22 +241,22 @@ describe('operator RBAC', () => {
 
     it('a removed org admin loses access at once', async () => {
       const t = await join('gone@example.com', 'admin');
-      expect((await api(t, 'GET', '/api/projects/shop/envs/dev/connections')).status).toBe(200);
+      expect((await http.as(t).request('GET', '/api/projects/shop/envs/dev/connections')).status).toBe(200);
       const rm = await stkAs(owner, ['org', 'members', 'remove', 'gone@example.com']);
       expect(rm.code, rm.output).toBe(0);
-      expect((await api(t, 'GET', '/api/projects/shop/envs/dev/connections')).status).toBe(403);
-      expect((await api(t, 'POST', '/api/projects', { name: 'late' })).status).toBe(403);
+      expect((await http.as(t).request('GET', '/api/projects/shop/envs/dev/connections')).status).toBe(403);
+      expect((await http.as(t).request('POST', '/api/projects', { name: 'late' })).status).toBe(403);
       const list = await stkAs(owner, ['org', 'members', 'list', '--json']);
       expect(JSON.parse(list.stdout).map((m: { email: string }) => m.email)).not.toContain('gone@example.com');
     });
 
     it('org set-role: admin → member takes effect; an org admin cannot grant owner', async () => {
       const t = await join('shifty@example.com', 'admin');
-      expect((await api(t, 'GET', '/api/org/members')).status).toBe(200);
+      expect((await http.as(t).request('GET', '/api/org/members')).status).toBe(200);
       const r = await stkAs(owner, ['org', 'members', 'set-role', 'shifty@example.com', '--role', 'member']);
       expect(r.code, r.output).toBe(0);
       expect(r.stdout).toContain('shifty@example.com is now org member');
-      expect((await api(t, 'GET', '/api/org/members')).status).toBe(403);
+      expect((await http.as(t).request('GET', '/api/org/members')).status).toBe(403);
       const grant = await stkAs(tokens.orgAdmin, ['org', 'members', 'set-role', 'shifty@example.com', '--role', 'owner']);
       expect(grant.code).toBe(1);
       expect(grant.stderr).toContain('(403 FORBIDDEN)');
@@ -296,10 +292,10 @@ describe('operator RBAC', () => {
       const r = await stkAs(owner, ['project', 'invite', 'x@example.com', '--project', 'shop', '--role', 'owner']);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain('invalid project role "owner": use one of admin, deployer, viewer (422 INVALID_ROLE)');
-      const h = await api(owner, 'PUT', '/api/projects/shop/members/viewer@example.com', { role: 'superadmin' });
+      const h = await http.as(owner).request('PUT', '/api/projects/shop/members/viewer@example.com', { role: 'superadmin' });
       expect(h.status).toBe(422);
       expect(h.json.error).toMatchObject({ code: 'INVALID_ROLE', details: { validRoles: ['admin', 'deployer', 'viewer'] } });
-      const missing = await api(owner, 'POST', '/api/org/invites', { email: 'x@example.com' });
+      const missing = await http.as(owner).request('POST', '/api/org/invites', { email: 'x@example.com' });
       expect(missing.status).toBe(422);
     });
 

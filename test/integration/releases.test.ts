@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
 import { createTestDatabase, query } from '../helpers/pg.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 type TestDb = Awaited<ReturnType<typeof createTestDatabase>>;
@@ -29,15 +30,7 @@ describe('releases', () => {
     expect(r.code, r.output).toBe(0);
     return JSON.parse(r.stdout) as T;
   };
-  const api = async (method: string, path: string, body?: unknown, token = owner) => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await r.text();
-    return { status: r.status, json: (text ? JSON.parse(text) : undefined) as any, headers: r.headers };
-  };
+  const api = (method: string, path: string, body?: unknown, token: string | null = owner) => new HubApi(hub.url).request(method, path, body, token);
   const currentOf = async (env: string) => (await api('GET', `/api/projects/shop/envs/${env}/releases/current`)).json.releaseId as string | undefined;
   const usersFile = () => join(dir, 'schema/users.yaml');
   const store = () => new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });

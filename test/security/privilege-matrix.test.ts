@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken } from '../helpers/cli.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { HubApi } from '../helpers/hub-api.js';
 
 type Hub = Awaited<ReturnType<typeof startHub>>;
 type Actor = 'owner' | 'orgAdmin' | 'orgMember' | 'projectAdmin' | 'deployer' | 'viewer' | 'otherAdmin';
@@ -25,18 +26,12 @@ interface Res {
 
 describe('security: operator privilege matrix', () => {
   let hub: Hub;
+  /** the Hub's HTTP API; `http.as(token)` calls it as someone */
+  let http: HubApi;
   const tokens = {} as Record<Actor, string>;
   let n = 0;
   const counts = { operations: 0, attempts: 0, allowed: 0, denied: 0, escalations: 0 };
 
-  const api = async (token: string | undefined, method: string, path: string, body?: unknown): Promise<Res> => {
-    const r = await fetch(hub.url + path, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: r.status, json: await r.json() };
-  };
   const must = async (p: Promise<Res>, status: number) => {
     const r = await p;
     expect(r.status, JSON.stringify(r.json)).toBe(status);
@@ -45,28 +40,29 @@ describe('security: operator privilege matrix', () => {
   const fresh = (what: string) => `${what}-${++n}@example.com`;
   const enc = encodeURIComponent;
   const inviteAs = async (token: string, email: string, role: string, project?: string) =>
-    api(token, 'POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
-  const accept = (email: string, code: string, password = PW) => api(undefined, 'POST', '/api/invites/accept', { email, code: rememberSecret('invite-code', code), password });
+    http.as(token).request('POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
+  const accept = (email: string, code: string, password = PW) => http.as(undefined).request('POST', '/api/invites/accept', { email, code: rememberSecret('invite-code', code), password });
   /** An active operator invited by the owner (org role, then an optional explicit role on shop). */
   const member = async (what: string, org: string, shop?: string) => {
     const email = fresh(what);
     const inv = await must(inviteAs(tokens.owner, email, org), 201);
     await must(accept(email, inv.json.inviteCode), 200);
-    if (shop) await must(api(tokens.owner, 'PUT', `/api/projects/${P}/members/${enc(email)}`, { role: shop }), 200);
+    if (shop) await must(http.as(tokens.owner).request('PUT', `/api/projects/${P}/members/${enc(email)}`, { role: shop }), 200);
     return email;
   };
   /** The target's standing as the owner sees it: org role/status and its entry on shop. */
   const standing = async (email: string) => {
-    const org = (await must(api(tokens.owner, 'GET', '/api/org/members'), 200)).json.items.find((m: any) => m.email === email);
-    const shop = (await must(api(tokens.owner, 'GET', `/api/projects/${P}/members`), 200)).json.items.find((m: any) => m.email === email);
+    const org = (await must(http.as(tokens.owner).request('GET', '/api/org/members'), 200)).json.items.find((m: any) => m.email === email);
+    const shop = (await must(http.as(tokens.owner).request('GET', `/api/projects/${P}/members`), 200)).json.items.find((m: any) => m.email === email);
     return { org: org ? `${org.role}/${org.status}` : null, shop: shop ? `${shop.role}/${shop.status}/${shop.source}` : null };
   };
 
   beforeAll(async () => {
     hub = await startHub();
+    http = new HubApi(hub.url);
     tokens.owner = await loginToken(hub.url, TEST_OWNER.email, TEST_OWNER.password);
-    await must(api(tokens.owner, 'POST', '/api/projects', { name: P }), 201);
-    await must(api(tokens.owner, 'POST', '/api/projects', { name: 'blog' }), 201);
+    await must(http.as(tokens.owner).request('POST', '/api/projects', { name: P }), 201);
+    await must(http.as(tokens.owner).request('POST', '/api/projects', { name: 'blog' }), 201);
     const join = async (email: string, role: string, project?: string) => {
       const inv = await must(inviteAs(tokens.owner, email, role, project), 201);
       await must(accept(email, inv.json.inviteCode), 200);
@@ -112,21 +108,21 @@ describe('security: operator privilege matrix', () => {
     { name: 'project invite as admin', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: newEmail, attempt: (k, t) => inviteAs(k, t.email, 'admin', P), then: acceptIt, after: { org: 'member/active', shop: 'admin/active/project' }, status: 201 },
     { name: 'project invite of an org admin (a pin)', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => inviteAs(k, t.email, 'viewer', P), then: acceptIt, after: { org: 'admin/active', shop: 'viewer/active/project' }, status: 201 },
     // org roles
-    { name: 'org set-role member → admin', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => api(k, 'PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/org' } },
-    { name: 'org set-role admin → member', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => api(k, 'PUT', `/api/org/members/${enc(t.email)}`, { role: 'member' }), after: { org: 'member/active', shop: null } },
-    { name: 'org set-role member → owner', allowed: ['owner'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => api(k, 'PUT', `/api/org/members/${enc(t.email)}`, { role: 'owner' }), after: { org: 'owner/active', shop: 'admin/active/org' } },
-    { name: 'org set-role owner → admin (a second owner)', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => api(k, 'PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/org' } },
-    { name: 'org remove a member', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('member', 'member', 'deployer') }), attempt: (k, t) => api(k, 'DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
-    { name: 'org remove an admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => api(k, 'DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
-    { name: 'org remove a (second) owner', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => api(k, 'DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
+    { name: 'org set-role member → admin', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/org' } },
+    { name: 'org set-role admin → member', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'member' }), after: { org: 'member/active', shop: null } },
+    { name: 'org set-role member → owner', allowed: ['owner'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'owner' }), after: { org: 'owner/active', shop: 'admin/active/org' } },
+    { name: 'org set-role owner → admin (a second owner)', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/org' } },
+    { name: 'org remove a member', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('member', 'member', 'deployer') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
+    { name: 'org remove an admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
+    { name: 'org remove a (second) owner', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
     // project roles
-    { name: 'project set-role viewer → deployer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member', 'viewer') }), attempt: (k, t) => api(k, 'PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'deployer' }), after: { org: 'member/active', shop: 'deployer/active/project' } },
-    { name: 'project set-role: grant admin to an org member', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => api(k, 'PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'member/active', shop: 'admin/active/project' } },
-    { name: 'project set-role: pin an org admin to viewer', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => api(k, 'PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'admin/active', shop: 'viewer/active/project' } },
-    { name: 'project set-role: pin an owner to viewer', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => api(k, 'PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'owner/active', shop: 'viewer/active/project' } },
-    { name: 'project set-role: lift a pinned org admin back to admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin', 'viewer') }), attempt: (k, t) => api(k, 'PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/project' } },
-    { name: 'project remove a deployer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member', 'deployer') }), attempt: (k, t) => api(k, 'DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'member/active', shop: null } },
-    { name: 'project remove a pinned org admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin', 'viewer') }), attempt: (k, t) => api(k, 'DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'admin/active', shop: 'admin/active/org' } },
+    { name: 'project set-role viewer → deployer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member', 'viewer') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'deployer' }), after: { org: 'member/active', shop: 'deployer/active/project' } },
+    { name: 'project set-role: grant admin to an org member', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'member/active', shop: 'admin/active/project' } },
+    { name: 'project set-role: pin an org admin to viewer', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'admin/active', shop: 'viewer/active/project' } },
+    { name: 'project set-role: pin an owner to viewer', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'owner/active', shop: 'viewer/active/project' } },
+    { name: 'project set-role: lift a pinned org admin back to admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin', 'viewer') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/project' } },
+    { name: 'project remove a deployer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member', 'deployer') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'member/active', shop: null } },
+    { name: 'project remove a pinned org admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin', 'viewer') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'admin/active', shop: 'admin/active/org' } },
     {
       name: 'project remove: withdraw an open invite',
       allowed: ['owner', 'orgAdmin', 'projectAdmin'],
@@ -135,7 +131,7 @@ describe('security: operator privilege matrix', () => {
         const inv = await must(inviteAs(tokens.owner, email, 'deployer', P), 201);
         return { email, extra: rememberSecret('invite-code', inv.json.inviteCode as string) };
       },
-      attempt: (k, t) => api(k, 'DELETE', `/api/projects/${P}/members/${enc(t.email)}`),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`),
       then: async (_r, t) => {
         // the withdrawn code no longer works
         expect((await accept(t.email, (t as { extra?: string }).extra!)).status).toBe(400);
@@ -171,7 +167,7 @@ describe('security: operator privilege matrix', () => {
   }
 
   describe('the invite takeover (issue 12, finding 2) and its relatives', () => {
-    const whoami = async (email: string) => (await must(api(await loginToken(hub.url, email, PW), 'GET', '/api/auth/whoami'), 200)).json;
+    const whoami = async (email: string) => (await must(http.as(await loginToken(hub.url, email, PW)).request('GET', '/api/auth/whoami'), 200)).json;
 
     it('a project admin cannot turn the owner\'s pending org-owner invite into their own account', async () => {
       const victim = fresh('victim');
@@ -191,7 +187,7 @@ describe('security: operator privilege matrix', () => {
       const early = await must(inviteAs(tokens.projectAdmin, victim, 'viewer', P), 201);
       const blocked = await inviteAs(tokens.owner, victim, 'owner');
       expect(blocked.status).toBe(409);
-      await must(api(tokens.owner, 'DELETE', `/api/projects/${P}/members/${enc(victim)}`), 200);
+      await must(http.as(tokens.owner).request('DELETE', `/api/projects/${P}/members/${enc(victim)}`), 200);
       const ownerInvite = await must(inviteAs(tokens.owner, victim, 'owner'), 201);
       expect((await accept(victim, rememberSecret('invite-code', early.json.inviteCode as string), 'attacker-password-1')).status).toBe(400);
       await must(accept(victim, ownerInvite.json.inviteCode), 200);
@@ -217,7 +213,7 @@ describe('security: operator privilege matrix', () => {
     it('an existing operator: another admin\'s project invite leaves the owner\'s org invite untouched', async () => {
       // an operator who was removed from the org: active, with a password, no membership
       const email = await member('returning', 'member');
-      await must(api(tokens.owner, 'DELETE', `/api/org/members/${enc(email)}`), 200);
+      await must(http.as(tokens.owner).request('DELETE', `/api/org/members/${enc(email)}`), 200);
       const orgInvite = await must(inviteAs(tokens.owner, email, 'admin'), 201);
       const projectInvite = await must(inviteAs(tokens.projectAdmin, email, 'viewer', P), 201);
       // a project invite from someone else for the same project while the owner's is open: refused, not replaced
@@ -243,7 +239,7 @@ describe('security: operator privilege matrix', () => {
       const inv = await must(inviteAs(sender, email, 'admin'), 201);
       const keep = await must(inviteAs(sender, fresh('late'), 'viewer', P), 201);
       expect((await standing(email)).org).toBe('admin/pending');
-      await must(api(tokens.owner, 'PUT', `/api/org/members/${enc(senderEmail)}`, { role: 'member' }), 200);
+      await must(http.as(tokens.owner).request('PUT', `/api/org/members/${enc(senderEmail)}`, { role: 'member' }), 200);
       // withdrawn with the demotion: no longer listed, the code no longer works
       expect(await standing(email)).toEqual({ org: null, shop: null });
       const r = await accept(email, inv.json.inviteCode);
@@ -256,13 +252,13 @@ describe('security: operator privilege matrix', () => {
       const padmin = await loginToken(hub.url, padminEmail, PW);
       const email2 = fresh('late');
       const inv2 = await must(inviteAs(padmin, email2, 'admin', P), 201);
-      await must(api(tokens.owner, 'DELETE', `/api/projects/${P}/members/${enc(padminEmail)}`), 200);
+      await must(http.as(tokens.owner).request('DELETE', `/api/projects/${P}/members/${enc(padminEmail)}`), 200);
       expect((await accept(email2, inv2.json.inviteCode)).status).toBe(400);
       expect(await standing(email2)).toEqual({ org: null, shop: null });
     });
 
     it('a refusal on the ladder says why and who can do it', async () => {
-      const r = await api(tokens.projectAdmin, 'PUT', `/api/projects/${P}/members/${enc('m-orgadmin@example.com')}`, { role: 'viewer' });
+      const r = await http.as(tokens.projectAdmin).request('PUT', `/api/projects/${P}/members/${enc('m-orgadmin@example.com')}`, { role: 'viewer' });
       expect(r.status).toBe(403);
       expect(r.json.error.message).toBe('you cannot change the project role of m-orgadmin@example.com on shop: they are org admin, at or above your own authority (ask an org owner)');
     });

@@ -1,18 +1,14 @@
+import type { AckResult } from '../../protocol/api/define.js';
 import { warn } from '../output.js';
 
-/** How many Bridges applied a change before the Hub answered (`ack` in Hub responses). */
-export interface BridgeAck {
-  bridges: number;
-  acked: number;
-  lagging: string[];
-}
 
 /**
  * For changes a lagging Bridge does not undo (apply, promote, rollback, connection set): prints the
  * Bridge count on stderr, or warns naming the Bridges that did not load the change in time. The
  * command still exits 0: the change is committed and they apply it once they catch up.
  */
-export function reportBridgeAck(ack: BridgeAck | null | undefined, what: string, quiet = false): void {
+/** `ack` in Hub responses: how many Bridges applied a change before the Hub answered. */
+export function reportBridgeAck(ack: AckResult | null | undefined, what: string, quiet = false): void {
   if (!ack) return;
   if (ack.lagging.length === 0) {
     if (!quiet) process.stderr.write(`  Bridges: ${ack.acked}/${ack.bridges} confirmed${ack.bridges ? '' : ' (none connected)'}\n`);

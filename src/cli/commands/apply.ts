@@ -6,25 +6,10 @@ import { resolveEnv, resolveProject } from '../config.js';
 import { ApiError, CliError, UsageError } from '../errors.js';
 import { bold, dim, printJson, red, warn, yellow } from '../output.js';
 import { client, example, opts } from './common.js';
-import { reportBridgeAck, type BridgeAck } from './ack.js';
+import type { ApplyResponse, PlanStep } from '../../protocol/api/hub.js';
+import { reportBridgeAck } from './ack.js';
 
-export interface PlanStep {
-  connection: string;
-  sql: string;
-  destructive: boolean;
-  description: string;
-}
-
-interface ApplyResponse {
-  releaseId: string | null;
-  reused: boolean;
-  ref: string | null;
-  dryRun: boolean;
-  plan: PlanStep[];
-  drift: string[];
-  /** set when the env's release changed: the Bridges that loaded it before the Hub answered */
-  ack?: BridgeAck | null;
-}
+export type { PlanStep };
 
 const STAGES = ['schema', 'permissions', 'release'];
 

@@ -5,7 +5,8 @@ import { UsageError } from '../errors.js';
 import { printJson, printTable, success, when } from '../output.js';
 import { canPrompt, promptSecret, readStdin } from '../prompt.js';
 import { client, example, opts } from './common.js';
-import { reportBridgeAck, type BridgeAck } from './ack.js';
+import type { AckResult } from '../../protocol/api/define.js';
+import { reportBridgeAck } from './ack.js';
 
 interface Connection {
   name: string;
@@ -52,7 +53,7 @@ export function registerConnectionCommands(program: Command): void {
       dbUrl = (await promptSecret('Database URL: ')).trim();
     }
     if (!dbUrl) throw new UsageError('the database URL is empty');
-    const { ack, ...c } = await client(cmd).put<Connection & { ack?: BridgeAck | null }>(`${path}/${enc(o.name)}`, { engine: o.engine, dbUrl });
+    const { ack, ...c } = await client(cmd).put<Connection & { ack?: AckResult | null }>(`${path}/${enc(o.name)}`, { engine: o.engine, dbUrl });
     if (o.json) {
       reportBridgeAck(ack, `connection ${c.name} is saved`, true);
       return printJson(c);

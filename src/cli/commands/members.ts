@@ -4,38 +4,24 @@ import { resolveProject } from '../config.js';
 import { printJson, printTable, success, warn, when } from '../output.js';
 import { getPassword } from '../prompt.js';
 import { client, example, opts } from './common.js';
-
-interface Member {
-  email: string;
-  role: string;
-  status: string;
-  createdAt: string;
-  source?: string;
-}
-
-interface Invite {
-  email: string;
-  role: string;
-  inviteCode: string;
-  expiresAt: string;
-}
+import type { InviteView, MemberView } from '../../protocol/api/hub.js';
 
 const projectOpt = (c: Command) => c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)');
 
-function printInvite(inv: Invite, where: string, json?: boolean) {
+function printInvite(inv: InviteView, where: string, json?: boolean) {
   if (json) return printJson(inv);
   process.stdout.write(`Invite code: ${inv.inviteCode}\n`);
   success(`Invited ${inv.email} ${where} as ${inv.role} (expires ${inv.expiresAt})`);
   warn(`This code will not be shown again. ${inv.email} accepts with: stk invite accept --email ${inv.email} --code <code>`);
 }
 
-function printMembers(items: Member[], json?: boolean, withSource = false) {
+function printMembers(items: MemberView[], json?: boolean, withSource = false) {
   if (json) return printJson(items);
   printTable(items, [
     { header: 'EMAIL', get: (m) => m.email },
     { header: 'ROLE', get: (m) => m.role },
     { header: 'STATUS', get: (m) => m.status },
-    ...(withSource ? [{ header: 'VIA', get: (m: Member) => m.source }] : []),
+    ...(withSource ? [{ header: 'VIA', get: (m: MemberView) => m.source }] : []),
     { header: 'SINCE', get: (m) => when(m.createdAt) },
   ], { empty: 'No members' });
 }
@@ -51,14 +37,14 @@ export function registerMemberCommands(program: Command): void {
     'stk org invite alice@example.com --role admin',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string }>(cmd);
-    const inv = await client(cmd).post<Invite>('/api/org/invites', { email, role: o.role });
+    const inv = await client(cmd).post<InviteView>('/api/org/invites', { email, role: o.role });
     printInvite(inv, 'to the org', o.json);
   });
 
   const orgMembers = example(org.command('members').description('org members and their roles'), 'stk org members list', 'stk org members set-role alice@example.com --role member');
   example(orgMembers.command('list').description('list org members (needs org:admin)').option('--json', 'print [{email, role, status, createdAt}]'), 'stk org members list')
     .action(async (_o, cmd: Command) => {
-      const r = await client(cmd).get<{ items: Member[] }>('/api/org/members');
+      const r = await client(cmd).get<{ items: MemberView[] }>('/api/org/members');
       printMembers(r.items, opts(cmd).json);
     });
   example(
@@ -67,7 +53,7 @@ export function registerMemberCommands(program: Command): void {
     'stk org members set-role alice@example.com --role member',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string }>(cmd);
-    const m = await client(cmd).put<Member>(`/api/org/members/${enc(email)}`, { role: o.role });
+    const m = await client(cmd).put<MemberView>(`/api/org/members/${enc(email)}`, { role: o.role });
     if (o.json) return printJson(m);
     success(`${m.email} is now org ${m.role}`);
   });
@@ -88,7 +74,7 @@ export function registerMemberCommands(program: Command): void {
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string; project?: string }>(cmd);
     const p = resolveProject(o.project);
-    const inv = await client(cmd).post<Invite>(`/api/projects/${enc(p)}/invites`, { email, role: o.role });
+    const inv = await client(cmd).post<InviteView>(`/api/projects/${enc(p)}/invites`, { email, role: o.role });
     printInvite(inv, `to project ${p}`, o.json);
   });
 
@@ -99,7 +85,7 @@ export function registerMemberCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = opts<{ project?: string }>(cmd);
       const p = resolveProject(o.project);
-      const r = await client(cmd).get<{ items: Member[] }>(`/api/projects/${enc(p)}/members`);
+      const r = await client(cmd).get<{ items: MemberView[] }>(`/api/projects/${enc(p)}/members`);
       printMembers(r.items, o.json, true);
     });
   example(
@@ -109,7 +95,7 @@ export function registerMemberCommands(program: Command): void {
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string; project?: string }>(cmd);
     const p = resolveProject(o.project);
-    const m = await client(cmd).put<Member>(`/api/projects/${enc(p)}/members/${enc(email)}`, { role: o.role });
+    const m = await client(cmd).put<MemberView>(`/api/projects/${enc(p)}/members/${enc(email)}`, { role: o.role });
     if (o.json) return printJson(m);
     success(`${m.email} is now ${m.role} on project ${p}${m.status === 'pending' ? ' (invite not accepted yet)' : ''}`);
   });

@@ -4,17 +4,10 @@ import { resolveEnv, resolveProject } from '../config.js';
 import { UsageError } from '../errors.js';
 import { bold, printJson, printTable, success, when } from '../output.js';
 import { client, example, opts } from './common.js';
+import type { ReleaseSummary } from '../../protocol/api/hub.js';
 import { explainRefusal, printPlan, type PlanStep } from './apply.js';
-import { reportBridgeAck, type BridgeAck } from './ack.js';
-
-interface ReleaseSummary {
-  releaseId: string;
-  ref: string | null;
-  createdAt: string;
-  connections: string[];
-  tables: string[];
-  envs: string[];
-}
+import type { AckResult } from '../../protocol/api/define.js';
+import { reportBridgeAck } from './ack.js';
 
 interface ColumnIR {
   name: string;
@@ -140,7 +133,7 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; from?: string; to: string; releaseId?: string; force?: boolean; adopt?: boolean; dryRun?: boolean }>(cmd);
     const p = resolveProject(o.project);
     if (!o.from && !o.releaseId) throw new UsageError('pass --from <env> or --release-id <id>');
-    type Res = { releaseId: string; from: string | null; to: string; previousReleaseId: string | null; moved: boolean; dryRun: boolean; plan: PlanStep[]; drift: string[]; ack?: BridgeAck | null };
+    type Res = { releaseId: string; from: string | null; to: string; previousReleaseId: string | null; moved: boolean; dryRun: boolean; plan: PlanStep[]; drift: string[]; ack?: AckResult | null };
     let r: Res;
     try {
       r = await client(cmd).post<Res>(`/api/projects/${enc(p)}/releases/promote`, {
@@ -181,7 +174,7 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; env?: string; toReleaseId: string }>(cmd);
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
-    const { ack, ...r } = await client(cmd).post<{ releaseId: string; env: string; previousReleaseId: string | null; moved: boolean; ack?: BridgeAck | null }>(
+    const { ack, ...r } = await client(cmd).post<{ releaseId: string; env: string; previousReleaseId: string | null; moved: boolean; ack?: AckResult | null }>(
       `/api/projects/${enc(p)}/envs/${enc(e)}/rollback`,
       { releaseId: o.toReleaseId },
     );

@@ -90,3 +90,4 @@ export const DOCS_API = {
     errors: ['NOT_FOUND'],
   }),
 };
+export type AckResult = z.infer<typeof AckResult>;

@@ -376,11 +376,19 @@ function prefixed<T extends Record<string, unknown>>(p: string, o: T): Record<st
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${p}.${k}`, v])) as Record<string, T[keyof T]>;
 }
 
-export type ApiKeyViewT = z.infer<typeof ApiKeyView>;
-export type CreatedKeyT = z.infer<typeof CreatedKey>;
-export type RotatedKeyT = z.infer<typeof RotatedKey>;
-export type RevokeResponseT = z.infer<typeof RevokeResponse>;
-export type ApplyResponseT = z.infer<typeof ApplyResponse>;
-export type ReleaseSummaryT = z.infer<typeof ReleaseSummary>;
-export type AuditItemT = z.infer<typeof AuditItem>;
-export type AckResultT = z.infer<typeof AckResult>;
+// one name per shape: each schema's type under the schema's own name
+export type ProjectView = z.infer<typeof ProjectView>;
+export type EnvView = z.infer<typeof EnvView>;
+export type ConnectionView = z.infer<typeof ConnectionView>;
+export type MemberView = z.infer<typeof MemberView>;
+export type InviteView = z.infer<typeof InviteView>;
+export type WhoamiResponse = z.infer<typeof WhoamiResponse>;
+export type AuditItem = z.infer<typeof AuditItem>;
+export type ApiKeyView = z.infer<typeof ApiKeyView>;
+export type CreatedKey = z.infer<typeof CreatedKey>;
+export type RotatedKey = z.infer<typeof RotatedKey>;
+export type RevokeResponse = z.infer<typeof RevokeResponse>;
+export type PlanStep = z.infer<typeof PlanStep>;
+export type ApplyResponse = z.infer<typeof ApplyResponse>;
+export type ReleaseSummary = z.infer<typeof ReleaseSummary>;
+export type ReleaseIR = z.infer<typeof ReleaseIR>;
