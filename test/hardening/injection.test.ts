@@ -85,14 +85,16 @@ const PARAM = `\\$\\d+::${CAST}`;
 const COND = `(?:${IDENT} (?:=|<>|>|>=|<|<=) ${PARAM}|${IDENT} = ANY\\(\\$\\d+::${CAST}\\[\\]\\)|${IDENT} <> ALL\\(\\$\\d+::${CAST}\\[\\]\\)|${IDENT} LIKE \\$\\d+::text|${IDENT} IS (?:NOT )?NULL|FALSE|\\$\\d+)`;
 const WHERE = `(?: WHERE ${COND}(?: AND ${COND})*)`;
 const LIST = `${IDENT}(?:, ${IDENT})*`;
+/** tables are schema-qualified (src/common/quote-ident.ts) */
+const TABLE = `"public"\\.${IDENT}`;
 const VALUE = `(?:DEFAULT|${PARAM})`;
 const ROW = `\\(${VALUE}(?:, ${VALUE})*\\)`;
 /** Every statement the Bridge's SQL builder (src/bridge/sql/build.ts) can produce for examples/basic. */
 const BRIDGE_SHAPES = [
-  new RegExp(`^SELECT ${LIST} FROM ${IDENT}${WHERE}?(?: ORDER BY ${IDENT} (?:ASC|DESC)(?:, ${IDENT} (?:ASC|DESC))*)?(?: LIMIT \\$\\d+::bigint)?(?: OFFSET \\$\\d+::bigint)?$`),
-  new RegExp(`^INSERT INTO ${IDENT} (?:\\(${LIST}\\) VALUES ${ROW}(?:, ${ROW})*|DEFAULT VALUES) RETURNING ${LIST}$`),
-  new RegExp(`^UPDATE ${IDENT} SET ${IDENT} = ${PARAM}(?:, ${IDENT} = ${PARAM})*${WHERE} RETURNING ${LIST}$`),
-  new RegExp(`^DELETE FROM ${IDENT}${WHERE}$`),
+  new RegExp(`^SELECT ${LIST} FROM ${TABLE}${WHERE}?(?: ORDER BY ${IDENT} (?:ASC|DESC)(?:, ${IDENT} (?:ASC|DESC))*)?(?: LIMIT \\$\\d+::bigint)?(?: OFFSET \\$\\d+::bigint)?$`),
+  new RegExp(`^INSERT INTO ${TABLE} (?:\\(${LIST}\\) VALUES ${ROW}(?:, ${ROW})*|DEFAULT VALUES) RETURNING ${LIST}$`),
+  new RegExp(`^UPDATE ${TABLE} SET ${IDENT} = ${PARAM}(?:, ${IDENT} = ${PARAM})*${WHERE} RETURNING ${LIST}$`),
+  new RegExp(`^DELETE FROM ${TABLE}${WHERE}$`),
 ];
 /** readiness pings (pg_stat_statements shows the constant as $1) */
 const PING = /^select (?:1|\$1)$/i;

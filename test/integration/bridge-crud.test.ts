@@ -622,3 +622,30 @@ describe('STK_DISABLE_AUTH', () => {
     }
   });
 });
+
+describe('tables are schema-qualified', () => {
+  it("a schema named after the connecting role (first on PostgreSQL's default search_path) does not capture the Bridge's statements", async () => {
+    const decoy = await createTestDatabase('bridgedecoy');
+    const releases = ctx.releases as ReleaseCache;
+    try {
+      await query(decoy.url, FIXTURE_DDL);
+      // search_path is "$user", public: without qualification `users` would be this table
+      await query(
+        decoy.url,
+        `DO $$ BEGIN EXECUTE format('CREATE SCHEMA %I', current_user); EXECUTE format('CREATE TABLE %I.users (LIKE public.users INCLUDING ALL)', current_user); END $$;
+         DO $$ BEGIN EXECUTE format('INSERT INTO %I.users (id, email) VALUES (''decoy'', ''decoy@example.com'')', current_user); END $$;`,
+      );
+      releases.set('shop', 'decoy', fixtureRelease('rel_decoy'), { main: decoy.url });
+      const ins = row(await call('admin', 'db/users/insert', { data: { email: 'real@example.com' } }, {}, 'decoy'));
+      expect(rows(await call('admin', 'db/users/select', { select: ['id', 'email'] }, {}, 'decoy'))).toEqual([{ id: ins.id, email: 'real@example.com' }]);
+      expect(rows(await call('admin', 'db/users/update', { where: { id: ins.id }, data: { name: 'Real' } }, {}, 'decoy'))).toHaveLength(1);
+      expect(row(await call('admin', 'db/users/delete', { where: { id: ins.id } }, {}, 'decoy'))).toEqual({ affected: 1 });
+      const [decoyRows] = await query<{ n: string; emails: string[] }>(decoy.url, `SELECT count(*)::text AS n, array_agg(email) AS emails FROM users`);
+      expect(decoyRows).toEqual({ n: '1', emails: ['decoy@example.com'] }); // the unqualified name still finds the decoy, untouched
+      expect(await query(decoy.url, 'SELECT count(*)::int AS n FROM public.users')).toEqual([{ n: 0 }]);
+    } finally {
+      await releases.delete('shop', 'decoy');
+      await decoy.drop();
+    }
+  });
+});

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/protocol/errors.js';
 import { parseSchema, type SchemaFile } from '../../src/hub/services/apply/schema.js';
-import { createTableSql, defaultSql, derivedName, pgType, quoteIdent, quoteLiteral } from '../../src/hub/services/apply/sql.js';
+import { quoteIdent } from '../../src/common/quote-ident.js';
+import { createTableSql, defaultSql, derivedName, pgType, quoteLiteral } from '../../src/hub/services/apply/sql.js';
 
 const EXAMPLE = join(import.meta.dirname, '../../examples/basic');
 const f = (file: string, content: string): SchemaFile => ({ file, content });

@@ -7,7 +7,7 @@ import { nanoid, uuidv7 } from '../../src/bridge/sql/ids.js';
 import { ulid } from '../../src/common/ulid.js';
 import { encodeTime } from 'ulid';
 import { checkParamNames, planDelete, planExpand, planInsert, planSelect, planUpdate } from '../../src/bridge/sql/params.js';
-import { quoteIdent } from '../../src/bridge/sql/quote.js';
+import { qualified, quoteIdent } from '../../src/common/quote-ident.js';
 import { INVALID, arrayLiteral, converter } from '../../src/bridge/sql/values.js';
 import { ODD_COLUMN, ODD_TABLE, fixtureRelease } from './sql-fixture.js';
 
@@ -49,6 +49,11 @@ describe('quoteIdent', () => {
   it('rejects NUL and empty names', () => {
     expect(() => quoteIdent('a\u0000b')).toThrow(/NUL/);
     expect(() => quoteIdent('')).toThrow();
+  });
+
+  it('qualifies tables with their schema', () => {
+    expect(qualified('users')).toBe('"public"."users"');
+    expect(qualified('a"b')).toBe('"public"."a""b"');
   });
 });
 
@@ -117,7 +122,7 @@ describe('SQL builder (golden)', () => {
       offset: 20,
     });
     expect(q.text).toBe(
-      'SELECT "id", "s", "i", "b", "f", "d", "flag", "doc", "ts", "raw", "tags", "grid" FROM "everything" WHERE ' +
+      'SELECT "id", "s", "i", "b", "f", "d", "flag", "doc", "ts", "raw", "tags", "grid" FROM "public"."everything" WHERE ' +
         '"s" LIKE $1::text AND "s" <> $2::text AND "i" > $3::integer AND "i" <= $4::integer AND "b" = ANY($5::bigint[]) AND ' +
         '"f" <> ALL($6::double precision[]) AND "flag" = $7::boolean AND "doc" = $8::jsonb AND "ts" >= $9::timestamptz AND ' +
         '"ts" < $10::timestamptz AND "raw" IS NOT NULL AND "tags" IS NULL AND "d" IS NOT NULL AND "d" = $11::numeric ' +
@@ -128,26 +133,26 @@ describe('SQL builder (golden)', () => {
 
   it('select without a limit asks for one row more than the cap', () => {
     const q = select('users', {}, dev, 100);
-    expect(q.text).toBe('SELECT "id", "email", "name", "created_at" FROM "users" LIMIT $1::bigint');
+    expect(q.text).toBe('SELECT "id", "email", "name", "created_at" FROM "public"."users" LIMIT $1::bigint');
     expect(q.values).toEqual(['101']);
   });
 
   it('select columns are projected, disallowed ones dropped, the permission filter ANDed first', () => {
     const q = select('users', { select: ['name', 'created_at', 'email'], where: { name: 'Al' }, limit: 5 }, alice);
-    expect(q.text).toBe('SELECT "email", "name" FROM "users" WHERE "id" = $1::text AND "name" = $2::text LIMIT $3::bigint');
+    expect(q.text).toBe('SELECT "email", "name" FROM "public"."users" WHERE "id" = $1::text AND "name" = $2::text LIMIT $3::bigint');
     expect(q.values).toEqual(['u_alice', 'Al', '5']);
   });
 
   it('literal conditions bind their value; a public rule restricts columns', () => {
     const anon: Principal = { kind: 'apikey', sub: 'k', roles: [], project: 'shop', env: 'dev' };
     const q = select('posts', { limit: 1 }, anon);
-    expect(q.text).toBe('SELECT "id", "title", "author_id" FROM "posts" WHERE "published" = $1::boolean LIMIT $2::bigint');
+    expect(q.text).toBe('SELECT "id", "title", "author_id" FROM "public"."posts" WHERE "published" = $1::boolean LIMIT $2::bigint');
     expect(q.values).toEqual(['true', '1']);
   });
 
   it('injection-shaped identifiers come out quoted, values only as parameters', () => {
     const q = select(ODD_TABLE, { where: { [ODD_COLUMN]: "x'; DROP TABLE canary; --" }, limit: 1 });
-    expect(q.text).toBe(`SELECT "id", "co""l; DROP TABLE canary; --", "ref""id" FROM "odd ""table""; --" WHERE "co""l; DROP TABLE canary; --" = $1::text LIMIT $2::bigint`);
+    expect(q.text).toBe(`SELECT "id", "co""l; DROP TABLE canary; --", "ref""id" FROM "public"."odd ""table""; --" WHERE "co""l; DROP TABLE canary; --" = $1::text LIMIT $2::bigint`);
     expect(q.values[0]).toBe("x'; DROP TABLE canary; --");
   });
 
@@ -157,7 +162,7 @@ describe('SQL builder (golden)', () => {
     expect(many).toBe(true);
     const q = buildInsert(plan);
     expect(q.text).toBe(
-      'INSERT INTO "posts" ("id", "title", "body", "author_id") VALUES ($1::text, $2::text, DEFAULT, $3::text), ($4::text, $5::text, $6::text, $7::text) ' +
+      'INSERT INTO "public"."posts" ("id", "title", "body", "author_id") VALUES ($1::text, $2::text, DEFAULT, $3::text), ($4::text, $5::text, $6::text, $7::text) ' +
         'RETURNING "id", "title", "body", "author_id", "published", "status"',
     );
     expect(q.values[0]).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
@@ -166,7 +171,7 @@ describe('SQL builder (golden)', () => {
 
   it('insert into an auto_increment table with only defaults', () => {
     const tb = t('counters');
-    expect(buildInsert(planInsert(tb, tb.devRule, dev, { values: { label: 'x' } }).plan).text).toBe('INSERT INTO "counters" ("label") VALUES ($1::text) RETURNING "id", "label", "hits"');
+    expect(buildInsert(planInsert(tb, tb.devRule, dev, { values: { label: 'x' } }).plan).text).toBe('INSERT INTO "public"."counters" ("label") VALUES ($1::text) RETURNING "id", "label", "hits"');
     const all = buildInsert({ table: '"t"', columns: [], rows: [[]], returning: '"id"' });
     expect(all.text).toBe('INSERT INTO "t" DEFAULT VALUES RETURNING "id"');
     expect(buildInsert({ table: '"t"', columns: [{ q: '"id"', cast: 'bigint' }], rows: [[DEFAULT], [DEFAULT]], returning: '"id"' }).text).toBe('INSERT INTO "t" ("id") VALUES (DEFAULT), (DEFAULT) RETURNING "id"');
@@ -175,14 +180,14 @@ describe('SQL builder (golden)', () => {
   it('update: SET parameters first, then caller where, then the rule filter; returning allow-list + key', () => {
     const tb = t('users');
     const q = buildUpdate(planUpdate(tb, rule(tb, alice, 'update'), alice, { data: { name: 'A' }, where: { id: 'u_alice' } }));
-    expect(q.text).toBe('UPDATE "users" SET "name" = $1::text WHERE "id" = $2::text AND "id" = $3::text RETURNING "id", "name"');
+    expect(q.text).toBe('UPDATE "public"."users" SET "name" = $1::text WHERE "id" = $2::text AND "id" = $3::text RETURNING "id", "name"');
     expect(q.values).toEqual(['A', 'u_alice', 'u_alice']);
   });
 
   it('delete with a where', () => {
     const tb = t('posts');
     const q = buildDelete(planDelete(tb, rule(tb, alice, 'delete'), alice, { where: { id: { $in: ['p1', 'p2'] } } }));
-    expect(q.text).toBe('DELETE FROM "posts" WHERE "id" = ANY($1::text[]) AND "author_id" = $2::text');
+    expect(q.text).toBe('DELETE FROM "public"."posts" WHERE "id" = ANY($1::text[]) AND "author_id" = $2::text');
     expect(q.values).toEqual(['{"p1","p2"}', 'u_alice']);
   });
 
@@ -190,7 +195,7 @@ describe('SQL builder (golden)', () => {
     const rel = t('posts').relations.get('author')!;
     const { plan, strip } = planExpand(rel, alice, ['u_alice', 'u_bob']);
     expect(strip).toBe(false);
-    expect(buildSelect(plan).text).toBe('SELECT "id", "email", "name" FROM "users" WHERE "id" = $1::text AND "id" = ANY($2::text[])');
+    expect(buildSelect(plan).text).toBe('SELECT "id", "email", "name" FROM "public"."users" WHERE "id" = $1::text AND "id" = ANY($2::text[])');
   });
 
   it('the builders refuse an update or delete without a where', () => {

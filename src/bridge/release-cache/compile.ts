@@ -6,7 +6,7 @@
 import { WHERE_OPERATORS, type WhereOperator } from '../../protocol/call.js';
 import type { ColumnIR, ConditionTerm, Op, PermissionRule, ReleaseIR, TableIR, TypeSpec } from '../../protocol/release.js';
 import type { ColRef } from '../sql/build.js';
-import { quoteIdent } from '../sql/quote.js';
+import { qualified, quoteIdent } from '../../common/quote-ident.js';
 import { INVALID, converter, pgType, type Converter } from '../sql/values.js';
 
 type WhereOp = WhereOperator;
@@ -190,7 +190,7 @@ export function compileRelease(release: ReleaseIR): CompiledRelease {
     };
     const table: CompiledTable = {
       name: t.name,
-      q: quoteIdent(t.name),
+      q: qualified(t.name),
       connection: t.connection,
       pk,
       generate: t.primaryKey.generate,

@@ -1,7 +1,7 @@
 /**
  * Plan nodes → `{text, values}`. Pure string assembly over identifiers that were quoted once, at
- * release compile time, by `quoteIdent` (`ColRef.q`, table names). Every caller value is a bind
- * parameter (`$n::type`); nothing the caller sent is ever spliced into the text.
+ * release compile time, by src/common/quote-ident.ts (`ColRef.q`; tables schema-qualified). Every
+ * caller value is a bind parameter (`$n::type`); nothing the caller sent is ever spliced into the text.
  */
 
 /** A column as the SQL builder sees it: its quoted identifier and the PostgreSQL type for casts. */

@@ -1,5 +1,6 @@
 import type { FkAction } from '../../../protocol/release.js';
-import { MANAGED_TABLE_COMMENT, SCHEMA, qualified } from './sql.js';
+import { TABLE_SCHEMA as SCHEMA, qualified } from '../../../common/quote-ident.js';
+import { MANAGED_TABLE_COMMENT } from './sql.js';
 
 /**
  * Reads what really exists in a PostgreSQL database (schema `public`) from pg_catalog: tables,

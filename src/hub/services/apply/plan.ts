@@ -1,7 +1,7 @@
 import type { ColumnIR, DefaultIR, IndexIR, TableIR, TypeSpec } from '../../../protocol/release.js';
 import { parseLiveDefault, type LiveColumn, type LiveForeignKey, type LiveIndex, type LiveSchema, type LiveTable } from './introspect.js';
+import { TABLE_SCHEMA as SCHEMA, qualified, quoteIdent } from '../../../common/quote-ident.js';
 import {
-  SCHEMA,
   addForeignKeySql,
   addUniqueSql,
   columnDefinition,
@@ -12,8 +12,6 @@ import {
   markManagedSql,
   pgType,
   pkPgType,
-  qualified,
-  quoteIdent,
 } from './sql.js';
 
 /**
@@ -191,14 +189,14 @@ async function diffTable(t: TableIR, lt: LiveTable, input: PlanInput, add: Add, 
       unsupported.push(`table ${t.name}: index name ${idx.name} is taken by a constraint in the database; name the index differently`);
       continue;
     }
-    if (li) add(Phase.DropIndexesAndUniques, `DROP INDEX ${quoteIdent(SCHEMA)}.${quoteIdent(li.name)}`, `drop index ${li.name} (it differs from the declared one)`, true);
+    if (li) add(Phase.DropIndexesAndUniques, `DROP INDEX ${qualified(li.name)}`, `drop index ${li.name} (it differs from the declared one)`, true);
     add(Phase.CreateIndexes, createIndexSql(t.name, idx), indexDescription(t.name, idx));
   }
   const declaredIdx = new Set(t.indexes.map((i) => i.name));
   for (const li of lt.indexes) {
     if (li.constraint || declaredIdx.has(li.name)) continue;
     if (li.columns.some((c) => !declaredCols.has(c))) continue; // goes away with the dropped column
-    add(Phase.DropIndexesAndUniques, `DROP INDEX ${quoteIdent(SCHEMA)}.${quoteIdent(li.name)}`, `drop index ${li.name} on ${t.name} (not declared)`, true);
+    add(Phase.DropIndexesAndUniques, `DROP INDEX ${qualified(li.name)}`, `drop index ${li.name} on ${t.name} (not declared)`, true);
   }
 
   for (const lc of lt.columns) {

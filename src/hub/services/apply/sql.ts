@@ -1,18 +1,12 @@
 import { createHash } from 'node:crypto';
+import { qualified, quoteIdent } from '../../../common/quote-ident.js';
 import { PG_TYPES, type ColumnIR, type DefaultIR, type FkAction, type PrimaryKeyIR, type TableIR, type TypeSpec } from '../../../protocol/release.js';
 
 /**
- * The only place apply builds SQL text. Identifiers go through `quoteIdent`, literals through
- * `quoteLiteral`; nothing else is ever spliced into a statement. Every relation is qualified
- * with the `public` schema, which is what introspection reads.
+ * The only place apply builds SQL text. Identifiers go through `quoteIdent` (../../../common/quote-ident.ts,
+ * shared with the Bridge), literals through `quoteLiteral`; nothing else is ever spliced into a statement.
+ * Every relation is qualified with the `public` schema, which is what introspection reads.
  */
-export const SCHEMA = 'public';
-
-/** `"name"` with embedded quotes doubled; NUL is refused (PostgreSQL cannot store it). */
-export function quoteIdent(name: string): string {
-  if (typeof name !== 'string' || name.length === 0 || name.includes('\0')) throw new Error('invalid SQL identifier');
-  return '"' + name.replace(/"/g, '""') + '"';
-}
 
 /** A string constant: `'…'` with quotes doubled; `E'…'` with backslashes doubled when it has any. */
 export function quoteLiteral(value: string): string {
@@ -20,8 +14,6 @@ export function quoteLiteral(value: string): string {
   const body = value.replace(/'/g, "''");
   return value.includes('\\') ? `E'${body.replace(/\\/g, '\\\\')}'` : `'${body}'`;
 }
-
-export const qualified = (table: string) => `${quoteIdent(SCHEMA)}.${quoteIdent(table)}`;
 
 /** PostgreSQL type of a logical type, as `format_type()` prints it (introspection compares these). */
 export const pgType = (t: TypeSpec): string => PG_TYPES[t.type];
