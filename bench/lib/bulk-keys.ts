@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { ulid } from 'ulid';
+import { ulid } from '../../src/common/ulid.js';
 import { Crypto } from '../../src/hub/services/crypto.js';
 import { hashSecret } from '../../src/hub/services/apikeys.js';
 import { generateKey } from '../../src/protocol/key-format.js';

@@ -1,5 +1,5 @@
 import type { Actor } from './actor.js';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import type { Kysely } from 'kysely';
 import type { HubDatabase } from '../store/schema.js';
 import type { HubContext } from '../context.js';

@@ -1,5 +1,5 @@
 import type { Actor } from './actor.js';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import { AppError, badRequest, tooManyRequests, unauthorized } from '../../protocol/errors.js';
 import type { HubContext } from '../context.js';
 import { nowIso } from '../store/store.js';

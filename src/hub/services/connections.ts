@@ -1,6 +1,6 @@
 import type { Actor } from './actor.js';
 import type { ClientConfig } from 'pg';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import { checkDbHost, parseDbUrl, pgConnectionConfig, type ParsedDbUrl } from '../../common/db-url.js';
 import type { HostPolicy } from '../../common/net-policy.js';
 import { AppError, badRequest, conflict, notFound } from '../../protocol/errors.js';

@@ -1,5 +1,5 @@
 import type { Actor } from './actor.js';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import { badRequest, conflict } from '../../protocol/errors.js';
 import { nameError } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';

@@ -1,6 +1,6 @@
 import type { Actor } from './actor.js';
 import type { Kysely } from 'kysely';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import { badRequest, conflict, forbidden, unauthorized } from '../../protocol/errors.js';
 import { ORG_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';

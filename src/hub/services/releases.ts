@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Actor } from './actor.js';
 import type { Kysely } from 'kysely';
-import { ulid } from 'ulid';
+import { ulid } from '../../common/ulid.js';
 import { badRequest, conflict, notFound } from '../../protocol/errors.js';
 import type { PermissionsIR, ReleaseIR, SchemaIR } from '../../protocol/release.js';
 import type { HubContext } from '../context.js';
