@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { ulid } from '../../src/common/ulid.js';
 import { Crypto } from '../../src/hub/services/crypto.js';
-import { hashSecret } from '../../src/hub/services/apikeys.js';
+import { hashSecret } from '../../src/protocol/key-format.js';
 import { generateKey } from '../../src/protocol/key-format.js';
 
 /**
@@ -37,7 +37,7 @@ export function bulkInsertKeys(o: { dbFile: string; secretKeyHex: string; count:
         insEnv.run(envId, projectId, envName, now);
         for (let i = 0; i < perEnv && n < o.count; i++, n++) {
           const { keyId, secret } = generateKey(envName);
-          insKey.run(keyId, projectId, envId, `k${i}`, '["reader"]', hashSecret(pepper, secret), now);
+          insKey.run(keyId, projectId, envId, `k${i}`, '["reader"]', hashSecret(pepper, secret).toString('hex'), now);
         }
       }
     })();

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { KeyTable } from '../../src/bridge/credentials/key-table.js';
 import { verifyKey } from '../../src/bridge/credentials/verifier.js';
-import { hashSecret } from '../../src/hub/services/apikeys.js';
+import { hashSecret } from '../../src/protocol/key-format.js';
 import { generateKey } from '../../src/protocol/key-format.js';
 import type { SyncKeyRecord } from '../../src/protocol/sync.js';
 import { percentile } from './util.js';
@@ -27,7 +27,7 @@ export function benchVerify(o: { tableSize?: number; distinct?: number; calls?: 
       env: 'bench',
       name: `k${i}`,
       roles: ['reader'],
-      secretHash: hashSecret(pepper, secret),
+      secretHash: hashSecret(pepper, secret).toString('hex'),
       prevSecretHash: null,
       prevExpiresAt: null,
       status: 'active',

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 
 /**
  * Project API keys: `stk_[<envTag>_]<keyId>_<secret><checksum>`.
@@ -126,4 +126,12 @@ export function parseKey(input: unknown): ParsedKey | ParseFailure {
 }
 
 /** Shows a key id and nothing secret: for messages and logs. */
-export const describeKey = (keyId: string) => `key ${keyId}`;
+
+/**
+ * The only form a key's secret is kept in: HMAC-SHA-256 under the pepper (derived from STK_SECRET_KEY).
+ * The Hub stores it as hex and sends it to Bridges; the Bridge computes it for a presented key and
+ * compares the bytes in constant time.
+ */
+export function hashSecret(pepper: Buffer, secret: string): Buffer {
+  return createHmac('sha256', pepper).update(secret).digest();
+}

@@ -1,6 +1,6 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import { AppError, forbidden, tooManyRequests, unauthorized, unavailable } from '../../protocol/errors.js';
-import { parseKey } from '../../protocol/key-format.js';
+import { hashSecret, parseKey } from '../../protocol/key-format.js';
 import type { CredentialVerifier, Principal } from '../context.js';
 import type { KeyEntry, KeyTable } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter } from './limits.js';
@@ -28,7 +28,7 @@ export function verifyKey(table: KeyTable, presented: unknown, now: number): Key
   const pepper = table.pepper;
   if (!pepper) return 'unknown';
   const entry = table.get(parsed.keyId);
-  const h = createHmac('sha256', pepper).update(parsed.secret).digest();
+  const h = hashSecret(pepper, parsed.secret);
   if (!entry) {
     timingSafeEqual(h, NO_SUCH_KEY_HASH);
     return 'unknown';

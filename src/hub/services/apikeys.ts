@@ -1,10 +1,9 @@
-import { createHmac } from 'node:crypto';
 import type { Actor } from './actor.js';
 import { sql, type Kysely } from 'kysely';
 import { badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
 import { IDENT_RE, nameError } from '../../protocol/names.js';
 import { referencedRoles } from '../../protocol/release.js';
-import { KEY_ID_RE, generateKey, newKeyId } from '../../protocol/key-format.js';
+import { KEY_ID_RE, generateKey, hashSecret, newKeyId } from '../../protocol/key-format.js';
 import type { UsageReport } from '../../protocol/sync.js';
 import { parseDuration } from '../../common/duration.js';
 import type { HubContext } from '../context.js';
@@ -50,8 +49,6 @@ export interface ApiKeyView {
   /** the Hub stopped before the response carrying this key's latest plaintext left it: nobody may hold it */
   unconfirmed: boolean;
 }
-
-export const hashSecret = (pepper: Buffer, secret: string) => createHmac('sha256', pepper).update(secret).digest('hex');
 
 export function keyStatus(row: Pick<ApiKeysTable, 'status' | 'expires_at'>, now = nowIso()): KeyStatus {
   if (row.status === 'revoked') return 'revoked';
@@ -249,7 +246,7 @@ export async function createKey(ctx: HubContext, actor: Actor | null, op: Operat
       env_id: env.id,
       name,
       roles_json: JSON.stringify(roles),
-      secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret),
+      secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret).toString('hex'),
       prev_secret_hash: null,
       prev_expires_at: null,
       status: 'active',
@@ -389,7 +386,7 @@ export async function rotateKey(ctx: HubContext, actor: Actor | null, op: Operat
     const r = await trx
       .updateTable('api_keys')
       .set({
-        secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret),
+        secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret).toString('hex'),
         prev_secret_hash: prevExpiresAt ? found.secret_hash : null,
         prev_expires_at: prevExpiresAt,
         rotated_at: now,
