@@ -41,7 +41,7 @@ export function installApiDocs(app: FastifyInstance, title: string, document: ()
   app.get<{ Params: { file: string } }>('/docs/:file', pub, async (req, reply) => {
     const name = req.params.file;
     if (name === 'init.js') return reply.type('application/javascript; charset=utf-8').send(INIT);
-    const type = ASSETS[name];
+    const type = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
     if (!type) throw notFound(`no file ${JSON.stringify(name.slice(0, 80))} in /docs`);
     let body = files.get(name);
     if (!body) {

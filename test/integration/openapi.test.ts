@@ -77,6 +77,12 @@ describe('OpenAPI and /docs', () => {
       }
       expect((await fetch(`${url}/docs/..%2Fpackage.json`)).status).toBe(400);
       expect((await fetch(`${url}/docs/package.json`)).status).toBe(404);
+      // names an object inherits are no assets either (they were a 500 that logged the file path)
+      for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+        const r = await fetch(`${url}/docs/${name}`);
+        expect(r.status, name).toBe(404);
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND');
+      }
     });
   }
 
