@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, RouteHandlerMethod } from 'fastify';
+import { DOCS_API, type RouteContract } from '../protocol/api/define.js';
 import { notFound } from '../protocol/errors.js';
-import { PUBLIC } from '../protocol/route-auth.js';
 
 /** Files of swagger-ui-dist the page loads, served from node_modules (no CDN). */
 const ASSETS: Record<string, string> = {
@@ -20,12 +20,12 @@ const INIT = `window.onload = () => {
 
 /**
  * `GET /openapi.json` (the document built from the route contracts) and `GET /docs` (Swagger UI,
- * its assets served locally). Both public: the API description is no secret, the routes are.
+ * its assets served locally), registered from their contracts (DOCS_API). Both public: the API description is no secret, the routes are.
  */
 export function installApiDocs(app: FastifyInstance, title: string, document: () => unknown): void {
   let cached: string | undefined;
-  const pub = { config: { auth: PUBLIC } };
-  app.get('/openapi.json', pub, async (_req, reply) => {
+  const reg = (c: RouteContract, handler: RouteHandlerMethod) => app.route({ method: c.method, url: c.url, config: { auth: c.auth }, handler });
+  reg(DOCS_API['docs.openapi'], async (_req, reply) => {
     cached ??= JSON.stringify(document());
     return reply.type('application/json; charset=utf-8').send(cached);
   });
@@ -37,9 +37,9 @@ export function installApiDocs(app: FastifyInstance, title: string, document: ()
 <body><div id="swagger-ui"></div>
 <script src="/docs/swagger-ui-bundle.js"></script><script src="/docs/swagger-ui-standalone-preset.js"></script><script src="/docs/init.js"></script>
 </body></html>`;
-  app.get('/docs', pub, async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(html));
-  app.get<{ Params: { file: string } }>('/docs/:file', pub, async (req, reply) => {
-    const name = req.params.file;
+  reg(DOCS_API['docs.page'], async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-cache').send(html));
+  reg(DOCS_API['docs.asset'], async (req, reply) => {
+    const name = (req.params as { file: string }).file;
     if (name === 'init.js') return reply.type('application/javascript; charset=utf-8').send(INIT);
     const type = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
     if (!type) throw notFound(`no file ${JSON.stringify(name.slice(0, 80))} in /docs`);

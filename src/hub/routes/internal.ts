@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { internal as api } from '../../protocol/api/hub.js';
 import { conflict } from '../../protocol/errors.js';
-import { SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE, type UsageReport } from '../../protocol/sync.js';
+import { SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE } from '../../protocol/sync.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
 import { recordUsage } from '../services/apikeys.js';
@@ -75,7 +75,7 @@ export default async function internalRoutes(app: FastifyInstance, { ctx }: { ct
       if (!sync.ownsStream(body.bridgeId, body.session)) {
         throw conflict('usage is accepted only from a Bridge with an open sync stream on this Hub (bridgeId and session of that stream)');
       }
-      return recordUsage(ctx, body as unknown as UsageReport);
+      return recordUsage(ctx, body);
     },
     quiet,
   );

@@ -352,7 +352,20 @@ export const internal = {
     auth: SERVICE,
     summary: 'Per-key usage counted by a Bridge since its last report',
     tags: ['internal'],
-    body: z.looseObject({ bridgeId: BridgeId, session: z.string().max(200).optional(), keys: z.array(z.unknown()).max(100_000) }),
+    body: z.looseObject({
+      bridgeId: BridgeId,
+      session: z.string().max(200).optional(),
+      keys: z
+        .array(
+          z.looseObject({
+            keyId: z.string().max(200),
+            minutes: z.array(z.looseObject({ minute: z.string().max(40), count: z.number() })).max(100_000),
+            lastUsedAt: z.string().max(40),
+            sources: z.array(z.looseObject({ address: z.string().max(100), count: z.number() })).max(10_000),
+          }),
+        )
+        .max(100_000),
+    }),
     response: { 200: z.object({ keys: z.number() }) },
     errors: ['CONFLICT'],
   }),
