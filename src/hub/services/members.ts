@@ -61,10 +61,27 @@ export async function targetAuthority(db: Kysely<HubDatabase>, orgId: string, op
   return { role, authority: orgAuthority(role) };
 }
 
+/**
+ * The target's place on the ladder for one project: their org rank, or project admin when that is
+ * higher and they hold an explicit active project:admin there (a co-admin is not ranked below you).
+ */
+export async function targetProjectAuthority(db: Kysely<HubDatabase>, project: ProjectRef, operatorId: string): Promise<{ role: OrgRole | null; authority: number; as?: string }> {
+  const t = await targetAuthority(db, project.orgId, operatorId);
+  if (t.authority >= AUTHORITY.projectAdmin) return t;
+  const pm = await db
+    .selectFrom('project_memberships')
+    .select('role')
+    .where('project_id', '=', project.id)
+    .where('operator_id', '=', operatorId)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
+  return pm?.role === 'admin' ? { ...t, authority: AUTHORITY.projectAdmin, as: `project admin of ${project.name}` } : t;
+}
+
 /** 403 unless an actor at `actor` may change or remove someone at `target` (see `AUTHORITY`); `action` names it, e.g. "remove a@x.io". */
-export function requireMayManage(actor: number, target: { role: OrgRole | null; authority: number }, action: string): void {
+export function requireMayManage(actor: number, target: { role: OrgRole | null; authority: number; as?: string }, action: string): void {
   if (!mayManage(actor, target.authority)) {
-    throw forbidden(`you cannot ${action}: they are org ${target.role}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`);
+    throw forbidden(`you cannot ${action}: they are ${target.as ?? `org ${target.role}`}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`);
   }
 }
 
@@ -268,7 +285,7 @@ export async function setProjectRole(
   return ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
     if (!target) throw notFound(`no operator ${email}: invite them with stk project invite`);
-    const t = await targetAuthority(trx, project.orgId, target.id);
+    const t = await targetProjectAuthority(trx, project, target.id);
     if (t.role === null || target.status !== 'active') {
       throw notFound(`${email} is not an active member of the org: invite them with stk project invite`);
     }
@@ -310,7 +327,7 @@ export async function removeProjectMember(ctx: HubContext, actor: Actor | null, 
       : undefined;
     const invites = (await openInvites(trx, project.orgId, email).where('project_id', '=', project.id).select('id').execute()).length;
     if (!target || (!m && invites === 0)) throw notFound(`${email} has no role on project ${project.name}`);
-    requireMayManage(authority, await targetAuthority(trx, project.orgId, target.id), `remove ${email} from project ${project.name}`);
+    requireMayManage(authority, await targetProjectAuthority(trx, project, target.id), `remove ${email} from project ${project.name}`);
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, project.orgId, target.id);
