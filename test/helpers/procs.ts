@@ -11,17 +11,26 @@ export const ROOT = resolve(import.meta.dirname, '../..');
 export const STK = join(ROOT, 'bin/stk.js');
 export const LOG_DIR = join(ROOT, 'test-output/logs');
 
+/** ports this process handed out: two concurrent calls never get the same one */
+const handedOut = new Set<number>();
+
 export async function freePort(): Promise<number> {
-  return await new Promise((res, rej) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
+  for (;;) {
+    const port = await new Promise<number>((res, rej) => {
+      const s = createServer();
+      s.unref();
+      s.on('error', rej);
+      s.listen(0, '127.0.0.1', () => {
+        const a = s.address();
+        const p = typeof a === 'object' && a ? a.port : 0;
+        s.close(() => res(p));
+      });
     });
-  });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export async function waitFor(fn: () => Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
