@@ -14,7 +14,6 @@ import { ODD_COLUMN, ODD_TABLE, fixtureRelease } from './sql-fixture.js';
 const release = compileRelease(fixtureRelease());
 const t = (name: string) => release.tables.get(name)!;
 const dev: Principal = { kind: 'dev', sub: 'dev', roles: [], project: 'shop', env: 'dev' };
-const admin: Principal = { kind: 'apikey', sub: 'key_admin', roles: ['admin'], project: 'shop', env: 'dev' };
 const alice: Principal = { kind: 'enduser', sub: 'u_alice', roles: ['authenticated'], project: 'shop', env: 'dev' };
 const rule = (tb: CompiledTable, p: Principal, op: 'select' | 'insert' | 'update' | 'delete') => {
   if (p.kind === 'dev') return tb.devRule;

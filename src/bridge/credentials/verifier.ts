@@ -4,7 +4,7 @@ import { hashSecret, parseKey } from '../../protocol/key-format.js';
 import type { CredentialVerifier, Principal } from '../context.js';
 import type { KeyEntry, KeyTable } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter } from './limits.js';
-import { UsageCounter } from './usage.js';
+import type { UsageCounter } from './usage.js';
 
 export const API_KEY_HEADER = 'x-santokit-api-key';
 export const PROJECT_HINT_HEADER = 'x-santokit-project';

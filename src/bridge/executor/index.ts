@@ -199,17 +199,17 @@ interface DataRowMessage {
   length: number;
 }
 /** pg's Query with the parts this module uses (they are not in @types/pg) */
-declare class PgQueryInternals {
-  constructor(text: string, values: unknown[], callback: (err: Error | undefined, res: unknown) => void);
+interface PgQueryInternals {
   name: string | undefined;
   handleDataRow(msg: DataRowMessage): void;
 }
+type PgQueryClass = new (text: string, values: unknown[], callback: (err: Error | undefined, res: unknown) => void) => PgQueryInternals;
 
 /**
  * A query that knows its job: the walker finds the budget through it, and once the budget has
  * overflowed its rows are no longer parsed or kept (a write's statement still runs to its end).
  */
-class BridgeQuery extends (pg.Query as unknown as typeof PgQueryInternals) {
+class BridgeQuery extends (pg.Query as unknown as PgQueryClass) {
   job: Job | undefined = undefined;
   override handleDataRow(msg: DataRowMessage): void {
     const b = this.job?.budget;
@@ -649,7 +649,8 @@ export interface QueryContext {
   budget?: ResponseBudget;
 }
 
-const TIMED_OUT = Symbol('timeout');
+/** the one rejection of a query past its time limit, told apart by identity (never shown: timeoutError is) */
+const TIMED_OUT = new Error('query timed out');
 
 /**
  * Runs `text` through the pool within `limitMs` (waiting for a connection included); rejects with

@@ -10,7 +10,7 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { CallRequest } from '../../protocol/call.js';
-import { AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
+import { type AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
 import { OPS, type Op } from '../../protocol/release.js';
 import { APIKEY } from '../../protocol/route-auth.js';
 import type { BridgeContext, Principal } from '../context.js';

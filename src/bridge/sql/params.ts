@@ -5,7 +5,7 @@
  * Every failure is a 400 naming the offending parameter/column, except permission failures (403).
  */
 import { CALL_PARAMS } from '../../protocol/call.js';
-import { AppError, badRequest, forbidden } from '../../protocol/errors.js';
+import { type AppError, badRequest, forbidden } from '../../protocol/errors.js';
 import type { Op } from '../../protocol/release.js';
 import type { Principal } from '../context.js';
 import { appendRuleFilter, authorize, canRead, canWrite, termValue } from '../permissions/index.js';
@@ -122,7 +122,7 @@ function appendOperator(col: CompiledColumn, op: string, v: unknown, path: strin
       if (v.length > LIMITS.inItems) throw badRequest(`${path}: at most ${LIMITS.inItems} items`);
       const items = new Array<string>(v.length);
       for (let i = 0; i < v.length; i++) {
-        const x = v[i];
+        const x: unknown = v[i];
         if (x === null || typeof x === 'object') throw badRequest(`${path}: items must be non-null scalars`);
         items[i] = convert(col, x, path);
       }
@@ -281,7 +281,7 @@ export function planInsert(table: CompiledTable, rule: CompiledRule, principal: 
   // values per row keyed by column position; the plan's column set is the union, in table order
   const width = table.columns.length;
   const used = new Array<boolean>(width).fill(false);
-  const matrix: Array<Array<string | null | undefined>> = new Array(rows.length);
+  const matrix = new Array<Array<string | null | undefined>>(rows.length);
   const termCols = rule.terms;
 
   for (let r = 0; r < rows.length; r++) {
@@ -335,7 +335,7 @@ export function planInsert(table: CompiledTable, rule: CompiledRule, principal: 
     cols.push(pk);
     idxs.push(0);
   }
-  const planRows: InsertValue[][] = new Array(rows.length);
+  const planRows = new Array<InsertValue[]>(rows.length);
   for (let r = 0; r < rows.length; r++) {
     const vals = matrix[r]!;
     const out = new Array<InsertValue>(idxs.length);

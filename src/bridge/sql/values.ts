@@ -119,9 +119,9 @@ function normalizer(spec: TypeSpec | undefined): Normalizer {
       const item = normalizer(spec.items);
       return (v) => {
         if (!Array.isArray(v)) return INVALID;
-        const out = new Array(v.length);
+        const out = new Array<unknown>(v.length);
         for (let i = 0; i < v.length; i++) {
-          const x = v[i];
+          const x: unknown = v[i];
           if (x === null && spec.items?.type !== 'json') return INVALID;
           const n = x === null ? null : item(x);
           if (n === INVALID) return INVALID;

@@ -15,7 +15,7 @@ export const CHANGE_LOG_LOCK = 0x53544b43484e; // "STKCHN"
 export const CHANGES_CHANNEL = 'stk_changes';
 
 /** True when `db` (a Kysely instance or transaction) talks to PostgreSQL. */
-export function isPostgres(db: Kysely<any>): boolean {
+export function isPostgres<DB>(db: Kysely<DB>): boolean {
   return db.getExecutor().adapter instanceof PostgresAdapter;
 }
 

@@ -45,6 +45,7 @@ export function readApplyBody(body: unknown): ApplyInput {
     if (typeof o !== 'object' || o === null || typeof o.file !== 'string' || typeof o.content !== 'string' || !o.file) {
       throw badRequest(`schema[${i}] must be {file: string, content: string}`);
     }
+    // eslint-disable-next-line no-control-regex -- control characters are dropped from the shown name
     return { file: o.file.replace(/[\u0000-\u001f]/g, '').slice(0, 200), content: o.content };
   });
   const seen = new Set<string>();
@@ -55,6 +56,7 @@ export function readApplyBody(body: unknown): ApplyInput {
   if (b.permissions !== undefined && b.permissions !== null && typeof b.permissions !== 'string') throw badRequest('"permissions" must be the text of config/permissions.yaml, or null');
   let ref: string | null = null;
   if (b.ref !== undefined && b.ref !== null) {
+    // eslint-disable-next-line no-control-regex -- control characters are what it refuses
     if (typeof b.ref !== 'string' || b.ref.length === 0 || b.ref.length > MAX_REF || /[\u0000-\u001f\u007f]/.test(b.ref)) {
       throw badRequest(`"ref" must be a printable string of 1-${MAX_REF} characters (e.g. a commit SHA)`);
     }

@@ -436,7 +436,7 @@ function checkRelationNames(byName: Map<string, Located>, problems: Problems): v
   const perConn = new Map<string, Map<string, string>>();
   const claim = (conn: string, name: string, what: string) => {
     let m = perConn.get(conn);
-    if (!m) perConn.set(conn, (m = new Map()));
+    if (!m) perConn.set(conn, (m = new Map<string, string>()));
     const prev = m.get(name);
     if (prev) problems.add(`name clash on connection ${show(conn)}: ${what} and ${prev} are both named ${show(name)}`);
     else m.set(name, what);
