@@ -115,15 +115,17 @@ export type ParseFailure = 'format' | 'checksum';
  * Bridge can reject garbage before touching its key table.
  */
 export function parseKey(input: unknown): ParsedKey | ParseFailure {
-  if (typeof input !== 'string' || input.length > MAX_KEY_LENGTH || input.length < 4 + KEY_ID_LENGTH + 1 + SECRET_LENGTH + CHECKSUM_LENGTH) {
-    return 'format';
-  }
-  const m = API_KEY_RE.exec(input);
-  if (!m) return 'format';
+  if (typeof input !== 'string' || input.length > MAX_KEY_LENGTH + 64) return 'format';
+  const m = input.length <= MAX_KEY_LENGTH ? API_KEY_RE.exec(input) : null;
+  // `stk_` and only key characters, but not the shape of a whole key: a truncated, extended or mistyped
+  // key, whose last 6 characters cannot be the checksum of the rest. Anything else is not a Santokit key.
+  if (!m) return KEY_CHARS_RE.test(input) ? 'checksum' : 'format';
   const cut = input.length - CHECKSUM_LENGTH;
   if (checksumOf(input.slice(0, cut)) !== m[4]) return 'checksum';
   return m[1] ? { keyId: m[2]!, secret: m[3]!, tag: m[1] } : { keyId: m[2]!, secret: m[3]! };
 }
+
+const KEY_CHARS_RE = /^stk_[A-Za-z0-9_]+$/;
 
 /** Shows a key id and nothing secret: for messages and logs. */
 

@@ -75,10 +75,12 @@ describe('API key format', () => {
     }
   });
 
-  it('rejects truncation, extension, whitespace, wrong prefix and non-strings as format errors', () => {
+  it('a truncated or extended key is a checksum mismatch (docs/api-keys.md); whitespace, wrong prefix and non-strings are format errors', () => {
     const { key } = generateKey('dev');
-    expect(parseKey(key.slice(0, -1))).toBe('format');
-    expect(parseKey(key + 'A')).toBe('format');
+    // what a bad copy-paste leaves: the Bridge answers "checksum mismatch (mistyped or truncated?)"
+    for (let cut = 1; cut < key.length - 4; cut += 7) expect(parseKey(key.slice(0, -cut)), `cut ${cut}`).toBe('checksum');
+    expect(parseKey(key + 'A')).toBe('checksum');
+    expect(parseKey(key + '_x')).toBe('checksum');
     expect(parseKey(' ' + key)).toBe('format');
     expect(parseKey(key + '\n')).toBe('format');
     expect(parseKey(key.replace('stk_', 'sk_'))).toBe('format');
