@@ -41,7 +41,20 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     return releases.ready(project, env);
   };
   ctx.onClose.push(() => releases.close());
-  installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
+  const { verifier } = installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
+  // `apikey show`'s figures by status: a call that fails after its key was authenticated counts as an
+  // error of that key. The request property is declared up front (no per-request shape change) and the
+  // hook runs on failures only, so a successful call costs nothing here.
+  app.decorateRequest('stkKeyId', null);
+  app.addHook('onError', (req, _reply, err, done) => {
+    const keyId = (req as { stkKeyId?: string | null }).stkKeyId;
+    if (keyId) {
+      const e = err as { status?: unknown; statusCode?: unknown };
+      const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 500;
+      verifier.usage.outcome(keyId, 'error', status, Date.now());
+    }
+    done();
+  });
   installRouteAuth(app, ctx); // before any route: each route's declared auth becomes its first onRequest hook
   installApiDocs(app, 'Santokit Bridge', () =>
     openApiDocument({ title: 'Santokit Bridge', version: API_VERSION, description: 'The data plane: POST /call with a project API key for auto-CRUD on the env’s PostgreSQL.' }, BRIDGE_API),

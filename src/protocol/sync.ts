@@ -67,9 +67,15 @@ export interface UsageReport {
   session?: string;
   keys: Array<{
     keyId: string;
-    /** requests per minute, minute = ISO timestamp truncated to the minute */
-    minutes: Array<{ minute: string; count: number }>;
-    lastUsedAt: string;
+    /**
+     * per minute (ISO timestamp truncated to the minute): `count` requests the key authenticated (they
+     * reached the call), `errors` of those by HTTP status when the call failed (2xx = count − errors),
+     * `rejected` requests refused by status before reaching it (401 wrong/revoked/expired secret of this
+     * key id, 403 binding hint, 429 rate limit, 503 stale)
+     */
+    minutes: Array<{ minute: string; count: number; errors?: Record<string, number>; rejected?: Record<string, number> }>;
+    /** null when every request of this key in the report was rejected */
+    lastUsedAt: string | null;
     /** client addresses seen since the previous report, with request counts (bounded) */
     sources: Array<{ address: string; count: number }>;
   }>;

@@ -332,6 +332,7 @@ export const HUB_ROUTES: Array<[string, string]> = [
   ['POST', '/api/projects/:p/envs/:e/apikeys'],
   ['GET', '/api/projects/:p/envs/:e/apikeys'],
   ['GET', '/api/projects/:p/envs/:e/apikeys/:k'],
+  ['GET', '/api/projects/:p/envs/:e/apikeys/:k/usage'],
   ['PATCH', '/api/projects/:p/envs/:e/apikeys/:k'],
   ['POST', '/api/projects/:p/envs/:e/apikeys/:k/revoke'],
   ['POST', '/api/projects/:p/envs/:e/apikeys/:k/rotate'],

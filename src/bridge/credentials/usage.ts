@@ -8,7 +8,11 @@ interface KeyUsage {
   minutes: Map<number, number>;
   last: number;
   sources: Map<string, number>;
+  /** minute → `e<status>` (a call that failed) or `r<status>` (refused before the call) → requests; only once one happens */
+  outcomes: Map<number, Map<string, number>> | null;
 }
+
+const newUsage = (): KeyUsage => ({ minutes: new Map(), last: 0, sources: new Map(), outcomes: null });
 
 /**
  * Per-key request counts kept in memory between reports to the Hub (no write per request).
@@ -22,7 +26,7 @@ export class UsageCounter {
     let u = this.#keys.get(keyId);
     if (!u) {
       if (this.#keys.size >= MAX_KEYS) return;
-      u = { minutes: new Map(), last: 0, sources: new Map() };
+      u = newUsage();
       this.#keys.set(keyId, u);
     }
     const minute = Math.floor(now / 60_000);
@@ -35,6 +39,24 @@ export class UsageCounter {
     }
   }
 
+  /** A request with this key that failed in the call (`error`, it was counted) or was refused before it (`rejected`). */
+  outcome(keyId: string, kind: 'error' | 'rejected', status: number, now: number): void {
+    let u = this.#keys.get(keyId);
+    if (!u) {
+      if (this.#keys.size >= MAX_KEYS) return;
+      u = newUsage();
+      this.#keys.set(keyId, u);
+    }
+    this.#addOutcome(u, Math.floor(now / 60_000), `${kind === 'error' ? 'e' : 'r'}${status}`, 1);
+  }
+
+  #addOutcome(u: KeyUsage, minute: number, tag: string, n: number): void {
+    const byMinute = (u.outcomes ??= new Map());
+    let m = byMinute.get(minute);
+    if (!m) byMinute.set(minute, (m = new Map()));
+    m.set(tag, (m.get(tag) ?? 0) + n);
+  }
+
   get pending(): number {
     return this.#keys.size;
   }
@@ -45,10 +67,24 @@ export class UsageCounter {
     this.#keys = new Map();
     const report: UsageReport = { bridgeId, keys: [] };
     for (const [keyId, u] of keys) {
+      const minutes = new Map<number, UsageReport['keys'][number]['minutes'][number]>();
+      const at = (m: number) => {
+        let e = minutes.get(m);
+        if (!e) minutes.set(m, (e = { minute: new Date(m * 60_000).toISOString(), count: 0 }));
+        return e;
+      };
+      for (const [m, count] of u.minutes) at(m).count = count;
+      for (const [m, tags] of u.outcomes ?? []) {
+        const e = at(m);
+        for (const [tag, n] of tags) {
+          const bucket = tag[0] === 'e' ? (e.errors ??= {}) : (e.rejected ??= {});
+          bucket[tag.slice(1)] = n;
+        }
+      }
       report.keys.push({
         keyId,
-        minutes: [...u.minutes].map(([m, count]) => ({ minute: new Date(m * 60_000).toISOString(), count })),
-        lastUsedAt: new Date(u.last).toISOString(),
+        minutes: [...minutes.values()],
+        lastUsedAt: u.last ? new Date(u.last).toISOString() : null,
         sources: [...u.sources].map(([address, count]) => ({ address, count })),
       });
     }
@@ -62,14 +98,17 @@ export class UsageCounter {
       let u = this.#keys.get(k.keyId);
       if (!u) {
         if (this.#keys.size >= MAX_KEYS) continue;
-        u = { minutes: new Map(), last: 0, sources: new Map() };
+        u = newUsage();
         this.#keys.set(k.keyId, u);
       }
       for (const m of k.minutes) {
         const minute = Math.floor(Date.parse(m.minute) / 60_000);
-        if (minute >= oldest) u.minutes.set(minute, (u.minutes.get(minute) ?? 0) + m.count);
+        if (minute < oldest) continue;
+        if (m.count) u.minutes.set(minute, (u.minutes.get(minute) ?? 0) + m.count);
+        for (const [status, n] of Object.entries(m.errors ?? {})) this.#addOutcome(u, minute, `e${status}`, n);
+        for (const [status, n] of Object.entries(m.rejected ?? {})) this.#addOutcome(u, minute, `r${status}`, n);
       }
-      u.last = Math.max(u.last, Date.parse(k.lastUsedAt) || 0);
+      u.last = Math.max(u.last, (k.lastUsedAt && Date.parse(k.lastUsedAt)) || 0);
       for (const s of k.sources) {
         const n = u.sources.get(s.address);
         if (n !== undefined) u.sources.set(s.address, n + s.count);

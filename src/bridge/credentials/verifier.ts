@@ -67,6 +67,8 @@ export interface VerifierOptions {
 interface Req {
   headers: Record<string, string | string[] | undefined>;
   ip: string;
+  /** set to the key id once the key is authenticated: a later failure of the call is counted for it (sync/index.ts) */
+  stkKeyId?: string | null;
 }
 
 /**
@@ -107,6 +109,11 @@ export class ApiKeyVerifier implements CredentialVerifier {
       if (r === 'unknown' && !this.state.synced()) {
         throw unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
       }
+      // a known key id with a wrong, revoked or expired secret: counted for that key (`apikey show`)
+      if (r === 'secret' || r === 'revoked' || r === 'expired') {
+        const p = parseKey(presented);
+        if (typeof p !== 'string') this.usage.outcome(p.keyId, 'rejected', 401, now);
+      }
       // only guesses count towards the flood limit: a revoked or expired key had the right secret
       if (r !== 'revoked' && r !== 'expired') {
         const blocked = this.failures.fail(req.ip, now);
@@ -115,19 +122,25 @@ export class ApiKeyVerifier implements CredentialVerifier {
       throw unauthorized(MESSAGES[r]);
     }
     if (this.state.isExpired(r.project, r.env)) {
+      this.usage.outcome(r.keyId, 'rejected', 503, now);
       throw unavailable('this Bridge has not reached the Hub for longer than the max-stale window; API keys are refused until it reconnects');
     }
     const hp = req.headers[PROJECT_HINT_HEADER];
-    if (hp !== undefined && hp !== r.project) throw forbidden("X-Santokit-Project does not match the API key's project");
     const he = req.headers[ENV_HINT_HEADER];
-    if (he !== undefined && he !== r.env) throw forbidden("X-Santokit-Env does not match the API key's env");
+    if ((hp !== undefined && hp !== r.project) || (he !== undefined && he !== r.env)) {
+      this.usage.outcome(r.keyId, 'rejected', 403, now);
+      if (hp !== undefined && hp !== r.project) throw forbidden("X-Santokit-Project does not match the API key's project");
+      throw forbidden("X-Santokit-Env does not match the API key's env");
+    }
     const wait = this.limiter.take(r.keyId, r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey, now);
     if (wait > 0) {
+      this.usage.outcome(r.keyId, 'rejected', 429, now);
       throw new AppError('TOO_MANY_REQUESTS', `rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, {
         headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
       });
     }
     this.usage.count(r.keyId, req.ip, now);
+    req.stkKeyId = r.keyId;
     return r.principal;
   }
 }

@@ -309,8 +309,8 @@ export class HubSync {
 
   /** Reports usage counted since the last report; on failure the counts are kept for the next one. */
   async flushUsage(timeoutMs = 10_000): Promise<boolean> {
-    const report: UsageReport | null = this.#d.usage.drain(this.#o.bridgeId);
-    if (!report) return true;
+    // sent every interval, empty too: the Hub learns how recent this Bridge's figures are (`apikey show`)
+    const report: UsageReport = this.#d.usage.drain(this.#o.bridgeId) ?? { bridgeId: this.#o.bridgeId, keys: [] };
     // only the Hub this Bridge streams from knows its session; on failure the counts wait for the next stream
     const hub = this.#activeHub;
     if (hub) {
@@ -328,7 +328,7 @@ export class HubSync {
         /* kept for the next report */
       }
     }
-    this.#d.usage.restore(report);
+    if (report.keys.length) this.#d.usage.restore(report);
     return false;
   }
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { apikeys as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
 import { route, signedIn } from '../route.js';
-import { confirmDelivery, createKey, getKey, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
+import { confirmDelivery, createKey, getKey, keyUsage, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
 
 /** Project API keys: /api/projects/:project/envs/:env/apikeys (project admin). */
 export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
@@ -21,6 +21,7 @@ export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx:
   });
   route(app, api.list, async ({ params: p }, actor) => ({ items: await listKeys(ctx, signedIn(actor), p.project, p.env) }));
   route(app, api.get, async ({ params: p }, actor) => getKey(ctx, signedIn(actor), p.project, p.env, p.key));
+  route(app, api.usage, async ({ params: p }, actor) => keyUsage(ctx, signedIn(actor), p.project, p.env, p.key));
   route(app, api.update, async ({ params: p, body }, actor) => updateKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, body));
   route(app, api.revoke, async ({ params: p, body }, actor) => revokeKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, { dryRun: body?.dryRun }));
   route(app, api.rotate, async ({ params: p, body }, actor, { reply }) => {

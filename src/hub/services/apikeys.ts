@@ -14,7 +14,7 @@ import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { isPostgres, notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
-import { loadCurrentRelease, waitForBridges, type AckResult } from './sync/index.js';
+import { getSync, loadCurrentRelease, waitForBridges, type AckResult } from './sync/index.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -29,7 +29,10 @@ const MAX_SOURCES_PER_KEY = 50;
 /** Usage tables (migration 0002_apikey_usage); typed here so the shared schema file stays untouched. */
 export type ApiKeyUsageTable = { key_id: string; minute: string; count: number };
 export type ApiKeySourcesTable = { key_id: string; address: string; first_seen_at: string; last_seen_at: string; count: number };
-type UsageTables = { api_key_usage: ApiKeyUsageTable; api_key_sources: ApiKeySourcesTable };
+/** migration 0007_apikey_outcomes */
+export type ApiKeyOutcomesTable = { key_id: string; minute: string; kind: 'error' | 'rejected'; status: number; count: number };
+export type UsageReportsTable = { bridge_id: string; reported_at: string };
+export type UsageTables = { api_key_usage: ApiKeyUsageTable; api_key_sources: ApiKeySourcesTable; api_key_outcomes: ApiKeyOutcomesTable; usage_reports: UsageReportsTable };
 const usageDb = (ctx: HubContext) => ctx.db.withTables<UsageTables>();
 
 export type KeyStatus = 'active' | 'revoked' | 'expired';
@@ -323,6 +326,8 @@ export async function getKey(ctx: HubContext, op: Operator, projectName: string,
 }
 
 export interface UsageSummary {
+  /** the figures include requests up to this time (see usageAsOf); null: no Bridge connected */
+  asOf: string | null;
   lastUsedAt: string | null;
   requestsLast60m: number;
   sources: Array<{ address: string; lastSeenAt: string; count: number }>;
@@ -331,14 +336,80 @@ export interface UsageSummary {
 export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: string | null): Promise<UsageSummary> {
   const db = usageDb(ctx);
   const since = minuteOf(new Date(Date.now() - 60 * 60_000));
-  const [sum, sources] = await Promise.all([
+  const [sum, sources, { asOf }] = await Promise.all([
     db.selectFrom('api_key_usage').select((eb) => eb.fn.sum<number>('count').as('n')).where('key_id', '=', keyId).where('minute', '>', since).executeTakeFirst(),
     db.selectFrom('api_key_sources').select(['address', 'last_seen_at', 'count']).where('key_id', '=', keyId).orderBy('last_seen_at', 'desc').limit(MAX_SOURCES_PER_KEY).execute(),
+    usageAsOf(ctx),
   ]);
   return {
+    asOf,
     lastUsedAt,
     requestsLast60m: Number(sum?.n ?? 0),
     sources: sources.map((s) => ({ address: s.address, lastSeenAt: s.last_seen_at, count: Number(s.count) })),
+  };
+}
+
+export interface KeyUsage {
+  key: ApiKeyView;
+  /** the figures include every Bridge's requests up to this time (the oldest last report of the connected Bridges); null: no Bridge connected */
+  asOf: string | null;
+  /** Bridges connected to the Hubs of this store, whose reports the figures wait for */
+  bridges: number;
+  from: string;
+  to: string;
+  /** requests per minute that the key authenticated, oldest first; minutes without any are left out */
+  series: Array<{ minute: string; requests: number }>;
+  /** the last 24 h by HTTP status: '2xx' = authenticated calls that succeeded, others are failures or refusals */
+  byStatus: Array<{ status: string; requests: number }>;
+  /** client addresses seen in the last 7 days, most recent first */
+  sources: Array<{ address: string; requests: number; firstSeenAt: string; lastSeenAt: string }>;
+}
+
+/**
+ * How recent the usage figures are: they include every request up to the oldest last report among the
+ * Bridges connected to the Hubs of this store (a Bridge that has not reported yet: since it connected).
+ * Null when no Bridge is connected.
+ */
+async function usageAsOf(ctx: HubContext): Promise<{ asOf: string | null; bridges: number }> {
+  const live = await getSync(ctx).cluster();
+  if (!live.length) return { asOf: null, bridges: 0 };
+  const reported = await usageDb(ctx).selectFrom('usage_reports').select(['bridge_id', 'reported_at']).where('bridge_id', 'in', live.map((b) => b.bridgeId)).execute();
+  const at = new Map(reported.map((r) => [r.bridge_id, r.reported_at]));
+  return { asOf: live.map((b) => at.get(b.bridgeId) ?? b.connectedAt).sort()[0]!, bridges: live.length };
+}
+
+/** `GET …/apikeys/:key/usage`: what `stk apikey show` draws. */
+export async function keyUsage(ctx: HubContext, op: Operator, projectName: string, envName: string, idOrName: string): Promise<KeyUsage> {
+  const { env } = await adminEnv(ctx, op, projectName, envName);
+  const row = await findKey(ctx.db, env.id, idOrName);
+  const referenced = await referencedFor(ctx, env.id);
+  const db = usageDb(ctx);
+  const nowMs = Date.now();
+  const from = minuteOf(new Date(nowMs - USAGE_RETENTION_MS));
+  const [series, outcomes, sources, { asOf, bridges }] = await Promise.all([
+    db.selectFrom('api_key_usage').select(['minute', 'count']).where('key_id', '=', row.id).where('minute', '>=', from).orderBy('minute').execute(),
+    db.selectFrom('api_key_outcomes').select(['kind', 'status', (eb) => eb.fn.sum<number>('count').as('n')]).where('key_id', '=', row.id).where('minute', '>=', from).groupBy(['kind', 'status']).execute(),
+    db.selectFrom('api_key_sources').selectAll().where('key_id', '=', row.id).orderBy('last_seen_at', 'desc').limit(MAX_SOURCES_PER_KEY).execute(),
+    usageAsOf(ctx),
+  ]);
+  const total = series.reduce((n, m) => n + Number(m.count), 0);
+  const counts = new Map<string, number>();
+  let failed = 0;
+  for (const o of outcomes) {
+    const n = Number(o.n);
+    if (o.kind === 'error') failed += n;
+    counts.set(String(o.status), (counts.get(String(o.status)) ?? 0) + n);
+  }
+  const byStatus = [{ status: '2xx', requests: Math.max(0, total - failed) }, ...[...counts].sort(([a], [b]) => a.localeCompare(b)).map(([status, requests]) => ({ status, requests }))];
+  return {
+    key: view(row, referenced ? new Set(referenced) : null),
+    asOf,
+    bridges,
+    from,
+    to: new Date(nowMs).toISOString(),
+    series: series.map((m) => ({ minute: m.minute, requests: Number(m.count) })),
+    byStatus,
+    sources: sources.map((x) => ({ address: x.address, requests: Number(x.count), firstSeenAt: x.first_seen_at, lastSeenAt: x.last_seen_at })),
   };
 }
 
@@ -481,10 +552,16 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   if (!report || typeof report !== 'object' || !Array.isArray(report.keys)) throw badRequest('usage report must be {bridgeId, keys: [...]}');
   if (report.keys.length > 100_000) throw badRequest('usage report too large');
   const entries = report.keys.filter(
-    (k) => k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && typeof k.lastUsedAt === 'string',
+    (k) => k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && (typeof k.lastUsedAt === 'string' || k.lastUsedAt === null),
   );
-  if (entries.length === 0) return { keys: 0 };
   const db = usageDb(ctx);
+  // every report (an empty one too) says this Bridge's counts are in up to now
+  if (typeof report.bridgeId === 'string' && report.bridgeId.length <= 200) {
+    const at = nowIso();
+    await db.insertInto('usage_reports').values({ bridge_id: report.bridgeId, reported_at: at })
+      .onConflict((oc) => oc.column('bridge_id').doUpdateSet({ reported_at: at })).execute();
+  }
+  if (entries.length === 0) return { keys: 0 };
   const known = new Set<string>();
   for (let i = 0; i < entries.length; i += 500) {
     const ids = entries.slice(i, i + 500).map((k) => k.keyId);
@@ -499,8 +576,22 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
       if (!known.has(k.keyId)) continue;
       let last: string | null = null;
       for (const m of k.minutes.slice(0, 1440)) {
-        if (!m || typeof m.minute !== 'string' || !MINUTE_RE.test(m.minute) || !Number.isInteger(m.count) || m.count < 1) continue;
+        if (!m || typeof m.minute !== 'string' || !MINUTE_RE.test(m.minute) || !Number.isInteger(m.count) || m.count < 0) continue;
         if (m.minute > nowMinute || m.minute < oldest) continue;
+        for (const kind of ['error', 'rejected'] as const) {
+          const byStatus = kind === 'error' ? m.errors : m.rejected;
+          if (!byStatus || typeof byStatus !== 'object') continue;
+          for (const [st, n] of Object.entries(byStatus).slice(0, 20)) {
+            const status = Number(st);
+            if (!Number.isInteger(status) || status < 100 || status > 599 || !Number.isInteger(n) || n < 1) continue;
+            await trx
+              .insertInto('api_key_outcomes')
+              .values({ key_id: k.keyId, minute: m.minute, kind, status, count: n })
+              .onConflict((oc) => oc.columns(['key_id', 'minute', 'kind', 'status']).doUpdateSet({ count: sql<number>`api_key_outcomes.count + excluded.count` }))
+              .execute();
+          }
+        }
+        if (m.count < 1) continue; // only refusals this minute: not a use of the key
         await trx
           .insertInto('api_key_usage')
           .values({ key_id: k.keyId, minute: m.minute, count: m.count })
@@ -508,7 +599,7 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
           .execute();
         if (!last || m.minute > last) last = m.minute;
       }
-      const lu = Date.parse(k.lastUsedAt);
+      const lu = k.lastUsedAt === null ? NaN : Date.parse(k.lastUsedAt);
       if (Number.isFinite(lu) && lu <= nowMs + 60_000) {
         const minute = minuteOf(new Date(lu));
         if (!last || minute > last) last = minute;
@@ -541,6 +632,8 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   });
   // retention, cheap and bounded by the indexes
   await db.deleteFrom('api_key_usage').where('minute', '<', oldest).execute();
+  await db.deleteFrom('api_key_outcomes').where('minute', '<', oldest).execute();
+  await db.deleteFrom('usage_reports').where('reported_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString()).execute();
   await db.deleteFrom('api_key_sources').where('last_seen_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString()).execute();
   return { keys: known.size };
 }

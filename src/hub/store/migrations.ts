@@ -195,6 +195,26 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0007_apikey_outcomes': {
+      // per key and minute, requests by HTTP status: `error` = the call failed after the key was
+      // authenticated, `rejected` = refused before it (401/403/429/503); and when each Bridge last
+      // reported usage, so figures can be shown with their age
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('api_key_outcomes')
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('minute', ts, (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('status', 'integer', (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint('api_key_outcomes_pk', ['key_id', 'minute', 'kind', 'status'])
+          .execute();
+        await db.schema.createIndex('api_key_outcomes_minute_ix').on('api_key_outcomes').column('minute').execute();
+        await db.schema.createTable('usage_reports')
+          .addColumn('bridge_id', 'text', (c) => c.primaryKey())
+          .addColumn('reported_at', ts, (c) => c.notNull())
+          .execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

@@ -194,6 +194,7 @@ export const CreatedKey = z
   .meta({ id: 'CreatedApiKey' });
 export const UpdateKeyBody = z.looseObject({ roles: KeyRoles, ...Expiry });
 export const KeyUsage = {
+  asOf: IsoTime.nullable().meta({ description: 'the figures include requests up to this time (Bridges report every 60 s); null: no Bridge connected' }),
   lastUsedAt: IsoTime.nullable(),
   requestsLast60m: z.number().int(),
   sources: z.array(z.object({ address: z.string(), lastSeenAt: IsoTime, count: z.number().int() })),
@@ -217,6 +218,18 @@ export const RotatedKey = z
   .meta({ id: 'RotatedApiKey' });
 const KeyParams = EnvParams.extend({ key: z.string().max(200).meta({ description: 'key id or name' }) });
 const keysAdmin = projectRoleAtLeast('admin');
+export const KeyUsageReport = z
+  .object({
+    key: ApiKeyView,
+    asOf: IsoTime.nullable().meta({ description: 'every connected Bridge has reported its requests up to this time (the oldest of their last reports); null: no Bridge connected' }),
+    bridges: z.number().int().meta({ description: 'Bridges connected to the Hubs of this store' }),
+    from: IsoTime,
+    to: IsoTime,
+    series: z.array(z.object({ minute: IsoTime, requests: z.number().int() })).meta({ description: 'requests the key authenticated, per minute, oldest first; minutes without any are left out' }),
+    byStatus: z.array(z.object({ status: z.string(), requests: z.number().int() })).meta({ description: "last 24 h: '2xx' = authenticated calls that succeeded; other statuses are calls that failed or requests refused (401 wrong/revoked/expired secret, 403, 429, 503)" }),
+    sources: z.array(z.object({ address: z.string(), requests: z.number().int(), firstSeenAt: IsoTime, lastSeenAt: IsoTime })),
+  })
+  .meta({ id: 'ApiKeyUsage' });
 const KEYS = '/api/projects/:project/envs/:env/apikeys';
 export const apikeys = {
   create: defineRoute({ method: 'POST', url: KEYS, auth: keysAdmin, summary: 'Create an API key (the plaintext is in this response only)', tags: ['api keys'], params: EnvParams, body: CreateKeyBody, response: { 201: CreatedKey }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
@@ -232,6 +245,15 @@ export const apikeys = {
     params: KeyParams,
     body: z.looseObject({ dryRun: z.boolean().optional() }).optional(),
     response: { 200: RevokeResponse },
+  }),
+  usage: defineRoute({
+    method: 'GET',
+    url: `${KEYS}/:key/usage`,
+    auth: keysAdmin,
+    summary: "A key's usage: requests per minute over 24 h, by HTTP status, by source, and how recent the figures are",
+    tags: ['api keys'],
+    params: KeyParams,
+    response: { 200: KeyUsageReport },
   }),
   rotate: defineRoute({
     method: 'POST',
@@ -401,6 +423,7 @@ export type ApiKeyView = z.infer<typeof ApiKeyView>;
 export type CreatedKey = z.infer<typeof CreatedKey>;
 export type RotatedKey = z.infer<typeof RotatedKey>;
 export type RevokeResponse = z.infer<typeof RevokeResponse>;
+export type KeyUsageReport = z.infer<typeof KeyUsageReport>;
 export type PlanStep = z.infer<typeof PlanStep>;
 export type ApplyResponse = z.infer<typeof ApplyResponse>;
 export type ReleaseSummary = z.infer<typeof ReleaseSummary>;
