@@ -47,7 +47,8 @@ export class HubClient {
     if (!res.ok) {
       const err = (json as { error?: { code?: string; message?: string; requestId?: string; details?: unknown } } | undefined)?.error;
       let msg = err?.message ?? (res.statusText || 'request failed');
-      if (res.status === 401 && !this.#token && !this.#anonymous) msg += " — run 'stk login' first";
+      // the Hub's own message usually says so already: the hint appears once
+      if (res.status === 401 && !this.#token && !this.#anonymous && !/stk login/.test(msg)) msg += " — run 'stk login' first";
       throw new ApiError(msg, res.status, err?.code ?? 'HTTP_' + res.status, err?.requestId, err?.details);
     }
     return json as T;

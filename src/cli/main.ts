@@ -11,14 +11,35 @@ export function buildProgram(): Command {
     .description('Santokit operator CLI: projects, schema apply, releases, API keys')
     .version(VERSION, '-v, --version')
     .option('--hub <url>', 'Hub URL (overrides STK_HUB_URL and the stored login)')
+    .option('--no-input', 'never prompt (same as STK_NO_INPUT=1); a missing value is an error instead')
     .showHelpAfterError("(run with --help for usage)")
+    // every command's help lists the flags that work everywhere (--hub, --no-input)
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride();
   program.configureOutput({ outputError: (s, write) => write(s) });
+  program.hook('preAction', (cmd) => {
+    if (cmd.opts().input === false) process.env.STK_NO_INPUT = '1';
+  });
   registerCommands(program);
   return program;
 }
 
+/**
+ * `stk apikey list | head -1`: the reader is gone, so the rest of the output has nowhere to go. Like
+ * any Unix tool killed by SIGPIPE the CLI stops there, quietly and successfully (Node ignores SIGPIPE
+ * and would otherwise crash with an EPIPE stack trace, exit 1).
+ */
+export function exitQuietlyOnClosedPipe(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE') process.exit(0);
+      throw e;
+    });
+  }
+}
+
 export async function main(argv = process.argv): Promise<void> {
+  exitQuietlyOnClosedPipe();
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

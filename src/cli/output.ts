@@ -7,8 +7,9 @@ import { cleanText } from '../protocol/text.js';
 
 /** Server-provided text made safe to print: no escape sequences or control characters (see protocol/text.ts). */
 export const terminalSafe = (s: unknown, multiline = true) => cleanText(s, { multiline, max: 100_000 });
-export const isTTY = () => Boolean(process.stdout.isTTY);
-export const useColor = () => isTTY() && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
+/** Human output (tables, relative times): stdout is a terminal, or STK_FORCE_TTY=1 (tests, `watch`). */
+export const isTTY = () => Boolean(process.stdout.isTTY) || process.env.STK_FORCE_TTY === '1';
+export const useColor = () => Boolean(process.stdout.isTTY) && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
 
 const paint = (code: string) => (s: string) => (useColor() ? `\x1b[${code}m${s}\x1b[0m` : s);
 export const green = paint('32');

@@ -3,6 +3,12 @@ import { UsageError } from './errors.js';
 
 export const canPrompt = () => Boolean(process.stdin.isTTY && process.stderr.isTTY) && process.env.STK_NO_INPUT !== '1';
 
+/**
+ * A confirmation is asked only of a person: stdin and stdout are terminals and neither --no-input nor
+ * STK_NO_INPUT=1 is set. Scripts (piped output, CI) never see a prompt.
+ */
+export const canConfirm = () => canPrompt() && Boolean(process.stdout.isTTY);
+
 export async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);

@@ -14,6 +14,8 @@ export const DEV_CONNECTION = 'main';
 export interface BootstrapResult {
   /** human-readable lines of what changed; empty when everything was already in place */
   done: string[];
+  /** a key name not yet taken in demo/dev, for the printed next steps (`local`, then `local-2`, …) */
+  freeKeyName?: string;
   /** set when a step could not run (e.g. an API missing from this build) */
   skipped?: string;
 }
@@ -90,7 +92,12 @@ export async function bootstrapDev(o: { hubUrl: string; email: string; password:
       state.connectionUrl = o.dbUrl;
       writeFileSync(statePath, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
     }
-    return { done };
+    // names stay taken for good (revoked keys too): the printed `apikey create` must use a free one
+    const keys = await call<{ items: Array<{ name: string }> }>(o.hubUrl, 'GET', `/api/projects/${DEV_PROJECT}/envs/${DEV_ENV}/apikeys`, token);
+    const taken = new Set(keys.items.map((k) => k.name));
+    let freeKeyName = 'local';
+    for (let i = 2; taken.has(freeKeyName); i++) freeKeyName = `local-${i}`;
+    return { done, freeKeyName };
   } catch (e) {
     if (isMissingRoute(e)) return { done, skipped: `the Hub in this build lacks an API the bootstrap needs (${(e as Error).message})` };
     throw e;

@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
 
 /**
@@ -11,12 +12,37 @@ import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
  *   dev-owner.txt     the dev owner's password (generated once, 0600)
  *   pgdata/           the embedded PostgreSQL (PGlite) data directory
  *   dev.pid           held while `stk dev` runs, so two of them never share the data
+ *   dev.json          the running stack's URLs (read by `stk status`), removed on a clean stop
  * Ports: Hub STK_HUB_PORT (4000), Bridge STK_BRIDGE_PORT (3000), PostgreSQL STK_DEV_PG_PORT (54329).
  * The production variables that would point dev at other state (STK_HUB_DB_URL, STK_SECRET_KEY,
  * STK_SERVICE_TOKEN[S], STK_OWNER_*) are ignored here.
  */
 
 export const DEV_OWNER_EMAIL = 'dev@santokit.local';
+
+/** `.santokit/dev.json`: what `stk status` reads while the stack runs. */
+export interface DevState {
+  pid: number;
+  startedAt: string;
+  hubUrl: string;
+  bridgeUrl: string;
+  pgUrl: string;
+  ownerEmail: string;
+  /** absolute path of dev-owner.txt */
+  passwordFile: string;
+}
+
+export const devDataDir = (env: NodeJS.ProcessEnv = process.env) => resolve(env.STK_DATA_DIR || '.santokit');
+
+/** The package's examples/basic, as a path the developer can paste from `cwd` (`examples/basic` in a checkout). */
+function examplesDir(cwd: string): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'examples/basic'))) return relative(cwd, join(dir, 'examples/basic')) || '.';
+    dir = dirname(dir);
+  }
+  return 'examples/basic';
+}
 
 const IGNORED_ENV = ['STK_HUB_DB_URL', 'STK_SECRET_KEY', 'STK_SERVICE_TOKEN', 'STK_SERVICE_TOKENS', 'STK_OWNER_EMAIL', 'STK_OWNER_PASSWORD', 'STK_HUB_URL'];
 
@@ -97,7 +123,7 @@ function explainListenError(e: unknown, what: string, envName: string, port: num
 
 export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = Date.now();
-  const dataDir = resolve(env.STK_DATA_DIR || '.santokit');
+  const dataDir = devDataDir(env);
   const shownDir = relative(process.cwd(), dataDir) || '.';
   const hubPort = portFrom(env, 'STK_HUB_PORT', 4000);
   const bridgePort = portFrom(env, 'STK_BRIDGE_PORT', 3000);
@@ -119,6 +145,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
       }
     }
     stops.length = 0;
+    rmSync(join(dataDir, 'dev.json'), { force: true });
     unlock();
   };
 
@@ -180,8 +207,12 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     const { bootstrapDev, DEV_PROJECT, DEV_ENV, DEV_CONNECTION } = await import('./bootstrap.js');
     const boot = await bootstrapDev({ hubUrl, email: DEV_OWNER_EMAIL, password, dbUrl: pg.url, dataDir });
 
+    const state: DevState = { pid: process.pid, startedAt: new Date().toISOString(), hubUrl, bridgeUrl, pgUrl: pg.url, ownerEmail: DEV_OWNER_EMAIL, passwordFile: join(dataDir, 'dev-owner.txt') };
+    writeFileSync(join(dataDir, 'dev.json'), JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+
     printBanner({
       seconds: (Date.now() - started) / 1000,
+      examples: examplesDir(process.cwd()),
       shownDir,
       hubUrl,
       bridgeUrl,
@@ -223,6 +254,7 @@ async function ensureDevOwner(ctx: import('../hub/context.js').HubContext, passw
 
 interface Banner {
   seconds: number;
+  examples: string;
   shownDir: string;
   hubUrl: string;
   bridgeUrl: string;
@@ -233,6 +265,9 @@ interface Banner {
   env: string;
   connection: string;
 }
+
+/** A path as a shell word: bare when it is only safe characters, else single-quoted. */
+const shq = (s: string) => (/^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 function printBanner(b: Banner): void {
   const tty = process.stdout.isTTY && process.stdout.hasColors?.() && !process.env.NO_COLOR;
@@ -254,15 +289,16 @@ function printBanner(b: Banner): void {
     `  ${bold('Password')}    ${b.password} ${dim(`(also in ${d}/dev-owner.txt)`)}`,
     setup,
     '',
-    bold('Next:'),
+    `${bold('Next')}, in another terminal in this directory:`,
     `  export STK_HUB_URL=${b.hubUrl}`,
-    `  npx stk login --email ${DEV_OWNER_EMAIL} --password-stdin < ${d}/dev-owner.txt`,
-    `  npx stk apply --project ${b.project} --env ${b.env} --dir examples/basic`,
-    `  npx stk apikey create --project ${b.project} --env ${b.env} --name local --roles admin`,
+    `  npx stk login --email ${DEV_OWNER_EMAIL} --password-stdin < ${shq(`${d}/dev-owner.txt`)}`,
+    `  npx stk apply --project ${b.project} --env ${b.env} --dir ${shq(b.examples)}`,
+    `  KEY=$(npx stk apikey create --project ${b.project} --env ${b.env} --name ${b.boot.freeKeyName ?? 'local'} --roles admin -q)`,
     `  curl -s ${b.bridgeUrl}/call -H 'content-type: application/json' -H "x-santokit-api-key: $KEY" \\`,
     `       -d '{"path":"db/users/select","params":{"limit":5}}'`,
     '',
-    dim('Logs: warnings and errors only (STK_LOG_LEVEL=info for request logs). Ctrl-C stops everything.'),
+    dim('Logs: warnings and errors only (STK_LOG_LEVEL=info for request logs). `npx stk status` shows the URLs again.'),
+    dim('Ctrl-C stops everything (stk dev exits 0; npm start then reports 130, as npm does for any interrupted script).'),
     '',
   ];
   process.stdout.write(lines.join('\n'));

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { waitFor, type Proc } from '../helpers/procs.js';
-import { loginToken } from '../helpers/cli.js';
+import { loginToken, runStk } from '../helpers/cli.js';
 import { rememberSecret } from '../helpers/secrets.js';
 import { call, EXAMPLE_DIR, KEY_LINE_RE, startStack, type Stack } from './apikeys.setup.js';
 import { API_KEY_RE, checksumOf, formatKey, parseKey } from '../../src/protocol/key-format.js';
@@ -88,12 +88,13 @@ describe('project API keys (OPERATOR-002)', () => {
       expect(r.stderr).toMatch(/shown only once/);
     });
 
-    it('stk apikey list exits 0 and lists the key with status: active, never the secret or its hash', async () => {
+    it('stk apikey list exits 0 and lists the key with status: active (bare `active` when piped), never the secret or its hash', async () => {
       const r = await stk(['apikey', 'list', '--project', s.project, '--env', s.env]);
       expect(r.code, r.output).toBe(0);
       const line = r.stdout.split('\n').find((l) => l.includes('server'))!;
-      expect(line).toContain(keyId);
-      expect(line).toContain('status: active');
+      expect(line.split('\t').slice(0, 4)).toEqual([keyId, 'server', 'admin,reader', 'active']);
+      const human = await runStk(['apikey', 'list', '--project', s.project, '--env', s.env], { env: { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: s.hub.url, STK_AUTH_TOKEN: s.owner, STK_FORCE_TTY: '1' } });
+      expect(human.stdout.split('\n').find((l) => l.includes('server'))).toMatch(new RegExp(`^${keyId} +server +admin,reader +status: active `));
       const j = await stk(['apikey', 'list', '--project', s.project, '--env', s.env, '--json']);
       expect(j.code).toBe(0);
       const items = JSON.parse(j.stdout) as Array<Record<string, unknown>>;
@@ -132,7 +133,7 @@ describe('project API keys (OPERATOR-002)', () => {
       const l = await stk(['apikey', 'list', '--project', s.project, '--env', s.env, '--json']);
       expect((JSON.parse(l.stdout) as Array<{ keyId: string; status: string }>).find((k) => k.keyId === keyId)!.status).toBe('revoked');
       const h = await stk(['apikey', 'list', '--project', s.project, '--env', s.env]);
-      expect(h.stdout).toMatch(/server.*status: revoked/);
+      expect(h.stdout).toMatch(/\tserver\t.*\trevoked\t/);
     });
 
     it('failure mode: without project:admin, create/list/revoke exit non-zero and the Hub answers 403', async () => {
@@ -235,7 +236,7 @@ describe('project API keys (OPERATOR-002)', () => {
       await waitFor(async () => (await call(b1, key)).status === 401, 15_000, 'key to expire');
       for (const r of await both(key)) expect(r.body.error.message).toBe('API key expired');
       const l = await stk(['apikey', 'list', '--project', s.project, '--env', s.env]);
-      expect(l.stdout.split('\n').find((x) => x.includes(keyId))).toContain('status: expired');
+      expect(l.stdout.split('\n').find((x) => x.includes(keyId))!.split('\t')[3]).toBe('expired');
       const past = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'past', '--roles', 'reader', '--expires-at', '2001-01-01T00:00:00Z']);
       expect(past.code).toBe(1);
       expect(past.output).toContain('400 BAD_REQUEST');
@@ -306,10 +307,13 @@ describe('project API keys (OPERATOR-002)', () => {
       const t = await call(b1, typo);
       expect(t.status).toBe(401);
       expect(t.body.error.message).toMatch(/checksum mismatch/);
-      // truncated
+      // truncated (a bad copy-paste): the message docs/api-keys.md promises
       const tr = await call(b1, key.slice(0, -1));
       expect(tr.status).toBe(401);
-      expect(tr.body.error.message).toMatch(/not a Santokit key/);
+      expect(tr.body.error.message).toBe('invalid API key: checksum mismatch (mistyped or truncated?)');
+      // not a Santokit key at all
+      const other = await call(b1, 'sk_live_' + 'x'.repeat(40));
+      expect(other.body.error.message).toMatch(/not a Santokit key/);
       // well-formed with a valid checksum: an unknown id, or a known id with a wrong secret
       const unknown = formatKey('ZZZZZZZZZZZZ', p.secret, p.tag);
       const wrong = formatKey(p.keyId, 'A'.repeat(22), p.tag);

@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { ROOT, freePort, spawnLongRunning, waitFor, type Proc } from '../helpers/procs.js';
+import { ROOT, STK, freePort, spawnLongRunning, waitFor, type Proc } from '../helpers/procs.js';
 import { runStk, tempConfigDir } from '../helpers/cli.js';
+import { spawnPty } from '../helpers/pty.js';
 import { rememberSecret } from '../helpers/secrets.js';
 
 /**
@@ -56,6 +58,30 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     return await exited;
   }
 
+  /**
+   * Runs the banner's "Next" lines with bash in the stack's directory, as a developer pastes them. The
+   * directory is not a checkout, so `npx` is a shim running this checkout's bin/stk.js (what `npx stk`
+   * resolves to in a checkout); every other word is the banner's.
+   */
+  async function runNextSteps(p: Proc): Promise<{ code: number; stdout: string; output: string }> {
+    const banner = p.logs().slice(p.logs().lastIndexOf('Santokit dev stack is up'));
+    const lines = banner.split('\n');
+    const start = lines.findIndex((l) => l.startsWith('Next'));
+    const block = lines.slice(start + 1, lines.findIndex((l, i) => i > start && l.trim() === '')).map((l) => l.replace(/^ {2}/, ''));
+    expect(block[0]).toMatch(/^export STK_HUB_URL=/);
+    const bin = mkdtempSync(join(tmpdir(), 'stk-npx-'));
+    writeFileSync(join(bin, 'npx'), `#!/bin/sh\n[ "$1" = stk ] && shift\nexec "${process.execPath}" "${STK}" "$@"\n`, { mode: 0o755 });
+    const script = ['set -e', ...block].join('\n');
+    return await new Promise((resolve) => {
+      const c = spawn('bash', ['-c', script], { cwd, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, STK_CONFIG_DIR: tempConfigDir(), NO_COLOR: '1' } });
+      let stdout = '';
+      let output = '';
+      c.stdout.on('data', (d) => ((stdout += d), (output += d)));
+      c.stderr.on('data', (d) => (output += d));
+      c.on('close', (code) => resolve({ code: code ?? -1, stdout, output }));
+    });
+  }
+
   async function sql<T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> {
     const c = new pg.Client({ connectionString: pgUrl() });
     await c.connect();
@@ -92,8 +118,8 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     expect(out).toContain(`PostgreSQL  ${pgUrl()}`);
     expect(out).toContain(DEV_EMAIL);
     expect(out).toContain(password);
-    expect(out).toContain('npx stk apply --project demo --env dev --dir examples/basic');
-    expect(out).toContain('npx stk apikey create --project demo --env dev --name local --roles admin');
+    expect(out).toMatch(/npx stk apply --project demo --env dev --dir \S*examples\/basic/);
+    expect(out).toContain('KEY=$(npx stk apikey create --project demo --env dev --name local --roles admin -q)');
     expect(out).toContain(`${bridgeUrl()}/call`);
     expect(out).toContain('created project demo');
   });
@@ -139,7 +165,7 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     expect((await runStk(['login', '--email', DEV_EMAIL, '--password-stdin'], { input: password, env: cli })).code).toBe(0);
     const apply = await runStk(['apply', '--project', 'demo', '--env', 'dev', '--dir', join(ROOT, 'examples/basic')], { env: cli });
     expect(apply.code, apply.output).toBe(0);
-    const created = await runStk(['apikey', 'create', '--project', 'demo', '--env', 'dev', '--name', 'local', '--roles', 'admin', '--json'], { env: cli });
+    const created = await runStk(['apikey', 'create', '--project', 'demo', '--env', 'dev', '--name', 'first', '--roles', 'admin', '--json'], { env: cli });
     expect(created.code, created.output).toBe(0);
     apiKey = rememberSecret('api-key', (JSON.parse(created.stdout) as { apiKey: string }).apiKey);
 
@@ -151,6 +177,26 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
       expect(r.status).toBe(200);
       expect((r.body as { data: Array<{ email: string }> }).data.map((u) => u.email)).toContain('ada@example.com');
     }
+  });
+
+  it('the Next block, pasted into a shell in that directory, ends with a /call that answers (npx resolved to this checkout)', async () => {
+    const r = await runNextSteps(dev!);
+    expect(r.code, r.output).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toMatchObject({ data: expect.any(Array) });
+  });
+
+  it('stk status: the URLs, the dev owner, the password file, and each part answering (pretty, --json, -o env)', async () => {
+    const r = await runStk(['status'], { cwd, env: { STK_DATA_DIR: '' } });
+    expect(r.code, r.output).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`Hub +${hubUrl().replace(/\./g, '\\.')} +✓ answers`));
+    expect(r.stdout).toMatch(/Bridge +\S+ +✓ answers/);
+    expect(r.stdout).toMatch(/PostgreSQL +\S+ +✓ answers \(select 1\)/);
+    expect(r.stdout).toContain('dev@santokit.local (password in .santokit/dev-owner.txt)');
+    const j = JSON.parse((await runStk(['status', '--json'], { cwd, env: { STK_DATA_DIR: '' } })).stdout);
+    expect(j).toMatchObject({ running: true, hub: { url: hubUrl(), ok: true }, bridge: { url: bridgeUrl(), ok: true }, postgres: { url: pgUrl(), ok: true }, devOwner: { email: DEV_EMAIL } });
+    const e = await runStk(['status', '-o', 'env'], { cwd, env: { STK_DATA_DIR: '' } });
+    expect(e.stdout).toContain(`STK_HUB_URL='${hubUrl()}'\n`);
+    expect(e.stdout).toContain(`STK_DEV_OWNER_PASSWORD_FILE='${join(cwd, '.santokit/dev-owner.txt')}'\n`);
   });
 
   it('refuses a second stk dev on the same data directory', async () => {
@@ -177,7 +223,30 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     // nothing left to bootstrap the second time
     expect(dev.logs()).not.toContain('created project demo');
     expect(dev.logs()).toContain('Project     demo, env dev, connection main');
+    // `local` is taken now: the printed steps use a free name, and still work when pasted
+    expect(dev.logs()).toContain('--name local-2 --roles admin -q)');
+    const again = await runNextSteps(dev);
+    expect(again.code, again.output).toBe(0);
 
     expect(await interrupt(dev)).toBe(0);
   });
+});
+
+describe('Ctrl-C on `npm start` (what docs/development.md says)', () => {
+  it('stops the stack cleanly ("Stopped."); npm then reports the interrupt as 130', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'stk-npmstart-'));
+    const ports = { STK_HUB_PORT: String(await freePort()), STK_BRIDGE_PORT: String(await freePort()), STK_DEV_PG_PORT: String(await freePort()) };
+    const p = spawnPty(['npm', 'start'], { cwd: ROOT, env: { ...ports, STK_DATA_DIR: join(data, '.santokit'), NO_COLOR: '1' } });
+    try {
+      await p.waitFor('Santokit dev stack is up', 90_000);
+      await p.waitFor('Ctrl-C stops everything');
+      p.write('\x03');
+      expect(await p.exit).toBe(130);
+      expect(p.output()).toContain('Stopped. Data is kept in');
+      await expect(fetch(`http://127.0.0.1:${ports.STK_HUB_PORT}/healthz`)).rejects.toThrow();
+    } finally {
+      p.child.kill('SIGKILL');
+      rmSync(data, { recursive: true, force: true });
+    }
+  }, 120_000);
 });

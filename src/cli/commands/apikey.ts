@@ -2,8 +2,9 @@ import type { Command } from 'commander';
 import { enc } from '../client.js';
 import { resolveEnv, resolveProject } from '../config.js';
 import { CliError, UsageError } from '../errors.js';
-import { printJson, printTable, success, warn, when } from '../output.js';
-import { client, example, opts } from './common.js';
+import { isTTY, printJson, printTable, success, warn, when } from '../output.js';
+import { canConfirm, promptLine } from '../prompt.js';
+import { client, durationFlag, example, oneOf, opts, timestampFlag } from './common.js';
 
 interface Ack {
   bridges: number;
@@ -53,6 +54,7 @@ interface DryRun {
   keyId: string;
   name: string;
   status: string;
+  asOf?: string | null;
   lastUsedAt: string | null;
   requestsLast60m: number;
   sources: Array<{ address: string; lastSeenAt: string; count: number }>;
@@ -69,6 +71,8 @@ interface Rotated {
 }
 
 type Scope = { project?: string; env?: string };
+
+const STATUSES: ReadonlyArray<KeyView['status']> = ['active', 'revoked', 'expired'];
 
 const PROJECT_OPT = ['--project <project>', 'project (default: STK_PROJECT or .stk/context.json)'] as const;
 const ENV_OPT = ['--env <env>', 'env (default: STK_ENV or .stk/context.json)'] as const;
@@ -104,6 +108,71 @@ function checkAck(ack: Ack | null | undefined, what: string): void {
 
 const keyLine = (k: { keyId: string; name: string }) => `${k.keyId} (${JSON.stringify(k.name)})`;
 
+interface KeyUsageView {
+  key: KeyView;
+  asOf: string | null;
+  bridges: number;
+  from: string;
+  to: string;
+  series: Array<{ minute: string; requests: number }>;
+  byStatus: Array<{ status: string; requests: number }>;
+  sources: Array<{ address: string; requests: number; firstSeenAt: string; lastSeenAt: string }>;
+}
+
+const num = (n: number) => n.toLocaleString('en-US');
+const BARS = ' ▁▂▃▄▅▆▇█';
+
+/** Requests per minute over the window as one line of block characters, each the busiest minute of its slice. */
+export function sparkline(series: Array<{ minute: string; requests: number }>, fromIso: string, toIso: string, width: number): { line: string; peak: number } {
+  const from = Date.parse(fromIso);
+  const minutes = Math.max(1, Math.round((Date.parse(toIso) - from) / 60_000));
+  const cols = new Array<number>(width).fill(0);
+  let peak = 0;
+  for (const m of series) {
+    // the current minute lands on the last column
+    const i = Math.min(width - 1, Math.floor(((Date.parse(m.minute) - from) / 60_000 / minutes) * width));
+    if (i < 0) continue;
+    cols[i] = Math.max(cols[i]!, m.requests);
+    peak = Math.max(peak, m.requests);
+  }
+  const line = cols.map((v) => (v === 0 ? '·' : BARS[Math.max(1, Math.ceil((v / peak) * 8))])).join('');
+  return { line, peak };
+}
+
+function age(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+}
+
+function renderUsage(u: KeyUsageView, project: string, env: string): string {
+  const k = u.key;
+  const width = Math.max(24, Math.min(96, (process.stdout.columns || 80) - 4));
+  const total = u.series.reduce((n, m) => n + m.requests, 0);
+  const { line, peak } = sparkline(u.series, u.from, u.to, width);
+  const fresh = u.asOf
+    ? `as of ${age(u.asOf)}: Bridges report every 60 s, later requests are not in yet`
+    : 'no Bridge is connected, so nothing newer can arrive';
+  const out = [
+    `${keyLine(k)} in ${project}/${env}`,
+    `  status: ${k.status}${k.unconfirmed ? ' (unconfirmed)' : ''}`,
+    `  roles: ${k.roles.join(', ')}${k.staleRoles.length ? ` (no longer in the release: ${k.staleRoles.join(', ')})` : ''}`,
+    `  created: ${k.createdAt}${k.rotatedAt ? `, rotated ${k.rotatedAt}` : ''}`,
+    `  last used: ${k.lastUsedAt ?? 'never'}${k.lastUsedAt ? ' (minute granularity)' : ''}`,
+    `  expires: ${k.expiresAt ?? 'never'}`,
+    `  rate limit: ${k.rateLimitPerMin ? `${num(k.rateLimitPerMin)}/min` : 'default'} on each Bridge`,
+    '',
+    `Requests per minute, last 24 h: ${num(total)} in total, peak ${num(peak)}/min (${fresh})`,
+    `  ${line}`,
+    `  ${'24 h ago'.padEnd(width - 3)}now`,
+    '',
+    `By status, last 24 h: ${u.byStatus.filter((b) => b.requests > 0 || b.status === '2xx').map((b) => `${b.status} ${num(b.requests)}`).join(' · ')}`,
+    u.sources.length ? 'Sources, last 7 days:' : 'Sources, last 7 days: none seen',
+    ...u.sources.map((x) => `  ${x.address.padEnd(16)} ${num(x.requests)} request${x.requests === 1 ? '' : 's'}, last ${x.lastSeenAt}`),
+    '',
+  ];
+  return out.join('\n');
+}
+
 export function registerApiKeyCommands(program: Command): void {
   const apikey = example(
     program.command('apikey').description('project API keys for servers and CI: create, list, rotate, revoke (needs project:admin)'),
@@ -114,8 +183,9 @@ export function registerApiKeyCommands(program: Command): void {
 
   example(
     apikey.command('create').description('create a key bound to one project+env and a set of roles; prints the key ONCE')
+      .argument('[name]', 'the key name (or --name)')
       .option(...PROJECT_OPT).option(...ENV_OPT)
-      .requiredOption('--name <name>', "unique per env: 1-63 lowercase letters, digits or '-'")
+      .option('--name <name>', "unique per env: 1-63 lowercase letters, digits or '-'")
       .requiredOption('--roles <roles>', 'comma-separated roles; each must be granted by some rule of the current release')
       .option('--expires-in <duration>', 'e.g. 30d, 12h (default: never)')
       .option('--expires-at <iso>', 'e.g. 2027-01-31T00:00:00Z')
@@ -125,13 +195,16 @@ export function registerApiKeyCommands(program: Command): void {
     'stk apikey create --project shop --env prod --name server --roles reader,writer',
     'stk apikey create --project shop --env dev --name ci --roles reader --expires-in 90d --rate-limit 500/min',
     'KEY=$(stk apikey create --project shop --env dev --name local --roles admin -q)',
-  ).action(async (_o, cmd: Command) => {
-    const o = opts<Scope & { name: string; roles: string; expiresIn?: string; expiresAt?: string; rateLimit?: string; quiet?: boolean }>(cmd);
+  ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { name?: string; roles: string; expiresIn?: string; expiresAt?: string; rateLimit?: string; quiet?: boolean }>(cmd);
+    const name = oneOf(nameArg, o.name, '--name', 'the key name');
     if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
     if (o.expiresIn && o.expiresAt) throw new UsageError('pass --expires-in or --expires-at, not both');
+    durationFlag('--expires-in', o.expiresIn);
+    timestampFlag('--expires-at', o.expiresAt);
     const { project, env, base } = scope(cmd);
     const body = {
-      name: o.name,
+      name,
       // sent as typed (split only): the Hub trims and rejects empties and duplicates with 422
       roles: o.roles.split(','),
       expiresIn: o.expiresIn,
@@ -154,24 +227,33 @@ export function registerApiKeyCommands(program: Command): void {
   example(
     apikey.command('list').description("an env's keys: id, name, roles, status, created, last used, expiry (never the secret)")
       .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option('--status <status>', 'only keys with this status: active, revoked or expired')
       .option('--json', 'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, staleRoles, unconfirmed}]')
-      .addHelpText('after', '\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).\nSTATUS reads "status: active", "status: revoked" or "status: expired".'),
+      .addHelpText('after', '\nOn a terminal: a table, the status reading "status: active", "status: revoked" or "status: expired".\nPiped: the same columns tab-separated, no header, bare values (active), times in ISO-8601 UTC.\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).'),
     'stk apikey list --project shop --env prod',
+    'stk apikey list --project shop --env prod --status active',
     'stk apikey list --project shop --env prod --json',
   ).action(async (_o, cmd: Command) => {
+    const o = opts<Scope & { status?: string }>(cmd);
+    if (o.status !== undefined && !STATUSES.includes(o.status as KeyView['status'])) {
+      throw new UsageError(`invalid --status ${JSON.stringify(o.status)}: use ${STATUSES.join(', ')}`);
+    }
     const { project, env, base } = scope(cmd);
     const r = await client(cmd).get<{ items: KeyView[] }>(base);
-    if (opts(cmd).json) return printJson(r.items);
-    printTable(r.items, [
+    const items = o.status ? r.items.filter((k) => k.status === o.status) : r.items;
+    if (o.json) return printJson(items);
+    const human = isTTY();
+    printTable(items, [
       { header: 'ID', get: (k) => k.keyId },
       { header: 'NAME', get: (k) => k.name },
       { header: 'ROLES', get: (k) => k.roles.join(',') },
-      { header: 'STATUS', get: (k) => `status: ${k.status}` },
+      // a person reads "status: active" (the words say what the column is); scripts get the bare value
+      { header: '', get: (k) => (human ? `status: ${k.status}` : k.status) },
       { header: 'CREATED', get: (k) => when(k.createdAt) },
       { header: 'LAST USED', get: (k) => when(k.lastUsedAt) },
       { header: 'EXPIRES', get: (k) => (k.expiresAt ? when(k.expiresAt) : 'never') },
-    ], { empty: `No API keys in ${project}/${env} (create one with: stk apikey create --project ${project} --env ${env} --name <name> --roles <roles>)` });
-    for (const k of r.items) {
+    ], { empty: o.status ? `No ${o.status} API keys in ${project}/${env}` : `No API keys in ${project}/${env} (create one with: stk apikey create --project ${project} --env ${env} --name <name> --roles <roles>)` });
+    for (const k of items) {
       if (k.status === 'active' && k.staleRoles.length) {
         warn(`key ${keyLine(k)}: role(s) ${k.staleRoles.join(', ')} are no longer referenced by the current release`);
       }
@@ -182,29 +264,63 @@ export function registerApiKeyCommands(program: Command): void {
   });
 
   example(
-    apikey.command('revoke').description('revoke a key (by id or name); returns once every connected Bridge rejects it')
+    apikey.command('show').description("a key's details and usage: requests per minute over 24 h (a chart), by status and by source")
+      .argument('[key]', 'the key id or name (or --key-id)')
       .option(...PROJECT_OPT).option(...ENV_OPT)
-      .requiredOption('--key-id <idOrName>', 'the key id, or its name')
-      .option('--dry-run', 'show last use, requests in the last 60 min and source addresses; change nothing')
-      .option('--json', 'print the Hub response'),
-    'stk apikey revoke --project shop --env prod --key-id server --dry-run',
-    'stk apikey revoke --project shop --env prod --key-id server',
-  ).action(async (_o, cmd: Command) => {
-    const o = opts<Scope & { keyId: string; dryRun?: boolean }>(cmd);
+      .option('--key-id <idOrName>', 'the key id, or its name')
+      .option('--json', 'print {key, asOf, bridges, from, to, series: [{minute, requests}], byStatus, sources}')
+      .addHelpText('after', '\nBridges count in memory and report every 60 s (STK_USAGE_REPORT_SECONDS): the figures say how old they are.\nIn --json, series lists the minutes with requests (others had none); 2xx = authenticated calls that succeeded.'),
+    'stk apikey show server --project shop --env prod',
+    'stk apikey show server --project shop --env prod --json',
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
     const { project, env, base } = scope(cmd);
-    const path = `${base}/${enc(o.keyId)}/revoke`;
+    const u = await client(cmd).get<KeyUsageView>(`${base}/${enc(key)}/usage`);
+    if (o.json) return printJson(u);
+    process.stdout.write(renderUsage(u, project, env));
+  });
+
+  example(
+    apikey.command('revoke').description('revoke a key (by id or name); returns once every connected Bridge rejects it')
+      .argument('[key]', 'the key id or name (or --key-id)')
+      .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option('--key-id <idOrName>', 'the key id, or its name')
+      .option('--dry-run', 'show last use, requests in the last 60 min and source addresses; change nothing')
+      .option('-y, --yes', 'do not ask for confirmation (it is only asked on a terminal)')
+      .option('--json', 'print the Hub response')
+      .addHelpText('after', '\nRevoking cannot be undone. On a terminal you are asked to type the key name first (--yes skips it);\nwithout a terminal (scripts, CI) nothing is asked.'),
+    'stk apikey revoke server --project shop --env prod --dry-run',
+    'stk apikey revoke server --project shop --env prod',
+    'stk apikey revoke --project shop --env prod --key-id server --yes',
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string; dryRun?: boolean; yes?: boolean }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
+    const { project, env, base } = scope(cmd);
+    const path = `${base}/${enc(key)}/revoke`;
     if (o.dryRun) {
       const d = await client(cmd).post<DryRun>(path, { dryRun: true });
       if (o.json) return printJson(d);
       const out = [
-        `Dry run: nothing changed. Revoking ${keyLine(d)} in ${project}/${env} would reject it on every Bridge.`,
+        d.status === 'revoked'
+          ? `Dry run: nothing changed. ${keyLine(d)} in ${project}/${env} is already revoked; revoking it again would change nothing.`
+          : `Dry run: nothing changed. Revoking ${keyLine(d)} in ${project}/${env} would reject it on every Bridge.`,
         `Status: ${d.status}`,
         `Last used: ${d.lastUsedAt ?? 'never'} (minute granularity)`,
+        `Figures: ${d.asOf ? `as of ${age(d.asOf)} (Bridges report every 60 s: a request since then is not counted yet)` : d.asOf === null ? 'no Bridge is connected' : 'of the last report'}`,
         `Requests in the last 60 min: ${d.requestsLast60m}`,
         `Sources: ${d.sources.length ? d.sources.map((s) => `${s.address} (${s.count} request${s.count === 1 ? '' : 's'}, last ${s.lastSeenAt})`).join(', ') : 'none seen'}`,
       ];
       process.stdout.write(out.join('\n') + '\n');
       return;
+    }
+    if (!o.yes && canConfirm()) {
+      const k = await client(cmd).get<KeyView>(`${base}/${enc(key)}`);
+      if (k.status !== 'revoked') {
+        process.stderr.write(`Revoking ${keyLine(k)} in ${project}/${env} (roles ${k.roles.join(', ')}, last used ${k.lastUsedAt ?? 'never'}) cannot be undone: every Bridge rejects it at once.\n`);
+        const typed = (await promptLine(`Type the key name (${k.name}) to confirm: `)).trim();
+        if (typed !== k.name) throw new CliError(`confirmation did not match ${JSON.stringify(k.name)}: nothing was revoked`);
+      }
     }
     const r = await client(cmd).post<Revoked>(path, {});
     if (o.json) printJson(r);
@@ -215,17 +331,19 @@ export function registerApiKeyCommands(program: Command): void {
 
   example(
     apikey.command('rotate').description('new secret for the same key id, name, roles and history; prints the new key ONCE')
+      .argument('[key]', 'the key id or name (or --key-id)')
       .option(...PROJECT_OPT).option(...ENV_OPT)
-      .requiredOption('--key-id <idOrName>', 'the key id, or its name')
-      .option('--grace <duration>', 'how long the previous secret keeps working, 0 to 7d (default 0: it stops now)', '0')
+      .option('--key-id <idOrName>', 'the key id, or its name')
+      .option('--grace <duration>', 'how long the previous secret keeps working, 0 to 7d (default: 0, it stops now)')
       .option('--json', 'print {keyId, name, roles, rotatedAt, previousSecretValidUntil, apiKey, ack}')
       .option('-q, --quiet', 'print only the new key on stdout'),
     'stk apikey rotate --project shop --env prod --key-id server --grace 1h',
-  ).action(async (_o, cmd: Command) => {
-    const o = opts<Scope & { keyId: string; grace: string; quiet?: boolean }>(cmd);
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string; grace?: string; quiet?: boolean }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
     if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
     const { project, env, base } = scope(cmd);
-    const r = await client(cmd).post<Rotated>(`${base}/${enc(o.keyId)}/rotate`, { grace: o.grace });
+    const r = await client(cmd).post<Rotated>(`${base}/${enc(key)}/rotate`, { grace: durationFlag('--grace', o.grace) ?? '0' });
     if (o.json) printJson(r);
     else if (o.quiet) process.stdout.write(`${r.apiKey}\n`);
     else {
@@ -238,8 +356,9 @@ export function registerApiKeyCommands(program: Command): void {
 
   example(
     apikey.command('update').description("change a key's roles, expiry or rate limit; returns once every connected Bridge applied it")
+      .argument('[key]', 'the key id or name (or --key-id)')
       .option(...PROJECT_OPT).option(...ENV_OPT)
-      .requiredOption('--key-id <idOrName>', 'the key id, or its name')
+      .option('--key-id <idOrName>', 'the key id, or its name')
       .option('--roles <roles>', 'replace the roles (comma-separated)')
       .option('--expires-in <duration>', 'new expiry from now, e.g. 30d')
       .option('--expires-at <iso>', 'new expiry')
@@ -248,8 +367,11 @@ export function registerApiKeyCommands(program: Command): void {
       .option('--json', 'print the key'),
     'stk apikey update --project shop --env prod --key-id server --roles reader',
     'stk apikey update --project shop --env prod --key-id ci --expires-in 7d',
-  ).action(async (_o, cmd: Command) => {
-    const o = opts<Scope & { keyId: string; roles?: string; expiresIn?: string; expiresAt?: string; expiry?: boolean; rateLimit?: string }>(cmd);
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string; roles?: string; expiresIn?: string; expiresAt?: string; expiry?: boolean; rateLimit?: string }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
+    durationFlag('--expires-in', o.expiresIn);
+    timestampFlag('--expires-at', o.expiresAt);
     const body: Record<string, unknown> = {};
     if (o.roles !== undefined) body.roles = o.roles.split(',');
     if (o.expiresIn) body.expiresIn = o.expiresIn;
@@ -261,7 +383,7 @@ export function registerApiKeyCommands(program: Command): void {
     if (o.rateLimit !== undefined) body.rateLimitPerMin = parseRateLimitFlag(o.rateLimit);
     if (Object.keys(body).length === 0) throw new UsageError('nothing to change: pass --roles, --expires-in, --expires-at, --no-expiry or --rate-limit');
     const { project, env, base } = scope(cmd);
-    const r = await client(cmd).patch<KeyView & { ack: Ack }>(`${base}/${enc(o.keyId)}`, body);
+    const r = await client(cmd).patch<KeyView & { ack: Ack }>(`${base}/${enc(key)}`, body);
     if (o.json) printJson(r);
     else success(`Updated API key ${keyLine(r)} in ${project}/${env}: roles ${r.roles.join(', ')}, expires ${r.expiresAt ?? 'never'}, rate limit ${r.rateLimitPerMin ?? 'default'}/min`);
     checkAck(r.ack, `updated ${keyLine(r)}`);

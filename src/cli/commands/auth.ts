@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { clearCredentials, readCredentials, writeCredentials } from '../config.js';
-import { printJson, success } from '../output.js';
+import { printJson, success, terminalSafe } from '../output.js';
 import { getPassword, promptLine } from '../prompt.js';
 import { client, example, opts } from './common.js';
 
@@ -40,14 +40,27 @@ export function registerAuthCommands(program: Command): void {
   });
 
   example(
-    program.command('whoami').description('show the logged-in operator, org role and project roles').option('--json', 'machine-readable output'),
+    program.command('whoami').description('show the Hub, the logged-in operator, what their org role lets them do, and their project roles').option('--json', 'print {hubUrl, id, email, orgRole, projectRoles}'),
     'stk whoami',
   ).action(async (_o, cmd: Command) => {
     const o = opts(cmd);
-    const me = await client(cmd).get<WhoAmI>('/api/auth/whoami');
-    if (o.json) return printJson(me);
-    process.stdout.write(`email: ${me.email}\norg role: ${me.orgRole ?? 'none'}\n`);
-    if (me.projectRoles.length === 0) process.stdout.write('project roles: none\n');
-    for (const p of me.projectRoles) process.stdout.write(`project ${p.project}: ${p.role}${p.status === 'active' ? '' : ` (${p.status})`}\n`);
+    const c = client(cmd);
+    const me = await c.get<WhoAmI>('/api/auth/whoami');
+    if (o.json) return printJson({ hubUrl: c.hubUrl, ...me });
+    const lines = [`hub: ${c.hubUrl}`, `email: ${me.email}`, `org role: ${me.orgRole ?? 'none'}`];
+    const can = ORG_POWERS[me.orgRole ?? ''];
+    if (can) lines.push(`  can: ${can}`);
+    if (me.projectRoles.length === 0) {
+      lines.push(me.orgRole === 'owner' || me.orgRole === 'admin' ? 'project roles: none set (admin on every project through the org role)' : 'project roles: none');
+    }
+    for (const p of me.projectRoles) lines.push(`project ${p.project}: ${p.role}${p.status === 'active' ? '' : ` (${p.status})`}${me.orgRole === 'owner' || me.orgRole === 'admin' ? ' (set explicitly: it replaces the org default there)' : ''}`);
+    process.stdout.write(lines.map((l) => terminalSafe(l)).join('\n') + '\n');
   });
 }
+
+/** What an org role allows (docs/operators.md "Roles"). */
+const ORG_POWERS: Record<string, string> = {
+  owner: 'everything: create projects, invite operators (owners too), change or remove anyone, and act as admin on every project',
+  admin: 'create projects, invite operators (not owners), manage members ranked below admin, and act as admin on every project',
+  member: 'only what a project role grants on each project',
+};

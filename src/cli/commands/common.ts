@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { HubClient } from '../client.js';
+import { UsageError } from '../errors.js';
+import { parseDuration } from '../../common/duration.js';
 
 /** Global options (e.g. --hub) merged with the command's own. */
 export function opts<T = Record<string, unknown>>(cmd: Command): T & { hub?: string; json?: boolean } {
@@ -12,4 +14,37 @@ export function client(cmd: Command, anonymous = false): HubClient {
 
 export function example(cmd: Command, ...lines: string[]): Command {
   return cmd.addHelpText('after', '\nExamples:\n' + lines.map((l) => `  $ ${l}`).join('\n'));
+}
+
+/**
+ * One name from a positional argument or its flag (`stk apikey create server` = `--name server`), so
+ * every command takes both spellings. Neither → usage error naming both; two different → usage error.
+ */
+export function oneOf(positional: string | undefined, flagValue: string | undefined, flag: string, what: string): string {
+  if (positional !== undefined && flagValue !== undefined && positional !== flagValue) {
+    throw new UsageError(`${what} given twice: ${JSON.stringify(positional)} and ${flag} ${JSON.stringify(flagValue)}`);
+  }
+  const v = positional ?? flagValue;
+  if (v === undefined || v === '') throw new UsageError(`${what} is required: pass it as an argument or with ${flag}`);
+  return v;
+}
+
+/** A duration flag (`--expires-in 90d`), checked before anything is sent: a bad value names the flag (exit 2). */
+export function durationFlag(flag: string, v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  try {
+    parseDuration(v);
+  } catch {
+    throw new UsageError(`invalid ${flag} ${JSON.stringify(v.slice(0, 40))}: use a duration like 30m, 12h or 90d`);
+  }
+  return v;
+}
+
+/** An ISO-8601 timestamp flag (`--expires-at 2027-01-31T00:00:00Z`). */
+export function timestampFlag(flag: string, v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{4}-\d{2}-\d{2}/.test(v) || !Number.isFinite(Date.parse(v))) {
+    throw new UsageError(`invalid ${flag} ${JSON.stringify(v.slice(0, 40))}: use an ISO-8601 time like 2027-01-31T00:00:00Z`);
+  }
+  return v;
 }

@@ -4,7 +4,7 @@ import { resolveEnv, resolveProject } from '../config.js';
 import { UsageError } from '../errors.js';
 import { printJson, printTable, success, when } from '../output.js';
 import { canPrompt, promptSecret, readStdin } from '../prompt.js';
-import { client, example, opts } from './common.js';
+import { client, example, oneOf, opts } from './common.js';
 import type { AckResult } from '../../protocol/api/define.js';
 import { reportBridgeAck } from './ack.js';
 
@@ -16,7 +16,7 @@ interface Connection {
   updatedAt: string;
 }
 
-type Target = { project?: string; env?: string; name: string };
+type Target = { project?: string; env?: string; name?: string };
 
 const withTarget = (c: Command) =>
   c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
@@ -35,15 +35,17 @@ export function registerConnectionCommands(program: Command): void {
 
   example(
     withTarget(conns.command('set').description('create or replace a connection; the URL is stored encrypted and never shown again'))
-      .option('--name <name>', 'connection name', 'main')
+      .argument('[name]', 'connection name (or --name; default: main)')
+      .option('--name <name>', 'connection name (default: main)')
       .option('--engine <engine>', 'database engine (only postgres)', 'postgres')
       .option('--db-url <url>', 'postgres:// URL (visible in shell history: prefer --db-url-stdin)')
       .option('--db-url-stdin', 'read the URL from stdin')
       .option('--json', 'print {name, engine, url (masked), createdAt, updatedAt}'),
     'stk connections set --project shop --env dev --name main --engine postgres --db-url postgres://app:secret@db:5432/shop',
     'printf %s "$DATABASE_URL" | stk connections set --project shop --env dev --db-url-stdin',
-  ).action(async (_o, cmd: Command) => {
+  ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
     const o = opts<Target & { engine: string; dbUrl?: string; dbUrlStdin?: boolean }>(cmd);
+    const name = nameArg === undefined && o.name === undefined ? 'main' : oneOf(nameArg, o.name, '--name', 'the connection name');
     if (o.dbUrl && o.dbUrlStdin) throw new UsageError('pass either --db-url or --db-url-stdin, not both');
     const { project, env, path } = basePath(o);
     let dbUrl = o.dbUrl;
@@ -53,7 +55,7 @@ export function registerConnectionCommands(program: Command): void {
       dbUrl = (await promptSecret('Database URL: ')).trim();
     }
     if (!dbUrl) throw new UsageError('the database URL is empty');
-    const { ack, ...c } = await client(cmd).put<Connection & { ack?: AckResult | null }>(`${path}/${enc(o.name)}`, { engine: o.engine, dbUrl });
+    const { ack, ...c } = await client(cmd).put<Connection & { ack?: AckResult | null }>(`${path}/${enc(name)}`, { engine: o.engine, dbUrl });
     if (o.json) {
       reportBridgeAck(ack, `connection ${c.name} is saved`, true);
       return printJson(c);
@@ -64,15 +66,17 @@ export function registerConnectionCommands(program: Command): void {
 
   example(
     withTarget(conns.command('test').description('connect with the stored URL and run SELECT 1'))
-      .option('--name <name>', 'connection name', 'main')
+      .argument('[name]', 'connection name (or --name; default: main)')
+      .option('--name <name>', 'connection name (default: main)')
       .option('--json', 'print {ok, latencyMs}'),
     'stk connections test --project shop --env dev --name main',
-  ).action(async (_o, cmd: Command) => {
+  ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
     const o = opts<Target>(cmd);
+    const name = nameArg === undefined && o.name === undefined ? 'main' : oneOf(nameArg, o.name, '--name', 'the connection name');
     const { project, env, path } = basePath(o);
-    const r = await client(cmd).post<{ ok: boolean; latencyMs: number }>(`${path}/${enc(o.name)}/test`);
+    const r = await client(cmd).post<{ ok: boolean; latencyMs: number }>(`${path}/${enc(name)}/test`);
     if (o.json) return printJson(r);
-    success(`Connection ${o.name} in ${project}/${env} works (${r.latencyMs} ms)`);
+    success(`Connection ${name} in ${project}/${env} works (${r.latencyMs} ms)`);
   });
 
   example(

@@ -10,6 +10,8 @@ import { registerApplyCommand } from './apply.js';
 import { registerReleaseCommands } from './release.js';
 import { registerApiKeyCommands } from './apikey.js';
 import { registerGenCommands } from './gen.js';
+import { registerStatusCommand } from './status.js';
+import { registerCompletionCommand } from './completion.js';
 
 /** One file per command group. Keep these imports light: heavy modules load inside actions. */
 export function registerCommands(program: Command): void {
@@ -24,4 +26,6 @@ export function registerCommands(program: Command): void {
   registerReleaseCommands(program);
   registerApiKeyCommands(program);
   registerGenCommands(program);
+  registerStatusCommand(program);
+  registerCompletionCommand(program); // last: it completes every command registered before it
 }

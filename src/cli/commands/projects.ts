@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { enc } from '../client.js';
 import { resolveProject } from '../config.js';
 import { printJson, printTable, success, when } from '../output.js';
-import { client, example, opts } from './common.js';
+import { client, example, oneOf, opts } from './common.js';
 
 interface Project {
   name: string;
@@ -22,10 +22,12 @@ export function registerProjectCommands(program: Command): Command {
     'stk project create shop', 'stk project list', 'stk project invite bob@example.com --project shop --role deployer');
 
   example(
-    project.command('create').description('create a project (needs org:admin)').argument('<name>', "1-63 lowercase letters, digits or '-'")
+    project.command('create').description('create a project (needs org:admin)').argument('[name]', "1-63 lowercase letters, digits or '-' (or --name)")
+      .option('--name <name>', 'the project name')
       .option('--json', 'print {name, createdAt}'),
     'stk project create shop',
-  ).action(async (name: string, _o, cmd: Command) => {
+  ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
+    const name = oneOf(nameArg, opts<{ name?: string }>(cmd).name, '--name', 'the project name');
     const p = await client(cmd).post<Project>('/api/projects', { name });
     if (opts(cmd).json) return printJson(p);
     success(`Created project ${p.name}`);
@@ -48,12 +50,14 @@ export function registerProjectCommands(program: Command): Command {
   const env = example(program.command('env').description('envs of a project (dev, staging, prod, …)'), 'stk env create --project shop dev', 'stk env list --project shop');
 
   example(
-    env.command('create').description('create an env in a project (needs project:admin)').argument('<env>', "1-63 lowercase letters, digits or '-'")
+    env.command('create').description('create an env in a project (needs project:admin)').argument('[env]', "1-63 lowercase letters, digits or '-' (or --name)")
       .option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
+      .option('--name <env>', 'the env name')
       .option('--json', 'print {name, createdAt}'),
     'stk env create --project shop dev',
-  ).action(async (name: string, _o, cmd: Command) => {
-    const o = opts<{ project?: string }>(cmd);
+  ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<{ project?: string; name?: string }>(cmd);
+    const name = oneOf(nameArg, o.name, '--name', 'the env name');
     const p = resolveProject(o.project);
     const e = await client(cmd).post<Env>(`/api/projects/${enc(p)}/envs`, { name });
     if (o.json) return printJson(e);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { CliError } from '../errors.js';
+import { CliError, UsageError } from '../errors.js';
 import { warn } from '../output.js';
 import { example, opts } from './common.js';
 import { getPassword } from '../prompt.js';
@@ -85,11 +85,27 @@ export function registerServerCommands(program: Command): void {
   });
 
   example(
-    program.command('dev').description('run Hub + Bridge + an embedded PostgreSQL for local development (data under .santokit/)'),
+    program.command('dev').description('run Hub + Bridge + an embedded PostgreSQL for local development (data under .santokit/)')
+      .option('--hub-port <port>', 'Hub port (env STK_HUB_PORT; default 4000)')
+      .option('--bridge-port <port>', 'Bridge port (env STK_BRIDGE_PORT; default 3000)')
+      .option('--pg-port <port>', 'embedded PostgreSQL port (env STK_DEV_PG_PORT; default 54329)')
+      .option('--data-dir <dir>', 'where everything is kept (env STK_DATA_DIR; default .santokit)')
+      .addHelpText('after', '\nPort 0 picks a free port. `npm start` runs `stk dev`; `npx stk status` shows the running stack.'),
     'stk dev',
-  ).action(async () => {
+    'stk dev --hub-port 4100 --bridge-port 3100 --pg-port 54400',
+  ).action(async (_o, cmd: Command) => {
+    const o = opts<{ hubPort?: string; bridgePort?: string; pgPort?: string; dataDir?: string }>(cmd);
+    const env = { ...process.env };
+    for (const [flag, v] of [['--hub-port', o.hubPort], ['--bridge-port', o.bridgePort], ['--pg-port', o.pgPort]] as const) {
+      if (v !== undefined && !(/^\d{1,5}$/.test(v) && Number(v) <= 65535)) throw new UsageError(`invalid ${flag} ${JSON.stringify(v)}: a port number (0-65535)`);
+    }
+    // flags win over the environment
+    if (o.hubPort !== undefined) env.STK_HUB_PORT = o.hubPort;
+    if (o.bridgePort !== undefined) env.STK_BRIDGE_PORT = o.bridgePort;
+    if (o.pgPort !== undefined) env.STK_DEV_PG_PORT = o.pgPort;
+    if (o.dataDir !== undefined) env.STK_DATA_DIR = o.dataDir;
     const { runDev } = await import('../../dev/index.js');
-    await runDev();
+    await runDev(env);
   });
 }
 
