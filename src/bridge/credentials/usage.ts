@@ -51,9 +51,9 @@ export class UsageCounter {
   }
 
   #addOutcome(u: KeyUsage, minute: number, tag: string, n: number): void {
-    const byMinute = (u.outcomes ??= new Map());
+    const byMinute = (u.outcomes ??= new Map<number, Map<string, number>>());
     let m = byMinute.get(minute);
-    if (!m) byMinute.set(minute, (m = new Map()));
+    if (!m) byMinute.set(minute, (m = new Map<string, number>()));
     m.set(tag, (m.get(tag) ?? 0) + n);
   }
 
