@@ -8,9 +8,11 @@
  * the answer's byte budget as they arrive (400 RESPONSE_TOO_LARGE / 503). Every step before SQL is an
  * in-memory lookup.
  */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import { Transform } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest, preParsingHookHandler } from 'fastify';
+import { BODY_LIMIT_BYTES } from '../../common/http.js';
 import type { CallRequest } from '../../protocol/call.js';
-import { type AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
+import { AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
 import { OPS, type Op } from '../../protocol/release.js';
 import { APIKEY } from '../../protocol/route-auth.js';
 import type { BridgeContext, Principal } from '../context.js';
@@ -85,7 +87,38 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
     return { data };
   }
 
-  app.post('/call', { config: { auth: APIKEY } }, async (req, reply) => {
+  /**
+   * Request bodies in flight are bounded like answers: a body is charged to its project/env's share of
+   * STK_RESPONSE_INFLIGHT_MAX_BYTES (the first 64 KB free) from its Content-Length before it is read,
+   * or chunk by chunk when it has none, and held until its response has been sent. Over the bound →
+   * 503 with Retry-After, before the body is buffered (one key's thousand 10 MB bodies would
+   * otherwise take gigabytes of the shared Bridge).
+   */
+  const bodies = new ResponseGauge({ maxBytes: BODY_LIMIT_BYTES, inflightMaxBytes: config.responseInflightMaxBytes });
+  const bodiesBusy = () =>
+    new AppError('SERVICE_UNAVAILABLE', 'this Bridge is holding its limit of request bodies in memory; retry shortly, or send smaller bodies', { headers: { 'retry-after': '1' } });
+  const chargeBody: preParsingHookHandler = (req: FastifyRequest, reply, payload, done) => {
+    const p = req.principal;
+    if (!p) return done(null, payload);
+    const budget = bodies.budget(p.project, p.env, true);
+    reply.raw.once('close', () => budget.release());
+    const declared = Number(req.headers['content-length']);
+    if (req.headers['content-length'] !== undefined && Number.isSafeInteger(declared)) {
+      // over the body limit: Fastify answers 413 from the header
+      if (declared <= BODY_LIMIT_BYTES && !budget.add(declared)) return done(bodiesBusy());
+      return done(null, payload);
+    }
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        if (!budget.add(chunk.length) && budget.overflow === Overflow.Busy) cb(bodiesBusy());
+        else cb(null, chunk);
+      },
+    });
+    payload.once('error', (e) => counted.destroy(e));
+    done(null, payload.pipe(counted));
+  };
+
+  app.post('/call', { config: { auth: APIKEY }, preParsing: chargeBody }, async (req, reply) => {
     // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
     const principal = req.principal!;
     const isExpired = ctx.isExpired as ((project: string, env: string) => boolean) | undefined;
