@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { AppError, forbidden } from '../protocol/errors.js';
 import { ORG_ROLE_RANK } from '../protocol/names.js';
 import type { HubContext } from './context.js';
@@ -55,10 +55,4 @@ export function installRouteAuth(app: FastifyInstance, ctx: HubContext): void {
         throw new AppError('INTERNAL_ERROR', `auth ${auth.kind} is not served by the Hub`);
     }
   });
-}
-
-/** The authenticated operator of a route that declared operator, org or project auth. */
-export function operatorOf(req: FastifyRequest): Operator {
-  if (!req.operator) throw new AppError('INTERNAL_ERROR', 'no authenticated operator on this route');
-  return req.operator;
 }

@@ -72,7 +72,6 @@ export class HubSync {
   #session = '';
   #ackSnapshot: number | undefined;
   #acking = false;
-  readonly stats = { snapshots: 0, changes: 0, reconnects: 0, acksSent: 0, ackFailures: 0 };
 
   constructor(o: HubSyncOptions, d: HubSyncDeps) {
     this.#o = o;
@@ -87,12 +86,6 @@ export class HubSync {
   }
   get cursor(): number | undefined {
     return this.#cursor;
-  }
-  get lastContact(): number {
-    return this.#lastContact;
-  }
-  get connectedHub(): string | null {
-    return this.#activeHub;
   }
 
   /** True when the Bridge synced once but has not heard from any Hub for longer than max-stale. */
@@ -144,7 +137,6 @@ export class HubSync {
       this.#activeHub = null;
       this.#pending = null;
       if (this.#stopped) break;
-      this.stats.reconnects++;
       if (Date.now() - started > 30_000) backoff = this.#o.minBackoffMs; // it had been healthy
       this.#hubIndex++; // fail over to the next Hub (the same one when there is only one)
       await sleep(backoff * (0.75 + Math.random() * 0.5), this.#stopCtl.signal);
@@ -239,7 +231,6 @@ export class HubSync {
           }
         }
         this.#cursor = m.seq;
-        this.stats.snapshots++;
         this.#ackSnapshot = m.seq;
         if (!this.#synced) {
           this.#synced = true;
@@ -256,7 +247,6 @@ export class HubSync {
           this.#applyEnv(m.state);
         }
         this.#cursor = m.cursor;
-        this.stats.changes++;
         this.#ackQueue.push(m.seq);
         return;
       }
@@ -294,11 +284,9 @@ export class HubSync {
       .then(async (r) => {
         await r.arrayBuffer().catch(() => {});
         if (!r.ok) throw new Error(`ack answered ${r.status}`);
-        this.stats.acksSent++;
         this.#touch();
       })
       .catch((err) => {
-        this.stats.ackFailures++;
         this.#d.log.warn({ hub, err: (err as Error).message }, 'hub sync: ack failed');
       })
       .finally(() => {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 
 /**
  * Secrets at rest. Subkeys are derived from STK_SECRET_KEY with HKDF so one master key never
@@ -47,12 +47,6 @@ export class Crypto {
 }
 
 export const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');
-
-export function safeEqualHex(a: string, b: string): boolean {
-  const x = Buffer.from(a, 'hex');
-  const y = Buffer.from(b, 'hex');
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 /** Opaque random token with a readable prefix, e.g. `stks_…` for sessions. */
 export const randomToken = (prefix: string, bytes = 32) => `${prefix}${randomBytes(bytes).toString('base64url')}`;

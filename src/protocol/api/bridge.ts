@@ -74,6 +74,3 @@ export const BRIDGE_API = {
     response: { 200: Health, 503: Health },
   }),
 };
-
-export type CallRequestT = z.infer<typeof CallRequest>;
-export type CallResponseT = z.infer<typeof CallResponse>;
