@@ -225,7 +225,7 @@ describe('operator RBAC', () => {
     it('a removed project member loses access at once', async () => {
       const t = await join('removed@example.com', 'admin', 'shop');
       expect((await stkAs(t, ['env', 'create', '--project', 'shop', 'before-removal'])).code).toBe(0);
-      const rm = await stkAs(tokens.projectAdmin, ['project', 'members', 'remove', 'removed@example.com', '--project', 'shop']);
+      const rm = await stkAs(owner, ['project', 'members', 'remove', 'removed@example.com', '--project', 'shop']);
       expect(rm.code, rm.output).toBe(0);
       expect(rm.stdout).toContain('Removed removed@example.com from project shop');
       for (const args of [
