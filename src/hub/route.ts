@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { responsesOf, type RouteContract } from '../protocol/api/define.js';
 import { AppError } from '../protocol/errors.js';
+import { PUBLIC_BODY_LIMIT_BYTES } from '../common/http.js';
 import type { Actor } from './services/actor.js';
 import type { Operator } from './services/auth.js';
 
@@ -32,6 +33,9 @@ export function route<C extends RouteContract>(app: FastifyInstance, c: C, handl
     method: c.method,
     url: c.url,
     config: { auth: c.auth },
+    // a route whose contract takes no body reads a small one at most (a signed-in caller of logout,
+    // connection test, revoke… cannot park 10 MB per request on the Hub)
+    ...(c.body ? {} : { bodyLimit: PUBLIC_BODY_LIMIT_BYTES }),
     ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
     schema: {
       summary: c.summary,
