@@ -9,7 +9,7 @@ import type { RouteAuth, RouteInfo } from '../protocol/route-auth.js';
 import { canonicalTarget } from './request-target.js';
 import { MAX_JSON_DEPTH, jsonTooDeep } from './json-depth.js';
 import { RouteMatcher } from './route-match.js';
-import { parseTrustProxy } from './trust-proxy.js';
+import { isTrustedProxy, parseTrustProxy } from './trust-proxy.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -27,6 +27,15 @@ export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
 export const MAX_HEADER_BYTES = 16 * 1024;
 /** body limit of routes anyone may call (login, invite acceptance, health): no reason to take megabytes */
 export const PUBLIC_BODY_LIMIT_BYTES = 64 * 1024;
+/**
+ * Open connections: at most STK_MAX_CONNECTIONS in all (keep it below the process's open-file limit,
+ * so database connections can always be opened) and STK_MAX_CONNECTIONS_PER_ADDRESS from one client
+ * address (your proxies named in STK_TRUST_PROXY are exempt: many clients share them). Over either, a
+ * new connection gets 503 with Retry-After and is closed: one client holding idle sockets cannot take
+ * a server's connections from everyone else.
+ */
+export const MAX_CONNECTIONS = 8192;
+export const MAX_CONNECTIONS_PER_ADDRESS = 256;
 /** a client has this long to send its whole request (headers and body); slower ones get 408 */
 export const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -35,6 +44,9 @@ export interface BaseAppOptions {
   /** a pino logger config, `false` to disable, or a destination stream for tests */
   logger?: FastifyServerOptions['logger'] | false;
   loggerStream?: NodeJS.WritableStream;
+  /** override STK_MAX_CONNECTIONS / STK_MAX_CONNECTIONS_PER_ADDRESS (tests) */
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
   /** overrides REQUEST_TIMEOUT_MS (and how often Node checks it) — for tests */
   requestTimeoutMs?: number;
   timeoutCheckIntervalMs?: number;
@@ -128,6 +140,45 @@ function lingerIfBodyUnread(req: FastifyRequest): void {
   };
 }
 
+function positiveInt(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(v.slice(0, 40))}`);
+  return n;
+}
+
+/** See MAX_CONNECTIONS: the overall cap and the per-address count, enforced as connections open. */
+function limitConnections(app: FastifyInstance, o: { max: number; perAddress: number; exempt: (address: string) => boolean }): void {
+  const open = new Map<string, number>();
+  let total = 0;
+  const refuse = (socket: Socket, why: string) => {
+    const id = ulid();
+    const body = JSON.stringify(envelope('SERVICE_UNAVAILABLE', why, id));
+    socket.on('error', () => {});
+    socket.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nRetry-After: 1\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`);
+    socket.destroySoon();
+  };
+  app.server.on('connection', (socket: Socket) => {
+    if (total >= o.max) return refuse(socket, `the server holds its maximum of ${o.max} connections; retry shortly`);
+    const address = socket.remoteAddress ?? '';
+    const counted = !o.exempt(address);
+    if (counted) {
+      const n = open.get(address) ?? 0;
+      if (n >= o.perAddress) return refuse(socket, `too many open connections from your address (at most ${o.perAddress}); reuse connections or close idle ones`);
+      open.set(address, n + 1);
+    }
+    total++;
+    socket.once('close', () => {
+      total--;
+      if (!counted) return;
+      const n = (open.get(address) ?? 1) - 1;
+      if (n <= 0) open.delete(address);
+      else open.set(address, n);
+    });
+  });
+}
+
 /** Fastify's name for the part of a request a schema checked → what the caller calls it. */
 function validationPlace(context: string | undefined): string {
   return context === 'querystring' ? 'query' : context === 'params' ? 'path' : (context ?? 'request');
@@ -156,6 +207,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     logger = { ...loggerOptions(opts.name), stream: dest } as FastifyServerOptions['logger'];
   }
   const accessWrite = dest?.writeBuffered ? dest.writeBuffered.bind(dest) : dest ? (line: string) => void dest!.write(line) : undefined;
+  const trustProxy = parseTrustProxy(process.env.STK_TRUST_PROXY);
   const app = Fastify({
     logger: logger as FastifyServerOptions['logger'],
     ...(logger
@@ -169,7 +221,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     bodyLimit: BODY_LIMIT_BYTES,
     genReqId: () => ulid(),
     requestIdHeader: false,
-    trustProxy: parseTrustProxy(process.env.STK_TRUST_PROXY),
+    trustProxy,
     return503OnClosing: true,
     // one canonical path before routing (see request-target.ts); a refused target is answered 400 by
     // the first onRequest hook, before any route's hooks or handler
@@ -213,6 +265,12 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
         socket.once('finish', () => socket.destroy());
       } else socket.destroy();
     },
+  });
+
+  limitConnections(app, {
+    max: opts.maxConnections ?? positiveInt('STK_MAX_CONNECTIONS', MAX_CONNECTIONS),
+    perAddress: opts.maxConnectionsPerAddress ?? positiveInt('STK_MAX_CONNECTIONS_PER_ADDRESS', MAX_CONNECTIONS_PER_ADDRESS),
+    exempt: isTrustedProxy(trustProxy),
   });
 
   // Node answers an unknown `Expect:` with a bare 417 unless someone listens: send the envelope

@@ -1,3 +1,4 @@
+import proxyAddr from '@fastify/proxy-addr';
 /**
  * `STK_TRUST_PROXY`: whether the client address of a request (`req.ip`) is taken from
  * `X-Forwarded-For` instead of the TCP peer. That address is what the per-address limits count
@@ -28,4 +29,11 @@ export function parseTrustProxy(v: string | undefined): TrustProxy {
     }
   }
   return list;
+}
+
+/** Whether a TCP peer is one of the proxies STK_TRUST_PROXY names (`true`: every peer is). */
+export function isTrustedProxy(trust: TrustProxy): (address: string) => boolean {
+  if (typeof trust === 'boolean') return () => trust;
+  const compiled = proxyAddr.compile(trust);
+  return (address) => compiled(address, 0);
 }

@@ -96,6 +96,61 @@ describe('security: oversized bodies on public routes, slow clients', () => {
     expect(create.status, create.body).toBe(201);
   });
 
+  it('one address cannot hold more than its share of connections; the server keeps a total cap; both answer 503 and recover', async () => {
+    const app = createBaseApp({ name: 'bridge', logger: false, maxConnections: 8, maxConnectionsPerAddress: 3 });
+    app.get('/ping', { config: { auth: PUBLIC } }, async () => ({ ok: true }));
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    const port = Number(new URL(url).port);
+    const held: Array<ReturnType<typeof connect>> = [];
+    /** a raw connection from `localAddress`: resolves with the first bytes the server sends, or '' once the socket is open and silent */
+    const open = (localAddress: string) =>
+      new Promise<{ sock: ReturnType<typeof connect>; first: string }>((resolve) => {
+        const sock = connect({ host: '127.0.0.1', port, localAddress });
+        sock.on('error', () => {});
+        let done = false;
+        sock.once('data', (d) => !done && ((done = true), resolve({ sock, first: d.toString() })));
+        sock.once('connect', () => setTimeout(() => !done && ((done = true), resolve({ sock, first: '' })), 200));
+      });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await open('127.0.0.1');
+        expect(c.first).toBe('');
+        held.push(c.sock);
+      }
+      const over = await open('127.0.0.1');
+      expect(over.first).toMatch(/^HTTP\/1\.1 503 [^]*Retry-After: 1[^]*too many open connections from your address/);
+      // an HTTP client from that address reads the refusal as an ordinary 503 envelope
+      const refused = await fetch(url + '/ping');
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('SERVICE_UNAVAILABLE');
+      // other addresses are still served while 127.0.0.1 holds its 3
+      for (let i = 0; i < 3; i++) {
+        const c = await open(`127.0.0.${i + 2}`);
+        expect(c.first, `127.0.0.${i + 2}`).toBe('');
+        held.push(c.sock);
+      }
+      for (let i = 0; i < 2; i++) held.push((await open('127.0.0.9')).sock);
+      // 8 open in all: the total cap answers the next one, whatever its address
+      const full = await open('127.0.0.20');
+      expect(full.first).toMatch(/^HTTP\/1\.1 503 [^]*maximum of 8 connections/);
+      // closing one of 127.0.0.1's frees its place
+      held.shift()!.destroy();
+      await new Promise((r) => setTimeout(r, 100));
+      const again = await new Promise<string>((resolve) => {
+        const sock = connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' }, () => sock.write('GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+        let text = '';
+        sock.on('data', (d) => (text += d.toString()));
+        sock.on('close', () => resolve(text));
+      });
+      expect(again).toMatch(/^HTTP\/1\.1 200/);
+      console.log('[security] connections: 4th from one address → 503 (limit 3 per address), 9th overall → 503 (limit 8), a freed place is reusable');
+    } finally {
+      for (const h of held) h.destroy();
+      await app.close();
+    }
+  });
+
   it('a client trickling its headers or its body is answered 408 and disconnected', async () => {
     const headers = await trickle(slowUrl, 'POST /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ', 50);
     expect(headers.text).toMatch(/^HTTP\/1\.1 408/);
