@@ -177,6 +177,25 @@ describe('stk for a newcomer and for scripts', () => {
     expect(human.stdout).toMatch(/127\.0\.0\.1 +4 requests/);
     const dry = await s.stk(['apikey', 'revoke', 'shown', ...P(), '--dry-run']);
     expect(dry.stdout).toMatch(/Figures: as of \d+ s ago/);
+
+    // a key only ever refused (revoked, then called): its report carries lastUsedAt null and is taken
+    const refused = await s.createKey('only-refused', 'reader');
+    expect((await s.stk(['apikey', 'revoke', 'only-refused', ...P()])).code).toBe(0);
+    expect((await call(b, refused.key)).status).toBe(401);
+    expect((await call(b, refused.key)).status).toBe(401);
+    let r!: Usage & { key: { lastUsedAt: string | null } };
+    await waitFor(async () => {
+      r = JSON.parse((await s.stk(['apikey', 'show', 'only-refused', ...P(), '--json'])).stdout) as typeof r;
+      return r.byStatus.some((x) => x.status === '401');
+    }, 15_000, 'the refusals to be reported');
+    expect(Object.fromEntries(r.byStatus.map((x) => [x.status, x.requests]))).toEqual({ '2xx': 0, '401': 2 });
+    expect(r.series).toEqual([]);
+    expect(r.key.lastUsedAt).toBeNull();
+    // and the Bridge's reports keep flowing: the other key's figures are fresh
+    await waitFor(async () => {
+      const again = JSON.parse((await s.stk(['apikey', 'show', 'shown', ...P(), '--json'])).stdout) as Usage;
+      return Date.now() - Date.parse(again.asOf) < 5000;
+    }, 15_000, 'fresh figures');
   });
 
   it('whoami shows the Hub and what an org owner can do', async () => {

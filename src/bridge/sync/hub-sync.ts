@@ -312,6 +312,12 @@ export class HubSync {
         });
         await r.arrayBuffer().catch(() => {});
         if (r.ok) return true;
+        // a report the Hub cannot take (400: e.g. a Hub of another version) would be refused forever and
+        // hold back every later count: dropped, said once per report. 409 (stream session) and 5xx are retried.
+        if (r.status === 400 || r.status === 413 || r.status === 422) {
+          this.#d.log.warn({ hub, status: r.status, keys: report.keys.length }, 'hub sync: the Hub refused a usage report; its counts are dropped');
+          return false;
+        }
       } catch {
         /* kept for the next report */
       }

@@ -381,8 +381,17 @@ export const internal = {
         .array(
           z.looseObject({
             keyId: z.string().max(200),
-            minutes: z.array(z.looseObject({ minute: z.string().max(40), count: z.number() })).max(100_000),
-            lastUsedAt: z.string().max(40),
+            minutes: z
+              .array(
+                z.looseObject({
+                  minute: z.string().max(40),
+                  count: z.number(),
+                  errors: z.record(z.string().max(3), z.number()).optional().meta({ description: 'calls that failed after the key was authenticated, by HTTP status' }),
+                  rejected: z.record(z.string().max(3), z.number()).optional().meta({ description: 'requests with this key id refused before the call, by HTTP status' }),
+                }),
+              )
+              .max(100_000),
+            lastUsedAt: z.string().max(40).nullable().meta({ description: 'null when every request of the key in this report was refused' }),
             sources: z.array(z.looseObject({ address: z.string().max(100), count: z.number() })).max(10_000),
           }),
         )
