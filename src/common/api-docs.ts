@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { FastifyInstance, RouteHandlerMethod } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DOCS_API, type RouteContract } from '../protocol/api/define.js';
+import { contractRoute } from './contract-route.js';
 import { notFound } from '../protocol/errors.js';
 
 /** Files of swagger-ui-dist the page loads, served from node_modules (no CDN). */
@@ -24,7 +25,8 @@ const INIT = `window.onload = () => {
  */
 export function installApiDocs(app: FastifyInstance, title: string, document: () => unknown): void {
   let cached: string | undefined;
-  const reg = (c: RouteContract, handler: RouteHandlerMethod) => app.route({ method: c.method, url: c.url, config: { auth: c.auth }, handler });
+  // the handlers check their one parameter themselves: the pages are served the same with or without the zod compilers
+  const reg = (c: RouteContract, handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => contractRoute(app, c, handler, { schemas: 'described' });
   reg(DOCS_API['docs.openapi'], async (_req, reply) => {
     cached ??= JSON.stringify(document());
     return reply.type('application/json; charset=utf-8').send(cached);
