@@ -3,13 +3,14 @@ import { BRIDGE_API } from '../protocol/api/bridge.js';
 import { API_VERSION, openApiDocument } from '../protocol/api/openapi.js';
 import type { FastifyInstance } from 'fastify';
 import { createBaseApp } from '../common/http.js';
-import { AppError } from '../protocol/errors.js';
 import type { BridgeConfig } from './config.js';
 import type { BridgeContext } from './context.js';
+import { ApiKeyVerifier, KeyTable, UsageCounter } from './credentials/index.js';
+import { ResponseGauge } from './executor/index.js';
 import healthRoutes from './routes/health.js';
 import callRoutes from './routes/call.js';
 import { ReleaseCache } from './release-cache/index.js';
-import { installHubSync } from './sync/index.js';
+import { HubSync } from './sync/index.js';
 import { installRouteAuth } from './route-auth.js';
 
 export interface BuildBridgeOptions {
@@ -17,31 +18,46 @@ export interface BuildBridgeOptions {
   logger?: false;
 }
 
-/** Builds the Bridge without listening. */
+/**
+ * Builds the Bridge without listening, and wires its parts in one place: the key table the Hub sync
+ * fills and the verifier reads, the release cache the sync fills and `/call` reads, the answer gauge.
+ * The sync is not started here (`startBridge` does), so an in-process Bridge never reaches for a Hub.
+ */
 export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions = {}): Promise<{ app: FastifyInstance; ctx: BridgeContext }> {
   const app = createBaseApp({ name: 'bridge', loggerStream: opts.loggerStream, logger: opts.logger });
+  const log = app.log;
+  if (config.disableAuth) {
+    log.warn('!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!');
+  }
+  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs, allow: config.connectionAllow }, log);
+  const keys = new KeyTable();
+  const usage = new UsageCounter();
+  const sync: HubSync = new HubSync(
+    {
+      hubUrls: config.hubUrls,
+      serviceToken: config.serviceToken,
+      bridgeId: config.bridgeId,
+      maxStaleMs: config.maxStaleMs,
+      usageIntervalMs: config.sync.usageIntervalMs,
+      idleTimeoutMs: Math.max(5000, config.sync.heartbeatMs * 3),
+      minBackoffMs: 200,
+      maxBackoffMs: config.sync.maxBackoffMs,
+    },
+    { table: keys, usage, log, releases, onKeyChange: (keyId) => verifier.limiter.forget(keyId) },
+  );
+  const verifier = new ApiKeyVerifier(keys, usage, { synced: () => sync.synced, isExpired: () => sync.isStale() }, { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: config.invalidKeyLimitPerMin });
   const ctx: BridgeContext = {
     config,
-    log: app.log,
-    credentials: {
-      authenticate() {
-        throw new AppError('UNAUTHORIZED', 'API key verification is not available yet');
-      },
-    },
-    onClose: [],
+    log,
+    credentials: verifier,
+    keys,
+    releases,
+    sync,
+    isStale: () => sync.isStale(),
+    responses: new ResponseGauge({ maxBytes: config.responseMaxBytes, inflightMaxBytes: config.responseInflightMaxBytes }),
+    // stop following first (it reports the last usage counts), then close the pools
+    onClose: [() => sync.stop(), () => releases.close()],
   };
-  if (config.disableAuth) {
-    app.log.warn('!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!');
-  }
-  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs, allow: config.connectionAllow }, app.log);
-  ctx.releases = releases;
-  ctx.readiness = async (project: string, env: string) => {
-    const isExpired = ctx.isExpired as ((p: string, e: string) => boolean) | undefined;
-    if (isExpired?.(project, env)) return false;
-    return releases.ready(project, env);
-  };
-  ctx.onClose.push(() => releases.close());
-  const { verifier } = installHubSync(ctx); // ctx.credentials (API keys), ctx.isExpired, ctx.sync (started by startBridge)
   // `apikey show`'s figures by status: a call that fails after its key was authenticated counts as an
   // error of that key. The request property is declared up front (no per-request shape change) and the
   // hook runs on failures only, so a successful call costs nothing here.
@@ -51,7 +67,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     if (keyId) {
       const e = err as { status?: unknown; statusCode?: unknown };
       const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 500;
-      verifier.usage.outcome(keyId, 'error', status, Date.now());
+      usage.outcome(keyId, 'error', status, Date.now());
     }
     done();
   });

@@ -1,6 +1,12 @@
+/**
+ * The Bridge's settings: every `STK_*` variable it reads, declared once with its default and checked
+ * at start (src/common/env-config.ts). A bad value stops the start with a message naming the variable.
+ * (STK_LOG_LEVEL and STK_TRUST_PROXY belong to the shared HTTP layer, src/common/.)
+ */
 import { hostname } from 'node:os';
-import { parseDuration } from '../common/duration.js';
-import { HostPolicy } from '../common/net-policy.js';
+import { z } from 'zod';
+import { env, readEnv } from '../common/env-config.js';
+import type { HostPolicy } from '../common/net-policy.js';
 
 export interface BridgeConfig {
   port: number;
@@ -15,6 +21,8 @@ export interface BridgeConfig {
   queryTimeoutMs: number;
   maxStaleMs: number;
   rateLimitPerApiKey: number;
+  /** invalid-key attempts per address per minute before 429 (STK_INVALID_KEY_LIMIT_PER_MIN) */
+  invalidKeyLimitPerMin: number;
   poolMax: number;
   /** STK_CONNECTION_ALLOW_HOSTS: loopback/link-local/metadata hosts a connection may reach anyway (src/common/net-policy.ts) */
   connectionAllow: HostPolicy;
@@ -22,48 +30,91 @@ export interface BridgeConfig {
   responseMaxBytes: number;
   /** bytes all answers being built or sent may hold together (STK_RESPONSE_INFLIGHT_MAX_BYTES) */
   responseInflightMaxBytes: number;
+  /** following the Hub */
+  sync: {
+    /** the Hub's heartbeat interval (STK_SYNC_HEARTBEAT_MS): no byte for 3× this → reconnect */
+    heartbeatMs: number;
+    /** reconnect backoff ceiling (STK_SYNC_MAX_BACKOFF_MS) */
+    maxBackoffMs: number;
+    /** how often usage is reported (STK_USAGE_REPORT_SECONDS, 0.2–60 s) */
+    usageIntervalMs: number;
+    /** how long `stk bridge start` waits for the first snapshot before listening (STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS) */
+    initialTimeoutMs: number;
+  };
 }
 
 export const RESPONSE_MAX_BYTES = 10 * 1024 * 1024;
 export const RESPONSE_INFLIGHT_MAX_BYTES = 64 * 1024 * 1024;
 
-/** A positive integer count of bytes from the environment, or the default; anything else is a start-up error. */
-function bytes(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
-  const v = env[name]?.trim();
-  if (v === undefined || v === '') return dflt;
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)) || Number(v) < 1024) throw new Error(`${name} must be a whole number of bytes, at least 1024 (got '${v.slice(0, 40)}')`);
-  return Number(v);
-}
-
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
 
-export function loadBridgeConfig(env: NodeJS.ProcessEnv = process.env): BridgeConfig {
-  const hubUrls = (env.STK_HUB_URL ?? 'http://127.0.0.1:4000').split(',').map((s) => s.trim().replace(/\/+$/, '')).filter(Boolean);
-  const serviceToken = (env.STK_SERVICE_TOKEN ?? '').trim();
-  const dev = env.STK_DEV === '1' || env.STK_DEV === 'true';
-  if (!serviceToken && !dev) throw new Error('STK_SERVICE_TOKEN is required: the Bridge uses it to sync keys and releases from the Hub');
-  const port = Number(env.STK_BRIDGE_PORT ?? 3000);
-  const host = env.STK_BRIDGE_HOST ?? '127.0.0.1';
-  const disableAuth = env.STK_DISABLE_AUTH === 'true' || env.STK_DISABLE_AUTH === '1';
+/** A Hub base URL; never quoted back (a mistyped one may hold a credential). */
+function hubUrl(u: string): void {
+  let url: URL | null = null;
+  try {
+    url = new URL(u);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new Error('each entry must be an http(s) URL such as http://hub.internal:4000');
+  if (url.username || url.password) throw new Error('a Hub URL must not hold credentials (the Bridge authenticates with STK_SERVICE_TOKEN)');
+}
+
+/** Every variable the Bridge reads. */
+export const BRIDGE_ENV = z.object({
+  STK_DEV: env.flag(),
+  STK_BRIDGE_PORT: env.port(3000),
+  STK_BRIDGE_HOST: env.text('127.0.0.1'),
+  STK_HUB_URL: env.list(['http://127.0.0.1:4000'], hubUrl),
+  STK_SERVICE_TOKEN: env.secret(''),
+  STK_BRIDGE_ID: env.text(undefined),
+  STK_DISABLE_AUTH: env.flag(),
+  STK_SELECT_MAX_ROWS: env.int(10_000, 1),
+  STK_QUERY_TIMEOUT_SECONDS: env.durationMs('30', 1),
+  STK_RELEASE_CACHE_MAX_STALE_SECONDS: env.durationMs('3600'),
+  STK_RATE_LIMIT_PER_API_KEY: env.int(1000, 1),
+  STK_INVALID_KEY_LIMIT_PER_MIN: env.int(100, 0),
+  STK_BRIDGE_POOL_MAX: env.int(10, 1, 1000),
+  STK_CONNECTION_ALLOW_HOSTS: env.hostPolicy(),
+  STK_RESPONSE_MAX_BYTES: env.int(RESPONSE_MAX_BYTES, 1024),
+  STK_RESPONSE_INFLIGHT_MAX_BYTES: env.int(RESPONSE_INFLIGHT_MAX_BYTES, 1024),
+  STK_SYNC_HEARTBEAT_MS: env.int(10_000, 1),
+  STK_SYNC_MAX_BACKOFF_MS: env.int(5000, 1),
+  STK_USAGE_REPORT_SECONDS: env.durationMs('60'),
+  STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS: env.int(10_000, 0),
+});
+
+export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): BridgeConfig {
+  const e = readEnv(BRIDGE_ENV, source, (m) => new Error(m));
+  if (!e.STK_SERVICE_TOKEN && !e.STK_DEV) throw new Error('STK_SERVICE_TOKEN is required: the Bridge uses it to sync keys and releases from the Hub');
+  const host = e.STK_BRIDGE_HOST;
   // without auth every tenant's data is one request away: only ever on this machine's loopback
-  if (disableAuth && !LOOPBACK_HOSTS.has(host)) {
+  if (e.STK_DISABLE_AUTH && !LOOPBACK_HOSTS.has(host)) {
     throw new Error(`STK_DISABLE_AUTH=true serves every project's data without a key: it is refused unless STK_BRIDGE_HOST is a loopback address (127.0.0.1, ::1, localhost), not ${JSON.stringify(host)}`);
   }
+  const port = e.STK_BRIDGE_PORT;
   return {
     port,
     host,
-    hubUrls,
-    serviceToken,
+    hubUrls: e.STK_HUB_URL.map((u) => u.replace(/\/+$/, '')),
+    serviceToken: e.STK_SERVICE_TOKEN,
     // the host name keeps ids unique across machines and containers (where every pid may be 1)
-    bridgeId: env.STK_BRIDGE_ID ?? `bridge-${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}-${port}`,
-    disableAuth,
-    selectMaxRows: Number(env.STK_SELECT_MAX_ROWS ?? 10000),
-    queryTimeoutMs: parseDuration(env.STK_QUERY_TIMEOUT_SECONDS ?? '30') * 1000,
-    maxStaleMs: parseDuration(env.STK_RELEASE_CACHE_MAX_STALE_SECONDS ?? '3600') * 1000,
-    rateLimitPerApiKey: Number(env.STK_RATE_LIMIT_PER_API_KEY ?? 1000),
-    poolMax: Number(env.STK_BRIDGE_POOL_MAX ?? 10),
-    connectionAllow: HostPolicy.parse(env.STK_CONNECTION_ALLOW_HOSTS),
-    responseMaxBytes: bytes(env, 'STK_RESPONSE_MAX_BYTES', RESPONSE_MAX_BYTES),
-    responseInflightMaxBytes: bytes(env, 'STK_RESPONSE_INFLIGHT_MAX_BYTES', RESPONSE_INFLIGHT_MAX_BYTES),
+    bridgeId: e.STK_BRIDGE_ID ?? `bridge-${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}-${port}`,
+    disableAuth: e.STK_DISABLE_AUTH,
+    selectMaxRows: e.STK_SELECT_MAX_ROWS,
+    queryTimeoutMs: e.STK_QUERY_TIMEOUT_SECONDS,
+    maxStaleMs: e.STK_RELEASE_CACHE_MAX_STALE_SECONDS,
+    rateLimitPerApiKey: e.STK_RATE_LIMIT_PER_API_KEY,
+    invalidKeyLimitPerMin: e.STK_INVALID_KEY_LIMIT_PER_MIN,
+    poolMax: e.STK_BRIDGE_POOL_MAX,
+    connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
+    responseMaxBytes: e.STK_RESPONSE_MAX_BYTES,
+    responseInflightMaxBytes: e.STK_RESPONSE_INFLIGHT_MAX_BYTES,
+    sync: {
+      heartbeatMs: e.STK_SYNC_HEARTBEAT_MS,
+      maxBackoffMs: e.STK_SYNC_MAX_BACKOFF_MS,
+      usageIntervalMs: Math.min(60_000, Math.max(200, e.STK_USAGE_REPORT_SECONDS)),
+      initialTimeoutMs: e.STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS,
+    },
   };
 }

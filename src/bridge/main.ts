@@ -1,13 +1,11 @@
 import { loadBridgeConfig, type BridgeConfig } from './config.js';
 import { buildBridge } from './app.js';
-import type { HubSync } from './sync/index.js';
 
 /** `stk bridge start`: build, listen. */
 export async function startBridge(config: BridgeConfig = loadBridgeConfig()) {
   const { app, ctx } = await buildBridge(config);
   // load keys and releases before taking traffic (bounded: a Hub that is down must not block the start)
-  const sync = ctx.sync as HubSync;
-  const synced = await sync.start(Number(process.env.STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS ?? 10_000));
+  const synced = await ctx.sync.start(config.sync.initialTimeoutMs);
   if (!synced) app.log.warn({ hubs: config.hubUrls.length }, 'bridge: no Hub reachable yet; API keys are refused (503) until the first sync');
   await app.listen({ port: config.port, host: config.host });
   const addr = app.server.address();

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify';
-import { AppError, badRequest, forbidden, unauthorized } from '../protocol/errors.js';
+import { ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../protocol/call.js';
+import { AppError, badRequest, unauthorized, unavailable } from '../protocol/errors.js';
 import type { BridgeContext, Principal } from './context.js';
 
 declare module 'fastify' {
@@ -19,13 +20,15 @@ function header(req: FastifyRequest, name: string): string | undefined {
 
 /** STK_DISABLE_AUTH: the project and env come from the hint headers. */
 function devPrincipal(req: FastifyRequest): Principal {
-  const project = header(req, 'x-santokit-project');
-  const env = header(req, 'x-santokit-env');
+  const project = header(req, PROJECT_HINT_HEADER);
+  const env = header(req, ENV_HINT_HEADER);
   if (!project || !env) throw badRequest('with STK_DISABLE_AUTH the X-Santokit-Project and X-Santokit-Env headers are required');
   return { kind: 'dev', sub: 'dev', roles: [], project, env };
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
+
+const STALE = 'this Bridge has not heard from the Hub for longer than the max-stale window (STK_RELEASE_CACHE_MAX_STALE_SECONDS): its releases may be out of date, so calls are refused until it reconnects';
 
 /** The Bridge's own service token (header or Bearer), compared in constant time. */
 export function hasServiceToken(ctx: BridgeContext, req: FastifyRequest): boolean {
@@ -42,22 +45,23 @@ export function hasServiceToken(ctx: BridgeContext, req: FastifyRequest): boolea
  * registered, so it runs for exactly the routes the router matches to it, and costs nothing to look
  * up per request). It runs at `onRequest`, from the headers alone: a request without a valid
  * credential is refused before its body is read or parsed.
+ *
+ * For `apikey` routes the credential's verifier decides (API keys: ./credentials/verifier.ts checks the
+ * key, the Bridge within max-stale, the hint headers against the key's binding, the rate limit, and
+ * counts the outcome per key). With STK_DISABLE_AUTH there is no credential: the hints name the env,
+ * and the max-stale check the verifier would make is made here.
  */
 export function installRouteAuth(app: FastifyInstance, ctx: BridgeContext): void {
   app.decorateRequest('principal', null);
 
   const apiKey = (req: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction) => {
     try {
-      if (ctx.config.disableAuth) req.principal = devPrincipal(req);
-      else {
-        // ctx.credentials is read per request: tests swap the verifier after the app is built
-        const p = ctx.credentials.authenticate(req);
-        const hp = header(req, 'x-santokit-project');
-        if (hp !== undefined && hp !== p.project) throw forbidden("X-Santokit-Project does not match the credential's project");
-        const he = header(req, 'x-santokit-env');
-        if (he !== undefined && he !== p.env) throw forbidden("X-Santokit-Env does not match the credential's env");
-        req.principal = p;
+      if (ctx.config.disableAuth) {
+        if (ctx.isStale()) throw unavailable(STALE);
+        req.principal = devPrincipal(req);
       }
+      // ctx.credentials is read per request: tests swap the verifier after the app is built
+      else req.principal = ctx.credentials.authenticate(req);
     } catch (err) {
       done(err as Error);
       return;

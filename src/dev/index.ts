@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { randomBytes } from 'node:crypto';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { env as variable, readEnv } from '../common/env-config.js';
 import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
 
 /**
@@ -46,13 +48,12 @@ function examplesDir(cwd: string): string {
 
 const IGNORED_ENV = ['STK_HUB_DB_URL', 'STK_SECRET_KEY', 'STK_SERVICE_TOKEN', 'STK_SERVICE_TOKENS', 'STK_OWNER_EMAIL', 'STK_OWNER_PASSWORD', 'STK_HUB_URL'];
 
-function portFrom(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`${name} must be a port number (0-65535)`);
-  return n;
-}
+/** The ports `stk dev` itself reads (STK_DATA_DIR: devDataDir; the Hub and the Bridge it starts read theirs: hub/config.ts, bridge/config.ts). */
+const DEV_ENV = z.object({
+  STK_HUB_PORT: variable.port(4000),
+  STK_BRIDGE_PORT: variable.port(3000),
+  STK_DEV_PG_PORT: variable.port(54329),
+});
 
 function isAlive(pid: number): boolean {
   try {
@@ -124,10 +125,11 @@ function explainListenError(e: unknown, what: string, envName: string, port: num
 export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const started = Date.now();
   const dataDir = devDataDir(env);
+  const settings = readEnv(DEV_ENV, env, (m) => new Error(m));
   const shownDir = relative(process.cwd(), dataDir) || '.';
-  const hubPort = portFrom(env, 'STK_HUB_PORT', 4000);
-  const bridgePort = portFrom(env, 'STK_BRIDGE_PORT', 3000);
-  const pgPort = portFrom(env, 'STK_DEV_PG_PORT', 54329);
+  const hubPort = settings.STK_HUB_PORT;
+  const bridgePort = settings.STK_BRIDGE_PORT;
+  const pgPort = settings.STK_DEV_PG_PORT;
   const host = '127.0.0.1';
   // the stack's JSON logs share this terminal: warnings and errors only, unless asked for more
   if (!env.STK_LOG_LEVEL) process.env.STK_LOG_LEVEL = 'warn';

@@ -10,8 +10,6 @@ import type { FastifyInstance } from 'fastify';
 import { buildBridge } from '../../src/bridge/app.js';
 import { loadBridgeConfig } from '../../src/bridge/config.js';
 import type { BridgeContext } from '../../src/bridge/context.js';
-import type { ResponseGauge } from '../../src/bridge/executor/index.js';
-import type { ReleaseCache } from '../../src/bridge/release-cache/index.js';
 import { unauthorized } from '../../src/protocol/errors.js';
 import { createTestDatabase, query } from '../helpers/pg.js';
 import { FIXTURE_DDL, fixtureRelease } from '../unit/sql-fixture.js';
@@ -42,7 +40,7 @@ beforeAll(async () => {
       return { kind: 'apikey', sub: 'key_admin', roles: ['admin'], project: 'shop', env: 'dev' };
     },
   };
-  (ctx.releases as ReleaseCache).set('shop', 'dev', fixtureRelease(), { main: db.url });
+  ctx.releases.set('shop', 'dev', fixtureRelease(), { main: db.url });
   await app.ready();
 });
 
@@ -94,7 +92,7 @@ describe('answer byte bounds', () => {
   });
 
   it('while the Bridge holds its limit of answers, a large answer → 503 + Retry-After and a small one is still served', async () => {
-    const gauge = ctx.responses as ResponseGauge;
+    const gauge = ctx.responses;
     expect(gauge.inflight).toBe(0); // every earlier answer gave its bytes back
     // this tenant's share is taken (as by answers still being sent to slow clients)
     const share = gauge.tenantMax;

@@ -1,4 +1,4 @@
 export { KeyTable, toEntry, type KeyEntry } from './key-table.js';
 export { KeyRateLimiter, FailureLimiter } from './limits.js';
 export { UsageCounter } from './usage.js';
-export { ApiKeyVerifier, verifyKey, type VerifyFailure, type VerifierOptions, type VerifierState, API_KEY_HEADER } from './verifier.js';
+export { ApiKeyVerifier, verifyKey, type VerifyFailure, type VerifierOptions, type VerifierState } from './verifier.js';

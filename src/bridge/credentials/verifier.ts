@@ -1,14 +1,11 @@
 import { timingSafeEqual } from 'node:crypto';
 import { AppError, forbidden, tooManyRequests, unauthorized, unavailable } from '../../protocol/errors.js';
+import { API_KEY_HEADER, ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../../protocol/call.js';
 import { hashSecret, parseKey } from '../../protocol/key-format.js';
-import type { CredentialVerifier, Principal } from '../context.js';
+import type { CredentialRequest, CredentialVerifier, Principal } from '../context.js';
 import type { KeyEntry, KeyTable } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter } from './limits.js';
 import type { UsageCounter } from './usage.js';
-
-export const API_KEY_HEADER = 'x-santokit-api-key';
-export const PROJECT_HINT_HEADER = 'x-santokit-project';
-export const ENV_HINT_HEADER = 'x-santokit-env';
 
 export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'expired';
 
@@ -64,13 +61,6 @@ export interface VerifierOptions {
   invalidKeyLimitPerMin: number;
 }
 
-interface Req {
-  headers: Record<string, string | string[] | undefined>;
-  ip: string;
-  /** set to the key id once the key is authenticated: a later failure of the call is counted for it (sync/index.ts) */
-  stkKeyId?: string | null;
-}
-
 /**
  * `ctx.credentials` for the Bridge: reads `X-Santokit-Api-Key`, verifies it in memory, enforces the
  * key's project/env binding against the hint headers (403), the per-key rate limit (429 +
@@ -94,7 +84,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
     this.failures = new FailureLimiter(opts.invalidKeyLimitPerMin);
   }
 
-  authenticate(req: Req): Principal {
+  authenticate(req: CredentialRequest): Principal {
     const now = Date.now();
     const presented = req.headers[API_KEY_HEADER];
     if (presented === undefined || presented === '') {

@@ -1,10 +1,10 @@
 /**
  * `POST /call {"path":"db/<table>/<select|insert|update|delete>","params":{…}}` — the data plane.
  *
- * Order of checks: credential (401/403/429/503 from the verifier) and hint headers agreeing with the
- * credential's binding (403), both in the route's `onRequest` hook before the body is read → body
- * (415 unless JSON, 400 if malformed or nested deeper than 64) → release cache fresh (503) → release
- * loaded (503) → path (400/404) → permission rule (403) → params (400) → SQL → rows, counted against
+ * Order of checks, in the route's `onRequest` hook before the body is read (../route-auth.ts): the
+ * Bridge within max-stale (503), the credential (401/429/503) and the hint headers agreeing with its
+ * binding (403) → body (415 unless JSON, 400 if malformed or nested deeper than 64) → release loaded
+ * (503) → path (400/404) → permission rule (403) → params (400) → SQL → rows, counted against
  * the answer's byte budget as they arrive (400 RESPONSE_TOO_LARGE / 503). Every step before SQL is an
  * in-memory lookup.
  */
@@ -19,7 +19,7 @@ import type { BridgeContext, Principal } from '../context.js';
 import { budgetError, execute, ResponseGauge, type QueryContext, type ResponseBudget, type Row, type Rows } from '../executor/index.js';
 import { Overflow } from '../executor/response-budget.js';
 import { authorize } from '../permissions/index.js';
-import type { ActiveEnv, CompiledTable, ReleaseCache } from '../release-cache/index.js';
+import type { ActiveEnv, CompiledTable } from '../release-cache/index.js';
 import { buildDelete, buildInsert, buildSelect, buildUpdate } from '../sql/build.js';
 import { checkParamNames, planDelete, planExpand, planInsert, planSelect, planUpdate } from '../sql/params.js';
 
@@ -55,11 +55,8 @@ function holdUntilSent(reply: FastifyReply, budget: ResponseBudget): void {
 }
 
 export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: BridgeContext }) {
-  const releases = ctx.releases as ReleaseCache;
-  const { config } = ctx;
+  const { config, releases, responses: gauge } = ctx;
   const timeoutMs = config.queryTimeoutMs;
-  const gauge = new ResponseGauge({ maxBytes: config.responseMaxBytes, inflightMaxBytes: config.responseInflightMaxBytes });
-  ctx.responses = gauge;
   const maxBytes = config.responseMaxBytes;
   /**
    * Rows are counted in PostgreSQL's wire format; their JSON is at most ~18× that (a 63-character
@@ -121,10 +118,6 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
   app.post('/call', { config: { auth: APIKEY }, preParsing: chargeBody }, async (req, reply) => {
     // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
     const principal = req.principal!;
-    const isExpired = ctx.isExpired as ((project: string, env: string) => boolean) | undefined;
-    if (isExpired && isExpired(principal.project, principal.env)) {
-      throw unavailable(`release cache for ${principal.project}/${principal.env} is stale beyond the max-stale window (Hub unreachable)`);
-    }
     const env = releases.get(principal.project, principal.env);
     if (!env) throw unavailable(`no release loaded for ${principal.project}/${principal.env}; run stk apply`);
 

@@ -4,8 +4,6 @@ import { PUBLIC } from '../../protocol/route-auth.js';
 import type { BridgeContext } from '../context.js';
 import { hasServiceToken } from '../route-auth.js';
 
-export type ReadinessCheck = (project: string, env: string) => Promise<boolean>;
-
 /**
  * `/healthz`: the process answers. `/readyz`: 200 once the Bridge holds its first snapshot from the
  * Hub and has heard from a Hub within max-stale (what a load balancer should check), 503 otherwise.
@@ -21,11 +19,9 @@ export default async function healthRoutes(app: FastifyInstance, { ctx }: { ctx:
     let ok: boolean;
     if (q.project !== undefined || q.env !== undefined) {
       if (!hasServiceToken(ctx, req)) throw unauthorized('readiness of a project/env needs the service token (X-Santokit-Service-Token); plain /readyz needs none');
-      const check = ctx.readiness as ReadinessCheck | undefined;
-      ok = !!check && typeof q.project === 'string' && typeof q.env === 'string' && (await check(q.project, q.env).catch(() => false));
+      ok = typeof q.project === 'string' && typeof q.env === 'string' && !ctx.isStale() && (await ctx.releases.ready(q.project, q.env).catch(() => false));
     } else {
-      const ready = ctx.ready as (() => boolean) | undefined;
-      ok = !!ready && ready();
+      ok = ctx.sync.synced && !ctx.isStale();
     }
     return reply.code(ok ? 200 : 503).send({ ok });
   });

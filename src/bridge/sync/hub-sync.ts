@@ -4,10 +4,10 @@ import { SYNC_SESSION_HEADER, type SyncAck, type SyncEnvState, type SyncMessage,
 import { toEntry, type KeyEntry, type KeyTable } from '../credentials/key-table.js';
 import type { UsageCounter } from '../credentials/usage.js';
 
-/** What the sync feeds releases into (the release cache owned by `/call`). */
+/** What the sync feeds releases into (the Bridge's release cache). */
 export interface ReleaseSink {
   set(project: string, env: string, release: ReleaseIR | null, connections: Record<string, string>): unknown;
-  delete?(project: string, env: string): unknown;
+  delete(project: string, env: string): unknown;
 }
 
 export interface HubSyncOptions {
@@ -28,7 +28,7 @@ export interface HubSyncDeps {
   table: KeyTable;
   usage: UsageCounter;
   log: FastifyBaseLogger;
-  releases: () => ReleaseSink | undefined;
+  releases: ReleaseSink;
   /** called after a key changed (e.g. to reset its rate-limit bucket) */
   onKeyChange?: (keyId: string) => void;
 }
@@ -226,7 +226,10 @@ export class HubSync {
         for (const k of this.#envs) {
           if (!seen.has(k)) {
             const [project, env] = k.split('\u0000') as [string, string];
-            this.#d.releases()?.delete?.(project, env);
+            // its pools close in the background; a failure to close one is logged, never unhandled
+            Promise.resolve(this.#d.releases.delete(project, env)).catch((err: unknown) =>
+              this.#d.log.warn({ project, env, err: (err as Error).message }, 'hub sync: closing a removed env failed'),
+            );
             this.#envs.delete(k);
           }
         }
@@ -258,10 +261,8 @@ export class HubSync {
 
   #applyEnv(e: SyncEnvState) {
     this.#envs.add(envKey(e.project, e.env));
-    const sink = this.#d.releases();
-    if (!sink) return;
     try {
-      sink.set(e.project, e.env, e.release, e.connections);
+      this.#d.releases.set(e.project, e.env, e.release, e.connections);
     } catch (err) {
       // a release this Bridge cannot compile keeps the previous one serving
       this.#d.log.error({ project: e.project, env: e.env, err: (err as Error).message }, 'hub sync: could not load the release');

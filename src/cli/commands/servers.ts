@@ -48,7 +48,7 @@ export function registerServerCommands(program: Command): void {
       if (e instanceof ConfigError) throw new CliError(e.message);
       throw e;
     }
-    const store = await openStore(cfg.dbUrl);
+    const store = await openStore(cfg.dbUrl, { poolMax: cfg.dbPoolMax });
     try {
       await migrate(store);
       const { default: pino } = await import('pino');

@@ -16,11 +16,11 @@ export interface Store {
   pgUrl?: string;
 }
 
-/** `sqlite://./path.db`, `sqlite::memory:` or `postgres://…` */
-export async function openStore(url: string): Promise<Store> {
+/** `sqlite://./path.db`, `sqlite::memory:` or `postgres://…` (a pool of up to `poolMax` connections: STK_HUB_DB_POOL) */
+export async function openStore(url: string, { poolMax = 10 }: { poolMax?: number } = {}): Promise<Store> {
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) {
     const pg = (await import('pg')).default;
-    const pool = new pg.Pool({ connectionString: url, max: Number(process.env.STK_HUB_DB_POOL ?? 10) });
+    const pool = new pg.Pool({ connectionString: url, max: poolMax });
     pool.on('error', () => {}); // idle-client errors surface on the next query
     const db = new Kysely<HubDatabase>({ dialect: new PostgresDialect({ pool }) });
     return {

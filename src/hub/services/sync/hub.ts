@@ -7,7 +7,6 @@ import { CHANGES_CHANNEL } from '../events.js';
 import { ACK_CHANNEL } from './presence.js';
 import { ChangeMessages, type ChangeBody, type ChangeRow } from './feed.js';
 import { StreamSession, type BridgeState, type StreamOwner, type StreamSink } from './stream.js';
-import { HEARTBEAT_MS, POLL_MS } from './tunables.js';
 
 /**
  * Acknowledgements, and the "wait until every Bridge applied seq N" primitive that makes revoke (and
@@ -16,7 +15,7 @@ import { HEARTBEAT_MS, POLL_MS } from './tunables.js';
  * Cluster-wide acks: every Hub records the Bridges streaming from it in the shared `sync_bridges`
  * table (on connect, on every ack, refreshed each heartbeat, on disconnect) with the highest seq each
  * one applied. A waiting Hub waits for every Bridge connected to ANY Hub: its own (in memory) plus the
- * rows of other Hubs seen within PRESENCE_STALE_MS and not closed by the Bridge. It learns about acks
+ * rows of other Hubs seen within the presence window (config.sync.presenceStaleMs) and not closed by the Bridge. It learns about acks
  * received by other Hubs through NOTIFY on `stk_acks` and, as a fallback, by polling those rows
  * every ACK_POLL_MS while it waits. A Hub that stops or crashes leaves its rows in place: its Bridges
  * keep being waited for until they reconnect to a Hub (and ack there) or their rows go stale, because
@@ -78,9 +77,9 @@ export class SyncHub implements StreamOwner {
     this.#presence = new Presence(ctx, this.hubId);
     const onChanged = () => this.wake();
     ctx.events.on('changed', onChanged);
-    this.#poll = setInterval(() => this.wake(), POLL_MS);
+    this.#poll = setInterval(() => this.wake(), ctx.config.sync.pollMs);
     this.#poll.unref();
-    this.#presenceTimer = setInterval(() => void this.#heartbeat(), HEARTBEAT_MS);
+    this.#presenceTimer = setInterval(() => void this.#heartbeat(), ctx.config.sync.heartbeatMs);
     this.#presenceTimer.unref();
     ctx.onClose.push(async () => {
       ctx.events.off('changed', onChanged);

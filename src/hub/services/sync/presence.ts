@@ -1,7 +1,6 @@
 import { sql, type Selectable } from 'kysely';
 import type { HubContext } from '../../context.js';
 import { nowIso } from '../../store/store.js';
-import { PRESENCE_STALE_MS } from './tunables.js';
 
 /**
  * Cluster presence: the shared `sync_bridges` table, one row per Bridge, written by the Hub it
@@ -85,9 +84,9 @@ export class Presence {
     void p.finally(() => this.#writes.delete(p));
   }
 
-  /** Live Bridges of OTHER Hubs: seen within PRESENCE_STALE_MS and not closed by the Bridge. */
+  /** Live Bridges of OTHER Hubs: seen within config.sync.presenceStaleMs and not closed by the Bridge. */
   async liveOfOtherHubs(): Promise<PresenceRow[]> {
-    const cutoff = new Date(Date.now() - PRESENCE_STALE_MS).toISOString();
+    const cutoff = new Date(Date.now() - this.#ctx.config.sync.presenceStaleMs).toISOString();
     return this.#db()
       .selectFrom('sync_bridges')
       .selectAll()

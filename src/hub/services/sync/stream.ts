@@ -2,14 +2,13 @@ import { once } from 'node:events';
 import type { SyncMessage } from '../../../protocol/sync.js';
 import type { HubContext } from '../../context.js';
 import { gapsBelow, keyChunks, maxSeq, allEnvStates, GAP_LOOKBACK, type ChangeBody, type ChangeRow } from './feed.js';
-import { GAP_WAIT_MS, HEARTBEAT_MS } from './tunables.js';
 import { nowIso } from '../../store/store.js';
 
 /**
  * One Bridge's stream: a snapshot (or a resume point), then every committed change in seq order,
  * and heartbeats. Order: on PostgreSQL every writer takes one transaction-scoped advisory lock before
  * drawing a seq (`recordChange`), so seqs commit in order and a gap seen by a reader is a rolled-back
- * seq that never appears. A stream therefore waits only briefly at a gap (GAP_WAIT_MS, for writers
+ * seq that never appears. A stream therefore waits only briefly at a gap (config.sync.gapWaitMs, for writers
  * that do not take the lock), then moves on and keeps watching the missing seqs for LATE_WATCH_MS.
  */
 
@@ -87,7 +86,7 @@ export class StreamSession {
         await this.#sendSnapshot();
       }
       this.#ready = true;
-      this.#heartbeat = setInterval(() => void this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() }), HEARTBEAT_MS);
+      this.#heartbeat = setInterval(() => void this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() }), this.ctx.config.sync.heartbeatMs);
       this.#heartbeat.unref();
       await this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() });
       this.pump();
@@ -169,7 +168,7 @@ export class StreamSession {
         if (row.seq !== this.cursor + 1) {
           // with the change-log lock a gap is a rolled-back seq; the short wait covers writers without it
           this.#gapSince ??= Date.now();
-          if (Date.now() - this.#gapSince < GAP_WAIT_MS) {
+          if (Date.now() - this.#gapSince < this.ctx.config.sync.gapWaitMs) {
             blocked = true;
             break;
           }
