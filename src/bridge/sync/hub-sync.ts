@@ -84,9 +84,6 @@ export class HubSync {
   get synced(): boolean {
     return this.#synced;
   }
-  get cursor(): number | undefined {
-    return this.#cursor;
-  }
 
   /** True when the Bridge synced once but has not heard from any Hub for longer than max-stale. */
   isStale(now = Date.now()): boolean {
