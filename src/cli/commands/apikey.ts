@@ -5,74 +5,12 @@ import { CliError, UsageError } from '../errors.js';
 import { isTTY, printJson, printTable, success, warn, when } from '../output.js';
 import { canConfirm, promptLine } from '../prompt.js';
 import { client, durationFlag, example, oneOf, opts, timestampFlag } from './common.js';
-
-interface Ack {
-  bridges: number;
-  acked: number;
-  lagging: string[];
-}
-
-interface KeyView {
-  keyId: string;
-  name: string;
-  roles: string[];
-  status: 'active' | 'revoked' | 'expired';
-  createdAt: string;
-  lastUsedAt: string | null;
-  expiresAt: string | null;
-  rateLimitPerMin: number | null;
-  rotatedAt: string | null;
-  staleRoles: string[];
-  /** the Hub stopped before the response with the key's plaintext left it */
-  unconfirmed?: boolean;
-}
-
-interface Created {
-  keyId: string;
-  name: string;
-  roles: string[];
-  status: string;
-  createdAt: string;
-  expiresAt: string | null;
-  rateLimitPerMin: number | null;
-  apiKey: string;
-  ack: Ack;
-}
-
-interface Revoked {
-  keyId: string;
-  name: string;
-  roles: string[];
-  status: string;
-  revokedAt: string | null;
-  alreadyRevoked: boolean;
-  ack: Ack | null;
-}
-
-interface DryRun {
-  dryRun: true;
-  keyId: string;
-  name: string;
-  status: string;
-  asOf?: string | null;
-  lastUsedAt: string | null;
-  requestsLast60m: number;
-  sources: Array<{ address: string; lastSeenAt: string; count: number }>;
-}
-
-interface Rotated {
-  keyId: string;
-  name: string;
-  roles: string[];
-  rotatedAt: string;
-  previousSecretValidUntil: string | null;
-  apiKey: string;
-  ack: Ack;
-}
+import type { AckResult } from '../../protocol/api/define.js';
+import type { ApiKeyView, CreatedKey, KeyUsageReport, RevokeDryRun, RevokedKey, RotatedKey } from '../../protocol/api/hub.js';
 
 type Scope = { project?: string; env?: string };
 
-const STATUSES: ReadonlyArray<KeyView['status']> = ['active', 'revoked', 'expired'];
+const STATUSES: ReadonlyArray<ApiKeyView['status']> = ['active', 'revoked', 'expired'];
 
 const PROJECT_OPT = ['--project <project>', 'project (default: STK_PROJECT or .stk/context.json)'] as const;
 const ENV_OPT = ['--env <env>', 'env (default: STK_ENV or .stk/context.json)'] as const;
@@ -93,7 +31,7 @@ export function parseRateLimitFlag(v: string | undefined): number | undefined {
 }
 
 /** Exits 1 naming the Bridges that did not confirm a change in time. */
-function checkAck(ack: Ack | null | undefined, what: string): void {
+function checkAck(ack: AckResult | null | undefined, what: string): void {
   if (!ack) return;
   if (ack.lagging.length === 0) {
     process.stderr.write(`  Bridges: ${ack.acked}/${ack.bridges} confirmed${ack.bridges ? '' : ' (none connected)'}\n`);
@@ -107,17 +45,6 @@ function checkAck(ack: Ack | null | undefined, what: string): void {
 }
 
 const keyLine = (k: { keyId: string; name: string }) => `${k.keyId} (${JSON.stringify(k.name)})`;
-
-interface KeyUsageView {
-  key: KeyView;
-  asOf: string | null;
-  bridges: number;
-  from: string;
-  to: string;
-  series: Array<{ minute: string; requests: number }>;
-  byStatus: Array<{ status: string; requests: number }>;
-  sources: Array<{ address: string; requests: number; firstSeenAt: string; lastSeenAt: string }>;
-}
 
 const num = (n: number) => n.toLocaleString('en-US');
 const BARS = ' ▁▂▃▄▅▆▇█';
@@ -144,7 +71,7 @@ function age(iso: string): string {
   return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
 }
 
-function renderUsage(u: KeyUsageView, project: string, env: string): string {
+function renderUsage(u: KeyUsageReport, project: string, env: string): string {
   const k = u.key;
   const width = Math.max(24, Math.min(96, (process.stdout.columns || 80) - 4));
   const total = u.series.reduce((n, m) => n + m.requests, 0);
@@ -211,7 +138,7 @@ export function registerApiKeyCommands(program: Command): void {
       expiresAt: o.expiresAt,
       rateLimitPerMin: parseRateLimitFlag(o.rateLimit),
     };
-    const k = await client(cmd).post<Created>(base, body);
+    const k = await client(cmd).post<CreatedKey>(base, body);
     if (o.json) {
       printJson(k);
     } else if (o.quiet) {
@@ -235,11 +162,11 @@ export function registerApiKeyCommands(program: Command): void {
     'stk apikey list --project shop --env prod --json',
   ).action(async (_o, cmd: Command) => {
     const o = opts<Scope & { status?: string }>(cmd);
-    if (o.status !== undefined && !STATUSES.includes(o.status as KeyView['status'])) {
+    if (o.status !== undefined && !STATUSES.includes(o.status as ApiKeyView['status'])) {
       throw new UsageError(`invalid --status ${JSON.stringify(o.status)}: use ${STATUSES.join(', ')}`);
     }
     const { project, env, base } = scope(cmd);
-    const r = await client(cmd).get<{ items: KeyView[] }>(base);
+    const r = await client(cmd).get<{ items: ApiKeyView[] }>(base);
     const items = o.status ? r.items.filter((k) => k.status === o.status) : r.items;
     if (o.json) return printJson(items);
     const human = isTTY();
@@ -276,7 +203,7 @@ export function registerApiKeyCommands(program: Command): void {
     const o = opts<Scope & { keyId?: string }>(cmd);
     const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
     const { project, env, base } = scope(cmd);
-    const u = await client(cmd).get<KeyUsageView>(`${base}/${enc(key)}/usage`);
+    const u = await client(cmd).get<KeyUsageReport>(`${base}/${enc(key)}/usage`);
     if (o.json) return printJson(u);
     process.stdout.write(renderUsage(u, project, env));
   });
@@ -299,7 +226,7 @@ export function registerApiKeyCommands(program: Command): void {
     const { project, env, base } = scope(cmd);
     const path = `${base}/${enc(key)}/revoke`;
     if (o.dryRun) {
-      const d = await client(cmd).post<DryRun>(path, { dryRun: true });
+      const d = await client(cmd).post<RevokeDryRun>(path, { dryRun: true });
       if (o.json) return printJson(d);
       const out = [
         d.status === 'revoked'
@@ -315,14 +242,14 @@ export function registerApiKeyCommands(program: Command): void {
       return;
     }
     if (!o.yes && canConfirm()) {
-      const k = await client(cmd).get<KeyView>(`${base}/${enc(key)}`);
+      const k = await client(cmd).get<ApiKeyView>(`${base}/${enc(key)}`);
       if (k.status !== 'revoked') {
         process.stderr.write(`Revoking ${keyLine(k)} in ${project}/${env} (roles ${k.roles.join(', ')}, last used ${k.lastUsedAt ?? 'never'}) cannot be undone: every Bridge rejects it at once.\n`);
         const typed = (await promptLine(`Type the key name (${k.name}) to confirm: `)).trim();
         if (typed !== k.name) throw new CliError(`confirmation did not match ${JSON.stringify(k.name)}: nothing was revoked`);
       }
     }
-    const r = await client(cmd).post<Revoked>(path, {});
+    const r = await client(cmd).post<RevokedKey>(path, {});
     if (o.json) printJson(r);
     else if (r.alreadyRevoked) success(`API key ${keyLine(r)} was already revoked${r.revokedAt ? ` (at ${r.revokedAt})` : ''}; nothing changed`);
     else success(`Revoked API key ${keyLine(r)} in ${project}/${env}; status: revoked`);
@@ -343,7 +270,7 @@ export function registerApiKeyCommands(program: Command): void {
     const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
     if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
     const { project, env, base } = scope(cmd);
-    const r = await client(cmd).post<Rotated>(`${base}/${enc(key)}/rotate`, { grace: durationFlag('--grace', o.grace) ?? '0' });
+    const r = await client(cmd).post<RotatedKey>(`${base}/${enc(key)}/rotate`, { grace: durationFlag('--grace', o.grace) ?? '0' });
     if (o.json) printJson(r);
     else if (o.quiet) process.stdout.write(`${r.apiKey}\n`);
     else {
@@ -383,7 +310,7 @@ export function registerApiKeyCommands(program: Command): void {
     if (o.rateLimit !== undefined) body.rateLimitPerMin = parseRateLimitFlag(o.rateLimit);
     if (Object.keys(body).length === 0) throw new UsageError('nothing to change: pass --roles, --expires-in, --expires-at, --no-expiry or --rate-limit');
     const { project, env, base } = scope(cmd);
-    const r = await client(cmd).patch<KeyView & { ack: Ack }>(`${base}/${enc(key)}`, body);
+    const r = await client(cmd).patch<ApiKeyView & { ack: AckResult }>(`${base}/${enc(key)}`, body);
     if (o.json) printJson(r);
     else success(`Updated API key ${keyLine(r)} in ${project}/${env}: roles ${r.roles.join(', ')}, expires ${r.expiresAt ?? 'never'}, rate limit ${r.rateLimitPerMin ?? 'default'}/min`);
     checkAck(r.ack, `updated ${keyLine(r)}`);

@@ -3,13 +3,7 @@ import { clearCredentials, readCredentials, writeCredentials } from '../config.j
 import { printJson, success, terminalSafe } from '../output.js';
 import { getPassword, promptLine } from '../prompt.js';
 import { client, example, opts } from './common.js';
-
-interface WhoAmI {
-  id: string;
-  email: string;
-  orgRole: string | null;
-  projectRoles: Array<{ project: string; role: string; status: string }>;
-}
+import type { WhoamiResponse } from '../../protocol/api/hub.js';
 
 export function registerAuthCommands(program: Command): void {
   example(
@@ -45,7 +39,7 @@ export function registerAuthCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts(cmd);
     const c = client(cmd);
-    const me = await c.get<WhoAmI>('/api/auth/whoami');
+    const me = await c.get<WhoamiResponse>('/api/auth/whoami');
     if (o.json) return printJson({ hubUrl: c.hubUrl, ...me });
     const lines = [`hub: ${c.hubUrl}`, `email: ${me.email}`, `org role: ${me.orgRole ?? 'none'}`];
     const can = ORG_POWERS[me.orgRole ?? ''];

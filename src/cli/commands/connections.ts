@@ -7,14 +7,7 @@ import { canPrompt, promptSecret, readStdin } from '../prompt.js';
 import { client, example, oneOf, opts } from './common.js';
 import type { AckResult } from '../../protocol/api/define.js';
 import { reportBridgeAck } from './ack.js';
-
-interface Connection {
-  name: string;
-  engine: string;
-  url: string;
-  createdAt: string;
-  updatedAt: string;
-}
+import type { ConnectionView } from '../../protocol/api/hub.js';
 
 type Target = { project?: string; env?: string; name?: string };
 
@@ -55,7 +48,7 @@ export function registerConnectionCommands(program: Command): void {
       dbUrl = (await promptSecret('Database URL: ')).trim();
     }
     if (!dbUrl) throw new UsageError('the database URL is empty');
-    const { ack, ...c } = await client(cmd).put<Connection & { ack?: AckResult | null }>(`${path}/${enc(name)}`, { engine: o.engine, dbUrl });
+    const { ack, ...c } = await client(cmd).put<ConnectionView & { ack?: AckResult | null }>(`${path}/${enc(name)}`, { engine: o.engine, dbUrl });
     if (o.json) {
       reportBridgeAck(ack, `connection ${c.name} is saved`, true);
       return printJson(c);
@@ -86,7 +79,7 @@ export function registerConnectionCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<Target>(cmd);
     const { project, env, path } = basePath(o);
-    const r = await client(cmd).get<{ items: Connection[] }>(path);
+    const r = await client(cmd).get<{ items: ConnectionView[] }>(path);
     if (o.json) return printJson(r.items);
     printTable(r.items, [
       { header: 'NAME', get: (c) => c.name },

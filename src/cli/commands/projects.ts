@@ -3,18 +3,7 @@ import { enc } from '../client.js';
 import { resolveProject } from '../config.js';
 import { printJson, printTable, success, when } from '../output.js';
 import { client, example, oneOf, opts } from './common.js';
-
-interface Project {
-  name: string;
-  createdAt: string;
-  role?: string;
-}
-
-interface Env {
-  name: string;
-  createdAt: string;
-  currentReleaseId?: string | null;
-}
+import type { EnvListItem, EnvView, ProjectListItem, ProjectView } from '../../protocol/api/hub.js';
 
 /** `stk project create|list` and `stk env create|list`. Returns the `project` group (members.ts adds invite/members). */
 export function registerProjectCommands(program: Command): Command {
@@ -28,7 +17,7 @@ export function registerProjectCommands(program: Command): Command {
     'stk project create shop',
   ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
     const name = oneOf(nameArg, opts<{ name?: string }>(cmd).name, '--name', 'the project name');
-    const p = await client(cmd).post<Project>('/api/projects', { name });
+    const p = await client(cmd).post<ProjectView>('/api/projects', { name });
     if (opts(cmd).json) return printJson(p);
     success(`Created project ${p.name}`);
   });
@@ -38,7 +27,7 @@ export function registerProjectCommands(program: Command): Command {
     'stk project list',
     'stk project list --json',
   ).action(async (_o, cmd: Command) => {
-    const r = await client(cmd).get<{ items: Project[] }>('/api/projects');
+    const r = await client(cmd).get<{ items: ProjectListItem[] }>('/api/projects');
     if (opts(cmd).json) return printJson(r.items);
     printTable(r.items, [
       { header: 'NAME', get: (p) => p.name },
@@ -59,7 +48,7 @@ export function registerProjectCommands(program: Command): Command {
     const o = opts<{ project?: string; name?: string }>(cmd);
     const name = oneOf(nameArg, o.name, '--name', 'the env name');
     const p = resolveProject(o.project);
-    const e = await client(cmd).post<Env>(`/api/projects/${enc(p)}/envs`, { name });
+    const e = await client(cmd).post<EnvView>(`/api/projects/${enc(p)}/envs`, { name });
     if (o.json) return printJson(e);
     success(`Created env ${e.name} in project ${p}`);
   });
@@ -72,7 +61,7 @@ export function registerProjectCommands(program: Command): Command {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ project?: string }>(cmd);
     const p = resolveProject(o.project);
-    const r = await client(cmd).get<{ items: Env[] }>(`/api/projects/${enc(p)}/envs`);
+    const r = await client(cmd).get<{ items: EnvListItem[] }>(`/api/projects/${enc(p)}/envs`);
     if (o.json) return printJson(r.items);
     printTable(r.items, [
       { header: 'NAME', get: (e) => e.name },

@@ -8,27 +8,7 @@ import type { ReleaseSummary } from '../../protocol/api/hub.js';
 import { explainRefusal, printPlan, type PlanStep } from './apply.js';
 import type { AckResult } from '../../protocol/api/define.js';
 import { reportBridgeAck } from './ack.js';
-
-interface ColumnIR {
-  name: string;
-  type: string;
-  items?: unknown;
-  nullable: boolean;
-  unique: boolean;
-  default?: { kind: 'now' } | { kind: 'literal'; value: unknown };
-  references?: { table: string; column: string; as: string };
-}
-
-interface ReleaseFull {
-  releaseId: string;
-  project: string;
-  ref: string | null;
-  createdAt: string;
-  connections: string[];
-  envs: string[];
-  schema: { tables: Record<string, { name: string; connection: string; primaryKey: { name: string; generate: string }; columns: ColumnIR[]; indexes: unknown[] }> };
-  permissions: { tables: Record<string, Record<string, Array<{ roles: string[]; condition?: { source: string }; columns: string[] | null }>>> };
-}
+import type { ReleaseIR } from '../../protocol/release.js';
 
 const projectOpt = ['--project <project>', 'project (default: STK_PROJECT or .stk/context.json)'] as const;
 
@@ -88,7 +68,7 @@ export function registerReleaseCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ project?: string; releaseId: string }>(cmd);
     const p = resolveProject(o.project);
-    const r = await client(cmd).get<ReleaseFull>(`/api/projects/${enc(p)}/releases/${enc(o.releaseId)}`);
+    const r = await client(cmd).get<ReleaseIR & { envs: string[] }>(`/api/projects/${enc(p)}/releases/${enc(o.releaseId)}`);
     if (o.json) return printJson(r);
     const out = (s: string) => process.stdout.write(s + '\n');
     out(`release:     ${r.releaseId}`);

@@ -420,7 +420,7 @@ export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operat
   const roles = JSON.parse(found.roles_json) as string[];
   if (opts.dryRun) {
     const u = await usageSummary(ctx, found.id, found.last_used_at);
-    return { dryRun: true, keyId: found.id, name: found.name, roles, status: keyStatus(found), ...u };
+    return { dryRun: true as const, keyId: found.id, name: found.name, roles, status: keyStatus(found), ...u };
   }
   if (found.status === 'revoked') {
     return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: found.revoked_at, alreadyRevoked: true, ack: null };

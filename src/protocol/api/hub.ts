@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { OPERATOR, PUBLIC, SERVICE, orgRoleAtLeast, projectRoleAtLeast } from '../route-auth.js';
 import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
+import type { UsageReport } from '../sync.js';
 import { AckResult, DOCS_API, EnvParams, IsoTime, Name, Ok, ProjectParams, defineRoute } from './define.js';
 
 /**
@@ -199,10 +200,11 @@ export const KeyUsage = {
   requestsLast60m: z.number().int(),
   sources: z.array(z.object({ address: z.string(), lastSeenAt: IsoTime, count: z.number().int() })),
 };
-export const RevokeResponse = z.union([
-  z.object({ dryRun: z.boolean(), keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: KeyStatus, ...KeyUsage }),
-  z.object({ keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: z.literal('revoked'), revokedAt: IsoTime.nullable(), alreadyRevoked: z.boolean(), ack: AckResult.nullable() }),
-]);
+export const RevokeDryRun = z.object({ dryRun: z.literal(true), keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: KeyStatus, ...KeyUsage }).meta({ id: 'RevokeDryRun' });
+export const RevokedKey = z
+  .object({ keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: z.literal('revoked'), revokedAt: IsoTime.nullable(), alreadyRevoked: z.boolean(), ack: AckResult.nullable() })
+  .meta({ id: 'RevokedApiKey' });
+export const RevokeResponse = z.union([RevokeDryRun, RevokedKey]);
 export const RotatedKey = z
   .object({
     keyId: z.string(),
@@ -296,8 +298,8 @@ export const ApplyBody = z
 export const ReleaseSummary = z
   .object({ releaseId: z.string(), ref: z.string().nullable(), createdAt: IsoTime, connections: z.array(z.string()), tables: z.array(z.string()), envs: z.array(z.string()) })
   .meta({ id: 'ReleaseSummary' });
-/** The release IR (src/protocol/release.ts): schema, permissions, connection names. */
-export const ReleaseIR = z
+/** A release as the Hub sends it: the IR of src/protocol/release.ts (its type: ReleaseIR there). */
+export const Release = z
   .object({ releaseId: z.string(), project: z.string(), ref: z.string().nullable(), createdAt: IsoTime, schema: z.unknown(), permissions: z.unknown(), connections: z.array(z.string()) })
   .meta({ id: 'Release' });
 const viewer = projectRoleAtLeast('viewer');
@@ -316,7 +318,7 @@ export const releases = {
   }),
   list: defineRoute({ method: 'GET', url: '/api/projects/:project/releases', auth: viewer, summary: "A project's releases, newest first", tags: ['releases'], params: ProjectParams, query: z.object({ limit: z.string().optional() }), response: { 200: z.object({ items: z.array(ReleaseSummary) }) } }),
   current: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/releases/current', auth: viewer, summary: "An env's current release", tags: ['releases'], params: EnvParams, response: { 200: ReleaseSummary.extend({ env: z.string(), since: IsoTime }) } }),
-  show: defineRoute({ method: 'GET', url: '/api/projects/:project/releases/:releaseId', auth: viewer, summary: 'One release with its schema and permissions', tags: ['releases'], params: ProjectParams.extend({ releaseId: z.string().max(200) }), response: { 200: ReleaseIR.extend({ envs: z.array(z.string()) }) } }),
+  show: defineRoute({ method: 'GET', url: '/api/projects/:project/releases/:releaseId', auth: viewer, summary: 'One release with its schema and permissions', tags: ['releases'], params: ProjectParams.extend({ releaseId: z.string().max(200) }), response: { 200: Release.extend({ envs: z.array(z.string()) }) } }),
   promote: defineRoute({
     method: 'POST',
     url: '/api/projects/:project/releases/promote',
@@ -346,6 +348,32 @@ export const releases = {
 // ---------------------------------------------------------------- internal (Bridges, service token)
 
 const BridgeId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'bridgeId: 1-128 of letters, digits, . _ : -');
+/** `POST /internal/sync/usage`: what a Bridge counted since its last report (src/protocol/sync.ts UsageReport). */
+export const UsageReportBody = z.object({
+  bridgeId: BridgeId,
+  session: z.string().max(200).optional(),
+  keys: z
+    .array(
+      z.object({
+        keyId: z.string().max(200),
+        minutes: z
+          .array(
+            z.object({
+              minute: z.string().max(40),
+              count: z.number(),
+              errors: z.record(z.string().max(3), z.number()).optional().meta({ description: 'calls that failed after the key was authenticated, by HTTP status' }),
+              rejected: z.record(z.string().max(3), z.number()).optional().meta({ description: 'requests with this key id refused before the call, by HTTP status' }),
+            }),
+          )
+          .max(100_000),
+        lastUsedAt: z.string().max(40).nullable().meta({ description: 'null when every request of the key in this report was refused' }),
+        sources: z.array(z.object({ address: z.string().max(100), count: z.number() })).max(10_000),
+      }),
+    )
+    .max(100_000),
+});
+// this schema and the Bridge's UsageReport are the same shape both ways (a drift is a build error)
+export const usageReportMatches = [(r: UsageReport): z.input<typeof UsageReportBody> => r, (b: z.output<typeof UsageReportBody>): UsageReport => b] as const;
 export const internal = {
   snapshot: defineRoute({ method: 'GET', url: '/internal/sync/snapshot', auth: SERVICE, summary: 'Every env state and key hash (Bridges only)', tags: ['internal'], response: { 200: z.object({ seq: z.number(), pepper: z.string(), envs: z.array(z.unknown()), keys: z.array(z.unknown()) }) } }),
   stream: defineRoute({
@@ -374,29 +402,7 @@ export const internal = {
     auth: SERVICE,
     summary: 'Per-key usage counted by a Bridge since its last report',
     tags: ['internal'],
-    body: z.looseObject({
-      bridgeId: BridgeId,
-      session: z.string().max(200).optional(),
-      keys: z
-        .array(
-          z.looseObject({
-            keyId: z.string().max(200),
-            minutes: z
-              .array(
-                z.looseObject({
-                  minute: z.string().max(40),
-                  count: z.number(),
-                  errors: z.record(z.string().max(3), z.number()).optional().meta({ description: 'calls that failed after the key was authenticated, by HTTP status' }),
-                  rejected: z.record(z.string().max(3), z.number()).optional().meta({ description: 'requests with this key id refused before the call, by HTTP status' }),
-                }),
-              )
-              .max(100_000),
-            lastUsedAt: z.string().max(40).nullable().meta({ description: 'null when every request of the key in this report was refused' }),
-            sources: z.array(z.looseObject({ address: z.string().max(100), count: z.number() })).max(10_000),
-          }),
-        )
-        .max(100_000),
-    }),
+    body: UsageReportBody,
     response: { 200: z.object({ keys: z.number() }) },
     errors: ['CONFLICT'],
   }),
@@ -409,7 +415,7 @@ export const internal = {
     summary: "An env's current release (ETag = release id)",
     tags: ['internal'],
     params: EnvParams,
-    response: { 200: ReleaseIR, 304: z.null().meta({ description: 'not modified' }) },
+    response: { 200: Release, 304: z.null().meta({ description: 'not modified' }) },
   }),
 };
 
@@ -432,8 +438,11 @@ export type ApiKeyView = z.infer<typeof ApiKeyView>;
 export type CreatedKey = z.infer<typeof CreatedKey>;
 export type RotatedKey = z.infer<typeof RotatedKey>;
 export type RevokeResponse = z.infer<typeof RevokeResponse>;
+export type RevokeDryRun = z.infer<typeof RevokeDryRun>;
+export type RevokedKey = z.infer<typeof RevokedKey>;
+export type ProjectListItem = z.infer<typeof ProjectListItem>;
+export type EnvListItem = z.infer<typeof EnvListItem>;
 export type KeyUsageReport = z.infer<typeof KeyUsageReport>;
 export type PlanStep = z.infer<typeof PlanStep>;
 export type ApplyResponse = z.infer<typeof ApplyResponse>;
 export type ReleaseSummary = z.infer<typeof ReleaseSummary>;
-export type ReleaseIR = z.infer<typeof ReleaseIR>;
