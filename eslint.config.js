@@ -45,6 +45,20 @@ export default tseslint.config(
     },
   },
   {
+    // every route is registered from its contract (method, path, auth, schemas written once, in src/protocol/api)
+    files: ['src/**/*.ts'],
+    ignores: ['src/common/contract-route.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.property.name=/^(get|post|put|patch|delete|head|options|all|route)$/][callee.object.name=/^(app|fastify|instance|server)$/]",
+          message: 'register a route with contractRoute() (or the Hub\'s route()) from its contract in src/protocol/api',
+        },
+      ],
+    },
+  },
+  {
     // Kysely migrations are written against `Kysely<any>` on purpose: they must not depend on today's table types
     files: ['src/hub/store/migrations.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off', '@typescript-eslint/no-unsafe-argument': 'off' },

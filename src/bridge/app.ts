@@ -2,6 +2,7 @@ import { installApiDocs } from '../common/api-docs.js';
 import { BRIDGE_API } from '../protocol/api/bridge.js';
 import { API_VERSION, openApiDocument } from '../protocol/api/openapi.js';
 import type { FastifyInstance } from 'fastify';
+import { useContractSchemas } from '../common/contract-route.js';
 import { createBaseApp } from '../common/http.js';
 import type { BridgeConfig } from './config.js';
 import type { BridgeContext } from './context.js';
@@ -72,6 +73,9 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     done();
   });
   installRouteAuth(app, ctx); // before any route: each route's declared auth becomes its first onRequest hook
+  // the health routes' input and answers go through their contracts' zod schemas; /call's contract only
+  // describes it (its planner checks params on the hot path)
+  useContractSchemas(app);
   installApiDocs(app, 'Santokit Bridge', () =>
     openApiDocument({ title: 'Santokit Bridge', version: API_VERSION, description: 'The data plane: POST /call with a project API key for auto-CRUD on the env’s PostgreSQL.' }, BRIDGE_API),
   );

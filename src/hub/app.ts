@@ -9,7 +9,7 @@ import { installRouteAuth } from './route-auth.js';
 import { installApiDocs } from '../common/api-docs.js';
 import { HUB_API } from '../protocol/api/hub.js';
 import { API_VERSION, openApiDocument } from '../protocol/api/openapi.js';
-import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import { useContractSchemas } from '../common/contract-route.js';
 import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
 import { registerRoutes } from './routes/index.js';
@@ -38,8 +38,7 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   // the router matched, before its body is read
   installRouteAuth(app, ctx);
   // every route's input is validated, and every response serialized, by its contract's zod schemas
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  useContractSchemas(app);
 
   installApiDocs(app, 'Santokit Hub', () =>
     openApiDocument({ title: 'Santokit Hub', version: API_VERSION, description: 'The control plane: operators, projects, envs, connections, schema apply, releases, API keys, audit. Used through `stk`.' }, HUB_API),

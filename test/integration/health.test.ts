@@ -51,6 +51,12 @@ describe('hub and bridge health, error envelope, log redaction', () => {
     const r = await fetch(bridge.url + '/readyz?project=nope&env=dev', { headers: { 'x-santokit-service-token': hub.serviceToken } });
     expect(r.status).toBe(503);
     expect(await r.json()).toEqual({ ok: false });
+    // the query is checked by the route's contract: a name given twice is a clear 400 naming it
+    const twice = await fetch(bridge.url + '/readyz?project=a&project=b&env=dev', { headers: { 'x-santokit-service-token': hub.serviceToken } });
+    expect(twice.status).toBe(400);
+    const e = ((await twice.json()) as { error: { code: string; message: string } }).error;
+    expect(e.code).toBe('BAD_REQUEST');
+    expect(e.message).toMatch(/^query\.project: /);
     // a Bridge that cannot reach any Hub has no snapshot: not ready
     const lone = await startBridge({ hubUrl: 'http://127.0.0.1:9', serviceToken: hub.serviceToken, env: { STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS: '200' } });
     try {

@@ -10,11 +10,12 @@
  */
 import { Transform } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest, preParsingHookHandler } from 'fastify';
+import { contractRoute } from '../../common/contract-route.js';
 import { BODY_LIMIT_BYTES } from '../../common/http.js';
 import type { CallRequest } from '../../protocol/call.js';
 import { AppError, badRequest, forbidden, notFound, unavailable } from '../../protocol/errors.js';
 import { OPS, type Op } from '../../protocol/release.js';
-import { APIKEY } from '../../protocol/route-auth.js';
+import { BRIDGE_API } from '../../protocol/api/bridge.js';
 import type { BridgeContext, Principal } from '../context.js';
 import { budgetError, execute, ResponseGauge, type QueryContext, type ResponseBudget, type Row, type Rows } from '../executor/index.js';
 import { Overflow } from '../executor/response-budget.js';
@@ -115,7 +116,8 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
     done(null, payload.pipe(counted));
   };
 
-  app.post('/call', { config: { auth: APIKEY }, preParsing: chargeBody }, async (req, reply) => {
+  // its contract only describes it: the hand-written planner below checks params on the hot path
+  contractRoute(app, BRIDGE_API.call, async (req, reply) => {
     // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
     const principal = req.principal!;
     const env = releases.get(principal.project, principal.env);
@@ -172,7 +174,7 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
       budget.release();
       throw err;
     }
-  });
+  }, { schemas: 'described', preParsing: chargeBody });
 
   /** One batched query per relation: `WHERE target = ANY($1)`, with the target's own rule applied. */
   async function expandRelation(rows: Rows, rel: Parameters<typeof planExpand>[0], principal: Principal, env: ActiveEnv, qc: QueryContext, budget: ResponseBudget) {

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
+import type { z } from 'zod';
+import { contractRoute } from '../../common/contract-route.js';
+import { BRIDGE_API } from '../../protocol/api/bridge.js';
 import { unauthorized } from '../../protocol/errors.js';
-import { PUBLIC } from '../../protocol/route-auth.js';
 import type { BridgeContext } from '../context.js';
 import { hasServiceToken } from '../route-auth.js';
 
@@ -11,15 +13,15 @@ import { hasServiceToken } from '../route-auth.js';
  * tenants, so it needs the service token: without it, 401 whatever the names.
  */
 export default async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: BridgeContext }) {
-  const pub = { config: { auth: PUBLIC } };
-  app.get('/healthz', pub, async () => ({ ok: true }));
-  app.get('/health', pub, async () => ({ ok: true }));
-  app.get('/readyz', pub, async (req, reply) => {
-    const q = req.query as { project?: unknown; env?: unknown };
+  contractRoute(app, BRIDGE_API.healthz, async () => ({ ok: true }));
+  contractRoute(app, BRIDGE_API.health, async () => ({ ok: true }));
+  contractRoute(app, BRIDGE_API.readyz, async (req, reply) => {
+    // validated by the contract: each is one string when given
+    const q = req.query as z.output<typeof BRIDGE_API.readyz.query>;
     let ok: boolean;
     if (q.project !== undefined || q.env !== undefined) {
       if (!hasServiceToken(ctx, req)) throw unauthorized('readiness of a project/env needs the service token (X-Santokit-Service-Token); plain /readyz needs none');
-      ok = typeof q.project === 'string' && typeof q.env === 'string' && !ctx.isStale() && (await ctx.releases.ready(q.project, q.env).catch(() => false));
+      ok = q.project !== undefined && q.env !== undefined && !ctx.isStale() && (await ctx.releases.ready(q.project, q.env).catch(() => false));
     } else {
       ok = ctx.sync.synced && !ctx.isStale();
     }

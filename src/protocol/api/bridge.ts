@@ -72,5 +72,6 @@ export const BRIDGE_API = {
     tags: ['health'],
     query: z.object({ project: z.string().optional(), env: z.string().optional() }),
     response: { 200: Health, 503: Health },
+    errors: ['UNAUTHORIZED'],
   }),
 };
