@@ -1,3 +1,4 @@
+import { fieldProblems } from '../protocol/errors.js';
 import { ApiError, CliError } from './errors.js';
 import { resolveHubUrl, resolveToken } from './config.js';
 
@@ -5,6 +6,23 @@ export interface ClientOptions {
   hub?: string;
   /** send no session token (login) */
   anonymous?: boolean;
+  /** the flag a refused API field was given with (`expiresIn` → `--expires-in`), to name it in the message */
+  flagFor?: (field: string) => string | undefined;
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * The Hub's message with each refused field (`details.fields`) named as the user typed it: the flag
+ * it came from. Only whole words are replaced, with or without the `body.`/`query.` prefix.
+ */
+export function withFlagNames(message: string, details: unknown, flagFor: (field: string) => string | undefined): string {
+  for (const p of fieldProblems(details)) {
+    const flag = flagFor(p.field);
+    if (!flag) continue;
+    message = message.replace(new RegExp(`(?<![\\w.-])(?:${escapeRegExp(p.in)}\\.)?${escapeRegExp(p.field)}(?![\\w-])`, 'g'), flag);
+  }
+  return message;
 }
 
 /** A thin JSON client for the Hub API. Non-2xx → ApiError carrying status and code. */
@@ -12,9 +30,11 @@ export class HubClient {
   readonly hubUrl: string;
   readonly #token?: string;
   readonly #anonymous: boolean;
+  readonly #flagFor: ClientOptions['flagFor'];
 
   constructor(opts: ClientOptions = {}) {
     this.hubUrl = resolveHubUrl(opts.hub);
+    this.#flagFor = opts.flagFor;
     this.#anonymous = Boolean(opts.anonymous);
     this.#token = opts.anonymous ? undefined : resolveToken(this.hubUrl);
   }
@@ -47,6 +67,7 @@ export class HubClient {
     if (!res.ok) {
       const err = (json as { error?: { code?: string; message?: string; requestId?: string; details?: unknown } } | undefined)?.error;
       let msg = err?.message ?? (res.statusText || 'request failed');
+      if (this.#flagFor && err?.details !== undefined) msg = withFlagNames(msg, err.details, this.#flagFor);
       // the Hub's own message usually says so already: the hint appears once
       if (res.status === 401 && !this.#token && !this.#anonymous && !/stk login/.test(msg)) msg += " — run 'stk login' first";
       throw new ApiError(msg, res.status, err?.code ?? 'HTTP_' + res.status, err?.requestId, err?.details);

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
 import { ulid } from './ulid.js';
-import { AppError, ERROR_CATALOGUE, codeForStatus, envelope } from '../protocol/errors.js';
+import { AppError, ERROR_CATALOGUE, codeForStatus, envelope, type FieldDetails, type FieldProblem } from '../protocol/errors.js';
 import { RequestLogger, bufferedStdout, loggerOptions, stripQuery, type LogDestination } from './logger.js';
 import type { RouteAuth, RouteInfo } from '../protocol/route-auth.js';
 import { canonicalTarget } from './request-target.js';
@@ -180,8 +180,8 @@ function limitConnections(app: FastifyInstance, o: { max: number; perAddress: nu
 }
 
 /** Fastify's name for the part of a request a schema checked → what the caller calls it. */
-function validationPlace(context: string | undefined): string {
-  return context === 'querystring' ? 'query' : context === 'params' ? 'path' : (context ?? 'request');
+function validationPlace(context: string | undefined): FieldProblem['in'] {
+  return context === 'querystring' ? 'query' : context === 'params' ? 'path' : context === 'headers' ? 'headers' : 'body';
 }
 
 function setCode(req: FastifyRequest, code: string): void {
@@ -355,12 +355,13 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       // a schema refused the input: name each field as the caller sent it (`body.expiresIn: …`)
       setCode(req, 'BAD_REQUEST');
       const where = validationPlace((e as { validationContext?: string }).validationContext);
-      const problems = (Array.isArray(e.validation) ? e.validation : []).slice(0, 10).map((v: { instancePath?: string; message?: string }) => {
+      const problems: FieldProblem[] = (Array.isArray(e.validation) ? e.validation : []).slice(0, 10).map((v: { instancePath?: string; message?: string }) => {
         const field = (v.instancePath ?? '').split('/').filter(Boolean).join('.');
         return { in: where, field, message: String(v.message ?? 'invalid') };
       });
       const message = problems.length ? problems.map((p) => `${p.field ? `${p.in}.${p.field}` : p.in}: ${p.message}`).join('; ') : (e.message ?? 'invalid request');
-      return reply.code(400).send(envelope('BAD_REQUEST', message, req.id));
+      const named = problems.filter((p) => p.field);
+      return reply.code(400).send(envelope('BAD_REQUEST', message, req.id, named.length ? ({ fields: named } satisfies FieldDetails) : undefined));
     }
     const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
     if (status >= 400 && status < 500) {

@@ -57,6 +57,31 @@ export const tooManyRequests = (m: string, retryAfterSeconds: number) =>
   new AppError('TOO_MANY_REQUESTS', m, { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterSeconds))) } });
 export const unavailable = (m: string) => new AppError('SERVICE_UNAVAILABLE', m);
 
+/**
+ * An input field that was refused, named as the API calls it (`expiresIn`, `query.limit` is
+ * `{in: 'query', field: 'limit'}`). A 400 carries them as `details.fields`, so a client that took the
+ * value under another name can say that name instead: the CLI says `--expires-in`.
+ */
+export interface FieldProblem {
+  in: 'body' | 'query' | 'path' | 'headers';
+  field: string;
+  message: string;
+}
+export interface FieldDetails {
+  fields: FieldProblem[];
+}
+
+/** 400 for one or more body fields; the message names them as the API does. */
+export const badField = (fields: string | string[], message: string) =>
+  new AppError('BAD_REQUEST', message, { details: { fields: (Array.isArray(fields) ? fields : [fields]).map((field) => ({ in: 'body', field, message })) } satisfies FieldDetails });
+
+/** The refused fields of an error's details (`details.fields`), or none. */
+export function fieldProblems(details: unknown): FieldProblem[] {
+  const fields = (details as { fields?: unknown } | null | undefined)?.fields;
+  if (!Array.isArray(fields)) return [];
+  return fields.filter((f): f is FieldProblem => typeof f === 'object' && f !== null && typeof (f as FieldProblem).field === 'string' && typeof (f as FieldProblem).in === 'string');
+}
+
 export function codeForStatus(status: number): ErrorCode {
   for (const [code, v] of Object.entries(ERROR_CATALOGUE)) if (v.status === status) return code as ErrorCode;
   return status >= 500 ? 'INTERNAL_ERROR' : 'BAD_REQUEST';

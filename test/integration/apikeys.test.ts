@@ -240,6 +240,20 @@ describe('project API keys (OPERATOR-002)', () => {
       const past = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'past', '--roles', 'reader', '--expires-at', '2001-01-01T00:00:00Z']);
       expect(past.code).toBe(1);
       expect(past.output).toContain('400 BAD_REQUEST');
+      // the Hub names the refused field as its API does (details.fields); the CLI says the flag the user typed
+      expect(past.output).toContain('--expires-at must be in the future');
+      expect(past.output).not.toContain('expiresAt');
+      const far = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'far', '--roles', 'reader', '--expires-in', '4000d']);
+      expect(far.code).toBe(1);
+      expect(far.output).toContain('--expires-in must be between 1s and 3650d');
+      const farApi = await api('POST', base(), { name: 'far', roles: ['reader'], expiresIn: '4000d' });
+      expect(farApi.status).toBe(400);
+      expect(farApi.json.error.details).toEqual({ fields: [{ in: 'body', field: 'expiresIn', message: 'expiresIn must be between 1s and 3650d' }] });
+      // a value the contract's schema refuses: the same details, the message as the schema check words it
+      const typed = await api('POST', base(), { name: 'typed', roles: ['reader'], rateLimitPerMin: 'fast' });
+      expect(typed.status).toBe(400);
+      expect(typed.json.error.message).toMatch(/^body\.rateLimitPerMin: /);
+      expect(typed.json.error.details.fields).toMatchObject([{ in: 'body', field: 'rateLimitPerMin' }]);
       const at = await api('POST', base(), { name: 'dated', roles: ['reader'], expiresAt: new Date(Date.now() + 86400_000).toISOString() });
       expect(at.status).toBe(201);
       expect(at.json.expiresAt).toMatch(/^\d{4}-/);

@@ -87,10 +87,14 @@ function expectRefusal(r: { status: number; json: any; text: string; requestId: 
   const why = `${label}: ${r.status} ${r.text.slice(0, 300)}`;
   expect(r.status, why).toBe(400);
   expect(Object.keys(r.json ?? {}), why).toEqual(['error']);
-  expect(Object.keys(r.json.error).sort(), why).toEqual(['code', 'message', 'requestId']);
+  // details, when present, only name the refused field (details.fields), as the message does
+  const keys = Object.keys(r.json.error).sort();
+  expect(keys, why).toEqual(keys.includes('details') ? ['code', 'details', 'message', 'requestId'] : ['code', 'message', 'requestId']);
+  if (keys.includes('details')) expect(r.json.error.details.fields.map((f: { field: string }) => f.field), why).toEqual(['dbUrl']);
   expect(r.json.error.code, why).toBe('BAD_REQUEST');
   expect(r.json.error.requestId, why).toBe(r.requestId);
-  const msg: string = r.json.error.message;
+  // everything the refusal says is checked: the message and any details
+  const msg: string = r.json.error.message + (keys.includes('details') ? '\n' + JSON.stringify(r.json.error.details) : '');
   expect(msg, why).not.toMatch(CONTROL);
   expect(msg, why).not.toContain(PW);
   expect(msg, why).not.toMatch(FS_FACTS);

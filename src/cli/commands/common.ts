@@ -9,7 +9,16 @@ export function opts<T = Record<string, unknown>>(cmd: Command): T & { hub?: str
 }
 
 export function client(cmd: Command, anonymous = false): HubClient {
-  return new HubClient({ hub: opts(cmd).hub, anonymous });
+  return new HubClient({ hub: opts(cmd).hub, anonymous, flagFor: (field) => flagOf(cmd, field) });
+}
+
+/** API fields a command sends under another name than its flag's */
+const SENT_AS: Record<string, string> = { rateLimitPerMin: 'rateLimit' };
+
+/** The flag of `cmd` whose value the Hub received as `field` (commander's naming: `--expires-in` is `expiresIn`). */
+export function flagOf(cmd: Command, field: string): string | undefined {
+  const attr = Object.hasOwn(SENT_AS, field) ? SENT_AS[field] : field;
+  return cmd.options.find((o) => o.long !== undefined && o.attributeName() === attr)?.long;
 }
 
 export function example(cmd: Command, ...lines: string[]): Command {

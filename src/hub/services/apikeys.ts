@@ -1,6 +1,6 @@
 import type { Actor } from './actor.js';
 import { sql, type Kysely } from 'kysely';
-import { badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
+import { badField, badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
 import { IDENT_RE, nameError } from '../../protocol/names.js';
 import { referencedRoles } from '../../protocol/release.js';
 import { KEY_ID_RE, generateKey, hashSecret, newKeyId } from '../../protocol/key-format.js';
@@ -90,12 +90,12 @@ export function validateRoles(input: unknown, referenced: string[] | null): stri
   let list: unknown[];
   if (typeof input === 'string') list = input.split(',');
   else if (Array.isArray(input)) list = input;
-  else throw badRequest('roles must be an array of strings');
+  else throw badField('roles', 'roles must be an array of strings');
   if (list.length === 0) throw invalidRole('roles are required: pass at least one role, e.g. --roles reader', rolesDetails([], referenced));
   if (list.length > 50) throw invalidRole('at most 50 roles per key');
   const roles: string[] = [];
   for (const r of list) {
-    if (typeof r !== 'string') throw badRequest('roles must be an array of strings');
+    if (typeof r !== 'string') throw badField('roles', 'roles must be an array of strings');
     const t = r.trim();
     if (!t) throw invalidRole('empty role in the list: remove the extra comma', rolesDetails([], referenced));
     if (!IDENT_RE.test(t)) throw invalidRole(`invalid role ${JSON.stringify(t.slice(0, 64))}: roles are identifiers (letters, digits, '_'; not starting with a digit)`, rolesDetails([t], referenced));
@@ -126,23 +126,23 @@ export function parseExpiry(body: { expiresIn?: unknown; expiresAt?: unknown }, 
   const { expiresIn, expiresAt } = body;
   const hasIn = expiresIn !== undefined && expiresIn !== null && expiresIn !== '';
   const hasAt = expiresAt !== undefined && expiresAt !== null && expiresAt !== '';
-  if (hasIn && hasAt) throw badRequest('pass expiresIn or expiresAt, not both');
+  if (hasIn && hasAt) throw badField(['expiresIn', 'expiresAt'], 'pass expiresIn or expiresAt, not both');
   if (hasIn) {
     let secs: number;
     try {
       if (typeof expiresIn !== 'string' && typeof expiresIn !== 'number') throw new Error('type');
       secs = parseDuration(expiresIn);
     } catch {
-      throw badRequest('expiresIn must be a duration like 30m, 12h or 90d');
+      throw badField('expiresIn', 'expiresIn must be a duration like 30m, 12h or 90d');
     }
-    if (secs < 1 || secs > MAX_EXPIRY_SECONDS) throw badRequest('expiresIn must be between 1s and 3650d');
+    if (secs < 1 || secs > MAX_EXPIRY_SECONDS) throw badField('expiresIn', 'expiresIn must be between 1s and 3650d');
     return new Date(now + Math.round(secs * 1000)).toISOString();
   }
   if (hasAt) {
     const t = typeof expiresAt === 'string' && /^\d{4}-\d{2}-\d{2}/.test(expiresAt) ? Date.parse(expiresAt) : NaN;
-    if (!Number.isFinite(t)) throw badRequest('expiresAt must be an ISO-8601 timestamp, e.g. 2027-01-31T00:00:00Z');
-    if (t <= now) throw badRequest('expiresAt must be in the future');
-    if (t - now > MAX_EXPIRY_SECONDS * 1000) throw badRequest('expiresAt must be within 10 years');
+    if (!Number.isFinite(t)) throw badField('expiresAt', 'expiresAt must be an ISO-8601 timestamp, e.g. 2027-01-31T00:00:00Z');
+    if (t <= now) throw badField('expiresAt', 'expiresAt must be in the future');
+    if (t - now > MAX_EXPIRY_SECONDS * 1000) throw badField('expiresAt', 'expiresAt must be within 10 years');
     return new Date(t).toISOString();
   }
   return null;
@@ -151,7 +151,7 @@ export function parseExpiry(body: { expiresIn?: unknown; expiresAt?: unknown }, 
 export function parseRateLimit(v: unknown): number | null {
   if (v === undefined || v === null) return null;
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_RATE_LIMIT_PER_MIN) {
-    throw badRequest(`rateLimitPerMin must be an integer between 1 and ${MAX_RATE_LIMIT_PER_MIN}`);
+    throw badField('rateLimitPerMin', `rateLimitPerMin must be an integer between 1 and ${MAX_RATE_LIMIT_PER_MIN}`);
   }
   return v;
 }
@@ -163,9 +163,9 @@ export function parseGrace(v: unknown): number {
     if (typeof v !== 'string' && typeof v !== 'number') throw new Error('type');
     secs = parseDuration(v);
   } catch {
-    throw badRequest('grace must be a duration like 0, 15m, 1h or 7d');
+    throw badField('grace', 'grace must be a duration like 0, 15m, 1h or 7d');
   }
-  if (secs > MAX_GRACE_SECONDS) throw badRequest('grace must be between 0 and 7d');
+  if (secs > MAX_GRACE_SECONDS) throw badField('grace', 'grace must be between 0 and 7d');
   return secs;
 }
 
