@@ -25,7 +25,7 @@ export interface BuildBridgeOptions {
  * The sync is not started here (`startBridge` does), so an in-process Bridge never reaches for a Hub.
  */
 export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions = {}): Promise<{ app: FastifyInstance; ctx: BridgeContext }> {
-  const app = createBaseApp({ name: 'bridge', loggerStream: opts.loggerStream, logger: opts.logger });
+  const app = createBaseApp({ name: 'bridge', http: config.http, loggerStream: opts.loggerStream, logger: opts.logger });
   const log = app.log;
   if (config.disableAuth) {
     log.warn('!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!');

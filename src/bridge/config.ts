@@ -1,11 +1,12 @@
 /**
  * The Bridge's settings: every `STK_*` variable it reads, declared once with its default and checked
  * at start (src/common/env-config.ts). A bad value stops the start with a message naming the variable.
- * (STK_LOG_LEVEL and STK_TRUST_PROXY belong to the shared HTTP layer, src/common/.)
+ * The shared HTTP layer's variables (STK_LOG_LEVEL, STK_TRUST_PROXY, …) are part of it: HTTP_ENV.
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { env, readEnv } from '../common/env-config.js';
+import { HTTP_ENV, httpSettings, type HttpSettings } from '../common/http-config.js';
 import type { HostPolicy } from '../common/net-policy.js';
 
 export interface BridgeConfig {
@@ -30,6 +31,8 @@ export interface BridgeConfig {
   responseMaxBytes: number;
   /** bytes all answers being built or sent may hold together (STK_RESPONSE_INFLIGHT_MAX_BYTES) */
   responseInflightMaxBytes: number;
+  /** the shared HTTP layer: log level, proxies, connection limits (src/common/http-config.ts) */
+  http: HttpSettings;
   /** following the Hub */
   sync: {
     /** the Hub's heartbeat interval (STK_SYNC_HEARTBEAT_MS): no byte for 3× this → reconnect */
@@ -82,6 +85,7 @@ export const BRIDGE_ENV = z.object({
   STK_SYNC_MAX_BACKOFF_MS: env.int(5000, 1),
   STK_USAGE_REPORT_SECONDS: env.durationMs('60'),
   STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS: env.int(10_000, 0),
+  ...HTTP_ENV,
 });
 
 export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): BridgeConfig {
@@ -110,6 +114,7 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
     responseMaxBytes: e.STK_RESPONSE_MAX_BYTES,
     responseInflightMaxBytes: e.STK_RESPONSE_INFLIGHT_MAX_BYTES,
+    http: httpSettings(e),
     sync: {
       heartbeatMs: e.STK_SYNC_HEARTBEAT_MS,
       maxBackoffMs: e.STK_SYNC_MAX_BACKOFF_MS,

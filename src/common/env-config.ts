@@ -92,6 +92,14 @@ export const env = {
       for (const i of items) check?.(i);
       return items;
     }),
+  /** one of `values` */
+  choice: <T extends string>(dflt: T, values: readonly T[]) =>
+    variable<T, T>(dflt, (s) => {
+      if (!(values as readonly string[]).includes(s)) throw new Unfit(`must be one of ${values.join(', ')}`);
+      return s as T;
+    }),
+  /** a value with its own parser, whose error message says what is wrong (it is not quoted back) */
+  parsed: <T>(dflt: T, parse: (s: string) => T) => variable<T, T>(dflt, parse),
   /** STK_CONNECTION_ALLOW_HOSTS (src/common/net-policy.ts) */
   hostPolicy: () =>
     variable(HostPolicy.NONE, (s) => {

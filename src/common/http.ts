@@ -9,7 +9,8 @@ import type { RouteAuth, RouteInfo } from '../protocol/route-auth.js';
 import { canonicalTarget } from './request-target.js';
 import { MAX_JSON_DEPTH, jsonTooDeep } from './json-depth.js';
 import { RouteMatcher } from './route-match.js';
-import { isTrustedProxy, parseTrustProxy } from './trust-proxy.js';
+import { isTrustedProxy } from './trust-proxy.js';
+import { DEFAULT_HTTP, type HttpSettings } from './http-config.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -27,15 +28,6 @@ export const BODY_LIMIT_BYTES = 10 * 1024 * 1024;
 export const MAX_HEADER_BYTES = 16 * 1024;
 /** body limit of routes anyone may call (login, invite acceptance, health): no reason to take megabytes */
 export const PUBLIC_BODY_LIMIT_BYTES = 64 * 1024;
-/**
- * Open connections: at most STK_MAX_CONNECTIONS in all (keep it below the process's open-file limit,
- * so database connections can always be opened) and STK_MAX_CONNECTIONS_PER_ADDRESS from one client
- * address (your proxies named in STK_TRUST_PROXY are exempt: many clients share them). Over either, a
- * new connection gets 503 with Retry-After and is closed: one client holding idle sockets cannot take
- * a server's connections from everyone else.
- */
-export const MAX_CONNECTIONS = 8192;
-export const MAX_CONNECTIONS_PER_ADDRESS = 256;
 /** a client has this long to send its whole request (headers and body); slower ones get 408 */
 export const REQUEST_TIMEOUT_MS = 30_000;
 
@@ -44,9 +36,8 @@ export interface BaseAppOptions {
   /** a pino logger config, `false` to disable, or a destination stream for tests */
   logger?: FastifyServerOptions['logger'] | false;
   loggerStream?: NodeJS.WritableStream;
-  /** override STK_MAX_CONNECTIONS / STK_MAX_CONNECTIONS_PER_ADDRESS (tests) */
-  maxConnections?: number;
-  maxConnectionsPerAddress?: number;
+  /** the process's HTTP settings (HubConfig.http, BridgeConfig.http); default: every variable unset */
+  http?: HttpSettings;
   /** overrides REQUEST_TIMEOUT_MS (and how often Node checks it) — for tests */
   requestTimeoutMs?: number;
   timeoutCheckIntervalMs?: number;
@@ -140,14 +131,6 @@ function lingerIfBodyUnread(req: FastifyRequest): void {
   };
 }
 
-function positiveInt(name: string, fallback: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return fallback;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, not ${JSON.stringify(v.slice(0, 40))}`);
-  return n;
-}
-
 /** See MAX_CONNECTIONS: the overall cap and the per-address count, enforced as connections open. */
 function limitConnections(app: FastifyInstance, o: { max: number; perAddress: number; exempt: (address: string) => boolean }): void {
   const open = new Map<string, number>();
@@ -194,20 +177,21 @@ function setCode(req: FastifyRequest, code: string): void {
  * oversized body, thrown AppError, unexpected error), 10 MB body limit, redacted JSON logs.
  */
 export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
+  const http = opts.http ?? DEFAULT_HTTP;
   // the destination every line goes to: the test's stream, or stdout with access lines batched
   let dest: (LogDestination & { writeBuffered?(line: string): void }) | undefined;
   let logger: FastifyServerOptions['logger'] | false;
   if (opts.logger === false) logger = false;
   else if (opts.loggerStream) {
     dest = opts.loggerStream as unknown as LogDestination;
-    logger = { ...loggerOptions(opts.name), stream: dest } as FastifyServerOptions['logger'];
+    logger = { ...loggerOptions(opts.name, http.logLevel), stream: dest } as FastifyServerOptions['logger'];
   } else if (opts.logger) logger = opts.logger;
   else {
     dest = bufferedStdout();
-    logger = { ...loggerOptions(opts.name), stream: dest } as FastifyServerOptions['logger'];
+    logger = { ...loggerOptions(opts.name, http.logLevel), stream: dest } as FastifyServerOptions['logger'];
   }
   const accessWrite = dest?.writeBuffered ? dest.writeBuffered.bind(dest) : dest ? (line: string) => void dest!.write(line) : undefined;
-  const trustProxy = parseTrustProxy(process.env.STK_TRUST_PROXY);
+  const trustProxy = http.trustProxy;
   const app = Fastify({
     logger: logger as FastifyServerOptions['logger'],
     ...(logger
@@ -268,8 +252,8 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   });
 
   limitConnections(app, {
-    max: opts.maxConnections ?? positiveInt('STK_MAX_CONNECTIONS', MAX_CONNECTIONS),
-    perAddress: opts.maxConnectionsPerAddress ?? positiveInt('STK_MAX_CONNECTIONS_PER_ADDRESS', MAX_CONNECTIONS_PER_ADDRESS),
+    max: http.maxConnections,
+    perAddress: http.maxConnectionsPerAddress,
     exempt: isTrustedProxy(trustProxy),
   });
 

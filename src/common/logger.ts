@@ -23,7 +23,7 @@ export const REDACT_PATHS = [
   'apiKey',
 ];
 
-export function loggerOptions(name: string, level = process.env.STK_LOG_LEVEL ?? 'info'): LoggerOptions {
+export function loggerOptions(name: string, level: string): LoggerOptions {
   return {
     name,
     level,

@@ -25,7 +25,7 @@ export function parseTrustProxy(v: string | undefined): TrustProxy {
   const list = s.split(',').map((x) => x.trim()).filter(Boolean);
   for (const x of list) {
     if (!NAMED.has(x) && !/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(x)) {
-      throw new Error(`STK_TRUST_PROXY: '${x.slice(0, 60)}' is not an IP address, CIDR or one of loopback, linklocal, uniquelocal (or use true)`);
+      throw new Error(`'${x.slice(0, 60)}' is not an IP address, CIDR or one of loopback, linklocal, uniquelocal (or use true)`);
     }
   }
   return list;

@@ -132,7 +132,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
   const pgPort = settings.STK_DEV_PG_PORT;
   const host = '127.0.0.1';
   // the stack's JSON logs share this terminal: warnings and errors only, unless asked for more
-  if (!env.STK_LOG_LEVEL) process.env.STK_LOG_LEVEL = 'warn';
+  const logLevel = env.STK_LOG_LEVEL || 'warn';
 
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const unlock = lockDataDir(dataDir);
@@ -181,7 +181,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     // whatever the developer allows on top (STK_CONNECTION_ALLOW_HOSTS)
     const pgAddr = new URL(pg.url);
     const allowHosts = [env.STK_CONNECTION_ALLOW_HOSTS, `${pgAddr.hostname}:${pgAddr.port}`].filter(Boolean).join(',');
-    const hubEnv: NodeJS.ProcessEnv = { ...env, STK_DEV: '1', STK_DATA_DIR: dataDir, STK_HUB_PORT: String(hubPort), STK_HUB_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
+    const hubEnv: NodeJS.ProcessEnv = { ...env, STK_LOG_LEVEL: logLevel, STK_DEV: '1', STK_DATA_DIR: dataDir, STK_HUB_PORT: String(hubPort), STK_HUB_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
     for (const k of IGNORED_ENV) delete hubEnv[k];
     hubEnv.STK_OWNER_EMAIL = DEV_OWNER_EMAIL;
     hubEnv.STK_OWNER_PASSWORD = password;
@@ -196,7 +196,7 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     await ensureDevOwner(hub.ctx, password, fresh);
 
     // 3. Bridge, in-process, following the Hub with the service token
-    const bridgeEnv: NodeJS.ProcessEnv = { ...env, STK_DEV: '1', STK_HUB_URL: hubUrl, STK_SERVICE_TOKEN: hubConfig.serviceTokens[0], STK_BRIDGE_PORT: String(bridgePort), STK_BRIDGE_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
+    const bridgeEnv: NodeJS.ProcessEnv = { ...env, STK_LOG_LEVEL: logLevel, STK_DEV: '1', STK_HUB_URL: hubUrl, STK_SERVICE_TOKEN: hubConfig.serviceTokens[0], STK_BRIDGE_PORT: String(bridgePort), STK_BRIDGE_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
     const { loadBridgeConfig } = await import('../bridge/config.js');
     const { startBridge } = await import('../bridge/main.js');
     const bridge = await startBridge(loadBridgeConfig(bridgeEnv)).catch((e: unknown) => {

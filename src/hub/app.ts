@@ -22,7 +22,7 @@ export interface BuildHubOptions {
 
 /** Builds the Hub (store open + migrated, first owner bootstrapped) without listening. */
 export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): Promise<{ app: FastifyInstance; ctx: HubContext }> {
-  const app = createBaseApp({ name: 'hub', loggerStream: opts.loggerStream, logger: opts.logger });
+  const app = createBaseApp({ name: 'hub', http: config.http, loggerStream: opts.loggerStream, logger: opts.logger });
   const store = opts.store ?? (await openStore(config.dbUrl, { poolMax: config.dbPoolMax }));
   await migrate(store);
   const ctx = createContext(config, store, app.log);

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { HTTP_ENV, httpSettings, type HttpSettings } from '../common/http-config.js';
 import { env, readEnv } from '../common/env-config.js';
 import type { HostPolicy } from '../common/net-policy.js';
 
@@ -30,6 +31,8 @@ export interface HubConfig {
    * loopback, link-local or metadata addresses (src/common/net-policy.ts)
    */
   connectionAllow: HostPolicy;
+  /** the shared HTTP layer: log level, proxies, connection limits (src/common/http-config.ts) */
+  http: HttpSettings;
   /** the change feed to Bridges (tests shorten these) */
   sync: {
     /** heartbeat on each stream and presence refresh (STK_SYNC_HEARTBEAT_MS) */
@@ -101,6 +104,7 @@ export const HUB_ENV = z.object({
   STK_SYNC_PRESENCE_STALE_MS: env.int(0, 1),
   STK_SYNC_GAP_WAIT_MS: env.int(250, 0),
   STK_SYNC_POLL_MS: env.int(2000, 1),
+  ...HTTP_ENV,
 });
 
 export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfig {
@@ -137,6 +141,7 @@ export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfi
     loginMaxFailures: e.STK_LOGIN_MAX_FAILURES,
     loginAccountMaxFailures: e.STK_LOGIN_ACCOUNT_MAX_FAILURES,
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
+    http: httpSettings(e),
     sync: {
       heartbeatMs,
       presenceStaleMs: e.STK_SYNC_PRESENCE_STALE_MS || heartbeatMs * 3,

@@ -3,6 +3,7 @@
  * release (test/unit/sql-fixture.ts, the shape `stk apply` produces) is put into its release cache,
  * and the credential verifier is replaced by a test double that maps `x-test-principal` to a Principal.
  */
+import { DEFAULT_HTTP } from '../../src/common/http-config.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import { buildBridge } from '../../src/bridge/app.js';
@@ -48,6 +49,7 @@ function testConfig(over: Partial<BridgeConfig> = {}): BridgeConfig {
     responseMaxBytes: RESPONSE_MAX_BYTES,
     responseInflightMaxBytes: RESPONSE_INFLIGHT_MAX_BYTES,
     sync: { heartbeatMs: 10_000, maxBackoffMs: 5000, usageIntervalMs: 60_000, initialTimeoutMs: 0 },
+    http: DEFAULT_HTTP,
     ...over,
   };
 }

@@ -3,6 +3,7 @@
  * a route anyone may call reads at most PUBLIC_BODY_LIMIT_BYTES, and a client that trickles its
  * request (slowloris) is answered 408 and cut off once the request timeout passes.
  */
+import { DEFAULT_HTTP } from '../../src/common/http-config.js';
 import { mkdtempSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -97,7 +98,7 @@ describe('security: oversized bodies on public routes, slow clients', () => {
   });
 
   it('one address cannot hold more than its share of connections; the server keeps a total cap; both answer 503 and recover', async () => {
-    const app = createBaseApp({ name: 'bridge', logger: false, maxConnections: 8, maxConnectionsPerAddress: 3 });
+    const app = createBaseApp({ name: 'bridge', logger: false, http: { ...DEFAULT_HTTP, maxConnections: 8, maxConnectionsPerAddress: 3 } });
     app.get('/ping', { config: { auth: PUBLIC } }, async () => ({ ok: true }));
     const url = await app.listen({ port: 0, host: '127.0.0.1' });
     const port = Number(new URL(url).port);

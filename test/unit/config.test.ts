@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadBridgeConfig } from '../../src/bridge/config.js';
 import { ConfigError, loadHubConfig } from '../../src/hub/config.js';
+import { DEFAULT_HTTP } from '../../src/common/http-config.js';
 
 const BRIDGE = { STK_SERVICE_TOKEN: 'bridge-token-xxxxxxxx' };
 const HUB = { STK_SECRET_KEY: 'ab'.repeat(32), STK_SERVICE_TOKEN: 'hub-token-xxxxxxxxxxxx' };
@@ -143,5 +144,30 @@ describe('Hub settings', () => {
     } catch (e) {
       expect((e as Error).message).not.toMatch(/tiny/);
     }
+  });
+});
+
+describe('the HTTP layer’s settings, part of each process’s (src/common/http-config.ts)', () => {
+  it('defaults, and values as written reach HubConfig.http and BridgeConfig.http', () => {
+    for (const c of [loadHubConfig(HUB), loadBridgeConfig(BRIDGE)]) {
+      expect(c.http).toEqual({ logLevel: 'info', trustProxy: false, maxConnections: 8192, maxConnectionsPerAddress: 256 });
+      expect(c.http).toEqual(DEFAULT_HTTP);
+    }
+    const set = { STK_LOG_LEVEL: 'warn', STK_TRUST_PROXY: '10.0.0.0/8, loopback', STK_MAX_CONNECTIONS: '100', STK_MAX_CONNECTIONS_PER_ADDRESS: '5' };
+    for (const c of [loadHubConfig({ ...HUB, ...set }), loadBridgeConfig({ ...BRIDGE, ...set })]) {
+      expect(c.http).toEqual({ logLevel: 'warn', trustProxy: ['10.0.0.0/8', 'loopback'], maxConnections: 100, maxConnectionsPerAddress: 5 });
+    }
+    expect(loadBridgeConfig({ ...BRIDGE, STK_TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
+  });
+
+  it.each([
+    ['STK_LOG_LEVEL', 'verbose', /STK_LOG_LEVEL: must be one of fatal, error, warn, info, debug, trace, silent \(got "verbose"\)/],
+    ['STK_TRUST_PROXY', 'my-proxy', /STK_TRUST_PROXY: 'my-proxy' is not an IP address, CIDR or one of loopback/],
+    ['STK_MAX_CONNECTIONS', 'lots', /STK_MAX_CONNECTIONS: must be a whole number ≥ 1 \(got "lots"\)/],
+    ['STK_MAX_CONNECTIONS_PER_ADDRESS', '0', /STK_MAX_CONNECTIONS_PER_ADDRESS: must be a whole number ≥ 1/],
+  ])('%s=%s stops the Hub and the Bridge at start, naming the variable', (name, value, message) => {
+    expect(() => loadHubConfig({ ...HUB, [name]: value })).toThrow(ConfigError);
+    expect(() => loadHubConfig({ ...HUB, [name]: value })).toThrow(message);
+    expect(() => loadBridgeConfig({ ...BRIDGE, [name]: value })).toThrow(message);
   });
 });
