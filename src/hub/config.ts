@@ -21,6 +21,8 @@ export interface HubConfig {
   ownerEmail?: string;
   ownerPassword?: string;
   dev: boolean;
+  /** STK_DATA_DIR: where the dev stack keeps its generated secrets and store */
+  dataDir: string;
   /** how long a revoke waits for every connected Bridge to acknowledge */
   ackTimeoutMs: number;
   /** failed logins allowed per client address / per account in 5 minutes */
@@ -137,6 +139,7 @@ export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfi
     ownerEmail: e.STK_OWNER_EMAIL,
     ownerPassword: e.STK_OWNER_PASSWORD,
     dev,
+    dataDir,
     ackTimeoutMs: e.STK_REVOKE_ACK_TIMEOUT_MS,
     loginMaxFailures: e.STK_LOGIN_MAX_FAILURES,
     loginAccountMaxFailures: e.STK_LOGIN_ACCOUNT_MAX_FAILURES,

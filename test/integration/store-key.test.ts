@@ -44,6 +44,15 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
     expect((err as Error).message).not.toContain(a);
   });
 
+  it("a dev stack's store opened with another key names that stack's own key file (its STK_DATA_DIR)", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'stk-storekey-data-'));
+    const dbUrl = `sqlite://${join(dataDir, 'hub.db')}`;
+    await openAndClose(hubEnv(dbUrl, key(), { STK_DEV: '1', STK_DATA_DIR: dataDir }));
+    const err = await openAndClose(hubEnv(dbUrl, key(), { STK_DEV: '1', STK_DATA_DIR: dataDir })).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreKeyMismatchError);
+    expect((err as Error).message).toContain(`It is not this dev stack's key (${join(dataDir, 'secret.key')})`);
+  });
+
   it('a store from before the check is judged by its encrypted connection URLs, then gets the check', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stk-storekey-'));
     const dbUrl = `sqlite://${join(dir, 'hub.db')}`;

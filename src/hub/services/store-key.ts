@@ -34,7 +34,7 @@ function mismatch(ctx: HubContext, createdBy: string | undefined): StoreKeyMisma
   const where = describeStore(ctx.config.dbUrl);
   const lines = [`the Hub store ${where} was created with a different STK_SECRET_KEY; with this key its connection URLs cannot be decrypted and its API keys cannot be verified, so the Hub does not start.`];
   if (ctx.config.dev) {
-    lines.push(`It is not this dev stack's key (${resolve(process.env.STK_DATA_DIR || '.santokit', 'secret.key')}): restore that file, or delete the data directory to start over.`);
+    lines.push(`It is not this dev stack's key (${resolve(ctx.config.dataDir, 'secret.key')}): restore that file, or delete the data directory to start over.`);
   } else if (createdBy === 'dev') {
     lines.push('It is the dev stack\'s store (made by `npm start` / `stk dev`, key in .santokit/secret.key): give this Hub its own store with STK_HUB_DB_URL.');
   } else {
