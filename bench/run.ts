@@ -41,6 +41,8 @@ const ROUNDS = int(process.env.BENCH_ROUNDS, 3);
 const WARMUP_S = int(process.env.BENCH_WARMUP_S, 2);
 const DURATION_S = int(process.env.BENCH_DURATION_S, 10);
 const PG_PORT = int(process.env.BENCH_PG_PORT, 55439);
+// the Hubs and Bridges started below (they inherit this) may reach the bench's own PostgreSQL on loopback
+process.env.STK_CONNECTION_ALLOW_HOSTS = [process.env.STK_CONNECTION_ALLOW_HOSTS, `127.0.0.1:${PG_PORT}`].filter(Boolean).join(',');
 const PG_DIR = process.env.BENCH_PG_DIR ?? '/tmp/stk-bench-pg';
 const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
 const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
