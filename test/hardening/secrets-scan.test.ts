@@ -7,7 +7,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../helpers/sqlite.js';
 import { describe, expect, it } from 'vitest';
 import { scanTargets, type SecretKind } from '../helpers/secrets.js';
 
@@ -35,7 +35,7 @@ describe('secrets scan', () => {
 
     // a SQLite store holding the token in a row
     const file = join(mkdtempSync(join(tmpdir(), 'stk-scan-')), 'hub.db');
-    const db = new Database(file);
+    const db = openSqlite(file);
     db.exec('create table sessions (token text)');
     db.prepare('insert into sessions values (?)').run(token);
     db.close();

@@ -3,7 +3,7 @@ import { createHmac, hkdfSync } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../helpers/sqlite.js';
 import { waitFor, type Proc } from '../helpers/procs.js';
 import { loginToken, runStk } from '../helpers/cli.js';
 import { rememberSecret } from '../helpers/secrets.js';
@@ -468,7 +468,7 @@ describe('project API keys (OPERATOR-002)', () => {
     // the store: raw file bytes and every table's rows
     const file = s.hub.dbUrl.replace(/^sqlite:\/\//, '');
     const raw = [file, file + '-wal'].filter(existsSync).map((f) => readFileSync(f).toString('latin1')).join('');
-    const db = new Database(file, { readonly: true });
+    const db = openSqlite(file, { readonly: true });
     let dump = '';
     try {
       for (const { name } of db.prepare("select name from sqlite_master where type = 'table'").all() as Array<{ name: string }>) {

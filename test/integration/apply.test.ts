@@ -2,7 +2,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../helpers/sqlite.js';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
@@ -388,7 +388,7 @@ describe('stk apply against real PostgreSQL', () => {
   });
 
   it('audits apply.run and release.create without SQL or URLs; the DB password appears nowhere', async () => {
-    const s = new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
+    const s = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
     let rows: Array<{ action: string; detail_json: string; actor_email: string }>;
     try {
       rows = s.prepare(`SELECT action, detail_json, actor_email FROM audit_log WHERE action IN ('apply.run', 'release.create') ORDER BY ts`).all() as typeof rows;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../helpers/sqlite.js';
 import { randomBytes } from 'node:crypto';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
@@ -26,7 +26,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
     return r;
   };
   const api = (method: string, path: string, body?: unknown) => new HubApi(hub.url, token, (_m, _p, text) => seen.push(text)).request(method, path, body);
-  const store = () => new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
+  const store = () => openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
 
   beforeAll(async () => {
     [hub, db] = await Promise.all([startHub(), createTestDatabase('opconn')]);
@@ -270,7 +270,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
 
   it('the 501st project of the org is 409 naming the limit of 500', async () => {
     // fill the store directly (499 more rows) rather than making 498 API calls
-    const s = new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { fileMustExist: true });
+    const s = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { fileMustExist: true });
     try {
       s.pragma('busy_timeout = 5000');
       const org = s.prepare("select id from orgs where name = 'default'").get() as { id: string };

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../helpers/sqlite.js';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir } from '../helpers/cli.js';
 import { DATABASE_URL } from '../helpers/pg.js';
@@ -66,7 +66,7 @@ describe('operator RBAC', () => {
       expect(code).toMatch(/^stki_[A-Za-z0-9_-]{32}$/);
       expect(r.stdout).toContain('✓ Invited alice@example.com to the org as admin');
       expect(r.stderr).toContain('will not be shown again');
-      const s = new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true });
+      const s = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true });
       try {
         expect(JSON.stringify(s.prepare('select * from invites').all())).not.toContain(code);
       } finally {

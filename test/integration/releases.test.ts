@@ -1,7 +1,7 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { openSqlite } from '../helpers/sqlite.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
@@ -33,7 +33,7 @@ describe('releases', () => {
   const api = (method: string, path: string, body?: unknown, token: string | null = owner) => new HubApi(hub.url).request(method, path, body, token);
   const currentOf = async (env: string) => (await api('GET', `/api/projects/shop/envs/${env}/releases/current`)).json.releaseId as string | undefined;
   const usersFile = () => join(dir, 'schema/users.yaml');
-  const store = () => new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
+  const store = () => openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
 
   beforeAll(async () => {
     [hub, dev, prod] = await Promise.all([startHub(), createTestDatabase('rel_dev'), createTestDatabase('rel_prod')]);

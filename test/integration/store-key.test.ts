@@ -72,6 +72,24 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
     await expect(openAndClose(hubEnv(dbUrl, key()))).rejects.toThrow(/created with a different STK_SECRET_KEY/);
   });
 
+  // node:sqlite (the binding on Node 24+) exists from Node 22.13; on older Node this case cannot run
+  const hasNodeSqlite = Number(process.versions.node.split('.')[0]) >= 23 || (process.versions.node.startsWith('22.') && Number(process.versions.node.split('.')[1]) >= 13);
+  it.runIf(hasNodeSqlite)('through node:sqlite too: a store made by one binding opens with the other, the key check holds', async () => {
+    const dbUrl = `sqlite://${join(mkdtempSync(join(tmpdir(), 'stk-storekey-')), 'hub.db')}`;
+    const a = key();
+    const using = async <T>(driver: string, fn: () => Promise<T>): Promise<T> => {
+      process.env.STK_SQLITE_DRIVER = driver; // read by openStore
+      try {
+        return await fn();
+      } finally {
+        delete process.env.STK_SQLITE_DRIVER;
+      }
+    };
+    await using('better-sqlite3', () => openAndClose(hubEnv(dbUrl, a)));
+    await using('node', () => openAndClose(hubEnv(dbUrl, a)));
+    await using('node', () => expect(openAndClose(hubEnv(dbUrl, key()))).rejects.toThrow(StoreKeyMismatchError));
+  });
+
   it('the same on a PostgreSQL store (several Hubs share one)', async () => {
     const { createTestDatabase } = await import('../helpers/pg.js');
     const db = await createTestDatabase('storekey');

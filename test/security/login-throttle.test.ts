@@ -7,7 +7,7 @@
  */
 import { readFileSync, existsSync } from 'node:fs';
 import { request } from 'node:http';
-import Database from 'better-sqlite3';
+import { openSqlite, type TestSqlite } from '../helpers/sqlite.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHub, TEST_OWNER } from '../helpers/procs.js';
 import { loginToken } from '../helpers/cli.js';
@@ -62,7 +62,7 @@ const tally = (rs: Array<{ status: number }>) => {
 
 describe('security: login throttling per account, bounded failure state and audit', () => {
   let hub: Hub;
-  let db: Database.Database;
+  let db: TestSqlite;
   const started = Date.now();
   const lines: string[] = [];
   /** 401s seen so far: each is a failure that reached the password hash */
@@ -71,7 +71,7 @@ describe('security: login throttling per account, bounded failure state and audi
     hub = await startHub();
     // the owner has logged in from 127.0.0.1 before the attack
     await loginToken(hub.url, TEST_OWNER.email, TEST_OWNER.password);
-    db = new Database(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true });
+    db = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true });
   });
   afterAll(async () => {
     db?.close();

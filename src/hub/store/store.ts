@@ -1,6 +1,6 @@
 import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationResult } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationResult, type SqliteDatabase } from 'kysely';
 import type { HubDatabase } from './schema.js';
 import { migrations, type Dialect } from './migrations.js';
 
@@ -32,22 +32,74 @@ export async function openStore(url: string, { poolMax = 10 }: { poolMax?: numbe
     };
   }
   if (url.startsWith('sqlite:')) {
-    const Database = (await import('better-sqlite3')).default;
     let file = url.slice('sqlite:'.length).replace(/^\/\//, '');
     if (file === ':memory:' || file === '') file = ':memory:';
     else {
       file = resolve(file);
       ownerOnlyStoreFiles(file);
     }
-    const sqlite = new Database(file);
-    sqlite.pragma('journal_mode = WAL');
-    sqlite.pragma('foreign_keys = ON');
-    sqlite.pragma('busy_timeout = 5000');
-    sqlite.pragma('synchronous = NORMAL');
-    const db = new Kysely<HubDatabase>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const PRAGMAS = ['journal_mode = WAL', 'foreign_keys = ON', 'busy_timeout = 5000', 'synchronous = NORMAL'];
+    let database: SqliteDatabase;
+    if (sqliteDriver() === 'node') {
+      database = await openNodeSqlite(file, PRAGMAS);
+    } else {
+      const Database = (await import('better-sqlite3')).default;
+      const sqlite = new Database(file);
+      for (const p of PRAGMAS) sqlite.pragma(p);
+      database = sqlite;
+    }
+    const db = new Kysely<HubDatabase>({ dialect: new SqliteDialect({ database }) });
     return { db, dialect: 'sqlite', ping: () => ping(db), close: () => db.destroy() };
   }
   throw new Error(`STK_HUB_DB_URL must start with sqlite: or postgres:// (got scheme ${url.split(':')[0]})`);
+}
+
+/**
+ * Which SQLite binding runs the store. better-sqlite3 12 (the last line that runs on Node 20) aborts
+ * the process on Node 24 (`Assertion failed: (env) != nullptr` in Statement::~Statement when the GC
+ * collects a statement: Node 24 changed node::ObjectWrap; fixed in better-sqlite3 13, which needs
+ * Node 22 or later). So on Node 24 and later the store uses Node's own `node:sqlite` (stable there,
+ * no warning); on Node 20 and 22 better-sqlite3. STK_SQLITE_DRIVER=node|better-sqlite3 forces one.
+ */
+export function sqliteDriver(env: NodeJS.ProcessEnv = process.env, nodeVersion = process.versions.node): 'node' | 'better-sqlite3' {
+  const forced = env.STK_SQLITE_DRIVER;
+  if (forced === 'node' || forced === 'better-sqlite3') return forced;
+  if (forced) throw new Error(`STK_SQLITE_DRIVER must be node or better-sqlite3 (got ${JSON.stringify(forced.slice(0, 40))})`);
+  return Number(nodeVersion.split('.')[0]) >= 24 ? 'node' : 'better-sqlite3';
+}
+
+/** The part of node:sqlite the store uses (typed here: @types/node 20 has no node:sqlite). */
+interface NodeSqliteStatement {
+  columns(): unknown[];
+  all(...params: unknown[]): unknown[];
+  run(...params: unknown[]): { changes: number | bigint; lastInsertRowid: number | bigint };
+  iterate(...params: unknown[]): IterableIterator<unknown>;
+}
+interface NodeSqliteDatabase {
+  exec(sql: string): void;
+  prepare(sql: string): NodeSqliteStatement;
+  close(): void;
+}
+
+/** node:sqlite behind the interface Kysely's SQLite dialect drives (the one better-sqlite3 has). */
+async function openNodeSqlite(file: string, pragmas: string[]): Promise<SqliteDatabase> {
+  const specifier = 'node:sqlite'; // a variable: neither the bundler nor Node 20's type checker resolves it
+  const { DatabaseSync } = (await import(specifier)) as { DatabaseSync: new (path: string) => NodeSqliteDatabase };
+  const db = new DatabaseSync(file);
+  for (const p of pragmas) db.exec(`PRAGMA ${p}`);
+  return {
+    close: () => db.close(),
+    prepare(sql: string) {
+      const st = db.prepare(sql);
+      return {
+        // a statement that returns rows (select, or … returning): Kysely reads it with all()
+        reader: st.columns().length > 0,
+        all: (params) => st.all(...params),
+        run: (params) => st.run(...params),
+        iterate: (params) => st.iterate(...params),
+      };
+    },
+  };
 }
 
 /**
