@@ -198,6 +198,12 @@ describe('stk for a newcomer and for scripts', () => {
     }, 15_000, 'fresh figures');
   });
 
+  it('release current -q prints only the release id (the walkthrough keeps it in a variable)', async () => {
+    const q = await s.stk(['release', 'current', ...P(), '-q']);
+    const j = JSON.parse((await s.stk(['release', 'current', ...P(), '--json'])).stdout) as { releaseId: string };
+    expect(q.stdout).toBe(`${j.releaseId}\n`);
+  });
+
   it('whoami shows the Hub and what an org owner can do', async () => {
     const r = await s.stk(['whoami']);
     expect(r.code, r.output).toBe(0);

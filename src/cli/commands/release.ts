@@ -45,14 +45,17 @@ export function registerReleaseCommands(program: Command): void {
     release.command('current').description("the env's current release")
       .option(...projectOpt)
       .option('--env <env>', 'env (default: STK_ENV or .stk/context.json)')
-      .option('--json', 'print {releaseId, ref, createdAt, connections, tables, envs, env, since}'),
+      .option('--json', 'print {releaseId, ref, createdAt, connections, tables, envs, env, since}')
+      .option('-q, --quiet', 'print only the release id (for FIRST=$(...))'),
     'stk release current --project shop --env prod',
+    'FIRST=$(stk release current --project shop --env dev -q)',
   ).action(async (_o, cmd: Command) => {
-    const o = opts<{ project?: string; env?: string }>(cmd);
+    const o = opts<{ project?: string; env?: string; quiet?: boolean }>(cmd);
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
     const r = await client(cmd).get<ReleaseSummary & { env: string; since: string }>(`/api/projects/${enc(p)}/envs/${enc(e)}/releases/current`);
     if (o.json) return printJson(r);
+    if (o.quiet) return void process.stdout.write(`${r.releaseId}\n`);
     process.stdout.write(
       `release:     ${r.releaseId}\nref:         ${r.ref ?? '-'}\ncreated:     ${when(r.createdAt)}\ncurrent in:  ${r.envs.join(', ')} (in ${e} since ${when(r.since)})\n` +
         `connections: ${r.connections.join(', ')}\ntables:      ${r.tables.join(', ')}\n`,
