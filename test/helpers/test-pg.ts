@@ -20,6 +20,20 @@ export async function probe(url: string, timeoutMs = 5000): Promise<string | und
   }
 }
 
+/** Client connections to the server other than this one's (another test run, a developer's psql). */
+export async function otherClients(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  try {
+    await c.connect();
+    const r = await c.query<{ n: number }>("select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()");
+    return r.rows[0]!.n;
+  } catch {
+    return 0; // not reachable: nothing to leave running for
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
 function script(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile('bash', ['scripts/test-pg.sh', ...args], { env, maxBuffer: 16 << 20 }, (err, stdout) => {
@@ -56,5 +70,14 @@ export async function ensurePostgres(opts: { url: string; explicit: boolean; dir
   const url = await script(['start'], env);
   const still = await probe(url);
   if (still) throw new Error(`scripts/test-pg.sh started PostgreSQL but ${new URL(url).host} does not answer: ${still}`);
-  return { url, started: true, stop: async () => void (await script(['stop'], env)) };
+  const stop = async () => {
+    // on a shared machine someone may have started using it meanwhile: then it stays up
+    const others = await otherClients(url);
+    if (others > 0) {
+      log(`test teardown: leaving the throwaway PostgreSQL at ${new URL(url).host} running: ${others} other client connection(s) use it (stop it with: bash scripts/test-pg.sh stop)`);
+      return;
+    }
+    await script(['stop'], env);
+  };
+  return { url, started: true, stop };
 }

@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { ensurePostgres, probe } from '../helpers/test-pg.js';
 
 /** `npm test` alone on a fresh machine: global-setup starts the throwaway PostgreSQL when none answers. */
@@ -41,6 +42,17 @@ describe('test setup: the throwaway PostgreSQL', () => {
       expect(second.started).toBe(false);
       await second.stop();
       expect(await probe(url)).toBeUndefined();
+
+      // someone else connected when the first run ends: it stays up and says so
+      const other = new pg.Client({ connectionString: url });
+      await other.connect();
+      try {
+        await first.stop();
+        expect(await probe(url)).toBeUndefined();
+        expect(lines.join('\n')).toMatch(/leaving the throwaway PostgreSQL at 127\.0\.0\.1:\d+ running: 1 other client connection/);
+      } finally {
+        await other.end();
+      }
     } finally {
       await first.stop();
     }
