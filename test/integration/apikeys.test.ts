@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHmac, hkdfSync } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,7 +49,8 @@ describe('project API keys (OPERATOR-002)', () => {
   const both = async (key: string) => Promise.all([call(b1, key, { project: s.project, env: s.env }), call(b2, key, { project: s.project, env: s.env })]);
 
   beforeAll(async () => {
-    s = await startStack({ bridges: 2 });
+    // an upstream-style project name (the reference tests use apikey_<8 hex>): '_' works end to end
+    s = await startStack({ bridges: 2, project: `apikey_${randomBytes(4).toString('hex')}` });
     [b1, b2] = s.bridges as [Proc, Proc];
     const join = async (email: string, role: string) => {
       const inv = await s.api('POST', `/api/projects/${s.project}/invites`, { email, role });

@@ -61,11 +61,11 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       expect(r.stdout).toBe('');
     });
 
-    it.each(['Shop', '-shop', 'shop-', 'sh_op', 'a'.repeat(64), 'shop.prod'])('bad name %s → 400 with the rule', async (name) => {
+    it.each(['Shop', '-shop', 'shop-', 'shop_', '_shop', 'a'.repeat(64), 'shop.prod', '..', 'a/b', '%2e', '%2e%2e', 'sh op', 'shöp'])('bad name %j → 400 with the rule', async (name) => {
       const r = await stk(['project', 'create', '--', name]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain('(400 BAD_REQUEST)');
-      expect(r.stderr).toContain("use 1-63 lowercase letters, digits or '-'");
+      expect(r.stderr).toContain("use 1-63 lowercase letters, digits, '_' or '-', starting and ending with a letter or digit");
     });
 
     it('a missing or non-string name is a 400 envelope over HTTP', async () => {
@@ -85,6 +85,30 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       expect(items.every((p) => p.role === 'admin')).toBe(true);
       const piped = await stk(['project', 'list']);
       expect(piped.stdout.split('\n')[0]).toMatch(/^blog\tadmin\t\d{4}-/);
+    });
+
+    it("upstream names with '_' are accepted (1-63 chars); upper case is refused with its lowercase form, so Shop never shadows shop", async () => {
+      for (const name of ['shop_1a2b3c4d', 'a', '0_x-y', 'a'.repeat(63)]) {
+        const r = await api('POST', '/api/projects', { name });
+        expect(r.status, r.text).toBe(201);
+        expect(r.json.name).toBe(name);
+      }
+      const upper = await api('POST', '/api/projects', { name: 'Shop_1A2B3C4D' });
+      expect(upper.status).toBe(400);
+      expect(upper.json.error.message).toBe(
+        `invalid project name "Shop_1A2B3C4D": use 1-63 lowercase letters, digits, '_' or '-', starting and ending with a letter or digit (names are lowercase: "shop_1a2b3c4d")`,
+      );
+      const env = await api('POST', '/api/projects/shop_1a2b3c4d/envs', { name: 'dev_eu-1' });
+      expect(env.status, env.text).toBe(201);
+      const badEnv = await api('POST', '/api/projects/shop_1a2b3c4d/envs', { name: '../dev' });
+      expect(badEnv.status).toBe(400);
+      expect(badEnv.json.error.message).toContain("invalid env name \"../dev\": use 1-63 lowercase letters, digits, '_' or '-'");
+      // percent-encoded path segments are decoded once by the router and then must be a name
+      const encoded = await api('GET', '/api/projects/%2e%2e/envs');
+      expect(encoded.status).toBe(404);
+      // an org admin's project list shows them all, exactly as spelt
+      const list = await api('GET', '/api/projects');
+      expect(list.json.items.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['shop_1a2b3c4d', 'a', '0_x-y']));
     });
   });
 

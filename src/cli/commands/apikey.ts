@@ -112,7 +112,7 @@ export function registerApiKeyCommands(program: Command): void {
     apikey.command('create').description('create a key bound to one project+env and a set of roles; prints the key ONCE')
       .argument('[name]', 'the key name (or --name)')
       .option(...PROJECT_OPT).option(...ENV_OPT)
-      .option('--name <name>', "unique per env: 1-63 lowercase letters, digits or '-'")
+      .option('--name <name>', "unique per env: 1-63 lowercase letters, digits, '_' or '-'")
       .requiredOption('--roles <roles>', 'comma-separated roles; each must be granted by some rule of the current release')
       .option('--expires-in <duration>', 'e.g. 30d, 12h (default: never)')
       .option('--expires-at <iso>', 'e.g. 2027-01-31T00:00:00Z')

@@ -11,7 +11,7 @@ export function registerProjectCommands(program: Command): Command {
     'stk project create shop', 'stk project list', 'stk project invite bob@example.com --project shop --role deployer');
 
   example(
-    project.command('create').description('create a project (needs org:admin)').argument('[name]', "1-63 lowercase letters, digits or '-' (or --name)")
+    project.command('create').description('create a project (needs org:admin)').argument('[name]', "1-63 lowercase letters, digits, '_' or '-' (or --name)")
       .option('--name <name>', 'the project name')
       .option('--json', 'print {name, createdAt}'),
     'stk project create shop',
@@ -39,7 +39,7 @@ export function registerProjectCommands(program: Command): Command {
   const env = example(program.command('env').description('envs of a project (dev, staging, prod, …)'), 'stk env create --project shop dev', 'stk env list --project shop');
 
   example(
-    env.command('create').description('create an env in a project (needs project:admin)').argument('[env]', "1-63 lowercase letters, digits or '-' (or --name)")
+    env.command('create').description('create an env in a project (needs project:admin)').argument('[env]', "1-63 lowercase letters, digits, '_' or '-' (or --name)")
       .option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
       .option('--name <env>', 'the env name')
       .option('--json', 'print {name, createdAt}'),

@@ -59,8 +59,13 @@ export function responsesOf(c: RouteContract): Record<number, z.ZodType> {
 /** `{ ok: true }` */
 export const Ok = z.object({ ok: z.literal(true) });
 
-/** Names of projects, envs, connections, keys (NAME_RE); the service gives the detailed message. */
-export const Name = z.string().max(200);
+/** What a name must be (src/protocol/names.ts NAME_RE): the OpenAPI description of every name field. */
+export const NAME_DESCRIPTION = "1-63 lowercase letters, digits, '_' or '-', starting and ending with a letter or digit (names.ts NAME_RE)";
+/**
+ * Names of projects, envs, connections, keys. Where a name is created the service checks NAME_RE and
+ * answers 400 with the rule; a name that cannot exist simply finds nothing (404).
+ */
+export const Name = z.string().max(200).meta({ description: NAME_DESCRIPTION });
 /** a path segment naming a project */
 export const ProjectParams = z.object({ project: Name });
 export const EnvParams = z.object({ project: Name, env: Name });

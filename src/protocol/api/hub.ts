@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { OPERATOR, PUBLIC, SERVICE, orgRoleAtLeast, projectRoleAtLeast } from '../route-auth.js';
 import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
 import type { UsageReport } from '../sync.js';
-import { AckResult, DOCS_API, EnvParams, IsoTime, Name, Ok, ProjectParams, defineRoute } from './define.js';
+import { AckResult, DOCS_API, EnvParams, IsoTime, NAME_DESCRIPTION, Name, Ok, ProjectParams, defineRoute } from './define.js';
 
 /**
  * The Hub's HTTP API. Bodies are open objects (the services name an unknown or misspelt field
@@ -48,7 +48,7 @@ export const ProjectView = z.object({ name: z.string(), createdAt: IsoTime }).me
 export const ProjectListItem = ProjectView.extend({ role: ProjectRole.meta({ description: "the caller's effective role" }) });
 export const EnvView = z.object({ name: z.string(), createdAt: IsoTime }).meta({ id: 'Env' });
 export const EnvListItem = EnvView.extend({ currentReleaseId: z.string().nullable() });
-const NameBody = z.looseObject({ name: z.unknown().optional().meta({ description: "1-63 lowercase letters, digits or '-'" }) });
+const NameBody = z.looseObject({ name: z.unknown().optional().meta({ description: NAME_DESCRIPTION }) });
 
 export const projects = {
   create: defineRoute({ method: 'POST', url: '/api/projects', auth: orgRoleAtLeast('admin'), summary: 'Create a project', tags: ['projects'], body: NameBody, response: { 201: ProjectView }, errors: ['CONFLICT'] }),
