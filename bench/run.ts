@@ -17,6 +17,9 @@
  * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
  * (/tmp/stk-bench-deps), BENCH_OUT_DIR (bench/out), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
  * BENCH_ONLY=…,profile) a Bridge is CPU-profiled under load: bench/out/profile-bridge.txt.
+ * BENCH_BASELINE=<dir>: a checkout of another commit, built (`npm ci && npm run build` there): its own
+ * Hub + Bridge run on the same database as one more config in the same rounds, and the summary gives
+ * Bridge / baseline per concurrency — a same-run comparison for finding a regression between commits.
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -46,6 +49,7 @@ process.env.STK_CONNECTION_ALLOW_HOSTS = [process.env.STK_CONNECTION_ALLOW_HOSTS
 const PG_DIR = process.env.BENCH_PG_DIR ?? '/tmp/stk-bench-pg';
 const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
 const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
+const BASELINE = process.env.BENCH_BASELINE ? resolve(process.env.BENCH_BASELINE) : null;
 const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,revoke').split(',').map((s) => s.trim()));
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
@@ -172,7 +176,7 @@ function benchCli(stk: string): { ratio: number; stkMs: number; nodeMs: number }
   return { ratio: median(s) / median(n), stkMs: median(s), nodeMs: median(n) };
 }
 
-type TargetId = 'bridge' | 'bridge100k' | 'minimal' | 'peer';
+type TargetId = 'bridge' | 'bridge100k' | 'minimal' | 'peer' | 'baseline';
 interface Target {
   id: TargetId;
   label: string;
@@ -247,6 +251,35 @@ function ratioOfMedians(runs: Run[], a: TargetId, b: TargetId, c: number): numbe
     if (x && y && y.rps > 0) per.push(x.rps / y.rps);
   }
   return median(per);
+}
+
+/** median over rounds of (CPU µs per request of a) / (of b): below 1 means a does less work per request */
+function ratioOfCpu(runs: Run[], a: TargetId, b: TargetId, c: number): number {
+  const per: number[] = [];
+  for (let r = 1; r <= ROUNDS; r++) {
+    const x = runs.find((u) => u.round === r && u.target === a && u.c === c);
+    const y = runs.find((u) => u.round === r && u.target === b && u.c === c);
+    if (x?.cpuUsPerReq && y?.cpuUsPerReq) per.push(x.cpuUsPerReq / y.cpuUsPerReq);
+  }
+  return median(per);
+}
+
+/**
+ * The other commit's own Hub + Bridge (its bin/stk.js, its CLI for the setup) on the same database, in
+ * its own env, as the operator would have run that version.
+ */
+async function startBaseline(paths: StackPaths, benchUrl: string): Promise<{ rev: string; hub: Hub; bridge: Bridge; key: { apiKey: string; keyId: string } }> {
+  const dir = BASELINE!;
+  if (!existsSync(join(dir, 'bin/stk.js')) || !existsSync(join(dir, 'dist'))) throw new Error(`BENCH_BASELINE=${dir}: no bin/stk.js + dist/ there (run npm ci && npm run build in it)`);
+  const rev = spawnSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim() || 'baseline';
+  const basePaths: StackPaths = { ...paths, root: dir, stk: join(dir, 'bin/stk.js') };
+  const hub = await startHub(basePaths, 'base');
+  await setupEnv(hub, 'bench', benchUrl, join(ROOT, 'bench/schema'), true);
+  const key = await createKeyCli(hub, 'bench', 'bench');
+  const bridge = await startBridge(basePaths, hub, 'base', ['bench']);
+  await smokeCall(bridge.url, key.apiKey);
+  log(`baseline ${rev}: Hub ${hub.url}, Bridge ${bridge.url} (from ${dir})`);
+  return { rev, hub, bridge, key };
 }
 
 function stats(runs: Run[], target: TargetId, c: number) {
@@ -493,12 +526,15 @@ async function main(): Promise<void> {
       const peer = start('peer', process.execPath, [y.peer], { env: { PORT: String(peerPort), DATABASE_URL: benchUrl }, logDir: LOGS });
       await waitHttp(peer, `http://127.0.0.1:${peerPort}/users?limit=1`);
 
+      const base = BASELINE ? await startBaseline(paths, benchUrl) : null;
+
       const targets: Target[] = [
         { id: 'bridge', label: 'Bridge (1 key)', url: bridgeA.url, script: y.callLua, env: { API_KEY: key.apiKey }, concurrency: [10, 50], proc: bridgeA.proc },
         { id: 'bridge100k', label: 'Bridge (100,000 keys)', url: bridgeB.url, script: y.callLua, env: { API_KEY: keyB.apiKey }, concurrency: [10], proc: bridgeB.proc },
         { id: 'minimal', label: 'minimal http+pg+auth', url: `http://127.0.0.1:${minPort}`, script: y.callLua, concurrency: [10, 50], proc: minimal },
         { id: 'peer', label: 'peer (Platformatic)', url: `http://127.0.0.1:${peerPort}/users?limit=1`, script: y.getLua, concurrency: [10, 50], proc: peer },
       ];
+      if (base) targets.push({ id: 'baseline', label: `Bridge @${base.rev}`, url: base.bridge.url, script: y.callLua, env: { API_KEY: base.key.apiKey }, concurrency: [10, 50], proc: base.bridge.proc });
       const { runs, rssMax } = await rounds(targets);
       details.runs = runs;
       summary.ratios = {
@@ -506,6 +542,14 @@ async function main(): Promise<void> {
         bridge_vs_minimal_c50: round(ratioOfMedians(runs, 'bridge', 'minimal', 50), 3),
         bridge_vs_peer_c10: round(ratioOfMedians(runs, 'bridge', 'peer', 10), 3),
         bridge_vs_peer_c50: round(ratioOfMedians(runs, 'bridge', 'peer', 50), 3),
+        ...(base
+          ? {
+              baseline: base.rev,
+              bridge_vs_baseline_c10: round(ratioOfMedians(runs, 'bridge', 'baseline', 10), 3),
+              bridge_vs_baseline_c50: round(ratioOfMedians(runs, 'bridge', 'baseline', 50), 3),
+              cpu_per_req_bridge_vs_baseline_c50: round(ratioOfCpu(runs, 'bridge', 'baseline', 50), 3),
+            }
+          : {}),
       };
       const pick = ({ rps, p50_ms, p99_ms, errors }: ReturnType<typeof stats>) => ({ rps, p50_ms, p99_ms, errors });
       const b10 = pick(stats(runs, 'bridge', 10));
@@ -513,9 +557,9 @@ async function main(): Promise<void> {
       summary.bridge = { c10: b10, c50: b50 };
       summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
       summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
-      details.perTarget = { bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) }, minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) } };
+      details.perTarget = { bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) }, minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) }, ...(base ? { baseline: { c10: stats(runs, 'baseline', 10), c50: stats(runs, 'baseline', 50) } } : {}) };
       write();
-      await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop()]);
+      await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop(), base?.bridge.proc.stop(), base?.hub.proc.stop()]);
       const ratios = summary.ratios as Record<string, number>;
       const missed = ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
       if (missed || SECTIONS.has('profile')) {
@@ -554,6 +598,7 @@ function report(): void {
     line('Bridge (100,000 keys)', d.perTarget?.bridge100k?.c10);
     line('minimal http+pg+auth', d.perTarget?.minimal?.c10, d.perTarget?.minimal?.c50);
     line('peer (Platformatic)', d.perTarget?.peer?.c10, d.perTarget?.peer?.c50);
+    if (d.perTarget?.baseline) line(`Bridge @${s.ratios?.baseline}`, d.perTarget.baseline.c10, d.perTarget.baseline.c50);
     process.stdout.write(`\nMedians of ${s.rounds} interleaved rounds (${WARMUP_S} s warm-up + ${DURATION_S} s measured, wrk -t2):\n\n${table(rows)}\n\n`);
   }
   const chk = (v: unknown, ok: (x: number) => boolean, target: string) => (typeof v === 'number' ? `${v}  ${ok(v) ? 'ok' : 'MISSED'} (target ${target})` : '– (not measured)');
@@ -563,6 +608,12 @@ function report(): void {
     ['bridge / minimal, c=50', chk(s.ratios?.bridge_vs_minimal_c50, (x) => x >= 1.2, '≥ 1.2')],
     ['bridge / peer, c=10', chk(s.ratios?.bridge_vs_peer_c10, (x) => x >= 1.3, '≥ 1.3')],
     ['bridge / peer, c=50', chk(s.ratios?.bridge_vs_peer_c50, (x) => x >= 1.3, '≥ 1.3')],
+    ...(s.ratios?.baseline
+      ? [
+          [`bridge / bridge @${s.ratios.baseline}, c=10 · c=50`, `${s.ratios.bridge_vs_baseline_c10} · ${s.ratios.bridge_vs_baseline_c50}`],
+          [`CPU per request / @${s.ratios.baseline}, c=50`, String(s.ratios.cpu_per_req_bridge_vs_baseline_c50)],
+        ]
+      : []),
     ['100k keys / 1 key', chk(s.keys_scaling?.rps_ratio_100k_vs_1_keys, (x) => x >= 0.95, '≥ 0.95')],
     ['verify p50 / p99 ns', s.verify_ns ? `${s.verify_ns.p50} / ${chk(s.verify_ns.p99, (x) => x <= 10_000, '≤ 10000')}` : '–'],
     ['accepted after revoke', chk(s.revocation?.accepted_after_revoke_returned, (x) => x === 0, '0')],
