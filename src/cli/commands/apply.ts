@@ -9,7 +9,6 @@ import { client, example, opts } from './common.js';
 import type { ApplyResponse, PlanStep } from '../../protocol/api/hub.js';
 import { reportBridgeAck } from './ack.js';
 
-export type { PlanStep };
 
 const STAGES = ['schema', 'permissions', 'release'];
 

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { readContext } from '../config.js';
 import { printJson, printTable, when } from '../output.js';
 import { client, example, opts } from './common.js';
-import type { AuditItem } from '../../hub/routes/audit.js';
+import type { AuditItem } from '../../protocol/api/hub.js';
 
 
 /** `stk audit list`: org admins read everything, project admins their project. */

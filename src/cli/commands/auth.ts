@@ -3,7 +3,7 @@ import { clearCredentials, readCredentials, writeCredentials } from '../config.j
 import { printJson, success, terminalSafe } from '../output.js';
 import { getPassword, promptLine } from '../prompt.js';
 import { client, example, opts } from './common.js';
-import type { WhoamiResponse } from '../../protocol/api/hub.js';
+import type { LoginResponse, WhoamiResponse } from '../../protocol/api/hub.js';
 
 export function registerAuthCommands(program: Command): void {
   example(
@@ -18,7 +18,7 @@ export function registerAuthCommands(program: Command): void {
     const email = o.email ?? (await promptLine('Email: '));
     const password = await getPassword(o.passwordStdin);
     const c = client(cmd, true);
-    const r = await c.post<{ token: string; expiresAt: string; email: string }>('/api/auth/login', { email, password });
+    const r = await c.post<LoginResponse>('/api/auth/login', { email, password });
     writeCredentials({ hubUrl: c.hubUrl, token: r.token, email: r.email, expiresAt: r.expiresAt });
     if (o.json) printJson({ email: r.email, expiresAt: r.expiresAt, hubUrl: c.hubUrl });
     else success(`Logged in to ${c.hubUrl} as ${r.email} (session expires ${r.expiresAt})`);

@@ -5,9 +5,8 @@ import { UsageError } from '../errors.js';
 import { printJson, printTable, success, when } from '../output.js';
 import { canPrompt, promptSecret, readStdin } from '../prompt.js';
 import { client, example, oneOf, opts } from './common.js';
-import type { AckResult } from '../../protocol/api/define.js';
 import { reportBridgeAck } from './ack.js';
-import type { ConnectionView } from '../../protocol/api/hub.js';
+import type { ConnectionSet, ConnectionTest, ConnectionView } from '../../protocol/api/hub.js';
 
 type Target = { project?: string; env?: string; name?: string };
 
@@ -48,7 +47,7 @@ export function registerConnectionCommands(program: Command): void {
       dbUrl = (await promptSecret('Database URL: ')).trim();
     }
     if (!dbUrl) throw new UsageError('the database URL is empty');
-    const { ack, ...c } = await client(cmd).put<ConnectionView & { ack?: AckResult | null }>(`${path}/${enc(name)}`, { engine: o.engine, dbUrl });
+    const { ack, ...c } = await client(cmd).put<ConnectionSet>(`${path}/${enc(name)}`, { engine: o.engine, dbUrl });
     if (o.json) {
       reportBridgeAck(ack, `connection ${c.name} is saved`, true);
       return printJson(c);
@@ -67,7 +66,7 @@ export function registerConnectionCommands(program: Command): void {
     const o = opts<Target>(cmd);
     const name = nameArg === undefined && o.name === undefined ? 'main' : oneOf(nameArg, o.name, '--name', 'the connection name');
     const { project, env, path } = basePath(o);
-    const r = await client(cmd).post<{ ok: boolean; latencyMs: number }>(`${path}/${enc(name)}/test`);
+    const r = await client(cmd).post<ConnectionTest>(`${path}/${enc(name)}/test`);
     if (o.json) return printJson(r);
     success(`Connection ${name} in ${project}/${env} works (${r.latencyMs} ms)`);
   });

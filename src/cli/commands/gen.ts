@@ -4,7 +4,7 @@ import { resolveEnv, resolveProject } from '../config.js';
 import { CliError } from '../errors.js';
 import { terminalSafe } from '../output.js';
 import { client, example, opts } from './common.js';
-import type { ReleaseSummary } from '../../protocol/api/hub.js';
+import type { CurrentRelease } from '../../protocol/api/hub.js';
 import type { ReleaseIR } from '../../protocol/release.js';
 
 /** `stk gen types`: TypeScript types for an env's current release, for `santokit/client`. */
@@ -25,7 +25,7 @@ export function registerGenCommands(program: Command): void {
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
     const hub = client(cmd);
-    const current = await hub.get<ReleaseSummary>(`/api/projects/${enc(p)}/envs/${enc(e)}/releases/current`);
+    const current = await hub.get<CurrentRelease>(`/api/projects/${enc(p)}/envs/${enc(e)}/releases/current`);
     const release = await hub.get<ReleaseIR>(`/api/projects/${enc(p)}/releases/${enc(current.releaseId)}`);
     const { renderTypes } = await import('../typegen.js');
     const text = renderTypes(release, { project: p, env: e });

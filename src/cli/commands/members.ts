@@ -4,7 +4,7 @@ import { resolveProject } from '../config.js';
 import { printJson, printTable, success, warn, when } from '../output.js';
 import { getPassword } from '../prompt.js';
 import { client, example, opts } from './common.js';
-import type { InviteView, MemberView } from '../../protocol/api/hub.js';
+import type { AcceptedInvite, InviteView, MemberView } from '../../protocol/api/hub.js';
 
 const projectOpt = (c: Command) => c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)');
 
@@ -120,7 +120,7 @@ export function registerMemberCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ email: string; code: string; passwordStdin?: boolean }>(cmd);
     const password = await getPassword(o.passwordStdin, 'Password: ');
-    const r = await client(cmd, true).post<{ email: string }>('/api/invites/accept', { email: o.email, code: o.code, password });
+    const r = await client(cmd, true).post<AcceptedInvite>('/api/invites/accept', { email: o.email, code: o.code, password });
     if (o.json) return printJson(r);
     success(`Invite accepted for ${r.email}; log in with: stk login --email ${r.email}`);
   });

@@ -4,9 +4,8 @@ import { resolveEnv, resolveProject } from '../config.js';
 import { UsageError } from '../errors.js';
 import { bold, printJson, printTable, success, when } from '../output.js';
 import { client, example, opts } from './common.js';
-import type { ReleaseSummary } from '../../protocol/api/hub.js';
-import { explainRefusal, printPlan, type PlanStep } from './apply.js';
-import type { AckResult } from '../../protocol/api/define.js';
+import type { CurrentRelease, PromoteResponse, ReleaseDetail, ReleaseSummary, RollbackResponse } from '../../protocol/api/hub.js';
+import { explainRefusal, printPlan } from './apply.js';
 import { reportBridgeAck } from './ack.js';
 import type { ReleaseIR } from '../../protocol/release.js';
 
@@ -53,7 +52,7 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; env?: string; quiet?: boolean }>(cmd);
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
-    const r = await client(cmd).get<ReleaseSummary & { env: string; since: string }>(`/api/projects/${enc(p)}/envs/${enc(e)}/releases/current`);
+    const r = await client(cmd).get<CurrentRelease>(`/api/projects/${enc(p)}/envs/${enc(e)}/releases/current`);
     if (o.json) return printJson(r);
     if (o.quiet) return void process.stdout.write(`${r.releaseId}\n`);
     process.stdout.write(
@@ -71,7 +70,7 @@ export function registerReleaseCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ project?: string; releaseId: string }>(cmd);
     const p = resolveProject(o.project);
-    const r = await client(cmd).get<ReleaseIR & { envs: string[] }>(`/api/projects/${enc(p)}/releases/${enc(o.releaseId)}`);
+    const r = await client(cmd).get<ReleaseIR & ReleaseDetail>(`/api/projects/${enc(p)}/releases/${enc(o.releaseId)}`);
     if (o.json) return printJson(r);
     const out = (s: string) => process.stdout.write(s + '\n');
     out(`release:     ${r.releaseId}`);
@@ -116,10 +115,9 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; from?: string; to: string; releaseId?: string; force?: boolean; adopt?: boolean; dryRun?: boolean }>(cmd);
     const p = resolveProject(o.project);
     if (!o.from && !o.releaseId) throw new UsageError('pass --from <env> or --release-id <id>');
-    type Res = { releaseId: string; from: string | null; to: string; previousReleaseId: string | null; moved: boolean; dryRun: boolean; plan: PlanStep[]; drift: string[]; ack?: AckResult | null };
-    let r: Res;
+    let r: PromoteResponse;
     try {
-      r = await client(cmd).post<Res>(`/api/projects/${enc(p)}/releases/promote`, {
+      r = await client(cmd).post<PromoteResponse>(`/api/projects/${enc(p)}/releases/promote`, {
         to: o.to,
         ...(o.from ? { from: o.from } : {}),
         ...(o.releaseId ? { releaseId: o.releaseId } : {}),
@@ -157,7 +155,7 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; env?: string; toReleaseId: string }>(cmd);
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
-    const { ack, ...r } = await client(cmd).post<{ releaseId: string; env: string; previousReleaseId: string | null; moved: boolean; ack?: AckResult | null }>(
+    const { ack, ...r } = await client(cmd).post<RollbackResponse>(
       `/api/projects/${enc(p)}/envs/${enc(e)}/rollback`,
       { releaseId: o.toReleaseId },
     );

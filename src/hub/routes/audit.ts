@@ -1,27 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 import { badRequest } from '../../protocol/errors.js';
-import { audit as api } from '../../protocol/api/hub.js';
+import { audit as api, type AuditItem } from '../../protocol/api/hub.js';
 import { parseDuration } from '../../common/duration.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
 
 export const AUDIT_DEFAULT_LIMIT = 100;
 export const AUDIT_MAX_LIMIT = 1000;
-
-export interface AuditItem {
-  id: string;
-  ts: string;
-  /** the actor's email (null for system entries) */
-  actor: string | null;
-  actorType: string;
-  action: string;
-  project: string | null;
-  env: string | null;
-  requestId: string | null;
-  ip: string | null;
-  detail: Record<string, unknown>;
-}
 
 /** `since`: an ISO-8601 time or a duration back from now (`90s`, `15m`, `1h`, `7d`). */
 export function parseSince(raw: string, now = Date.now()): string {

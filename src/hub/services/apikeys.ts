@@ -13,8 +13,9 @@ import type { Operator } from './auth.js';
 import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { isPostgres, notifyChanged, recordChange } from './events.js';
+import type { ApiKeyView, CreatedKey, KeyStatus, KeyUsageReport, KeyUsageSummary, RevokeResponse, RotatedKey, UpdatedKey } from '../../protocol/api/hub.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
-import { getSync, loadCurrentRelease, waitForBridges, type AckResult } from './sync/index.js';
+import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -34,24 +35,6 @@ export type ApiKeyOutcomesTable = { key_id: string; minute: string; kind: 'error
 export type UsageReportsTable = { bridge_id: string; reported_at: string };
 export type UsageTables = { api_key_usage: ApiKeyUsageTable; api_key_sources: ApiKeySourcesTable; api_key_outcomes: ApiKeyOutcomesTable; usage_reports: UsageReportsTable };
 const usageDb = (ctx: HubContext) => ctx.db.withTables<UsageTables>();
-
-export type KeyStatus = 'active' | 'revoked' | 'expired';
-
-export interface ApiKeyView {
-  keyId: string;
-  name: string;
-  roles: string[];
-  status: KeyStatus;
-  createdAt: string;
-  lastUsedAt: string | null;
-  expiresAt: string | null;
-  rateLimitPerMin: number | null;
-  rotatedAt: string | null;
-  /** roles the env's current release no longer references (the key cannot use them) */
-  staleRoles: string[];
-  /** the Hub stopped before the response carrying this key's latest plaintext left it: nobody may hold it */
-  unconfirmed: boolean;
-}
 
 export function keyStatus(row: Pick<ApiKeysTable, 'status' | 'expires_at'>, now = nowIso()): KeyStatus {
   if (row.status === 'revoked') return 'revoked';
@@ -229,7 +212,7 @@ export interface CreateInput {
   rateLimitPerMin?: unknown;
 }
 
-export async function createKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, body: CreateInput) {
+export async function createKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, body: CreateInput): Promise<CreatedKey> {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   const nameErr = nameError('API key', body.name);
   if (nameErr) throw badRequest(nameErr);
@@ -325,15 +308,7 @@ export async function getKey(ctx: HubContext, op: Operator, projectName: string,
   return view(row, referenced ? new Set(referenced) : null);
 }
 
-export interface UsageSummary {
-  /** the figures include requests up to this time (see usageAsOf); null: no Bridge connected */
-  asOf: string | null;
-  lastUsedAt: string | null;
-  requestsLast60m: number;
-  sources: Array<{ address: string; lastSeenAt: string; count: number }>;
-}
-
-export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: string | null): Promise<UsageSummary> {
+export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: string | null): Promise<KeyUsageSummary> {
   const db = usageDb(ctx);
   const since = minuteOf(new Date(Date.now() - 60 * 60_000));
   const [sum, sources, { asOf }] = await Promise.all([
@@ -347,22 +322,6 @@ export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: s
     requestsLast60m: Number(sum?.n ?? 0),
     sources: sources.map((s) => ({ address: s.address, lastSeenAt: s.last_seen_at, count: Number(s.count) })),
   };
-}
-
-export interface KeyUsage {
-  key: ApiKeyView;
-  /** the figures include every Bridge's requests up to this time (the oldest last report of the connected Bridges); null: no Bridge connected */
-  asOf: string | null;
-  /** Bridges connected to the Hubs of this store, whose reports the figures wait for */
-  bridges: number;
-  from: string;
-  to: string;
-  /** requests per minute that the key authenticated, oldest first; minutes without any are left out */
-  series: Array<{ minute: string; requests: number }>;
-  /** the last 24 h by HTTP status: '2xx' = authenticated calls that succeeded, others are failures or refusals */
-  byStatus: Array<{ status: string; requests: number }>;
-  /** client addresses seen in the last 7 days, most recent first */
-  sources: Array<{ address: string; requests: number; firstSeenAt: string; lastSeenAt: string }>;
 }
 
 /**
@@ -379,7 +338,7 @@ async function usageAsOf(ctx: HubContext): Promise<{ asOf: string | null; bridge
 }
 
 /** `GET …/apikeys/:key/usage`: what `stk apikey show` draws. */
-export async function keyUsage(ctx: HubContext, op: Operator, projectName: string, envName: string, idOrName: string): Promise<KeyUsage> {
+export async function keyUsage(ctx: HubContext, op: Operator, projectName: string, envName: string, idOrName: string): Promise<KeyUsageReport> {
   const { env } = await adminEnv(ctx, op, projectName, envName);
   const row = await findKey(ctx.db, env.id, idOrName);
   const referenced = await referencedFor(ctx, env.id);
@@ -413,7 +372,7 @@ export async function keyUsage(ctx: HubContext, op: Operator, projectName: strin
   };
 }
 
-export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }) {
+export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }): Promise<RevokeResponse> {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   if (opts.dryRun !== undefined && typeof opts.dryRun !== 'boolean') throw badRequest('dryRun must be a boolean');
   const found = await findKey(ctx.db, env.id, idOrName);
@@ -441,7 +400,7 @@ export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operat
   return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: now, alreadyRevoked: false, ack };
 }
 
-export async function rotateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }) {
+export async function rotateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }): Promise<RotatedKey> {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   const graceSeconds = parseGrace(body.grace);
   const found = await findKey(ctx.db, env.id, idOrName);
@@ -494,7 +453,7 @@ export interface UpdateInput {
 }
 
 /** Changes roles, expiry or rate limit of an active key; Bridges apply it before this returns. */
-export async function updateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: UpdateInput) {
+export async function updateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: UpdateInput): Promise<UpdatedKey> {
   const { project, env } = await adminEnv(ctx, op, projectName, envName);
   const found = await findKey(ctx.db, env.id, idOrName);
   const set: Partial<ApiKeysTable> = {};
@@ -638,4 +597,3 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   return { keys: known.size };
 }
 
-export type { AckResult };

@@ -11,8 +11,9 @@ import { nowIso } from '../store/store.js';
 import { isUniqueViolation, type Operator } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
+import type { ConnectionSet, ConnectionTest, ConnectionView } from '../../protocol/api/hub.js';
 import { findEnv, requireProjectRole } from './rbac.js';
-import { waitForBridges, type AckResult } from './sync/index.js';
+import { waitForBridges } from './sync/index.js';
 
 export { connectionUrls } from './connection-urls.js';
 
@@ -22,15 +23,6 @@ export const CONNECTION_ENGINES = ['postgres'] as const;
 /** How long `connections test` waits for the server to accept the connection. */
 export const CONNECTION_TEST_TIMEOUT_MS = 5000;
 export { ALLOWED_URL_PARAMS, MAX_DB_URL_LENGTH, parseDbUrl, SSL_MODES, type ParsedDbUrl } from '../../common/db-url.js';
-
-export interface ConnectionView {
-  name: string;
-  engine: 'postgres';
-  /** host, port, user and database with the password masked; never the stored URL */
-  url: string;
-  createdAt: string;
-  updatedAt: string;
-}
 
 /** `postgres://user:****@host:port/db[?sslmode=…]`: what lists and responses may show. */
 export function maskDbUrl(raw: string): string {
@@ -118,7 +110,7 @@ export async function setConnection(
   envName: string,
   nameIn: unknown,
   body: { engine?: unknown; dbUrl?: unknown },
-): Promise<ConnectionView & { ack: AckResult }> {
+): Promise<ConnectionSet> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const err = nameError('connection', nameIn);
@@ -191,7 +183,7 @@ export async function testConnection(
   projectName: string,
   envName: string,
   name: string,
-): Promise<{ ok: true; latencyMs: number }> {
+): Promise<ConnectionTest> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const row = await ctx.db.selectFrom('connections').select(['db_url_enc']).where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
@@ -210,7 +202,7 @@ export async function testConnection(
   return { ok: true, latencyMs: outcome.latencyMs };
 }
 
-async function probe(url: string, target: ParsedDbUrl, allow: HostPolicy): Promise<{ ok: true; latencyMs: number } | { ok: false; reason: string }> {
+async function probe(url: string, target: ParsedDbUrl, allow: HostPolicy): Promise<ConnectionTest | { ok: false; reason: string }> {
   const pg = (await import('pg')).default;
   const started = performance.now();
   let config: ClientConfig;

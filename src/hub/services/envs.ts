@@ -7,18 +7,10 @@ import { nowIso } from '../store/store.js';
 import { isUniqueViolation, type Operator } from './auth.js';
 import { audit } from './audit.js';
 import { requireProjectRole } from './rbac.js';
+import type { EnvListItem, EnvView } from '../../protocol/api/hub.js';
 
 /** SPEC limits.md: envs per project. */
 export const MAX_ENVS_PER_PROJECT = 10;
-
-export interface EnvView {
-  name: string;
-  createdAt: string;
-}
-
-export interface EnvListItem extends EnvView {
-  currentReleaseId: string | null;
-}
 
 /** Creates an env in a project (project admin). */
 export async function createEnv(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, nameIn: unknown): Promise<EnvView> {

@@ -11,6 +11,7 @@ import { audit } from './audit.js';
 import { randomToken, sha256Hex } from './crypto.js';
 import { isPostgres } from './events.js';
 import { checkRole, openInvites, requireMayManage, requireProjectMemberAdmin, senderCanGrant, targetAuthority, type Scope } from './members.js';
+import type { AcceptedInvite, InviteView } from '../../protocol/api/hub.js';
 import { orgAuthority, requireOrgRole, type ProjectRef } from './rbac.js';
 
 export const INVITE_CODE_PREFIX = 'stki_';
@@ -19,14 +20,6 @@ export const INVITE_CODE_BYTES = 24;
 export const INVITE_TTL_MS = 7 * 86400_000;
 /** SPEC limits.md: operators per org (memberships of any status). */
 export const MAX_OPERATORS_PER_ORG = 500;
-
-export interface InviteView {
-  email: string;
-  role: string;
-  /** shown once; only its hash is stored */
-  inviteCode: string;
-  expiresAt: string;
-}
 
 const INVALID_INVITE = 'invalid or expired invite code for this email';
 
@@ -169,7 +162,7 @@ export async function createInvite(
  * yet. Other open invites for the same email stay as they are. The invite is void when its sender
  * can no longer grant it (removed, demoted, disabled).
  */
-export async function acceptInvite(ctx: HubContext, actor: Actor | null, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<{ email: string }> {
+export async function acceptInvite(ctx: HubContext, actor: Actor | null, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<AcceptedInvite> {
   const email = validateEmail(body.email);
   const code = body.code;
   if (typeof code !== 'string' || !code.startsWith(INVITE_CODE_PREFIX) || code.length > 200) throw badRequest(INVALID_INVITE);

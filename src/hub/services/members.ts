@@ -7,18 +7,10 @@ import type { HubDatabase, InvitesTable } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
 import { validateEmail, type Operator } from './auth.js';
 import { audit } from './audit.js';
+import type { MemberView } from '../../protocol/api/hub.js';
 import { AUTHORITY, findProject, mayManage, orgAuthority, projectAuthority, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
 
 export type Scope = 'org' | 'project';
-
-export interface MemberView {
-  email: string;
-  role: string;
-  status: 'active' | 'pending';
-  createdAt: string;
-  /** project lists only: 'project' for an explicit membership, 'org' for an org owner/admin's inherited admin */
-  source?: 'project' | 'org';
-}
 
 /** 422 INVALID_ROLE naming the valid roles for the scope. */
 export function checkRole(scope: Scope, role: unknown): string {

@@ -7,19 +7,10 @@ import { nowIso } from '../store/store.js';
 import { isUniqueViolation, type Operator } from './auth.js';
 import { audit } from './audit.js';
 import { orgRole, requireOrgRole } from './rbac.js';
+import type { ProjectListItem, ProjectView } from '../../protocol/api/hub.js';
 
 /** SPEC limits.md: projects per org. */
 export const MAX_PROJECTS_PER_ORG = 500;
-
-export interface ProjectView {
-  name: string;
-  createdAt: string;
-}
-
-export interface ProjectListItem extends ProjectView {
-  /** the caller's effective role on the project */
-  role: ProjectRole;
-}
 
 /** Creates a project in the default org (org admin or owner). */
 export async function createProject(ctx: HubContext, actor: Actor | null, op: Operator, nameIn: unknown): Promise<ProjectView> {

@@ -13,10 +13,11 @@ import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { waitForBridges, type AckResult } from './sync/index.js';
+import type { ApplyResponse, CurrentRelease, PlanStep, PromoteResponse, ReleaseDetail, ReleaseSummary, RollbackResponse } from '../../protocol/api/hub.js';
 import { currentRelease, getRelease, toIR } from './release-store.js';
 
 export { currentRelease, getRelease };
-import { compatibilityProblems, compileInputs, readApplyBody, syncSchema, type PlanStep } from './apply/index.js';
+import { compatibilityProblems, compileInputs, readApplyBody, syncSchema } from './apply/index.js';
 
 /**
  * Releases: immutable snapshots of schema IR + permissions IR + connection names + ref, deduplicated
@@ -107,17 +108,6 @@ export async function publishRelease(
   }
 }
 
-export interface ApplyResponse {
-  releaseId: string | null;
-  reused: boolean;
-  ref: string | null;
-  dryRun: boolean;
-  plan: PlanStep[];
-  drift: string[];
-  /** when the env's release changed: the Bridges that loaded it before this returned (null otherwise) */
-  ack: AckResult | null;
-}
-
 /** After the env's release pointer moved: wait (bounded) until every connected Bridge serves it. */
 async function bridgesAck(ctx: HubContext, seq: number | null): Promise<AckResult | null> {
   return seq === null ? null : waitForBridges(ctx, seq);
@@ -181,16 +171,6 @@ export async function apply(ctx: HubContext, actor: Actor, op: Operator, project
   return { releaseId, reused, ref: input.ref, dryRun: input.dryRun, plan, drift, ack };
 }
 
-export interface ReleaseSummary {
-  releaseId: string;
-  ref: string | null;
-  createdAt: string;
-  connections: string[];
-  tables: string[];
-  /** envs whose current release this is */
-  envs: string[];
-}
-
 async function envsWhereCurrent(ctx: HubContext, projectId: string): Promise<Map<string, string[]>> {
   const rows = await ctx.db
     .selectFrom('current_releases')
@@ -237,7 +217,7 @@ async function releaseOfProject(ctx: HubContext, project: ProjectRef, releaseId:
 }
 
 /** GET /api/projects/:project/releases/:releaseId → the full release plus where it is current. */
-export async function showRelease(ctx: HubContext, op: Operator, projectName: string, releaseId: string): Promise<ReleaseIR & { envs: string[] }> {
+export async function showRelease(ctx: HubContext, op: Operator, projectName: string, releaseId: string): Promise<ReleaseIR & ReleaseDetail> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'viewer');
   const r = await releaseOfProject(ctx, project, releaseId);
   const envs = (await envsWhereCurrent(ctx, project.id)).get(r.releaseId) ?? [];
@@ -245,7 +225,7 @@ export async function showRelease(ctx: HubContext, op: Operator, projectName: st
 }
 
 /** GET /api/projects/:project/envs/:env/releases/current */
-export async function showCurrent(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<ReleaseSummary & { env: string; since: string }> {
+export async function showCurrent(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<CurrentRelease> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'viewer');
   const env = await findEnv(ctx, project, envName);
   const r = await currentRelease(ctx, env.id);
@@ -269,7 +249,7 @@ function readBodyObject(body: unknown, allowed: string[]): Record<string, unknow
  * the release's schema to the target env's connections (refusing on drift, without force destructive
  * steps, without adopt tables santokit did not create), then points the target env at the release.
  */
-export async function promote(ctx: HubContext, actor: Actor, op: Operator, projectName: string, body: unknown) {
+export async function promote(ctx: HubContext, actor: Actor, op: Operator, projectName: string, body: unknown): Promise<PromoteResponse> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
   const b = readBodyObject(body, ['from', 'to', 'releaseId', 'force', 'adopt', 'dryRun']);
   if (typeof b.to !== 'string') throw badRequest('"to" (the target env) is required');
@@ -310,7 +290,7 @@ export async function promote(ctx: HubContext, actor: Actor, op: Operator, proje
   });
   if (r.moved) notifyChanged(ctx);
   const ack = await bridgesAck(ctx, r.seq);
-  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [] as string[], ack };
+  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [], ack };
 }
 
 /**
@@ -318,7 +298,7 @@ export async function promote(ctx: HubContext, actor: Actor, op: Operator, proje
  * are forward-only, so this is refused (409) when the live databases lack a table or column the
  * release needs, or hold it with another type.
  */
-export async function rollback(ctx: HubContext, actor: Actor, op: Operator, projectName: string, envName: string, body: unknown) {
+export async function rollback(ctx: HubContext, actor: Actor, op: Operator, projectName: string, envName: string, body: unknown): Promise<RollbackResponse> {
   const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
   const env = await findEnv(ctx, project, envName);
   const b = readBodyObject(body, ['releaseId']);

@@ -62,6 +62,8 @@ export const projects = {
 export const ConnectionView = z
   .object({ name: z.string(), engine: z.literal('postgres'), url: z.string().meta({ description: 'host, port, user and database; the password masked' }), createdAt: IsoTime, updatedAt: IsoTime })
   .meta({ id: 'Connection' });
+export const ConnectionSet = ConnectionView.extend({ ack: AckResult });
+export const ConnectionTest = z.object({ ok: z.literal(true), latencyMs: z.number() });
 const ConnParams = EnvParams.extend({ name: Name });
 export const connections = {
   set: defineRoute({
@@ -72,7 +74,7 @@ export const connections = {
     tags: ['connections'],
     params: ConnParams,
     body: z.looseObject({ engine: z.literal('postgres', { error: 'engine must be one of: postgres' }).optional(), dbUrl: z.string().max(4096).meta({ description: 'postgres://user:password@host:port/db' }) }),
-    response: { 200: ConnectionView.extend({ ack: AckResult }) },
+    response: { 200: ConnectionSet },
   }),
   list: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/connections', auth: projectRoleAtLeast('admin'), summary: "An env's connections (URLs masked)", tags: ['connections'], params: EnvParams, response: { 200: z.object({ items: z.array(ConnectionView) }) } }),
   test: defineRoute({
@@ -82,7 +84,7 @@ export const connections = {
     summary: 'Connect once and run SELECT 1',
     tags: ['connections'],
     params: ConnParams,
-    response: { 200: z.object({ ok: z.literal(true), latencyMs: z.number() }) },
+    response: { 200: ConnectionTest },
   }),
 };
 
@@ -97,6 +99,7 @@ const InviteBody = z.looseObject({ email: Email, role: z.unknown().optional().me
 const RoleBody = z.looseObject({ role: z.unknown().optional().meta({ description: 'org: owner, admin, member; project: admin, deployer, viewer' }) });
 const EmailParams = z.object({ email: Email });
 const ProjectEmailParams = ProjectParams.extend({ email: Email });
+export const AcceptedInvite = z.object({ email: z.string() });
 const memberAdmin = projectRoleAtLeast('admin', { orOrg: 'owner' });
 
 export const members = {
@@ -115,7 +118,7 @@ export const members = {
     summary: 'Accept an invite (the code is the credential) and set a password on first use',
     tags: ['members'],
     body: z.looseObject({ email: Email, code: z.string().max(200), password: z.string().max(1024).optional() }),
-    response: { 200: z.object({ email: z.string() }) },
+    response: { 200: AcceptedInvite },
     errors: ['UNAUTHORIZED', 'NOT_FOUND', 'CONFLICT'],
   }),
 };
@@ -157,7 +160,7 @@ export const audit = {
 
 // ---------------------------------------------------------------- API keys
 
-const KeyStatus = z.enum(['active', 'revoked', 'expired']);
+export const KeyStatus = z.enum(['active', 'revoked', 'expired']);
 export const ApiKeyView = z
   .object({
     keyId: z.string(),
@@ -180,44 +183,34 @@ const Expiry = {
 };
 const KeyRoles = z.unknown().optional().meta({ description: 'role names a rule of the env\'s permissions grants (422 INVALID_ROLE otherwise)' });
 export const CreateKeyBody = z.looseObject({ name: z.unknown().optional(), roles: KeyRoles, ...Expiry });
-export const CreatedKey = z
-  .object({
-    keyId: z.string(),
-    name: z.string(),
-    roles: z.array(z.string()),
-    status: KeyStatus,
-    createdAt: IsoTime,
-    expiresAt: IsoTime.nullable(),
-    rateLimitPerMin: z.number().int().nullable(),
-    apiKey: z.string().meta({ description: 'the plaintext key: shown once, stored only hashed' }),
-    ack: AckResult,
-  })
+/** the fields every response about one key starts with */
+const KeyIdentity = ApiKeyView.pick({ keyId: true, name: true, roles: true });
+const Plaintext = z.string().meta({ description: 'the plaintext key: shown once, stored only hashed' });
+export const CreatedKey = ApiKeyView.pick({ keyId: true, name: true, roles: true, status: true, createdAt: true, expiresAt: true, rateLimitPerMin: true })
+  .extend({ apiKey: Plaintext, ack: AckResult })
   .meta({ id: 'CreatedApiKey' });
 export const UpdateKeyBody = z.looseObject({ roles: KeyRoles, ...Expiry });
-export const KeyUsage = {
+export const UpdatedKey = ApiKeyView.extend({ ack: AckResult.nullable() });
+/** who used a key lately (what a revoke dry run shows) */
+export const KeyUsageSummary = z.object({
   asOf: IsoTime.nullable().meta({ description: 'the figures include requests up to this time (Bridges report every 60 s); null: no Bridge connected' }),
   lastUsedAt: IsoTime.nullable(),
   requestsLast60m: z.number().int(),
   sources: z.array(z.object({ address: z.string(), lastSeenAt: IsoTime, count: z.number().int() })),
-};
-export const RevokeDryRun = z.object({ dryRun: z.literal(true), keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: KeyStatus, ...KeyUsage }).meta({ id: 'RevokeDryRun' });
-export const RevokedKey = z
-  .object({ keyId: z.string(), name: z.string(), roles: z.array(z.string()), status: z.literal('revoked'), revokedAt: IsoTime.nullable(), alreadyRevoked: z.boolean(), ack: AckResult.nullable() })
-  .meta({ id: 'RevokedApiKey' });
+});
+export const RevokeDryRun = z
+  .object({ dryRun: z.literal(true), ...KeyIdentity.shape, status: KeyStatus, ...KeyUsageSummary.shape })
+  .meta({ id: 'RevokeDryRun' });
+export const RevokedKey = KeyIdentity.extend({ status: z.literal('revoked'), revokedAt: IsoTime.nullable(), alreadyRevoked: z.boolean(), ack: AckResult.nullable() }).meta({ id: 'RevokedApiKey' });
 export const RevokeResponse = z.union([RevokeDryRun, RevokedKey]);
-export const RotatedKey = z
-  .object({
-    keyId: z.string(),
-    name: z.string(),
-    roles: z.array(z.string()),
-    status: z.literal('active'),
-    rotatedAt: IsoTime,
-    previousSecretValidUntil: IsoTime.nullable(),
-    expiresAt: IsoTime.nullable(),
-    apiKey: z.string(),
-    ack: AckResult,
-  })
-  .meta({ id: 'RotatedApiKey' });
+export const RotatedKey = KeyIdentity.extend({
+  status: z.literal('active'),
+  rotatedAt: IsoTime,
+  previousSecretValidUntil: IsoTime.nullable(),
+  expiresAt: ApiKeyView.shape.expiresAt,
+  apiKey: Plaintext,
+  ack: AckResult,
+}).meta({ id: 'RotatedApiKey' });
 const KeyParams = EnvParams.extend({ key: z.string().max(200).meta({ description: 'key id or name' }) });
 const keysAdmin = projectRoleAtLeast('admin');
 export const KeyUsageReport = z
@@ -237,7 +230,7 @@ export const apikeys = {
   create: defineRoute({ method: 'POST', url: KEYS, auth: keysAdmin, summary: 'Create an API key (the plaintext is in this response only)', tags: ['api keys'], params: EnvParams, body: CreateKeyBody, response: { 201: CreatedKey }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
   list: defineRoute({ method: 'GET', url: KEYS, auth: keysAdmin, summary: "An env's keys (never a secret)", tags: ['api keys'], params: EnvParams, response: { 200: z.object({ items: z.array(ApiKeyView) }) } }),
   get: defineRoute({ method: 'GET', url: `${KEYS}/:key`, auth: keysAdmin, summary: 'One key', tags: ['api keys'], params: KeyParams, response: { 200: ApiKeyView } }),
-  update: defineRoute({ method: 'PATCH', url: `${KEYS}/:key`, auth: keysAdmin, summary: "Change a key's roles, expiry or rate limit", tags: ['api keys'], params: KeyParams, body: UpdateKeyBody, response: { 200: ApiKeyView.extend({ ack: AckResult.nullable() }) }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  update: defineRoute({ method: 'PATCH', url: `${KEYS}/:key`, auth: keysAdmin, summary: "Change a key's roles, expiry or rate limit", tags: ['api keys'], params: KeyParams, body: UpdateKeyBody, response: { 200: UpdatedKey }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
   revoke: defineRoute({
     method: 'POST',
     url: `${KEYS}/:key/revoke`,
@@ -302,6 +295,20 @@ export const ReleaseSummary = z
 export const Release = z
   .object({ releaseId: z.string(), project: z.string(), ref: z.string().nullable(), createdAt: IsoTime, schema: z.unknown(), permissions: z.unknown(), connections: z.array(z.string()) })
   .meta({ id: 'Release' });
+export const CurrentRelease = ReleaseSummary.extend({ env: z.string(), since: IsoTime });
+export const ReleaseDetail = Release.extend({ envs: z.array(z.string()) });
+export const PromoteResponse = z.object({
+  releaseId: z.string(),
+  from: z.string().nullable(),
+  to: z.string(),
+  previousReleaseId: z.string().nullable(),
+  dryRun: z.boolean(),
+  moved: z.boolean(),
+  plan: z.array(PlanStep),
+  drift: z.array(z.string()),
+  ack: AckResult.nullable(),
+});
+export const RollbackResponse = z.object({ releaseId: z.string(), env: z.string(), previousReleaseId: z.string().nullable(), moved: z.boolean(), ack: AckResult.nullable() });
 const viewer = projectRoleAtLeast('viewer');
 const deployer = projectRoleAtLeast('deployer');
 export const releases = {
@@ -317,8 +324,8 @@ export const releases = {
     errors: ['CONFLICT', 'SERVICE_UNAVAILABLE'],
   }),
   list: defineRoute({ method: 'GET', url: '/api/projects/:project/releases', auth: viewer, summary: "A project's releases, newest first", tags: ['releases'], params: ProjectParams, query: z.object({ limit: z.string().optional() }), response: { 200: z.object({ items: z.array(ReleaseSummary) }) } }),
-  current: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/releases/current', auth: viewer, summary: "An env's current release", tags: ['releases'], params: EnvParams, response: { 200: ReleaseSummary.extend({ env: z.string(), since: IsoTime }) } }),
-  show: defineRoute({ method: 'GET', url: '/api/projects/:project/releases/:releaseId', auth: viewer, summary: 'One release with its schema and permissions', tags: ['releases'], params: ProjectParams.extend({ releaseId: z.string().max(200) }), response: { 200: Release.extend({ envs: z.array(z.string()) }) } }),
+  current: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/releases/current', auth: viewer, summary: "An env's current release", tags: ['releases'], params: EnvParams, response: { 200: CurrentRelease } }),
+  show: defineRoute({ method: 'GET', url: '/api/projects/:project/releases/:releaseId', auth: viewer, summary: 'One release with its schema and permissions', tags: ['releases'], params: ProjectParams.extend({ releaseId: z.string().max(200) }), response: { 200: ReleaseDetail } }),
   promote: defineRoute({
     method: 'POST',
     url: '/api/projects/:project/releases/promote',
@@ -327,9 +334,7 @@ export const releases = {
     tags: ['releases'],
     params: ProjectParams,
     body: z.looseObject({ from: z.string().optional(), to: z.string(), releaseId: z.string().optional(), force: z.boolean().optional(), adopt: z.boolean().optional(), dryRun: z.boolean().optional() }),
-    response: {
-      200: z.object({ releaseId: z.string(), from: z.string().nullable(), to: z.string(), previousReleaseId: z.string().nullable(), dryRun: z.boolean(), moved: z.boolean(), plan: z.array(PlanStep), drift: z.array(z.string()), ack: AckResult.nullable() }),
-    },
+    response: { 200: PromoteResponse },
     errors: ['CONFLICT'],
   }),
   rollback: defineRoute({
@@ -340,7 +345,7 @@ export const releases = {
     tags: ['releases'],
     params: EnvParams,
     body: z.looseObject({ releaseId: z.string().optional() }).optional(),
-    response: { 200: z.object({ releaseId: z.string(), env: z.string(), previousReleaseId: z.string().nullable(), moved: z.boolean(), ack: AckResult.nullable() }) },
+    response: { 200: RollbackResponse },
     errors: ['CONFLICT'],
   }),
 };
@@ -444,5 +449,16 @@ export type ProjectListItem = z.infer<typeof ProjectListItem>;
 export type EnvListItem = z.infer<typeof EnvListItem>;
 export type KeyUsageReport = z.infer<typeof KeyUsageReport>;
 export type PlanStep = z.infer<typeof PlanStep>;
+export type LoginResponse = z.infer<typeof LoginResponse>;
+export type ConnectionSet = z.infer<typeof ConnectionSet>;
+export type ConnectionTest = z.infer<typeof ConnectionTest>;
+export type AcceptedInvite = z.infer<typeof AcceptedInvite>;
+export type KeyStatus = z.infer<typeof KeyStatus>;
+export type UpdatedKey = z.infer<typeof UpdatedKey>;
+export type KeyUsageSummary = z.infer<typeof KeyUsageSummary>;
+export type CurrentRelease = z.infer<typeof CurrentRelease>;
+export type ReleaseDetail = z.infer<typeof ReleaseDetail>;
+export type PromoteResponse = z.infer<typeof PromoteResponse>;
+export type RollbackResponse = z.infer<typeof RollbackResponse>;
 export type ApplyResponse = z.infer<typeof ApplyResponse>;
 export type ReleaseSummary = z.infer<typeof ReleaseSummary>;

@@ -1,4 +1,5 @@
 import type { ColumnIR, DefaultIR, IndexIR, TableIR, TypeSpec } from '../../../protocol/release.js';
+import type { PlanStep } from '../../../protocol/api/hub.js';
 import { parseLiveDefault, type LiveColumn, type LiveForeignKey, type LiveIndex, type LiveSchema, type LiveTable } from './introspect.js';
 import { TABLE_SCHEMA as SCHEMA, qualified, quoteIdent } from '../../../common/quote-ident.js';
 import {
@@ -26,12 +27,7 @@ import {
  * and syncSchema refuses the plan unless --adopt is given.
  * The same diff run after the DDL is the drift check: anything still listed is drift.
  */
-export interface PlanStep {
-  connection: string;
-  sql: string;
-  destructive: boolean;
-  description: string;
-}
+export type { PlanStep };
 
 export interface ConnectionPlan {
   steps: PlanStep[];

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { badRequest, conflict } from '../../../protocol/errors.js';
+import type { AckResult } from '../../../protocol/api/define.js';
 import type { HubContext } from '../../context.js';
 import { nowIso } from '../../store/store.js';
 import { Presence, type PresenceRow } from './presence.js';
@@ -25,13 +26,7 @@ import { StreamSession, type BridgeState, type StreamOwner, type StreamSink } fr
 const ACK_POLL_MS = 200;
 const ACKED_KEEP = 5000;
 
-export interface AckResult {
-  /** Bridges connected (to any Hub) when the change committed */
-  bridges: number;
-  acked: number;
-  /** ids of the Bridges that did not acknowledge within the bound */
-  lagging: string[];
-}
+export type { AckResult };
 
 /** A Bridge as the cluster sees it (`GET /internal/sync/cluster`). */
 export interface ClusterBridge {
