@@ -13,6 +13,8 @@ export interface ContractRouteOptions {
   schemas?: 'checked' | 'described';
   logLevel?: 'warn';
   preParsing?: preParsingHookHandler;
+  /** 'own': the route bounds its bodies in memory itself (its preParsing); the process-wide bound skips it */
+  bodyBudget?: 'own';
 }
 
 /** Sets the zod compilers a `checked` contract route needs (fastify-type-provider-zod); once per app. */
@@ -36,7 +38,7 @@ export function contractRoute(
   const route: RouteOptions = {
     method: c.method,
     url: c.url,
-    config: { auth: c.auth },
+    config: opts.bodyBudget ? { auth: c.auth, bodyBudget: opts.bodyBudget } : { auth: c.auth },
     handler,
   };
   if (!c.body) route.bodyLimit = PUBLIC_BODY_LIMIT_BYTES;

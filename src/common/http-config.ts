@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { env, readEnv } from './env-config.js';
 import { parseTrustProxy, type TrustProxy } from './trust-proxy.js';
+import { BODY_INFLIGHT_MAX_BYTES } from './body-gauge.js';
 
 /**
  * Open connections: at most STK_MAX_CONNECTIONS in all (keep it below the process's open-file limit,
@@ -26,6 +27,7 @@ export const HTTP_ENV = {
   STK_TRUST_PROXY: env.parsed<TrustProxy>(false, (s) => parseTrustProxy(s)),
   STK_MAX_CONNECTIONS: env.int(MAX_CONNECTIONS, 1),
   STK_MAX_CONNECTIONS_PER_ADDRESS: env.int(MAX_CONNECTIONS_PER_ADDRESS, 1),
+  STK_BODY_INFLIGHT_MAX_BYTES: env.int(BODY_INFLIGHT_MAX_BYTES, 1024),
 };
 
 export interface HttpSettings {
@@ -35,12 +37,14 @@ export interface HttpSettings {
   trustProxy: TrustProxy;
   maxConnections: number;
   maxConnectionsPerAddress: number;
+  /** STK_BODY_INFLIGHT_MAX_BYTES: request bodies held in memory at once (a quarter per client address) */
+  bodyInflightMaxBytes: number;
 }
 
 type HttpEnv = z.output<z.ZodObject<typeof HTTP_ENV>>;
 
 export function httpSettings(e: HttpEnv): HttpSettings {
-  return { logLevel: e.STK_LOG_LEVEL, trustProxy: e.STK_TRUST_PROXY, maxConnections: e.STK_MAX_CONNECTIONS, maxConnectionsPerAddress: e.STK_MAX_CONNECTIONS_PER_ADDRESS };
+  return { logLevel: e.STK_LOG_LEVEL, trustProxy: e.STK_TRUST_PROXY, maxConnections: e.STK_MAX_CONNECTIONS, maxConnectionsPerAddress: e.STK_MAX_CONNECTIONS_PER_ADDRESS, bodyInflightMaxBytes: e.STK_BODY_INFLIGHT_MAX_BYTES };
 }
 
 /** Every variable unset: the defaults above (tests, and apps built without a process's config). */

@@ -11,11 +11,14 @@ import { MAX_JSON_DEPTH, jsonTooDeep } from './json-depth.js';
 import { RouteMatcher } from './route-match.js';
 import { isTrustedProxy } from './trust-proxy.js';
 import { DEFAULT_HTTP, type HttpSettings } from './http-config.js';
+import { BodyGauge, chargeBodies } from './body-gauge.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** what the route requires of its caller: every route declares it (registration fails otherwise) */
     auth?: RouteAuth;
+    /** 'own': the route bounds its request bodies in memory itself (the Bridge's /call, per tenant) */
+    bodyBudget?: 'own';
   }
   interface FastifyInstance {
     /** every route registered on this app, with its declared auth (the security sweep walks it) */
@@ -288,6 +291,9 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     payload.once('close', () => clearTimeout(t));
     done(null, payload);
   });
+
+  // request bodies held in memory at once: bounded per process and per client address (body-gauge.ts)
+  app.addHook('preParsing', chargeBodies(new BodyGauge(http.bodyInflightMaxBytes), BODY_LIMIT_BYTES));
 
   // every route must say what it requires of its caller: an undeclared route fails at start-up
   app.decorate('routeTable', [] as RouteInfo[]);

@@ -150,12 +150,12 @@ describe('Hub settings', () => {
 describe('the HTTP layer’s settings, part of each process’s (src/common/http-config.ts)', () => {
   it('defaults, and values as written reach HubConfig.http and BridgeConfig.http', () => {
     for (const c of [loadHubConfig(HUB), loadBridgeConfig(BRIDGE)]) {
-      expect(c.http).toEqual({ logLevel: 'info', trustProxy: false, maxConnections: 8192, maxConnectionsPerAddress: 256 });
+      expect(c.http).toEqual({ logLevel: 'info', trustProxy: false, maxConnections: 8192, maxConnectionsPerAddress: 256, bodyInflightMaxBytes: 64 * 1024 * 1024 });
       expect(c.http).toEqual(DEFAULT_HTTP);
     }
-    const set = { STK_LOG_LEVEL: 'warn', STK_TRUST_PROXY: '10.0.0.0/8, loopback', STK_MAX_CONNECTIONS: '100', STK_MAX_CONNECTIONS_PER_ADDRESS: '5' };
+    const set = { STK_LOG_LEVEL: 'warn', STK_TRUST_PROXY: '10.0.0.0/8, loopback', STK_MAX_CONNECTIONS: '100', STK_MAX_CONNECTIONS_PER_ADDRESS: '5', STK_BODY_INFLIGHT_MAX_BYTES: '1048576' };
     for (const c of [loadHubConfig({ ...HUB, ...set }), loadBridgeConfig({ ...BRIDGE, ...set })]) {
-      expect(c.http).toEqual({ logLevel: 'warn', trustProxy: ['10.0.0.0/8', 'loopback'], maxConnections: 100, maxConnectionsPerAddress: 5 });
+      expect(c.http).toEqual({ logLevel: 'warn', trustProxy: ['10.0.0.0/8', 'loopback'], maxConnections: 100, maxConnectionsPerAddress: 5, bodyInflightMaxBytes: 1048576 });
     }
     expect(loadBridgeConfig({ ...BRIDGE, STK_TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
   });
@@ -165,6 +165,7 @@ describe('the HTTP layer’s settings, part of each process’s (src/common/http
     ['STK_TRUST_PROXY', 'my-proxy', /STK_TRUST_PROXY: 'my-proxy' is not an IP address, CIDR or one of loopback/],
     ['STK_MAX_CONNECTIONS', 'lots', /STK_MAX_CONNECTIONS: must be a whole number ≥ 1 \(got "lots"\)/],
     ['STK_MAX_CONNECTIONS_PER_ADDRESS', '0', /STK_MAX_CONNECTIONS_PER_ADDRESS: must be a whole number ≥ 1/],
+    ['STK_BODY_INFLIGHT_MAX_BYTES', '12', /STK_BODY_INFLIGHT_MAX_BYTES: must be a whole number ≥ 1024/],
   ])('%s=%s stops the Hub and the Bridge at start, naming the variable', (name, value, message) => {
     expect(() => loadHubConfig({ ...HUB, [name]: value })).toThrow(ConfigError);
     expect(() => loadHubConfig({ ...HUB, [name]: value })).toThrow(message);

@@ -174,7 +174,7 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
       budget.release();
       throw err;
     }
-  }, { schemas: 'described', preParsing: chargeBody });
+  }, { schemas: 'described', preParsing: chargeBody, bodyBudget: 'own' });
 
   /** One batched query per relation: `WHERE target = ANY($1)`, with the target's own rule applied. */
   async function expandRelation(rows: Rows, rel: Parameters<typeof planExpand>[0], principal: Principal, env: ActiveEnv, qc: QueryContext, budget: ResponseBudget) {

@@ -1,0 +1,134 @@
+/**
+ * Request bodies a Hub holds in memory at once are bounded (src/common/body-gauge.ts): past
+ * STK_BODY_INFLIGHT_MAX_BYTES in all, or a quarter of it from one client address, a body gets 503 with
+ * Retry-After before it is buffered — with or without Content-Length — and the bytes come back when the
+ * response has been sent. Before, an authenticated operator's concurrent 10 MB bodies were all buffered
+ * (and parsed): a few hundred of them take gigabytes of the control plane.
+ */
+import { mkdtempSync } from 'node:fs';
+import { request, type ClientRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildHub } from '../../src/hub/app.js';
+import { loadHubConfig } from '../../src/hub/config.js';
+import { FREE_BODY_BYTES } from '../../src/common/body-gauge.js';
+
+const KB = 1024;
+/** the whole Hub's bound: 4 MB, so one address may hold 1 MB of bodies (past each body's free 64 KB) */
+const INFLIGHT = 4 * 1024 * KB;
+const OWNER = { email: 'bytes-owner@example.com', password: 'bytes-owner-password' };
+
+type Answer = { status: number; headers: Record<string, string | string[] | undefined>; json: any };
+
+/**
+ * POST `path` with a JSON body of about `bytes` (an unknown field padded out). `hold`: send all but the
+ * last byte and wait for `finish()`. `chunked`: no Content-Length. `from`: the local address to send from.
+ */
+function post(url: string, token: string, path: string, bytes: number, o: { hold?: boolean; chunked?: boolean; from?: string } = {}) {
+  const buf = Buffer.from(JSON.stringify({ name: 'bytes-x', pad: 'x'.repeat(bytes) }));
+  const headers: Record<string, string | number> = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
+  if (!o.chunked) headers['content-length'] = buf.length;
+  let req!: ClientRequest;
+  const done = new Promise<Answer>((resolve, reject) => {
+    req = request(`${url}${path}`, { method: 'POST', headers, localAddress: o.from, agent: false }, (res) => {
+      let data = '';
+      res.on('data', (d) => (data += d));
+      res.on('end', () => {
+        let json: any;
+        try {
+          json = JSON.parse(data);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
+      });
+    });
+    req.on('error', reject);
+  });
+  if (o.hold) req.write(buf.subarray(0, buf.length - 1));
+  else if (o.chunked) {
+    // several writes: the server sees chunks, not one complete body
+    for (let i = 0; i < buf.length; i += 64 * KB) req.write(buf.subarray(i, Math.min(buf.length, i + 64 * KB)));
+    req.end();
+  } else req.end(buf);
+  return { done, finish: () => req.end(buf.subarray(buf.length - 1)) };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 150));
+
+describe('security: request bodies in flight on the Hub', () => {
+  let hub: FastifyInstance;
+  let url: string;
+  let token: string;
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stk-hub-bytes-'));
+    ({ app: hub } = await buildHub(
+      loadHubConfig({
+        STK_SECRET_KEY: 'c'.repeat(64),
+        STK_SERVICE_TOKEN: 'hub-bytes-token-xxxxxxxx',
+        STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}`,
+        STK_OWNER_EMAIL: OWNER.email,
+        STK_OWNER_PASSWORD: OWNER.password,
+        STK_BODY_INFLIGHT_MAX_BYTES: String(INFLIGHT),
+      }),
+      { logger: false },
+    ));
+    url = await hub.listen({ port: 0, host: '127.0.0.1' });
+    const r = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(OWNER) });
+    token = ((await r.json()) as { token: string }).token;
+  });
+  afterAll(async () => {
+    await hub?.close();
+  });
+
+  it('one address holding its share gets 503 + Retry-After for the next big body (declared or chunked); small bodies and other addresses pass; the bytes come back', async () => {
+    // 700 KB held (636 KB charged past the free 64 KB): one more such body would pass the 1 MB share
+    const held = post(url, token, '/api/projects', 700 * KB, { hold: true });
+    await settle();
+
+    const declared = await post(url, token, '/api/projects', 700 * KB).done;
+    expect(declared.status).toBe(503);
+    expect(declared.json.error.code).toBe('SERVICE_UNAVAILABLE');
+    expect(declared.json.error.requestId).toBeTruthy();
+    expect(declared.headers['retry-after']).toBe('1');
+
+    const chunked = await post(url, token, '/api/projects', 700 * KB, { chunked: true }).done;
+    expect(chunked.status).toBe(503);
+    expect(chunked.json.error.code).toBe('SERVICE_UNAVAILABLE');
+
+    // a body within the free allowance is never refused (an ordinary request gets its normal answer)
+    const small = await post(url, token, '/api/projects', FREE_BODY_BYTES - 2 * KB).done;
+    expect(small.status).not.toBe(503);
+
+    // another client address has its own share
+    const other = await post(url, token, '/api/projects', 700 * KB, { from: '127.0.0.2' }).done;
+    expect(other.status).not.toBe(503);
+
+    // the held body completes normally, then its bytes are given back: the same address may send again
+    held.finish();
+    expect((await held.done).status).not.toBe(503);
+    await settle();
+    const again = await post(url, token, '/api/projects', 700 * KB).done;
+    expect(again.status).not.toBe(503);
+  });
+
+  it('the whole Hub stops taking big bodies at its bound, whatever the addresses', async () => {
+    // four addresses × 900 KB held (836 KB charged each, 3.3 MB) leave less than 836 KB of the 4 MB
+    const holds = ['127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'].map((from) => post(url, token, '/api/projects', 900 * KB, { hold: true, from }));
+    await settle();
+    const refused = await post(url, token, '/api/projects', 900 * KB, { from: '127.0.0.7' }).done;
+    expect(refused.status).toBe(503);
+    for (const h of holds) h.finish();
+    for (const h of holds) expect((await h.done).status).not.toBe(503);
+    await settle();
+    const after = await post(url, token, '/api/projects', 900 * KB, { from: '127.0.0.7' }).done;
+    expect(after.status).not.toBe(503);
+  });
+
+  it('a bad STK_BODY_INFLIGHT_MAX_BYTES is a start-up error, not NaN', () => {
+    expect(() => loadHubConfig({ STK_SECRET_KEY: 'c'.repeat(64), STK_SERVICE_TOKEN: 'hub-bytes-token-xxxxxxxx', STK_BODY_INFLIGHT_MAX_BYTES: 'lots' })).toThrow(/STK_BODY_INFLIGHT_MAX_BYTES/);
+  });
+});
