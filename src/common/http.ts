@@ -73,7 +73,9 @@ class AccessLog extends LogController {
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const log = request.server.log as FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
+    // the request's own logger: a route declared quiet (logLevel 'warn': the sync stream, acks, usage
+    // reports) writes no access line
+    const log = request.log as FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
     if (error) {
       log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
       return;
@@ -92,7 +94,7 @@ class AccessLogViaPino extends LogController {
   override incomingRequest(): void {}
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
-    const log = request.server.log;
+    const log = request.log;
     if (error) log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
     else {
       const code = (request as unknown as WithCode)[kErrorCode];

@@ -136,7 +136,15 @@ describe('hub and bridge health, error envelope, log redaction', () => {
       body: JSON.stringify({ path: 'db/users/select' }),
     });
     await fetch(hub.url + '/api/auth/whoami', { headers: { authorization: 'Bearer stks_' + 'Q'.repeat(40) } });
+    // the Bridges' own traffic (acks, usage reports) is declared quiet: no access line per ack
+    const ack = await fetch(hub.url + '/internal/sync/ack', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-santokit-service-token': hub.serviceToken },
+      body: JSON.stringify({ bridgeId: 'log-test-bridge', seqs: [] }),
+    });
+    expect(ack.status).toBe(409); // no stream of that Bridge on this Hub: refused, and not logged either
     await new Promise((r) => setTimeout(r, 300));
+    expect(hub.logs()).not.toContain('"url":"/internal/sync/ack"');
     const logs = bridge.logs() + hub.logs();
     // both requests were logged (one access line each: method, url, status, no headers), without the secrets
     expect(logs).toMatch(/"method":"POST","url":"\/call","statusCode":401/);
