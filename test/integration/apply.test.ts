@@ -225,7 +225,7 @@ describe('stk apply against real PostgreSQL', () => {
   it('re-apply is a no-op that returns the same release id', async () => {
     const before = await catalog(main.url);
     const r = await applyJson('--ref', 'v1');
-    expect(r).toEqual({ releaseId: first, reused: true, ref: 'v1', plan: [] });
+    expect(r).toEqual({ releaseId: first, reused: true, ref: 'v1', plan: [], notes: [] });
     const human = await apply('--ref', 'v1');
     expect(human.code, human.output).toBe(0);
     expect(human.stdout).toContain('No schema changes.');

@@ -4,8 +4,8 @@ import { join, resolve } from 'node:path';
 import { enc } from '../client.js';
 import { resolveEnv, resolveProject } from '../config.js';
 import { ApiError, CliError, UsageError } from '../errors.js';
-import { bold, dim, printJson, red, warn, yellow } from '../output.js';
-import { client, example, opts } from './common.js';
+import { bold, dim, printJson, red, terminalSafe, warn, yellow } from '../output.js';
+import { client, commandLine, example, opts } from './common.js';
 import type { ApplyResponse, PlanStep } from '../../protocol/api/hub.js';
 import { reportBridgeAck } from './ack.js';
 
@@ -33,18 +33,24 @@ export function readProjectFiles(dir: string): { schema: Array<{ file: string; c
   return { schema, permissions };
 }
 
-/** The plan as a readable list: one line per step, its SQL indented below. */
-export function printPlan(plan: PlanStep[], out: (s: string) => void): void {
-  if (plan.length === 0) {
-    out('No schema changes.\n');
-    return;
+/**
+ * The plan as a readable list: one line per step, its SQL indented below; then the differences it
+ * treats as equivalent and leaves as they are. Names in it can come from the database: printed cleaned.
+ */
+export function printPlan(plan: PlanStep[], out: (s: string) => void, notes: string[] = []): void {
+  if (plan.length === 0) out('No schema changes.\n');
+  else {
+    const n = plan.filter((s) => s.destructive).length;
+    out(bold(`Plan (${plan.length} step${plan.length > 1 ? 's' : ''}${n ? `, ${n} destructive` : ''}):`) + '\n');
+    for (const s of plan) {
+      const mark = s.destructive ? yellow('!') : '+';
+      out(`  ${mark} ${terminalSafe(`${s.connection}: ${s.description}`, false)}${s.destructive ? yellow('  [destructive]') : ''}\n`);
+      for (const line of terminalSafe(s.sql).split('\n')) out(dim(`      ${line}`) + '\n');
+    }
   }
-  const n = plan.filter((s) => s.destructive).length;
-  out(bold(`Plan (${plan.length} step${plan.length > 1 ? 's' : ''}${n ? `, ${n} destructive` : ''}):`) + '\n');
-  for (const s of plan) {
-    const mark = s.destructive ? yellow('!') : '+';
-    out(`  ${mark} ${s.connection}: ${s.description}${s.destructive ? yellow('  [destructive]') : ''}\n`);
-    for (const line of s.sql.split('\n')) out(dim(`      ${line}`) + '\n');
+  if (notes.length) {
+    out(bold('Kept as they are (equivalent to the schema):') + '\n');
+    for (const x of notes) out(`  = ${terminalSafe(x, false)}\n`);
   }
 }
 
@@ -79,6 +85,16 @@ export function registerApplyCommand(program: Command): void {
     if (o.ref !== undefined && o.ref.trim() === '') throw new UsageError('--ref needs a value (e.g. a commit SHA)');
     const files = readProjectFiles(o.dir);
     if (files.permissions === null && !o.json) warn('no config/permissions.yaml: the release grants no access to any table');
+    /** this apply again with more flags, as one line to paste */
+    const again = (...more: string[]) =>
+      commandLine(cmd, [
+        'apply', '--project', project, '--env', env,
+        ...(o.dir !== '.' ? ['--dir', o.dir] : []),
+        ...(o.ref !== undefined ? ['--ref', o.ref] : []),
+        ...(o.only !== undefined ? ['--only', o.only] : []),
+        ...(o.adopt || more.includes('--adopt') ? ['--adopt'] : []),
+        ...(o.force || more.includes('--force') ? ['--force'] : []),
+      ]);
     let r: ApplyResponse;
     try {
       r = await client(cmd).post<ApplyResponse>(`/api/projects/${enc(project)}/envs/${enc(env)}/apply`, {
@@ -91,16 +107,16 @@ export function registerApplyCommand(program: Command): void {
         ...(only ? { only } : {}),
       });
     } catch (e) {
-      explainRefusal(e, Boolean(o.json));
+      explainRefusal(e, Boolean(o.json), again);
       throw e;
     }
     if (o.json) {
       reportBridgeAck(r.ack, `release ${r.releaseId} is current in ${project}/${env}`, true);
-      return printJson({ releaseId: r.releaseId, reused: r.reused, ref: r.ref, plan: r.plan });
+      return printJson({ releaseId: r.releaseId, reused: r.reused, ref: r.ref, plan: r.plan, notes: r.notes });
     }
     const out = (s: string) => process.stdout.write(s);
     out(`${project}/${env}\n`);
-    if (!only || only.includes('schema')) printPlan(r.plan, out);
+    if (!only || only.includes('schema')) printPlan(r.plan, out, r.notes);
     if (r.drift.length) {
       out(yellow('Drift (not fixed by this plan):') + '\n');
       for (const d of r.drift) out(`  - ${d}\n`);
@@ -117,11 +133,12 @@ export function registerApplyCommand(program: Command): void {
 
 /**
  * A refused apply or promote carries the plan or the list of problems in the error details: show
- * them before the error line, and say which flag would let it through.
+ * them before the error line, and the command line that lets it through (`again(flags)`: the same
+ * command with those flags, one line to copy and paste).
  */
-export function explainRefusal(e: unknown, json: boolean): void {
+export function explainRefusal(e: unknown, json: boolean, again: (...flags: string[]) => string): void {
   if (json || !(e instanceof ApiError) || !e.details || typeof e.details !== 'object') return;
-  const d = e.details as { plan?: PlanStep[]; errors?: string[]; unsupported?: string[]; unmanaged?: string[] };
+  const d = e.details as { plan?: PlanStep[]; errors?: string[]; unsupported?: string[]; unmanaged?: string[]; notes?: string[] };
   const err = (s: string) => process.stderr.write(s);
   if (Array.isArray(d.errors) && d.errors.length > 5) {
     err(red('Problems:') + '\n');
@@ -132,11 +149,19 @@ export function explainRefusal(e: unknown, json: boolean): void {
     for (const x of d.unsupported) err(`  - ${x}\n`);
   }
   if (Array.isArray(d.plan) && e.status === 409) {
-    printPlan(d.plan, err);
+    printPlan(d.plan, err, Array.isArray(d.notes) ? d.notes : []);
+    const destructive = d.plan.filter((s) => s.destructive).length;
+    const steps = `${destructive} destructive step${destructive > 1 ? 's' : ''} (marked !)`;
     if (Array.isArray(d.unmanaged) && d.unmanaged.length) {
-      err(yellow(`Nothing was applied: the plan touches tables santokit did not create (${d.unmanaged.join(', ')}). Re-run with --adopt to let apply manage them.`) + '\n');
+      const many = d.unmanaged.length > 1;
+      err(
+        yellow(
+          `Nothing was applied: the plan touches table${many ? 's' : ''} santokit did not create (${terminalSafe(d.unmanaged.join(', '), false)}). ` +
+            `To let apply manage ${many ? 'them' : 'it'} from now on, with the plan above${destructive ? ` and its ${steps}` : ''}, run:`,
+        ) + `\n  ${terminalSafe(destructive ? again('--adopt', '--force') : again('--adopt'), false)}\n`,
+      );
     } else {
-      err(yellow('Nothing was applied: the plan has destructive steps. Re-run with --force to apply them.') + '\n');
+      err(yellow(`Nothing was applied: the plan has ${steps}. To apply them, run:`) + `\n  ${terminalSafe(again('--force'), false)}\n`);
     }
   }
 }

@@ -21,6 +21,20 @@ export function flagOf(cmd: Command, field: string): string | undefined {
   return cmd.options.find((o) => o.long !== undefined && o.attributeName() === attr)?.long;
 }
 
+/** One shell word: as it is when it is plain, else in single quotes (POSIX shells). */
+export function shellWord(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The `stk` command line that runs `args` again against the same Hub (a `--hub` given on this
+ * command line is repeated), quoted for a POSIX shell: one line to copy and paste.
+ */
+export function commandLine(cmd: Command, args: string[]): string {
+  const hub = opts(cmd).hub;
+  return ['stk', ...(hub ? ['--hub', hub] : []), ...args].map(shellWord).join(' ');
+}
+
 export function example(cmd: Command, ...lines: string[]): Command {
   return cmd.addHelpText('after', '\nExamples:\n' + lines.map((l) => `  $ ${l}`).join('\n'));
 }

@@ -3,7 +3,7 @@ import { enc } from '../client.js';
 import { resolveEnv, resolveProject } from '../config.js';
 import { UsageError } from '../errors.js';
 import { bold, printJson, printTable, success, when } from '../output.js';
-import { client, example, opts } from './common.js';
+import { client, commandLine, example, opts } from './common.js';
 import type { CurrentRelease, PromoteResponse, ReleaseDetail, ReleaseSummary, RollbackResponse } from '../../protocol/api/hub.js';
 import { explainRefusal, printPlan } from './apply.js';
 import { reportBridgeAck } from './ack.js';
@@ -126,7 +126,16 @@ export function registerReleaseCommands(program: Command): void {
         dryRun: Boolean(o.dryRun),
       });
     } catch (e) {
-      explainRefusal(e, Boolean(o.json));
+      const again = (...more: string[]) =>
+        commandLine(cmd, [
+          'release', 'promote', '--project', p,
+          ...(o.from ? ['--from', o.from] : []),
+          '--to', o.to,
+          ...(o.releaseId ? ['--release-id', o.releaseId] : []),
+          ...(o.adopt || more.includes('--adopt') ? ['--adopt'] : []),
+          ...(o.force || more.includes('--force') ? ['--force'] : []),
+        ]);
+      explainRefusal(e, Boolean(o.json), again);
       throw e;
     }
     const { ack, ...res } = r;
@@ -134,7 +143,7 @@ export function registerReleaseCommands(program: Command): void {
       reportBridgeAck(ack, `${p}/${r.to} now runs release ${r.releaseId}`, true);
       return printJson(res);
     }
-    printPlan(r.plan, (s) => process.stdout.write(s));
+    printPlan(r.plan, (s) => process.stdout.write(s), r.notes);
     if (r.dryRun) {
       process.stdout.write(`Dry run: would point ${p}/${r.to} at ${r.releaseId}; nothing was changed.\n`);
       return;

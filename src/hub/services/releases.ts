@@ -126,10 +126,12 @@ export async function apply(ctx: HubContext, actor: Actor, op: Operator, project
 
   let plan: PlanStep[] = [];
   let drift: string[] = [];
+  let notes: string[] = [];
   let adopted: string[] = [];
   if (withSchema || withRelease) {
     const r = await syncSchema(ctx, { envId: env.id, envLabel: label, schema: compiled.schema, previous: prev?.schema, execute: withSchema && !input.dryRun, force: input.force, adopt: input.adopt });
     plan = withSchema ? r.plan : [];
+    notes = r.notes;
     if (withSchema && !input.dryRun) adopted = r.unmanaged;
     // in a dry run with schema the plan would fix the differences; what remains is what it cannot fix
     drift = withSchema && input.dryRun ? r.drift.filter((d) => !r.plan.some((s) => d === `${s.connection}: ${s.description}`)) : r.drift;
@@ -168,7 +170,7 @@ export async function apply(ctx: HubContext, actor: Actor, op: Operator, project
     });
   }
   const ack = await bridgesAck(ctx, seq);
-  return { releaseId, reused, ref: input.ref, dryRun: input.dryRun, plan, drift, ack };
+  return { releaseId, reused, ref: input.ref, dryRun: input.dryRun, plan, drift, notes, ack };
 }
 
 async function envsWhereCurrent(ctx: HubContext, projectId: string): Promise<Map<string, string[]>> {
@@ -275,7 +277,7 @@ export async function promote(ctx: HubContext, actor: Actor, op: Operator, proje
   const sync = await syncSchema(ctx, { envId: to.id, envLabel: `${project.name}/${to.name}`, schema: rel.schema, previous: prev?.schema, execute: !dryRun, force: b.force === true, adopt: b.adopt === true });
   if (dryRun) {
     const drift = sync.drift.filter((d) => !sync.plan.some((s) => d === `${s.connection}: ${s.description}`));
-    return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: false, plan: sync.plan, drift, ack: null };
+    return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: false, plan: sync.plan, drift, notes: sync.notes, ack: null };
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
     const moved = await setCurrent(trx, project, to, rel.releaseId);
@@ -290,7 +292,7 @@ export async function promote(ctx: HubContext, actor: Actor, op: Operator, proje
   });
   if (r.moved) notifyChanged(ctx);
   const ack = await bridgesAck(ctx, r.seq);
-  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [], ack };
+  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [], notes: sync.notes, ack };
 }
 
 /**

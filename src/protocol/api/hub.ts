@@ -274,6 +274,7 @@ export const ApplyResponse = z
     dryRun: z.boolean(),
     plan: z.array(PlanStep),
     drift: z.array(z.string()),
+    notes: z.array(z.string()).meta({ description: 'differences treated as equivalent and left as they are (e.g. a timestamp column for a declared timestamp)' }),
     ack: AckResult.nullable(),
   })
   .meta({ id: 'ApplyResponse' });
@@ -306,6 +307,7 @@ export const PromoteResponse = z.object({
   moved: z.boolean(),
   plan: z.array(PlanStep),
   drift: z.array(z.string()),
+  notes: z.array(z.string()).meta({ description: 'differences treated as equivalent and left as they are (e.g. a timestamp column for a declared timestamp)' }),
   ack: AckResult.nullable(),
 });
 export const RollbackResponse = z.object({ releaseId: z.string(), env: z.string(), previousReleaseId: z.string().nullable(), moved: z.boolean(), ack: AckResult.nullable() });

@@ -4,7 +4,7 @@ import type { HubContext } from '../../context.js';
 import { connectionUrls } from '../connections.js';
 import { beginApply, close, connect, statementError, type DbConnection } from './database.js';
 import { introspect, tableHasRows, type LiveSchema } from './introspect.js';
-import { planConnection, type ConnectionPlan, type PlanStep } from './plan.js';
+import { compareTypes, planConnection, type ConnectionPlan, type PlanStep } from './plan.js';
 import { parsePermissions } from './permissions.js';
 import { parseSchema, type SchemaFile } from './schema.js';
 import { pgType, pkPgType } from './sql.js';
@@ -101,6 +101,8 @@ export interface SyncResult {
   drift: string[];
   /** `connection: table` of the unmanaged tables the plan touches (adopted when executed with adopt) */
   unmanaged: string[];
+  /** `connection: …` differences treated as equivalent and left as they are (see plan.ts) */
+  notes: string[];
 }
 
 /**
@@ -133,7 +135,8 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
     const allSteps = [...plans.values()].flatMap((p) => p.steps);
     const unsupported = [...plans.entries()].flatMap(([n, p]) => p.unsupported.map((u) => `${n}: ${u}`));
     const unmanaged = [...plans.entries()].flatMap(([n, p]) => p.unmanaged.map((t) => `${n}: ${t}`));
-    if (!o.execute) return { plan: allSteps, drift: [...unsupported, ...allSteps.map((s) => `${s.connection}: ${s.description}`)], unmanaged };
+    const notes = [...plans.entries()].flatMap(([n, p]) => p.notes.map((x) => `${n}: ${x}`));
+    if (!o.execute) return { plan: allSteps, drift: [...unsupported, ...allSteps.map((s) => `${s.connection}: ${s.description}`)], unmanaged, notes };
 
     if (unsupported.length) throw badRequest(`the schema cannot be applied: ${unsupported.join('; ')}`, { unsupported, plan: allSteps });
     // before --force is even looked at: --force alone never changes a table santokit did not create
@@ -144,13 +147,13 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
         'CONFLICT',
         `table${many ? 's' : ''} ${named.join(', ')} already exist${many ? '' : 's'} and ${many ? 'were' : 'was'} not created by santokit; nothing was applied. ` +
           `Re-run with --adopt to let apply manage ${many ? 'them' : 'it'} (the plan then changes ${many ? 'them' : 'it'} like its own tables), or rename the declared table`,
-        { details: { unmanaged, plan: allSteps } },
+        { details: { unmanaged, plan: allSteps, notes } },
       );
     }
     const destructive = allSteps.filter((s) => s.destructive);
     if (destructive.length && !o.force) {
       throw new AppError('CONFLICT', `the plan has ${destructive.length} destructive step${destructive.length > 1 ? 's' : ''} (${destructive.map((s) => s.description).join('; ')}); re-run with --force to apply them`, {
-        details: { plan: allSteps },
+        details: { plan: allSteps, notes },
       });
     }
     for (const db of dbs) {
@@ -176,7 +179,7 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
       }
     }
     committed = true;
-    return { plan: allSteps, drift: [], unmanaged };
+    return { plan: allSteps, drift: [], unmanaged, notes };
   } finally {
     for (const db of dbs) await close(db, !committed);
   }
@@ -206,7 +209,8 @@ async function planFor(db: DbConnection, o: SyncOptions, name: string): Promise<
 
 /**
  * Whether a release can serve against the live databases (rollback check): every table and column it
- * declares must exist with the same type. Extra columns or tables are fine. Returns the problems found.
+ * declares must exist with the same type, or one the planner keeps as equivalent (KEPT_TYPES). Extra
+ * columns or tables are fine. Returns the problems found.
  */
 export async function compatibilityProblems(ctx: HubContext, envId: string, schema: SchemaIR): Promise<string[]> {
   const urls = await connectionUrls(ctx, envId);
@@ -236,7 +240,7 @@ export async function compatibilityProblems(ctx: HubContext, envId: string, sche
       for (const c of need) {
         const lc = lt.columns.find((x) => x.name === c.name);
         if (!lc) problems.push(`${name}: column ${t.name}.${c.name} is missing`);
-        else if (lc.type !== c.type) problems.push(`${name}: column ${t.name}.${c.name} is ${lc.type}, the release needs ${c.type}`);
+        else if (!['same', 'kept'].includes(compareTypes(lc.type, c.type))) problems.push(`${name}: column ${t.name}.${c.name} is ${lc.type}, the release needs ${c.type}`);
       }
     }
   }

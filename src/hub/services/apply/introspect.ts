@@ -20,6 +20,8 @@ export interface LiveColumn {
   generated: boolean;
   /** `pg_get_expr()` of the default, or null */
   default: string | null;
+  /** the sequence a `nextval(…)` default draws from (a `serial` column), with its data type */
+  sequence: { schema: string; name: string; type: string } | null;
 }
 
 export interface LiveConstraint {
@@ -33,6 +35,8 @@ export interface LiveForeignKey extends LiveConstraint {
   refColumns: string[];
   onDelete: FkAction;
   onUpdate: FkAction;
+  /** DEFERRABLE (initially immediate or deferred): its check can be moved to commit */
+  deferrable: boolean;
 }
 
 export interface LiveIndex {
@@ -79,13 +83,24 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
   }
   if (tables.size === 0) return { tables };
 
-  const cols = await db.query<{ oid: number; name: string; type: string; not_null: boolean; identity: string; generated: string; default: string | null }>(
+  const cols = await db.query<{
+    oid: number; name: string; type: string; not_null: boolean; identity: string; generated: string; default: string | null;
+    seq_schema: string | null; seq_name: string | null; seq_type: string | null;
+  }>(
     `SELECT a.attrelid::int AS oid, a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type,
             a.attnotnull AS not_null, a.attidentity::text AS identity, a.attgenerated::text AS generated,
-            pg_get_expr(d.adbin, d.adrelid) AS default
+            pg_get_expr(d.adbin, d.adrelid) AS default,
+            seq.schema AS seq_schema, seq.name AS seq_name, seq.type AS seq_type
        FROM pg_attribute a
        JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       LEFT JOIN LATERAL (
+         SELECT sn.nspname::text AS schema, s.relname::text AS name, format_type(sq.seqtypid, NULL) AS type
+           FROM pg_depend dep
+           JOIN pg_class s ON s.oid = dep.refobjid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+           JOIN pg_sequence sq ON sq.seqrelid = s.oid
+          WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid AND dep.refclassid = 'pg_class'::regclass
+          ORDER BY s.oid LIMIT 1) seq ON true
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
       ORDER BY a.attrelid, a.attnum`,
     [SCHEMA],
@@ -98,12 +113,13 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
       identity: r.identity !== '',
       generated: r.generated !== '',
       default: r.generated !== '' ? null : r.default,
+      sequence: r.seq_name && r.default && /^nextval\(/.test(r.default) ? { schema: r.seq_schema ?? '', name: r.seq_name, type: r.seq_type ?? '' } : null,
     });
   }
 
   const cons = await db.query<{
     oid: number; name: string; type: string; columns: string[]; ref_schema: string | null; ref_table: string | null;
-    ref_columns: string[]; on_delete: string; on_update: string;
+    ref_columns: string[]; on_delete: string; on_update: string; deferrable: boolean;
   }>(
     `SELECT con.conrelid::int AS oid, con.conname::text AS name, con.contype::text AS type,
             ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
@@ -111,7 +127,7 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
             fn.nspname::text AS ref_schema, fc.relname::text AS ref_table,
             ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
                     JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord) AS ref_columns,
-            con.confdeltype::text AS on_delete, con.confupdtype::text AS on_update
+            con.confdeltype::text AS on_delete, con.confupdtype::text AS on_update, con.condeferrable AS deferrable
        FROM pg_constraint con
        JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_class fc ON fc.oid = con.confrelid LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
@@ -133,6 +149,7 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
         refColumns: r.ref_columns,
         onDelete: FK_CHAR[r.on_delete] ?? 'no_action',
         onUpdate: FK_CHAR[r.on_update] ?? 'no_action',
+        deferrable: r.deferrable,
       });
     }
   }
@@ -174,11 +191,20 @@ export async function tableHasRows(db: Queryable, table: string): Promise<boolea
 
 export type LiveDefault = { kind: 'none' } | { kind: 'now' } | { kind: 'literal'; text: string } | { kind: 'other'; expr: string };
 
-/** Reads a default expression as PostgreSQL prints it: `now()`, `true`, `5`, `'x'::text`, `'-1.5'::numeric`, … */
-export function parseLiveDefault(expr: string | null): LiveDefault {
+const NOW_RE = /^(now\(\)|CURRENT_TIMESTAMP|transaction_timestamp\(\))(::timestamp with time zone)?$/i;
+/** the current time as UTC wall-clock time: `now() at time zone 'utc'` as PostgreSQL 15 and older print it */
+const UTC_NOW_RE = /^(\(now\(\) AT TIME ZONE 'utc'::text\)|timezone\('utc'::text, now\(\)\))$/i;
+
+/**
+ * Reads a default expression as PostgreSQL prints it: `now()`, `true`, `5`, `'x'::text`, `'-1.5'::numeric`, …
+ * On a `timestamp without time zone` column (`liveType`), `LOCALTIMESTAMP` and `now() AT TIME ZONE 'utc'`
+ * are `now` too: the Bridge's and apply's sessions run in UTC, where they store what `now()` stores.
+ */
+export function parseLiveDefault(expr: string | null, liveType?: string): LiveDefault {
   if (expr === null) return { kind: 'none' };
   const e = expr.trim();
-  if (/^(now\(\)|CURRENT_TIMESTAMP|transaction_timestamp\(\))(::timestamp with time zone)?$/i.test(e)) return { kind: 'now' };
+  if (NOW_RE.test(e)) return { kind: 'now' };
+  if (liveType === 'timestamp without time zone' && (/^LOCALTIMESTAMP$/i.test(e) || UTC_NOW_RE.test(e))) return { kind: 'now' };
   if (e === 'true' || e === 'false') return { kind: 'literal', text: e };
   const num = /^\(?(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\)?(?:::[a-z ]+)?$/.exec(e);
   if (num) return { kind: 'literal', text: num[1]! };

@@ -36,11 +36,14 @@ export const uniqueName = (table: string, column: string) => derivedName(table, 
 export const fkName = (table: string, column: string) => derivedName(table, [column], 'fkey');
 export const indexName = (table: string, columns: string[], unique: boolean) => derivedName(table, columns, unique ? 'key' : 'idx');
 
-/** SQL for a default: `now()`, a boolean keyword, or a literal cast to the column type. */
-export function defaultSql(d: DefaultIR, col: TypeSpec): string {
+/**
+ * SQL for a default: `now()`, a boolean keyword, or a literal cast to the column type (`type`: the live
+ * type when the plan keeps one, e.g. `timestamp without time zone`, which takes the UTC time of the literal).
+ */
+export function defaultSql(d: DefaultIR, col: TypeSpec, type = pgType(col)): string {
   if (d.kind === 'now') return 'now()';
   if (typeof d.value === 'boolean') return d.value ? 'true' : 'false';
-  return `${quoteLiteral(String(d.value))}::${pgType(col)}`;
+  return `${quoteLiteral(String(d.value))}::${type}`;
 }
 
 const FK_SQL: Record<FkAction, string> = {
