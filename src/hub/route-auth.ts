@@ -2,14 +2,19 @@ import type { FastifyInstance } from 'fastify';
 import { AppError, forbidden } from '../protocol/errors.js';
 import { ORG_ROLE_RANK } from '../protocol/names.js';
 import type { HubContext } from './context.js';
-import { authenticate, type Operator } from './services/auth.js';
+import type { Actor } from './services/actor.js';
+import { authenticate } from './services/auth.js';
 import { orgRole, requireOrgRole, requireProjectRole } from './services/rbac.js';
 import { requireServiceToken } from './services/service-token.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** the operator the auth hook authenticated (routes declaring operator/org/project auth) */
-    operator: Operator | null;
+    /**
+     * Who calls, as the auth hook established it (routes declaring operator/org/project auth): the
+     * operator and the roles the hook read, which the services' own checks reuse instead of reading
+     * them again (Actor.roles).
+     */
+    actor: Actor | null;
   }
 }
 
@@ -20,39 +25,33 @@ declare module 'fastify' {
  * Hub's first route-level hook, before the body is parsed.
  */
 export function installRouteAuth(app: FastifyInstance, ctx: HubContext): void {
-  app.decorateRequest('operator', null);
+  app.decorateRequest('actor', null);
   app.addHook('onRequest', async (req) => {
     if (req.is404) return;
     const auth = req.routeOptions.config.auth;
     if (!auth) throw new AppError('INTERNAL_ERROR', 'route declares no auth requirement');
+    if (auth.kind === 'public') return;
+    if (auth.kind === 'service') return requireServiceToken(ctx, req.headers);
+    if (auth.kind !== 'operator' && auth.kind !== 'org' && auth.kind !== 'project') throw new AppError('INTERNAL_ERROR', `auth ${auth.kind} is not served by the Hub`);
+    const actor: Actor = (req.actor = { operator: await authenticate(ctx, req.headers.authorization), requestId: req.id, ip: req.ip ?? null, roles: {} });
     switch (auth.kind) {
-      case 'public':
-        return;
-      case 'service':
-        requireServiceToken(ctx, req.headers);
-        return;
       case 'operator':
-        req.operator = await authenticate(ctx, req.headers.authorization);
         return;
       case 'org':
-        req.operator = await authenticate(ctx, req.headers.authorization);
-        await requireOrgRole(ctx, req.operator, auth.role);
+        await requireOrgRole(ctx, actor, auth.role);
         return;
       case 'project': {
-        const op = (req.operator = await authenticate(ctx, req.headers.authorization));
         if (auth.orOrg) {
-          const { role } = await orgRole(ctx, op);
+          const { role } = await orgRole(ctx, actor);
           if (role && ORG_ROLE_RANK[role] >= ORG_ROLE_RANK[auth.orOrg]) return;
         }
         const project = ((auth.from === 'query' ? req.query : req.params) as Record<string, unknown> | undefined)?.project;
         if (typeof project !== 'string' || project === '') {
           throw forbidden(`you need ${auth.orOrg ? `org:${auth.orOrg}, or ` : ''}project:${auth.role} on the project you name${auth.from === 'query' ? ' (?project=)' : ''}`);
         }
-        await requireProjectRole(ctx, op, project, auth.role);
+        await requireProjectRole(ctx, actor, project, auth.role);
         return;
       }
-      default:
-        throw new AppError('INTERNAL_ERROR', `auth ${auth.kind} is not served by the Hub`);
     }
   });
 }

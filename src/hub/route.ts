@@ -2,9 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { contractRoute } from '../common/contract-route.js';
 import type { RouteContract } from '../protocol/api/define.js';
-import { AppError } from '../protocol/errors.js';
 import type { Actor } from './services/actor.js';
-import type { Operator } from './services/auth.js';
 
 type Out<T> = T extends z.ZodType ? z.output<T> : Record<string, never>;
 /** What a handler gets: the validated params, query and body of its contract. */
@@ -35,15 +33,9 @@ export function route<C extends RouteContract>(app: FastifyInstance, c: C, handl
     c,
     async (req, reply) => {
       if (created) reply.code(201);
-      const actor: Actor = { operator: req.operator, requestId: req.id, ip: req.ip ?? null };
+      const actor: Actor = req.actor ?? { operator: null, requestId: req.id, ip: req.ip ?? null };
       return handler({ params: req.params, query: req.query, body: req.body } as RouteInput<C>, actor, { req, reply });
     },
     opts,
   );
-}
-
-/** The operator of a route that declared operator, org or project auth (the auth hook put it there). */
-export function signedIn(actor: Actor): Operator {
-  if (!actor.operator) throw new AppError('INTERNAL_ERROR', 'no authenticated operator on this route');
-  return actor.operator;
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { apikeys as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
-import { route, signedIn } from '../route.js';
+import { route } from '../route.js';
 import { confirmDelivery, createKey, getKey, keyUsage, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
 
 /** Project API keys: /api/projects/:project/envs/:env/apikeys (project admin). */
@@ -13,19 +13,19 @@ export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx:
     });
 
   route(app, api.create, async ({ params: p, body }, actor, { reply }) => {
-    const r = await createKey(ctx, actor, signedIn(actor), p.project, p.env, body);
+    const r = await createKey(ctx, actor, p.project, p.env, body);
     onDelivered(reply, r.keyId, r.createdAt);
     // the only responses that ever carry a plaintext key: never cached
     reply.header('cache-control', 'no-store');
     return r;
   });
-  route(app, api.list, async ({ params: p }, actor) => ({ items: await listKeys(ctx, signedIn(actor), p.project, p.env) }));
-  route(app, api.get, async ({ params: p }, actor) => getKey(ctx, signedIn(actor), p.project, p.env, p.key));
-  route(app, api.usage, async ({ params: p }, actor) => keyUsage(ctx, signedIn(actor), p.project, p.env, p.key));
-  route(app, api.update, async ({ params: p, body }, actor) => updateKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, body));
-  route(app, api.revoke, async ({ params: p, body }, actor) => revokeKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, { dryRun: body?.dryRun }));
+  route(app, api.list, async ({ params: p }, actor) => ({ items: await listKeys(ctx, actor, p.project, p.env) }));
+  route(app, api.get, async ({ params: p }, actor) => getKey(ctx, actor, p.project, p.env, p.key));
+  route(app, api.usage, async ({ params: p }, actor) => keyUsage(ctx, actor, p.project, p.env, p.key));
+  route(app, api.update, async ({ params: p, body }, actor) => updateKey(ctx, actor, p.project, p.env, p.key, body));
+  route(app, api.revoke, async ({ params: p, body }, actor) => revokeKey(ctx, actor, p.project, p.env, p.key, { dryRun: body?.dryRun }));
   route(app, api.rotate, async ({ params: p, body }, actor, { reply }) => {
-    const r = await rotateKey(ctx, actor, signedIn(actor), p.project, p.env, p.key, { grace: body?.grace });
+    const r = await rotateKey(ctx, actor, p.project, p.env, p.key, { grace: body?.grace });
     onDelivered(reply, r.keyId, r.rotatedAt);
     reply.header('cache-control', 'no-store');
     return r;

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { auth as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
-import { route, signedIn } from '../route.js';
+import { route } from '../route.js';
+import { signedIn } from '../services/actor.js';
 import { login, logout } from '../services/auth.js';
 import { orgRole } from '../services/rbac.js';
 
@@ -12,13 +13,13 @@ export default async function authRoutes(app: FastifyInstance, { ctx }: { ctx: H
   });
 
   route(app, api.logout, async (_in, actor) => {
-    await logout(ctx, actor, signedIn(actor));
+    await logout(ctx, actor);
     return { ok: true as const };
   });
 
   route(app, api.whoami, async (_in, actor) => {
     const op = signedIn(actor);
-    const { role } = await orgRole(ctx, op);
+    const { role } = await orgRole(ctx, actor);
     const projects = await ctx.db
       .selectFrom('project_memberships')
       .innerJoin('projects', 'projects.id', 'project_memberships.project_id')

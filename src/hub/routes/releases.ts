@@ -1,16 +1,16 @@
 import type { FastifyInstance } from 'fastify';
 import { internal, releases as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
-import { route, signedIn } from '../route.js';
+import { route } from '../route.js';
 import { internalCurrent, listReleases, promote, rollback, showCurrent, showRelease } from '../services/releases.js';
 
 /** Releases: viewers read, deployers promote and roll back; Bridges read the current one over /internal. */
 export default async function releaseRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  route(app, api.list, async ({ params, query }, actor) => listReleases(ctx, signedIn(actor), params.project, query.limit));
-  route(app, api.current, async ({ params }, actor) => showCurrent(ctx, signedIn(actor), params.project, params.env));
-  route(app, api.show, async ({ params }, actor) => showRelease(ctx, signedIn(actor), params.project, params.releaseId));
-  route(app, api.promote, async ({ params, body }, actor) => promote(ctx, actor, signedIn(actor), params.project, body));
-  route(app, api.rollback, async ({ params, body }, actor) => rollback(ctx, actor, signedIn(actor), params.project, params.env, body));
+  route(app, api.list, async ({ params, query }, actor) => listReleases(ctx, actor, params.project, query.limit));
+  route(app, api.current, async ({ params }, actor) => showCurrent(ctx, actor, params.project, params.env));
+  route(app, api.show, async ({ params }, actor) => showRelease(ctx, actor, params.project, params.releaseId));
+  route(app, api.promote, async ({ params, body }, actor) => promote(ctx, actor, params.project, body));
+  route(app, api.rollback, async ({ params, body }, actor) => rollback(ctx, actor, params.project, params.env, body));
 
   // Bridges poll this with the service token; ETag = the release id.
   route(app, internal.currentRelease, async ({ params }, _actor, { req, reply }) => {

@@ -1,4 +1,4 @@
-import type { Actor } from './actor.js';
+import { signedIn, type Actor } from './actor.js';
 import { sql, type Kysely } from 'kysely';
 import { badField, badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
 import { IDENT_RE, nameError } from '../../protocol/names.js';
@@ -9,7 +9,6 @@ import { parseDuration } from '../../common/duration.js';
 import type { HubContext } from '../context.js';
 import type { ApiKeysTable, HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
-import type { Operator } from './auth.js';
 import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { isPostgres, notifyChanged, recordChange } from './events.js';
@@ -159,8 +158,8 @@ interface EnvRef {
   env: { id: string; name: string };
 }
 
-async function adminEnv(ctx: HubContext, op: Operator, project: string, env: string): Promise<EnvRef> {
-  const { project: p } = await requireProjectRole(ctx, op, project, 'admin');
+async function adminEnv(ctx: HubContext, actor: Actor, project: string, env: string): Promise<EnvRef> {
+  const { project: p } = await requireProjectRole(ctx, actor, project, 'admin');
   return { project: p, env: await findEnv(ctx, p, env) };
 }
 
@@ -212,8 +211,8 @@ export interface CreateInput {
   rateLimitPerMin?: unknown;
 }
 
-export async function createKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, body: CreateInput): Promise<CreatedKey> {
-  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+export async function createKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, body: CreateInput): Promise<CreatedKey> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
   const nameErr = nameError('API key', body.name);
   if (nameErr) throw badRequest(nameErr);
   const name = body.name as string;
@@ -237,14 +236,14 @@ export async function createKey(ctx: HubContext, actor: Actor | null, op: Operat
       prev_expires_at: null,
       status: 'active',
       rate_limit_per_min: rateLimitPerMin,
-      created_by: op.id,
+      created_by: signedIn(actor).id,
       created_at: now,
       expires_at: expiresAt,
       revoked_at: null,
       rotated_at: null,
       last_used_at: null,
       // cleared by confirmDelivery once the HTTP response with the plaintext is on the wire
-      undelivered_since: actor ? now : null,
+      undelivered_since: now,
     };
     try {
       const seq = await ctx.db.transaction().execute(async (trx) => {
@@ -253,7 +252,7 @@ export async function createKey(ctx: HubContext, actor: Actor | null, op: Operat
         if (dup) throw conflict(`an API key named ${name} already exists in ${project.name}/${env.name} (names stay reserved after revoke)`);
         await requireRoomForLiveKey(trx, project, env, now);
         await trx.insertInto('api_keys').values(row).execute();
-        await audit(ctx, actor, { action: 'apikey.create', project: project.name, env: env.name, actor: op, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
+        await audit(ctx, actor, { action: 'apikey.create', project: project.name, env: env.name, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
         return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId } });
       });
       created = { row, apiKey: key, seq };
@@ -290,8 +289,8 @@ export async function confirmDelivery(ctx: HubContext, keyId: string, issuedAt: 
   await ctx.db.updateTable('api_keys').set({ undelivered_since: null }).where('id', '=', keyId).where('undelivered_since', '=', issuedAt).execute();
 }
 
-export async function listKeys(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<ApiKeyView[]> {
-  const { env } = await adminEnv(ctx, op, projectName, envName);
+export async function listKeys(ctx: HubContext, actor: Actor, projectName: string, envName: string): Promise<ApiKeyView[]> {
+  const { env } = await adminEnv(ctx, actor, projectName, envName);
   const [rows, referenced] = await Promise.all([
     ctx.db.selectFrom('api_keys').selectAll().where('env_id', '=', env.id).orderBy('created_at').orderBy('id').execute(),
     referencedFor(ctx, env.id),
@@ -301,8 +300,8 @@ export async function listKeys(ctx: HubContext, op: Operator, projectName: strin
   return rows.map((r) => view(r, ref, now));
 }
 
-export async function getKey(ctx: HubContext, op: Operator, projectName: string, envName: string, idOrName: string): Promise<ApiKeyView> {
-  const { env } = await adminEnv(ctx, op, projectName, envName);
+export async function getKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string): Promise<ApiKeyView> {
+  const { env } = await adminEnv(ctx, actor, projectName, envName);
   const row = await findKey(ctx.db, env.id, idOrName);
   const referenced = await referencedFor(ctx, env.id);
   return view(row, referenced ? new Set(referenced) : null);
@@ -338,8 +337,8 @@ async function usageAsOf(ctx: HubContext): Promise<{ asOf: string | null; bridge
 }
 
 /** `GET …/apikeys/:key/usage`: what `stk apikey show` draws. */
-export async function keyUsage(ctx: HubContext, op: Operator, projectName: string, envName: string, idOrName: string): Promise<KeyUsageReport> {
-  const { env } = await adminEnv(ctx, op, projectName, envName);
+export async function keyUsage(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string): Promise<KeyUsageReport> {
+  const { env } = await adminEnv(ctx, actor, projectName, envName);
   const row = await findKey(ctx.db, env.id, idOrName);
   const referenced = await referencedFor(ctx, env.id);
   const db = usageDb(ctx);
@@ -372,8 +371,8 @@ export async function keyUsage(ctx: HubContext, op: Operator, projectName: strin
   };
 }
 
-export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }): Promise<RevokeResponse> {
-  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+export async function revokeKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }): Promise<RevokeResponse> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
   if (opts.dryRun !== undefined && typeof opts.dryRun !== 'boolean') throw badRequest('dryRun must be a boolean');
   const found = await findKey(ctx.db, env.id, idOrName);
   const roles = JSON.parse(found.roles_json) as string[];
@@ -388,7 +387,7 @@ export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operat
   const seq = await ctx.db.transaction().execute(async (trx) => {
     const r = await trx.updateTable('api_keys').set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null }).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return null; // revoked concurrently
-    await audit(ctx, actor, { action: 'apikey.revoke', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles } }, trx);
+    await audit(ctx, actor, { action: 'apikey.revoke', project: project.name, env: env.name, detail: { keyId: found.id, name: found.name, roles } }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   if (seq === null) {
@@ -400,8 +399,8 @@ export async function revokeKey(ctx: HubContext, actor: Actor | null, op: Operat
   return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: now, alreadyRevoked: false, ack };
 }
 
-export async function rotateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }): Promise<RotatedKey> {
-  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+export async function rotateKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }): Promise<RotatedKey> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
   const graceSeconds = parseGrace(body.grace);
   const found = await findKey(ctx.db, env.id, idOrName);
   const status = keyStatus(found);
@@ -420,14 +419,14 @@ export async function rotateKey(ctx: HubContext, actor: Actor | null, op: Operat
         prev_secret_hash: prevExpiresAt ? found.secret_hash : null,
         prev_expires_at: prevExpiresAt,
         rotated_at: now,
-        undelivered_since: actor ? now : null,
+        undelivered_since: now,
       })
       .where('id', '=', found.id)
       .where('status', '=', 'active')
       .where('secret_hash', '=', found.secret_hash)
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} changed while rotating (revoked or rotated concurrently): list it and retry`);
-    await audit(ctx, actor, { action: 'apikey.rotate', project: project.name, env: env.name, actor: op, detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt } }, trx);
+    await audit(ctx, actor, { action: 'apikey.rotate', project: project.name, env: env.name, detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt } }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   notifyChanged(ctx, seq);
@@ -453,8 +452,8 @@ export interface UpdateInput {
 }
 
 /** Changes roles, expiry or rate limit of an active key; Bridges apply it before this returns. */
-export async function updateKey(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, envName: string, idOrName: string, body: UpdateInput): Promise<UpdatedKey> {
-  const { project, env } = await adminEnv(ctx, op, projectName, envName);
+export async function updateKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string, body: UpdateInput): Promise<UpdatedKey> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
   const found = await findKey(ctx.db, env.id, idOrName);
   const set: Partial<ApiKeysTable> = {};
   const detail: Record<string, unknown> = { keyId: found.id, name: found.name };
@@ -487,7 +486,7 @@ export async function updateKey(ctx: HubContext, actor: Actor | null, op: Operat
     }
     const r = await trx.updateTable('api_keys').set(set).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} was revoked concurrently`);
-    await audit(ctx, actor, { action: 'apikey.update', project: project.name, env: env.name, actor: op, detail }, trx);
+    await audit(ctx, actor, { action: 'apikey.update', project: project.name, env: env.name, detail }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   notifyChanged(ctx, seq);

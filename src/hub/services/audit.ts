@@ -12,6 +12,7 @@ export interface AuditEntry {
   env?: string | null;
   /** what changed: ids, names, roles, hashes of inputs. Never a secret, token, password or URL. */
   detail?: Record<string, unknown>;
+  /** who did it (default: the actor's operator; null: nobody, e.g. a system entry) */
   actor?: Operator | null;
   actorType?: 'operator' | 'system' | 'bridge' | 'anonymous';
   actorEmail?: string | null;
@@ -19,14 +20,15 @@ export interface AuditEntry {
 
 /** Appends one audit row. Pass `db` = the transaction when the change is transactional. */
 export async function audit(ctx: HubContext, actor: Actor | null, e: AuditEntry, db: Kysely<HubDatabase> = ctx.db) {
+  const who = e.actor === undefined ? (actor?.operator ?? null) : e.actor;
   await db
     .insertInto('audit_log')
     .values({
       id: ulid(),
       ts: nowIso(),
-      actor_id: e.actor?.id ?? null,
-      actor_type: e.actorType ?? (e.actor ? 'operator' : 'system'),
-      actor_email: e.actor?.email ?? e.actorEmail ?? null,
+      actor_id: who?.id ?? null,
+      actor_type: e.actorType ?? (who ? 'operator' : 'system'),
+      actor_email: who?.email ?? e.actorEmail ?? null,
       action: e.action,
       project: e.project ?? null,
       env: e.env ?? null,

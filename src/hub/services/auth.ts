@@ -1,4 +1,4 @@
-import type { Actor } from './actor.js';
+import { signedIn, type Actor } from './actor.js';
 import { ulid } from '../../common/ulid.js';
 import { AppError, badRequest, tooManyRequests, unauthorized } from '../../protocol/errors.js';
 import type { HubContext } from '../context.js';
@@ -127,9 +127,10 @@ export async function authenticate(ctx: HubContext, authorization: string | unde
   return { id: row.id, email: row.email, sessionId: row.session_id };
 }
 
-export async function logout(ctx: HubContext, actor: Actor, op: Operator) {
+export async function logout(ctx: HubContext, actor: Actor) {
+  const op = signedIn(actor);
   if (op.sessionId) await ctx.db.updateTable('sessions').set({ revoked_at: nowIso() }).where('id', '=', op.sessionId).execute();
-  await audit(ctx, actor, { action: 'operator.logout', actor: op, detail: { sessionId: op.sessionId } });
+  await audit(ctx, actor, { action: 'operator.logout', detail: { sessionId: op.sessionId } });
 }
 
 export async function ensureDefaultOrg(ctx: HubContext): Promise<string> {

@@ -8,7 +8,7 @@ import { cleanText } from '../../protocol/text.js';
 import { nameError } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import { nowIso } from '../store/store.js';
-import { isUniqueViolation, type Operator } from './auth.js';
+import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
 import type { ConnectionSet, ConnectionTest, ConnectionView } from '../../protocol/api/hub.js';
@@ -104,14 +104,13 @@ function view(r: { name: string; engine: 'postgres'; display_url: string; create
 /** Creates or replaces a connection (project admin). The URL is stored encrypted and never returned. */
 export async function setConnection(
   ctx: HubContext,
-  actor: Actor | null,
-  op: Operator,
+  actor: Actor,
   projectName: string,
   envName: string,
   nameIn: unknown,
   body: { engine?: unknown; dbUrl?: unknown },
 ): Promise<ConnectionSet> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const err = nameError('connection', nameIn);
   if (err) throw badRequest(err);
@@ -146,7 +145,7 @@ export async function setConnection(
           .execute();
         result = view({ name, engine: 'postgres', display_url: display, created_at: now, updated_at: now });
       }
-      await audit(ctx, actor, { action: 'connection.set', project: project.name, env: env.name, actor: op, detail: { name, engine: 'postgres', created: !existing } }, trx);
+      await audit(ctx, actor, { action: 'connection.set', project: project.name, env: env.name, detail: { name, engine: 'postgres', created: !existing } }, trx);
       seq = await recordChange(trx, { project: project.name, env: env.name, kind: 'connection', payload: { name } });
     });
   } catch (e) {
@@ -160,8 +159,8 @@ export async function setConnection(
 }
 
 /** An env's connections, masked (project admin). */
-export async function listConnections(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<ConnectionView[]> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+export async function listConnections(ctx: HubContext, actor: Actor, projectName: string, envName: string): Promise<ConnectionView[]> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const rows = await ctx.db
     .selectFrom('connections')
@@ -178,13 +177,12 @@ export async function listConnections(ctx: HubContext, op: Operator, projectName
  */
 export async function testConnection(
   ctx: HubContext,
-  actor: Actor | null,
-  op: Operator,
+  actor: Actor,
   projectName: string,
   envName: string,
   name: string,
 ): Promise<ConnectionTest> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const row = await ctx.db.selectFrom('connections').select(['db_url_enc']).where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
   if (!row) throw notFound(`connection ${JSON.stringify(String(name).slice(0, 80))} not found in ${project.name}/${env.name}`);
@@ -195,7 +193,6 @@ export async function testConnection(
     action: 'connection.test',
     project: project.name,
     env: env.name,
-    actor: op,
     detail: outcome.ok ? { name, ok: true, latencyMs: outcome.latencyMs } : { name, ok: false },
   });
   if (!outcome.ok) throw badRequest(`connection ${name} failed: ${outcome.reason}`);

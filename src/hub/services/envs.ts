@@ -4,7 +4,7 @@ import { badRequest, conflict } from '../../protocol/errors.js';
 import { nameError } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import { nowIso } from '../store/store.js';
-import { isUniqueViolation, type Operator } from './auth.js';
+import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { requireProjectRole } from './rbac.js';
 import type { EnvListItem, EnvView } from '../../protocol/api/hub.js';
@@ -13,8 +13,8 @@ import type { EnvListItem, EnvView } from '../../protocol/api/hub.js';
 export const MAX_ENVS_PER_PROJECT = 10;
 
 /** Creates an env in a project (project admin). */
-export async function createEnv(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, nameIn: unknown): Promise<EnvView> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'admin');
+export async function createEnv(ctx: HubContext, actor: Actor, projectName: string, nameIn: unknown): Promise<EnvView> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const err = nameError('env', nameIn);
   if (err) throw badRequest(err);
   const name = nameIn as string;
@@ -27,7 +27,7 @@ export async function createEnv(ctx: HubContext, actor: Actor | null, op: Operat
       const { n } = await trx.selectFrom('envs').select((eb) => eb.fn.countAll<number>().as('n')).where('project_id', '=', project.id).executeTakeFirstOrThrow();
       if (Number(n) >= MAX_ENVS_PER_PROJECT) throw conflict(`env limit reached: a project holds at most ${MAX_ENVS_PER_PROJECT} envs`);
       await trx.insertInto('envs').values({ id, project_id: project.id, name, created_at: createdAt }).execute();
-      await audit(ctx, actor, { action: 'env.create', project: project.name, env: name, actor: op, detail: { envId: id } }, trx);
+      await audit(ctx, actor, { action: 'env.create', project: project.name, env: name, detail: { envId: id } }, trx);
     });
   } catch (e) {
     if (isUniqueViolation(e)) throw conflict(`env ${name} already exists in project ${project.name}`);
@@ -37,8 +37,8 @@ export async function createEnv(ctx: HubContext, actor: Actor | null, op: Operat
 }
 
 /** The project's envs with their current release (project viewer). */
-export async function listEnvs(ctx: HubContext, op: Operator, projectName: string): Promise<EnvListItem[]> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'viewer');
+export async function listEnvs(ctx: HubContext, actor: Actor, projectName: string): Promise<EnvListItem[]> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'viewer');
   const rows = await ctx.db
     .selectFrom('envs')
     .leftJoin('current_releases', 'current_releases.env_id', 'envs.id')

@@ -1,4 +1,4 @@
-import type { Actor } from './actor.js';
+import { signedIn, type Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { ulid } from '../../common/ulid.js';
 import { badRequest, conflict, forbidden, unauthorized } from '../../protocol/errors.js';
@@ -6,7 +6,7 @@ import { ORG_ROLE_RANK, type OrgRole, type ProjectRole } from '../../protocol/na
 import type { HubContext } from '../context.js';
 import type { HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
-import { hashPassword, isUniqueViolation, validateEmail, validateNewPassword, verifyPassword, type Operator } from './auth.js';
+import { hashPassword, isUniqueViolation, validateEmail, validateNewPassword, verifyPassword } from './auth.js';
 import { audit } from './audit.js';
 import { randomToken, sha256Hex } from './crypto.js';
 import { isPostgres } from './events.js';
@@ -65,23 +65,23 @@ async function lockOperator(db: Kysely<HubDatabase>, email: string) {
  */
 export async function createInvite(
   ctx: HubContext,
-  actor: Actor | null,
-  op: Operator,
+  actor: Actor,
   scope: Scope,
   projectName: string | null,
   body: { email?: unknown; role?: unknown },
 ): Promise<InviteView> {
+  const op = signedIn(actor);
   let orgId: string;
   let project: ProjectRef | null = null;
   let authority: number;
   if (scope === 'org') {
-    const me = await requireOrgRole(ctx, op, 'admin');
+    const me = await requireOrgRole(ctx, actor, 'admin');
     orgId = me.orgId;
     authority = orgAuthority(me.role);
     const role = checkRole('org', body.role) as OrgRole;
     if (ORG_ROLE_RANK[role] > ORG_ROLE_RANK[me.role]) throw forbidden(`you need org:${role} to invite an ${role}`);
   } else {
-    ({ project, authority } = await requireProjectMemberAdmin(ctx, op, projectName as string));
+    ({ project, authority } = await requireProjectMemberAdmin(ctx, actor, projectName as string));
     orgId = project.orgId;
     checkRole('project', body.role);
   }
@@ -146,7 +146,7 @@ export async function createInvite(
         accepted_at: null,
       })
       .execute();
-    await audit(ctx, actor, { action: 'rbac.invite', project: project?.name ?? null, actor: op, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
+    await audit(ctx, actor, { action: 'rbac.invite', project: project?.name ?? null, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
   }).catch((e: unknown) => {
     // two invites for a new email at once: the operator row exists now, the other one won
     if (isUniqueViolation(e)) throw conflict(`${email} was invited concurrently by someone else: try again`);
@@ -162,7 +162,7 @@ export async function createInvite(
  * yet. Other open invites for the same email stay as they are. The invite is void when its sender
  * can no longer grant it (removed, demoted, disabled).
  */
-export async function acceptInvite(ctx: HubContext, actor: Actor | null, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<AcceptedInvite> {
+export async function acceptInvite(ctx: HubContext, actor: Actor, body: { email?: unknown; code?: unknown; password?: unknown }): Promise<AcceptedInvite> {
   const email = validateEmail(body.email);
   const code = body.code;
   if (typeof code !== 'string' || !code.startsWith(INVITE_CODE_PREFIX) || code.length > 200) throw badRequest(INVALID_INVITE);

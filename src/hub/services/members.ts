@@ -1,11 +1,11 @@
-import type { Actor } from './actor.js';
+import { signedIn, type Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { conflict, forbidden, invalidRole, notFound } from '../../protocol/errors.js';
 import { ORG_ROLE_RANK, ORG_ROLES, PROJECT_ROLES, type OrgRole, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import type { HubDatabase, InvitesTable } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
-import { validateEmail, type Operator } from './auth.js';
+import { validateEmail } from './auth.js';
 import { audit } from './audit.js';
 import type { MemberView } from '../../protocol/api/hub.js';
 import { AUTHORITY, findProject, mayManage, orgAuthority, projectAuthority, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
@@ -27,12 +27,12 @@ export function checkRole(scope: Scope, role: unknown): string {
  * (`AUTHORITY`): project admin at least; org owners may always act so an explicit downgrade can never
  * lock the org out of one of its projects.
  */
-export async function requireProjectMemberAdmin(ctx: HubContext, op: Operator, projectName: string): Promise<{ project: ProjectRef; authority: number }> {
+export async function requireProjectMemberAdmin(ctx: HubContext, actor: Actor, projectName: string): Promise<{ project: ProjectRef; authority: number }> {
   const project = typeof projectName === 'string' ? await findProject(ctx, projectName) : undefined;
-  const authority = project ? await projectAuthority(ctx.db, project, op.id) : AUTHORITY.none;
+  const authority = project ? await projectAuthority(ctx.db, project, signedIn(actor).id) : AUTHORITY.none;
   if (project && authority > AUTHORITY.none) return { project, authority };
   // the 404 for org members / 403 naming the role the operator has
-  await requireProjectRole(ctx, op, projectName, 'admin');
+  await requireProjectRole(ctx, actor, projectName, 'admin');
   throw forbidden(`you need project:admin on ${String(projectName).slice(0, 80)}`);
 }
 
@@ -126,8 +126,8 @@ async function activeOwnerCount(db: Kysely<HubDatabase>, orgId: string): Promise
 // ---------------------------------------------------------------- org scope
 
 /** Active org members, then people with an open invite (status `pending`; a project-only invite shows as org member). */
-export async function listOrgMembers(ctx: HubContext, op: Operator): Promise<MemberView[]> {
-  const { orgId } = await requireOrgRole(ctx, op, 'admin');
+export async function listOrgMembers(ctx: HubContext, actor: Actor): Promise<MemberView[]> {
+  const { orgId } = await requireOrgRole(ctx, actor, 'admin');
   const rows = await ctx.db
     .selectFrom('org_memberships')
     .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
@@ -160,8 +160,8 @@ export async function listOrgMembers(ctx: HubContext, op: Operator): Promise<Mem
  * Changes an active org member's role. Org admins manage members only (not other admins or owners)
  * and grant at most admin; owners manage everyone; the org always keeps one active owner.
  */
-export async function setOrgRole(ctx: HubContext, actor: Actor | null, op: Operator, emailIn: string, roleIn: unknown): Promise<MemberView> {
-  const me = await requireOrgRole(ctx, op, 'admin');
+export async function setOrgRole(ctx: HubContext, actor: Actor, emailIn: string, roleIn: unknown): Promise<MemberView> {
+  const me = await requireOrgRole(ctx, actor, 'admin');
   const role = checkRole('org', roleIn) as OrgRole;
   const email = validateEmail(emailIn);
   return ctx.db.transaction().execute(async (trx) => {
@@ -181,7 +181,7 @@ export async function setOrgRole(ctx: HubContext, actor: Actor | null, op: Opera
     }
     await trx.updateTable('org_memberships').set({ role }).where('org_id', '=', me.orgId).where('operator_id', '=', target.id).execute();
     await dropVoidInvites(trx, me.orgId, target.id);
-    await audit(ctx, actor, { action: 'rbac.set_role', actor: op, detail: { scope: 'org', operatorId: target.id, email, role, previousRole: m.role } }, trx);
+    await audit(ctx, actor, { action: 'rbac.set_role', detail: { scope: 'org', operatorId: target.id, email, role, previousRole: m.role } }, trx);
     return { email, role, status: 'active', createdAt: m.created_at };
   });
 }
@@ -190,8 +190,8 @@ export async function setOrgRole(ctx: HubContext, actor: Actor | null, op: Opera
  * Removes an operator from the org: the org membership, every project membership in the org and
  * any open invites (so this also withdraws a pending invite). Access ends on the very next request.
  */
-export async function removeOrgMember(ctx: HubContext, actor: Actor | null, op: Operator, emailIn: string): Promise<void> {
-  const me = await requireOrgRole(ctx, op, 'admin');
+export async function removeOrgMember(ctx: HubContext, actor: Actor, emailIn: string): Promise<void> {
+  const me = await requireOrgRole(ctx, actor, 'admin');
   const email = validateEmail(emailIn);
   await ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
@@ -210,15 +210,15 @@ export async function removeOrgMember(ctx: HubContext, actor: Actor | null, op: 
     await trx.deleteFrom('project_memberships').where('operator_id', '=', target.id).where('project_id', 'in', projectIds).execute();
     await trx.deleteFrom('invites').where('org_id', '=', me.orgId).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, me.orgId, target.id);
-    await audit(ctx, actor, { action: 'rbac.remove', actor: op, detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
+    await audit(ctx, actor, { action: 'rbac.remove', detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }
 
 // ---------------------------------------------------------------- project scope
 
 /** Explicit project memberships, org owners/admins who inherit project:admin there, then open invites to the project (pending). */
-export async function listProjectMembers(ctx: HubContext, op: Operator, projectName: string): Promise<MemberView[]> {
-  const { project } = await requireProjectMemberAdmin(ctx, op, projectName);
+export async function listProjectMembers(ctx: HubContext, actor: Actor, projectName: string): Promise<MemberView[]> {
+  const { project } = await requireProjectMemberAdmin(ctx, actor, projectName);
   const explicit = await ctx.db
     .selectFrom('project_memberships')
     .innerJoin('operators', 'operators.id', 'project_memberships.operator_id')
@@ -265,13 +265,12 @@ export async function listProjectMembers(ctx: HubContext, op: Operator, projectN
  */
 export async function setProjectRole(
   ctx: HubContext,
-  actor: Actor | null,
-  op: Operator,
+  actor: Actor,
   projectName: string,
   emailIn: string,
   roleIn: unknown,
 ): Promise<MemberView> {
-  const { project, authority } = await requireProjectMemberAdmin(ctx, op, projectName);
+  const { project, authority } = await requireProjectMemberAdmin(ctx, actor, projectName);
   const role = checkRole('project', roleIn) as ProjectRole;
   const email = validateEmail(emailIn);
   return ctx.db.transaction().execute(async (trx) => {
@@ -301,7 +300,6 @@ export async function setProjectRole(
     await audit(ctx, actor, {
       action: 'rbac.set_role',
       project: project.name,
-      actor: op,
       detail: { scope: 'project', operatorId: target.id, email, role, previousRole: existing?.role ?? null },
     }, trx);
     return out;
@@ -309,8 +307,8 @@ export async function setProjectRole(
 }
 
 /** Removes an explicit project membership and withdraws open invites to the project (same ranking rule as set-role). */
-export async function removeProjectMember(ctx: HubContext, actor: Actor | null, op: Operator, projectName: string, emailIn: string): Promise<void> {
-  const { project, authority } = await requireProjectMemberAdmin(ctx, op, projectName);
+export async function removeProjectMember(ctx: HubContext, actor: Actor, projectName: string, emailIn: string): Promise<void> {
+  const { project, authority } = await requireProjectMemberAdmin(ctx, actor, projectName);
   const email = validateEmail(emailIn);
   await ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
@@ -323,6 +321,6 @@ export async function removeProjectMember(ctx: HubContext, actor: Actor | null, 
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, project.orgId, target.id);
-    await audit(ctx, actor, { action: 'rbac.remove', project: project.name, actor: op, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
+    await audit(ctx, actor, { action: 'rbac.remove', project: project.name, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
   });
 }

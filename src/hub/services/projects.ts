@@ -1,10 +1,10 @@
-import type { Actor } from './actor.js';
+import { signedIn, type Actor } from './actor.js';
 import { ulid } from '../../common/ulid.js';
 import { badRequest, conflict } from '../../protocol/errors.js';
 import { nameError, type ProjectRole } from '../../protocol/names.js';
 import type { HubContext } from '../context.js';
 import { nowIso } from '../store/store.js';
-import { isUniqueViolation, type Operator } from './auth.js';
+import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { orgRole, requireOrgRole } from './rbac.js';
 import type { ProjectListItem, ProjectView } from '../../protocol/api/hub.js';
@@ -13,8 +13,8 @@ import type { ProjectListItem, ProjectView } from '../../protocol/api/hub.js';
 export const MAX_PROJECTS_PER_ORG = 500;
 
 /** Creates a project in the default org (org admin or owner). */
-export async function createProject(ctx: HubContext, actor: Actor | null, op: Operator, nameIn: unknown): Promise<ProjectView> {
-  const { orgId } = await requireOrgRole(ctx, op, 'admin');
+export async function createProject(ctx: HubContext, actor: Actor, nameIn: unknown): Promise<ProjectView> {
+  const { orgId } = await requireOrgRole(ctx, actor, 'admin');
   const err = nameError('project', nameIn);
   if (err) throw badRequest(err);
   const name = nameIn as string;
@@ -27,7 +27,7 @@ export async function createProject(ctx: HubContext, actor: Actor | null, op: Op
       const { n } = await trx.selectFrom('projects').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
       if (Number(n) >= MAX_PROJECTS_PER_ORG) throw conflict(`project limit reached: an org holds at most ${MAX_PROJECTS_PER_ORG} projects`);
       await trx.insertInto('projects').values({ id, org_id: orgId, name, created_at: createdAt }).execute();
-      await audit(ctx, actor, { action: 'project.create', project: name, actor: op, detail: { projectId: id } }, trx);
+      await audit(ctx, actor, { action: 'project.create', project: name, detail: { projectId: id } }, trx);
     });
   } catch (e) {
     if (isUniqueViolation(e)) throw conflict(`project ${name} already exists`);
@@ -41,13 +41,13 @@ export async function createProject(ctx: HubContext, actor: Actor | null, op: Op
  * project (as admin unless an explicit project role says otherwise); others see the projects where
  * they hold an active explicit role.
  */
-export async function listProjects(ctx: HubContext, op: Operator): Promise<ProjectListItem[]> {
-  const { orgId, role: orgR } = await orgRole(ctx, op);
+export async function listProjects(ctx: HubContext, actor: Actor): Promise<ProjectListItem[]> {
+  const { orgId, role: orgR } = await orgRole(ctx, actor);
   const explicit = await ctx.db
     .selectFrom('project_memberships')
     .innerJoin('projects', 'projects.id', 'project_memberships.project_id')
     .select(['projects.name', 'project_memberships.role'])
-    .where('project_memberships.operator_id', '=', op.id)
+    .where('project_memberships.operator_id', '=', signedIn(actor).id)
     .where('project_memberships.status', '=', 'active')
     .where('projects.org_id', '=', orgId)
     .execute();

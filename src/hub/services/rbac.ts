@@ -3,7 +3,7 @@ import { ORG_ROLE_RANK as ORG_RANK, PROJECT_ROLE_RANK, type OrgRole, type Projec
 import type { Kysely } from 'kysely';
 import type { HubContext } from '../context.js';
 import type { HubDatabase } from '../store/schema.js';
-import type { Operator } from './auth.js';
+import { signedIn, type Actor } from './actor.js';
 import { DEFAULT_ORG } from './auth.js';
 
 
@@ -28,7 +28,10 @@ export interface ProjectRef {
   orgId: string;
 }
 
-export async function orgRole(ctx: HubContext, op: Pick<Operator, 'id'>): Promise<{ orgId: string; role: OrgRole | null }> {
+/** The operator's active role in the org (read once per actor: see Actor.roles). */
+export async function orgRole(ctx: HubContext, actor: Actor): Promise<{ orgId: string; role: OrgRole | null }> {
+  if (actor.roles?.org) return actor.roles.org;
+  const op = signedIn(actor);
   const row = await ctx.db
     .selectFrom('orgs')
     .leftJoin('org_memberships', (j) =>
@@ -36,24 +39,32 @@ export async function orgRole(ctx: HubContext, op: Pick<Operator, 'id'>): Promis
     .select(['orgs.id as org_id', 'org_memberships.role'])
     .where('orgs.name', '=', DEFAULT_ORG)
     .executeTakeFirstOrThrow();
-  return { orgId: row.org_id, role: (row.role as OrgRole | null) ?? null };
+  const org = { orgId: row.org_id, role: (row.role as OrgRole | null) ?? null };
+  (actor.roles ??= {}).org = org;
+  return org;
 }
 
 /**
  * The operator's effective role on a project: an explicit active project membership wins (even when
  * lower than what the org role would give); otherwise org owner/admin act as project admin.
  */
-export async function effectiveProjectRole(ctx: HubContext, op: Pick<Operator, 'id'>, project: ProjectRef): Promise<ProjectRole | null> {
+export async function effectiveProjectRole(ctx: HubContext, actor: Actor, project: ProjectRef): Promise<ProjectRole | null> {
+  const known = actor.roles?.project;
+  if (known && known.project.id === project.id) return known.role;
   const explicit = await ctx.db
     .selectFrom('project_memberships')
     .select('role')
     .where('project_id', '=', project.id)
-    .where('operator_id', '=', op.id)
+    .where('operator_id', '=', signedIn(actor).id)
     .where('status', '=', 'active')
     .executeTakeFirst();
-  if (explicit) return explicit.role;
-  const { role } = await orgRole(ctx, op);
-  return role === 'owner' || role === 'admin' ? 'admin' : null;
+  let role: ProjectRole | null = explicit?.role ?? null;
+  if (!explicit) {
+    const org = await orgRole(ctx, actor);
+    role = org.role === 'owner' || org.role === 'admin' ? 'admin' : null;
+  }
+  (actor.roles ??= {}).project = { project, role };
+  return role;
 }
 
 /**
@@ -94,25 +105,27 @@ export async function findProject(ctx: HubContext, name: string): Promise<Projec
 }
 
 /**
- * Loads the project and checks the operator holds at least `min` on it.
+ * Loads the project and checks the operator holds at least `min` on it (the project and role the
+ * actor already resolved for this request are reused, by name: see Actor.roles).
  * Unknown project → 404 only for operators who could see it otherwise (org members); others get 403.
  */
-export async function requireProjectRole(ctx: HubContext, op: Operator, projectName: string, min: ProjectRole): Promise<{ project: ProjectRef; role: ProjectRole }> {
-  const project = typeof projectName === 'string' ? await findProject(ctx, projectName) : undefined;
+export async function requireProjectRole(ctx: HubContext, actor: Actor, projectName: string, min: ProjectRole): Promise<{ project: ProjectRef; role: ProjectRole }> {
+  const known = actor.roles?.project?.project;
+  const project = typeof projectName !== 'string' ? undefined : known?.name === projectName ? known : await findProject(ctx, projectName);
   if (!project) {
-    const { role } = await orgRole(ctx, op);
+    const { role } = await orgRole(ctx, actor);
     if (role) throw notFound(`project ${JSON.stringify(String(projectName).slice(0, 80))} not found`);
     throw forbidden(`you need project:${min} on ${String(projectName).slice(0, 80)}`);
   }
-  const role = await effectiveProjectRole(ctx, op, project);
+  const role = await effectiveProjectRole(ctx, actor, project);
   if (!role || PROJECT_ROLE_RANK[role] < PROJECT_ROLE_RANK[min]) {
     throw forbidden(`you need project:${min} on ${project.name}${role ? ` (you have project:${role})` : ''}`);
   }
   return { project, role };
 }
 
-export async function requireOrgRole(ctx: HubContext, op: Operator, min: OrgRole): Promise<{ orgId: string; role: OrgRole }> {
-  const { orgId, role } = await orgRole(ctx, op);
+export async function requireOrgRole(ctx: HubContext, actor: Actor, min: OrgRole): Promise<{ orgId: string; role: OrgRole }> {
+  const { orgId, role } = await orgRole(ctx, actor);
   if (!role || ORG_RANK[role] < ORG_RANK[min]) throw forbidden(`you need org:${min}${role ? ` (you have org:${role})` : ''}`);
   return { orgId, role };
 }

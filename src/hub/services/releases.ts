@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Actor } from './actor.js';
+import { signedIn, type Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { ulid } from '../../common/ulid.js';
 import { badRequest, conflict, notFound } from '../../protocol/errors.js';
@@ -7,7 +7,6 @@ import type { PermissionsIR, ReleaseIR, SchemaIR } from '../../protocol/release.
 import type { HubContext } from '../context.js';
 import type { HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
-import type { Operator } from './auth.js';
 import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { notifyChanged, recordChange } from './events.js';
@@ -59,8 +58,7 @@ async function setCurrent(trx: Kysely<HubDatabase>, project: ProjectRef, env: { 
 /** Finds or creates the release for these inputs and makes it the env's current one. */
 export async function publishRelease(
   ctx: HubContext,
-  actor: Actor | null,
-  op: Operator,
+  actor: Actor,
   project: ProjectRef,
   env: { id: string; name: string },
   x: { schema: SchemaIR; permissions: PermissionsIR; connections: string[]; ref: string | null },
@@ -83,7 +81,7 @@ export async function publishRelease(
               schema_json: JSON.stringify(x.schema),
               permissions_json: JSON.stringify(x.permissions),
               connections_json: JSON.stringify(x.connections),
-              created_by: op.id,
+              created_by: signedIn(actor).id,
               created_at: nowIso(),
             })
             .execute();
@@ -91,7 +89,6 @@ export async function publishRelease(
             action: 'release.create',
             project: project.name,
             env: env.name,
-            actor: op,
             detail: { releaseId, ref: x.ref, contentHash: hash, tables: Object.keys(x.schema.tables).length, connections: x.connections },
           }, trx);
         }
@@ -114,8 +111,8 @@ async function bridgesAck(ctx: HubContext, seq: number | null): Promise<AckResul
 }
 
 /** POST /api/projects/:project/envs/:env/apply */
-export async function apply(ctx: HubContext, actor: Actor, op: Operator, projectName: string, envName: string, body: unknown): Promise<ApplyResponse> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
+export async function apply(ctx: HubContext, actor: Actor, projectName: string, envName: string, body: unknown): Promise<ApplyResponse> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'deployer');
   const env = await findEnv(ctx, project, envName);
   const input = readApplyBody(body);
   const compiled = compileInputs(input);
@@ -144,7 +141,7 @@ export async function apply(ctx: HubContext, actor: Actor, op: Operator, project
   let reused = false;
   let seq: number | null = null;
   if (withRelease && !input.dryRun) {
-    const r = await publishRelease(ctx, actor, op, project, env, { ...compiled, ref: input.ref });
+    const r = await publishRelease(ctx, actor, project, env, { ...compiled, ref: input.ref });
     releaseId = r.releaseId;
     reused = r.reused;
     seq = r.seq;
@@ -154,7 +151,6 @@ export async function apply(ctx: HubContext, actor: Actor, op: Operator, project
       action: 'apply.run',
       project: project.name,
       env: env.name,
-      actor: op,
       detail: {
         releaseId,
         reused,
@@ -191,8 +187,8 @@ function summary(r: ReleaseIR, envs: string[]): ReleaseSummary {
 }
 
 /** GET /api/projects/:project/releases */
-export async function listReleases(ctx: HubContext, op: Operator, projectName: string, limitRaw: unknown): Promise<{ items: ReleaseSummary[] }> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'viewer');
+export async function listReleases(ctx: HubContext, actor: Actor, projectName: string, limitRaw: unknown): Promise<{ items: ReleaseSummary[] }> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'viewer');
   let limit = 50;
   if (limitRaw !== undefined) {
     const n = Number(limitRaw);
@@ -219,16 +215,16 @@ async function releaseOfProject(ctx: HubContext, project: ProjectRef, releaseId:
 }
 
 /** GET /api/projects/:project/releases/:releaseId → the full release plus where it is current. */
-export async function showRelease(ctx: HubContext, op: Operator, projectName: string, releaseId: string): Promise<ReleaseIR & ReleaseDetail> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'viewer');
+export async function showRelease(ctx: HubContext, actor: Actor, projectName: string, releaseId: string): Promise<ReleaseIR & ReleaseDetail> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'viewer');
   const r = await releaseOfProject(ctx, project, releaseId);
   const envs = (await envsWhereCurrent(ctx, project.id)).get(r.releaseId) ?? [];
   return { ...r, envs };
 }
 
 /** GET /api/projects/:project/envs/:env/releases/current */
-export async function showCurrent(ctx: HubContext, op: Operator, projectName: string, envName: string): Promise<CurrentRelease> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'viewer');
+export async function showCurrent(ctx: HubContext, actor: Actor, projectName: string, envName: string): Promise<CurrentRelease> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'viewer');
   const env = await findEnv(ctx, project, envName);
   const r = await currentRelease(ctx, env.id);
   if (!r) throw notFound(`${project.name}/${env.name} has no release yet (run stk apply)`);
@@ -251,8 +247,8 @@ function readBodyObject(body: unknown, allowed: string[]): Record<string, unknow
  * the release's schema to the target env's connections (refusing on drift, without force destructive
  * steps, without adopt tables santokit did not create), then points the target env at the release.
  */
-export async function promote(ctx: HubContext, actor: Actor, op: Operator, projectName: string, body: unknown): Promise<PromoteResponse> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
+export async function promote(ctx: HubContext, actor: Actor, projectName: string, body: unknown): Promise<PromoteResponse> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'deployer');
   const b = readBodyObject(body, ['from', 'to', 'releaseId', 'force', 'adopt', 'dryRun']);
   if (typeof b.to !== 'string') throw badRequest('"to" (the target env) is required');
   if (b.from === undefined && b.releaseId === undefined) throw badRequest('give "from" (the source env) or "releaseId"');
@@ -285,7 +281,6 @@ export async function promote(ctx: HubContext, actor: Actor, op: Operator, proje
       action: 'release.promote',
       project: project.name,
       env: to.name,
-      actor: op,
       detail: { releaseId: rel.releaseId, ref: rel.ref, from, to: to.name, previousReleaseId: moved.previous, moved: moved.moved, steps: sync.plan.length, adopted: sync.unmanaged },
     }, trx);
     return moved;
@@ -300,8 +295,8 @@ export async function promote(ctx: HubContext, actor: Actor, op: Operator, proje
  * are forward-only, so this is refused (409) when the live databases lack a table or column the
  * release needs, or hold it with another type.
  */
-export async function rollback(ctx: HubContext, actor: Actor, op: Operator, projectName: string, envName: string, body: unknown): Promise<RollbackResponse> {
-  const { project } = await requireProjectRole(ctx, op, projectName, 'deployer');
+export async function rollback(ctx: HubContext, actor: Actor, projectName: string, envName: string, body: unknown): Promise<RollbackResponse> {
+  const { project } = await requireProjectRole(ctx, actor, projectName, 'deployer');
   const env = await findEnv(ctx, project, envName);
   const b = readBodyObject(body, ['releaseId']);
   const rel = await releaseOfProject(ctx, project, b.releaseId);
@@ -315,7 +310,6 @@ export async function rollback(ctx: HubContext, actor: Actor, op: Operator, proj
       action: 'release.rollback',
       project: project.name,
       env: env.name,
-      actor: op,
       detail: { releaseId: rel.releaseId, ref: rel.ref, previousReleaseId: moved.previous, moved: moved.moved },
     }, trx);
     return moved;
