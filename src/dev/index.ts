@@ -4,6 +4,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { env as variable, readEnv } from '../common/env-config.js';
+import { shellWord } from '../common/shell-quote.js';
 import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
 
 /**
@@ -268,9 +269,6 @@ interface Banner {
   connection: string;
 }
 
-/** A path as a shell word: bare when it is only safe characters, else single-quoted. */
-const shq = (s: string) => (/^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
-
 function printBanner(b: Banner): void {
   const tty = process.stdout.isTTY && process.stdout.hasColors?.() && !process.env.NO_COLOR;
   const bold = (s: string) => (tty ? `\x1b[1m${s}\x1b[22m` : s);
@@ -293,8 +291,8 @@ function printBanner(b: Banner): void {
     '',
     `${bold('Next')}, in another terminal in this directory:`,
     `  export STK_HUB_URL=${b.hubUrl}`,
-    `  npx stk login --email ${DEV_OWNER_EMAIL} --password-stdin < ${shq(`${d}/dev-owner.txt`)}`,
-    `  npx stk apply --project ${b.project} --env ${b.env} --dir ${shq(b.examples)}`,
+    `  npx stk login --email ${DEV_OWNER_EMAIL} --password-stdin < ${shellWord(`${d}/dev-owner.txt`)}`,
+    `  npx stk apply --project ${b.project} --env ${b.env} --dir ${shellWord(b.examples)}`,
     `  KEY=$(npx stk apikey create --project ${b.project} --env ${b.env} --name ${b.boot.freeKeyName ?? 'local'} --roles admin -q)`,
     `  curl -s ${b.bridgeUrl}/call -H 'content-type: application/json' -H "x-santokit-api-key: $KEY" \\`,
     `       -d '{"path":"db/users/select","params":{"limit":5}}'`,

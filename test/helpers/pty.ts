@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { shellWord } from '../../src/common/shell-quote.js';
 
 /**
  * A command on a real pseudo-terminal, through util-linux `script` (no native module needed): inside,
@@ -15,8 +16,8 @@ export interface Pty {
   exit: Promise<number>;
 }
 
-/** POSIX shell quoting for one word. */
-export const shellQuote = (s: string) => (/^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+/** POSIX shell quoting for one word (the CLI's own). */
+export const shellQuote = shellWord;
 
 export function spawnPty(argv: string[], o: { cwd?: string; env?: Record<string, string | undefined> } = {}): Pty {
   const env: Record<string, string> = {};

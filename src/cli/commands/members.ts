@@ -1,18 +1,28 @@
 import type { Command } from 'commander';
 import { enc } from '../client.js';
 import { resolveProject } from '../config.js';
-import { printJson, printTable, success, warn, when } from '../output.js';
+import { printJson, printTable, success, terminalSafe, warn, when } from '../output.js';
 import { getPassword } from '../prompt.js';
 import { client, example, opts } from './common.js';
 import type { AcceptedInvite, InviteView, MemberView } from '../../protocol/api/hub.js';
+import { shellWord } from '../../common/shell-quote.js';
 
 const projectOpt = (c: Command) => c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)');
 
-function printInvite(inv: InviteView, where: string, json?: boolean) {
+/** The one line the invitee runs to accept (it asks for their password on the terminal). */
+export function acceptCommand(hubUrl: string, email: string, code: string): string {
+  return ['npx stk invite accept', '--hub', shellWord(hubUrl), '--email', shellWord(email), '--code', shellWord(code)].join(' ');
+}
+
+function printInvite(inv: InviteView, where: string, hubUrl: string, json?: boolean) {
   if (json) return printJson(inv);
   process.stdout.write(`Invite code: ${inv.inviteCode}\n`);
   success(`Invited ${inv.email} ${where} as ${inv.role} (expires ${inv.expiresAt})`);
-  warn(`This code will not be shown again. ${inv.email} accepts with: stk invite accept --email ${inv.email} --code <code>`);
+  process.stdout.write(
+    terminalSafe(`${inv.email} accepts by running this one line in a checkout of the project (it asks for a password; the code works once):`) +
+      `\n  ${terminalSafe(acceptCommand(hubUrl, inv.email, inv.inviteCode), false)}\n`,
+  );
+  warn('This code will not be shown again.');
 }
 
 function printMembers(items: MemberView[], json?: boolean, withSource = false) {
@@ -37,8 +47,9 @@ export function registerMemberCommands(program: Command): void {
     'stk org invite alice@example.com --role admin',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string }>(cmd);
-    const inv = await client(cmd).post<InviteView>('/api/org/invites', { email, role: o.role });
-    printInvite(inv, 'to the org', o.json);
+    const c = client(cmd);
+    const inv = await c.post<InviteView>('/api/org/invites', { email, role: o.role });
+    printInvite(inv, 'to the org', c.hubUrl, o.json);
   });
 
   const orgMembers = example(org.command('members').description('org members and their roles'), 'stk org members list', 'stk org members set-role alice@example.com --role member');
@@ -57,13 +68,19 @@ export function registerMemberCommands(program: Command): void {
     if (o.json) return printJson(m);
     success(`${m.email} is now org ${m.role}`);
   });
+  const removeFromOrg = async (email: string, _o: unknown, cmd: Command) => {
+    await client(cmd).delete(`/api/org/members/${enc(email)}`);
+    success(`Removed ${email} from the org`);
+  };
   example(
     orgMembers.command('remove').description('remove an operator from the org and all its projects').argument('<email>'),
     'stk org members remove alice@example.com',
-  ).action(async (email: string, _o, cmd: Command) => {
-    await client(cmd).delete(`/api/org/members/${enc(email)}`);
-    success(`Removed ${email} from the org`);
-  });
+  ).action(removeFromOrg);
+  // the upstream spelling, kept beside ours (docs/compat.md)
+  example(
+    org.command('remove').description('alias of `stk org members remove` (the upstream spelling): remove an operator from the org and all its projects').argument('<email>'),
+    'stk org remove alice@example.com',
+  ).action(removeFromOrg);
 
   // ---- project scope (under the `project` group created by projects.ts)
   const project = program.commands.find((c) => c.name() === 'project') ?? program.command('project').description('projects');
@@ -74,8 +91,9 @@ export function registerMemberCommands(program: Command): void {
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string; project?: string }>(cmd);
     const p = resolveProject(o.project);
-    const inv = await client(cmd).post<InviteView>(`/api/projects/${enc(p)}/invites`, { email, role: o.role });
-    printInvite(inv, `to project ${p}`, o.json);
+    const c = client(cmd);
+    const inv = await c.post<InviteView>(`/api/projects/${enc(p)}/invites`, { email, role: o.role });
+    printInvite(inv, `to project ${p}`, c.hubUrl, o.json);
   });
 
   const pm = example(project.command('members').description("a project's members (explicit roles, and org owners/admins who inherit admin)"),
@@ -99,15 +117,20 @@ export function registerMemberCommands(program: Command): void {
     if (o.json) return printJson(m);
     success(`${m.email} is now ${m.role} on project ${p}${m.status === 'pending' ? ' (invite not accepted yet)' : ''}`);
   });
-  example(
-    projectOpt(pm.command('remove').description("remove an operator's explicit role on the project")).argument('<email>'),
-    'stk project members remove bob@example.com --project shop',
-  ).action(async (email: string, _o, cmd: Command) => {
+  const removeFromProject = async (email: string, _o: unknown, cmd: Command) => {
     const o = opts<{ project?: string }>(cmd);
     const p = resolveProject(o.project);
     await client(cmd).delete(`/api/projects/${enc(p)}/members/${enc(email)}`);
     success(`Removed ${email} from project ${p}`);
-  });
+  };
+  example(
+    projectOpt(pm.command('remove').description("remove an operator's explicit role on the project")).argument('<email>'),
+    'stk project members remove bob@example.com --project shop',
+  ).action(removeFromProject);
+  example(
+    projectOpt(project.command('remove').description("alias of `stk project members remove` (the upstream spelling): remove an operator's explicit role on the project")).argument('<email>'),
+    'stk project remove bob@example.com --project shop',
+  ).action(removeFromProject);
 
   // ---- acceptance
   const invite = example(program.command('invite').description('accept an invite you received'), 'stk invite accept --email bob@example.com --code stki_…');
@@ -120,8 +143,9 @@ export function registerMemberCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ email: string; code: string; passwordStdin?: boolean }>(cmd);
     const password = await getPassword(o.passwordStdin, 'Password: ');
-    const r = await client(cmd, true).post<AcceptedInvite>('/api/invites/accept', { email: o.email, code: o.code, password });
+    const c = client(cmd, true);
+    const r = await c.post<AcceptedInvite>('/api/invites/accept', { email: o.email, code: o.code, password });
     if (o.json) return printJson(r);
-    success(`Invite accepted for ${r.email}; log in with: stk login --email ${r.email}`);
+    success(`Invite accepted for ${r.email}; log in with: npx stk login --hub ${shellWord(c.hubUrl)} --email ${shellWord(r.email)}`);
   });
 }

@@ -275,9 +275,12 @@ export async function setProjectRole(
   const email = validateEmail(emailIn);
   return ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
-    if (!target) throw notFound(`no operator ${email}: invite them with stk project invite`);
-    const t = await targetProjectAuthority(trx, project, target.id);
-    if (t.role === null || target.status !== 'active') {
+    const t = target ? await targetProjectAuthority(trx, project, target.id) : null;
+    if (!target || !t || t.role === null || target.status !== 'active') {
+      // project admins see open invites in the member list: saying so here tells them nothing new
+      const invited = await openInvites(trx, project.orgId, email).where('project_id', '=', project.id).select('id').executeTakeFirst();
+      if (invited) throw notFound(`${email} has not accepted their invite to ${project.name} yet: the role takes effect on acceptance (invite again to change it)`);
+      if (!target) throw notFound(`no operator ${email}: invite them with stk project invite`);
       throw notFound(`${email} is not an active member of the org: invite them with stk project invite`);
     }
     requireMayManage(authority, t, `change the project role of ${email} on ${project.name}`);
