@@ -110,7 +110,7 @@ describe('upstream stk spellings end to end', () => {
   it('OPERATOR-002: apply --ref from the fixture folder, apikey create (the key line), /call 200, list shows the name, revoke --key-id <name> → 401', async () => {
     await ok(['apply', '--project', P, '--env', 'dev', '--ref', 'v1']);
     const created = await ok(['apikey', 'create', '--project', P, '--env', 'dev', '--name', 'server', '--roles', 'reader,admin']);
-    key = rememberSecret('api-key', KEY_LINE_RE.exec(created.output)?.[1]);
+    key = rememberSecret('api-key', KEY_LINE_RE.exec(created.output)?.[1]) ?? '';
     expect(key, created.output).toBeTruthy();
     expect((await callAs(key)).status).toBe(200);
 
@@ -165,7 +165,7 @@ describe('upstream stk spellings end to end', () => {
     await ok(['project', 'members', 'set-role', 'viewer@example.com', '--role', 'admin', '--project', P]);
     const made = await ok(['apikey', 'create', '--project', P, '--env', 'dev', '--name', 'viewer-key', '--roles', 'reader'], viewer);
     expect(made.output).toContain('API Key');
-    const viewerKey = rememberSecret('api-key', KEY_LINE_RE.exec(made.output)![1]);
+    const viewerKey = rememberSecret('api-key', KEY_LINE_RE.exec(made.output)![1])!;
     expect((await callAs(viewerKey)).status).toBe(200);
 
     await ok(['project', 'remove', 'viewer@example.com', '--project', P]);
