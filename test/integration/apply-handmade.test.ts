@@ -149,6 +149,15 @@ describe('stk apply over tables written by hand (upstream users)', () => {
     const out = JSON.parse(json.stdout) as { plan: unknown[]; notes: string[] };
     expect(out.plan).toEqual([]);
     expect(out.notes).toHaveLength(4);
+
+    // rollback's check (does the release fit the live database?) accepts the kept timestamp columns too
+    const first = /Release: (\S+) \(reused\)/.exec(again.stdout)![1]!;
+    const v2 = await apply('--ref', 'v2');
+    expect(v2.code, v2.output).toBe(0);
+    expect(v2.stdout).toMatch(/Release: \S+ \(new\)/);
+    const back = await s.stk(['release', 'rollback', '--project', s.project, '--env', s.env, '--to-release-id', first]);
+    expect(back.code, back.output).toBe(0);
+    expect(back.stdout).toContain(`rolled back to release ${first}`);
   });
 
   it('/call reads and writes the hand-made tables: timestamps round-trip as UTC, filters compare them, defaults are UTC now()', async () => {
