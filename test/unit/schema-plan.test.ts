@@ -462,6 +462,21 @@ tables:
     ]);
   });
 
+  it('a key drawing from a sequence of any name (another schema, quotes) widens it with every identifier quoted', async () => {
+    await c.query(`CREATE SCHEMA "odd ""ns"""; CREATE SEQUENCE "odd ""ns"""."s""eq; --" AS integer;
+      CREATE TABLE tick (id integer PRIMARY KEY DEFAULT nextval('"odd ""ns"""."s""eq; --"'))`);
+    const schema = parseSchema([{ file: 'schema/t.yaml', content: 'version: 1\ntables:\n  tick: { id: { generate: auto_increment } }\n' }]);
+    const p = await planOf(schema, ['tick']);
+    expect(p.steps.map((st) => st.sql)).toEqual([
+      'ALTER TABLE "public"."tick" ALTER COLUMN "id" TYPE bigint USING "id"::bigint',
+      'ALTER SEQUENCE "odd ""ns"""."s""eq; --" AS bigint',
+    ]);
+    await run(p);
+    expect((await planOf(schema, ['tick'])).steps).toEqual([]);
+    const seq = await c.query(`SELECT format_type(seqtypid, NULL) AS type FROM pg_sequence WHERE seqrelid = '"odd ""ns"""."s""eq; --"'::regclass`);
+    expect(seq.rows).toEqual([{ type: 'bigint' }]);
+  });
+
   it('a timestamp default on a kept timestamp column is set as UTC time, and then matches', async () => {
     await c.query(`CREATE TABLE evt (id text PRIMARY KEY, at timestamp NOT NULL)`);
     const schema = parseSchema([{ file: 'schema/e.yaml', content: 'version: 1\ntables:\n  evt:\n    columns:\n      at: { type: timestamp, default: "2024-01-02T05:04:05+02:00" }\n' }]);
