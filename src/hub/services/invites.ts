@@ -12,7 +12,7 @@ import { randomToken, sha256Hex } from './crypto.js';
 import { isPostgres } from './events.js';
 import { checkRole, openInvites, requireMayManage, requireProjectMemberAdmin, senderCanGrant, targetAuthority, type Scope } from './members.js';
 import type { AcceptedInvite, InviteView } from '../../protocol/api/hub.js';
-import { orgAuthority, requireOrgRole, type ProjectRef } from './rbac.js';
+import { activeProjectRole, orgAuthority, requireOrgRole, type ProjectRef } from './rbac.js';
 
 export const INVITE_CODE_PREFIX = 'stki_';
 /** 24 random bytes: 192 bits. */
@@ -104,8 +104,8 @@ export async function createInvite(
       counted = t.role !== null;
       if (scope === 'org' && t.role) throw conflict(`${email} is already an org ${t.role}: use stk org members set-role`);
       if (project) {
-        const pm = await trx.selectFrom('project_memberships').select('role').where('project_id', '=', project.id).where('operator_id', '=', target.id).where('status', '=', 'active').executeTakeFirst();
-        if (pm) throw conflict(`${email} already has project:${pm.role} on ${project.name}: use stk project members set-role`);
+        const pm = await activeProjectRole(trx, project.id, target.id);
+        if (pm) throw conflict(`${email} already has project:${pm} on ${project.name}: use stk project members set-role`);
         requireMayManage(authority, t, `invite ${email} to project ${project.name}`);
       }
       const open = await openInvites(trx, orgId, email, now).select(['created_by', 'scope', 'project_id', 'expires_at']).execute();

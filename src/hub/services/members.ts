@@ -1,4 +1,4 @@
-import { signedIn, type Actor } from './actor.js';
+import type { Actor } from './actor.js';
 import type { Kysely } from 'kysely';
 import { conflict, forbidden, invalidRole, notFound } from '../../protocol/errors.js';
 import { ORG_ROLE_RANK, ORG_ROLES, PROJECT_ROLES, type OrgRole, type ProjectRole } from '../../protocol/names.js';
@@ -8,7 +8,7 @@ import { nowIso } from '../store/store.js';
 import { validateEmail } from './auth.js';
 import { audit } from './audit.js';
 import type { MemberView } from '../../protocol/api/hub.js';
-import { AUTHORITY, findProject, mayManage, orgAuthority, projectAuthority, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
+import { activeOrgRole, activeProjectRole, AUTHORITY, findProject, mayManage, orgAuthority, orgRole, projectAuthority, projectAuthorityOf, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
 
 export type Scope = 'org' | 'project';
 
@@ -28,12 +28,12 @@ export function checkRole(scope: Scope, role: unknown): string {
  * lock the org out of one of its projects.
  */
 export async function requireProjectMemberAdmin(ctx: HubContext, actor: Actor, projectName: string): Promise<{ project: ProjectRef; authority: number }> {
-  const project = typeof projectName === 'string' ? await findProject(ctx, projectName) : undefined;
-  const authority = project ? await projectAuthority(ctx.db, project, signedIn(actor).id) : AUTHORITY.none;
-  if (project && authority > AUTHORITY.none) return { project, authority };
-  // the 404 for org members / 403 naming the role the operator has
-  await requireProjectRole(ctx, actor, projectName, 'admin');
-  throw forbidden(`you need project:admin on ${String(projectName).slice(0, 80)}`);
+  const { role: org } = await orgRole(ctx, actor);
+  // the 404 for org members / 403 naming the role the operator has; org owners need no project role
+  const project = org === 'owner' && typeof projectName === 'string' ? await findProject(ctx, projectName) : undefined;
+  if (project) return { project, authority: AUTHORITY.owner };
+  const { project: p, role } = await requireProjectRole(ctx, actor, projectName, 'admin');
+  return { project: p, authority: projectAuthorityOf(org, role) };
 }
 
 export async function operatorByEmail(db: Kysely<HubDatabase>, email: string) {
@@ -42,14 +42,7 @@ export async function operatorByEmail(db: Kysely<HubDatabase>, email: string) {
 
 /** The target's place on the ladder from their active org role (read in the caller's transaction). */
 export async function targetAuthority(db: Kysely<HubDatabase>, orgId: string, operatorId: string): Promise<{ role: OrgRole | null; authority: number }> {
-  const m = await db
-    .selectFrom('org_memberships')
-    .select('role')
-    .where('org_id', '=', orgId)
-    .where('operator_id', '=', operatorId)
-    .where('status', '=', 'active')
-    .executeTakeFirst();
-  const role = (m?.role as OrgRole | undefined) ?? null;
+  const role = await activeOrgRole(db, orgId, operatorId);
   return { role, authority: orgAuthority(role) };
 }
 
@@ -60,14 +53,7 @@ export async function targetAuthority(db: Kysely<HubDatabase>, orgId: string, op
 export async function targetProjectAuthority(db: Kysely<HubDatabase>, project: ProjectRef, operatorId: string): Promise<{ role: OrgRole | null; authority: number; as?: string }> {
   const t = await targetAuthority(db, project.orgId, operatorId);
   if (t.authority >= AUTHORITY.projectAdmin) return t;
-  const pm = await db
-    .selectFrom('project_memberships')
-    .select('role')
-    .where('project_id', '=', project.id)
-    .where('operator_id', '=', operatorId)
-    .where('status', '=', 'active')
-    .executeTakeFirst();
-  return pm?.role === 'admin' ? { ...t, authority: AUTHORITY.projectAdmin, as: `project admin of ${project.name}` } : t;
+  return (await activeProjectRole(db, project.id, operatorId)) === 'admin' ? { ...t, authority: AUTHORITY.projectAdmin, as: `project admin of ${project.name}` } : t;
 }
 
 /** 403 unless an actor at `actor` may change or remove someone at `target` (see `AUTHORITY`); `action` names it, e.g. "remove a@x.io". */

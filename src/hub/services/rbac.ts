@@ -28,10 +28,41 @@ export interface ProjectRef {
   orgId: string;
 }
 
+/** An operator's active role in an org (null: not a member). Reads through `db` (a transaction too). */
+export async function activeOrgRole(db: Kysely<HubDatabase>, orgId: string, operatorId: string): Promise<OrgRole | null> {
+  const m = await db.selectFrom('org_memberships').select('role').where('org_id', '=', orgId).where('operator_id', '=', operatorId).where('status', '=', 'active').executeTakeFirst();
+  return m?.role ?? null;
+}
+
+/** An operator's active explicit role on a project (null: none). Reads through `db` (a transaction too). */
+export async function activeProjectRole(db: Kysely<HubDatabase>, projectId: string, operatorId: string): Promise<ProjectRole | null> {
+  const m = await db.selectFrom('project_memberships').select('role').where('project_id', '=', projectId).where('operator_id', '=', operatorId).where('status', '=', 'active').executeTakeFirst();
+  return m?.role ?? null;
+}
+
+/**
+ * The effective role on a project: an explicit active project membership wins (even when lower than
+ * what the org role would give); otherwise org owner/admin act as project admin.
+ */
+export function effectiveRole(explicit: ProjectRole | null, org: OrgRole | null): ProjectRole | null {
+  return explicit ?? (org === 'owner' || org === 'admin' ? 'admin' : null);
+}
+
+/**
+ * How far an operator reaches over a project's memberships (`AUTHORITY`): org owner; org admin whose
+ * effective project role is admin; project admin by an explicit membership; otherwise none (0).
+ */
+export function projectAuthorityOf(org: OrgRole | null, effective: ProjectRole | null): number {
+  if (org === 'owner') return AUTHORITY.owner;
+  if (effective !== 'admin') return AUTHORITY.none;
+  return org === 'admin' ? AUTHORITY.admin : AUTHORITY.projectAdmin;
+}
+
 /** The operator's active role in the org (read once per actor: see Actor.roles). */
 export async function orgRole(ctx: HubContext, actor: Actor): Promise<{ orgId: string; role: OrgRole | null }> {
   if (actor.roles?.org) return actor.roles.org;
   const op = signedIn(actor);
+  // the default org and the role in it, in one read
   const row = await ctx.db
     .selectFrom('orgs')
     .leftJoin('org_memberships', (j) =>
@@ -39,58 +70,26 @@ export async function orgRole(ctx: HubContext, actor: Actor): Promise<{ orgId: s
     .select(['orgs.id as org_id', 'org_memberships.role'])
     .where('orgs.name', '=', DEFAULT_ORG)
     .executeTakeFirstOrThrow();
-  const org = { orgId: row.org_id, role: (row.role as OrgRole | null) ?? null };
+  const org = { orgId: row.org_id, role: row.role ?? null };
   (actor.roles ??= {}).org = org;
   return org;
 }
 
-/**
- * The operator's effective role on a project: an explicit active project membership wins (even when
- * lower than what the org role would give); otherwise org owner/admin act as project admin.
- */
+/** The actor's effective role on a project (`effectiveRole`; read once per actor and project: see Actor.roles). */
 export async function effectiveProjectRole(ctx: HubContext, actor: Actor, project: ProjectRef): Promise<ProjectRole | null> {
   const known = actor.roles?.project;
   if (known && known.project.id === project.id) return known.role;
-  const explicit = await ctx.db
-    .selectFrom('project_memberships')
-    .select('role')
-    .where('project_id', '=', project.id)
-    .where('operator_id', '=', signedIn(actor).id)
-    .where('status', '=', 'active')
-    .executeTakeFirst();
-  let role: ProjectRole | null = explicit?.role ?? null;
-  if (!explicit) {
-    const org = await orgRole(ctx, actor);
-    role = org.role === 'owner' || org.role === 'admin' ? 'admin' : null;
-  }
+  const explicit = await activeProjectRole(ctx.db, project.id, signedIn(actor).id);
+  const role = explicit ?? effectiveRole(null, (await orgRole(ctx, actor)).role);
   (actor.roles ??= {}).project = { project, role };
   return role;
 }
 
-/**
- * How far an operator reaches over a project's memberships (`AUTHORITY`): org owner; org admin whose
- * effective project role is admin; project admin by an explicit membership; otherwise none (0).
- * Reads through `db`, so it can run inside the caller's transaction.
- */
+/** `projectAuthorityOf` read through `db`, so it can run inside the caller's transaction. */
 export async function projectAuthority(db: Kysely<HubDatabase>, project: ProjectRef, operatorId: string): Promise<number> {
-  const org = await db
-    .selectFrom('org_memberships')
-    .select('role')
-    .where('org_id', '=', project.orgId)
-    .where('operator_id', '=', operatorId)
-    .where('status', '=', 'active')
-    .executeTakeFirst();
-  if (org?.role === 'owner') return AUTHORITY.owner;
-  const explicit = await db
-    .selectFrom('project_memberships')
-    .select('role')
-    .where('project_id', '=', project.id)
-    .where('operator_id', '=', operatorId)
-    .where('status', '=', 'active')
-    .executeTakeFirst();
-  const effective = explicit ? explicit.role : org?.role === 'admin' ? 'admin' : null;
-  if (effective !== 'admin') return AUTHORITY.none;
-  return org?.role === 'admin' ? AUTHORITY.admin : AUTHORITY.projectAdmin;
+  const org = await activeOrgRole(db, project.orgId, operatorId);
+  if (org === 'owner') return AUTHORITY.owner;
+  return projectAuthorityOf(org, effectiveRole(await activeProjectRole(db, project.id, operatorId), org));
 }
 
 export async function findProject(ctx: HubContext, name: string): Promise<ProjectRef | undefined> {
