@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, startBridge, startHub, TEST_OWNER, type Proc } from '../helpers/procs.js';
 import { loginToken, runStk, tempConfigDir, type RunResult } from '../helpers/cli.js';
-import { createTestDatabase } from '../helpers/pg.js';
+import { createTestDatabase, query } from '../helpers/pg.js';
+import { openSqlite } from '../helpers/sqlite.js';
 import { spawnPty } from '../helpers/pty.js';
 import { rememberSecret } from '../helpers/secrets.js';
 import { call, EXAMPLE_DIR, KEY_LINE_RE } from './apikeys.setup.js';
@@ -151,6 +152,60 @@ describe('upstream stk spellings end to end', () => {
     expect((await ok(['release', 'current', '--project', P, '--env', 'prod'])).stdout).toContain(release1);
   });
 
+  it('schema snapshot --project --env records the live schema (a store row), prints it; schema drift reports what changed by hand since', async () => {
+    const first = await ok(['schema', 'snapshot', '--project', P, '--env', 'dev', '--json']);
+    const snap = JSON.parse(first.stdout);
+    expect(snap).toMatchObject({ project: P, env: 'dev', releaseId: release2, summary: { connections: 1, tables: 2, columns: 12 }, takenBy: TEST_OWNER.email });
+    const users = snap.connections[0].tables.find((t: { name: string }) => t.name === 'users');
+    expect(users.columns.map((c: { name: string }) => c.name)).toEqual(['id', 'email', 'name', 'created_at', 'nickname']);
+    expect(users.columns[1]).toEqual({ name: 'email', type: 'text', nullable: false, default: null });
+    const posts = snap.connections[0].tables.find((t: { name: string }) => t.name === 'posts');
+    expect(posts.foreignKeys).toEqual([{ columns: ['author_id'], refTable: 'users', refColumns: ['id'], onDelete: 'cascade', onUpdate: 'restrict' }]);
+
+    // what the Hub stored is what it printed
+    const store = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true });
+    try {
+      const row = store.prepare('select * from schema_snapshots where id = ?').get(snap.snapshotId) as Record<string, unknown>;
+      expect(row).toMatchObject({ release_id: release2, tables: 2, columns: 12 });
+      expect(JSON.parse(row.schema_json as string)).toEqual(snap.connections);
+      expect(store.prepare("select count(*) as n from audit_log where action = 'schema.snapshot'").get()).toEqual({ n: 1 });
+    } finally {
+      store.close();
+    }
+
+    const clean = await ok(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code']);
+    expect(clean.stdout).toContain(`No drift in ${P}/dev: the live schema matches snapshot ${snap.snapshotId}`);
+
+    await query(dbs[0]!.url, 'ALTER TABLE users ADD COLUMN phone text; ALTER TABLE posts ALTER COLUMN body SET NOT NULL; CREATE INDEX users_name_ix ON users (name)');
+    const drift = await stk(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code']);
+    expect(drift.code, drift.output).toBe(1);
+    expect(drift.stdout).toContain('+ main: column users.phone added (text, nullable)');
+    expect(drift.stdout).toContain('~ main: column posts.body changed: text, nullable → text, not null');
+    expect(drift.stdout).toContain('+ main: index users_name_ix on (name) added');
+    expect(drift.stderr).toContain('drifted from snapshot');
+
+    // a new snapshot says what changed since the previous one, in the text form too
+    const second = await ok(['schema', 'snapshot', '--project', P, '--env', 'dev']);
+    expect(second.stdout).toMatch(/^main\tposts\t7\tyes$/m);
+    expect(second.stdout).toContain(`Changes since the previous snapshot ${snap.snapshotId}:`);
+    expect(second.stdout).toContain('+ main: column users.phone added (text, nullable)');
+    expect((await ok(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code'])).stdout).toContain('No drift');
+
+    // an env without a snapshot: 404; a database with too many tables is refused before it is read
+    const none = await stk(['schema', 'drift', '--project', P, '--env', 'prod']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(`no schema snapshot of ${P}/prod yet: record one with 'stk schema snapshot --project ${P} --env prod' (404 NOT_FOUND)`);
+    await query(dbs[1]!.url, `DO $$ BEGIN FOR i IN 1..1000 LOOP EXECUTE format('CREATE TABLE many_%s ()', i); END LOOP; END $$`);
+    try {
+      const big = await stk(['schema', 'snapshot', '--project', P, '--env', 'prod']);
+      expect(big.code).toBe(1);
+      expect(big.stderr).toContain('too much schema to snapshot (at least 1002 tables');
+      expect(big.stderr).toContain('(409 CONFLICT)');
+    } finally {
+      await query(dbs[1]!.url, `DO $$ BEGIN FOR i IN 1..1000 LOOP EXECUTE format('DROP TABLE many_%s', i); END LOOP; END $$`);
+    }
+  });
+
   it('OPERATOR-006: project invite prints the line the invitee runs; a viewer is denied (403); set-role admin lets them create keys; project remove takes it away', async () => {
     const inv = await ok(['project', 'invite', 'viewer@example.com', '--role', 'viewer', '--project', P]);
     const viewer = await acceptPrintedInvite(inv.stdout, 'viewer@example.com', VIEWER_PW);
@@ -159,6 +214,8 @@ describe('upstream stk spellings end to end', () => {
     await denied(['apikey', 'list', '--project', P, '--env', 'dev'], viewer);
     await denied(['apikey', 'revoke', '--project', P, '--env', 'dev', '--key-id', 'server'], viewer);
     await denied(['release', 'rollback', '--project', P, '--env', 'prod', '--to-release-id', release2], viewer);
+    await denied(['schema', 'snapshot', '--project', P, '--env', 'dev'], viewer);
+    await denied(['schema', 'drift', '--project', P, '--env', 'dev'], viewer);
     // a viewer reads
     expect((await ok(['release', 'list', '--project', P, '--limit', '5'], viewer)).stdout).toContain(release1);
 

@@ -8,6 +8,7 @@ import { registerMemberCommands } from './members.js';
 import { registerAuditCommands } from './audit.js';
 import { registerApplyCommand } from './apply.js';
 import { registerReleaseCommands } from './release.js';
+import { registerSchemaCommands } from './schema.js';
 import { registerApiKeyCommands } from './apikey.js';
 import { registerGenCommands } from './gen.js';
 import { registerStatusCommand } from './status.js';
@@ -24,6 +25,7 @@ export function registerCommands(program: Command): void {
   registerAuditCommands(program);
   registerApplyCommand(program);
   registerReleaseCommands(program);
+  registerSchemaCommands(program);
   registerApiKeyCommands(program);
   registerGenCommands(program);
   registerStatusCommand(program);

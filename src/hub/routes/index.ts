@@ -8,6 +8,7 @@ import apiKeyRoutes from './apikeys.js';
 import internalRoutes from './internal.js';
 import applyRoutes from './apply.js';
 import releaseRoutes from './releases.js';
+import schemaRoutes from './schema.js';
 
 /**
  * Resource route plugins. Each file owns one resource and stays thin: parse input, call a service,
@@ -24,4 +25,5 @@ export async function registerRoutes(app: FastifyInstance, ctx: HubContext): Pro
   await app.register(internalRoutes, { ctx });
   await app.register(applyRoutes, { ctx });
   await app.register(releaseRoutes, { ctx });
+  await app.register(schemaRoutes, { ctx });
 }

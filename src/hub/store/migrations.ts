@@ -215,6 +215,23 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0008_schema_snapshots': {
+      // `stk schema snapshot`: the live schema of an env's databases, recorded for drift checks
+      async up(db: Kysely<any>) {
+        await db.schema.createTable('schema_snapshots')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('env_id', 'text', (c) => c.notNull().references('envs.id').onDelete('cascade'))
+          .addColumn('release_id', 'text')
+          .addColumn('schema_json', 'text', (c) => c.notNull())
+          .addColumn('tables', 'integer', (c) => c.notNull())
+          .addColumn('columns', 'integer', (c) => c.notNull())
+          .addColumn('created_by', 'text')
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('schema_snapshots_env_ix').on('schema_snapshots').columns(['env_id', 'created_at']).execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

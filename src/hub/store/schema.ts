@@ -148,6 +148,22 @@ export interface StoreMetaTable {
   created_at: string;
 }
 
+/** `stk schema snapshot`: an env's live schema at one moment (the newest few per env are kept). */
+export interface SchemaSnapshotsTable {
+  id: string;
+  project_id: string;
+  env_id: string;
+  /** the env's current release when it was taken */
+  release_id: string | null;
+  /** [{name, tables: SnapshotTable[]}] per connection (src/protocol/api/hub.ts) */
+  schema_json: string;
+  tables: number;
+  columns: number;
+  /** the operator who took it */
+  created_by: string | null;
+  created_at: string;
+}
+
 export interface HubDatabase {
   orgs: OrgsTable;
   operators: OperatorsTable;
@@ -164,4 +180,5 @@ export interface HubDatabase {
   audit_log: AuditLogTable;
   change_events: ChangeEventsTable;
   store_meta: StoreMetaTable;
+  schema_snapshots: SchemaSnapshotsTable;
 }

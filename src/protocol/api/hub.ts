@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { OPERATOR, PUBLIC, SERVICE, orgRoleAtLeast, projectRoleAtLeast } from '../route-auth.js';
 import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
 import type { UsageReport } from '../sync.js';
+import { FK_ACTIONS } from '../release.js';
 import { AckResult, DOCS_API, EnvParams, IsoTime, NAME_DESCRIPTION, Name, Ok, ProjectParams, defineRoute } from './define.js';
 
 /**
@@ -352,6 +353,78 @@ export const releases = {
   }),
 };
 
+// ---------------------------------------------------------------- live schema snapshots (drift checks)
+
+export const SnapshotTable = z
+  .object({
+    name: z.string(),
+    managed: z.boolean().meta({ description: 'created or adopted by stk apply' }),
+    columns: z.array(z.object({ name: z.string(), type: z.string().meta({ description: "PostgreSQL's format_type(), e.g. text, bigint, timestamp with time zone" }), nullable: z.boolean(), default: z.string().nullable() })),
+    primaryKey: z.array(z.string()).nullable(),
+    uniques: z.array(z.array(z.string())),
+    foreignKeys: z.array(z.object({ columns: z.array(z.string()), refTable: z.string(), refColumns: z.array(z.string()), onDelete: z.enum(FK_ACTIONS), onUpdate: z.enum(FK_ACTIONS) })),
+    indexes: z.array(z.object({ name: z.string(), columns: z.array(z.string()), unique: z.boolean() })).meta({ description: 'indexes that back no primary key or unique constraint' }),
+  })
+  .meta({ id: 'SnapshotTable' });
+export const SchemaChange = z
+  .object({
+    connection: z.string(),
+    table: z.string().nullable(),
+    object: z.enum(['connection', 'table', 'column', 'primary key', 'unique', 'foreign key', 'index']),
+    change: z.enum(['added', 'removed', 'changed']),
+    description: z.string(),
+  })
+  .meta({ id: 'SchemaChange' });
+export const SchemaSummary = z.object({ connections: z.number().int(), tables: z.number().int(), columns: z.number().int() });
+export const SchemaSnapshot = z
+  .object({
+    snapshotId: z.string(),
+    project: z.string(),
+    env: z.string(),
+    takenAt: IsoTime,
+    takenBy: z.string().nullable(),
+    releaseId: z.string().nullable().meta({ description: "the env's current release when the snapshot was taken" }),
+    summary: SchemaSummary,
+    connections: z.array(z.object({ name: z.string(), tables: z.array(SnapshotTable) })),
+  })
+  .meta({ id: 'SchemaSnapshot' });
+export const RecordedSnapshot = SchemaSnapshot.extend({
+  previousSnapshotId: z.string().nullable(),
+  changes: z.array(SchemaChange).meta({ description: 'what differs from the previous snapshot of the env (empty for the first)' }),
+}).meta({ id: 'RecordedSnapshot' });
+export const SchemaDrift = z
+  .object({
+    snapshotId: z.string(),
+    takenAt: IsoTime,
+    releaseId: z.string().nullable(),
+    checkedAt: IsoTime,
+    summary: SchemaSummary.meta({ description: 'the live schema now' }),
+    changes: z.array(SchemaChange).meta({ description: 'how the live schema differs from the snapshot; empty: no drift' }),
+  })
+  .meta({ id: 'SchemaDrift' });
+export const schema = {
+  snapshot: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/envs/:env/schema/snapshot',
+    auth: projectRoleAtLeast('deployer'),
+    summary: "Record the live schema of the env's databases (every connection) for drift checks",
+    tags: ['schema'],
+    params: EnvParams,
+    response: { 201: RecordedSnapshot },
+    errors: ['CONFLICT', 'SERVICE_UNAVAILABLE'],
+  }),
+  drift: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/envs/:env/schema/drift',
+    auth: projectRoleAtLeast('deployer'),
+    summary: "How the env's live schema differs from its latest snapshot",
+    tags: ['schema'],
+    params: EnvParams,
+    response: { 200: SchemaDrift },
+    errors: ['CONFLICT', 'SERVICE_UNAVAILABLE'],
+  }),
+};
+
 // ---------------------------------------------------------------- internal (Bridges, service token)
 
 const BridgeId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'bridgeId: 1-128 of letters, digits, . _ : -');
@@ -427,7 +500,7 @@ export const internal = {
 };
 
 /** Every Hub route. */
-export const HUB_API = { ...DOCS_API, ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('internal', internal) };
+export const HUB_API = { ...DOCS_API, ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('schema', schema), ...prefixed('internal', internal) };
 
 function prefixed<T extends Record<string, unknown>>(p: string, o: T): Record<string, T[keyof T]> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${p}.${k}`, v])) as Record<string, T[keyof T]>;
@@ -464,3 +537,9 @@ export type PromoteResponse = z.infer<typeof PromoteResponse>;
 export type RollbackResponse = z.infer<typeof RollbackResponse>;
 export type ApplyResponse = z.infer<typeof ApplyResponse>;
 export type ReleaseSummary = z.infer<typeof ReleaseSummary>;
+export type SnapshotTable = z.infer<typeof SnapshotTable>;
+export type SchemaChange = z.infer<typeof SchemaChange>;
+export type SchemaSummary = z.infer<typeof SchemaSummary>;
+export type SchemaSnapshot = z.infer<typeof SchemaSnapshot>;
+export type RecordedSnapshot = z.infer<typeof RecordedSnapshot>;
+export type SchemaDrift = z.infer<typeof SchemaDrift>;
