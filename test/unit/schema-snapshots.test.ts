@@ -12,7 +12,7 @@ const table = (name: string, o: Partial<SnapshotTable> = {}): SnapshotTable => (
   indexes: [],
   ...o,
 });
-const fk = { columns: ['author_id'], refTable: 'users', refColumns: ['id'], onDelete: 'cascade', onUpdate: 'restrict' } as const;
+const fk: SnapshotTable['foreignKeys'][number] = { columns: ['author_id'], refTable: 'users', refColumns: ['id'], onDelete: 'cascade', onUpdate: 'restrict' };
 
 describe('schema snapshot diff', () => {
   it('the same schema has no changes', () => {
