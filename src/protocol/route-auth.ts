@@ -9,7 +9,9 @@ import type { OrgRole, ProjectRole } from './names.js';
  * - `operator`: any logged-in operator; the service decides the rest (e.g. lists filtered by role)
  * - `org`: at least this org role
  * - `project`: at least this role on the project named by the `:project` path parameter (or, with
- *   `from: 'query'`, by `?project=`); with `orOrg`, that org role is enough on its own
+ *   `from: 'query'`, by `?project=`; with `from: 'body'`, by the JSON body's `project`, checked once
+ *   the body is parsed, after the session was checked before it is read); with `orOrg`, that org role
+ *   is enough on its own
  * - `apikey`: a project API key (the Bridge's `/call`)
  */
 export type RouteAuth =
@@ -17,7 +19,7 @@ export type RouteAuth =
   | { kind: 'service' }
   | { kind: 'operator' }
   | { kind: 'org'; role: OrgRole }
-  | { kind: 'project'; role: ProjectRole; orOrg?: OrgRole; from?: 'query' }
+  | { kind: 'project'; role: ProjectRole; orOrg?: OrgRole; from?: 'query' | 'body' }
   | { kind: 'apikey' };
 
 export const PUBLIC: RouteAuth = { kind: 'public' };
@@ -25,7 +27,7 @@ export const SERVICE: RouteAuth = { kind: 'service' };
 export const OPERATOR: RouteAuth = { kind: 'operator' };
 export const APIKEY: RouteAuth = { kind: 'apikey' };
 export const orgRoleAtLeast = (role: OrgRole): RouteAuth => ({ kind: 'org', role });
-export const projectRoleAtLeast = (role: ProjectRole, more: { orOrg?: OrgRole; from?: 'query' } = {}): RouteAuth => ({ kind: 'project', role, ...more });
+export const projectRoleAtLeast = (role: ProjectRole, more: { orOrg?: OrgRole; from?: 'query' | 'body' } = {}): RouteAuth => ({ kind: 'project', role, ...more });
 
 /** One registered route, as the security sweep and the API description see it. */
 export interface RouteInfo {

@@ -103,9 +103,11 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       const badEnv = await api('POST', '/api/projects/shop_1a2b3c4d/envs', { name: '../dev' });
       expect(badEnv.status).toBe(400);
       expect(badEnv.json.error.message).toContain("invalid env name \"../dev\": use 1-63 lowercase letters, digits, '_' or '-'");
-      // percent-encoded path segments are decoded once by the router and then must be a name
+      // an encoded dot segment is resolved as one: this is GET /api/envs (POST only), never a project named '..'
       const encoded = await api('GET', '/api/projects/%2e%2e/envs');
-      expect(encoded.status).toBe(404);
+      expect(encoded.status).toBe(405);
+      const dotted = await api('GET', '/api/projects/%2e%2e%2e/envs');
+      expect(dotted.status).toBe(404);
       // an org admin's project list shows them all, exactly as spelt
       const list = await api('GET', '/api/projects');
       expect(list.json.items.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['shop_1a2b3c4d', 'a', '0_x-y']));

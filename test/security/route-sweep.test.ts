@@ -3,7 +3,7 @@
  * a route added later is swept without a new test) is sent with every identity — none, garbage, the
  * service token, an API key, the org owner, an org admin, an org member, a project admin, a deployer,
  * a viewer and the admin of another project — and each outcome is checked against the route's
- * declared `auth`. Then each route is sent again under encoded spellings of its path (a
+ * declared `auth` (the project named where the route reads it: path, `?project=` or the JSON body). Then each route is sent again under encoded spellings of its path (a
  * percent-encoded letter, `%2F`, absolute-form, `//`, `/./`, `/x/../`, encoded dots, trailing `/`,
  * `;`): a spelling that means the same path gets exactly the canonical answer, a refused spelling
  * gets 400, and no spelling ever gets further than the canonical request with the same identity.
@@ -54,8 +54,7 @@ function expected(auth: RouteAuth, id: Identity): 401 | 403 | 'pass' | 'same-as-
     case 'project':
       if (!operator) return 401;
       if (auth.orOrg && ORG_RANK[id.org!] >= ORG_RANK[auth.orOrg]) return 'pass';
-      // the sweep names the project in the path, never in the query
-      if (auth.from === 'query') return 403;
+      // the sweep names the swept project where the route reads it: path, ?project= or the body
       return id.project && PROJECT_ROLE_RANK[id.project] >= PROJECT_ROLE_RANK[auth.role] ? 'pass' : 403;
   }
 }
@@ -134,7 +133,12 @@ describe('security: route-table sweep', () => {
   async function send(base: string, r: RouteInfo, target: string, id: Identity): Promise<RawResponse> {
     const withBody = r.method === 'POST' || r.method === 'PUT' || r.method === 'PATCH';
     const h = r.method === 'POST' && r.url === '/api/auth/logout' && logoutSession[id.name] ? await logoutSession[id.name]!() : await id.headers();
-    const res = await rawRequest(base, r.method, target, { ...h, ...(withBody ? { 'content-type': 'application/json' } : {}) }, withBody ? '{}' : undefined, { maxBody: 64 * 1024 });
+    // routes that read the project from the query or the body get the swept project there (and nothing
+    // else the route needs, so a request that gets through its auth is refused by validation: no side effects)
+    const from = r.auth.kind === 'project' ? r.auth.from : undefined;
+    const url = from === 'query' ? `${target}${target.includes('?') ? '&' : '?'}project=${encodeURIComponent(s.project)}` : target;
+    const body = from === 'body' ? JSON.stringify({ project: s.project }) : '{}';
+    const res = await rawRequest(base, r.method, url, { ...h, ...(withBody ? { 'content-type': 'application/json' } : {}) }, withBody ? body : undefined, { maxBody: 64 * 1024 });
     return res;
   }
 

@@ -1,22 +1,28 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apikeys as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
 import { confirmDelivery, createKey, getKey, keyUsage, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
 
+/**
+ * For a response that carries a key's plaintext (create, rotate): never cached, and once it is handed
+ * to the network the key stops being "unconfirmed".
+ */
+export function deliversPlaintext(app: FastifyInstance, ctx: HubContext, reply: FastifyReply, keyId: string, issuedAt: string): void {
+  reply.header('cache-control', 'no-store');
+  reply.raw.once('finish', () => {
+    confirmDelivery(ctx, keyId, issuedAt).catch((err: unknown) => app.log.warn({ err, keyId }, 'could not confirm API key delivery'));
+  });
+}
+
 /** Project API keys: /api/projects/:project/envs/:env/apikeys (project admin). */
 export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx: HubContext }) {
-  // once the response with the plaintext is handed to the network, the key stops being "unconfirmed"
-  const onDelivered = (reply: { raw: NodeJS.EventEmitter }, keyId: string, issuedAt: string) =>
-    reply.raw.once('finish', () => {
-      confirmDelivery(ctx, keyId, issuedAt).catch((err: unknown) => app.log.warn({ err, keyId }, 'could not confirm API key delivery'));
-    });
+  const onDelivered = (reply: FastifyReply, keyId: string, issuedAt: string) => deliversPlaintext(app, ctx, reply, keyId, issuedAt);
 
   route(app, api.create, async ({ params: p, body }, actor, { reply }) => {
     const r = await createKey(ctx, actor, p.project, p.env, body);
+    // the only responses that ever carry a plaintext key
     onDelivered(reply, r.keyId, r.createdAt);
-    // the only responses that ever carry a plaintext key: never cached
-    reply.header('cache-control', 'no-store');
     return r;
   });
   route(app, api.list, async ({ params: p }, actor) => ({ items: await listKeys(ctx, actor, p.project, p.env) }));
@@ -27,7 +33,6 @@ export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx:
   route(app, api.rotate, async ({ params: p, body }, actor, { reply }) => {
     const r = await rotateKey(ctx, actor, p.project, p.env, p.key, { grace: body?.grace });
     onDelivered(reply, r.keyId, r.rotatedAt);
-    reply.header('cache-control', 'no-store');
     return r;
   });
 }

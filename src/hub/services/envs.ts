@@ -12,28 +12,40 @@ import type { EnvListItem, EnvView } from '../../protocol/api/hub.js';
 /** SPEC limits.md: envs per project. */
 export const MAX_ENVS_PER_PROJECT = 10;
 
-/** Creates an env in a project (project admin). */
-export async function createEnv(ctx: HubContext, actor: Actor, projectName: string, nameIn: unknown): Promise<EnvView> {
+/**
+ * Creates an env in a project (project admin). An existing one is 409, or with `existingOk` (the
+ * upstream route: idempotent for scripts re-run in CI) answered as it is, with `created: false`.
+ */
+export async function createEnv(ctx: HubContext, actor: Actor, projectName: string, nameIn: unknown, opts: { existingOk?: boolean } = {}): Promise<EnvView & { created: boolean }> {
   const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const err = nameError('env', nameIn);
   if (err) throw badRequest(err);
   const name = nameIn as string;
   const createdAt = nowIso();
   const id = ulid();
+  const existing = () => ctx.db.selectFrom('envs').select('created_at').where('project_id', '=', project.id).where('name', '=', name).executeTakeFirst();
+  let dup: { created_at: string } | undefined;
   try {
-    await ctx.db.transaction().execute(async (trx) => {
-      const dup = await trx.selectFrom('envs').select('id').where('project_id', '=', project.id).where('name', '=', name).executeTakeFirst();
-      if (dup) throw conflict(`env ${name} already exists in project ${project.name}`);
+    dup = await ctx.db.transaction().execute(async (trx) => {
+      const found = await trx.selectFrom('envs').select('created_at').where('project_id', '=', project.id).where('name', '=', name).executeTakeFirst();
+      if (found) return found;
       const { n } = await trx.selectFrom('envs').select((eb) => eb.fn.countAll<number>().as('n')).where('project_id', '=', project.id).executeTakeFirstOrThrow();
       if (Number(n) >= MAX_ENVS_PER_PROJECT) throw conflict(`env limit reached: a project holds at most ${MAX_ENVS_PER_PROJECT} envs`);
       await trx.insertInto('envs').values({ id, project_id: project.id, name, created_at: createdAt }).execute();
       await audit(ctx, actor, { action: 'env.create', project: project.name, env: name, detail: { envId: id } }, trx);
+      return undefined;
     });
   } catch (e) {
-    if (isUniqueViolation(e)) throw conflict(`env ${name} already exists in project ${project.name}`);
-    throw e;
+    // created concurrently by someone else
+    if (!isUniqueViolation(e)) throw e;
+    dup = await existing();
+    if (!dup) throw conflict(`env ${name} already exists in project ${project.name}`);
   }
-  return { name, createdAt };
+  if (dup) {
+    if (!opts.existingOk) throw conflict(`env ${name} already exists in project ${project.name}`);
+    return { name, createdAt: dup.created_at, created: false };
+  }
+  return { name, createdAt, created: true };
 }
 
 /** The project's envs with their current release (project viewer). */

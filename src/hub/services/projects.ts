@@ -12,28 +12,41 @@ import type { ProjectListItem, ProjectView } from '../../protocol/api/hub.js';
 /** SPEC limits.md: projects per org. */
 export const MAX_PROJECTS_PER_ORG = 500;
 
-/** Creates a project in the default org (org admin or owner). */
-export async function createProject(ctx: HubContext, actor: Actor, nameIn: unknown): Promise<ProjectView> {
+/**
+ * Creates a project in the default org (org admin or owner). An existing one is 409, or with
+ * `existingOk` (the upstream route: idempotent for scripts re-run in CI) answered as it is, with
+ * `created: false` and nothing changed or audited.
+ */
+export async function createProject(ctx: HubContext, actor: Actor, nameIn: unknown, opts: { existingOk?: boolean } = {}): Promise<ProjectView & { created: boolean }> {
   const { orgId } = await requireOrgRole(ctx, actor, 'admin');
   const err = nameError('project', nameIn);
   if (err) throw badRequest(err);
   const name = nameIn as string;
   const createdAt = nowIso();
   const id = ulid();
+  const existing = () => ctx.db.selectFrom('projects').select('created_at').where('org_id', '=', orgId).where('name', '=', name).executeTakeFirst();
+  let dup: { created_at: string } | undefined;
   try {
-    await ctx.db.transaction().execute(async (trx) => {
-      const dup = await trx.selectFrom('projects').select('id').where('org_id', '=', orgId).where('name', '=', name).executeTakeFirst();
-      if (dup) throw conflict(`project ${name} already exists`);
+    dup = await ctx.db.transaction().execute(async (trx) => {
+      const found = await trx.selectFrom('projects').select('created_at').where('org_id', '=', orgId).where('name', '=', name).executeTakeFirst();
+      if (found) return found;
       const { n } = await trx.selectFrom('projects').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
       if (Number(n) >= MAX_PROJECTS_PER_ORG) throw conflict(`project limit reached: an org holds at most ${MAX_PROJECTS_PER_ORG} projects`);
       await trx.insertInto('projects').values({ id, org_id: orgId, name, created_at: createdAt }).execute();
       await audit(ctx, actor, { action: 'project.create', project: name, detail: { projectId: id } }, trx);
+      return undefined;
     });
   } catch (e) {
-    if (isUniqueViolation(e)) throw conflict(`project ${name} already exists`);
-    throw e;
+    // created concurrently by someone else
+    if (!isUniqueViolation(e)) throw e;
+    dup = await existing();
+    if (!dup) throw conflict(`project ${name} already exists`);
   }
-  return { name, createdAt };
+  if (dup) {
+    if (!opts.existingOk) throw conflict(`project ${name} already exists`);
+    return { name, createdAt: dup.created_at, created: false };
+  }
+  return { name, createdAt, created: true };
 }
 
 /**

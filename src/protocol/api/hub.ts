@@ -3,6 +3,7 @@ import { OPERATOR, PUBLIC, SERVICE, orgRoleAtLeast, projectRoleAtLeast } from '.
 import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
 import type { UsageReport } from '../sync.js';
 import { FK_ACTIONS } from '../release.js';
+import { compat, UpstreamCreated } from './compat.js';
 import { AckResult, DOCS_API, EnvParams, IsoTime, NAME_DESCRIPTION, Name, Ok, ProjectParams, defineRoute } from './define.js';
 
 /**
@@ -52,7 +53,16 @@ export const EnvListItem = EnvView.extend({ currentReleaseId: z.string().nullabl
 const NameBody = z.looseObject({ name: z.unknown().optional().meta({ description: NAME_DESCRIPTION }) });
 
 export const projects = {
-  create: defineRoute({ method: 'POST', url: '/api/projects', auth: orgRoleAtLeast('admin'), summary: 'Create a project', tags: ['projects'], body: NameBody, response: { 201: ProjectView }, errors: ['CONFLICT'] }),
+  create: defineRoute({
+    method: 'POST',
+    url: '/api/projects',
+    auth: orgRoleAtLeast('admin'),
+    summary: 'Create a project: {name} → 201 (409 when it exists); the upstream {project} → 200 {ok, created}, idempotent',
+    tags: ['projects'],
+    body: NameBody.extend({ project: z.unknown().optional().meta({ description: `the upstream spelling of name (docs/compat.md): ${NAME_DESCRIPTION}` }) }),
+    response: { 201: ProjectView, 200: UpstreamCreated },
+    errors: ['CONFLICT'],
+  }),
   list: defineRoute({ method: 'GET', url: '/api/projects', auth: OPERATOR, summary: 'Projects the caller can see, with their role', tags: ['projects'], response: { 200: z.object({ items: z.array(ProjectListItem) }) } }),
   createEnv: defineRoute({ method: 'POST', url: '/api/projects/:project/envs', auth: projectRoleAtLeast('admin'), summary: 'Create an env', tags: ['projects'], params: ProjectParams, body: NameBody, response: { 201: EnvView }, errors: ['CONFLICT'] }),
   listEnvs: defineRoute({ method: 'GET', url: '/api/projects/:project/envs', auth: projectRoleAtLeast('viewer'), summary: "A project's envs and their current release", tags: ['projects'], params: ProjectParams, response: { 200: z.object({ items: z.array(EnvListItem) }) } }),
@@ -500,7 +510,7 @@ export const internal = {
 };
 
 /** Every Hub route. */
-export const HUB_API = { ...DOCS_API, ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('schema', schema), ...prefixed('internal', internal) };
+export const HUB_API = { ...DOCS_API, ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('schema', schema), ...prefixed('internal', internal), ...prefixed('compat', compat) };
 
 function prefixed<T extends Record<string, unknown>>(p: string, o: T): Record<string, T[keyof T]> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${p}.${k}`, v])) as Record<string, T[keyof T]>;
