@@ -3,3 +3,11 @@
  * shell treats specially, else single-quoted (a `'` inside becomes `'\''`).
  */
 export const shellWord = (s: string): string => (/^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+/**
+ * The one line an invitee runs to accept an invite (it asks for their password on the terminal):
+ * printed by `stk org|project invite` and answered by the Hub's upstream invite routes.
+ */
+export function inviteAcceptCommand(hubUrl: string, email: string, code: string): string {
+  return ['npx stk invite accept', '--hub', shellWord(hubUrl), '--email', shellWord(email), '--code', shellWord(code)].join(' ');
+}

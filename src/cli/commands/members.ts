@@ -5,14 +5,10 @@ import { printJson, printTable, success, terminalSafe, warn, when } from '../out
 import { getPassword } from '../prompt.js';
 import { client, example, opts } from './common.js';
 import type { AcceptedInvite, InviteView, MemberView } from '../../protocol/api/hub.js';
-import { shellWord } from '../../common/shell-quote.js';
+import { inviteAcceptCommand, shellWord } from '../../common/shell-quote.js';
 
 const projectOpt = (c: Command) => c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)');
 
-/** The one line the invitee runs to accept (it asks for their password on the terminal). */
-export function acceptCommand(hubUrl: string, email: string, code: string): string {
-  return ['npx stk invite accept', '--hub', shellWord(hubUrl), '--email', shellWord(email), '--code', shellWord(code)].join(' ');
-}
 
 function printInvite(inv: InviteView, where: string, hubUrl: string, json?: boolean) {
   if (json) return printJson(inv);
@@ -20,7 +16,7 @@ function printInvite(inv: InviteView, where: string, hubUrl: string, json?: bool
   success(`Invited ${inv.email} ${where} as ${inv.role} (expires ${inv.expiresAt})`);
   process.stdout.write(
     terminalSafe(`${inv.email} accepts by running this one line in a checkout of the project (it asks for a password; the code works once):`) +
-      `\n  ${terminalSafe(acceptCommand(hubUrl, inv.email, inv.inviteCode), false)}\n`,
+      `\n  ${terminalSafe(inviteAcceptCommand(hubUrl, inv.email, inv.inviteCode), false)}\n`,
   );
   warn('This code will not be shown again.');
 }

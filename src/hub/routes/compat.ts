@@ -1,4 +1,5 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { inviteAcceptCommand } from '../../common/shell-quote.js';
 import { compat as api } from '../../protocol/api/compat.js';
 import { badField, badRequest, notFound, unavailable } from '../../protocol/errors.js';
 import type { HubContext } from '../context.js';
@@ -75,15 +76,16 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
     return { ok: true as const, key_id: r.keyId, name: r.name, already_revoked: r.alreadyRevoked };
   });
 
-  const invited = (v: InviteView) => ({
+  // what the invitee must do: the invite counts only once accepted with its code (one line, like `stk org invite` prints)
+  const invited = (v: InviteView, req: FastifyRequest) => ({
     ok: true as const,
     email: v.email,
     role: v.role,
     invite_code: v.inviteCode,
     expires_at: v.expiresAt,
-    accept_command: `stk invite accept --email ${shellWord(v.email)} --code ${shellWord(v.inviteCode)}`,
+    accept_command: inviteAcceptCommand(`${req.protocol}://${req.host}`, v.email, v.inviteCode),
   });
-  route(app, api.orgInvite, async ({ body }, actor) => invited(await createInvite(ctx, actor, 'org', null, body)));
+  route(app, api.orgInvite, async ({ body }, actor, { req }) => invited(await createInvite(ctx, actor, 'org', null, body), req));
   route(app, api.orgSetRole, async ({ body }, actor) => {
     await setOrgRole(ctx, actor, body.user, body.role);
     return { ok: true as const };
@@ -92,7 +94,7 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
     await removeOrgMember(ctx, actor, body.user);
     return { ok: true as const };
   });
-  route(app, api.projectInvite, async ({ body }, actor) => invited(await createInvite(ctx, actor, 'project', body.project, { email: body.email, role: body.role })));
+  route(app, api.projectInvite, async ({ body }, actor, { req }) => invited(await createInvite(ctx, actor, 'project', body.project, { email: body.email, role: body.role }), req));
   route(app, api.projectSetRole, async ({ body }, actor) => {
     await setProjectRole(ctx, actor, body.project, body.user, body.role);
     return { ok: true as const };
@@ -125,9 +127,4 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
     const r = await rollback(ctx, actor, body.project, body.env, { releaseId: body.to_release_id });
     return { ok: true as const, release_id: r.releaseId, previous_release_id: r.previousReleaseId, moved: r.moved, bridges: r.ack };
   });
-}
-
-/** A word the shell reads as itself: as is when it is plain, else single-quoted. */
-function shellWord(s: string): string {
-  return /^[A-Za-z0-9@%+=:,./_-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
 }
