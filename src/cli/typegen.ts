@@ -17,15 +17,17 @@ const prop = (name: string) => (IDENT.test(name) ? name : JSON.stringify(name));
 const lit = (s: string) => (/^[\w$-]*$/.test(s) ? `'${s}'` : JSON.stringify(s));
 const union = (names: readonly string[]) => (names.length ? names.map(lit).join(' | ') : 'never');
 
-/** the value as the Bridge answers it */
-function rowType(spec: TypeSpec, uses: Set<string>): string {
+/** A column's values in TypeScript: as the Bridge answers them (`row`), or the non-null values it accepts (`input`). */
+function valueType(spec: TypeSpec, uses: Set<string>, as: 'row' | 'input'): string {
   switch (spec.type) {
     case 'string':
-    case 'bigint':
-    case 'decimal':
-    case 'timestamp':
     case 'bytes':
       return 'string';
+    case 'bigint':
+    case 'decimal':
+      return as === 'row' ? 'string' : 'string | number';
+    case 'timestamp':
+      return as === 'row' ? 'string' : 'string | Date';
     case 'int':
     case 'float':
       return 'number';
@@ -34,51 +36,25 @@ function rowType(spec: TypeSpec, uses: Set<string>): string {
     case 'json':
       uses.add('Json');
       return 'Json';
-    case 'array':
+    case 'array': {
       if (!spec.items) {
         uses.add('Json');
         return 'Json[]';
       }
-      return `Array<${rowType(spec.items, uses)}>`;
-  }
-}
-
-/** the (non-null) values the Bridge accepts for the type */
-function inputType(spec: TypeSpec, uses: Set<string>): string {
-  switch (spec.type) {
-    case 'string':
-    case 'bytes':
-      return 'string';
-    case 'bigint':
-    case 'decimal':
-      return 'string | number';
-    case 'timestamp':
-      return 'string | Date';
-    case 'int':
-    case 'float':
-      return 'number';
-    case 'boolean':
-      return 'boolean';
-    case 'json':
-      uses.add('Json');
-      return 'Json';
-    case 'array':
-      if (!spec.items) {
-        uses.add('Json');
-        return 'Json[]';
-      }
-      return `ReadonlyArray<${inputType(spec.items, uses)}>`;
+      const item = valueType(spec.items, uses, as);
+      return as === 'row' ? `Array<${item}>` : `ReadonlyArray<${item}>`;
+    }
   }
 }
 
 function tableTypes(t: CompiledTable, uses: Set<string>, ind: string): string {
   const cols = t.columns;
-  const row = cols.map((c) => `${prop(c.name)}: ${rowType(c.spec, uses)}${c.nullable ? ' | null' : ''}`);
-  const input = cols.map((c) => `${prop(c.name)}: ${inputType(c.spec, uses)}`);
+  const row = cols.map((c) => `${prop(c.name)}: ${valueType(c.spec, uses, 'row')}${c.nullable ? ' | null' : ''}`);
+  const input = cols.map((c) => `${prop(c.name)}: ${valueType(c.spec, uses, 'input')}`);
   // the primary key is sent only for `generate: client`; required = NOT NULL without a default
   const insert = cols
     .filter((c) => !c.isPk || t.generate === 'client')
-    .map((c) => `${prop(c.name)}${c.isPk || (!c.nullable && !c.hasDefault) ? '' : '?'}: ${inputType(c.spec, uses)}${c.nullable ? ' | null' : ''}`);
+    .map((c) => `${prop(c.name)}${c.isPk || (!c.nullable && !c.hasDefault) ? '' : '?'}: ${valueType(c.spec, uses, 'input')}${c.nullable ? ' | null' : ''}`);
   const kinds = cols.map((c) => `${prop(c.name)}: ${lit(c.spec.type)}`);
   const rels = [...t.relations.values()].map((r) => `${prop(r.as)}: ${lit(r.target.name)}`);
   const obj = (fields: string[]) => (fields.length ? `{ ${fields.join('; ')} }` : '{}');

@@ -1,11 +1,12 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { env as variable, readEnv } from '../common/env-config.js';
 import { shellWord } from '../common/shell-quote.js';
 import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
+import { devDataDir, isAlive, type DevState } from './state.js';
 
 /**
  * `stk dev` (= `npm start`): Hub + Bridge + an embedded PostgreSQL in one process, all state under
@@ -23,19 +24,7 @@ import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
 
 export const DEV_OWNER_EMAIL = 'dev@santokit.local';
 
-/** `.santokit/dev.json`: what `stk status` reads while the stack runs. */
-export interface DevState {
-  pid: number;
-  startedAt: string;
-  hubUrl: string;
-  bridgeUrl: string;
-  pgUrl: string;
-  ownerEmail: string;
-  /** absolute path of dev-owner.txt */
-  passwordFile: string;
-}
-
-export const devDataDir = (env: NodeJS.ProcessEnv = process.env) => resolve(env.STK_DATA_DIR || '.santokit');
+export { devDataDir, type DevState } from './state.js';
 
 /** The package's examples/basic, as a path the developer can paste from `cwd` (`examples/basic` in a checkout). */
 function examplesDir(cwd: string): string {
@@ -55,15 +44,6 @@ const DEV_ENV = z.object({
   STK_BRIDGE_PORT: variable.port(3000),
   STK_DEV_PG_PORT: variable.port(54329),
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** One `stk dev` per data dir: PGlite must never be opened twice. */
 function lockDataDir(dataDir: string): () => void {

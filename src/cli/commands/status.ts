@@ -1,25 +1,16 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { join, relative } from 'node:path';
 import { UsageError } from '../errors.js';
 import { bold, green, printJson, red } from '../output.js';
 import { example, opts } from './common.js';
+import { devDataDir, isAlive, type DevState } from '../../dev/state.js';
 
 /**
  * `stk status` (like `supabase status`): the dev stack started in this directory (`npm start`), read
  * from `.santokit/dev.json`, and whether each part answers right now. Exit 0 when every part answers,
  * 1 otherwise (so it doubles as a check in scripts).
  */
-
-interface DevState {
-  pid: number;
-  startedAt: string;
-  hubUrl: string;
-  bridgeUrl: string;
-  pgUrl: string;
-  ownerEmail: string;
-  passwordFile: string;
-}
 
 interface Part {
   url: string;
@@ -36,15 +27,6 @@ export interface Status {
   bridge: Part | null;
   postgres: Part | null;
   devOwner: { email: string; passwordFile: string } | null;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function http(url: string, path: string): Promise<Part> {
@@ -79,7 +61,7 @@ export async function devStatus(dataDir: string): Promise<Status> {
   } catch {
     s = undefined;
   }
-  if (!s || !Number.isInteger(s.pid) || !alive(s.pid)) {
+  if (!s || !Number.isInteger(s.pid) || !isAlive(s.pid)) {
     return { running: false, dataDir, pid: null, startedAt: null, hub: null, bridge: null, postgres: null, devOwner: null };
   }
   const [hub, bridge, pgPart] = await Promise.all([http(s.hubUrl, '/healthz'), http(s.bridgeUrl, '/healthz'), postgres(s.pgUrl)]);
@@ -101,8 +83,7 @@ export function registerStatusCommand(program: Command): void {
     const o = opts<{ output: string }>(cmd);
     const format = o.json ? 'json' : o.output;
     if (!['pretty', 'json', 'env'].includes(format)) throw new UsageError(`invalid --output ${JSON.stringify(format)}: use pretty, json or env`);
-    // as `stk dev` picks it (src/dev/index.ts), without loading the dev stack's modules
-    const st = await devStatus(resolve(process.env.STK_DATA_DIR || '.santokit'));
+    const st = await devStatus(devDataDir());
     const allOk = st.running && [st.hub, st.bridge, st.postgres].every((p) => p?.ok);
     if (format === 'json') printJson(st);
     else if (format === 'env') {

@@ -37,16 +37,18 @@ export function toKeyRecord(row: ApiKeysTable, project: string, env: string): Sy
   };
 }
 
-/** One key's sync record (any status), or null when it no longer exists. */
-export async function loadKeyRecord(ctx: HubContext, keyId: string): Promise<SyncKeyRecord | null> {
-  const row = await ctx.db
+/** Key rows with their project's and env's names (what `toKeyRecord` needs). */
+const keyRows = (ctx: HubContext) =>
+  ctx.db
     .selectFrom('api_keys')
     .innerJoin('projects', 'projects.id', 'api_keys.project_id')
     .innerJoin('envs', 'envs.id', 'api_keys.env_id')
     .selectAll('api_keys')
-    .select(['projects.name as project_name', 'envs.name as env_name'])
-    .where('api_keys.id', '=', keyId)
-    .executeTakeFirst();
+    .select(['projects.name as project_name', 'envs.name as env_name']);
+
+/** One key's sync record (any status), or null when it no longer exists. */
+export async function loadKeyRecord(ctx: HubContext, keyId: string): Promise<SyncKeyRecord | null> {
+  const row = await keyRows(ctx).where('api_keys.id', '=', keyId).executeTakeFirst();
   return row ? toKeyRecord(row, row.project_name, row.env_name) : null;
 }
 
@@ -117,16 +119,7 @@ export async function allEnvStates(ctx: HubContext): Promise<SyncEnvState[]> {
 export async function* keyChunks(ctx: HubContext): AsyncGenerator<SyncKeyRecord[]> {
   let after = '';
   for (;;) {
-    const rows = await ctx.db
-      .selectFrom('api_keys')
-      .innerJoin('projects', 'projects.id', 'api_keys.project_id')
-      .innerJoin('envs', 'envs.id', 'api_keys.env_id')
-      .selectAll('api_keys')
-      .select(['projects.name as project_name', 'envs.name as env_name'])
-      .where('api_keys.id', '>', after)
-      .orderBy('api_keys.id')
-      .limit(KEY_CHUNK)
-      .execute();
+    const rows = await keyRows(ctx).where('api_keys.id', '>', after).orderBy('api_keys.id').limit(KEY_CHUNK).execute();
     if (rows.length === 0) return;
     yield rows.map((r) => toKeyRecord(r, r.project_name, r.env_name));
     after = rows[rows.length - 1]!.id;
