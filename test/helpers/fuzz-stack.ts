@@ -158,6 +158,8 @@ export interface Stack {
   stk(args: string[], opts?: { token?: string; cwd?: string; timeoutMs?: number }): Promise<RunResult>;
   api(method: string, path: string, body?: unknown, token?: string | null): Promise<{ status: number; json: any; text: string }>;
   createKey(name: string, roles: string[], env?: string): Promise<KeyInfo>;
+  /** Another env of the project on a database of its own (a second tenant), examples/basic applied; the database goes with stop(). */
+  addEnv(env: string): Promise<{ dbUrl: string }>;
   startBridge(env?: Record<string, string>): Promise<Proc>;
   stop(): Promise<void>;
 }
@@ -190,10 +192,14 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
     if (r.code !== 0) throw new Error(`stk ${args.join(' ')} exited ${r.code}\n${r.output}`);
     return r;
   };
+  const envOn = async (name: string, url: string, apply: boolean) => {
+    await must(['env', 'create', '--project', project, name]);
+    await must(['connections', 'set', '--project', project, '--env', name, '--name', 'main', '--engine', 'postgres', '--db-url', url]);
+    if (apply) await must(['apply', '--project', project, '--env', name, '--dir', EXAMPLE_DIR]);
+  };
   await must(['project', 'create', project]);
-  await must(['env', 'create', '--project', project, env]);
-  await must(['connections', 'set', '--project', project, '--env', env, '--name', 'main', '--engine', 'postgres', '--db-url', dbUrl]);
-  if (o.apply !== false) await must(['apply', '--project', project, '--env', env, '--dir', EXAMPLE_DIR]);
+  await envOn(env, dbUrl, o.apply !== false);
+  const moreDbs: Array<{ drop(): Promise<void> }> = [];
 
   const bridges: Proc[] = [];
   const stack: Stack = {
@@ -212,6 +218,13 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
       if (r.status !== 201) throw new Error(`apikey create ${name}: ${r.status} ${r.text}`);
       return { key: rememberSecret('api-key', r.json.apiKey as string), keyId: r.json.keyId as string };
     },
+    async addEnv(name) {
+      const more = await createTestDatabase(`hard_${name}`);
+      moreDbs.push(more);
+      const url = withPassword(more.url);
+      await envOn(name, url, true);
+      return { dbUrl: url };
+    },
     async startBridge(extra = {}) {
       const b = await startBridge({
         hubUrl: hub.url,
@@ -228,6 +241,7 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
       await Promise.all(bridges.map((b) => b.stop()));
       await hub.stop();
       await db.drop();
+      for (const d of moreDbs) await d.drop();
     },
   };
   for (let i = 0; i < (o.bridges ?? 1); i++) await stack.startBridge();

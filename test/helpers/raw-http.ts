@@ -4,6 +4,7 @@
  * Reads the status line and headers, then the body up to Content-Length or `maxBody` bytes (a
  * streaming response is cut there), and closes.
  */
+import { request, type ClientRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 
 export interface RawResponse {
@@ -70,4 +71,50 @@ export function rawRequest(
     sock.on('end', () => finish());
     sock.on('error', (e) => finish(e));
   });
+}
+
+export interface BodyAnswer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  /** the body parsed as JSON (undefined when it is not) */
+  json: any;
+  /** from the call to the end of the answer */
+  ms: number;
+}
+
+/**
+ * POST a (large) body over a connection of its own (node:http, no keep-alive) and read the whole
+ * answer, for the tests that flood Hub and Bridge with bodies. `chunked`: no Content-Length, the body
+ * in 64 KB writes. `hold`: all but the last byte is sent until `finish()`. `from`: the local address
+ * to send from. `done` rejects when the connection fails before an answer.
+ */
+export function postBody(url: string, headers: Record<string, string>, body: string | Buffer, o: { chunked?: boolean; hold?: boolean; from?: string } = {}): { done: Promise<BodyAnswer>; finish(): void } {
+  const t0 = performance.now();
+  const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
+  const h: Record<string, string | number> = { ...headers };
+  if (!o.chunked) h['content-length'] = buf.length;
+  let req!: ClientRequest;
+  const done = new Promise<BodyAnswer>((resolve, reject) => {
+    req = request(url, { method: 'POST', headers: h, localAddress: o.from, agent: false }, (res) => {
+      let data = '';
+      res.on('data', (d) => (data += d));
+      res.on('end', () => {
+        let json: any;
+        try {
+          json = JSON.parse(data);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, json, ms: performance.now() - t0 });
+      });
+    });
+    req.on('error', reject);
+  });
+  if (o.hold) req.write(buf.subarray(0, buf.length - 1));
+  else if (o.chunked) {
+    // several writes: the server sees chunks, not one complete body
+    for (let i = 0; i < buf.length; i += 64 * 1024) req.write(buf.subarray(i, Math.min(buf.length, i + 64 * 1024)));
+    req.end();
+  } else req.end(buf);
+  return { done, finish: () => req.end(buf.subarray(buf.length - 1)) };
 }

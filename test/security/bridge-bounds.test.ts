@@ -13,9 +13,9 @@ import { request } from 'node:http';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HttpClient, Tally, startStack, type KeyInfo, type Resp, type Stack } from '../helpers/fuzz-stack.js';
-import { createTestDatabase, query } from '../helpers/pg.js';
-import { withPassword } from '../helpers/fuzz-stack.js';
+import { query } from '../helpers/pg.js';
 import type { Proc } from '../helpers/procs.js';
+import { postBody } from '../helpers/raw-http.js';
 
 const ROWS = 110;
 const ROW_MB = 5;
@@ -109,34 +109,11 @@ function callLight(base: string, key: KeyInfo, body: object): Promise<{ status: 
   });
 }
 
-/** POST a raw body, timing the answer; the upload may still be running when the answer comes. */
-function postTimed(url: string, headers: Record<string, string>, body: Buffer | string): Promise<{ status: number; json: any; ms: number }> {
-  const t0 = performance.now();
-  return new Promise((resolve) => {
-    const req = request(url, { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (res) => {
-      let data = '';
-      res.on('data', (d) => (data += d));
-      res.on('end', () => {
-        let json: any;
-        try {
-          json = JSON.parse(data);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, json, ms: performance.now() - t0 });
-      });
-    });
-    req.on('error', () => resolve({ status: 0, json: undefined, ms: performance.now() - t0 }));
-    req.end(body);
-  });
-}
-
 describe('security: Bridge resource bounds', () => {
   let s: Stack;
   let bridge: Proc;
   let reader: KeyInfo;
   let other: KeyInfo;
-  let otherDb: Awaited<ReturnType<typeof createTestDatabase>>;
   let client: HttpClient;
   let otherClient: HttpClient;
   const summary: string[] = [];
@@ -150,14 +127,7 @@ describe('security: Bridge resource bounds', () => {
 
   beforeAll(async () => {
     s = await startStack({ bridges: 0 });
-    otherDb = await createTestDatabase('bounds-other');
-    const must = async (args: string[]) => {
-      const r = await s.stk(args);
-      if (r.code !== 0) throw new Error(`stk ${args.join(' ')} exited ${r.code}\n${r.output}`);
-    };
-    await must(['env', 'create', '--project', s.project, 'other']);
-    await must(['connections', 'set', '--project', s.project, '--env', 'other', '--name', 'main', '--engine', 'postgres', '--db-url', withPassword(otherDb.url)]);
-    await must(['apply', '--project', s.project, '--env', 'other', '--dir', 'examples/basic']);
+    const otherDb = await s.addEnv('other');
     bridge = await s.startBridge({ STK_QUERY_TIMEOUT_SECONDS: String(QUERY_TIMEOUT_S), STK_RATE_LIMIT_PER_API_KEY: '1000000' });
     reader = await s.createKey('bounds-reader', ['reader']);
     other = await s.createKey('bounds-other', ['reader'], 'other');
@@ -165,7 +135,7 @@ describe('security: Bridge resource bounds', () => {
     const author = '01BOUNDSAUTHOR0000000000000';
     await query(s.dbUrl, 'insert into users (id, email) values ($1, $2)', [author, 'big@example.com']);
     await query(s.dbUrl, `insert into posts (id, title, body, author_id, published) select 'big' || g, 'big ' || g, repeat('x', $2::int), $1, true from generate_series(1, ${ROWS}) g`, [author, ROW_MB * MB]);
-    await query(otherDb.url, "insert into users (id, email) values ('01BOUNDSOTHER00000000000000', 'other@example.com')");
+    await query(otherDb.dbUrl, "insert into users (id, email) values ('01BOUNDSOTHER00000000000000', 'other@example.com')");
     client = new HttpClient(bridge.url, 32);
     otherClient = new HttpClient(bridge.url, 4);
     // both tenants answer
@@ -176,7 +146,6 @@ describe('security: Bridge resource bounds', () => {
     client?.close();
     otherClient?.close();
     await s?.stop();
-    await otherDb?.drop();
     for (const line of summary) console.log(`[security] bounds: ${line}`);
   });
 
@@ -249,7 +218,7 @@ describe('security: Bridge resource bounds', () => {
     const deep = Buffer.from('['.repeat(4_900_000) + ']'.repeat(4_900_000));
     const json = { 'content-type': 'application/json' };
     // a malformed body without a key: 401, not 400, because the body is not parsed
-    const malformed = await postTimed(`${bridge.url}/call`, json, '{"path": ');
+    const malformed = await postBody(`${bridge.url}/call`, json, '{"path": ').done;
     const bg = otherTenant(otherClient, other);
     const times: number[] = [];
     const statuses = new Map<number, number>();
@@ -257,7 +226,7 @@ describe('security: Bridge resource bounds', () => {
     await Promise.all(
       Array.from({ length: 3 }, async () => {
         for (let i = 0; i < 4; i++) {
-          const r = await postTimed(`${bridge.url}/call`, json, deep);
+          const r = await postBody(`${bridge.url}/call`, json, deep).done;
           times.push(r.ms);
           statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
         }
@@ -266,11 +235,11 @@ describe('security: Bridge resource bounds', () => {
     const o = await bg.stop();
     // with a key, the same bound for everyone: 65 levels → 400 before parsing, on the Bridge and on the Hub
     const nested = (d: number) => '['.repeat(d) + ']'.repeat(d);
-    const bridge65 = await postTimed(`${bridge.url}/call`, { ...json, 'x-santokit-api-key': reader.key }, `{"path":"db/users/select","params":{"limit":1},"x":${nested(64)}}`);
-    const bridge63 = await postTimed(`${bridge.url}/call`, { ...json, 'x-santokit-api-key': reader.key }, `{"path":"db/users/select","params":{"limit":1},"x":${nested(63)}}`);
+    const bridge65 = await postBody(`${bridge.url}/call`, { ...json, 'x-santokit-api-key': reader.key }, `{"path":"db/users/select","params":{"limit":1},"x":${nested(64)}}`).done;
+    const bridge63 = await postBody(`${bridge.url}/call`, { ...json, 'x-santokit-api-key': reader.key }, `{"path":"db/users/select","params":{"limit":1},"x":${nested(63)}}`).done;
     // on the Hub: an operator's route (public routes have a smaller body limit)
-    const hubDeep = await postTimed(`${s.hub.url}/api/projects`, { ...json, authorization: `Bearer ${s.owner}` }, deep);
-    const hub65 = await postTimed(`${s.hub.url}/api/auth/login`, json, `{"email":"a@example.com","password":"x","x":${nested(64)}}`);
+    const hubDeep = await postBody(`${s.hub.url}/api/projects`, { ...json, authorization: `Bearer ${s.owner}` }, deep).done;
+    const hub65 = await postBody(`${s.hub.url}/api/auth/login`, json, `{"email":"a@example.com","password":"x","x":${nested(64)}}`).done;
     summary.push(
       `12 × 9.8 MB nested bodies without a key → ${[...statuses].map(([k, v]) => `${k}×${v}`).join(' ')}, slowest answer ${Math.max(...times).toFixed(0)} ms; malformed body without a key → ${malformed.status}; other tenant meanwhile ${o.ok}/${o.n} × 200, p99 ${o.p99.toFixed(0)} ms; 65 levels with a key → bridge ${bridge65.status}, 64 levels → ${bridge63.status}; hub POST /api/projects with 9.8 MB nested → ${hubDeep.status} in ${hubDeep.ms.toFixed(0)} ms, 65 levels → ${hub65.status}`,
     );

@@ -6,63 +6,28 @@
  * read-only key's 600 concurrent 9.9 MB bodies took the Bridge to 2.8 GB RSS (and stalled other
  * tenants up to 30 s); with it, ~300 MB.
  */
-import { request, type ClientRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, withPassword, type KeyInfo, type Stack } from '../helpers/fuzz-stack.js';
-import { createTestDatabase } from '../helpers/pg.js';
+import { startStack, type KeyInfo, type Stack } from '../helpers/fuzz-stack.js';
 import { waitFor, type Proc } from '../helpers/procs.js';
+import { postBody, type BodyAnswer } from '../helpers/raw-http.js';
 
 const MB = 1024 * 1024;
 
 /** a valid /call whose body is about `bytes` long (a select whose where names a long string) */
 const bigCall = (bytes: number) => JSON.stringify({ path: 'db/users/select', params: { where: { name: 'x'.repeat(bytes) } } });
 
-type Answer = { status: number; headers: Record<string, string | string[] | undefined>; json: any };
-
-/** POST /call; `chunked`: without Content-Length. `hold`: send all but the last byte and wait for `finish()`. */
-function post(url: string, key: string, body: string, o: { chunked?: boolean; hold?: boolean } = {}): { done: Promise<Answer>; finish(): void; req: ClientRequest } {
-  const buf = Buffer.from(body);
-  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'x-santokit-api-key': key };
-  if (!o.chunked) headers['content-length'] = buf.length;
-  let req!: ClientRequest;
-  const done = new Promise<Answer>((resolve, reject) => {
-    req = request(`${url}/call`, { method: 'POST', headers }, (res) => {
-      let data = '';
-      res.on('data', (d) => (data += d));
-      res.on('end', () => {
-        let json: any;
-        try {
-          json = JSON.parse(data);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
-      });
-    });
-    req.on('error', reject);
-  });
-  if (o.hold) req.write(buf.subarray(0, buf.length - 1));
-  else req.end(buf);
-  return { done, finish: () => req.end(buf.subarray(buf.length - 1)), req };
-}
+/** POST /call with this key (see postBody: `chunked`, `hold` + `finish()`) */
+const post = (url: string, key: string, body: string, o: { chunked?: boolean; hold?: boolean } = {}) => postBody(`${url}/call`, { 'content-type': 'application/json', 'x-santokit-api-key': key }, body, o);
 
 describe('security: request bodies in flight on the Bridge', () => {
   let s: Stack;
   let bridge: Proc;
   let reader: KeyInfo;
   let other: KeyInfo;
-  let otherDb: Awaited<ReturnType<typeof createTestDatabase>>;
 
   beforeAll(async () => {
     s = await startStack({ bridges: 0 });
-    otherDb = await createTestDatabase('reqbytes-other');
-    const must = async (args: string[]) => {
-      const r = await s.stk(args);
-      if (r.code !== 0) throw new Error(`stk ${args.join(' ')} exited ${r.code}\n${r.output}`);
-    };
-    await must(['env', 'create', '--project', s.project, 'other']);
-    await must(['connections', 'set', '--project', s.project, '--env', 'other', '--name', 'main', '--engine', 'postgres', '--db-url', withPassword(otherDb.url)]);
-    await must(['apply', '--project', s.project, '--env', 'other', '--dir', 'examples/basic']);
+    await s.addEnv('other');
     // 8 MB in flight per Bridge: 4 MB per project/env (reserved in 1 MB steps: a 2.5 MB body holds ~3.4 MB)
     bridge = await s.startBridge({ STK_RESPONSE_INFLIGHT_MAX_BYTES: String(8 * MB) });
     reader = await s.createKey('reqbytes-reader', ['reader']);
@@ -72,14 +37,13 @@ describe('security: request bodies in flight on the Bridge', () => {
 
   afterAll(async () => {
     await s?.stop();
-    await otherDb?.drop();
   });
 
   it("a tenant's bodies past its share get 503 + Retry-After before they are read; other tenants go on; the bytes come back", async () => {
     // one 2.5 MB body held open (all but its last byte sent): it holds most of the tenant's 4 MB
     const held = post(bridge.url, reader.key, bigCall(2.5 * MB), { hold: true });
     // a second 2.5 MB body of the same tenant: refused once the first is charged
-    let refused: Answer | undefined;
+    let refused: BodyAnswer | undefined;
     await waitFor(async () => {
       const r = await post(bridge.url, reader.key, bigCall(2.5 * MB)).done;
       if (r.status === 503) refused = r;

@@ -6,7 +6,6 @@
  * (and parsed): a few hundred of them take gigabytes of the control plane.
  */
 import { mkdtempSync } from 'node:fs';
-import { request, type ClientRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -14,47 +13,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildHub } from '../../src/hub/app.js';
 import { loadHubConfig } from '../../src/hub/config.js';
 import { FREE_BODY_BYTES } from '../../src/common/body-gauge.js';
+import { postBody } from '../helpers/raw-http.js';
 
 const KB = 1024;
 /** the whole Hub's bound: 4 MB, so one address may hold 1 MB of bodies (past each body's free 64 KB) */
 const INFLIGHT = 4 * 1024 * KB;
 const OWNER = { email: 'bytes-owner@example.com', password: 'bytes-owner-password' };
 
-type Answer = { status: number; headers: Record<string, string | string[] | undefined>; json: any };
-
-/**
- * POST `path` with a JSON body of about `bytes` (an unknown field padded out). `hold`: send all but the
- * last byte and wait for `finish()`. `chunked`: no Content-Length. `from`: the local address to send from.
- */
-function post(url: string, token: string, path: string, bytes: number, o: { hold?: boolean; chunked?: boolean; from?: string } = {}) {
-  const buf = Buffer.from(JSON.stringify({ name: 'bytes-x', pad: 'x'.repeat(bytes) }));
-  const headers: Record<string, string | number> = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
-  if (!o.chunked) headers['content-length'] = buf.length;
-  let req!: ClientRequest;
-  const done = new Promise<Answer>((resolve, reject) => {
-    req = request(`${url}${path}`, { method: 'POST', headers, localAddress: o.from, agent: false }, (res) => {
-      let data = '';
-      res.on('data', (d) => (data += d));
-      res.on('end', () => {
-        let json: any;
-        try {
-          json = JSON.parse(data);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, json });
-      });
-    });
-    req.on('error', reject);
-  });
-  if (o.hold) req.write(buf.subarray(0, buf.length - 1));
-  else if (o.chunked) {
-    // several writes: the server sees chunks, not one complete body
-    for (let i = 0; i < buf.length; i += 64 * KB) req.write(buf.subarray(i, Math.min(buf.length, i + 64 * KB)));
-    req.end();
-  } else req.end(buf);
-  return { done, finish: () => req.end(buf.subarray(buf.length - 1)) };
-}
+/** POST `path` with a JSON body of about `bytes` (an unknown field padded out); `hold`, `chunked`, `from`: see postBody. */
+const post = (url: string, token: string, path: string, bytes: number, o: { hold?: boolean; chunked?: boolean; from?: string } = {}) =>
+  postBody(`${url}${path}`, { 'content-type': 'application/json', authorization: `Bearer ${token}` }, JSON.stringify({ name: 'bytes-x', pad: 'x'.repeat(bytes) }), o);
 
 const settle = () => new Promise((r) => setTimeout(r, 150));
 
