@@ -6,6 +6,7 @@
  * (releases: list, promote, rollback) → 006 (invites, roles, removal).
  */
 import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,6 +38,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   let bridge: Proc;
   let dev: Db;
   let prod: Db;
+  let stage: Db;
   let api: HubApi;
   /** every response body: none may hold the DB password */
   const seen: string[] = [];
@@ -60,7 +62,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   let otherAdmin: string;
 
   beforeAll(async () => {
-    [hub, dev, prod] = await Promise.all([startHub(), createTestDatabase('updev'), createTestDatabase('upprod')]);
+    [hub, dev, prod, stage] = await Promise.all([startHub(), createTestDatabase('updev'), createTestDatabase('upprod'), createTestDatabase('upstage')]);
     bridge = await startBridge({ hubUrl: hub.url, serviceToken: hub.serviceToken, env: { STK_BRIDGE_ID: 'bridge-upstream' } });
     await waitFor(async () => {
       const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
@@ -75,7 +77,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   afterAll(async () => {
     await bridge?.stop();
     await hub?.stop();
-    await Promise.all([dev?.drop(), prod?.drop()]);
+    await Promise.all([dev?.drop(), prod?.drop(), stage?.drop()]);
   });
 
   it('POST /api/projects {project} and POST /api/envs {project, env}: 200 {ok}, idempotent for re-run scripts', async () => {
@@ -145,10 +147,41 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     expect(errorOf(logics).message).toContain('custom logics');
     const unknown = await api.request('POST', '/api/apply', { project: PROJECT, env: 'dev', schema: schemaFiles, only: ['schema'] });
     expect(unknown.status).toBe(400);
+    // a condition outside the supported CEL subset is refused here, not at /call
+    const cel = await api.call(compat.apply, { body: { project: PROJECT, env: 'dev', schema: schemaFiles, permissions: permissionsV1.replace('resource.published == true', 'resource.title.matches("^a")') } });
+    expect(cel.status, cel.text).toBe(400);
+    expect(errorOf(cel).message).toContain('matches');
     // a broken file is named by its position
     const broken = await api.call(compat.apply, { body: { project: PROJECT, env: 'dev', schema: [schemaFiles[0]!, 'tables: [oops'] } });
     expect(broken.status).toBe(400);
     expect(errorOf(broken).message).toContain('schema/2.yaml');
+  });
+
+  it('POST /api/apply over a table made by hand: 409 asking for adopt (ours), then adopt:true applies without force', async () => {
+    const c = new pg.Client({ connectionString: stage.url });
+    await c.connect();
+    try {
+      await c.query('CREATE TABLE users (id text PRIMARY KEY, email varchar(255) NOT NULL UNIQUE, name varchar(100), created_at timestamp NOT NULL DEFAULT now())');
+      await c.query("INSERT INTO users (id, email) VALUES ('u1', 'kept@example.com')");
+    } finally {
+      await c.end();
+    }
+    expect((await api.call(compat.createEnv, { body: { project: PROJECT, env: 'stage' } })).status).toBe(200);
+    expect((await api.call(compat.setConnection, { body: { project: PROJECT, env: 'stage', name: 'main', engine: 'postgres', db_url: withPassword(stage.url) } })).status).toBe(200);
+    const body = { project: PROJECT, env: 'stage', ref: 'v1', schema: schemaFiles, permissions: permissionsV1, storage: null, logics: {} };
+    const first = await api.call(compat.apply, { body });
+    expect(first.status, first.text).toBe(409);
+    expect(errorOf(first).message).toContain('--adopt');
+    const adopted = await api.call(compat.apply, { body: { ...body, adopt: true } });
+    expect(adopted.status, adopted.text).toBe(200);
+    expect(adopted.json).toEqual({ release_id: releaseV1, reused: true, dry_run: false });
+    const c2 = new pg.Client({ connectionString: stage.url });
+    await c2.connect();
+    try {
+      expect((await c2.query('SELECT email FROM users')).rows).toEqual([{ email: 'kept@example.com' }]);
+    } finally {
+      await c2.end();
+    }
   });
 
   let apiKey: string;
@@ -207,7 +240,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   it('GET /api/releases, POST /api/releases/promote dev→prod, POST /api/releases/rollback', async () => {
     const l = await api.call(compat.listReleases, { query: { project: PROJECT, env: 'dev' } });
     expect(l.status, l.text).toBe(200);
-    expect(l.json).toEqual([{ id: releaseV1, ref: 'v1', created_at: expect.any(String), envs: ['dev'], current: true }]);
+    expect(l.json).toEqual([{ id: releaseV1, ref: 'v1', created_at: expect.any(String), envs: ['dev', 'stage'], current: true }]);
     expect((await api.call(compat.listReleases, { query: { project: PROJECT, env: 'nope' } })).status).toBe(404);
     expect((await api.call(compat.listReleases, { query: { project: PROJECT, limit: '0' } })).status).toBe(400);
 
@@ -229,7 +262,10 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     const v2 = await api.call(compat.apply, { body: { project: PROJECT, env: 'dev', ref: 'v2', schema: schemaFiles, permissions: permissionsV2 } });
     expect(v2.status, v2.text).toBe(200);
     releaseV2 = v2.json.release_id!;
-    expect((await call(bridge, reader, { project: PROJECT, env: 'dev', path: 'db/users/select' })).status).toBe(403);
+    // a role with no rule for the operation: 403 (upstream 400)
+    const denied = await call(bridge, reader, { project: PROJECT, env: 'dev', path: 'db/users/select' });
+    expect(denied.status).toBe(403);
+    expect(denied.body.error.code).toBe('FORBIDDEN');
     const rb = await api.call(compat.rollback, { body: { project: PROJECT, env: 'dev', to_release_id: releaseV1 } });
     expect(rb.status, rb.text).toBe(200);
     expect(rb.json).toMatchObject({ ok: true, release_id: releaseV1, previous_release_id: releaseV2, moved: true, bridges: { acked: 1, lagging: [] } });
@@ -237,7 +273,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     const after = await api.call(compat.listReleases, { query: { project: PROJECT, env: 'dev', limit: '10' } });
     expect(after.json.map((r) => [r.id, r.ref, r.current, r.envs])).toEqual([
       [releaseV2, 'v2', false, []],
-      [releaseV1, 'v1', true, ['dev', 'prod']],
+      [releaseV1, 'v1', true, ['dev', 'prod', 'stage']],
     ]);
     const unknown = await api.call(compat.rollback, { body: { project: PROJECT, env: 'dev', to_release_id: '01NOSUCHRELEASE' } });
     expect(unknown.status).toBe(404);

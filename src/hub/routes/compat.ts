@@ -34,7 +34,7 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
   });
 
   route(app, api.apply, async ({ body }, actor) => {
-    const known = ['project', 'env', 'ref', 'schema', 'permissions', 'storage', 'logics', 'dry_run', 'force'];
+    const known = ['project', 'env', 'ref', 'schema', 'permissions', 'storage', 'logics', 'dry_run', 'force', 'adopt'];
     const extra = Object.keys(body).find((k) => !known.includes(k));
     if (extra !== undefined) throw badRequest(`unknown field ${JSON.stringify(extra.slice(0, 40))} (allowed: ${known.join(', ')})`);
     if (body.storage !== undefined && body.storage !== null) throw badField('storage', 'storage policies (config/storage.yaml) are not supported by this Hub: send storage: null');
@@ -49,6 +49,7 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
       ref: body.ref ?? null,
       ...(body.dry_run !== undefined ? { dryRun: body.dry_run } : {}),
       ...(body.force !== undefined ? { force: body.force } : {}),
+      ...(body.adopt !== undefined ? { adopt: body.adopt } : {}),
     });
     return { release_id: r.releaseId, reused: r.reused, dry_run: r.dryRun };
   });
