@@ -5,9 +5,16 @@
 export const shellWord = (s: string): string => (/^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /**
+ * How a pasted line runs `stk`: `npx --no` uses the stk of the project it is pasted in (a checkout or an
+ * install of santokit) and never downloads a package: a bare `npx stk` outside one would fetch whatever
+ * npm package is called `stk` and hand it the invite code on its command line.
+ */
+export const STK_RUN = 'npx --no stk';
+
+/**
  * The one line an invitee runs to accept an invite (it asks for their password on the terminal):
  * printed by `stk org|project invite` and answered by the Hub's upstream invite routes.
  */
 export function inviteAcceptCommand(hubUrl: string, email: string, code: string): string {
-  return ['npx stk invite accept', '--hub', shellWord(hubUrl), '--email', shellWord(email), '--code', shellWord(code)].join(' ');
+  return [`${STK_RUN} invite accept`, '--hub', shellWord(hubUrl), '--email', shellWord(email), '--code', shellWord(code)].join(' ');
 }

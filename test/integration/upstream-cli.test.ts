@@ -57,7 +57,7 @@ describe('upstream stk spellings end to end', () => {
    * line it prints, the same way. Nothing of the inviter's environment is inherited.
    */
   async function acceptPrintedInvite(inviteOutput: string, email: string, password: string): Promise<string> {
-    const line = /^ {2}(npx stk invite accept .*)$/m.exec(inviteOutput)?.[1];
+    const line = /^ {2}(npx --no stk invite accept .*)$/m.exec(inviteOutput)?.[1];
     expect(line, inviteOutput).toBeTruthy();
     expect(line).toContain(`--hub ${hub.url} --email ${email} --code stki_`);
     rememberSecret('invite-code', /--code (\S+)/.exec(line!)![1]);
@@ -66,8 +66,8 @@ describe('upstream stk spellings end to end', () => {
     await accept.waitFor('Password: ', 60_000);
     accept.write(password + '\r');
     expect(await accept.exit, accept.output()).toBe(0);
-    const login = /log in with: (npx stk login .*)$/m.exec(accept.output())?.[1]?.trim();
-    expect(login, accept.output()).toBe(`npx stk login --hub ${hub.url} --email ${email}`);
+    const login = /log in with: (npx --no stk login .*)$/m.exec(accept.output())?.[1]?.trim();
+    expect(login, accept.output()).toBe(`npx --no stk login --hub ${hub.url} --email ${email}`);
     const session = spawnPty(['sh', '-c', login!], { cwd: ROOT, env: own });
     await session.waitFor('Password: ', 60_000);
     session.write(password + '\r');

@@ -283,7 +283,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     const inv = await api.call(compat.projectInvite, { body: { project: PROJECT, email: 'viewer@example.com', role: 'viewer' } });
     expect(inv.status, inv.text).toBe(200);
     const code = rememberSecret('invite-code', inv.json.invite_code);
-    expect(inv.json).toEqual({ ok: true, email: 'viewer@example.com', role: 'viewer', invite_code: code, expires_at: expect.any(String), accept_command: `npx stk invite accept --hub ${hub.url} --email viewer@example.com --code ${code}` });
+    expect(inv.json).toEqual({ ok: true, email: 'viewer@example.com', role: 'viewer', invite_code: code, expires_at: expect.any(String), accept_command: `npx --no stk invite accept --hub ${hub.url} --email viewer@example.com --code ${code}` });
     // the invite is pending until accepted: no login with upstream's fixed password
     expect((await api.request('POST', '/api/auth/login', { email: 'viewer@example.com', password: 'password' }, null)).status).toBe(401);
     const accepted = await api.request('POST', '/api/invites/accept', { email: 'viewer@example.com', code, password: PW }, null);

@@ -52,8 +52,8 @@ function words(s: string): string[] {
   return out;
 }
 
-/** `stk` at a command position: line start, after `npx`, `$ `, a pipe, `$(`, `<(`, `;`, `&&`. */
-const STK_RE = /(^|[\s;|&(]|\$\(|<\()((?:npx\s+)?)stk\s+(?=\S)/g;
+/** `stk` at a command position: line start, after `npx` (or `npx --no`, the printed invite lines), `$ `, a pipe, `$(`, `<(`, `;`, `&&`. */
+const STK_RE = /(^|[\s;|&(]|\$\(|<\()((?:npx\s+(?:--no\s+)?)?)stk\s+(?=\S)/g;
 
 function uses(): { found: Use[]; bare: string[] } {
   const found: Use[] = [];
@@ -84,9 +84,9 @@ function uses(): { found: Use[]; bare: string[] } {
           if (!mm[2]) bare.push(`${file}:${i + 1}: ${line.trim()}`);
         }
       } else if (fence === null) {
-        for (const mm of raw.matchAll(/`((?:npx )?stk [^`]+)`/g)) {
+        for (const mm of raw.matchAll(/`((?:npx (?:--no )?)?stk [^`]+)`/g)) {
           // a table cell's `stk release list\|current`: each alternative is a command
-          const ws = words(mm[1]!.replace(/\\\|/g, '\u0000').replace(/^(npx )?stk /, ''));
+          const ws = words(mm[1]!.replace(/\\\|/g, '\u0000').replace(/^(npx (--no )?)?stk /, ''));
           const alts = ws.map((x) => x.split('\u0000'));
           const n = Math.max(...alts.map((a) => a.length));
           for (let k = 0; k < n; k++) found.push({ file, line: i + 1, text: mm[1]!, words: alts.map((a) => a[Math.min(k, a.length - 1)]!), strict: false });

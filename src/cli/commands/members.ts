@@ -5,7 +5,7 @@ import { printJson, printTable, success, terminalSafe, warn, when } from '../out
 import { getPassword } from '../prompt.js';
 import { client, example, opts } from './common.js';
 import type { AcceptedInvite, InviteView, MemberView } from '../../protocol/api/hub.js';
-import { inviteAcceptCommand, shellWord } from '../../common/shell-quote.js';
+import { inviteAcceptCommand, shellWord, STK_RUN } from '../../common/shell-quote.js';
 
 const projectOpt = (c: Command) => c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)');
 
@@ -142,6 +142,6 @@ export function registerMemberCommands(program: Command): void {
     const c = client(cmd, true);
     const r = await c.post<AcceptedInvite>('/api/invites/accept', { email: o.email, code: o.code, password });
     if (o.json) return printJson(r);
-    success(`Invite accepted for ${r.email}; log in with: npx stk login --hub ${shellWord(c.hubUrl)} --email ${shellWord(r.email)}`);
+    success(`Invite accepted for ${r.email}; log in with: ${STK_RUN} login --hub ${shellWord(c.hubUrl)} --email ${shellWord(r.email)}`);
   });
 }
