@@ -52,8 +52,9 @@ export default tseslint.config(
       'no-restricted-syntax': [
         'error',
         {
-          selector: "CallExpression[callee.property.name=/^(get|post|put|patch|delete|head|options|all|route)$/][callee.object.name=/^(app|fastify|instance|server)$/]",
-          message: 'register a route with contractRoute() (or the Hub\'s route()) from its contract in src/protocol/api',
+          selector:
+            'CallExpression[callee.property.name=/^(get|post|put|patch|delete|head|options|all|route)$/][callee.object.name=/^(app|fastify|instance|server)$/]',
+          message: "register a route with contractRoute() (or the Hub's route()) from its contract in src/protocol/api",
         },
       ],
     },

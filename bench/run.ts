@@ -31,7 +31,19 @@ import { bulkInsertKeys } from './lib/bulk-keys.js';
 import { cpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
 import { formatProfile, summarizeProfile } from './lib/profile.js';
 import { judge, startLoad } from './lib/revocation.js';
-import { createKeyApi, createKeyCli, hubResponseTimes, PROJECT, setupEnv, smokeCall, startBridge, startHub, type Bridge, type Hub, type StackPaths } from './lib/stack.js';
+import {
+  createKeyApi,
+  createKeyCli,
+  hubResponseTimes,
+  PROJECT,
+  setupEnv,
+  smokeCall,
+  startBridge,
+  startHub,
+  type Bridge,
+  type Hub,
+  type StackPaths,
+} from './lib/stack.js';
 import { freePort, log, median, percentile, round, sleep, table, waitFor } from './lib/util.js';
 import { benchVerify } from './lib/verify.js';
 import { wrk, type WrkResult } from './lib/wrk.js';
@@ -232,7 +244,16 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
         clearInterval(sampler);
         if (t.id === 'bridge') rssMax = Math.max(rssMax, runRss);
         const errors = res.non2xx + res.errors_socket;
-        runs.push({ ...res, round: r + 1, target: t.id, c, rssMaxMb: round(runRss, 1), cpuUsPerReq: round(cpuUsPerReq, 1), readsPerReq: round(readsPerReq, 2), writesPerReq: round(writesPerReq, 2) });
+        runs.push({
+          ...res,
+          round: r + 1,
+          target: t.id,
+          c,
+          rssMaxMb: round(runRss, 1),
+          cpuUsPerReq: round(cpuUsPerReq, 1),
+          readsPerReq: round(readsPerReq, 2),
+          writesPerReq: round(writesPerReq, 2),
+        });
         log(
           `round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  ${cpuUsPerReq.toFixed(0)} µs CPU/req  ${readsPerReq.toFixed(1)}r/${writesPerReq.toFixed(1)}w syscalls/req  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`,
         );
@@ -270,7 +291,8 @@ function ratioOfCpu(runs: Run[], a: TargetId, b: TargetId, c: number): number {
  */
 async function startBaseline(paths: StackPaths, benchUrl: string): Promise<{ rev: string; hub: Hub; bridge: Bridge; key: { apiKey: string; keyId: string } }> {
   const dir = BASELINE!;
-  if (!existsSync(join(dir, 'bin/stk.js')) || !existsSync(join(dir, 'dist'))) throw new Error(`BENCH_BASELINE=${dir}: no bin/stk.js + dist/ there (run npm ci && npm run build in it)`);
+  if (!existsSync(join(dir, 'bin/stk.js')) || !existsSync(join(dir, 'dist')))
+    throw new Error(`BENCH_BASELINE=${dir}: no bin/stk.js + dist/ there (run npm ci && npm run build in it)`);
   const rev = spawnSync('git', ['-C', dir, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout.trim() || 'baseline';
   const basePaths: StackPaths = { ...paths, root: dir, stk: join(dir, 'bin/stk.js') };
   const hub = await startHub(basePaths, 'base');
@@ -318,7 +340,9 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
     REVOKE_LOAD_RPS,
   );
   await sleep(1000);
-  log(`revocation: ${REVOKE_BRIDGES} Bridges under load (${load.count()} requests in the first second, target ${REVOKE_LOAD_RPS || 'max'} req/s); revoking ${REVOKES} keys with stk apikey revoke`);
+  log(
+    `revocation: ${REVOKE_BRIDGES} Bridges under load (${load.count()} requests in the first second, target ${REVOKE_LOAD_RPS || 'max'} req/s); revoking ${REVOKES} keys with stk apikey revoke`,
+  );
   for (let i = 0; i < REVOKES; i++) {
     startedAt[i] = performance.now();
     const out = await hub.cli(['apikey', 'revoke', '--project', PROJECT, '--env', env, '--key-id', keys[i]!.keyId, '--json']);
@@ -334,7 +358,8 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
   // the Hub's own duration of each revoke request (commit + every Bridge's ack), from its request log
   const hubMs = hubResponseTimes(hub, new RegExp(`/envs/${env}/apikeys/[^/]+/revoke$`));
   const ackSource = hubMs.length === REVOKES ? 'hub-response-time' : 'cli-wall-clock';
-  if (hubMs.length !== REVOKES) note(`revocation: found ${hubMs.length}/${REVOKES} revoke durations in the Hub log; reporting the CLI's wall-clock time instead`);
+  if (hubMs.length !== REVOKES)
+    note(`revocation: found ${hubMs.length}/${REVOKES} revoke durations in the Hub log; reporting the CLI's wall-clock time instead`);
   const ackMs = hubMs.length === REVOKES ? hubMs : wallMs;
   const fullyAcked = acks.filter((a) => a && a.bridges === REVOKE_BRIDGES && a.acked === REVOKE_BRIDGES && a.lagging.length === 0).length;
   if (fullyAcked !== REVOKES) note(`revocation: only ${fullyAcked}/${REVOKES} revokes were acknowledged by all ${REVOKE_BRIDGES} Bridges`);
@@ -345,8 +370,20 @@ async function revocation(paths: StackPaths, hub: Hub, bridgeA: Bridge, benchUrl
     `revocation: ${outcome.requests} requests, ${outcome.acceptedBeforeRevoke} accepted before revoke, ${outcome.rejectedAfterRevoke} rejected after, ${outcome.acceptedAfterRevokeReturned} accepted after revoke returned; ack p99 ${percentile(ackMs, 99).toFixed(1)} ms (${ackSource})`,
   );
   return {
-    summary: { revokes: REVOKES, bridges: REVOKE_BRIDGES, accepted_after_revoke_returned: outcome.acceptedAfterRevokeReturned, ack_p99_ms: round(percentile(ackMs, 99), 1) },
-    details: { ...outcome, ackSource, ackP50Ms: round(percentile(ackMs, 50), 1), cliWallP50Ms: round(percentile(wallMs, 50), 1), cliWallP99Ms: round(percentile(wallMs, 99), 1), fullyAcked },
+    summary: {
+      revokes: REVOKES,
+      bridges: REVOKE_BRIDGES,
+      accepted_after_revoke_returned: outcome.acceptedAfterRevokeReturned,
+      ack_p99_ms: round(percentile(ackMs, 99), 1),
+    },
+    details: {
+      ...outcome,
+      ackSource,
+      ackP50Ms: round(percentile(ackMs, 50), 1),
+      cliWallP50Ms: round(percentile(wallMs, 50), 1),
+      cliWallP99Ms: round(percentile(wallMs, 99), 1),
+      fullyAcked,
+    },
   };
 }
 
@@ -375,11 +412,16 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
 
   const bPort = await freePort();
   const bUrl = `http://127.0.0.1:${bPort}`;
-  const bridge = start('bridge-profile', process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dirs.bridge}`, '--import', 'tsx', join(ROOT, 'bench/lib/bridge-entry.ts')], {
-    cwd: ROOT,
-    env: { STK_BRIDGE_PORT: String(bPort), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: 'bench-profile', STK_LOG_LEVEL: 'warn' },
-    logDir: LOGS,
-  });
+  const bridge = start(
+    'bridge-profile',
+    process.execPath,
+    ['--cpu-prof', `--cpu-prof-dir=${dirs.bridge}`, '--import', 'tsx', join(ROOT, 'bench/lib/bridge-entry.ts')],
+    {
+      cwd: ROOT,
+      env: { STK_BRIDGE_PORT: String(bPort), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: 'bench-profile', STK_LOG_LEVEL: 'warn' },
+      logDir: LOGS,
+    },
+  );
   await waitHttp(bridge, `${bUrl}/readyz?project=${PROJECT}&env=bench`, 90_000, { 'x-santokit-service-token': hub.serviceToken });
   await smokeCall(bUrl, apiKey);
   const b = await profileUnderLoad(bridge, dirs.bridge, bUrl, callLua, { API_KEY: apiKey }, c);
@@ -389,7 +431,13 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
   const minimal = start(
     'minimal-profile',
     process.execPath,
-    ['--cpu-prof', `--cpu-prof-dir=${dirs.minimal}`, '--input-type=module', '-e', `process.on('SIGTERM', () => process.exit(0)); await import(${JSON.stringify(minimalScript)});`],
+    [
+      '--cpu-prof',
+      `--cpu-prof-dir=${dirs.minimal}`,
+      '--input-type=module',
+      '-e',
+      `process.on('SIGTERM', () => process.exit(0)); await import(${JSON.stringify(minimalScript)});`,
+    ],
     { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl }, logDir: LOGS },
   );
   await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server (profiled)');
@@ -442,7 +490,10 @@ function lockMachine(): () => void {
       } catch (err) {
         alive = (err as NodeJS.ErrnoException).code === 'EPERM';
       }
-      if (alive && pid !== process.pid) throw new Error(`another benchmark (pid ${pid}) is running on this machine (${p}); wait for it: two runs would break each other's database and numbers`);
+      if (alive && pid !== process.pid)
+        throw new Error(
+          `another benchmark (pid ${pid}) is running on this machine (${p}); wait for it: two runs would break each other's database and numbers`,
+        );
       rmSync(p, { force: true });
     }
   }
@@ -520,7 +571,10 @@ async function main(): Promise<void> {
       details.keysInSnapshotB = keyCount;
 
       const minPort = await freePort();
-      const minimal = start('minimal', process.execPath, [y.minimal], { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(minPort), DATABASE_URL: benchUrl }, logDir: LOGS });
+      const minimal = start('minimal', process.execPath, [y.minimal], {
+        env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(minPort), DATABASE_URL: benchUrl },
+        logDir: LOGS,
+      });
       await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server');
       const peerPort = await freePort();
       const peer = start('peer', process.execPath, [y.peer], { env: { PORT: String(peerPort), DATABASE_URL: benchUrl }, logDir: LOGS });
@@ -530,11 +584,28 @@ async function main(): Promise<void> {
 
       const targets: Target[] = [
         { id: 'bridge', label: 'Bridge (1 key)', url: bridgeA.url, script: y.callLua, env: { API_KEY: key.apiKey }, concurrency: [10, 50], proc: bridgeA.proc },
-        { id: 'bridge100k', label: 'Bridge (100,000 keys)', url: bridgeB.url, script: y.callLua, env: { API_KEY: keyB.apiKey }, concurrency: [10], proc: bridgeB.proc },
+        {
+          id: 'bridge100k',
+          label: 'Bridge (100,000 keys)',
+          url: bridgeB.url,
+          script: y.callLua,
+          env: { API_KEY: keyB.apiKey },
+          concurrency: [10],
+          proc: bridgeB.proc,
+        },
         { id: 'minimal', label: 'minimal http+pg+auth', url: `http://127.0.0.1:${minPort}`, script: y.callLua, concurrency: [10, 50], proc: minimal },
         { id: 'peer', label: 'peer (Platformatic)', url: `http://127.0.0.1:${peerPort}/users?limit=1`, script: y.getLua, concurrency: [10, 50], proc: peer },
       ];
-      if (base) targets.push({ id: 'baseline', label: `Bridge @${base.rev}`, url: base.bridge.url, script: y.callLua, env: { API_KEY: base.key.apiKey }, concurrency: [10, 50], proc: base.bridge.proc });
+      if (base)
+        targets.push({
+          id: 'baseline',
+          label: `Bridge @${base.rev}`,
+          url: base.bridge.url,
+          script: y.callLua,
+          env: { API_KEY: base.key.apiKey },
+          concurrency: [10, 50],
+          proc: base.bridge.proc,
+        });
       const { runs, rssMax } = await rounds(targets);
       details.runs = runs;
       summary.ratios = {
@@ -557,11 +628,18 @@ async function main(): Promise<void> {
       summary.bridge = { c10: b10, c50: b50 };
       summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
       summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
-      details.perTarget = { bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) }, minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) }, peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) }, bridge100k: { c10: stats(runs, 'bridge100k', 10) }, ...(base ? { baseline: { c10: stats(runs, 'baseline', 10), c50: stats(runs, 'baseline', 50) } } : {}) };
+      details.perTarget = {
+        bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) },
+        minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) },
+        peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) },
+        bridge100k: { c10: stats(runs, 'bridge100k', 10) },
+        ...(base ? { baseline: { c10: stats(runs, 'baseline', 10), c50: stats(runs, 'baseline', 50) } } : {}),
+      };
       write();
       await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop(), base?.bridge.proc.stop(), base?.hub.proc.stop()]);
       const ratios = summary.ratios as Record<string, number>;
-      const missed = ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
+      const missed =
+        ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
       if (missed || SECTIONS.has('profile')) {
         const c = ratios.bridge_vs_minimal_c10! <= ratios.bridge_vs_minimal_c50! ? 10 : 50;
         log(`profiling a Bridge and the minimal server at c=${c} (node --cpu-prof)…`);
@@ -592,7 +670,17 @@ function report(): void {
   const rows: string[][] = [['config', 'c=10 req/s', 'c=50 req/s', 'p50 ms c=10', 'p99 ms c=10', 'p99 ms c=50', 'CPU µs/req c=50', 'errors', 'max RSS MB']];
   type St = { rps: number; p50_ms: number; p99_ms: number; errors: number; rssMaxMb?: number; cpuUsPerReq?: number };
   const line = (name: string, a?: St, b?: St) =>
-    rows.push([name, f(a?.rps), f(b?.rps), f(a?.p50_ms, 2), f(a?.p99_ms, 2), f(b?.p99_ms, 2), f((b ?? a)?.cpuUsPerReq), f((a?.errors ?? 0) + (b?.errors ?? 0)), f(Math.max(a?.rssMaxMb ?? 0, b?.rssMaxMb ?? 0))]);
+    rows.push([
+      name,
+      f(a?.rps),
+      f(b?.rps),
+      f(a?.p50_ms, 2),
+      f(a?.p99_ms, 2),
+      f(b?.p99_ms, 2),
+      f((b ?? a)?.cpuUsPerReq),
+      f((a?.errors ?? 0) + (b?.errors ?? 0)),
+      f(Math.max(a?.rssMaxMb ?? 0, b?.rssMaxMb ?? 0)),
+    ]);
   if (s.bridge) {
     line('Bridge (1 key)', d.perTarget?.bridge?.c10, d.perTarget?.bridge?.c50);
     line('Bridge (100,000 keys)', d.perTarget?.bridge100k?.c10);
@@ -601,7 +689,8 @@ function report(): void {
     if (d.perTarget?.baseline) line(`Bridge @${s.ratios?.baseline}`, d.perTarget.baseline.c10, d.perTarget.baseline.c50);
     process.stdout.write(`\nMedians of ${s.rounds} interleaved rounds (${WARMUP_S} s warm-up + ${DURATION_S} s measured, wrk -t2):\n\n${table(rows)}\n\n`);
   }
-  const chk = (v: unknown, ok: (x: number) => boolean, target: string) => (typeof v === 'number' ? `${v}  ${ok(v) ? 'ok' : 'MISSED'} (target ${target})` : '– (not measured)');
+  const chk = (v: unknown, ok: (x: number) => boolean, target: string) =>
+    typeof v === 'number' ? `${v}  ${ok(v) ? 'ok' : 'MISSED'} (target ${target})` : '– (not measured)';
   const t: string[][] = [
     ['measure', 'value'],
     ['bridge / minimal, c=10', chk(s.ratios?.bridge_vs_minimal_c10, (x) => x >= 1.2, '≥ 1.2')],

@@ -25,7 +25,14 @@ const BODY = JSON.stringify({ path: 'db/users/select', params: { limit: 1 } });
 function post(agent: Agent, url: URL, apiKey: string): Promise<number> {
   return new Promise((resolve) => {
     const req = request(
-      { agent, host: url.hostname, port: url.port, path: '/call', method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY), 'x-santokit-api-key': apiKey } },
+      {
+        agent,
+        host: url.hostname,
+        port: url.port,
+        path: '/call',
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY), 'x-santokit-api-key': apiKey },
+      },
       (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
@@ -92,7 +99,14 @@ export interface RevocationOutcome {
 }
 
 export function judge(samples: Sample[], revokeStartedAt: number[], revokedAt: number[]): RevocationOutcome {
-  const out: RevocationOutcome = { requests: samples.length, acceptedBeforeRevoke: 0, rejectedAfterRevoke: 0, rejectedDuringRevoke: 0, acceptedAfterRevokeReturned: 0, otherStatuses: {} };
+  const out: RevocationOutcome = {
+    requests: samples.length,
+    acceptedBeforeRevoke: 0,
+    rejectedAfterRevoke: 0,
+    rejectedDuringRevoke: 0,
+    acceptedAfterRevokeReturned: 0,
+    otherStatuses: {},
+  };
   for (const s of samples) {
     const after = s.sentAt >= revokedAt[s.key]!;
     const ok = s.status >= 200 && s.status < 300;

@@ -102,7 +102,21 @@ export interface CreatedKey {
 
 /** `stk apikey create … --roles reader` with a per-key limit high enough not to throttle the load. */
 export async function createKeyCli(hub: Hub, env: string, name: string): Promise<CreatedKey> {
-  const out = await hub.cli(['apikey', 'create', '--project', PROJECT, '--env', env, '--name', name, '--roles', 'reader', '--rate-limit', '10000000', '--json']);
+  const out = await hub.cli([
+    'apikey',
+    'create',
+    '--project',
+    PROJECT,
+    '--env',
+    env,
+    '--name',
+    name,
+    '--roles',
+    'reader',
+    '--rate-limit',
+    '10000000',
+    '--json',
+  ]);
   const k = JSON.parse(out) as CreatedKey;
   if (!k.apiKey || !k.keyId) throw new Error(`unexpected apikey create output: ${out.slice(0, 200)}`);
   return k;

@@ -56,5 +56,12 @@ export function benchVerify(o: { tableSize?: number; distinct?: number; calls?: 
     const t0 = process.hrtime.bigint();
     timer[i] = Number(process.hrtime.bigint() - t0);
   }
-  return { p50: Math.round(percentile(ns, 50)), p99: Math.round(percentile(ns, 99)), tableSize, distinct, calls, timerOverheadNs: Math.round(percentile(timer, 50)) };
+  return {
+    p50: Math.round(percentile(ns, 50)),
+    p99: Math.round(percentile(ns, 99)),
+    tableSize,
+    distinct,
+    calls,
+    timerOverheadNs: Math.round(percentile(timer, 50)),
+  };
 }

@@ -15,7 +15,14 @@ export interface WrkResult {
  * One wrk run with a yardstick lua script (call.lua / get.lua print a final `RESULT {json}` line).
  * `-t2`, `--timeout 5s` so a slow response counts as latency, not as a socket error.
  */
-export async function wrk(o: { url: string; script: string; connections: number; seconds: number; threads?: number; env?: Record<string, string> }): Promise<WrkResult> {
+export async function wrk(o: {
+  url: string;
+  script: string;
+  connections: number;
+  seconds: number;
+  threads?: number;
+  env?: Record<string, string>;
+}): Promise<WrkResult> {
   const args = [`-t${o.threads ?? 2}`, `-c${o.connections}`, `-d${o.seconds}s`, '--timeout', '5s', '-s', o.script, o.url];
   const r = await run('wrk', args, { env: o.env, timeoutMs: (o.seconds + 30) * 1000 });
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));

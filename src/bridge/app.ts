@@ -28,7 +28,9 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   const app = createBaseApp({ name: 'bridge', http: config.http, loggerStream: opts.loggerStream, logger: opts.logger });
   const log = app.log;
   if (config.disableAuth) {
-    log.warn('!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!');
+    log.warn(
+      '!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!',
+    );
   }
   const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs, allow: config.connectionAllow }, log);
   const keys = new KeyTable();
@@ -46,7 +48,12 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     },
     { table: keys, usage, log, releases, onKeyChange: (keyId) => verifier.limiter.forget(keyId) },
   );
-  const verifier = new ApiKeyVerifier(keys, usage, { synced: () => sync.synced, isExpired: () => sync.isStale() }, { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: config.invalidKeyLimitPerMin });
+  const verifier = new ApiKeyVerifier(
+    keys,
+    usage,
+    { synced: () => sync.synced, isExpired: () => sync.isStale() },
+    { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: config.invalidKeyLimitPerMin },
+  );
   const ctx: BridgeContext = {
     config,
     log,
@@ -77,7 +84,14 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   // describes it (its planner checks params on the hot path)
   useContractSchemas(app);
   installApiDocs(app, 'Santokit Bridge', () =>
-    openApiDocument({ title: 'Santokit Bridge', version: API_VERSION, description: 'The data plane: POST /call with a project API key for auto-CRUD on the env’s PostgreSQL.' }, BRIDGE_API),
+    openApiDocument(
+      {
+        title: 'Santokit Bridge',
+        version: API_VERSION,
+        description: 'The data plane: POST /call with a project API key for auto-CRUD on the env’s PostgreSQL.',
+      },
+      BRIDGE_API,
+    ),
   );
   await app.register(healthRoutes, { ctx });
   await app.register(callRoutes, { ctx });

@@ -94,7 +94,9 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
   const host = e.STK_BRIDGE_HOST;
   // without auth every tenant's data is one request away: only ever on this machine's loopback
   if (e.STK_DISABLE_AUTH && !LOOPBACK_HOSTS.has(host)) {
-    throw new Error(`STK_DISABLE_AUTH=true serves every project's data without a key: it is refused unless STK_BRIDGE_HOST is a loopback address (127.0.0.1, ::1, localhost), not ${JSON.stringify(host)}`);
+    throw new Error(
+      `STK_DISABLE_AUTH=true serves every project's data without a key: it is refused unless STK_BRIDGE_HOST is a loopback address (127.0.0.1, ::1, localhost), not ${JSON.stringify(host)}`,
+    );
   }
   const port = e.STK_BRIDGE_PORT;
   return {
@@ -103,7 +105,11 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
     hubUrls: e.STK_HUB_URL.map((u) => u.replace(/\/+$/, '')),
     serviceToken: e.STK_SERVICE_TOKEN,
     // the host name keeps ids unique across machines and containers (where every pid may be 1)
-    bridgeId: e.STK_BRIDGE_ID ?? `bridge-${hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63)}-${process.pid}-${port}`,
+    bridgeId:
+      e.STK_BRIDGE_ID ??
+      `bridge-${hostname()
+        .replace(/[^A-Za-z0-9.-]/g, '-')
+        .slice(0, 63)}-${process.pid}-${port}`,
     disableAuth: e.STK_DISABLE_AUTH,
     selectMaxRows: e.STK_SELECT_MAX_ROWS,
     queryTimeoutMs: e.STK_QUERY_TIMEOUT_SECONDS,

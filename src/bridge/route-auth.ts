@@ -28,7 +28,8 @@ function devPrincipal(req: FastifyRequest): Principal {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-const STALE = 'this Bridge has not heard from the Hub for longer than the max-stale window (STK_RELEASE_CACHE_MAX_STALE_SECONDS): its releases may be out of date, so calls are refused until it reconnects';
+const STALE =
+  'this Bridge has not heard from the Hub for longer than the max-stale window (STK_RELEASE_CACHE_MAX_STALE_SECONDS): its releases may be out of date, so calls are refused until it reconnects';
 
 /** The Bridge's own service token (header or Bearer), compared in constant time. */
 export function hasServiceToken(ctx: BridgeContext, req: FastifyRequest): boolean {

@@ -12,7 +12,7 @@ export function buildProgram(): Command {
     .version(VERSION, '-v, --version')
     .option('--hub <url>', 'Hub URL (overrides STK_HUB_URL and the stored login)')
     .option('--no-input', 'never prompt (same as STK_NO_INPUT=1); a missing value is an error instead')
-    .showHelpAfterError("(run with --help for usage)")
+    .showHelpAfterError('(run with --help for usage)')
     // every command's help lists the flags that work everywhere (--hub, --no-input)
     .configureHelp({ showGlobalOptions: true })
     .exitOverride();

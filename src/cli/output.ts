@@ -40,7 +40,11 @@ export function printTable<T>(rows: T[], columns: Column<T>[], opts: { empty?: s
     return;
   }
   const widths = columns.map((c, i) => Math.max(c.header.length, ...cells.map((l) => l[i]!.length)));
-  const fmt = (l: string[]) => l.map((v, i) => (i === l.length - 1 ? v : v.padEnd(widths[i]!))).join('  ').trimEnd();
+  const fmt = (l: string[]) =>
+    l
+      .map((v, i) => (i === l.length - 1 ? v : v.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   process.stdout.write(bold(fmt(columns.map((c) => c.header))) + '\n');
   for (const l of cells) process.stdout.write(fmt(l) + '\n');
 }
@@ -60,7 +64,8 @@ export function when(iso: string | null | undefined): string {
   const s = Math.round((Date.now() - Date.parse(iso)) / 1000);
   const fut = s < 0;
   const a = Math.abs(s);
-  const [n, u] = a < 60 ? [a, 'second'] : a < 3600 ? [Math.floor(a / 60), 'minute'] : a < 86400 ? [Math.floor(a / 3600), 'hour'] : [Math.floor(a / 86400), 'day'];
+  const [n, u] =
+    a < 60 ? [a, 'second'] : a < 3600 ? [Math.floor(a / 60), 'minute'] : a < 86400 ? [Math.floor(a / 3600), 'hour'] : [Math.floor(a / 86400), 'day'];
   const t = `${n} ${u}${n === 1 ? '' : 's'}`;
   return fut ? `in ${t}` : `${t} ago`;
 }

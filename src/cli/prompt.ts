@@ -12,7 +12,9 @@ export const canConfirm = () => canPrompt() && Boolean(process.stdout.isTTY);
 export async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 export async function promptLine(question: string): Promise<string> {

@@ -80,12 +80,18 @@ function isObject(v: unknown): v is Record<string, unknown> {
 export function createClient<DB extends DatabaseTypes = AnyDatabase, R extends RoleName<DB> = RoleName<DB>>(options: ClientOptions): Client<DB, R> {
   if (!isObject(options)) throw new TypeError('createClient: pass { url, apiKey }');
   if (typeof options.url !== 'string') throw new TypeError('createClient: url is required');
-  if (typeof options.apiKey !== 'string' || options.apiKey.length === 0) throw new TypeError('createClient: apiKey is required (create one with stk apikey create)');
+  if (typeof options.apiKey !== 'string' || options.apiKey.length === 0)
+    throw new TypeError('createClient: apiKey is required (create one with stk apikey create)');
   const shown = baseUrl(options.url);
   const endpoint = `${shown}/call`;
   const doFetch = options.fetch ?? globalThis.fetch;
   if (typeof doFetch !== 'function') throw new TypeError('createClient: no fetch available (Node 18+, a browser, or pass options.fetch)');
-  const headers: Record<string, string> = { ...options.headers, 'content-type': 'application/json', accept: 'application/json', [API_KEY_HEADER]: options.apiKey };
+  const headers: Record<string, string> = {
+    ...options.headers,
+    'content-type': 'application/json',
+    accept: 'application/json',
+    [API_KEY_HEADER]: options.apiKey,
+  };
 
   async function call<O extends Op>(path: `db/${string}/${O}`, params?: CallParams[O]): Promise<CallResults[O]> {
     let res: Response;
@@ -93,7 +99,12 @@ export function createClient<DB extends DatabaseTypes = AnyDatabase, R extends R
       res = await doFetch(endpoint, { method: 'POST', headers, body: JSON.stringify(params === undefined ? { path } : { path, params }) });
     } catch (e) {
       const cause = (e as { cause?: { code?: unknown } }).cause?.code;
-      throw new SantokitError(`cannot reach the Bridge at ${shown}${typeof cause === 'string' ? ` (${cause})` : ''}`, { code: 'NETWORK_ERROR', status: 0, requestId: null, cause: e });
+      throw new SantokitError(`cannot reach the Bridge at ${shown}${typeof cause === 'string' ? ` (${cause})` : ''}`, {
+        code: 'NETWORK_ERROR',
+        status: 0,
+        requestId: null,
+        cause: e,
+      });
     }
     const requestId = res.headers.get('x-request-id');
     const text = await res.text();

@@ -89,7 +89,13 @@ type StringOps = '$eq' | '$ne' | '$gt' | '$gte' | '$lt' | '$lte' | '$in' | '$not
 type OrderedOps = Exclude<StringOps, '$like'>;
 type ScalarOps = '$eq' | '$ne' | '$in' | '$notIn' | '$isNull' | '$isNotNull';
 type DocumentOps = '$eq' | '$ne' | '$isNull' | '$isNotNull';
-type OpsFor<K> = K extends 'string' ? StringOps : K extends 'int' | 'bigint' | 'float' | 'decimal' | 'timestamp' ? OrderedOps : K extends 'boolean' | 'bytes' ? ScalarOps : DocumentOps;
+type OpsFor<K> = K extends 'string'
+  ? StringOps
+  : K extends 'int' | 'bigint' | 'float' | 'decimal' | 'timestamp'
+    ? OrderedOps
+    : K extends 'boolean' | 'bytes'
+      ? ScalarOps
+      : DocumentOps;
 type ColumnCondition<V, K> = Pick<Condition<V>, OpsFor<K>>;
 
 /** `{column: value}` (null → IS NULL) or `{column: {$op: value}}`, over the columns `C`. */
@@ -119,10 +125,14 @@ export interface SelectOptions<DB extends DatabaseTypes, R, T, S, E> {
   expand?: E;
 }
 
-export type SelectRow<DB extends DatabaseTypes, R, T, S = '*', E = []> = Simplify<PickOf<RowOf<DB, T>, Selected<Readable<DB, R, T>, S>> & Expanded<DB, R, T, E>>;
+export type SelectRow<DB extends DatabaseTypes, R, T, S = '*', E = []> = Simplify<
+  PickOf<RowOf<DB, T>, Selected<Readable<DB, R, T>, S>> & Expanded<DB, R, T, E>
+>;
 /** What insert and update answer: the readable columns and the primary key. */
 export type ReturnedRow<DB extends DatabaseTypes, R, T> = Simplify<PickOf<RowOf<DB, T>, Readable<DB, R, T> | KeyOf<DB, T>>>;
-export type InsertRow<DB extends DatabaseTypes, R, T> = Simplify<PickOf<Tbl<DB, T>['Insert'], (Writable<DB, R, T, 'insert'> | KeyOf<DB, T>) & keyof Tbl<DB, T>['Insert']>>;
+export type InsertRow<DB extends DatabaseTypes, R, T> = Simplify<
+  PickOf<Tbl<DB, T>['Insert'], (Writable<DB, R, T, 'insert'> | KeyOf<DB, T>) & keyof Tbl<DB, T>['Insert']>
+>;
 export type UpdateData<DB extends DatabaseTypes, R, T> = {
   [K in Exclude<Writable<DB, R, T, 'update'>, KeyOf<DB, T>>]?: InputOf<DB, T>[K] | (null extends RowOf<DB, T>[K & keyof RowOf<DB, T>] ? null : never);
 };

@@ -26,7 +26,8 @@ const INIT = `window.onload = () => {
 export function installApiDocs(app: FastifyInstance, title: string, document: () => unknown): void {
   let cached: string | undefined;
   // the handlers check their one parameter themselves: the pages are served the same with or without the zod compilers
-  const reg = (c: RouteContract, handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => contractRoute(app, c, handler, { schemas: 'described' });
+  const reg = (c: RouteContract, handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) =>
+    contractRoute(app, c, handler, { schemas: 'described' });
   reg(DOCS_API['docs.openapi'], async (_req, reply) => {
     cached ??= JSON.stringify(document());
     return reply.type('application/json; charset=utf-8').send(cached);

@@ -99,7 +99,8 @@ export function parseDbUrl(raw: unknown): ParsedDbUrl {
   }
   // NUL separates the fields of PostgreSQL's startup packet: a %00 in the user or database would add
   // parameters of its own (options, replication…)
-  if (CONTROL.test(user) || CONTROL.test(database) || password.includes('\u0000')) throw badRequest('dbUrl user, password and database must not contain control characters');
+  if (CONTROL.test(user) || CONTROL.test(database) || password.includes('\u0000'))
+    throw badRequest('dbUrl user, password and database must not contain control characters');
   if (!user) throw badRequest(`dbUrl has no user: ${URL_RULE}`);
   if (database.includes('/')) throw badRequest(`dbUrl path must be a single database name: ${URL_RULE}`);
   return { host, hostKind, port, user, database: database || user, password, sslmode, applicationName };
@@ -107,7 +108,9 @@ export function parseDbUrl(raw: unknown): ParsedDbUrl {
 
 function parseHost(hostname: string): { host: string; hostKind: 'name' | 'ip' } {
   const notAHost = () =>
-    badRequest(`dbUrl host must be a host name (letters, digits, '-', '.') or an IP address; unix sockets, paths and percent-encoded hosts are not accepted: ${URL_RULE}`);
+    badRequest(
+      `dbUrl host must be a host name (letters, digits, '-', '.') or an IP address; unix sockets, paths and percent-encoded hosts are not accepted: ${URL_RULE}`,
+    );
   if (hostname.startsWith('[')) {
     const v6 = hostname.slice(1, -1);
     if (!hostname.endsWith(']') || !parseIPv6(v6)) throw notAHost();
@@ -115,7 +118,9 @@ function parseHost(hostname: string): { host: string; hostKind: 'name' | 'ip' } 
   }
   if (parseIPv4(hostname)) return { host: hostname, hostKind: 'ip' };
   if (/^[0-9a-fx.]+$/i.test(hostname) && !isHostName(hostname)) {
-    throw badRequest('dbUrl host looks like an IPv4 address in a non-standard form (integer, octal, hex or shortened): write it as four decimal numbers a.b.c.d');
+    throw badRequest(
+      'dbUrl host looks like an IPv4 address in a non-standard form (integer, octal, hex or shortened): write it as four decimal numbers a.b.c.d',
+    );
   }
   if (!isHostName(hostname)) throw notAHost();
   return { host: hostname.toLowerCase().replace(/\.$/, ''), hostKind: 'name' };

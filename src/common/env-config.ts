@@ -72,7 +72,9 @@ export const env = {
   port: (dflt: number) => variable(dflt, (s) => wholeNumber(s, 0, 65535, 'must be a port number from 0 to 65535')),
   /** a whole number in [min, max] */
   int: (dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-    variable(dflt, (s) => wholeNumber(s, min, max, max === Number.MAX_SAFE_INTEGER ? `must be a whole number ≥ ${min}` : `must be a whole number from ${min} to ${max}`)),
+    variable(dflt, (s) =>
+      wholeNumber(s, min, max, max === Number.MAX_SAFE_INTEGER ? `must be a whole number ≥ ${min}` : `must be a whole number from ${min} to ${max}`),
+    ),
   /** a duration (`30s`, `15m`, `12h`, `90d`, or seconds) → milliseconds, at least `minMs` */
   durationMs: (dflt: string, minMs = 0) =>
     variable(parseDuration(dflt) * 1000, (s) => {
@@ -88,7 +90,10 @@ export const env = {
   /** comma-separated, empty items dropped */
   list: (dflt: string[], check?: (item: string) => void) =>
     variable(dflt, (s) => {
-      const items = s.split(',').map((x) => x.trim()).filter(Boolean);
+      const items = s
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
       for (const i of items) check?.(i);
       return items;
     }),

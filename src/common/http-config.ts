@@ -44,7 +44,13 @@ export interface HttpSettings {
 type HttpEnv = z.output<z.ZodObject<typeof HTTP_ENV>>;
 
 export function httpSettings(e: HttpEnv): HttpSettings {
-  return { logLevel: e.STK_LOG_LEVEL, trustProxy: e.STK_TRUST_PROXY, maxConnections: e.STK_MAX_CONNECTIONS, maxConnectionsPerAddress: e.STK_MAX_CONNECTIONS_PER_ADDRESS, bodyInflightMaxBytes: e.STK_BODY_INFLIGHT_MAX_BYTES };
+  return {
+    logLevel: e.STK_LOG_LEVEL,
+    trustProxy: e.STK_TRUST_PROXY,
+    maxConnections: e.STK_MAX_CONNECTIONS,
+    maxConnectionsPerAddress: e.STK_MAX_CONNECTIONS_PER_ADDRESS,
+    bodyInflightMaxBytes: e.STK_BODY_INFLIGHT_MAX_BYTES,
+  };
 }
 
 /** Every variable unset: the defaults above (tests, and apps built without a process's config). */

@@ -1,6 +1,13 @@
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
 import type { Bindings, ChildLoggerOptions } from 'pino';
 import { ulid } from './ulid.js';
 import { AppError, ERROR_CATALOGUE, codeForStatus, envelope, type FieldDetails, type FieldProblem } from '../protocol/errors.js';
@@ -98,7 +105,18 @@ class AccessLogViaPino extends LogController {
     if (error) log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
     else {
       const code = (request as unknown as WithCode)[kErrorCode];
-      log.info({ reqId: request.id, method: request.method, url: stripQuery(request.url), statusCode: reply.statusCode, responseTime: Math.round(reply.elapsedTime * 100) / 100, ip: request.ip, code }, 'request completed');
+      log.info(
+        {
+          reqId: request.id,
+          method: request.method,
+          url: stripQuery(request.url),
+          statusCode: reply.statusCode,
+          responseTime: Math.round(reply.elapsedTime * 100) / 100,
+          ip: request.ip,
+          code,
+        },
+        'request completed',
+      );
     }
   }
 }
@@ -144,7 +162,9 @@ function limitConnections(app: FastifyInstance, o: { max: number; perAddress: nu
     const id = ulid();
     const body = JSON.stringify(envelope('SERVICE_UNAVAILABLE', why, id));
     socket.on('error', () => {});
-    socket.end(`HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nRetry-After: 1\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(
+      `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nRetry-After: 1\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`,
+    );
     socket.destroySoon();
   };
   app.server.on('connection', (socket: Socket) => {
@@ -153,7 +173,8 @@ function limitConnections(app: FastifyInstance, o: { max: number; perAddress: nu
     const counted = !o.exempt(address);
     if (counted) {
       const n = open.get(address) ?? 0;
-      if (n >= o.perAddress) return refuse(socket, `too many open connections from your address (at most ${o.perAddress}); reuse connections or close idle ones`);
+      if (n >= o.perAddress)
+        return refuse(socket, `too many open connections from your address (at most ${o.perAddress}); reuse connections or close idle ones`);
       open.set(address, n + 1);
     }
     total++;
@@ -204,7 +225,9 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
           logController: accessWrite ? new AccessLog(opts.name, accessWrite) : new AccessLogViaPino(),
           // req.log becomes a pino child only when something logs through it
           childLoggerFactory: (parent: FastifyBaseLogger, bindings: Bindings, opts: ChildLoggerOptions) =>
-            opts.level !== undefined || opts.serializers !== undefined ? parent.child(bindings, opts) : (new RequestLogger(parent as never, bindings) as unknown as FastifyBaseLogger),
+            opts.level !== undefined || opts.serializers !== undefined
+              ? parent.child(bindings, opts)
+              : (new RequestLogger(parent as never, bindings) as unknown as FastifyBaseLogger),
         }
       : {}),
     bodyLimit: BODY_LIMIT_BYTES,
@@ -224,7 +247,10 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     // URL-level failures (bad percent-encoding, …) get the envelope too, not Fastify's default body
     frameworkErrors(err, req, reply) {
       const status = (err as { statusCode?: number }).statusCode ?? 400;
-      (reply as unknown as { code(n: number): { header(k: string, v: string): { send(b: unknown): void } } }).code(status).header('x-request-id', req.id).send(envelope(codeForStatus(status), status === 414 ? 'URL too long' : 'malformed request URL', req.id));
+      (reply as unknown as { code(n: number): { header(k: string, v: string): { send(b: unknown): void } } })
+        .code(status)
+        .header('x-request-id', req.id)
+        .send(envelope(codeForStatus(status), status === 414 ? 'URL too long' : 'malformed request URL', req.id));
     },
     // slow clients (slowloris: headers or a body trickled in) are cut off: 408, connection closed
     requestTimeout: opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
@@ -250,7 +276,9 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       const id = ulid();
       const body = JSON.stringify(envelope(codeForStatus(status), message, id));
       if (socket.writable) {
-        socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`);
+        socket.end(
+          `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${id}\r\nConnection: close\r\n\r\n${body}`,
+        );
         socket.once('finish', () => socket.destroy());
       } else socket.destroy();
     },
@@ -266,7 +294,12 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   app.server.on('checkExpectation', (_req, res) => {
     const id = ulid();
     const body = JSON.stringify(envelope('BAD_REQUEST', 'unsupported Expect header: only 100-continue is supported', id));
-    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-request-id': id, connection: 'close' });
+    res.writeHead(417, {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'x-request-id': id,
+      connection: 'close',
+    });
     res.end(body);
   });
 
@@ -327,7 +360,10 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     const allowed = routes.allowed(path);
     if (allowed.length > 0 && !allowed.includes(req.method)) {
       setCode(req, 'METHOD_NOT_ALLOWED');
-      reply.code(405).header('allow', allowed.join(', ')).send(envelope('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}; allowed: ${allowed.join(', ')}`, req.id));
+      reply
+        .code(405)
+        .header('allow', allowed.join(', '))
+        .send(envelope('METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}; allowed: ${allowed.join(', ')}`, req.id));
       return;
     }
     setCode(req, 'NOT_FOUND');
@@ -351,7 +387,9 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
         const field = (v.instancePath ?? '').split('/').filter(Boolean).join('.');
         return { in: where, field, message: String(v.message ?? 'invalid') };
       });
-      const message = problems.length ? problems.map((p) => `${p.field ? `${p.in}.${p.field}` : p.in}: ${p.message}`).join('; ') : (e.message ?? 'invalid request');
+      const message = problems.length
+        ? problems.map((p) => `${p.field ? `${p.in}.${p.field}` : p.in}: ${p.message}`).join('; ')
+        : (e.message ?? 'invalid request');
       const named = problems.filter((p) => p.field);
       return reply.code(400).send(envelope('BAD_REQUEST', message, req.id, named.length ? ({ fields: named } satisfies FieldDetails) : undefined));
     }
@@ -365,7 +403,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       } else if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
         code = 'UNSUPPORTED_MEDIA_TYPE';
         message = 'send the body as application/json';
-      } else if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (err instanceof SyntaxError)) {
+      } else if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err instanceof SyntaxError) {
         code = 'BAD_REQUEST';
         message = 'malformed JSON body';
       } else if (e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {

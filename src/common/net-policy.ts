@@ -33,7 +33,13 @@ export function parseIPv6(s: string): IpBytes | null {
     text = `${text.slice(0, lastColon + 1)}${((v4[0]! << 8) | v4[1]!).toString(16)}:${((v4[2]! << 8) | v4[3]!).toString(16)}`;
   }
   const [head, rest] = text.includes('::') ? text.split('::') : [text, undefined];
-  const groups = (g: string | undefined) => (g ? g.split(':').filter((x) => x !== '').map((x) => parseInt(x, 16)) : []);
+  const groups = (g: string | undefined) =>
+    g
+      ? g
+          .split(':')
+          .filter((x) => x !== '')
+          .map((x) => parseInt(x, 16))
+      : [];
   const a = groups(head);
   const b = groups(rest);
   const fill = rest === undefined ? 0 : 8 - a.length - b.length;
@@ -58,7 +64,7 @@ export function formatIp(b: IpBytes): string {
   // RFC 5952: the longest run (≥ 2) of zero groups becomes "::"
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     let j = i;
     while (j < 8 && g[j] === 0) j++;
     if (j - i > bestLen) [best, bestLen] = [i, j - i];
@@ -141,8 +147,10 @@ export function refusedReason(addr: IpBytes): string | null {
 /** Host names that point at this machine or at a metadata service wherever they are resolved. */
 export function refusedNameReason(name: string): string | null {
   const n = name.toLowerCase().replace(/\.$/, '');
-  if (n === 'localhost' || n.endsWith('.localhost') || n === 'localhost.localdomain' || n === 'ip6-localhost' || n === 'ip6-loopback') return 'a name for this machine';
-  if (['metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data', 'instance-data.ec2.internal', 'metadata.azure.internal'].includes(n)) return 'a cloud metadata service name';
+  if (n === 'localhost' || n.endsWith('.localhost') || n === 'localhost.localdomain' || n === 'ip6-localhost' || n === 'ip6-loopback')
+    return 'a name for this machine';
+  if (['metadata', 'metadata.google.internal', 'metadata.goog', 'instance-data', 'instance-data.ec2.internal', 'metadata.azure.internal'].includes(n))
+    return 'a cloud metadata service name';
   return null;
 }
 
@@ -217,7 +225,8 @@ export function isHostName(s: string): boolean {
 }
 
 function parseEntry(item: string): AllowEntry {
-  const bad = () => new Error(`STK_CONNECTION_ALLOW_HOSTS: ${JSON.stringify(item.slice(0, 100))} is not a host name, IP address or CIDR (optionally with :port)`);
+  const bad = () =>
+    new Error(`STK_CONNECTION_ALLOW_HOSTS: ${JSON.stringify(item.slice(0, 100))} is not a host name, IP address or CIDR (optionally with :port)`);
   const portOf = (p: string) => {
     if (!/^\d{1,5}$/.test(p) || Number(p) < 1 || Number(p) > 65535) throw bad();
     return Number(p);

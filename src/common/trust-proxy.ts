@@ -22,7 +22,10 @@ export function parseTrustProxy(v: string | undefined): TrustProxy {
   const lower = s.toLowerCase();
   if (s === '' || s === '0' || lower === 'false') return false;
   if (s === '1' || lower === 'true') return true;
-  const list = s.split(',').map((x) => x.trim()).filter(Boolean);
+  const list = s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
   for (const x of list) {
     if (!NAMED.has(x) && !/^[0-9a-fA-F.:]+(\/\d{1,3})?$/.test(x)) {
       throw new Error(`'${x.slice(0, 60)}' is not an IP address, CIDR or one of loopback, linklocal, uniquelocal (or use true)`);

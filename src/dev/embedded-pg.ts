@@ -26,7 +26,8 @@ export interface EmbeddedPg {
   stop(): Promise<void>;
 }
 
-type FromWorker = { type: 'ready'; port: number } | { type: 'error'; message: string; code?: string } | { type: 'warning'; message: string } | { type: 'stopped' };
+type FromWorker =
+  { type: 'ready'; port: number } | { type: 'error'; message: string; code?: string } | { type: 'warning'; message: string } | { type: 'stopped' };
 
 export async function startEmbeddedPg(o: EmbeddedPgOptions, onWarning: (m: string) => void = () => {}): Promise<EmbeddedPg> {
   const worker = new Worker(new URL(import.meta.url), { workerData: { [WORKER_KEY]: o } });
@@ -63,7 +64,13 @@ async function workerMain(o: EmbeddedPgOptions): Promise<void> {
     const { PGlite } = await import('@electric-sql/pglite');
     const { PgMux } = await import('./pg-mux.js');
     db = await PGlite.create({ dataDir: o.dataDir });
-    const mux = new PgMux({ db, host: o.host, port: o.port, idleInTransactionMs: o.idleInTransactionMs, onWarning: (message) => post({ type: 'warning', message }) });
+    const mux = new PgMux({
+      db,
+      host: o.host,
+      port: o.port,
+      idleInTransactionMs: o.idleInTransactionMs,
+      onWarning: (message) => post({ type: 'warning', message }),
+    });
     const actual = await mux.start();
     port.on('message', (m: { type: string }) => {
       if (m.type !== 'stop') return;

@@ -162,7 +162,15 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     // whatever the developer allows on top (STK_CONNECTION_ALLOW_HOSTS)
     const pgAddr = new URL(pg.url);
     const allowHosts = [env.STK_CONNECTION_ALLOW_HOSTS, `${pgAddr.hostname}:${pgAddr.port}`].filter(Boolean).join(',');
-    const hubEnv: NodeJS.ProcessEnv = { ...env, STK_LOG_LEVEL: logLevel, STK_DEV: '1', STK_DATA_DIR: dataDir, STK_HUB_PORT: String(hubPort), STK_HUB_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
+    const hubEnv: NodeJS.ProcessEnv = {
+      ...env,
+      STK_LOG_LEVEL: logLevel,
+      STK_DEV: '1',
+      STK_DATA_DIR: dataDir,
+      STK_HUB_PORT: String(hubPort),
+      STK_HUB_HOST: host,
+      STK_CONNECTION_ALLOW_HOSTS: allowHosts,
+    };
     for (const k of IGNORED_ENV) delete hubEnv[k];
     hubEnv.STK_OWNER_EMAIL = DEV_OWNER_EMAIL;
     hubEnv.STK_OWNER_PASSWORD = password;
@@ -177,7 +185,16 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     await ensureDevOwner(hub.ctx, password, fresh);
 
     // 3. Bridge, in-process, following the Hub with the service token
-    const bridgeEnv: NodeJS.ProcessEnv = { ...env, STK_LOG_LEVEL: logLevel, STK_DEV: '1', STK_HUB_URL: hubUrl, STK_SERVICE_TOKEN: hubConfig.serviceTokens[0], STK_BRIDGE_PORT: String(bridgePort), STK_BRIDGE_HOST: host, STK_CONNECTION_ALLOW_HOSTS: allowHosts };
+    const bridgeEnv: NodeJS.ProcessEnv = {
+      ...env,
+      STK_LOG_LEVEL: logLevel,
+      STK_DEV: '1',
+      STK_HUB_URL: hubUrl,
+      STK_SERVICE_TOKEN: hubConfig.serviceTokens[0],
+      STK_BRIDGE_PORT: String(bridgePort),
+      STK_BRIDGE_HOST: host,
+      STK_CONNECTION_ALLOW_HOSTS: allowHosts,
+    };
     const { loadBridgeConfig } = await import('../bridge/config.js');
     const { startBridge } = await import('../bridge/main.js');
     const bridge = await startBridge(loadBridgeConfig(bridgeEnv)).catch((e: unknown) => {
@@ -190,7 +207,15 @@ export async function runDev(env: NodeJS.ProcessEnv = process.env): Promise<void
     const { bootstrapDev, DEV_PROJECT, DEV_ENV, DEV_CONNECTION } = await import('./bootstrap.js');
     const boot = await bootstrapDev({ hubUrl, email: DEV_OWNER_EMAIL, password, dbUrl: pg.url, dataDir });
 
-    const state: DevState = { pid: process.pid, startedAt: new Date().toISOString(), hubUrl, bridgeUrl, pgUrl: pg.url, ownerEmail: DEV_OWNER_EMAIL, passwordFile: join(dataDir, 'dev-owner.txt') };
+    const state: DevState = {
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      hubUrl,
+      bridgeUrl,
+      pgUrl: pg.url,
+      ownerEmail: DEV_OWNER_EMAIL,
+      passwordFile: join(dataDir, 'dev-owner.txt'),
+    };
     writeFileSync(join(dataDir, 'dev.json'), JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
 
     printBanner({
@@ -231,7 +256,11 @@ async function ensureDevOwner(ctx: import('../hub/context.js').HubContext, passw
   }
   if (fresh || op.status !== 'active') {
     // dev-owner.txt was deleted: the new password replaces the old one (dev stores only)
-    await ctx.db.updateTable('operators').set({ password_hash: await hashPassword(password), status: 'active' }).where('id', '=', op.id).execute();
+    await ctx.db
+      .updateTable('operators')
+      .set({ password_hash: await hashPassword(password), status: 'active' })
+      .where('id', '=', op.id)
+      .execute();
   }
 }
 

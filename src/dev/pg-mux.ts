@@ -278,7 +278,9 @@ export class PgMux {
       conn.idleTimer = undefined;
       if (conn.closed || this.owner !== conn || !conn.holding) return;
       if (this.waiters.length === 0) return this.armIdleTimer(conn);
-      this.warn(`terminating connection #${conn.id}: idle inside a transaction for ${this.idleInTransactionMs} ms while ${this.waiters.length} other connection(s) waited`);
+      this.warn(
+        `terminating connection #${conn.id}: idle inside a transaction for ${this.idleInTransactionMs} ms while ${this.waiters.length} other connection(s) waited`,
+      );
       this.fail(conn, 'terminating connection due to idle-in-transaction timeout (the embedded PostgreSQL runs one transaction at a time)');
     }, this.idleInTransactionMs);
     conn.idleTimer.unref();

@@ -41,7 +41,14 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   useContractSchemas(app);
 
   installApiDocs(app, 'Santokit Hub', () =>
-    openApiDocument({ title: 'Santokit Hub', version: API_VERSION, description: 'The control plane: operators, projects, envs, connections, schema apply, releases, API keys, audit. Used through `stk`.' }, HUB_API),
+    openApiDocument(
+      {
+        title: 'Santokit Hub',
+        version: API_VERSION,
+        description: 'The control plane: operators, projects, envs, connections, schema apply, releases, API keys, audit. Used through `stk`.',
+      },
+      HUB_API,
+    ),
   );
   await app.register(healthRoutes, { ctx });
   await app.register(authRoutes, { ctx });

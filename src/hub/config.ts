@@ -115,10 +115,16 @@ export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfi
   const dataDir = e.STK_DATA_DIR;
   let secretRaw = e.STK_SECRET_KEY;
   if (!secretRaw) {
-    if (!dev) throw new ConfigError('STK_SECRET_KEY is required (32 bytes, e.g. `openssl rand -hex 32`); it encrypts DB URLs at rest. Back it up: without it stored connections cannot be decrypted.');
+    if (!dev)
+      throw new ConfigError(
+        'STK_SECRET_KEY is required (32 bytes, e.g. `openssl rand -hex 32`); it encrypts DB URLs at rest. Back it up: without it stored connections cannot be decrypted.',
+      );
     secretRaw = devSecret(dataDir, 'secret.key', () => randomBytes(32).toString('hex'));
   }
-  let serviceTokens = (e.STK_SERVICE_TOKENS ?? e.STK_SERVICE_TOKEN ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+  let serviceTokens = (e.STK_SERVICE_TOKENS ?? e.STK_SERVICE_TOKEN ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
   if (serviceTokens.length === 0) {
     if (!dev) throw new ConfigError('STK_SERVICE_TOKEN (or STK_SERVICE_TOKENS, comma-separated) is required: Bridges use it to call /internal/*');
     serviceTokens = [devSecret(dataDir, 'service.token', () => randomBytes(32).toString('base64url'))];

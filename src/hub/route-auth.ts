@@ -33,7 +33,8 @@ export function installRouteAuth(app: FastifyInstance, ctx: HubContext): void {
     if (!auth) throw new AppError('INTERNAL_ERROR', 'route declares no auth requirement');
     if (auth.kind === 'public') return;
     if (auth.kind === 'service') return requireServiceToken(ctx, req.headers);
-    if (auth.kind !== 'operator' && auth.kind !== 'org' && auth.kind !== 'project') throw new AppError('INTERNAL_ERROR', `auth ${auth.kind} is not served by the Hub`);
+    if (auth.kind !== 'operator' && auth.kind !== 'org' && auth.kind !== 'project')
+      throw new AppError('INTERNAL_ERROR', `auth ${auth.kind} is not served by the Hub`);
     const actor: Actor = (req.actor = { operator: await authenticate(ctx, req.headers.authorization), requestId: req.id, ip: req.ip ?? null, roles: {} });
     switch (auth.kind) {
       case 'operator':
@@ -54,7 +55,9 @@ export function installRouteAuth(app: FastifyInstance, ctx: HubContext): void {
         }
         const project = ((auth.from === 'query' ? req.query : req.params) as Record<string, unknown> | undefined)?.project;
         if (typeof project !== 'string' || project === '') {
-          throw forbidden(`you need ${auth.orOrg ? `org:${auth.orOrg}, or ` : ''}project:${auth.role} on the project you name${auth.from === 'query' ? ' (?project=)' : ''}`);
+          throw forbidden(
+            `you need ${auth.orOrg ? `org:${auth.orOrg}, or ` : ''}project:${auth.role} on the project you name${auth.from === 'query' ? ' (?project=)' : ''}`,
+          );
         }
         await requireProjectRole(ctx, actor, project, auth.role);
         return;

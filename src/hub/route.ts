@@ -11,7 +11,9 @@ export interface RouteInput<C extends RouteContract> {
   query: Out<C['query']>;
   body: Out<C['body']>;
 }
-type SuccessBody<C extends RouteContract> = { [S in keyof C['response']]: C['response'][S] extends z.ZodType ? z.input<C['response'][S]> : never }[keyof C['response']];
+type SuccessBody<C extends RouteContract> = {
+  [S in keyof C['response']]: C['response'][S] extends z.ZodType ? z.input<C['response'][S]> : never;
+}[keyof C['response']];
 
 export type RouteHandler<C extends RouteContract> = (
   input: RouteInput<C>,

@@ -73,13 +73,18 @@ export interface FieldDetails {
 
 /** 400 for one or more body fields; the message names them as the API does. */
 export const badField = (fields: string | string[], message: string) =>
-  new AppError('BAD_REQUEST', message, { details: { fields: (Array.isArray(fields) ? fields : [fields]).map((field) => ({ in: 'body', field, message })) } satisfies FieldDetails });
+  new AppError('BAD_REQUEST', message, {
+    details: { fields: (Array.isArray(fields) ? fields : [fields]).map((field) => ({ in: 'body', field, message })) } satisfies FieldDetails,
+  });
 
 /** The refused fields of an error's details (`details.fields`), or none. */
 export function fieldProblems(details: unknown): FieldProblem[] {
   const fields = (details as { fields?: unknown } | null | undefined)?.fields;
   if (!Array.isArray(fields)) return [];
-  return fields.filter((f): f is FieldProblem => typeof f === 'object' && f !== null && typeof (f as FieldProblem).field === 'string' && typeof (f as FieldProblem).in === 'string');
+  return fields.filter(
+    (f): f is FieldProblem =>
+      typeof f === 'object' && f !== null && typeof (f as FieldProblem).field === 'string' && typeof (f as FieldProblem).in === 'string',
+  );
 }
 
 export function codeForStatus(status: number): ErrorCode {

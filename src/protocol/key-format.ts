@@ -82,7 +82,10 @@ export const newSecret = () => randomString(BASE62, SECRET_LENGTH);
 /** The env tag for an env name: its `[a-z0-9]` characters, at most 16; undefined when none are left. */
 export function envTag(envName: string | undefined | null): string | undefined {
   if (!envName) return undefined;
-  const t = envName.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, MAX_TAG_LENGTH);
+  const t = envName
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, '')
+    .slice(0, MAX_TAG_LENGTH);
   return t || undefined;
 }
 

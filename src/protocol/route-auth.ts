@@ -27,7 +27,11 @@ export const SERVICE: RouteAuth = { kind: 'service' };
 export const OPERATOR: RouteAuth = { kind: 'operator' };
 export const APIKEY: RouteAuth = { kind: 'apikey' };
 export const orgRoleAtLeast = (role: OrgRole): RouteAuth => ({ kind: 'org', role });
-export const projectRoleAtLeast = (role: ProjectRole, more: { orOrg?: OrgRole; from?: 'query' | 'body' } = {}): RouteAuth => ({ kind: 'project', role, ...more });
+export const projectRoleAtLeast = (role: ProjectRole, more: { orOrg?: OrgRole; from?: 'query' | 'body' } = {}): RouteAuth => ({
+  kind: 'project',
+  role,
+  ...more,
+});
 
 /** One registered route, as the security sweep and the API description see it. */
 export interface RouteInfo {

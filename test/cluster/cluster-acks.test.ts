@@ -97,7 +97,10 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
     a.sync.ack('bridge-x', 's-bridge-x', [seq2]);
     expect(await b.sync.waitForAcks(seq2, 5000)).toEqual({ bridges: 2, acked: 2, lagging: [] });
     // the shared row holds the high-water mark
-    const [row] = await query<{ hub_id: string; acked_seq: string }>(store.url, `select hub_id, acked_seq::text from sync_bridges where bridge_id = 'bridge-x'`);
+    const [row] = await query<{ hub_id: string; acked_seq: string }>(
+      store.url,
+      `select hub_id, acked_seq::text from sync_bridges where bridge_id = 'bridge-x'`,
+    );
     expect(row).toEqual({ hub_id: a.sync.hubId, acked_seq: String(seq2) });
     x.disconnect();
     y.disconnect();
@@ -116,8 +119,12 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
 
   it('stale presence (a Hub that crashed long ago) does not count', async () => {
     const [a, b] = hubs as [(typeof hubs)[0], (typeof hubs)[0]];
-    await query(store.url, `insert into sync_bridges (bridge_id, hub_id, acked_seq, address, connected_at, last_seen_at, disconnected_at)
-      values ('bridge-ghost', 'gone-hub', 0, null, $1, $1, null)`, [new Date(Date.now() - 3600_000).toISOString()]);
+    await query(
+      store.url,
+      `insert into sync_bridges (bridge_id, hub_id, acked_seq, address, connected_at, last_seen_at, disconnected_at)
+      values ('bridge-ghost', 'gone-hub', 0, null, $1, $1, null)`,
+      [new Date(Date.now() - 3600_000).toISOString()],
+    );
     expect(await clusterIds(a)).toEqual([]);
     const seq = await change(b);
     expect(await b.sync.waitForAcks(seq, 5000)).toMatchObject({ bridges: 0, lagging: [] });
@@ -127,7 +134,7 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
     await query(store.url, `delete from sync_bridges where bridge_id = 'bridge-ghost'`);
   });
 
-  it("Hub A goes away: its Bridges are still waited for, until they resume on Hub B", async () => {
+  it('Hub A goes away: its Bridges are still waited for, until they resume on Hub B', async () => {
     const [a, b] = hubs as [(typeof hubs)[0], (typeof hubs)[0]];
     const v = await connect(a, 'bridge-v');
     const w = await connect(a, 'bridge-w');
@@ -147,7 +154,13 @@ describe('cluster-wide acks (two Hubs, one PostgreSQL store)', () => {
     // w had already applied it before its Hub went away (it resumes past it): resuming is its ack
     await connect(b, 'bridge-w', seq);
     expect(await pending).toEqual({ bridges: 2, acked: 2, lagging: [] });
-    const rows = await query<{ bridge_id: string; hub_id: string }>(store.url, `select bridge_id, hub_id from sync_bridges where bridge_id in ('bridge-v', 'bridge-w') order by 1`);
-    expect(rows).toEqual([{ bridge_id: 'bridge-v', hub_id: b.sync.hubId }, { bridge_id: 'bridge-w', hub_id: b.sync.hubId }]);
+    const rows = await query<{ bridge_id: string; hub_id: string }>(
+      store.url,
+      `select bridge_id, hub_id from sync_bridges where bridge_id in ('bridge-v', 'bridge-w') order by 1`,
+    );
+    expect(rows).toEqual([
+      { bridge_id: 'bridge-v', hub_id: b.sync.hubId },
+      { bridge_id: 'bridge-w', hub_id: b.sync.hubId },
+    ]);
   });
 });

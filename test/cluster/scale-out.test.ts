@@ -118,7 +118,9 @@ describe('scale-out: 2 Hubs on one PostgreSQL store, 3 Bridges', () => {
     }
     ackMs.sort((a, b) => a - b);
     const q = (p: number) => ackMs[Math.min(ackMs.length - 1, Math.floor(p * ackMs.length))]!.toFixed(1);
-    console.log(`scale-out: ${N} revokes via 2 Hubs, 3 Bridges, ${requests} requests, ${acceptedAfter} accepted after revoke returned (${checkedAfter} sent after), ack p50 ${q(0.5)} ms, p99 ${q(0.99)} ms`);
+    console.log(
+      `scale-out: ${N} revokes via 2 Hubs, 3 Bridges, ${requests} requests, ${acceptedAfter} accepted after revoke returned (${checkedAfter} sent after), ack p50 ${q(0.5)} ms, p99 ${q(0.99)} ms`,
+    );
     expect(acceptedAfter).toBe(0);
     expect(checkedAfter).toBeGreaterThanOrEqual(N * 9);
   }, 180_000);

@@ -68,6 +68,8 @@ describe('service token rotation', () => {
       expect(log.includes(oldToken), `${p.name} log holds the old token`).toBe(false);
       expect(log.includes(newToken), `${p.name} log holds the new token`).toBe(false);
     }
-    console.log('service token rotation: Hub [old,new] → 2/2 Bridges synced; Hub [new] → old-token Bridge 401 (logged, no token in logs), new-token Bridge synced');
+    console.log(
+      'service token rotation: Hub [old,new] → 2/2 Bridges synced; Hub [new] → old-token Bridge 401 (logged, no token in logs), new-token Bridge synced',
+    );
   });
 });

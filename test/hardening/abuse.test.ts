@@ -71,11 +71,14 @@ function bigHeaders(url: string, headerBytes: number): Promise<{ status: number;
       }
       resolve({ status, json });
     });
-    sock.end(`POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nX-Padding: ${'p'.repeat(headerBytes)}\r\nContent-Length: 2\r\n\r\n{}`);
+    sock.end(
+      `POST ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nX-Padding: ${'p'.repeat(headerBytes)}\r\nContent-Length: 2\r\n\r\n{}`,
+    );
   });
 }
 
-const isEnvelope = (r: { json: any }) => typeof r.json?.error?.code === 'string' && typeof r.json?.error?.message === 'string' && typeof r.json?.error?.requestId === 'string';
+const isEnvelope = (r: { json: any }) =>
+  typeof r.json?.error?.code === 'string' && typeof r.json?.error?.message === 'string' && typeof r.json?.error?.requestId === 'string';
 
 describe('abuse', () => {
   let s: Stack;
@@ -122,20 +125,31 @@ describe('abuse', () => {
     const hub = new HttpClient(s.hub.url, 8);
     const statuses = new Map<number, number>();
     const tally = new Tally();
-    await hub.run(Array.from({ length: LOGIN_FLOOD }, (_, i) => i), async (i) => {
-      const r = await hub.send('POST', '/api/auth/login', { 'content-type': 'application/json' }, { email: TEST_OWNER.email, password: `wrong-password-${i}` });
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      tally.add(r, `login #${i}`);
-    });
+    await hub.run(
+      Array.from({ length: LOGIN_FLOOD }, (_, i) => i),
+      async (i) => {
+        const r = await hub.send(
+          'POST',
+          '/api/auth/login',
+          { 'content-type': 'application/json' },
+          { email: TEST_OWNER.email, password: `wrong-password-${i}` },
+        );
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        tally.add(r, `login #${i}`);
+      },
+    );
     // the right password from the flooding address is refused too, until the window ends
     const right = await hub.send('POST', '/api/auth/login', { 'content-type': 'application/json' }, { email: TEST_OWNER.email, password: TEST_OWNER.password });
     // the cost of a refused attempt alone: another round, all of it throttled
     const before2 = cpuMs(s.hub.child.pid);
-    await hub.run(Array.from({ length: LOGIN_FLOOD }, (_, i) => i), async (i) => {
-      const r = await hub.send('POST', '/api/auth/login', { 'content-type': 'application/json' }, { email: TEST_OWNER.email, password: `wrong-again-${i}` });
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      tally.add(r, `login again #${i}`);
-    });
+    await hub.run(
+      Array.from({ length: LOGIN_FLOOD }, (_, i) => i),
+      async (i) => {
+        const r = await hub.send('POST', '/api/auth/login', { 'content-type': 'application/json' }, { email: TEST_OWNER.email, password: `wrong-again-${i}` });
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        tally.add(r, `login again #${i}`);
+      },
+    );
     const after = cpuMs(s.hub.child.pid);
     const session = await s.api('GET', '/api/projects');
     hub.close();
@@ -162,7 +176,12 @@ describe('abuse', () => {
     const statuses = new Map<number, number>();
     const before = cpuMs(bridge.child.pid);
     const send = (i: number, body: string | object) =>
-      client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': `stk_dev_INVALID${String(i).padStart(8, '0')}_${'a'.repeat(28)}` }, body);
+      client.send(
+        'POST',
+        '/call',
+        { 'content-type': 'application/json', 'x-santokit-api-key': `stk_dev_INVALID${String(i).padStart(8, '0')}_${'a'.repeat(28)}` },
+        body,
+      );
     // 1. well-formed requests with made-up keys until the address is blocked
     let firstBlocked = -1;
     let i = 0;
@@ -174,14 +193,23 @@ describe('abuse', () => {
     }
     // 2. the rest of the flood, concurrently; half with malformed JSON: a body that was parsed would get 400
     const after429 = new Map<number, number>();
-    await client.run(Array.from({ length: FLOOD - i }, (_, j) => i + j), async (n) => {
-      const r = await send(n, n % 2 ? '{"path":' : { path: 'db/users/select' });
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      after429.set(r.status, (after429.get(r.status) ?? 0) + 1);
-      tally.add(r, `invalid key #${n}`);
-    });
+    await client.run(
+      Array.from({ length: FLOOD - i }, (_, j) => i + j),
+      async (n) => {
+        const r = await send(n, n % 2 ? '{"path":' : { path: 'db/users/select' });
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        after429.set(r.status, (after429.get(r.status) ?? 0) + 1);
+        tally.add(r, `invalid key #${n}`);
+      },
+    );
     const after = cpuMs(bridge.child.pid);
-    const sqlRan = (await query<{ n: string }>(s.dbUrl, "select coalesce(sum(calls), 0) as n from pg_stat_statements where dbid = $1::oid and query not ilike '%pg_stat_statements%' and query !~* '^select (1|\\$1)$'", [dbOid]))[0]!.n;
+    const sqlRan = (
+      await query<{ n: string }>(
+        s.dbUrl,
+        "select coalesce(sum(calls), 0) as n from pg_stat_statements where dbid = $1::oid and query not ilike '%pg_stat_statements%' and query !~* '^select (1|\\$1)$'",
+        [dbOid],
+      )
+    )[0]!.n;
     // a valid key from the same address is served: other clients' garbage never locks it out
     const valid: Resp = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path: 'db/users/select' });
     const health = await fetch(bridge.url + '/healthz');

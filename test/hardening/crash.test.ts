@@ -47,11 +47,22 @@ describe('crash: kill -9 the Hub during 1,000 concurrent apikey creates', () => 
     for (const e of ENVS.slice(1)) {
       expect((await s.api('POST', `/api/projects/${s.project}/envs`, { name: e })).status).toBe(201);
       expect((await s.api('PUT', `/api/projects/${s.project}/envs/${e}/connections/main`, { engine: 'postgres', dbUrl: s.dbUrl })).status).toBe(200);
-      const a = await s.api('POST', `/api/projects/${s.project}/envs/${e}/apply`, { schema: exampleFiles(), permissions: examplePerms(), ref: null, dryRun: false, force: false });
+      const a = await s.api('POST', `/api/projects/${s.project}/envs/${e}/apply`, {
+        schema: exampleFiles(),
+        permissions: examplePerms(),
+        ref: null,
+        dryRun: false,
+        force: false,
+      });
       expect(a.status, a.text).toBe(200);
     }
     const b = await s.startBridge({ STK_RATE_LIMIT_PER_API_KEY: '100000', STK_SYNC_MAX_BACKOFF_MS: '500' });
-    for (const e of ENVS) await waitFor(async () => (await fetch(`${b.url}/readyz?project=${s.project}&env=${e}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).ok, 30_000, `bridge ready for ${e}`);
+    for (const e of ENVS)
+      await waitFor(
+        async () => (await fetch(`${b.url}/readyz?project=${s.project}&env=${e}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).ok,
+        30_000,
+        `bridge ready for ${e}`,
+      );
     await waitFor(async () => (await bridgesConnected(s)) === 1, 20_000, 'bridge connected');
   }, 180_000);
   afterAll(async () => {
@@ -71,7 +82,11 @@ describe('crash: kill -9 the Hub during 1,000 concurrent apikey creates', () => 
         const data = body(i);
         const req = request(
           `${s.hub.url}/api/projects/${s.project}/envs/${env}/apikeys`,
-          { method: 'POST', agent, headers: { authorization: `Bearer ${s.owner}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
+          {
+            method: 'POST',
+            agent,
+            headers: { authorization: `Bearer ${s.owner}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
+          },
           (res) => {
             let text = '';
             res.on('data', (d) => (text += d));
@@ -111,13 +126,27 @@ describe('crash: kill -9 the Hub during 1,000 concurrent apikey creates', () => 
     const notWorking: string[] = [];
     const entries = [...returned];
     // (the Bridge resyncs from the restarted Hub's snapshot: wait for the last key to arrive)
-    await waitFor(async () => {
-      const k = entries[entries.length - 1]![1];
-      const r = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': k.key }, { path: 'db/users/select', params: { limit: 1 } });
-      return r.status === 200;
-    }, 20_000, 'the last returned key works');
+    await waitFor(
+      async () => {
+        const k = entries[entries.length - 1]![1];
+        const r = await client.send(
+          'POST',
+          '/call',
+          { 'content-type': 'application/json', 'x-santokit-api-key': k.key },
+          { path: 'db/users/select', params: { limit: 1 } },
+        );
+        return r.status === 200;
+      },
+      20_000,
+      'the last returned key works',
+    );
     await client.run(entries, async ([id, k]) => {
-      const r = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': k.key }, { path: 'db/users/select', params: { limit: 1 } });
+      const r = await client.send(
+        'POST',
+        '/call',
+        { 'content-type': 'application/json', 'x-santokit-api-key': k.key },
+        { path: 'db/users/select', params: { limit: 1 } },
+      );
       if (r.status !== 200) notWorking.push(`${id} (${k.env}): ${r.status} ${r.text.slice(0, 120)}`);
     });
 
@@ -156,18 +185,37 @@ describe('crash: kill -9 the Hub during 1,000 concurrent apikey creates', () => 
     if (inE1) {
       expect((await s.api('POST', `/api/projects/${s.project}/envs/e1/apikeys/${inE1[0]}/revoke`, {})).status).toBe(200);
       const c1 = new HttpClient(s.bridges[0]!.url, 1);
-      const r = await c1.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': inE1[1].key }, { path: 'db/users/select', params: { limit: 1 } });
+      const r = await c1.send(
+        'POST',
+        '/call',
+        { 'content-type': 'application/json', 'x-santokit-api-key': inE1[1].key },
+        { path: 'db/users/select', params: { limit: 1 } },
+      );
       expect(r.status).toBe(401);
       c1.close();
     }
     const fresh = await s.createKey('after-crash', ['reader'], 'e1');
     const c2 = new HttpClient(s.bridges[0]!.url, 1);
-    const ok = await c2.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': fresh.key }, { path: 'db/users/select', params: { limit: 1 } });
+    const ok = await c2.send(
+      'POST',
+      '/call',
+      { 'content-type': 'application/json', 'x-santokit-api-key': fresh.key },
+      { path: 'db/users/select', params: { limit: 1 } },
+    );
     expect(ok.status).toBe(200);
     // without a crash the flag clears as soon as the response is out
-    await waitFor(async () => (await s.api('GET', `/api/projects/${s.project}/envs/e1/apikeys/${fresh.keyId}`)).json.unconfirmed === false, 10_000, 'the new key confirmed');
+    await waitFor(
+      async () => (await s.api('GET', `/api/projects/${s.project}/envs/e1/apikeys/${fresh.keyId}`)).json.unconfirmed === false,
+      10_000,
+      'the new key confirmed',
+    );
     expect((await s.api('POST', `/api/projects/${s.project}/envs/e1/apikeys/${fresh.keyId}/revoke`, {})).status).toBe(200);
-    const gone = await c2.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': fresh.key }, { path: 'db/users/select', params: { limit: 1 } });
+    const gone = await c2.send(
+      'POST',
+      '/call',
+      { 'content-type': 'application/json', 'x-santokit-api-key': fresh.key },
+      { path: 'db/users/select', params: { limit: 1 } },
+    );
     expect(gone.status).toBe(401);
     c2.close();
   }, 240_000);
@@ -191,14 +239,23 @@ describe('crash: kill -9 during stk apply DDL', () => {
     for (const f of exampleFiles()) writeFileSync(join(dir, f.file), f.content);
     const lines = ['version: 1', 'tables:'];
     for (let i = 0; i < upTo; i++) {
-      lines.push(`  t${i}:`, '    id: { generate: ulid }', '    columns:', '      label: { type: string }', '      user_id: { type: string, references: { table: users } }', '    indexes:', '      - { columns: [label] }');
+      lines.push(
+        `  t${i}:`,
+        '    id: { generate: ulid }',
+        '    columns:',
+        '      label: { type: string }',
+        '      user_id: { type: string, references: { table: users } }',
+        '    indexes:',
+        '      - { columns: [label] }',
+      );
     }
     writeFileSync(join(dir, 'schema/many.yaml'), lines.join('\n') + '\n');
     writeFileSync(join(dir, 'config/permissions.yaml'), examplePerms());
     return dir;
   }
 
-  const existing = async () => (await query<{ n: string }>(s.dbUrl, "select count(*) as n from pg_tables where schemaname = 'public' and tablename ~ '^t[0-9]+$'"))[0]!.n;
+  const existing = async () =>
+    (await query<{ n: string }>(s.dbUrl, "select count(*) as n from pg_tables where schemaname = 'public' and tablename ~ '^t[0-9]+$'"))[0]!.n;
 
   /** Holds ACCESS EXCLUSIVE on users so apply's foreign keys block after its CREATE TABLEs, inside its transaction. */
   async function lockUsers(): Promise<pg.Client> {
@@ -209,7 +266,12 @@ describe('crash: kill -9 during stk apply DDL', () => {
     return c;
   }
   const applyBlocked = async () =>
-    (await query<{ n: string }>(s.dbUrl, "select count(*) as n from pg_stat_activity where datname = current_database() and application_name = 'santokit-hub' and wait_event_type = 'Lock'"))[0]!.n === '1';
+    (
+      await query<{ n: string }>(
+        s.dbUrl,
+        "select count(*) as n from pg_stat_activity where datname = current_database() and application_name = 'santokit-hub' and wait_event_type = 'Lock'",
+      )
+    )[0]!.n === '1';
 
   it('the database is before or after, never in between, and a re-run succeeds', async () => {
     const results: string[] = [];
@@ -217,14 +279,26 @@ describe('crash: kill -9 during stk apply DDL', () => {
     // 1. kill -9 the CLI while the Hub is mid-DDL: the Hub finishes or rolls back on its own
     const dir1 = projectDir(TABLES);
     let lock = await lockUsers();
-    const cli = spawnLongRunning('stk-apply', ['apply', '--project', s.project, '--env', s.env, '--dir', dir1], { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: s.hub.url, STK_AUTH_TOKEN: s.owner, NO_COLOR: '1' });
+    const cli = spawnLongRunning('stk-apply', ['apply', '--project', s.project, '--env', s.env, '--dir', dir1], {
+      STK_CONFIG_DIR: s.cfg,
+      STK_HUB_URL: s.hub.url,
+      STK_AUTH_TOKEN: s.owner,
+      NO_COLOR: '1',
+    });
     await waitFor(applyBlocked, 30_000, 'apply blocked inside its DDL');
     const midCli = await existing(); // uncommitted tables are invisible to other sessions
     await cli.kill9();
     await lock.query('rollback');
     await lock.end();
     // the Hub's transaction either commits everything or nothing
-    await waitFor(async () => !(await applyBlocked()) && (await query(s.dbUrl, "select 1 from pg_stat_activity where datname = current_database() and application_name = 'santokit-hub' and state <> 'idle'")).length === 0, 30_000, 'the hub apply finished');
+    await waitFor(
+      async () =>
+        !(await applyBlocked()) &&
+        (await query(s.dbUrl, "select 1 from pg_stat_activity where datname = current_database() and application_name = 'santokit-hub' and state <> 'idle'"))
+          .length === 0,
+      30_000,
+      'the hub apply finished',
+    );
     const afterCli = Number(await existing());
     results.push(`CLI killed mid-DDL: ${midCli} tables visible during, ${afterCli} after (${afterCli === 0 ? 'before' : 'after'})`);
     expect([0, TABLES]).toContain(afterCli);
@@ -235,16 +309,28 @@ describe('crash: kill -9 during stk apply DDL', () => {
     // 2. kill -9 the Hub while its transaction holds TABLES new tables and waits on a lock
     const dir2 = projectDir(TABLES * 2);
     lock = await lockUsers();
-    const cli2 = spawnLongRunning('stk-apply', ['apply', '--project', s.project, '--env', s.env, '--dir', dir2], { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: s.hub.url, STK_AUTH_TOKEN: s.owner, NO_COLOR: '1' });
+    const cli2 = spawnLongRunning('stk-apply', ['apply', '--project', s.project, '--env', s.env, '--dir', dir2], {
+      STK_CONFIG_DIR: s.cfg,
+      STK_HUB_URL: s.hub.url,
+      STK_AUTH_TOKEN: s.owner,
+      NO_COLOR: '1',
+    });
     await waitFor(applyBlocked, 30_000, 'apply blocked inside its DDL');
     await s.hub.kill9();
     await lock.query('rollback');
     await lock.end();
     // PostgreSQL notices the dead client and rolls its transaction back
-    await waitFor(async () => (await query(s.dbUrl, "select 1 from pg_stat_activity where datname = current_database() and application_name = 'santokit-hub'")).length === 0, 30_000, 'the dead hub backend gone');
+    await waitFor(
+      async () =>
+        (await query(s.dbUrl, "select 1 from pg_stat_activity where datname = current_database() and application_name = 'santokit-hub'")).length === 0,
+      30_000,
+      'the dead hub backend gone',
+    );
     await new Promise<void>((r) => (cli2.child.exitCode !== null ? r() : cli2.child.once('exit', () => r())));
     const afterHub = Number(await existing());
-    results.push(`Hub killed mid-DDL: CLI exit ${cli2.child.exitCode}, ${afterHub} tables after (${afterHub === TABLES ? 'before' : afterHub === TABLES * 2 ? 'after' : 'IN BETWEEN'})`);
+    results.push(
+      `Hub killed mid-DDL: CLI exit ${cli2.child.exitCode}, ${afterHub} tables after (${afterHub === TABLES ? 'before' : afterHub === TABLES * 2 ? 'after' : 'IN BETWEEN'})`,
+    );
     expect(afterHub).toBe(TABLES);
     await restartHub(s);
     const rerun2 = await s.stk(['apply', '--project', s.project, '--env', s.env, '--dir', dir2]);

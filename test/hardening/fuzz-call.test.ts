@@ -47,7 +47,14 @@ describe('fuzz POST /call', () => {
   function headersFor(r: CallRecipe, i: number): Record<string, string | string[]> {
     const h: Record<string, string | string[]> = {};
     if (r.contentType !== null) h['content-type'] = r.contentType;
-    const unknownKey = formatKey('ZZZZZZZZ' + String(i % 10000).padStart(4, '0').replace(/[^0-9]/g, '0'), 'a'.repeat(22), 'dev');
+    const unknownKey = formatKey(
+      'ZZZZZZZZ' +
+        String(i % 10000)
+          .padStart(4, '0')
+          .replace(/[^0-9]/g, '0'),
+      'a'.repeat(22),
+      'dev',
+    );
     switch (r.key) {
       case 'admin':
         h['x-santokit-api-key'] = admin.key;
@@ -111,64 +118,74 @@ describe('fuzz POST /call', () => {
     return h;
   }
 
-  it(`${N} seeded requests: 0 × 5xx, every error an envelope with a requestId, the Bridge still serving`, async () => {
-    const tally = new Tally();
-    let ok2xx = 0;
-    let badSuccess = 0;
-    const t0 = Date.now();
-    // batches of 10,000 (seed, seed + 1, …) keep a soak run's memory flat
-    for (let batch = 0; batch * 10_000 < N; batch++) {
-      const recipes = callRecipes(SEED + batch, Math.min(10_000, N - batch * 10_000));
-      await client.run(recipes, async (r, j) => {
-        const i = batch * 10_000 + j;
-        const body = r.body.kind === 'json' ? r.body.text : r.body.kind === 'bytes' ? r.body.data : undefined;
-        const what = `#${i} ${r.method} ${r.url.slice(0, 60)} key=${r.key} ct=${JSON.stringify(r.contentType)} hints=${r.hints} extra=${JSON.stringify(r.extraHeaders)} body=${r.body.kind === 'json' ? r.body.text.slice(0, 200) : r.body.kind}`;
-        let res: Resp;
-        try {
-          res = await client.send(r.method, r.url, headersFor(r, i), body);
-        } catch (e) {
-          tally.fail(e, what);
-          return;
-        }
-        // a HEAD answer has no body by definition: the request id header is all it can carry
-        if (r.method === 'HEAD') res = { ...res, json: res.status >= 400 ? { error: { code: 'HEAD', message: 'HEAD', requestId: res.headers['x-request-id'] } } : res.json };
-        tally.add(res, what);
-        if (res.status >= 200 && res.status < 300) {
-          ok2xx++;
-          if (r.method !== 'HEAD' && (typeof res.json !== 'object' || res.json === null || !('data' in res.json))) {
-            badSuccess++;
-            tally.problems.push(`2xx without {data} ← ${what}`);
+  it(
+    `${N} seeded requests: 0 × 5xx, every error an envelope with a requestId, the Bridge still serving`,
+    async () => {
+      const tally = new Tally();
+      let ok2xx = 0;
+      let badSuccess = 0;
+      const t0 = Date.now();
+      // batches of 10,000 (seed, seed + 1, …) keep a soak run's memory flat
+      for (let batch = 0; batch * 10_000 < N; batch++) {
+        const recipes = callRecipes(SEED + batch, Math.min(10_000, N - batch * 10_000));
+        await client.run(recipes, async (r, j) => {
+          const i = batch * 10_000 + j;
+          const body = r.body.kind === 'json' ? r.body.text : r.body.kind === 'bytes' ? r.body.data : undefined;
+          const what = `#${i} ${r.method} ${r.url.slice(0, 60)} key=${r.key} ct=${JSON.stringify(r.contentType)} hints=${r.hints} extra=${JSON.stringify(r.extraHeaders)} body=${r.body.kind === 'json' ? r.body.text.slice(0, 200) : r.body.kind}`;
+          let res: Resp;
+          try {
+            res = await client.send(r.method, r.url, headersFor(r, i), body);
+          } catch (e) {
+            tally.fail(e, what);
+            return;
           }
-        }
-      });
-    }
-    const secs = ((Date.now() - t0) / 1000).toFixed(1);
-    console.log(
-      `fuzz /call: ${tally.requests} requests (seed ${SEED}, ${secs}s), ${tally.fiveXX} × 5xx, ${tally.missingRequestId} missing requestId, ${tally.badEnvelope} bad envelopes, ${tally.transportErrors} dropped connections, ${ok2xx} × 2xx; statuses ${tally.statuses()}`,
-    );
-    if (tally.problems.length) console.log('fuzz /call problems:\n  ' + tally.problems.join('\n  '));
+          // a HEAD answer has no body by definition: the request id header is all it can carry
+          if (r.method === 'HEAD')
+            res = { ...res, json: res.status >= 400 ? { error: { code: 'HEAD', message: 'HEAD', requestId: res.headers['x-request-id'] } } : res.json };
+          tally.add(res, what);
+          if (res.status >= 200 && res.status < 300) {
+            ok2xx++;
+            if (r.method !== 'HEAD' && (typeof res.json !== 'object' || res.json === null || !('data' in res.json))) {
+              badSuccess++;
+              tally.problems.push(`2xx without {data} ← ${what}`);
+            }
+          }
+        });
+      }
+      const secs = ((Date.now() - t0) / 1000).toFixed(1);
+      console.log(
+        `fuzz /call: ${tally.requests} requests (seed ${SEED}, ${secs}s), ${tally.fiveXX} × 5xx, ${tally.missingRequestId} missing requestId, ${tally.badEnvelope} bad envelopes, ${tally.transportErrors} dropped connections, ${ok2xx} × 2xx; statuses ${tally.statuses()}`,
+      );
+      if (tally.problems.length) console.log('fuzz /call problems:\n  ' + tally.problems.join('\n  '));
 
-    // the Bridge process survived and still answers correctly
-    const bridge = s.bridges[0]!;
-    expect(bridge.child.exitCode, 'bridge exited').toBeNull();
-    expect(bridge.child.signalCode, 'bridge killed').toBeNull();
-    const health = await fetch(bridge.url + '/healthz');
-    const ready = await fetch(`${bridge.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } });
-    const after = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': admin.key }, { path: 'db/users/select', params: { limit: 1 } });
-    console.log(`fuzz /call: after the run /healthz ${health.status}, /readyz ${ready.status}, select ${after.status}`);
+      // the Bridge process survived and still answers correctly
+      const bridge = s.bridges[0]!;
+      expect(bridge.child.exitCode, 'bridge exited').toBeNull();
+      expect(bridge.child.signalCode, 'bridge killed').toBeNull();
+      const health = await fetch(bridge.url + '/healthz');
+      const ready = await fetch(`${bridge.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } });
+      const after = await client.send(
+        'POST',
+        '/call',
+        { 'content-type': 'application/json', 'x-santokit-api-key': admin.key },
+        { path: 'db/users/select', params: { limit: 1 } },
+      );
+      console.log(`fuzz /call: after the run /healthz ${health.status}, /readyz ${ready.status}, select ${after.status}`);
 
-    expect(tally.requests).toBe(N);
-    expect(tally.problems, tally.problems.join('\n')).toEqual([]);
-    expect(tally.fiveXX).toBe(0);
-    expect(tally.missingRequestId).toBe(0);
-    expect(tally.transportErrors).toBe(0);
-    expect(badSuccess).toBe(0);
-    // the fuzz reached the database, not only the front door
-    expect(ok2xx).toBeGreaterThan(N / 50);
-    expect(health.status).toBe(200);
-    expect(ready.status).toBe(200);
-    expect(after.status).toBe(200);
-  }, SOAK ? 1_800_000 : 300_000);
+      expect(tally.requests).toBe(N);
+      expect(tally.problems, tally.problems.join('\n')).toEqual([]);
+      expect(tally.fiveXX).toBe(0);
+      expect(tally.missingRequestId).toBe(0);
+      expect(tally.transportErrors).toBe(0);
+      expect(badSuccess).toBe(0);
+      // the fuzz reached the database, not only the front door
+      expect(ok2xx).toBeGreaterThan(N / 50);
+      expect(health.status).toBe(200);
+      expect(ready.status).toBe(200);
+      expect(after.status).toBe(200);
+    },
+    SOAK ? 1_800_000 : 300_000,
+  );
 
   /** Requests node's own HTTP client refuses to send, written byte by byte on a fresh socket. */
   it('malformed HTTP on the wire gets a 4xx envelope (or a closed socket), never a 5xx', async () => {
@@ -178,11 +195,20 @@ describe('fuzz POST /call', () => {
     const cases: Array<[string, string]> = [
       ['bad header line', `POST /call HTTP/1.1\r\nHost: ${host}\r\nthis is not a header\r\n\r\n`],
       ['header name with a space', `POST /call HTTP/1.1\r\nHost: ${host}\r\nX Bad: 1\r\n\r\n`],
-      ['content-length and transfer-encoding', `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`],
-      ['two different content-lengths', `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n${body}`],
+      [
+        'content-length and transfer-encoding',
+        `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\n\r\n${body}`,
+      ],
+      [
+        'two different content-lengths',
+        `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n${body}`,
+      ],
       ['negative content-length', `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Length: -1\r\n\r\n`],
       ['non-numeric content-length', `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Length: abc\r\n\r\n`],
-      ['bad chunk size', `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n${body}\r\n0\r\n\r\n`],
+      [
+        'bad chunk size',
+        `POST /call HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n${body}\r\n0\r\n\r\n`,
+      ],
       ['unknown transfer-encoding', `POST /call HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: gzip\r\n\r\n`],
       ['invalid method', `P@ST /call HTTP/1.1\r\nHost: ${host}\r\n\r\n`],
       ['HTTP/9.9', `POST /call HTTP/9.9\r\nHost: ${host}\r\n\r\n`],
@@ -217,10 +243,13 @@ describe('fuzz POST /call', () => {
       }
       const e = json?.error;
       if (status >= 500 || status < 400) problems.push(`${name}: status ${status}`);
-      else if (!e || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.requestId !== 'string') problems.push(`${name}: ${status} without the envelope: ${bodyText.slice(0, 120)}`);
+      else if (!e || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.requestId !== 'string')
+        problems.push(`${name}: ${status} without the envelope: ${bodyText.slice(0, 120)}`);
       else envelopes++;
     }
-    console.log(`fuzz /call wire: ${cases.length} malformed requests, ${envelopes} × 4xx envelope, ${closed} × closed without a reply, ${problems.length} problems`);
+    console.log(
+      `fuzz /call wire: ${cases.length} malformed requests, ${envelopes} × 4xx envelope, ${closed} × closed without a reply, ${problems.length} problems`,
+    );
     expect(problems, problems.join('\n')).toEqual([]);
     expect((await fetch(s.bridges[0]!.url + '/healthz')).status).toBe(200);
   }, 60_000);

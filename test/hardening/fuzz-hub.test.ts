@@ -80,45 +80,49 @@ describe('fuzz the Hub API', () => {
     return h;
   }
 
-  it(`${N} seeded requests across ${HUB_ROUTES.length} routes: 0 × 5xx, every error an envelope with a requestId`, async () => {
-    const recipes = hubRecipes(SEED, N);
-    const tally = new Tally();
-    const routesHit = new Set<number>();
-    const t0 = Date.now();
-    await client.run(recipes, async (r, i) => {
-      const { method, url } = urlFor(r);
-      const body = r.body.kind === 'json' ? r.body.text : r.body.kind === 'bytes' ? r.body.data : undefined;
-      const what = `#${i} ${method} ${url.slice(0, 120)} session=${r.session} ct=${r.contentType} body=${r.body.kind === 'json' ? r.body.text.slice(0, 200) : r.body.kind}`;
-      let res: Resp;
-      try {
-        res = await client.send(method, url, headersFor(r, url), body);
-      } catch (e) {
-        tally.fail(e, what);
-        return;
-      }
-      routesHit.add(r.route);
-      tally.add(res, what);
-    });
-    const secs = ((Date.now() - t0) / 1000).toFixed(1);
-    console.log(
-      `fuzz hub: ${tally.requests} requests over ${routesHit.size} routes (seed ${SEED}, ${secs}s), ${tally.fiveXX} × 5xx, ${tally.missingRequestId} missing requestId, ${tally.badEnvelope} bad envelopes, ${tally.transportErrors} dropped connections; statuses ${tally.statuses()}`,
-    );
-    if (tally.problems.length) console.log('fuzz hub problems:\n  ' + tally.problems.join('\n  '));
+  it(
+    `${N} seeded requests across ${HUB_ROUTES.length} routes: 0 × 5xx, every error an envelope with a requestId`,
+    async () => {
+      const recipes = hubRecipes(SEED, N);
+      const tally = new Tally();
+      const routesHit = new Set<number>();
+      const t0 = Date.now();
+      await client.run(recipes, async (r, i) => {
+        const { method, url } = urlFor(r);
+        const body = r.body.kind === 'json' ? r.body.text : r.body.kind === 'bytes' ? r.body.data : undefined;
+        const what = `#${i} ${method} ${url.slice(0, 120)} session=${r.session} ct=${r.contentType} body=${r.body.kind === 'json' ? r.body.text.slice(0, 200) : r.body.kind}`;
+        let res: Resp;
+        try {
+          res = await client.send(method, url, headersFor(r, url), body);
+        } catch (e) {
+          tally.fail(e, what);
+          return;
+        }
+        routesHit.add(r.route);
+        tally.add(res, what);
+      });
+      const secs = ((Date.now() - t0) / 1000).toFixed(1);
+      console.log(
+        `fuzz hub: ${tally.requests} requests over ${routesHit.size} routes (seed ${SEED}, ${secs}s), ${tally.fiveXX} × 5xx, ${tally.missingRequestId} missing requestId, ${tally.badEnvelope} bad envelopes, ${tally.transportErrors} dropped connections; statuses ${tally.statuses()}`,
+      );
+      if (tally.problems.length) console.log('fuzz hub problems:\n  ' + tally.problems.join('\n  '));
 
-    expect(s.hub.child.exitCode, 'hub exited').toBeNull();
-    const ready = await fetch(s.hub.url + '/readyz');
-    const projects = await s.api('GET', '/api/projects');
-    const audit = await s.api('GET', '/api/audit?limit=5');
-    console.log(`fuzz hub: after the run /readyz ${ready.status}, project list ${projects.status}, audit ${audit.status}`);
+      expect(s.hub.child.exitCode, 'hub exited').toBeNull();
+      const ready = await fetch(s.hub.url + '/readyz');
+      const projects = await s.api('GET', '/api/projects');
+      const audit = await s.api('GET', '/api/audit?limit=5');
+      console.log(`fuzz hub: after the run /readyz ${ready.status}, project list ${projects.status}, audit ${audit.status}`);
 
-    expect(tally.requests).toBe(N);
-    expect(routesHit.size).toBe(HUB_ROUTES.length);
-    expect(tally.problems, tally.problems.join('\n')).toEqual([]);
-    expect(tally.fiveXX).toBe(0);
-    expect(tally.missingRequestId).toBe(0);
-    expect(tally.transportErrors).toBe(0);
-    expect(ready.status).toBe(200);
-    expect(projects.status).toBe(200);
-    expect(audit.status).toBe(200);
-  }, SOAK ? 1_800_000 : 300_000);
+      expect(tally.requests).toBe(N);
+      expect(routesHit.size).toBe(HUB_ROUTES.length);
+      expect(tally.problems, tally.problems.join('\n')).toEqual([]);
+      expect(tally.fiveXX).toBe(0);
+      expect(tally.missingRequestId).toBe(0);
+      expect(tally.transportErrors).toBe(0);
+      expect(ready.status).toBe(200);
+      expect(projects.status).toBe(200);
+      expect(audit.status).toBe(200);
+    },
+    SOAK ? 1_800_000 : 300_000,
+  );
 });

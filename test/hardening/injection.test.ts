@@ -91,7 +91,9 @@ const VALUE = `(?:DEFAULT|${PARAM})`;
 const ROW = `\\(${VALUE}(?:, ${VALUE})*\\)`;
 /** Every statement the Bridge's SQL builder (src/bridge/sql/build.ts) can produce for examples/basic. */
 const BRIDGE_SHAPES = [
-  new RegExp(`^SELECT ${LIST} FROM ${TABLE}${WHERE}?(?: ORDER BY ${IDENT} (?:ASC|DESC)(?:, ${IDENT} (?:ASC|DESC))*)?(?: LIMIT \\$\\d+::bigint)?(?: OFFSET \\$\\d+::bigint)?$`),
+  new RegExp(
+    `^SELECT ${LIST} FROM ${TABLE}${WHERE}?(?: ORDER BY ${IDENT} (?:ASC|DESC)(?:, ${IDENT} (?:ASC|DESC))*)?(?: LIMIT \\$\\d+::bigint)?(?: OFFSET \\$\\d+::bigint)?$`,
+  ),
   new RegExp(`^INSERT INTO ${TABLE} (?:\\(${LIST}\\) VALUES ${ROW}(?:, ${ROW})*|DEFAULT VALUES) RETURNING ${LIST}$`),
   new RegExp(`^UPDATE ${TABLE} SET ${IDENT} = ${PARAM}(?:, ${IDENT} = ${PARAM})*${WHERE} RETURNING ${LIST}$`),
   new RegExp(`^DELETE FROM ${TABLE}${WHERE}$`),
@@ -101,7 +103,10 @@ const PING = /^select (?:1|\$1)$/i;
 
 /** SQL with string literals and quoted identifiers removed: what is left is structure. */
 function structureOf(sqlText: string): string {
-  return sqlText.replace(/[Ee]'(?:[^'\\]|''|\\.)*'/g, "''").replace(/'(?:[^']|'')*'/g, "''").replace(/"(?:[^"]|"")*"/g, '""');
+  return sqlText
+    .replace(/[Ee]'(?:[^'\\]|''|\\.)*'/g, "''")
+    .replace(/'(?:[^']|'')*'/g, "''")
+    .replace(/"(?:[^"]|"")*"/g, '""');
 }
 const DANGER = /stk_canary|pg_sleep|pg_user|information_schema|drop\s+table|--|\/\*|;|\bor\s+1\s*=\s*1|\$\$/i;
 
@@ -122,8 +127,10 @@ describe('injection: payloads in every position', () => {
   const sql = <T extends Record<string, unknown>>(text: string, values: unknown[] = []) => query<T>(s.dbUrl, `${TAG} ${text}`, values);
   const snapshot = async () => {
     const [c] = await sql<{ fp: string | null }>("select md5(string_agg(id || ':' || note, ',' order by id)) as fp from stk_canary");
-    const [r] = await sql<{ rels: string }>("select string_agg(relname, ',' order by relname) as rels from pg_class where relnamespace = 'public'::regnamespace and relname not like 'inj%'");
-    const [g] = await sql<{ roles: string }>('select string_agg(rolname, \',\' order by rolname) as roles from pg_roles');
+    const [r] = await sql<{ rels: string }>(
+      "select string_agg(relname, ',' order by relname) as rels from pg_class where relnamespace = 'public'::regnamespace and relname not like 'inj%'",
+    );
+    const [g] = await sql<{ roles: string }>("select string_agg(rolname, ',' order by rolname) as roles from pg_roles");
     return { canary: String(c!.fp), relations: r!.rels, roles: g!.roles };
   };
   const resetStats = () => sql('select pg_stat_statements_reset(0, $1::oid, 0)', [dbOid]);
@@ -155,7 +162,7 @@ describe('injection: payloads in every position', () => {
     await s?.stop();
   });
 
-  it('through POST /call: only the compiler\'s statement shapes run, one per successful call; stored values round-trip', async () => {
+  it("through POST /call: only the compiler's statement shapes run, one per successful call; stored values round-trip", async () => {
     const requests: Array<{ what: string; key: string; path: unknown; params: unknown }> = [];
     const add = (what: string, path: unknown, params: unknown, key = admin.key) => requests.push({ what, key, path, params });
     IDENT_PAYLOADS.forEach((p, i) => {
@@ -210,7 +217,9 @@ describe('injection: payloads in every position', () => {
       roundTrips++;
     }
     ok++; // the check below is one more successful call
-    const check = await call(admin.key, 'db/users/select', { where: { email: { $in: VALUE_PAYLOADS.map((v, i) => `${v}#${i}`).filter((e) => !e.includes('\u0000')) } } });
+    const check = await call(admin.key, 'db/users/select', {
+      where: { email: { $in: VALUE_PAYLOADS.map((v, i) => `${v}#${i}`).filter((e) => !e.includes('\u0000')) } },
+    });
     expect(check.status).toBe(200);
     for (const row of check.json.data as Array<{ email: string; name: string | null }>) {
       const i = Number(row.email.slice(row.email.lastIndexOf('#') + 1));
@@ -227,7 +236,10 @@ describe('injection: payloads in every position', () => {
       if (!BRIDGE_SHAPES.some((re) => re.test(st.query)) || DANGER.test(structureOf(st.query))) off.push(st.query.slice(0, 300));
     }
     const after = await snapshot();
-    const st = [...statuses].sort((a, b) => a[0] - b[0]).map(([k, n]) => `${k}×${n}`).join(' ');
+    const st = [...statuses]
+      .sort((a, b) => a[0] - b[0])
+      .map(([k, n]) => `${k}×${n}`)
+      .join(' ');
     console.log(
       `injection /call: ${IDENT_PAYLOADS.length} identifier + ${VALUE_PAYLOADS.length} value payloads → ${requests.length} requests (${st}); ${stats.length} statement shapes, ${statements} statements for ${ok} successful calls, ${off.length} outside the compiler's shapes; ${roundTrips} values stored and read back exactly; canary ${after.canary === canaryBefore.canary ? 'intact' : 'CHANGED'}`,
     );
@@ -272,7 +284,8 @@ describe('injection: payloads in every position', () => {
       { file: 'schema/posts.yaml', content: readFileSync(join(EXAMPLE_DIR, 'schema/posts.yaml'), 'utf8') },
       { file: 'schema/inj.yaml', content: sch },
     ];
-    const apply = (sch: string, pm: string) => s.api('POST', `/api/projects/${s.project}/envs/${s.env}/apply`, { schema: files(sch), permissions: pm, ref: null, dryRun: false, force: false });
+    const apply = (sch: string, pm: string) =>
+      s.api('POST', `/api/projects/${s.project}/envs/${s.env}/apply`, { schema: files(sch), permissions: pm, ref: null, dryRun: false, force: false });
 
     const names = IDENT_PAYLOADS.filter((p) => !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(p)).slice(0, 12);
     const positions: Array<[string, (p: string) => { sch: Parameters<typeof schema>[0]; pm: Parameters<typeof perms>[0] }]> = [
@@ -293,7 +306,8 @@ describe('injection: payloads in every position', () => {
       for (const p of names) {
         const { sch, pm } = make(p);
         const r = await apply(schema(sch), perms(pm));
-        if (r.status >= 500 || (r.status >= 400 && !r.json?.error?.requestId)) problems.push(`${where} ${JSON.stringify(p).slice(0, 60)}: ${r.status} ${r.text.slice(0, 200)}`);
+        if (r.status >= 500 || (r.status >= 400 && !r.json?.error?.requestId))
+          problems.push(`${where} ${JSON.stringify(p).slice(0, 60)}: ${r.status} ${r.text.slice(0, 200)}`);
         if (r.status >= 400) refused++;
         else problems.push(`${where} ${JSON.stringify(p).slice(0, 60)}: accepted (${r.status})`);
       }
@@ -320,18 +334,26 @@ describe('injection: payloads in every position', () => {
       expect(r.status, r.text).toBe(200);
       // the Bridge follows the new release; then insert a row that takes the default and read it back
       let ins: Resp | undefined;
-      await waitFor(async () => {
-        ins = await call(admin.key, 'db/inj/insert', { data: {} });
-        return ins.status === 200 && ins.json.data.note === v;
-      }, 20_000, `the Bridge serving the release with default ${JSON.stringify(v).slice(0, 40)}`);
+      await waitFor(
+        async () => {
+          ins = await call(admin.key, 'db/inj/insert', { data: {} });
+          return ins.status === 200 && ins.json.data.note === v;
+        },
+        20_000,
+        `the Bridge serving the release with default ${JSON.stringify(v).slice(0, 40)}`,
+      );
       expect(ins!.json.data.note).toBe(v);
       // the reader's rule `resource.note == "<payload>"` matches exactly the rows holding the payload
       // (the DDL lands before the Bridge follows the new release: wait for the new rule)
       let rows: Resp | undefined;
-      await waitFor(async () => {
-        rows = await call(reader.key, 'db/inj/select', {});
-        return rows.status === 200 && rows.json.data.length > 0 && rows.json.data.every((row: { note: string }) => row.note === v);
-      }, 20_000, `the reader rule with ${JSON.stringify(v).slice(0, 40)}: ${rows?.text.slice(0, 200)}`);
+      await waitFor(
+        async () => {
+          rows = await call(reader.key, 'db/inj/select', {});
+          return rows.status === 200 && rows.json.data.length > 0 && rows.json.data.every((row: { note: string }) => row.note === v);
+        },
+        20_000,
+        `the reader rule with ${JSON.stringify(v).slice(0, 40)}: ${rows?.text.slice(0, 200)}`,
+      );
       const all = await call(admin.key, 'db/inj/select', { where: { note: v } });
       expect(rows!.json.data.length).toBe(all.json.data.length);
       roundTrips++;

@@ -32,12 +32,19 @@ describe('hub outage', () => {
     await s?.stop();
   });
 
-  const select = (c: HttpClient, k: KeyInfo) => c.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': k.key }, { path: 'db/users/select', params: { limit: 1 } });
-  const ready = async (b: { url: string }) => (await fetch(`${b.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).status;
+  const select = (c: HttpClient, k: KeyInfo) =>
+    c.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': k.key }, { path: 'db/users/select', params: { limit: 1 } });
+  const ready = async (b: { url: string }) =>
+    (await fetch(`${b.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).status;
 
   it('serves from memory, turns unready after max-stale, resyncs without a restart, and honours a new revoke at once', async () => {
     const pids = s.bridges.map((b) => b.child.pid);
-    const ins = await clients[0]!.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path: 'db/users/insert', params: { data: { email: 'outage@example.com' } } });
+    const ins = await clients[0]!.send(
+      'POST',
+      '/call',
+      { 'content-type': 'application/json', 'x-santokit-api-key': key.key },
+      { path: 'db/users/insert', params: { data: { email: 'outage@example.com' } } },
+    );
     expect(ins.status, ins.text).toBe(200);
 
     await s.hub.kill9();
@@ -64,7 +71,13 @@ describe('hub outage', () => {
 
     // the Hub comes back on the same address and store: the same Bridge processes resync by themselves
     const back = Date.now();
-    const h = await startHub({ port: s.hub.port, dbUrl: s.hub.dbUrl, secretKey: s.hub.secretKey, serviceToken: s.hub.serviceToken, env: { STK_SYNC_HEARTBEAT_MS: '500' } });
+    const h = await startHub({
+      port: s.hub.port,
+      dbUrl: s.hub.dbUrl,
+      secretKey: s.hub.secretKey,
+      serviceToken: s.hub.serviceToken,
+      env: { STK_SYNC_HEARTBEAT_MS: '500' },
+    });
     Object.assign(s.hub, { child: h.child, logFile: h.logFile, logs: h.logs, stop: h.stop, kill9: h.kill9 });
     for (const b of s.bridges) await waitFor(async () => (await ready(b)) === 200, 30_000, `${b.url} ready again`);
     const resyncMs = Date.now() - back;

@@ -48,7 +48,9 @@ describe('secrets scan', () => {
       { name: 'hub.db', data: readFileSync(file) },
     ]);
     const hits = r.hits.map((h) => `${h.kind}@${h.file}:${h.encoding}`).sort();
-    console.log(`secrets scan self-check: ${r.secrets} planted secrets × ${r.files} targets → ${r.hits.length} hits (${hits.join(', ')}); hashes and masked URLs: 0 hits`);
+    console.log(
+      `secrets scan self-check: ${r.secrets} planted secrets × ${r.files} targets → ${r.hits.length} hits (${hits.join(', ')}); hashes and masked URLs: 0 hits`,
+    );
     expect(hits).toEqual(['api-key@plain.log:plain', 'db-url@url.log:url-encoded', 'password@json.log:json-escaped', 'session-token@hub.db:plain'].sort());
     expect(r.hits.some((h) => h.file === 'clean.log')).toBe(false);
   });

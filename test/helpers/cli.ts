@@ -46,7 +46,11 @@ export async function runStk(args: string[], o: RunOptions = {}): Promise<RunRes
 /** Logs in through the HTTP API and returns a session token. */
 export async function loginToken(hubUrl: string, email: string, password: string): Promise<string> {
   rememberSecret('password', password);
-  const r = await fetch(`${hubUrl}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+  const r = await fetch(`${hubUrl}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password }),
+  });
   if (!r.ok) throw new Error(`login failed: ${r.status} ${await r.text()}`);
   return rememberSecret('session-token', ((await r.json()) as { token: string }).token);
 }

@@ -23,7 +23,21 @@ export function serialize(v: JV): string {
   return '{' + v.e.map(([k, x]) => JSON.stringify(k) + ':' + serialize(x)).join(',') + '}';
 }
 
-const HUGE_NUMBERS = ['1e999', '-1e999', '123456789012345678901234567890', '-0', '1e-400', '9007199254740993', '2147483648', '-2147483649', '0.1e1', '1E+2', '9223372036854775808', '4.9e-324', '1.7976931348623157e308'];
+const HUGE_NUMBERS = [
+  '1e999',
+  '-1e999',
+  '123456789012345678901234567890',
+  '-0',
+  '1e-400',
+  '9007199254740993',
+  '2147483648',
+  '-2147483649',
+  '0.1e1',
+  '1E+2',
+  '9223372036854775808',
+  '4.9e-324',
+  '1.7976931348623157e308',
+];
 const NASTY_STRINGS = [
   '',
   ' ',
@@ -53,20 +67,49 @@ const NASTY_STRINGS = [
   'constructor',
 ];
 const COLUMNS = ['id', 'email', 'name', 'created_at', 'title', 'body', 'author_id', 'published', 'status', 'author'];
-const OPERATORS = ['$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$notIn', '$like', '$isNull', '$isNotNull', '$or', '$and', '$regex', 'eq', '$', '$$', '$EQ'];
+const OPERATORS = [
+  '$eq',
+  '$ne',
+  '$gt',
+  '$gte',
+  '$lt',
+  '$lte',
+  '$in',
+  '$notIn',
+  '$like',
+  '$isNull',
+  '$isNotNull',
+  '$or',
+  '$and',
+  '$regex',
+  'eq',
+  '$',
+  '$$',
+  '$EQ',
+];
 const TABLES = ['users', 'posts'];
 const OPS = ['select', 'insert', 'update', 'delete'];
 
 const surrogate = fc.constantFrom('"\\ud800"', '"\\udfff"', '"a\\ud83d"', '"\\u0000"', '"\\uffff"', '"\\ud83d\\ude00"').map(raw);
 
 /** Arrays or objects nested 20–20,000 levels, sometimes with a poisoned key at the bottom. */
-const deep = fc.record({ depth: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 20, max: 200 }) }, { weight: 1, arbitrary: fc.integer({ min: 1000, max: 5000 }) }), kind: fc.constantFrom('arr', 'obj', 'proto') }).map(({ depth, kind }) => {
-  if (kind === 'arr') return raw('['.repeat(depth) + ']'.repeat(depth));
-  const inner = kind === 'proto' ? '{"__proto__":{"x":1}}' : '1';
-  return raw('{"a":'.repeat(depth) + inner + '}'.repeat(depth));
-});
+const deep = fc
+  .record({
+    depth: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 20, max: 200 }) }, { weight: 1, arbitrary: fc.integer({ min: 1000, max: 5000 }) }),
+    kind: fc.constantFrom('arr', 'obj', 'proto'),
+  })
+  .map(({ depth, kind }) => {
+    if (kind === 'arr') return raw('['.repeat(depth) + ']'.repeat(depth));
+    const inner = kind === 'proto' ? '{"__proto__":{"x":1}}' : '1';
+    return raw('{"a":'.repeat(depth) + inner + '}'.repeat(depth));
+  });
 
-const longString = fc.record({ n: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 256, max: 2000 }) }, { weight: 1, arbitrary: fc.integer({ min: 10_000, max: 20_000 }) }), c: fc.constantFrom('x', 'é', '😀', "'", '\u0000') }).map(({ n, c }) => c.repeat(n));
+const longString = fc
+  .record({
+    n: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 256, max: 2000 }) }, { weight: 1, arbitrary: fc.integer({ min: 10_000, max: 20_000 }) }),
+    c: fc.constantFrom('x', 'é', '😀', "'", '\u0000'),
+  })
+  .map(({ n, c }) => c.repeat(n));
 
 const scalar: fc.Arbitrary<JV> = fc.oneof(
   { weight: 3, arbitrary: fc.string({ maxLength: 20 }) },
@@ -83,7 +126,24 @@ const scalar: fc.Arbitrary<JV> = fc.oneof(
 const key = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...COLUMNS) },
   { weight: 1, arbitrary: fc.constantFrom(...OPERATORS) },
-  { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '', ' ', 'id; drop table users', 'ID', 'Email', 'users.email', '"email"') },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      '__proto__',
+      'constructor',
+      'prototype',
+      'toString',
+      'hasOwnProperty',
+      'valueOf',
+      '',
+      ' ',
+      'id; drop table users',
+      'ID',
+      'Email',
+      'users.email',
+      '"email"',
+    ),
+  },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 12 }) },
 );
 
@@ -101,16 +161,48 @@ const weird: fc.Arbitrary<JV> = fc.oneof({ weight: 60, arbitrary: anyValue }, { 
 
 const colOrKey = fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...COLUMNS) }, { weight: 1, arbitrary: key });
 const where = fc.oneof(
-  { weight: 4, arbitrary: fc.array(fc.tuple(colOrKey, fc.oneof(weird, fc.array(fc.tuple(fc.constantFrom(...OPERATORS), weird), { maxLength: 3 }).map((e) => obj(e)))), { maxLength: 4 }).map((e) => obj(e)) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .array(
+        fc.tuple(
+          colOrKey,
+          fc.oneof(
+            weird,
+            fc.array(fc.tuple(fc.constantFrom(...OPERATORS), weird), { maxLength: 3 }).map((e) => obj(e)),
+          ),
+        ),
+        { maxLength: 4 },
+      )
+      .map((e) => obj(e)),
+  },
   { weight: 1, arbitrary: weird },
 );
-const select = fc.oneof(fc.constant<JV>('*'), fc.array(fc.oneof(colOrKey as fc.Arbitrary<JV>, weird), { maxLength: 5 }).map((a) => arr(...a)), weird);
-const orderTerm = fc.array(fc.tuple(colOrKey, fc.oneof(fc.constantFrom<JV>('asc', 'desc', 'ASC', 'Desc', 'asc; drop table users', ''), weird)), { maxLength: 3 }).map((e) => obj(e));
-const orderBy = fc.oneof(orderTerm, fc.array(orderTerm, { maxLength: 3 }).map((a) => arr(...a)), weird);
+const select = fc.oneof(
+  fc.constant<JV>('*'),
+  fc.array(fc.oneof(colOrKey as fc.Arbitrary<JV>, weird), { maxLength: 5 }).map((a) => arr(...a)),
+  weird,
+);
+const orderTerm = fc
+  .array(fc.tuple(colOrKey, fc.oneof(fc.constantFrom<JV>('asc', 'desc', 'ASC', 'Desc', 'asc; drop table users', ''), weird)), { maxLength: 3 })
+  .map((e) => obj(e));
+const orderBy = fc.oneof(
+  orderTerm,
+  fc.array(orderTerm, { maxLength: 3 }).map((a) => arr(...a)),
+  weird,
+);
 const count = fc.oneof(fc.integer({ min: -5, max: 20000 }), fc.constantFrom(...HUGE_NUMBERS).map(raw), fc.constantFrom<JV>('10', 1.5, -1, null, true), weird);
-const expand = fc.oneof(fc.constantFrom<JV>('author', 'posts', '', '__proto__'), fc.array(fc.oneof(fc.constantFrom<JV>('author', 'Author', 'users'), weird), { maxLength: 3 }).map((a) => arr(...a)), weird);
+const expand = fc.oneof(
+  fc.constantFrom<JV>('author', 'posts', '', '__proto__'),
+  fc.array(fc.oneof(fc.constantFrom<JV>('author', 'Author', 'users'), weird), { maxLength: 3 }).map((a) => arr(...a)),
+  weird,
+);
 const row = fc.array(fc.tuple(colOrKey, weird), { maxLength: 6 }).map((e) => obj(e));
-const data = fc.oneof({ weight: 3, arbitrary: row }, { weight: 1, arbitrary: fc.array(row, { maxLength: 4 }).map((a) => arr(...a)) }, { weight: 1, arbitrary: weird });
+const data = fc.oneof(
+  { weight: 3, arbitrary: row },
+  { weight: 1, arbitrary: fc.array(row, { maxLength: 4 }).map((a) => arr(...a)) },
+  { weight: 1, arbitrary: weird },
+);
 
 const params: fc.Arbitrary<JV> = fc.oneof(
   {
@@ -155,11 +247,27 @@ const goodValue = (t: ColType): fc.Arbitrary<JV> => {
     case 'boolean':
       return fc.boolean();
     case 'timestamp':
-      return fc.oneof(fc.date({ min: new Date('1900-01-01'), max: new Date('2200-01-01'), noInvalidDate: true }).map((d) => d.toISOString()), fc.constantFrom<JV>('2024-01-01', '2024-01-01 10:00', '2024-01-01T00:00:00+05:30', '0001-01-01T00:00:00Z', '9999-12-31T23:59:59Z', '2024-02-30T00:00:00Z', '0000-00-00'));
+      return fc.oneof(
+        fc.date({ min: new Date('1900-01-01'), max: new Date('2200-01-01'), noInvalidDate: true }).map((d) => d.toISOString()),
+        fc.constantFrom<JV>(
+          '2024-01-01',
+          '2024-01-01 10:00',
+          '2024-01-01T00:00:00+05:30',
+          '0001-01-01T00:00:00Z',
+          '9999-12-31T23:59:59Z',
+          '2024-02-30T00:00:00Z',
+          '0000-00-00',
+        ),
+      );
     case 'id':
       return fc.oneof(ulidLike, fc.string({ maxLength: 30 }));
     case 'string':
-      return fc.oneof({ weight: 4, arbitrary: fc.string({ maxLength: 30 }) }, { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 30 }) }, { weight: 1, arbitrary: fc.constantFrom<JV>(...NASTY_STRINGS) }, { weight: 1, arbitrary: longString });
+      return fc.oneof(
+        { weight: 4, arbitrary: fc.string({ maxLength: 30 }) },
+        { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 30 }) },
+        { weight: 1, arbitrary: fc.constantFrom<JV>(...NASTY_STRINGS) },
+        { weight: 1, arbitrary: longString },
+      );
   }
 };
 /** a good value most of the time, anything at all sometimes */
@@ -168,8 +276,22 @@ const condition = (t: ColType): fc.Arbitrary<JV> =>
   fc.oneof(
     { weight: 3, arbitrary: maybeOdd(t) },
     { weight: 2, arbitrary: fc.tuple(fc.constantFrom('$eq', '$ne', '$gt', '$gte', '$lt', '$lte'), maybeOdd(t)).map(([o, v]) => obj([[o, v]])) },
-    { weight: 1, arbitrary: fc.tuple(fc.constantFrom('$in', '$notIn'), fc.array(maybeOdd(t), { minLength: 1, maxLength: 5 })).map(([o, v]) => obj([[o, arr(...v)]])) },
-    { weight: 1, arbitrary: fc.tuple(fc.constantFrom('$like'), fc.oneof(fc.string({ maxLength: 10 }).map((x) => `%${x}%`), weird)).map(([o, v]) => obj([[o, v]])) },
+    {
+      weight: 1,
+      arbitrary: fc.tuple(fc.constantFrom('$in', '$notIn'), fc.array(maybeOdd(t), { minLength: 1, maxLength: 5 })).map(([o, v]) => obj([[o, arr(...v)]])),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(
+          fc.constantFrom('$like'),
+          fc.oneof(
+            fc.string({ maxLength: 10 }).map((x) => `%${x}%`),
+            weird,
+          ),
+        )
+        .map(([o, v]) => obj([[o, v]])),
+    },
     { weight: 1, arbitrary: fc.tuple(fc.constantFrom('$isNull', '$isNotNull'), fc.oneof(fc.boolean(), weird)).map(([o, v]) => obj([[o, v]])) },
   );
 function nearValidFor(table: string, op: string): fc.Arbitrary<JV> {
@@ -185,7 +307,10 @@ function nearValidFor(table: string, op: string): fc.Arbitrary<JV> {
         .record(
           {
             where: whereArb,
-            select: fc.oneof(fc.constant<JV>('*'), fc.subarray(names, { minLength: 1 }).map((a) => arr(...a))),
+            select: fc.oneof(
+              fc.constant<JV>('*'),
+              fc.subarray(names, { minLength: 1 }).map((a) => arr(...a)),
+            ),
             orderBy: fc.tuple(fc.constantFrom(...names), fc.constantFrom<JV>('asc', 'desc')).map(([n, d]) => obj([[n, d]])),
             limit: fc.oneof(fc.integer({ min: 0, max: 50 }), count),
             offset: fc.integer({ min: 0, max: 10 }),
@@ -193,11 +318,25 @@ function nearValidFor(table: string, op: string): fc.Arbitrary<JV> {
           },
           { requiredKeys: [] },
         )
-        .map((r) => obj(Object.entries(r).filter(([k, v]) => !(k === 'expand' && typeof v === 'object' && v !== null && 't' in v && v.t === 'arr' && v.a.length === 0)) as Array<[string, JV]>));
+        .map((r) =>
+          obj(
+            Object.entries(r).filter(
+              ([k, v]) => !(k === 'expand' && typeof v === 'object' && v !== null && 't' in v && v.t === 'arr' && v.a.length === 0),
+            ) as Array<[string, JV]>,
+          ),
+        );
     case 'insert':
-      return fc.oneof(rowArb.map((r) => obj([['data', r]])), fc.array(rowArb, { minLength: 1, maxLength: 5 }).map((rs) => obj([['data', arr(...rs)]])));
+      return fc.oneof(
+        rowArb.map((r) => obj([['data', r]])),
+        fc.array(rowArb, { minLength: 1, maxLength: 5 }).map((rs) => obj([['data', arr(...rs)]])),
+      );
     case 'update':
-      return fc.tuple(whereArb, rowArb).map(([w, d]) => obj([['where', w], ['data', d]]));
+      return fc.tuple(whereArb, rowArb).map(([w, d]) =>
+        obj([
+          ['where', w],
+          ['data', d],
+        ]),
+      );
     default:
       return whereArb.map((w) => obj([['where', w]]));
   }
@@ -206,7 +345,15 @@ const nearValid = fc.oneof(
   ...(['users', 'posts'] as const).flatMap((t) =>
     (['select', 'insert', 'update', 'delete'] as const).map((o) => ({
       weight: o === 'select' ? 2 : 1,
-      arbitrary: nearValidFor(t, o).map((p) => ({ kind: 'json' as const, text: serialize(obj([['path', `db/${t}/${o}`], ['params', p]])) })),
+      arbitrary: nearValidFor(t, o).map((p) => ({
+        kind: 'json' as const,
+        text: serialize(
+          obj([
+            ['path', `db/${t}/${o}`],
+            ['params', p],
+          ]),
+        ),
+      })),
     })),
   ),
 );
@@ -217,7 +364,25 @@ const path: fc.Arbitrary<JV> = fc.oneof(
     weight: 2,
     arbitrary: fc.oneof(
       fc.tuple(fc.oneof(fc.constantFrom(...TABLES), key), fc.oneof(fc.constantFrom(...OPS), key)).map(([t, o]) => `db/${t}/${o}`),
-      fc.constantFrom<JV>('', 'db', 'db/', 'db//select', 'db/users', 'db/users/', 'db/users/select/', 'db/users/select/x', '/db/users/select', 'DB/users/select', 'db/../users/select', 'db/users/sel%65ct', 'db/pg_catalog.pg_user/select', 'db/public.users/select', 'fn/users/select', 'db/users/select\u0000', 'db/users/drop'),
+      fc.constantFrom<JV>(
+        '',
+        'db',
+        'db/',
+        'db//select',
+        'db/users',
+        'db/users/',
+        'db/users/select/',
+        'db/users/select/x',
+        '/db/users/select',
+        'DB/users/select',
+        'db/../users/select',
+        'db/users/sel%65ct',
+        'db/pg_catalog.pg_user/select',
+        'db/public.users/select',
+        'fn/users/select',
+        'db/users/select\u0000',
+        'db/users/drop',
+      ),
       longString,
       weird,
     ),
@@ -240,10 +405,23 @@ const headerValue = fc.string({ unit: fc.constantFrom(...'abcXYZ019 -_./:;=,"\'\
 
 const callBody = fc.oneof(
   { weight: 8, arbitrary: nearValid },
-  { weight: 6, arbitrary: fc.tuple(path, params).map(([p, q]) => ({ kind: 'json' as const, text: serialize(obj([['path', p], ['params', q]])) })) },
+  {
+    weight: 6,
+    arbitrary: fc.tuple(path, params).map(([p, q]) => ({
+      kind: 'json' as const,
+      text: serialize(
+        obj([
+          ['path', p],
+          ['params', q],
+        ]),
+      ),
+    })),
+  },
   {
     weight: 1,
-    arbitrary: fc.array(fc.tuple(fc.oneof(fc.constantFrom('path', 'params', '__proto__', 'constructor'), key), fc.oneof(path, params)), { maxLength: 4 }).map((e) => ({ kind: 'json' as const, text: serialize(obj(e)) })),
+    arbitrary: fc
+      .array(fc.tuple(fc.oneof(fc.constantFrom('path', 'params', '__proto__', 'constructor'), key), fc.oneof(path, params)), { maxLength: 4 })
+      .map((e) => ({ kind: 'json' as const, text: serialize(obj(e)) })),
   },
   { weight: 1, arbitrary: weird.map((v) => ({ kind: 'json' as const, text: serialize(v) })) },
   {
@@ -251,10 +429,31 @@ const callBody = fc.oneof(
     // malformed: a valid body cut short, or a raw token soup
     arbitrary: fc.oneof(
       fc.tuple(path, params, fc.nat()).map(([p, q, n]) => {
-        const t = serialize(obj([['path', p], ['params', q]]));
+        const t = serialize(
+          obj([
+            ['path', p],
+            ['params', q],
+          ]),
+        );
         return { kind: 'json' as const, text: t.slice(0, n % Math.max(1, t.length)) };
       }),
-      fc.constantFrom('{', '}', '[', 'nul', 'undefined', "{'path':'db/users/select'}", '{"path":}', '{"path" "db/users/select"}', '\ufeff{"path":"db/users/select"}', '{"path":"db/users/select",}', '// c\n{}', 'NaN', '{"a":1}{"b":2}').map((text) => ({ kind: 'json' as const, text })),
+      fc
+        .constantFrom(
+          '{',
+          '}',
+          '[',
+          'nul',
+          'undefined',
+          "{'path':'db/users/select'}",
+          '{"path":}',
+          '{"path" "db/users/select"}',
+          '\ufeff{"path":"db/users/select"}',
+          '{"path":"db/users/select",}',
+          '// c\n{}',
+          'NaN',
+          '{"a":1}{"b":2}',
+        )
+        .map((text) => ({ kind: 'json' as const, text })),
     ),
   },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 200 }).map((a) => ({ kind: 'bytes' as const, data: Buffer.from(a) })) },
@@ -262,10 +461,29 @@ const callBody = fc.oneof(
 );
 
 export const callRecipe: fc.Arbitrary<CallRecipe> = fc.record({
-  method: fc.oneof({ weight: 20, arbitrary: fc.constant('POST') }, { weight: 1, arbitrary: fc.constantFrom('GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD') }),
+  method: fc.oneof(
+    { weight: 20, arbitrary: fc.constant('POST') },
+    { weight: 1, arbitrary: fc.constantFrom('GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD') },
+  ),
   url: fc.oneof(
     { weight: 20, arbitrary: fc.constant('/call') },
-    { weight: 1, arbitrary: fc.constantFrom('/call?x=1', '/call/', '//call', '/CALL', '/call%00', '/%', '/call?%zz', '/call#x', '/call?path=db/users/select', '/ca%6cl', '/call/../call', '/' + 'a'.repeat(5000)) },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom(
+        '/call?x=1',
+        '/call/',
+        '//call',
+        '/CALL',
+        '/call%00',
+        '/%',
+        '/call?%zz',
+        '/call#x',
+        '/call?path=db/users/select',
+        '/ca%6cl',
+        '/call/../call',
+        '/' + 'a'.repeat(5000),
+      ),
+    },
   ),
   key: fc.oneof(
     { weight: 12, arbitrary: fc.constant<KeyKind>('admin') },
@@ -294,10 +512,22 @@ export const callRecipe: fc.Arbitrary<CallRecipe> = fc.record({
       ),
     },
   ),
-  hints: fc.oneof({ weight: 6, arbitrary: fc.constant<'none'>('none') }, { weight: 1, arbitrary: fc.constantFrom<CallRecipe['hints']>('right', 'wrong', 'dup', 'latin1') }),
+  hints: fc.oneof(
+    { weight: 6, arbitrary: fc.constant<'none'>('none') },
+    { weight: 1, arbitrary: fc.constantFrom<CallRecipe['hints']>('right', 'wrong', 'dup', 'latin1') },
+  ),
   extraHeaders: fc.oneof(
     { weight: 8, arbitrary: fc.constant<Array<[string, string]>>([]) },
-    { weight: 1, arbitrary: fc.array(fc.tuple(fc.constantFrom('x-forwarded-for', 'x-request-id', 'accept', 'accept-encoding', 'expect', 'x-santokit-service-token', 'origin', 'cookie', 'x-junk'), headerValue), { maxLength: 3 }) },
+    {
+      weight: 1,
+      arbitrary: fc.array(
+        fc.tuple(
+          fc.constantFrom('x-forwarded-for', 'x-request-id', 'accept', 'accept-encoding', 'expect', 'x-santokit-service-token', 'origin', 'cookie', 'x-junk'),
+          headerValue,
+        ),
+        { maxLength: 3 },
+      ),
+    },
   ),
   body: callBody,
 });
@@ -354,7 +584,28 @@ const segment = fc.oneof(
   { weight: 4, arbitrary: fc.constant('$real') },
   {
     weight: 2,
-    arbitrary: fc.constantFrom('nope', 'A', 'a'.repeat(64), 'a'.repeat(300), '%00', '%ff', '%', '..', '.', '%2e%2e', 'x%2Fy', "'or'1'='1", '%F0%9F%92%A5', 'owner@example.com', 'OWNER@EXAMPLE.COM', '__proto__', 'constructor', '00000000000000000000000000', '-1', '0'),
+    arbitrary: fc.constantFrom(
+      'nope',
+      'A',
+      'a'.repeat(64),
+      'a'.repeat(300),
+      '%00',
+      '%ff',
+      '%',
+      '..',
+      '.',
+      '%2e%2e',
+      'x%2Fy',
+      "'or'1'='1",
+      '%F0%9F%92%A5',
+      'owner@example.com',
+      'OWNER@EXAMPLE.COM',
+      '__proto__',
+      'constructor',
+      '00000000000000000000000000',
+      '-1',
+      '0',
+    ),
   },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 12 }).map((s) => encodeURIComponent(s)) },
 );
@@ -368,7 +619,33 @@ export interface HubRecipe {
   body: { kind: 'json'; text: string } | { kind: 'bytes'; data: Buffer } | { kind: 'none' };
 }
 
-const hubField = fc.constantFrom('name', 'email', 'password', 'role', 'roles', 'dbUrl', 'engine', 'code', 'expiresIn', 'expiresAt', 'rateLimitPerMin', 'grace', 'dryRun', 'schema', 'permissions', 'ref', 'force', 'only', 'from', 'to', 'releaseId', 'bridgeId', 'seqs', 'snapshot', 'keys');
+const hubField = fc.constantFrom(
+  'name',
+  'email',
+  'password',
+  'role',
+  'roles',
+  'dbUrl',
+  'engine',
+  'code',
+  'expiresIn',
+  'expiresAt',
+  'rateLimitPerMin',
+  'grace',
+  'dryRun',
+  'schema',
+  'permissions',
+  'ref',
+  'force',
+  'only',
+  'from',
+  'to',
+  'releaseId',
+  'bridgeId',
+  'seqs',
+  'snapshot',
+  'keys',
+);
 const hubValue: fc.Arbitrary<JV> = fc.oneof(
   { weight: 3, arbitrary: weird },
   {
@@ -392,20 +669,53 @@ const hubValue: fc.Arbitrary<JV> = fc.oneof(
       'a@b.c',
     ),
   },
-  { weight: 1, arbitrary: fc.array(fc.constantFrom<JV>('reader', 'admin', '', 'public', 'authenticated', '__proto__'), { maxLength: 4 }).map((a) => arr(...a)) },
+  {
+    weight: 1,
+    arbitrary: fc.array(fc.constantFrom<JV>('reader', 'admin', '', 'public', 'authenticated', '__proto__'), { maxLength: 4 }).map((a) => arr(...a)),
+  },
 );
 
 export const hubRecipe: fc.Arbitrary<HubRecipe> = fc.record({
   route: fc.nat({ max: HUB_ROUTES.length - 1 }),
   segments: fc.array(segment, { minLength: 6, maxLength: 6 }),
-  session: fc.oneof({ weight: 6, arbitrary: fc.constant<'owner'>('owner') }, { weight: 2, arbitrary: fc.constantFrom<HubRecipe['session']>('none', 'garbage', 'expired-format', 'service', 'viewer') }),
+  session: fc.oneof(
+    { weight: 6, arbitrary: fc.constant<'owner'>('owner') },
+    { weight: 2, arbitrary: fc.constantFrom<HubRecipe['session']>('none', 'garbage', 'expired-format', 'service', 'viewer') },
+  ),
   query: fc.oneof(
     { weight: 6, arbitrary: fc.constant('') },
-    { weight: 1, arbitrary: fc.constantFrom('?limit=5', '?limit=0', '?limit=-1', '?limit=abc', '?limit=99999999999999999999', '?since=1h', '?since=9999999999d', '?since=2024-99-99', '?since=x', '?action=apikey.*', '?project=shop&project=x', '?since=', '?bridgeId=x&since=-1', '?%zz', '?a[b]=c') },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom(
+        '?limit=5',
+        '?limit=0',
+        '?limit=-1',
+        '?limit=abc',
+        '?limit=99999999999999999999',
+        '?since=1h',
+        '?since=9999999999d',
+        '?since=2024-99-99',
+        '?since=x',
+        '?action=apikey.*',
+        '?project=shop&project=x',
+        '?since=',
+        '?bridgeId=x&since=-1',
+        '?%zz',
+        '?a[b]=c',
+      ),
+    },
   ),
-  contentType: fc.oneof({ weight: 8, arbitrary: fc.constant('application/json') }, { weight: 1, arbitrary: fc.constantFrom<string | null>(null, 'text/plain', 'application/json; charset=utf-8', 'application/x-www-form-urlencoded') }),
+  contentType: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('application/json') },
+    { weight: 1, arbitrary: fc.constantFrom<string | null>(null, 'text/plain', 'application/json; charset=utf-8', 'application/x-www-form-urlencoded') },
+  ),
   body: fc.oneof(
-    { weight: 5, arbitrary: fc.array(fc.tuple(fc.oneof({ weight: 4, arbitrary: hubField }, { weight: 1, arbitrary: key }), hubValue), { maxLength: 6 }).map((e) => ({ kind: 'json' as const, text: serialize(obj(e)) })) },
+    {
+      weight: 5,
+      arbitrary: fc
+        .array(fc.tuple(fc.oneof({ weight: 4, arbitrary: hubField }, { weight: 1, arbitrary: key }), hubValue), { maxLength: 6 })
+        .map((e) => ({ kind: 'json' as const, text: serialize(obj(e)) })),
+    },
     { weight: 1, arbitrary: weird.map((v) => ({ kind: 'json' as const, text: serialize(v) })) },
     { weight: 1, arbitrary: fc.constantFrom('{', '{"name":', 'null', '""', '[]', '\ufeff{}').map((text) => ({ kind: 'json' as const, text })) },
     { weight: 1, arbitrary: fc.uint8Array({ maxLength: 100 }).map((a) => ({ kind: 'bytes' as const, data: Buffer.from(a) })) },

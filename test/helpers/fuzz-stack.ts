@@ -137,7 +137,10 @@ export class Tally {
   }
 
   statuses(): string {
-    return [...this.byStatus].sort((a, b) => a[0] - b[0]).map(([s, n]) => `${s}×${n}`).join(' ');
+    return [...this.byStatus]
+      .sort((a, b) => a[0] - b[0])
+      .map(([s, n]) => `${s}×${n}`)
+      .join(' ');
   }
 }
 
@@ -233,7 +236,11 @@ export async function startStack(o: StackOptions = {}): Promise<Stack> {
       });
       bridges.push(b);
       if (o.apply !== false) {
-        await waitFor(async () => (await fetch(`${b.url}/readyz?project=${project}&env=${env}`, { headers: { 'x-santokit-service-token': hub.serviceToken } })).ok, 30_000, `bridge ready for ${project}/${env}`);
+        await waitFor(
+          async () => (await fetch(`${b.url}/readyz?project=${project}&env=${env}`, { headers: { 'x-santokit-service-token': hub.serviceToken } })).ok,
+          30_000,
+          `bridge ready for ${project}/${env}`,
+        );
       }
       return b;
     },

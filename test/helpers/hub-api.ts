@@ -17,7 +17,9 @@ export interface HubResponse<T = any> {
 }
 
 type In<T> = T extends z.ZodType ? z.input<T> : never;
-type Success<C extends RouteContract> = { [S in keyof C['response']]: S extends 200 | 201 ? (C['response'][S] extends z.ZodType ? z.output<C['response'][S]> : never) : never }[keyof C['response']];
+type Success<C extends RouteContract> = {
+  [S in keyof C['response']]: S extends 200 | 201 ? (C['response'][S] extends z.ZodType ? z.output<C['response'][S]> : never) : never;
+}[keyof C['response']];
 export type CallInput<C extends RouteContract> = (C['params'] extends z.ZodType ? { params: In<C['params']> } : { params?: undefined }) &
   (C['query'] extends z.ZodType ? { query?: In<C['query']> } : { query?: undefined }) &
   (C['body'] extends z.ZodType ? { body?: In<C['body']> } : { body?: undefined });

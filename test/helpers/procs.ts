@@ -153,7 +153,13 @@ export interface BridgeOptions {
 /** Starts `stk bridge start` on a free port and waits for /healthz. */
 export async function startBridge(o: BridgeOptions): Promise<Proc> {
   const port = o.port ?? (await freePort());
-  const env = { STK_BRIDGE_PORT: String(port), STK_HUB_URL: o.hubUrl, STK_SERVICE_TOKEN: o.serviceToken, STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS, ...o.env };
+  const env = {
+    STK_BRIDGE_PORT: String(port),
+    STK_HUB_URL: o.hubUrl,
+    STK_SERVICE_TOKEN: o.serviceToken,
+    STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS,
+    ...o.env,
+  };
   rememberSecret('service-token', env.STK_SERVICE_TOKEN);
   const p = spawnStk('bridge', ['bridge', 'start'], env, port);
   await waitFor(async () => (await fetch(`${p.url}/healthz`)).ok, 30_000, `bridge on :${port}`).catch((e) => {

@@ -32,7 +32,10 @@ export function rawRequest(
     sock.write(lines.join('\r\n') + '\r\n\r\n' + (body ?? ''));
     let buf = Buffer.alloc(0);
     let head: { status: number; headers: Record<string, string>; bodyStart: number } | null = null;
-    const timer = setTimeout(() => finish(new Error(`no complete response to ${method} ${target} within ${opts.timeoutMs ?? 10_000} ms`)), opts.timeoutMs ?? 10_000);
+    const timer = setTimeout(
+      () => finish(new Error(`no complete response to ${method} ${target} within ${opts.timeoutMs ?? 10_000} ms`)),
+      opts.timeoutMs ?? 10_000,
+    );
     let done = false;
     const finish = (err?: Error) => {
       if (done) return;
@@ -88,7 +91,12 @@ export interface BodyAnswer {
  * in 64 KB writes. `hold`: all but the last byte is sent until `finish()`. `from`: the local address
  * to send from. `done` rejects when the connection fails before an answer.
  */
-export function postBody(url: string, headers: Record<string, string>, body: string | Buffer, o: { chunked?: boolean; hold?: boolean; from?: string } = {}): { done: Promise<BodyAnswer>; finish(): void } {
+export function postBody(
+  url: string,
+  headers: Record<string, string>,
+  body: string | Buffer,
+  o: { chunked?: boolean; hold?: boolean; from?: string } = {},
+): { done: Promise<BodyAnswer>; finish(): void } {
   const t0 = performance.now();
   const buf = Buffer.isBuffer(body) ? body : Buffer.from(body);
   const h: Record<string, string | number> = { ...headers };

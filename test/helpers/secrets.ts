@@ -123,7 +123,9 @@ async function postgresTargets(url: string): Promise<ScanTarget[]> {
     return []; // dropped by its test: nothing left to leak
   }
   try {
-    const tables = await c.query<{ t: string }>("select quote_ident(schemaname) || '.' || quote_ident(tablename) as t from pg_tables where schemaname not in ('pg_catalog', 'information_schema')");
+    const tables = await c.query<{ t: string }>(
+      "select quote_ident(schemaname) || '.' || quote_ident(tablename) as t from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
+    );
     const parts: string[] = [];
     for (const { t } of tables.rows) {
       const rows = await c.query<{ j: string }>(`select row_to_json(x)::text as j from ${t} x`);

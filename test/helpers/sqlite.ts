@@ -32,7 +32,10 @@ export function openSqlite(file: string, o: { readonly?: boolean; fileMustExist?
   }
   if ((o.fileMustExist || o.readonly) && !existsSync(file)) throw new Error(`no SQLite file at ${file}`);
   const { DatabaseSync } = (process as unknown as { getBuiltinModule(id: string): unknown }).getBuiltinModule('node:sqlite') as {
-    DatabaseSync: new (path: string, options?: { readOnly?: boolean }) => { prepare(sql: string): ReturnType<TestSqlite['prepare']>; exec(sql: string): void; close(): void };
+    DatabaseSync: new (
+      path: string,
+      options?: { readOnly?: boolean },
+    ) => { prepare(sql: string): ReturnType<TestSqlite['prepare']>; exec(sql: string): void; close(): void };
   };
   const db = new DatabaseSync(file, { readOnly: o.readonly ?? false });
   return {

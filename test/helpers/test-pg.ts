@@ -74,7 +74,9 @@ export async function ensurePostgres(opts: { url: string; explicit: boolean; dir
     // on a shared machine someone may have started using it meanwhile: then it stays up
     const others = await otherClients(url);
     if (others > 0) {
-      log(`test teardown: leaving the throwaway PostgreSQL at ${new URL(url).host} running: ${others} other client connection(s) use it (stop it with: bash scripts/test-pg.sh stop)`);
+      log(
+        `test teardown: leaving the throwaway PostgreSQL at ${new URL(url).host} running: ${others} other client connection(s) use it (stop it with: bash scripts/test-pg.sh stop)`,
+      );
       return;
     }
     await script(['stop'], env);

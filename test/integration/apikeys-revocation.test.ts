@@ -65,11 +65,17 @@ describe('API key revocation across Bridges', () => {
       stop = true;
       // the very next request on each Bridge
       const next = await Promise.all([call(b1, k.key), call(b2, k.key)]);
-      expect(next.map((x) => x.status), `revoke #${i}`).toEqual([401, 401]);
+      expect(
+        next.map((x) => x.status),
+        `revoke #${i}`,
+      ).toEqual([401, 401]);
       await Promise.all(loops);
       const late = seen.filter((x) => x.sentAt > returnedAt);
       expect(late.length).toBeGreaterThanOrEqual(6);
-      expect(late.filter((x) => x.status !== 401), `revoke #${i}: accepted after revoke returned`).toEqual([]);
+      expect(
+        late.filter((x) => x.status !== 401),
+        `revoke #${i}: accepted after revoke returned`,
+      ).toEqual([]);
       acceptedBefore += seen.filter((x) => x.sentAt < returnedAt && x.status === 200).length;
       checkedAfter += late.length;
     }

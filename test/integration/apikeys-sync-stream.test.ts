@@ -51,7 +51,12 @@ describe('Hub sync stream (PostgreSQL store)', () => {
 
   beforeAll(async () => {
     store = await createTestDatabase('syncstream');
-    const cfg = loadHubConfig({ STK_SECRET_KEY: randomBytes(32).toString('hex'), STK_SERVICE_TOKEN: token, STK_HUB_DB_URL: store.url, STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS });
+    const cfg = loadHubConfig({
+      STK_SECRET_KEY: randomBytes(32).toString('hex'),
+      STK_SERVICE_TOKEN: token,
+      STK_HUB_DB_URL: store.url,
+      STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS,
+    });
     ({ app, ctx } = await buildHub(cfg, { logger: false }));
     await app.ready();
   });
@@ -156,11 +161,19 @@ describe('Hub sync stream (PostgreSQL store)', () => {
     });
     // the second writer queues on the lock before drawing a seq
     const lo = CHANGE_LOG_LOCK % 2 ** 32;
-    await waitFor(async () => {
-      const rows = await query(store.url, `select count(*)::int as n from pg_locks l join pg_database d on d.oid = l.database
-        where d.datname = current_database() and l.locktype = 'advisory' and l.objid = $1 and not l.granted`, [lo]);
-      return rows[0]!.n === 1;
-    }, 5000, 'second writer waiting on the change-log lock');
+    await waitFor(
+      async () => {
+        const rows = await query(
+          store.url,
+          `select count(*)::int as n from pg_locks l join pg_database d on d.oid = l.database
+        where d.datname = current_database() and l.locktype = 'advisory' and l.objid = $1 and not l.granted`,
+          [lo],
+        );
+        return rows[0]!.n === 1;
+      },
+      5000,
+      'second writer waiting on the change-log lock',
+    );
     expect(second).toBe(0);
     release();
     await Promise.all([t1, t2]);

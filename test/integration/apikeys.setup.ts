@@ -22,7 +22,11 @@ export interface CallResult {
 }
 
 /** POST /call on a Bridge with an API key (and, by default, the matching hint headers). */
-export async function call(bridge: Proc | string, key: string | undefined, opts: { path?: string; project?: string; env?: string; headers?: Record<string, string>; params?: unknown } = {}): Promise<CallResult> {
+export async function call(
+  bridge: Proc | string,
+  key: string | undefined,
+  opts: { path?: string; project?: string; env?: string; headers?: Record<string, string>; params?: unknown } = {},
+): Promise<CallResult> {
   const url = (typeof bridge === 'string' ? bridge : bridge.url) + '/call';
   const headers: Record<string, string> = { 'content-type': 'application/json', ...opts.headers };
   if (key !== undefined) headers['x-santokit-api-key'] = key;
@@ -55,7 +59,9 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(o: { bridges: number; hub?: HubOptions; bridgeEnv?: Record<string, string>; project?: string } = { bridges: 2 }): Promise<Stack> {
+export async function startStack(
+  o: { bridges: number; hub?: HubOptions; bridgeEnv?: Record<string, string>; project?: string } = { bridges: 2 },
+): Promise<Stack> {
   const db = await createTestDatabase('apikeys');
   const hub = await startHub(o.hub);
   const cfg = tempConfigDir();
@@ -114,10 +120,14 @@ export async function startStack(o: { bridges: number; hub?: HubOptions; bridgeE
   };
   for (let i = 0; i < o.bridges; i++) await stack.startBridge();
   // every Bridge holds the stream before the tests start
-  await waitFor(async () => {
-    const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
-    return ((await r.json()) as { items: unknown[] }).items.length === o.bridges;
-  }, 20_000, 'bridges connected to the hub');
+  await waitFor(
+    async () => {
+      const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
+      return ((await r.json()) as { items: unknown[] }).items.length === o.bridges;
+    },
+    20_000,
+    'bridges connected to the hub',
+  );
   return stack;
 }
 

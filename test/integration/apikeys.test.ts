@@ -94,7 +94,9 @@ describe('project API keys (OPERATOR-002)', () => {
       expect(r.code, r.output).toBe(0);
       const line = r.stdout.split('\n').find((l) => l.includes('server'))!;
       expect(line.split('\t').slice(0, 4)).toEqual([keyId, 'server', 'admin,reader', 'active']);
-      const human = await runStk(['apikey', 'list', '--project', s.project, '--env', s.env], { env: { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: s.hub.url, STK_AUTH_TOKEN: s.owner, STK_FORCE_TTY: '1' } });
+      const human = await runStk(['apikey', 'list', '--project', s.project, '--env', s.env], {
+        env: { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: s.hub.url, STK_AUTH_TOKEN: s.owner, STK_FORCE_TTY: '1' },
+      });
       expect(human.stdout.split('\n').find((l) => l.includes('server'))).toMatch(new RegExp(`^${keyId} +server +admin,reader +status: active `));
       const j = await stk(['apikey', 'list', '--project', s.project, '--env', s.env, '--json']);
       expect(j.code).toBe(0);
@@ -147,7 +149,12 @@ describe('project API keys (OPERATOR-002)', () => {
           expect(r.output).toContain('403');
           expect(r.output).toContain('FORBIDDEN');
         }
-        for (const [m, p] of [['POST', base()], ['GET', base()], ['POST', `${base()}/server/revoke`], ['POST', `${base()}/server/rotate`]] as const) {
+        for (const [m, p] of [
+          ['POST', base()],
+          ['GET', base()],
+          ['POST', `${base()}/server/revoke`],
+          ['POST', `${base()}/server/rotate`],
+        ] as const) {
           expect((await api(m, p, m === 'POST' ? { name: 'x', roles: ['admin'] } : undefined, token)).status).toBe(403);
         }
       }
@@ -227,7 +234,9 @@ describe('project API keys (OPERATOR-002)', () => {
       const u = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'x']);
       expect(u.code).toBe(2);
       expect((await api('GET', `/api/projects/${s.project}/envs/nope/apikeys`)).status).toBe(404);
-      expect((await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'rl', '--roles', 'reader', '--rate-limit', 'fast'])).code).toBe(2);
+      expect((await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'rl', '--roles', 'reader', '--rate-limit', 'fast'])).code).toBe(
+        2,
+      );
     });
 
     it('expiry: --expires-in works until the deadline, then 401 "API key expired" and list shows status: expired', async () => {
@@ -237,8 +246,26 @@ describe('project API keys (OPERATOR-002)', () => {
       await waitFor(async () => (await call(b1, key)).status === 401, 15_000, 'key to expire');
       for (const r of await both(key)) expect(r.body.error.message).toBe('API key expired');
       const l = await stk(['apikey', 'list', '--project', s.project, '--env', s.env]);
-      expect(l.stdout.split('\n').find((x) => x.includes(keyId))!.split('\t')[3]).toBe('expired');
-      const past = await stk(['apikey', 'create', '--project', s.project, '--env', s.env, '--name', 'past', '--roles', 'reader', '--expires-at', '2001-01-01T00:00:00Z']);
+      expect(
+        l.stdout
+          .split('\n')
+          .find((x) => x.includes(keyId))!
+          .split('\t')[3],
+      ).toBe('expired');
+      const past = await stk([
+        'apikey',
+        'create',
+        '--project',
+        s.project,
+        '--env',
+        s.env,
+        '--name',
+        'past',
+        '--roles',
+        'reader',
+        '--expires-at',
+        '2001-01-01T00:00:00Z',
+      ]);
       expect(past.code).toBe(1);
       expect(past.output).toContain('400 BAD_REQUEST');
       // the Hub names the refused field as its API does (details.fields); the CLI says the flag the user typed
@@ -378,7 +405,11 @@ describe('project API keys (OPERATOR-002)', () => {
       // the valid key from the same address is still served
       expect((await call(b3, key)).status).toBe(200);
       // checked from the headers, before the body is parsed: malformed JSON with an invalid key is a 429, not a 400
-      const raw = await fetch(b3.url + '/call', { method: 'POST', headers: { 'content-type': 'application/json', 'x-santokit-api-key': 'stk_garbage_x' }, body: '{"path": ' });
+      const raw = await fetch(b3.url + '/call', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-santokit-api-key': 'stk_garbage_x' },
+        body: '{"path": ',
+      });
       expect(raw.status).toBe(429);
       // other Bridges are unaffected
       expect((await call(b1, key)).status).toBe(200);
@@ -392,11 +423,15 @@ describe('project API keys (OPERATOR-002)', () => {
       const { key, keyId } = await create('busy', 'reader');
       for (let i = 0; i < 3; i++) await both(key);
       let out = '';
-      await waitFor(async () => {
-        const r = await stk(['apikey', 'revoke', '--project', s.project, '--env', s.env, '--key-id', 'busy', '--dry-run']);
-        out = r.output;
-        return r.code === 0 && /Requests in the last 60 min: 6/.test(r.stdout);
-      }, 20_000, 'usage reports from both bridges');
+      await waitFor(
+        async () => {
+          const r = await stk(['apikey', 'revoke', '--project', s.project, '--env', s.env, '--key-id', 'busy', '--dry-run']);
+          out = r.output;
+          return r.code === 0 && /Requests in the last 60 min: 6/.test(r.stdout);
+        },
+        20_000,
+        'usage reports from both bridges',
+      );
       expect(out).toContain('Dry run: nothing changed');
       expect(out).toMatch(/Last used: \d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00\.000Z \(minute granularity\)/);
       expect(out).toMatch(/Sources: 127\.0\.0\.1 \(6 requests/);
@@ -451,7 +486,10 @@ describe('project API keys (OPERATOR-002)', () => {
     const l = await stk(['apikey', 'list', '--project', s.project, '--env', s.env]);
     expect(l.code).toBe(0);
     expect(l.stderr).toMatch(/key \S+ \("one-too-many"\): role\(s\) reader are no longer referenced by the current release/);
-    const j = JSON.parse((await stk(['apikey', 'list', '--project', s.project, '--env', s.env, '--json'])).stdout) as Array<{ name: string; staleRoles: string[] }>;
+    const j = JSON.parse((await stk(['apikey', 'list', '--project', s.project, '--env', s.env, '--json'])).stdout) as Array<{
+      name: string;
+      staleRoles: string[];
+    }>;
     expect(j.find((k) => k.name === 'one-too-many')!.staleRoles).toEqual(['reader']);
     expect(j.find((k) => k.name === 'changing')!.staleRoles).toEqual(['reader']);
     // new keys cannot ask for it any more
@@ -468,7 +506,10 @@ describe('project API keys (OPERATOR-002)', () => {
     remember('snapshot', await snap.text());
     // the store: raw file bytes and every table's rows
     const file = s.hub.dbUrl.replace(/^sqlite:\/\//, '');
-    const raw = [file, file + '-wal'].filter(existsSync).map((f) => readFileSync(f).toString('latin1')).join('');
+    const raw = [file, file + '-wal']
+      .filter(existsSync)
+      .map((f) => readFileSync(f).toString('latin1'))
+      .join('');
     const db = openSqlite(file, { readonly: true });
     let dump = '';
     try {
@@ -482,7 +523,11 @@ describe('project API keys (OPERATOR-002)', () => {
     const logs = s.hub.logs() + s.bridges.map((b) => b.logs()).join('');
     for (const [i, key] of plaintexts.entries()) {
       const secret = secrets[i]!;
-      for (const [what, text] of [['store file', raw], ['store tables', dump], ['logs', logs]] as const) {
+      for (const [what, text] of [
+        ['store file', raw],
+        ['store tables', dump],
+        ['logs', logs],
+      ] as const) {
         expect(text.includes(key) || text.includes(secret), `${what} contains key #${i}`).toBe(false);
       }
       for (const t of transcript) {

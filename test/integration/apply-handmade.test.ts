@@ -49,7 +49,15 @@ describe('stk apply over tables written by hand (upstream users)', () => {
   const apply = (...flags: string[]) => s.stk(['apply', '--project', s.project, '--env', s.env, '--dir', dir, ...flags]);
   const shell = (line: string) =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
-      const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, NO_COLOR: '1', STK_NO_INPUT: '1', STK_CONFIG_DIR: s.cfg, STK_HUB_URL: s.hub.url, STK_AUTH_TOKEN: s.owner };
+      const env = {
+        ...process.env,
+        PATH: `${bin}:${process.env.PATH}`,
+        NO_COLOR: '1',
+        STK_NO_INPUT: '1',
+        STK_CONFIG_DIR: s.cfg,
+        STK_HUB_URL: s.hub.url,
+        STK_AUTH_TOKEN: s.owner,
+      };
       const child = spawn('bash', ['-c', line], { env, stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       let stderr = '';
@@ -66,11 +74,20 @@ describe('stk apply over tables written by hand (upstream users)', () => {
     return lines[i + 1]!.trim();
   };
   const columns = async () =>
-    (await query<{ col: string; type: string }>(s.dbUrl, `SELECT table_name || '.' || column_name AS col, format_type(atttypid, atttypmod) AS type
+    (
+      await query<{ col: string; type: string }>(
+        s.dbUrl,
+        `SELECT table_name || '.' || column_name AS col, format_type(atttypid, atttypmod) AS type
        FROM information_schema.columns JOIN pg_attribute ON attrelid = ('public.' || quote_ident(table_name))::regclass AND attname = column_name
-      WHERE table_schema = 'public' ORDER BY 1`)).map((r) => `${r.col} ${r.type}`);
+      WHERE table_schema = 'public' ORDER BY 1`,
+      )
+    ).map((r) => `${r.col} ${r.type}`);
   async function call(key: string, path: string, params: unknown) {
-    const r = await fetch(`${bridge.url}/call`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-santokit-api-key': key }, body: JSON.stringify({ path, params }) });
+    const r = await fetch(`${bridge.url}/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-santokit-api-key': key },
+      body: JSON.stringify({ path, params }),
+    });
     const raw = await r.text();
     return { status: r.status, body: JSON.parse(raw) as { data?: any }, raw };
   }
@@ -107,7 +124,9 @@ describe('stk apply over tables written by hand (upstream users)', () => {
     expect(r.stderr).not.toContain('[destructive]');
     expect(r.stderr).toContain('+ main: widen users.email from character varying(255) to text (loses nothing)');
     expect(r.stderr).toContain('Kept as they are (equivalent to the schema):');
-    expect(r.stderr).toContain('= main: users.created_at is timestamp without time zone in the database where timestamp (timestamp with time zone) is declared');
+    expect(r.stderr).toContain(
+      '= main: users.created_at is timestamp without time zone in the database where timestamp (timestamp with time zone) is declared',
+    );
     expect(r.stderr).toContain('= main: posts.author_id: foreign key posts_author_id_fkey has on update NO ACTION where RESTRICT is declared');
     expect(r.stderr).toContain('= main: posts: index posts_author (author_id) stands for the declared posts_author_id_idx');
     expect(lineToRun(r.stderr)).toBe(`stk apply --project ${s.project} --env ${s.env} --dir '${dir}' --adopt`);
@@ -135,7 +154,9 @@ describe('stk apply over tables written by hand (upstream users)', () => {
       'users.id text',
       'users.name text',
     ]);
-    expect(await query(s.dbUrl, `SELECT id, email, name, created_at::text AS at FROM users`)).toEqual([{ id: 'u1', email: 'ann@example.com', name: 'Ann', at: '2024-05-06 07:08:09.123456' }]);
+    expect(await query(s.dbUrl, `SELECT id, email, name, created_at::text AS at FROM users`)).toEqual([
+      { id: 'u1', email: 'ann@example.com', name: 'Ann', at: '2024-05-06 07:08:09.123456' },
+    ]);
     expect(await query(s.dbUrl, `SELECT id, title, status FROM posts`)).toEqual([{ id: 'p1', title: 'hello', status: 'draft' }]);
     seen.rowsKept = 2;
 
@@ -162,7 +183,11 @@ describe('stk apply over tables written by hand (upstream users)', () => {
 
   it('/call reads and writes the hand-made tables: timestamps round-trip as UTC, filters compare them, defaults are UTC now()', async () => {
     bridge = await s.startBridge();
-    await waitFor(async () => (await fetch(`${bridge.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).ok, 30_000, 'bridge ready');
+    await waitFor(
+      async () => (await fetch(`${bridge.url}/readyz?project=${s.project}&env=${s.env}`, { headers: { 'x-santokit-service-token': s.hub.serviceToken } })).ok,
+      30_000,
+      'bridge ready',
+    );
     const { key } = await s.createKey('upstream-admin', ['admin']);
     await waitFor(async () => (await call(key, 'db/users/select', {})).status === 200, 30_000, 'key synced');
 
@@ -171,7 +196,9 @@ describe('stk apply over tables written by hand (upstream users)', () => {
     expect(ann.body.data).toEqual([{ id: 'u1', email: 'ann@example.com', name: 'Ann', created_at: '2024-05-06T07:08:09.123456Z' }]);
 
     // written with an offset: stored as its UTC time, read back the same instant
-    const bob = await call(key, 'db/users/insert', { data: { email: `${'b'.repeat(300)}@example.com`, name: 'Bob', created_at: '2024-01-02T05:04:05.5+02:00' } });
+    const bob = await call(key, 'db/users/insert', {
+      data: { email: `${'b'.repeat(300)}@example.com`, name: 'Bob', created_at: '2024-01-02T05:04:05.5+02:00' },
+    });
     expect(bob.status, bob.raw).toBe(200); // longer than the old varchar(255): the widening mattered
     expect(bob.body.data).toMatchObject({ name: 'Bob', created_at: '2024-01-02T03:04:05.5Z' });
     expect(bob.body.data.id).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
@@ -201,17 +228,25 @@ describe('stk apply over tables written by hand (upstream users)', () => {
   });
 
   it('a real difference is still a planned change that needs --force: ON DELETE RESTRICT where cascade is declared', async () => {
-    await query(s.dbUrl, `ALTER TABLE posts DROP CONSTRAINT posts_author_id_fkey, ADD CONSTRAINT posts_author_fk FOREIGN KEY (author_id) REFERENCES users (id) ON DELETE RESTRICT`);
+    await query(
+      s.dbUrl,
+      `ALTER TABLE posts DROP CONSTRAINT posts_author_id_fkey, ADD CONSTRAINT posts_author_fk FOREIGN KEY (author_id) REFERENCES users (id) ON DELETE RESTRICT`,
+    );
     const r = await apply();
     expect(r.code, r.output).toBe(1);
-    expect(r.stderr).toContain('! main: drop foreign key posts_author_fk (posts.author_id → users): on delete RESTRICT in the database, CASCADE declared  [destructive]');
+    expect(r.stderr).toContain(
+      '! main: drop foreign key posts_author_fk (posts.author_id → users): on delete RESTRICT in the database, CASCADE declared  [destructive]',
+    );
     expect(r.stderr).toContain('the plan has 1 destructive step');
     const line = lineToRun(r.stderr);
     expect(line).toBe(`stk apply --project ${s.project} --env ${s.env} --dir '${dir}' --force`);
     seen.fkChangeDestructive = true;
     const forced = await shell(line);
     expect(forced.code, forced.stdout + forced.stderr).toBe(0);
-    const fk = await query<{ def: string }>(s.dbUrl, `SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'public.posts'::regclass AND contype = 'f'`);
+    const fk = await query<{ def: string }>(
+      s.dbUrl,
+      `SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'public.posts'::regclass AND contype = 'f'`,
+    );
     expect(fk).toEqual([{ def: 'FOREIGN KEY (author_id) REFERENCES users(id) ON UPDATE RESTRICT ON DELETE CASCADE' }]);
     expect((await query(s.dbUrl, 'SELECT count(*)::int AS n FROM posts'))[0]).toEqual({ n: 2 });
   });

@@ -92,9 +92,15 @@ describe('stk apply against real PostgreSQL', () => {
   const applyJson = async (...extra: string[]) => {
     const r = await apply('--json', ...extra);
     expect(r.code, r.output).toBe(0);
-    return JSON.parse(r.stdout) as { releaseId: string | null; reused: boolean; ref: string | null; plan: Array<{ connection: string; sql: string; destructive: boolean; description: string }> };
+    return JSON.parse(r.stdout) as {
+      releaseId: string | null;
+      reused: boolean;
+      ref: string | null;
+      plan: Array<{ connection: string; sql: string; destructive: boolean; description: string }>;
+    };
   };
-  const api = (method: string, path: string, body?: unknown, token: string | null = owner) => new HubApi(hub.url, null, (_m, _p, text) => seen.push(text)).request(method, path, body, token);
+  const api = (method: string, path: string, body?: unknown, token: string | null = owner) =>
+    new HubApi(hub.url, null, (_m, _p, text) => seen.push(text)).request(method, path, body, token);
   const write = (files: Record<string, string>) => {
     for (const [f, content] of Object.entries(files)) {
       mkdirSync(dirname(join(dir, f)), { recursive: true });
@@ -114,14 +120,18 @@ describe('stk apply against real PostgreSQL', () => {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {
-      const columns = (await c.query(
-        `SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity, identity_generation
+      const columns = (
+        await c.query(
+          `SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity, identity_generation
            FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position`,
-      )).rows;
-      const constraints = (await c.query(
-        `SELECT conrelid::regclass::text AS tbl, conname, contype::text, pg_get_constraintdef(oid) AS def
+        )
+      ).rows;
+      const constraints = (
+        await c.query(
+          `SELECT conrelid::regclass::text AS tbl, conname, contype::text, pg_get_constraintdef(oid) AS def
            FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY conrelid::regclass::text, conname`,
-      )).rows;
+        )
+      ).rows;
       const indexes = (await c.query(`SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY tablename, indexname`)).rows;
       return { columns, constraints, indexes };
     } finally {
@@ -136,7 +146,10 @@ describe('stk apply against real PostgreSQL', () => {
     dir = mkdtempSync(join(tmpdir(), 'stk-apply-'));
     expect((await api('POST', '/api/projects', { name: 'shop' })).status).toBe(201);
     expect((await api('POST', '/api/projects/shop/envs', { name: 'dev' })).status).toBe(201);
-    for (const [name, db] of [['main', main], ['reports', reports]] as const) {
+    for (const [name, db] of [
+      ['main', main],
+      ['reports', reports],
+    ] as const) {
       const r = await api('PUT', `/api/projects/shop/envs/dev/connections/${name}`, { engine: 'postgres', dbUrl: withPassword(db.url) });
       expect(r.status, JSON.stringify(r.json)).toBe(200);
     }
@@ -162,7 +175,8 @@ describe('stk apply against real PostgreSQL', () => {
     first = r.releaseId!;
 
     const c = await catalog(main.url);
-    const cols = (t: string) => c.columns.filter((x) => x.table_name === t).map((x) => [x.column_name, x.data_type, x.is_nullable, x.column_default, x.is_identity]);
+    const cols = (t: string) =>
+      c.columns.filter((x) => x.table_name === t).map((x) => [x.column_name, x.data_type, x.is_nullable, x.column_default, x.is_identity]);
     expect(cols('users')).toEqual([
       ['id', 'text', 'NO', null, 'NO'],
       ['email', 'text', 'NO', null, 'NO'],
@@ -175,7 +189,7 @@ describe('stk apply against real PostgreSQL', () => {
       ['title', 'text', 'NO', null, 'NO'],
       ['qty', 'integer', 'NO', '1', 'NO'],
       ['views', 'bigint', 'NO', "'0'::bigint", 'NO'],
-      ['price', 'numeric', 'NO', "9.99", 'NO'],
+      ['price', 'numeric', 'NO', '9.99', 'NO'],
       ['rating', 'double precision', 'YES', null, 'NO'],
       ['active', 'boolean', 'NO', 'true', 'NO'],
       ['attrs', 'jsonb', 'YES', null, 'NO'],
@@ -239,7 +253,12 @@ describe('stk apply against real PostgreSQL', () => {
     write({ 'schema/users.yaml': FILES['schema/users.yaml']!.replace('      age:', '      nickname: { type: string, nullable: true }\n      age:') });
     const r = await applyJson('--ref', 'v2');
     expect(r.plan).toEqual([
-      { connection: 'main', destructive: false, description: 'add column users.nickname (string, nullable)', sql: 'ALTER TABLE "public"."users" ADD COLUMN "nickname" text' },
+      {
+        connection: 'main',
+        destructive: false,
+        description: 'add column users.nickname (string, nullable)',
+        sql: 'ALTER TABLE "public"."users" ADD COLUMN "nickname" text',
+      },
     ]);
     expect(r.releaseId).not.toBe(first);
     expect(r.reused).toBe(false);
@@ -277,22 +296,87 @@ describe('stk apply against real PostgreSQL', () => {
     let baseline: [Awaited<ReturnType<typeof catalog>>, Awaited<ReturnType<typeof catalog>>] | undefined;
     const FRESH = { 'schema/zz-fresh.yaml': 'version: 1\ntables:\n  fresh:\n    columns:\n      x: { type: int, nullable: true }\n' };
     const cases: Array<[string, Record<string, string>, RegExp, number]> = [
-      ['unknown type', { 'schema/bad.yaml': 'tables:\n  bad: { columns: { c: { type: text } } }\n' }, /schema\/bad\.yaml: table "bad", column "c": unknown type "text"/, 400],
-      ['table defined twice', { 'schema/bad.yaml': 'tables:\n  users: {}\n' }, /table "users" is defined twice: in schema\/bad\.yaml and in schema\/users\.yaml/, 400],
-      ['FK to an unknown table', { 'schema/bad.yaml': 'tables:\n  bad: { columns: { u: { type: string, references: { table: ghosts } } } }\n' }, /column "u", references: unknown table "ghosts"/, 400],
+      [
+        'unknown type',
+        { 'schema/bad.yaml': 'tables:\n  bad: { columns: { c: { type: text } } }\n' },
+        /schema\/bad\.yaml: table "bad", column "c": unknown type "text"/,
+        400,
+      ],
+      [
+        'table defined twice',
+        { 'schema/bad.yaml': 'tables:\n  users: {}\n' },
+        /table "users" is defined twice: in schema\/bad\.yaml and in schema\/users\.yaml/,
+        400,
+      ],
+      [
+        'FK to an unknown table',
+        { 'schema/bad.yaml': 'tables:\n  bad: { columns: { u: { type: string, references: { table: ghosts } } } }\n' },
+        /column "u", references: unknown table "ghosts"/,
+        400,
+      ],
       ['FK type mismatch', { 'schema/bad.yaml': 'tables:\n  bad: { columns: { o: { type: int, references: { table: users } } } }\n' }, /type mismatch/, 400],
-      ['FK across connections', { 'schema/bad.yaml': 'tables:\n  bad: { connection: reports, columns: { u: { type: string, references: { table: users } } } }\n' }, /cannot cross connections/, 400],
-      ['invalid default', { 'schema/bad.yaml': 'tables:\n  bad: { columns: { n: { type: int, default: many } } }\n' }, /column "n": invalid default "many"/, 400],
-      ['primary key repeated in columns', { 'schema/bad.yaml': 'tables:\n  bad: { columns: { id: { type: string } } }\n' }, /column "id": this is the primary key/, 400],
-      ['generate/type conflict', { 'schema/bad.yaml': 'tables:\n  bad: { id: { generate: auto_increment, type: string } }\n' }, /auto_increment always has type bigint/, 400],
-      ['index on an unknown column', { 'schema/bad.yaml': 'tables:\n  bad: { indexes: [{ columns: [nope] }] }\n' }, /table "bad", index #1: unknown column "nope"/, 400],
+      [
+        'FK across connections',
+        { 'schema/bad.yaml': 'tables:\n  bad: { connection: reports, columns: { u: { type: string, references: { table: users } } } }\n' },
+        /cannot cross connections/,
+        400,
+      ],
+      [
+        'invalid default',
+        { 'schema/bad.yaml': 'tables:\n  bad: { columns: { n: { type: int, default: many } } }\n' },
+        /column "n": invalid default "many"/,
+        400,
+      ],
+      [
+        'primary key repeated in columns',
+        { 'schema/bad.yaml': 'tables:\n  bad: { columns: { id: { type: string } } }\n' },
+        /column "id": this is the primary key/,
+        400,
+      ],
+      [
+        'generate/type conflict',
+        { 'schema/bad.yaml': 'tables:\n  bad: { id: { generate: auto_increment, type: string } }\n' },
+        /auto_increment always has type bigint/,
+        400,
+      ],
+      [
+        'index on an unknown column',
+        { 'schema/bad.yaml': 'tables:\n  bad: { indexes: [{ columns: [nope] }] }\n' },
+        /table "bad", index #1: unknown column "nope"/,
+        400,
+      ],
       ['YAML syntax error', { 'schema/bad.yaml': 'tables:\n  bad: { columns: [\n' }, /schema\/bad\.yaml: invalid YAML/, 400],
-      ['unknown connection', { 'schema/bad.yaml': 'tables:\n  bad: { connection: warehouse }\n' }, /connection "warehouse" \(used by bad\) does not exist in shop\/dev/, 400],
-      ['unsupported cast', { 'schema/users.yaml': FILES['schema/users.yaml']!.replace('name: { type: string, nullable: true }', 'name: { type: int, nullable: true }') }, /cannot change type from text to integer/, 400],
-      ['bad CEL', { 'config/permissions.yaml': FILES['config/permissions.yaml']!.replace('resource.id == request.auth.sub', 'resource.id != request.auth.sub') }, /tables\.users\.select rule #2: condition "resource\.id != request\.auth\.sub": operator "!=" is not supported/, 400],
-      ['CEL on an unknown column', { 'config/permissions.yaml': FILES['config/permissions.yaml']!.replace('resource.active', 'resource.enabled') }, /tables\.products\.select rule #1: .*unknown column resource\.enabled/, 400],
+      [
+        'unknown connection',
+        { 'schema/bad.yaml': 'tables:\n  bad: { connection: warehouse }\n' },
+        /connection "warehouse" \(used by bad\) does not exist in shop\/dev/,
+        400,
+      ],
+      [
+        'unsupported cast',
+        { 'schema/users.yaml': FILES['schema/users.yaml']!.replace('name: { type: string, nullable: true }', 'name: { type: int, nullable: true }') },
+        /cannot change type from text to integer/,
+        400,
+      ],
+      [
+        'bad CEL',
+        { 'config/permissions.yaml': FILES['config/permissions.yaml']!.replace('resource.id == request.auth.sub', 'resource.id != request.auth.sub') },
+        /tables\.users\.select rule #2: condition "resource\.id != request\.auth\.sub": operator "!=" is not supported/,
+        400,
+      ],
+      [
+        'CEL on an unknown column',
+        { 'config/permissions.yaml': FILES['config/permissions.yaml']!.replace('resource.active', 'resource.enabled') },
+        /tables\.products\.select rule #1: .*unknown column resource\.enabled/,
+        400,
+      ],
       ['CEL with ||', { 'config/permissions.yaml': FILES['config/permissions.yaml']!.replace('&&', '||') }, /"\|\|" is not supported/, 400],
-      ['permissions for an unknown table', { 'config/permissions.yaml': FILES['config/permissions.yaml']! + '  ghosts:\n    select: { roles: [a] }\n' }, /tables\.ghosts: unknown table "ghosts"/, 400],
+      [
+        'permissions for an unknown table',
+        { 'config/permissions.yaml': FILES['config/permissions.yaml']! + '  ghosts:\n    select: { roles: [a] }\n' },
+        /tables\.ghosts: unknown table "ghosts"/,
+        400,
+      ],
     ];
     for (const [name, files, re, status] of cases) {
       it(name, async () => {
@@ -391,7 +475,9 @@ describe('stk apply against real PostgreSQL', () => {
     const s = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true, fileMustExist: true });
     let rows: Array<{ action: string; detail_json: string; actor_email: string }>;
     try {
-      rows = s.prepare(`SELECT action, detail_json, actor_email FROM audit_log WHERE action IN ('apply.run', 'release.create') ORDER BY ts`).all() as typeof rows;
+      rows = s
+        .prepare(`SELECT action, detail_json, actor_email FROM audit_log WHERE action IN ('apply.run', 'release.create') ORDER BY ts`)
+        .all() as typeof rows;
     } finally {
       s.close();
     }

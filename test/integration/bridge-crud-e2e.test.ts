@@ -47,7 +47,12 @@ beforeAll(async () => {
   readerKey = await key('e2e-reader', 'reader');
   await query(db.url, 'CREATE TABLE canary (id integer PRIMARY KEY, note text NOT NULL); INSERT INTO canary VALUES (1, $$intact$$)');
   bridge = await startBridge({ hubUrl: hub.url, serviceToken: hub.serviceToken });
-  await waitFor(async () => (await fetch(`${bridge.url}/readyz?project=${PROJECT}&env=${ENV}`, { headers: { 'x-santokit-service-token': hub.serviceToken } })).status === 200, 30_000, 'bridge ready for blog/dev');
+  await waitFor(
+    async () =>
+      (await fetch(`${bridge.url}/readyz?project=${PROJECT}&env=${ENV}`, { headers: { 'x-santokit-service-token': hub.serviceToken } })).status === 200,
+    30_000,
+    'bridge ready for blog/dev',
+  );
   await waitFor(async () => (await call(readerKey, 'db/users/select')).status === 200, 30_000, 'keys synced');
 });
 

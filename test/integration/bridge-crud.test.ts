@@ -93,13 +93,19 @@ beforeAll(async () => {
   db = await createTestDatabase('bridgecrud');
   db2 = await createTestDatabase('bridgecrud2');
   await query(db.url, FIXTURE_DDL);
-  await query(db.url, `CREATE TABLE slow (id text PRIMARY KEY, label text);
+  await query(
+    db.url,
+    `CREATE TABLE slow (id text PRIMARY KEY, label text);
     CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(20); RETURN NEW; END $$;
-    CREATE TRIGGER slow_insert BEFORE INSERT ON slow FOR EACH ROW EXECUTE FUNCTION slow_down();`);
+    CREATE TRIGGER slow_insert BEFORE INSERT ON slow FOR EACH ROW EXECUTE FUNCTION slow_down();`,
+  );
   await query(db.url, `INSERT INTO users (id, email, name) VALUES ('${U_ALICE}', 'alice@example.com', 'Alice'), ('${U_BOB}', 'bob@example.com', 'Bob')`);
-  await query(db.url, `INSERT INTO posts (id, title, author_id, published, status) VALUES
+  await query(
+    db.url,
+    `INSERT INTO posts (id, title, author_id, published, status) VALUES
     ('p_a1', 'Alice one', '${U_ALICE}', true, 'draft'), ('p_a2', 'Alice two', '${U_ALICE}', false, 'flagged'),
-    ('p_b1', 'Bob one', '${U_BOB}', true, 'flagged'), ('p_b2', 'Bob two', '${U_BOB}', false, 'draft')`);
+    ('p_b1', 'Bob one', '${U_BOB}', true, 'flagged'), ('p_b2', 'Bob two', '${U_BOB}', false, 'draft')`,
+  );
   await query(db2.url, FIXTURE_DDL);
   await query(db2.url, `INSERT INTO clients (code, note) VALUES ('in-db2', 'second database')`);
 
@@ -113,7 +119,13 @@ beforeAll(async () => {
     },
   };
   const ir = fixtureRelease();
-  ir.schema.tables.slow = { name: 'slow', connection: 'main', primaryKey: { name: 'id', type: 'string', generate: 'ulid' }, columns: [{ name: 'label', type: 'string', nullable: true, unique: false }], indexes: [] };
+  ir.schema.tables.slow = {
+    name: 'slow',
+    connection: 'main',
+    primaryKey: { name: 'id', type: 'string', generate: 'ulid' },
+    columns: [{ name: 'label', type: 'string', nullable: true, unique: false }],
+    indexes: [],
+  };
   ir.permissions.tables.slow = { insert: [{ roles: ['admin'], columns: null }] };
   const releases = ctx.releases;
   releases.set('shop', 'dev', ir, { main: db.url });
@@ -203,10 +215,26 @@ describe('select', () => {
   });
 
   it('orders by several keys, pages with limit/offset, limit 0 is empty', async () => {
-    await call('admin', 'db/counters/insert', { data: [{ label: 'c', hits: 1 }, { label: 'a', hits: 2 }, { label: 'b', hits: 2 }] });
-    const r = await call('admin', 'db/counters/select', { select: ['label'], orderBy: [{ hits: 'desc' }, { label: 'asc' }], where: { label: { $in: ['a', 'b', 'c'] } } });
+    await call('admin', 'db/counters/insert', {
+      data: [
+        { label: 'c', hits: 1 },
+        { label: 'a', hits: 2 },
+        { label: 'b', hits: 2 },
+      ],
+    });
+    const r = await call('admin', 'db/counters/select', {
+      select: ['label'],
+      orderBy: [{ hits: 'desc' }, { label: 'asc' }],
+      where: { label: { $in: ['a', 'b', 'c'] } },
+    });
     expect(rows(r).map((x) => x.label)).toEqual(['a', 'b', 'c']);
-    const page = await call('admin', 'db/counters/select', { select: ['label'], orderBy: { label: 'asc' }, where: { label: { $in: ['a', 'b', 'c'] } }, limit: 1, offset: 1 });
+    const page = await call('admin', 'db/counters/select', {
+      select: ['label'],
+      orderBy: { label: 'asc' },
+      where: { label: { $in: ['a', 'b', 'c'] } },
+      limit: 1,
+      offset: 1,
+    });
     expect(rows(page)).toEqual([{ label: 'b' }]);
     const none = await call('admin', 'db/counters/select', { limit: 0 });
     expect(rows(none)).toEqual([]);
@@ -257,12 +285,22 @@ describe('bad input → the right status, never a 500', () => {
   }
 
   it('body shape', async () => {
-    const noPath = await app.inject({ method: 'POST', url: '/call', headers: { 'content-type': 'application/json', 'x-test-principal': 'admin' }, payload: '{"params":{}}' });
+    const noPath = await app.inject({
+      method: 'POST',
+      url: '/call',
+      headers: { 'content-type': 'application/json', 'x-test-principal': 'admin' },
+      payload: '{"params":{}}',
+    });
     expect(noPath.statusCode).toBe(400);
     expect(noPath.json().error.message).toMatch(/path is required/);
     const arr = await app.inject({ method: 'POST', url: '/call', headers: { 'content-type': 'application/json', 'x-test-principal': 'admin' }, payload: '[]' });
     expect(arr.statusCode).toBe(400);
-    const proto = await app.inject({ method: 'POST', url: '/call', headers: { 'content-type': 'application/json', 'x-test-principal': 'admin' }, payload: '{"path":"db/users/select","params":{"where":{"__proto__":{"x":1}}}}' });
+    const proto = await app.inject({
+      method: 'POST',
+      url: '/call',
+      headers: { 'content-type': 'application/json', 'x-test-principal': 'admin' },
+      payload: '{"path":"db/users/select","params":{"where":{"__proto__":{"x":1}}}}',
+    });
     expect(proto.statusCode).toBe(400);
   });
 
@@ -296,7 +334,11 @@ describe('column rules on all four ops', () => {
   });
 
   it('insert: a disallowed column → 400; allowed ones insert and the row comes back projected', async () => {
-    expectError(await call('writer', 'db/users/insert', { data: { email: 'w@example.com', created_at: '2020-01-01T00:00:00Z' } }), 400, /'created_at' is not writable/);
+    expectError(
+      await call('writer', 'db/users/insert', { data: { email: 'w@example.com', created_at: '2020-01-01T00:00:00Z' } }),
+      400,
+      /'created_at' is not writable/,
+    );
     const ok = await call('writer', 'db/users/insert', { values: { email: 'w@example.com', name: 'W' } });
     expect(ok.status, ok.raw).toBe(200);
     expect(Object.keys(row(ok)).sort()).toEqual(['email', 'id', 'name']);
@@ -351,7 +393,9 @@ describe('CEL row filters', () => {
   it('literal filter on update and delete (moderator: flagged only)', async () => {
     const upd = await call('moderator', 'db/posts/update', { where: { id: { $in: ['p_a1', 'p_b1'] } }, data: { status: 'reviewed' } });
     expect(rows(upd).map((p) => p.id)).toEqual(['p_b1']);
-    await query(db.url, "INSERT INTO posts (id, title, author_id, status) VALUES ('p_f1', 'flagged one', $1, 'flagged'), ('p_d1', 'draft one', $1, 'draft')", [U_BOB]);
+    await query(db.url, "INSERT INTO posts (id, title, author_id, status) VALUES ('p_f1', 'flagged one', $1, 'flagged'), ('p_d1', 'draft one', $1, 'draft')", [
+      U_BOB,
+    ]);
     const del = await call('moderator', 'db/posts/delete', { where: { id: { $in: ['p_f1', 'p_d1'] } } });
     expect(del.body).toEqual({ data: { affected: 1 } });
     expect((await query(db.url, "SELECT id FROM posts WHERE id IN ('p_f1','p_d1')")).map((r) => r.id)).toEqual(['p_d1']);
@@ -372,7 +416,12 @@ describe('CEL row filters', () => {
 
 describe('expand', () => {
   it('one hop via references.as, with the target columns and filter', async () => {
-    const r = await call('admin', 'db/posts/select', { where: { id: { $in: ['p_a2', 'p_b2'] } }, expand: ['author'], orderBy: { id: 'asc' }, select: ['id', 'title'] });
+    const r = await call('admin', 'db/posts/select', {
+      where: { id: { $in: ['p_a2', 'p_b2'] } },
+      expand: ['author'],
+      orderBy: { id: 'asc' },
+      select: ['id', 'title'],
+    });
     expect(r.status, r.raw).toBe(200);
     expect(rows(r).map((p) => [p.id, (p.author as { email: string }).email, 'author_id' in p])).toEqual([
       ['p_a2', 'alice@example.com', false],
@@ -393,7 +442,12 @@ describe('expand', () => {
     await query(db.url, "INSERT INTO posts (id, title, author_id, status) VALUES ('p_b4', 'Bob flagged', $1, 'flagged')", [U_BOB]);
     // an end user who moderates: posts via the moderator rule (flagged ones), users via the owner rule (own row only)
     principals.modalice = { kind: 'enduser', sub: U_ALICE, roles: ['moderator', 'authenticated'] };
-    const r = await call('modalice', 'db/posts/select', { where: { id: { $in: ['p_a2', 'p_b4'] } }, expand: ['author'], orderBy: { id: 'asc' }, select: ['id'] });
+    const r = await call('modalice', 'db/posts/select', {
+      where: { id: { $in: ['p_a2', 'p_b4'] } },
+      expand: ['author'],
+      orderBy: { id: 'asc' },
+      select: ['id'],
+    });
     expect(r.status, r.raw).toBe(200);
     expect(rows(r)).toEqual([
       { id: 'p_a2', author: { id: U_ALICE, email: 'alice@example.com', name: 'Alice A.' } },
@@ -469,7 +523,9 @@ describe('injection corpus', () => {
       expect(row(ins)[ODD_COLUMN]).toBe(v);
       const eq = await call('admin', `db/${ODD_TABLE}/select`, { where: { [ODD_COLUMN]: v } });
       expect(rows(eq).map((r) => r[ODD_COLUMN])).toEqual([v]);
-      const ops = await call('admin', `db/${ODD_TABLE}/select`, { where: { [ODD_COLUMN]: { $in: [v, 'x'], $like: v.replace(/[%_\\]/g, '\\$&'), $ne: 'zzz', $gte: v } } });
+      const ops = await call('admin', `db/${ODD_TABLE}/select`, {
+        where: { [ODD_COLUMN]: { $in: [v, 'x'], $like: v.replace(/[%_\\]/g, '\\$&'), $ne: 'zzz', $gte: v } },
+      });
       expect(rows(ops), JSON.stringify(v)).toHaveLength(1);
       const upd = await call('admin', `db/${ODD_TABLE}/update`, { where: { [ODD_COLUMN]: v }, data: { [ODD_COLUMN]: v + '!' } });
       expect(rows(upd)).toHaveLength(1);
@@ -590,7 +646,9 @@ describe('STK_DISABLE_AUTH', () => {
   it('is refused unless the Bridge listens on loopback only', () => {
     const base = { STK_SERVICE_TOKEN: 'dev-token-xxxxxxxx', STK_DISABLE_AUTH: 'true' };
     for (const host of ['0.0.0.0', '::', '10.0.0.5', 'bridge.internal']) {
-      expect(() => loadBridgeConfig({ ...base, STK_BRIDGE_HOST: host }), host).toThrow(/STK_DISABLE_AUTH=true .* refused unless STK_BRIDGE_HOST is a loopback address/);
+      expect(() => loadBridgeConfig({ ...base, STK_BRIDGE_HOST: host }), host).toThrow(
+        /STK_DISABLE_AUTH=true .* refused unless STK_BRIDGE_HOST is a loopback address/,
+      );
     }
     for (const host of ['127.0.0.1', '::1', 'localhost', undefined]) expect(loadBridgeConfig({ ...base, STK_BRIDGE_HOST: host }).disableAuth).toBe(true);
     expect(loadBridgeConfig({ STK_SERVICE_TOKEN: 'x'.repeat(16), STK_BRIDGE_HOST: '0.0.0.0' }).disableAuth).toBe(false);
@@ -600,7 +658,12 @@ describe('STK_DISABLE_AUTH', () => {
     const dev = await buildBridge(testConfig({ disableAuth: true }), { logger: false });
     try {
       dev.ctx.releases.set('shop', 'dev', fixtureRelease(), { main: db.url });
-      const miss = await dev.app.inject({ method: 'POST', url: '/call', headers: { 'content-type': 'application/json' }, payload: { path: 'db/users/select' } });
+      const miss = await dev.app.inject({
+        method: 'POST',
+        url: '/call',
+        headers: { 'content-type': 'application/json' },
+        payload: { path: 'db/users/select' },
+      });
       expect(miss.statusCode).toBe(400);
       expect(miss.json().error.message).toMatch(/X-Santokit-Project and X-Santokit-Env/);
       const ok = await dev.app.inject({
@@ -613,7 +676,12 @@ describe('STK_DISABLE_AUTH', () => {
       expect(Object.keys(ok.json().data[0]).sort()).toEqual(['created_at', 'email', 'id', 'name']);
       // without a verifier the max-stale check it would make is made by the route's auth hook
       dev.ctx.isStale = () => true;
-      const stale = await dev.app.inject({ method: 'POST', url: '/call', headers: { 'content-type': 'application/json', 'x-santokit-project': 'shop', 'x-santokit-env': 'dev' }, payload: { path: 'db/users/select' } });
+      const stale = await dev.app.inject({
+        method: 'POST',
+        url: '/call',
+        headers: { 'content-type': 'application/json', 'x-santokit-project': 'shop', 'x-santokit-env': 'dev' },
+        payload: { path: 'db/users/select' },
+      });
       expect(stale.statusCode).toBe(503);
       expect(stale.json().error.message).toMatch(/max-stale window/);
     } finally {

@@ -12,7 +12,17 @@ import { HostPolicy } from '../../src/common/net-policy.js';
 import { createTestDatabase, query, TEST_ALLOW_HOSTS } from '../helpers/pg.js';
 import { FIXTURE_DDL, fixtureRelease } from '../unit/sql-fixture.js';
 
-const silent = { fatal() {}, error() {}, warn() {}, info() {}, debug() {}, trace() {}, silent() {}, level: 'silent', child: () => silent } as unknown as FastifyBaseLogger;
+const silent = {
+  fatal() {},
+  error() {},
+  warn() {},
+  info() {},
+  debug() {},
+  trace() {},
+  silent() {},
+  level: 'silent',
+  child: () => silent,
+} as unknown as FastifyBaseLogger;
 const tables = compileRelease(fixtureRelease()).tables;
 const ctx = (timeoutMs = 5000): QueryContext => ({ table: tables.get('users')!, tables, op: 'select', timeoutMs, log: silent });
 
@@ -146,9 +156,20 @@ describe('pipelined pool', () => {
     const p = pool(1);
     const [row] = await run(
       p,
-        `SELECT true AS t, 2::int2 AS i2, 3::int4 AS i4, 9007199254740993::int8 AS i8, 1.5::float8 AS f, 1.10::numeric AS d,
+      `SELECT true AS t, 2::int2 AS i2, 3::int4 AS i4, 9007199254740993::int8 AS i8, 1.5::float8 AS f, 1.10::numeric AS d,
                 '{"a":[1,2]}'::jsonb AS j, '\\x0102ff'::bytea AS by, '2024-05-06 07:08:09.123456+00'::timestamptz AS ts, NULL::text AS nothing`,
     );
-    expect(row).toEqual({ t: true, i2: 2, i4: 3, i8: '9007199254740993', f: 1.5, d: '1.10', j: { a: [1, 2] }, by: 'AQL/', ts: '2024-05-06T07:08:09.123456Z', nothing: null });
+    expect(row).toEqual({
+      t: true,
+      i2: 2,
+      i4: 3,
+      i8: '9007199254740993',
+      f: 1.5,
+      d: '1.10',
+      j: { a: [1, 2] },
+      by: 'AQL/',
+      ts: '2024-05-06T07:08:09.123456Z',
+      nothing: null,
+    });
   });
 });

@@ -23,7 +23,12 @@ let db: Awaited<ReturnType<typeof createTestDatabase>>;
 const size = (i: number) => 20_000 + ((i * 7919) % 75_000);
 
 async function call(path: string, params: object) {
-  const res = await app.inject({ method: 'POST', url: '/call', headers: { 'content-type': 'application/json', 'x-test': 'admin' }, payload: JSON.stringify({ path, params }) });
+  const res = await app.inject({
+    method: 'POST',
+    url: '/call',
+    headers: { 'content-type': 'application/json', 'x-test': 'admin' },
+    payload: JSON.stringify({ path, params }),
+  });
   return { status: res.statusCode, body: res.json() as any, headers: res.headers };
 }
 
@@ -32,7 +37,11 @@ beforeAll(async () => {
   await query(db.url, FIXTURE_DDL);
   await query(db.url, `insert into clients (code, note) select 'c' || g, repeat('n', 20000 + ((g * 7919) % 75000)) from generate_series(0, 59) g`);
   await query(db.url, `insert into clients (code, note) select 'w' || g, 'small' from generate_series(0, 19) g`);
-  const config = { ...loadBridgeConfig({ STK_SERVICE_TOKEN: 'bounds-token', STK_HUB_URL: 'http://127.0.0.1:9', STK_CONNECTION_ALLOW_HOSTS: '127.0.0.1' }), responseMaxBytes: MAX, poolMax: 2 };
+  const config = {
+    ...loadBridgeConfig({ STK_SERVICE_TOKEN: 'bounds-token', STK_HUB_URL: 'http://127.0.0.1:9', STK_CONNECTION_ALLOW_HOSTS: '127.0.0.1' }),
+    responseMaxBytes: MAX,
+    poolMax: 2,
+  };
   ({ app, ctx } = await buildBridge(config, { logger: false }));
   ctx.credentials = {
     authenticate(req) {
@@ -55,7 +64,11 @@ describe('answer byte bounds', () => {
     for (let i = 0; i < 5; i++) expect((await call('db/clients/select', { where: { code: 'c0' } })).status).toBe(200);
     for (let round = 0; round < 3; round++) {
       const rs = await Promise.all(Array.from({ length: 90 }, (_, i) => call('db/clients/select', { where: { code: `c${(i + round * 7) % 60}` } })));
-      const wrong = rs.map((r, i) => (r.status === 200 && r.body.data[0].note.length === size((i + round * 7) % 60) ? null : `#${i}: ${r.status} ${JSON.stringify(r.body).slice(0, 120)}`)).filter(Boolean);
+      const wrong = rs
+        .map((r, i) =>
+          r.status === 200 && r.body.data[0].note.length === size((i + round * 7) % 60) ? null : `#${i}: ${r.status} ${JSON.stringify(r.body).slice(0, 120)}`,
+        )
+        .filter(Boolean);
       expect(wrong).toEqual([]);
     }
   });
@@ -67,10 +80,19 @@ describe('answer byte bounds', () => {
     expect(big.body.error.message).toMatch(/exceeds 100000 bytes; select fewer columns/);
     // mixed with small ones: every big one 400; every small one served with its own row (a read queued
     // behind a stopped one on the same connection got nothing yet: it is sent again on another)
-    const rs = await Promise.all(Array.from({ length: 90 }, (_, i) => (i % 15 === 0 ? call('db/clients/select', {}) : call('db/clients/select', { where: { code: `c${i % 60}` } }))));
+    const rs = await Promise.all(
+      Array.from({ length: 90 }, (_, i) => (i % 15 === 0 ? call('db/clients/select', {}) : call('db/clients/select', { where: { code: `c${i % 60}` } }))),
+    );
     const outcomes = new Map<string, number>();
     rs.forEach((r, i) => {
-      const k = i % 15 === 0 ? `big ${r.status} ${r.body.error?.code}` : r.status === 200 ? (r.body.data[0].note.length === size(i % 60) ? 'small 200' : 'small WRONG ROW') : `small ${r.status} ${r.body.error.code}`;
+      const k =
+        i % 15 === 0
+          ? `big ${r.status} ${r.body.error?.code}`
+          : r.status === 200
+            ? r.body.data[0].note.length === size(i % 60)
+              ? 'small 200'
+              : 'small WRONG ROW'
+            : `small ${r.status} ${r.body.error.code}`;
       outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
     });
     expect(Object.fromEntries(outcomes)).toEqual({ 'big 400 RESPONSE_TOO_LARGE': 6, 'small 200': 84 });

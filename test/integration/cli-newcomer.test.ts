@@ -43,7 +43,13 @@ describe('stk for a newcomer and for scripts', () => {
   });
 
   it('a closed pipe ends the CLI quietly with exit 0 (apikey list | head -1, audit list | head -1, --help, completion)', async () => {
-    for (const args of [['apikey', 'list', ...P()], ['audit', 'list', '--project', s.project], ['--help'], ['completion', 'bash'], ['apikey', 'list', ...P(), '--json']]) {
+    for (const args of [
+      ['apikey', 'list', ...P()],
+      ['audit', 'list', '--project', s.project],
+      ['--help'],
+      ['completion', 'bash'],
+      ['apikey', 'list', ...P(), '--json'],
+    ]) {
       const r = await runClosedStdout(args, env);
       expect(r.stderr, args.join(' ')).toBe('');
       expect(r.code, args.join(' ')).toBe(0);
@@ -77,7 +83,9 @@ describe('stk for a newcomer and for scripts', () => {
     const r = await s.stk(['apikey', 'create', 'never-made', ...P(), '--roles', 'reader', '--expires-in', '3x']);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('Error: invalid --expires-in "3x": use a duration like 30m, 12h or 90d\n');
-    expect((await s.stk(['apikey', 'create', 'never-made', ...P(), '--roles', 'reader', '--expires-at', 'tomorrow'])).stderr).toContain('invalid --expires-at "tomorrow"');
+    expect((await s.stk(['apikey', 'create', 'never-made', ...P(), '--roles', 'reader', '--expires-at', 'tomorrow'])).stderr).toContain(
+      'invalid --expires-at "tomorrow"',
+    );
     expect((await s.stk(['apikey', 'rotate', 'pipe-0', ...P(), '--grace', 'soon'])).stderr).toContain('invalid --grace "soon"');
     const st = await s.stk(['apikey', 'list', ...P(), '--status', 'dead']);
     expect(st.code).toBe(2);
@@ -100,7 +108,10 @@ describe('stk for a newcomer and for scripts', () => {
     expect(rv.code, rv.output).toBe(0);
     expect(rv.output).not.toContain('Type the key name');
     const revoked = await s.stk(['apikey', 'list', ...P(), '--status', 'revoked']);
-    const rows = revoked.stdout.trim().split('\n').map((l) => l.split('\t'));
+    const rows = revoked.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'));
     expect(rows.map((r) => r[1])).toEqual(['pipe-1']);
     expect(rows[0]![3]).toBe('revoked');
     const active = await s.stk(['apikey', 'list', ...P(), '--status', 'active']);
@@ -144,7 +155,7 @@ describe('stk for a newcomer and for scripts', () => {
     }
   });
 
-  it('apikey show: requests per minute as a chart, by status (2xx, 404 after auth, 401 wrong secret, 429), by source, with the figures\' age; --json gives the series', async () => {
+  it("apikey show: requests per minute as a chart, by status (2xx, 404 after auth, 401 wrong secret, 429), by source, with the figures' age; --json gives the series", async () => {
     const { key, keyId } = await s.createKey('shown', 'admin', ['--rate-limit', '4/min']);
     const b = s.bridges[0]!;
     expect((await call(b, key)).status).toBe(200);
@@ -155,13 +166,23 @@ describe('stk for a newcomer and for scripts', () => {
     // the right key id with a secret that is not its own (a valid checksum): counted for this key as 401
     expect((await call(b, formatKey(keyId, newSecret(), 'dev'))).status).toBe(401);
     const before = Date.now();
-    type Usage = { asOf: string; bridges: number; series: Array<{ minute: string; requests: number }>; byStatus: Array<{ status: string; requests: number }>; sources: Array<{ address: string; requests: number }> };
+    type Usage = {
+      asOf: string;
+      bridges: number;
+      series: Array<{ minute: string; requests: number }>;
+      byStatus: Array<{ status: string; requests: number }>;
+      sources: Array<{ address: string; requests: number }>;
+    };
     let u!: Usage;
-    await waitFor(async () => {
-      const r = await s.stk(['apikey', 'show', 'shown', ...P(), '--json']);
-      u = JSON.parse(r.stdout) as Usage;
-      return u.asOf !== null && Date.parse(u.asOf) >= before && u.byStatus.some((x) => x.status === '401');
-    }, 15_000, 'the Bridge to report usage');
+    await waitFor(
+      async () => {
+        const r = await s.stk(['apikey', 'show', 'shown', ...P(), '--json']);
+        u = JSON.parse(r.stdout) as Usage;
+        return u.asOf !== null && Date.parse(u.asOf) >= before && u.byStatus.some((x) => x.status === '401');
+      },
+      15_000,
+      'the Bridge to report usage',
+    );
     expect(u.bridges).toBe(1);
     expect(u.series.reduce((n, m) => n + m.requests, 0)).toBe(4);
     expect(Object.fromEntries(u.byStatus.map((x) => [x.status, x.requests]))).toEqual({ '2xx': 3, '401': 1, '404': 1, '429': 1 });
@@ -184,18 +205,26 @@ describe('stk for a newcomer and for scripts', () => {
     expect((await call(b, refused.key)).status).toBe(401);
     expect((await call(b, refused.key)).status).toBe(401);
     let r!: Usage & { key: { lastUsedAt: string | null } };
-    await waitFor(async () => {
-      r = JSON.parse((await s.stk(['apikey', 'show', 'only-refused', ...P(), '--json'])).stdout) as typeof r;
-      return r.byStatus.some((x) => x.status === '401');
-    }, 15_000, 'the refusals to be reported');
+    await waitFor(
+      async () => {
+        r = JSON.parse((await s.stk(['apikey', 'show', 'only-refused', ...P(), '--json'])).stdout) as typeof r;
+        return r.byStatus.some((x) => x.status === '401');
+      },
+      15_000,
+      'the refusals to be reported',
+    );
     expect(Object.fromEntries(r.byStatus.map((x) => [x.status, x.requests]))).toEqual({ '2xx': 0, '401': 2 });
     expect(r.series).toEqual([]);
     expect(r.key.lastUsedAt).toBeNull();
     // and the Bridge's reports keep flowing: the other key's figures are fresh
-    await waitFor(async () => {
-      const again = JSON.parse((await s.stk(['apikey', 'show', 'shown', ...P(), '--json'])).stdout) as Usage;
-      return Date.now() - Date.parse(again.asOf) < 5000;
-    }, 15_000, 'fresh figures');
+    await waitFor(
+      async () => {
+        const again = JSON.parse((await s.stk(['apikey', 'show', 'shown', ...P(), '--json'])).stdout) as Usage;
+        return Date.now() - Date.parse(again.asOf) < 5000;
+      },
+      15_000,
+      'fresh figures',
+    );
   });
 
   it('release current -q prints only the release id (the walkthrough keeps it in a variable)', async () => {
@@ -234,7 +263,14 @@ describe('stk completion, stk dev --help, stk status without a stack', () => {
     writeFileSync(file, (await runStk(['completion', 'bash'])).stdout);
     const complete = async (line: string) => {
       const r = await new Promise<string>((resolve) => {
-        const c = spawn('bash', ['-c', `source "$FILE"; read -ra COMP_WORDS <<< "$LINE"; [[ "$LINE" == *" " ]] && COMP_WORDS+=(""); COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _stk_complete; echo "\${COMPREPLY[*]}"`], { env: { ...process.env, LINE: line, FILE: file }, stdio: ['ignore', 'pipe', 'inherit'] });
+        const c = spawn(
+          'bash',
+          [
+            '-c',
+            `source "$FILE"; read -ra COMP_WORDS <<< "$LINE"; [[ "$LINE" == *" " ]] && COMP_WORDS+=(""); COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _stk_complete; echo "\${COMPREPLY[*]}"`,
+          ],
+          { env: { ...process.env, LINE: line, FILE: file }, stdio: ['ignore', 'pipe', 'inherit'] },
+        );
         let out = '';
         c.stdout.on('data', (d) => (out += d));
         c.on('close', () => resolve(out.trim()));

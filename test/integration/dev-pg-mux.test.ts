@@ -52,8 +52,7 @@ describe('PgMux: one PGlite session, many PostgreSQL connections', () => {
         if (i % 7 === 0) {
           failing++;
           tasks.push(sql`select 1 / ${n - n} as x`.then(() => wrong++, division));
-        }
-        else if (i % 11 === 0) {
+        } else if (i % 11 === 0) {
           tasks.push(
             sql
               .begin(async (tx) => {
@@ -73,15 +72,26 @@ describe('PgMux: one PGlite session, many PostgreSQL connections', () => {
               })
               .then(() => wrong++, division),
           );
-        } else tasks.push(sql`select id, v from t where id = ${n}`.then(([r]) => (r!.id !== n ? wrong++ : 0), (e: Error) => unexpected.push(e.message)));
+        } else
+          tasks.push(
+            sql`select id, v from t where id = ${n}`.then(
+              ([r]) => (r!.id !== n ? wrong++ : 0),
+              (e: Error) => unexpected.push(e.message),
+            ),
+          );
       }
       for (let i = 0; i < 200; i++) {
         const n = (i % 200) + 1;
         if (i % 5 === 0) {
           failing++;
           tasks.push(pool.query('select 1 / $1::int', [0]).then(() => wrong++, division));
-        }
-        else tasks.push(pool.query('select id from t where id = $1', [n]).then((r) => (r.rows[0].id !== n ? wrong++ : 0), (e: Error) => unexpected.push(e.message)));
+        } else
+          tasks.push(
+            pool.query('select id from t where id = $1', [n]).then(
+              (r) => (r.rows[0].id !== n ? wrong++ : 0),
+              (e: Error) => unexpected.push(e.message),
+            ),
+          );
       }
       await Promise.all(tasks);
       expect(unexpected).toEqual([]);

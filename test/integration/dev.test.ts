@@ -23,7 +23,11 @@ const DEV_EMAIL = 'dev@santokit.local';
  * The session tokens and the API key are registered and must not appear anywhere.
  */
 async function devLogin(hubUrl: string, password: string): Promise<string> {
-  const r = await fetch(`${hubUrl}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: DEV_EMAIL, password }) });
+  const r = await fetch(`${hubUrl}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: DEV_EMAIL, password }),
+  });
   if (!r.ok) throw new Error(`login failed: ${r.status} ${await r.text()}`);
   return rememberSecret('session-token', ((await r.json()) as { token: string }).token);
 }
@@ -39,7 +43,11 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
   let apiKey = '';
 
   async function call(body: unknown): Promise<{ status: number; body: unknown }> {
-    const r = await fetch(`${bridgeUrl()}/call`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-santokit-api-key': apiKey }, body: JSON.stringify(body) });
+    const r = await fetch(`${bridgeUrl()}/call`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-santokit-api-key': apiKey },
+      body: JSON.stringify(body),
+    });
     return { status: r.status, body: await r.json() };
   }
 
@@ -67,13 +75,21 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     const banner = p.logs().slice(p.logs().lastIndexOf('Santokit dev stack is up'));
     const lines = banner.split('\n');
     const start = lines.findIndex((l) => l.startsWith('Next'));
-    const block = lines.slice(start + 1, lines.findIndex((l, i) => i > start && l.trim() === '')).map((l) => l.replace(/^ {2}/, ''));
+    const block = lines
+      .slice(
+        start + 1,
+        lines.findIndex((l, i) => i > start && l.trim() === ''),
+      )
+      .map((l) => l.replace(/^ {2}/, ''));
     expect(block[0]).toMatch(/^export STK_HUB_URL=/);
     const bin = mkdtempSync(join(tmpdir(), 'stk-npx-'));
     writeFileSync(join(bin, 'npx'), `#!/bin/sh\n[ "$1" = stk ] && shift\nexec "${process.execPath}" "${STK}" "$@"\n`, { mode: 0o755 });
     const script = ['set -e', ...block].join('\n');
     return await new Promise((resolve) => {
-      const c = spawn('bash', ['-c', script], { cwd, env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, STK_CONFIG_DIR: tempConfigDir(), NO_COLOR: '1' } });
+      const c = spawn('bash', ['-c', script], {
+        cwd,
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, STK_CONFIG_DIR: tempConfigDir(), NO_COLOR: '1' },
+      });
       let stdout = '';
       let output = '';
       c.stdout.on('data', (d) => ((stdout += d), (output += d)));
@@ -148,7 +164,10 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
 
   it('the dev owner can log in with the printed command, and the bootstrap made demo/dev/main', async () => {
     const password = readFileSync(join(cwd, '.santokit/dev-owner.txt'), 'utf8');
-    const login = await runStk(['login', '--email', DEV_EMAIL, '--password-stdin'], { input: password, env: { STK_HUB_URL: hubUrl(), STK_CONFIG_DIR: tempConfigDir() } });
+    const login = await runStk(['login', '--email', DEV_EMAIL, '--password-stdin'], {
+      input: password,
+      env: { STK_HUB_URL: hubUrl(), STK_CONFIG_DIR: tempConfigDir() },
+    });
     expect(login.code, login.output).toBe(0);
     const token = await devLogin(hubUrl(), password.trim());
     const auth = { authorization: `Bearer ${token}` };
@@ -193,7 +212,13 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     expect(r.stdout).toMatch(/PostgreSQL +\S+ +✓ answers \(select 1\)/);
     expect(r.stdout).toContain('dev@santokit.local (password in .santokit/dev-owner.txt)');
     const j = JSON.parse((await runStk(['status', '--json'], { cwd, env: { STK_DATA_DIR: '' } })).stdout);
-    expect(j).toMatchObject({ running: true, hub: { url: hubUrl(), ok: true }, bridge: { url: bridgeUrl(), ok: true }, postgres: { url: pgUrl(), ok: true }, devOwner: { email: DEV_EMAIL } });
+    expect(j).toMatchObject({
+      running: true,
+      hub: { url: hubUrl(), ok: true },
+      bridge: { url: bridgeUrl(), ok: true },
+      postgres: { url: pgUrl(), ok: true },
+      devOwner: { email: DEV_EMAIL },
+    });
     const e = await runStk(['status', '-o', 'env'], { cwd, env: { STK_DATA_DIR: '' } });
     expect(e.stdout).toContain(`STK_HUB_URL='${hubUrl()}'\n`);
     expect(e.stdout).toContain(`STK_DEV_OWNER_PASSWORD_FILE='${join(cwd, '.santokit/dev-owner.txt')}'\n`);

@@ -37,7 +37,7 @@ describe('hub and bridge health, error envelope, log redaction', () => {
     }
   });
 
-  it('bridge /healthz is 200; /readyz is 200 once it holds the Hub\'s snapshot, 503 before; a project\'s readiness needs the service token', async () => {
+  it("bridge /healthz is 200; /readyz is 200 once it holds the Hub's snapshot, 503 before; a project's readiness needs the service token", async () => {
     const h = await fetch(bridge.url + '/healthz');
     expect(h.status).toBe(200);
     expect(await h.json()).toEqual({ ok: true });
@@ -132,7 +132,12 @@ describe('hub and bridge health, error envelope, log redaction', () => {
     const key = 'stk_logtest_' + 'Z'.repeat(30);
     await fetch(bridge.url + '/call', {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-santokit-api-key': key, authorization: 'Bearer secret-bearer-xyz', cookie: 'stk_access=cookie-secret-xyz' },
+      headers: {
+        'content-type': 'application/json',
+        'x-santokit-api-key': key,
+        authorization: 'Bearer secret-bearer-xyz',
+        cookie: 'stk_access=cookie-secret-xyz',
+      },
       body: JSON.stringify({ path: 'db/users/select' }),
     });
     await fetch(hub.url + '/api/auth/whoami', { headers: { authorization: 'Bearer stks_' + 'Q'.repeat(40) } });

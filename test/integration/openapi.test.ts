@@ -23,9 +23,14 @@ describe('OpenAPI and /docs', () => {
 
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stk-openapi-'));
-    const { app: hub } = await buildHub(loadHubConfig({ STK_SECRET_KEY: 'c'.repeat(64), STK_SERVICE_TOKEN: 'openapi-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }), { logger: false });
+    const { app: hub } = await buildHub(
+      loadHubConfig({ STK_SECRET_KEY: 'c'.repeat(64), STK_SERVICE_TOKEN: 'openapi-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }),
+      { logger: false },
+    );
     apps.hub = { app: hub, url: await hub.listen({ port: 0, host: '127.0.0.1' }) };
-    const { app: bridge } = await buildBridge(loadBridgeConfig({ STK_SERVICE_TOKEN: 'openapi-token-xxxxxxxx', STK_HUB_URL: 'http://127.0.0.1:9' }), { logger: false });
+    const { app: bridge } = await buildBridge(loadBridgeConfig({ STK_SERVICE_TOKEN: 'openapi-token-xxxxxxxx', STK_HUB_URL: 'http://127.0.0.1:9' }), {
+      logger: false,
+    });
     apps.bridge = { app: bridge, url: await bridge.listen({ port: 0, host: '127.0.0.1' }) };
   });
   afterAll(async () => {
@@ -46,7 +51,9 @@ describe('OpenAPI and /docs', () => {
       expect(result.valid).toBe(true);
       // the validator does refuse a broken document (a parameter without its `in`)
       const broken = structuredClone(doc) as unknown as { paths: Record<string, Record<string, { parameters: Array<{ in?: string }> }>> };
-      const withParams = Object.values(broken.paths).flatMap((ops) => Object.values(ops)).find((o) => o.parameters.length > 0)!;
+      const withParams = Object.values(broken.paths)
+        .flatMap((ops) => Object.values(ops))
+        .find((o) => o.parameters.length > 0)!;
       delete withParams.parameters[0]!.in;
       expect((await new Validator().validate(broken as never)).valid).toBe(false);
       const routes = app.routeTable.filter((r) => r.method !== 'HEAD');
@@ -90,7 +97,16 @@ describe('OpenAPI and /docs', () => {
     expect(existsSync(CHROMIUM), `${CHROMIUM} (Debian package chromium; .ci/run installs it)`).toBe(true);
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     try {
       const page = await browser.newPage();

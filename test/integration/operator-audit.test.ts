@@ -92,9 +92,19 @@ describe('audit log', () => {
     expect(find('env.create', (i) => i.project === 'shop')).toMatchObject({ env: 'dev', requestId: createEnvRequestId, ip: '127.0.0.1' });
     expect(find('connection.set')).toMatchObject({ project: 'shop', env: 'dev', detail: { name: 'main', engine: 'postgres', created: true } });
     expect(find('connection.test')).toMatchObject({ project: 'shop', env: 'dev', detail: { name: 'main', ok: true } });
-    expect(find('rbac.invite', (i) => i.detail.email === 'viewer@example.com')).toMatchObject({ project: 'shop', detail: { scope: 'project', role: 'viewer' } });
-    expect(find('rbac.accept', (i) => i.actor === 'viewer@example.com')).toMatchObject({ project: 'shop', actorType: 'operator', detail: { scope: 'project', role: 'viewer' } });
-    expect(find('rbac.set_role', (i) => i.detail.role === 'deployer')).toMatchObject({ project: 'shop', detail: { scope: 'project', email: 'viewer@example.com', previousRole: 'viewer' } });
+    expect(find('rbac.invite', (i) => i.detail.email === 'viewer@example.com')).toMatchObject({
+      project: 'shop',
+      detail: { scope: 'project', role: 'viewer' },
+    });
+    expect(find('rbac.accept', (i) => i.actor === 'viewer@example.com')).toMatchObject({
+      project: 'shop',
+      actorType: 'operator',
+      detail: { scope: 'project', role: 'viewer' },
+    });
+    expect(find('rbac.set_role', (i) => i.detail.role === 'deployer')).toMatchObject({
+      project: 'shop',
+      detail: { scope: 'project', email: 'viewer@example.com', previousRole: 'viewer' },
+    });
     expect(find('rbac.remove')).toMatchObject({ project: null, detail: { scope: 'org', email: 'temp@example.com', role: 'member' } });
     expect(find('operator.login', (i) => i.actor === 'padmin@example.com')).toBeDefined();
     expect(find('operator.login_failed', (i) => i.actor === 'viewer@example.com')).toMatchObject({ actorType: 'anonymous' });
@@ -139,7 +149,13 @@ describe('audit log', () => {
   });
 
   it('bad limit or since → 400, exit 1', async () => {
-    for (const args of [['--limit', '0'], ['--limit', '1001'], ['--limit', 'ten'], ['--since', 'yesterday'], ['--since', '2026-13-45T99:00:00Z']]) {
+    for (const args of [
+      ['--limit', '0'],
+      ['--limit', '1001'],
+      ['--limit', 'ten'],
+      ['--since', 'yesterday'],
+      ['--since', '2026-13-45T99:00:00Z'],
+    ]) {
       const r = await stkAs(owner, ['audit', 'list', ...args]);
       expect(r.code, args.join(' ')).toBe(1);
       expect(r.stderr).toContain('(400 BAD_REQUEST)');
@@ -160,7 +176,9 @@ describe('audit log', () => {
     const v = await stkAs(viewer, ['audit', 'list', '--project', 'shop']);
     expect(v.code).toBe(1);
     expect(v.stderr).toContain('(you have project:viewer) (403 FORBIDDEN)');
-    const viaEnv = await runStk(['audit', 'list', '--json'], { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: projectAdmin, STK_PROJECT: 'shop' } });
+    const viaEnv = await runStk(['audit', 'list', '--json'], {
+      env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: projectAdmin, STK_PROJECT: 'shop' },
+    });
     expect(viaEnv.code, viaEnv.output).toBe(0);
   });
 

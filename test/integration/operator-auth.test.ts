@@ -11,7 +11,11 @@ async function whoamiStatus(hub: Hub, token: string): Promise<number> {
 }
 
 async function loginRaw(hub: Hub, email: string, password: string) {
-  const r = await fetch(`${hub.url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }) });
+  const r = await fetch(`${hub.url}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password }),
+  });
   return { status: r.status, body: (await r.json()) as { token?: string; expiresAt?: string; error?: { code: string; message: string } } };
 }
 
@@ -113,7 +117,10 @@ describe('no owner configured; create-owner; session expiry; login throttling', 
   });
 
   it('logs one line saying how to create the first operator', async () => {
-    const lines = hub.logs().split('\n').filter((l) => l.includes('no operator exists yet'));
+    const lines = hub
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('no operator exists yet'));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain('stk hub create-owner --email');
     expect((await loginRaw(hub, TEST_OWNER.email, TEST_OWNER.password)).status).toBe(401);

@@ -51,7 +51,9 @@ describe('operator plane on a PostgreSQL store', () => {
 
     const inv = await call('POST', '/api/projects/shop/invites', { email: 'dev@example.com', role: 'deployer' });
     expect(inv.status).toBe(201);
-    expect((await call('POST', '/api/invites/accept', { email: 'dev@example.com', code: inv.json.inviteCode, password: 'dev-password-1' }, undefined)).status).toBe(200);
+    expect(
+      (await call('POST', '/api/invites/accept', { email: 'dev@example.com', code: inv.json.inviteCode, password: 'dev-password-1' }, undefined)).status,
+    ).toBe(200);
     const dev = await loginToken(hub.url, 'dev@example.com', 'dev-password-1');
     expect((await call('GET', '/api/projects', undefined, dev)).json.items).toEqual([{ name: 'shop', createdAt: expect.any(String), role: 'deployer' }]);
     expect((await call('POST', '/api/projects/shop/envs/e1/connections/main/test', undefined, dev)).status).toBe(403);

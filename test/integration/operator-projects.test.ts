@@ -61,12 +61,15 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       expect(r.stdout).toBe('');
     });
 
-    it.each(['Shop', '-shop', 'shop-', 'shop_', '_shop', 'a'.repeat(64), 'shop.prod', '..', 'a/b', '%2e', '%2e%2e', 'sh op', 'shöp'])('bad name %j → 400 with the rule', async (name) => {
-      const r = await stk(['project', 'create', '--', name]);
-      expect(r.code).toBe(1);
-      expect(r.stderr).toContain('(400 BAD_REQUEST)');
-      expect(r.stderr).toContain("use 1-63 lowercase letters, digits, '_' or '-', starting and ending with a letter or digit");
-    });
+    it.each(['Shop', '-shop', 'shop-', 'shop_', '_shop', 'a'.repeat(64), 'shop.prod', '..', 'a/b', '%2e', '%2e%2e', 'sh op', 'shöp'])(
+      'bad name %j → 400 with the rule',
+      async (name) => {
+        const r = await stk(['project', 'create', '--', name]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toContain('(400 BAD_REQUEST)');
+        expect(r.stderr).toContain("use 1-63 lowercase letters, digits, '_' or '-', starting and ending with a letter or digit");
+      },
+    );
 
     it('a missing or non-string name is a 400 envelope over HTTP', async () => {
       for (const body of [{}, { name: 42 }, { name: null }]) {
@@ -148,7 +151,10 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       const r = await runStk(['env', 'list', '--json'], { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token, STK_PROJECT: 'shop' } });
       expect(r.code, r.output).toBe(0);
       expect(JSON.parse(r.stdout)).toHaveLength(2);
-      const none = await runStk(['env', 'list'], { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token, STK_PROJECT: undefined }, cwd: cfg });
+      const none = await runStk(['env', 'list'], {
+        env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token, STK_PROJECT: undefined },
+        cwd: cfg,
+      });
       expect(none.code).toBe(2);
       expect(none.stderr).toContain('no project');
     });
@@ -192,7 +198,10 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       expect(Object.keys(a).sort()).toEqual(['createdAt', 'engine', 'name', 'updatedAt', 'url']);
       expect(a).toMatchObject({ name: 'replica', engine: 'postgres' });
       expect(a.url).toContain(':****@');
-      const second = await stk(['connections', 'set', '--project', 'shop', '--env', 'dev', '--name', 'replica', '--json', '--db-url-stdin'], goodUrl.replace(SECRET, SECRET + 'x'));
+      const second = await stk(
+        ['connections', 'set', '--project', 'shop', '--env', 'dev', '--name', 'replica', '--json', '--db-url-stdin'],
+        goodUrl.replace(SECRET, SECRET + 'x'),
+      );
       const b = JSON.parse(second.stdout);
       expect(b.createdAt).toBe(a.createdAt);
       expect(b.updatedAt >= a.updatedAt).toBe(true);

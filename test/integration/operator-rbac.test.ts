@@ -115,11 +115,19 @@ describe('operator RBAC', () => {
       const days = (Date.parse(inv.expiresAt) - Date.now()) / 86400_000;
       expect(days).toBeGreaterThan(6.9);
       expect(days).toBeLessThanOrEqual(7);
-      const bad = await http.as(undefined).request('POST', '/api/invites/accept', { email: 'alice@example.com', code: inv.inviteCode, password: 'not-her-password' });
+      const bad = await http
+        .as(undefined)
+        .request('POST', '/api/invites/accept', { email: 'alice@example.com', code: inv.inviteCode, password: 'not-her-password' });
       expect(bad.status).toBe(401);
       await accept('alice@example.com', inv.inviteCode);
       const members = await stkAs(owner, ['project', 'members', 'list', '--project', 'blog', '--json']);
-      expect(JSON.parse(members.stdout)).toContainEqual({ email: 'alice@example.com', role: 'viewer', status: 'active', createdAt: expect.any(String), source: 'project' });
+      expect(JSON.parse(members.stdout)).toContainEqual({
+        email: 'alice@example.com',
+        role: 'viewer',
+        status: 'active',
+        createdAt: expect.any(String),
+        source: 'project',
+      });
     });
 
     it('inviting again replaces the earlier code', async () => {
@@ -153,11 +161,7 @@ describe('operator RBAC', () => {
       it(`${who}: ${allowed ? 'allowed' : '403'}`, async () => {
         const envName = `e-${who.toLowerCase()}`;
         const env = await stkAs(tokens[who], ['env', 'create', '--project', 'shop', envName]);
-        const conn = await stkAs(
-          tokens[who],
-          ['connections', 'set', '--project', 'shop', '--env', 'dev', '--name', 'main', '--db-url-stdin'],
-          DATABASE_URL,
-        );
+        const conn = await stkAs(tokens[who], ['connections', 'set', '--project', 'shop', '--env', 'dev', '--name', 'main', '--db-url-stdin'], DATABASE_URL);
         const list = await stkAs(tokens[who], ['connections', 'list', '--project', 'shop', '--env', 'dev']);
         for (const r of [env, conn, list]) {
           if (allowed) {
@@ -190,7 +194,10 @@ describe('operator RBAC', () => {
 
     it('an explicit project viewer overrides org admin in project list too', async () => {
       const r = await http.as(tokens.pinned).request('GET', '/api/projects');
-      expect(r.json.items.map((p: { name: string; role: string }) => [p.name, p.role])).toEqual([['blog', 'admin'], ['shop', 'viewer']]);
+      expect(r.json.items.map((p: { name: string; role: string }) => [p.name, p.role])).toEqual([
+        ['blog', 'admin'],
+        ['shop', 'viewer'],
+      ]);
       const v = await http.as(tokens.viewer).request('GET', '/api/projects');
       expect(v.json.items.map((p: { name: string }) => p.name)).toEqual(['shop']);
     });

@@ -42,17 +42,25 @@ describe('releases', () => {
     dir = mkdtempSync(join(tmpdir(), 'stk-rel-'));
     cpSync(join(ROOT, 'examples/basic'), dir, { recursive: true });
     expect((await api('POST', '/api/projects', { name: 'shop' })).status).toBe(201);
-    for (const [env, db] of [['dev', dev], ['prod', prod]] as const) {
+    for (const [env, db] of [
+      ['dev', dev],
+      ['prod', prod],
+    ] as const) {
       expect((await api('POST', '/api/projects/shop/envs', { name: env })).status).toBe(201);
       expect((await api('PUT', `/api/projects/shop/envs/${env}/connections/main`, { engine: 'postgres', dbUrl: db.url })).status).toBe(200);
     }
     const inv = await api('POST', '/api/projects/shop/invites', { email: 'viewer@example.com', role: 'viewer' });
     expect(inv.status).toBe(201);
-    expect((await api('POST', '/api/invites/accept', { email: 'viewer@example.com', code: inv.json.inviteCode, password: 'viewer-password-1' }, '')).status).toBe(200);
+    expect(
+      (await api('POST', '/api/invites/accept', { email: 'viewer@example.com', code: inv.json.inviteCode, password: 'viewer-password-1' }, '')).status,
+    ).toBe(200);
     viewer = await loginToken(hub.url, 'viewer@example.com', 'viewer-password-1');
 
     v1 = (await stkJson(['apply', '--project', 'shop', '--env', 'dev', '--dir', dir, '--ref', 'v1'])).releaseId;
-    writeFileSync(usersFile(), readFileSync(usersFile(), 'utf8').replace('      created_at:', '      bio: { type: string, nullable: true }\n      created_at:'));
+    writeFileSync(
+      usersFile(),
+      readFileSync(usersFile(), 'utf8').replace('      created_at:', '      bio: { type: string, nullable: true }\n      created_at:'),
+    );
     v2 = (await stkJson(['apply', '--project', 'shop', '--env', 'dev', '--dir', dir, '--ref', 'v2'])).releaseId;
     expect(v2).not.toBe(v1);
   });
@@ -65,7 +73,10 @@ describe('releases', () => {
 
   it('release list / current / show', async () => {
     const list = await stkJson(['release', 'list', '--project', 'shop']);
-    expect(list.map((r: any) => [r.releaseId, r.ref, r.envs])).toEqual([[v2, 'v2', ['dev']], [v1, 'v1', []]]);
+    expect(list.map((r: any) => [r.releaseId, r.ref, r.envs])).toEqual([
+      [v2, 'v2', ['dev']],
+      [v1, 'v1', []],
+    ]);
     expect(list[0].tables).toEqual(['posts', 'users']);
 
     const piped = await stk(['release', 'list', '--project', 'shop', '--limit', '1']);
@@ -162,7 +173,10 @@ describe('releases', () => {
   it('every pointer move is a release change event (what Bridges follow), and promote/rollback are audited', async () => {
     const s = store();
     try {
-      const events = s.prepare(`SELECT env, payload_json FROM change_events WHERE project = 'shop' AND kind = 'release' ORDER BY seq`).all() as Array<{ env: string; payload_json: string }>;
+      const events = s.prepare(`SELECT env, payload_json FROM change_events WHERE project = 'shop' AND kind = 'release' ORDER BY seq`).all() as Array<{
+        env: string;
+        payload_json: string;
+      }>;
       expect(events.map((e) => [e.env, JSON.parse(e.payload_json).releaseId])).toEqual([
         ['dev', v1],
         ['dev', v2],
@@ -170,8 +184,19 @@ describe('releases', () => {
         ['dev', v1],
         ['dev', expect.any(String)], // v3
       ]);
-      const audits = s.prepare(`SELECT action, env, detail_json FROM audit_log WHERE action LIKE 'release.%' ORDER BY ts`).all() as Array<{ action: string; env: string; detail_json: string }>;
-      expect(audits.map((a) => a.action)).toEqual(['release.create', 'release.create', 'release.promote', 'release.promote', 'release.rollback', 'release.create']);
+      const audits = s.prepare(`SELECT action, env, detail_json FROM audit_log WHERE action LIKE 'release.%' ORDER BY ts`).all() as Array<{
+        action: string;
+        env: string;
+        detail_json: string;
+      }>;
+      expect(audits.map((a) => a.action)).toEqual([
+        'release.create',
+        'release.create',
+        'release.promote',
+        'release.promote',
+        'release.rollback',
+        'release.create',
+      ]);
       expect(JSON.parse(audits[2]!.detail_json)).toMatchObject({ releaseId: v2, from: 'dev', to: 'prod', previousReleaseId: null, moved: true });
       expect(JSON.parse(audits[3]!.detail_json)).toMatchObject({ releaseId: v2, moved: false }); // the repeated promote
       expect(JSON.parse(audits[4]!.detail_json)).toMatchObject({ releaseId: v1, previousReleaseId: v2, moved: true });

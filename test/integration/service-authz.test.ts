@@ -39,7 +39,10 @@ describe('services: one Actor, roles read once', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'stk-authz-'));
-    ({ app, ctx } = await buildHub(loadHubConfig({ STK_SECRET_KEY: 'b'.repeat(64), STK_SERVICE_TOKEN: 'authz-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }), { logger: false }));
+    ({ app, ctx } = await buildHub(
+      loadHubConfig({ STK_SECRET_KEY: 'b'.repeat(64), STK_SERVICE_TOKEN: 'authz-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }),
+      { logger: false },
+    ));
     await app.ready();
     // no HTTP: the services are called as `stk hub create-owner` or a test would call them
     owner = await createOwner(ctx, 'authz-owner@example.com', PW);
@@ -57,9 +60,15 @@ describe('services: one Actor, roles read once', () => {
   });
 
   it('without the auth hook a service reads the roles and refuses what they do not allow', async () => {
-    await expect(createEnv(ctx, actorOf(viewer), 'shop', 'staging')).rejects.toMatchObject({ code: 'FORBIDDEN', message: 'you need project:admin on shop (you have project:viewer)' });
+    await expect(createEnv(ctx, actorOf(viewer), 'shop', 'staging')).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      message: 'you need project:admin on shop (you have project:viewer)',
+    });
     await expect(createEnv(ctx, actorOf(viewer), 'blog', 'staging')).rejects.toMatchObject({ code: 'FORBIDDEN' });
-    await expect(createProject(ctx, actorOf(viewer), 'viewers-own')).rejects.toMatchObject({ code: 'FORBIDDEN', message: 'you need org:admin (you have org:member)' });
+    await expect(createProject(ctx, actorOf(viewer), 'viewers-own')).rejects.toMatchObject({
+      code: 'FORBIDDEN',
+      message: 'you need org:admin (you have org:member)',
+    });
     // no operator at all: refused, never run as nobody
     await expect(listEnvs(ctx, actorOf(null), 'shop')).rejects.toMatchObject({ code: 'INTERNAL_ERROR' });
     expect((await listEnvs(ctx, actorOf(viewer), 'shop')).map((e) => e.name)).toEqual(['dev']);

@@ -37,7 +37,10 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
     const a = key();
     await openAndClose(hubEnv(dbUrl, a));
     await openAndClose(hubEnv(dbUrl, a));
-    const err = await openAndClose(hubEnv(dbUrl, key())).then(() => undefined, (e: unknown) => e);
+    const err = await openAndClose(hubEnv(dbUrl, key())).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StoreKeyMismatchError);
     expect((err as Error).message).toMatch(/the Hub store \/.*hub\.db was created with a different STK_SECRET_KEY/);
     expect((err as Error).message).toMatch(/Start the Hub with the STK_SECRET_KEY the store was created with, or point STK_HUB_DB_URL at another store/);
@@ -48,7 +51,10 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'stk-storekey-data-'));
     const dbUrl = `sqlite://${join(dataDir, 'hub.db')}`;
     await openAndClose(hubEnv(dbUrl, key(), { STK_DEV: '1', STK_DATA_DIR: dataDir }));
-    const err = await openAndClose(hubEnv(dbUrl, key(), { STK_DEV: '1', STK_DATA_DIR: dataDir })).then(() => undefined, (e: unknown) => e);
+    const err = await openAndClose(hubEnv(dbUrl, key(), { STK_DEV: '1', STK_DATA_DIR: dataDir })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(StoreKeyMismatchError);
     expect((err as Error).message).toContain(`It is not this dev stack's key (${join(dataDir, 'secret.key')})`);
   });
@@ -63,7 +69,20 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
     const org = await ctx.db.selectFrom('orgs').select('id').executeTakeFirstOrThrow();
     await ctx.db.insertInto('projects').values({ id: 'p1', org_id: org.id, name: 'shop', created_at: now }).execute();
     await ctx.db.insertInto('envs').values({ id: 'e1', project_id: 'p1', name: 'dev', created_at: now }).execute();
-    await ctx.db.insertInto('connections').values({ id: 'c1', project_id: 'p1', env_id: 'e1', name: 'main', engine: 'postgres', db_url_enc: ctx.crypto.encrypt(DATABASE_URL), display_url: 'postgres://postgres@127.0.0.1:5432/postgres', created_at: now, updated_at: now }).execute();
+    await ctx.db
+      .insertInto('connections')
+      .values({
+        id: 'c1',
+        project_id: 'p1',
+        env_id: 'e1',
+        name: 'main',
+        engine: 'postgres',
+        db_url_enc: ctx.crypto.encrypt(DATABASE_URL),
+        display_url: 'postgres://postgres@127.0.0.1:5432/postgres',
+        created_at: now,
+        updated_at: now,
+      })
+      .execute();
     await ctx.db.deleteFrom('store_meta').execute();
     await app.close();
 
@@ -73,7 +92,8 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
   });
 
   // node:sqlite (the binding on Node 24+) exists from Node 22.13; on older Node this case cannot run
-  const hasNodeSqlite = Number(process.versions.node.split('.')[0]) >= 23 || (process.versions.node.startsWith('22.') && Number(process.versions.node.split('.')[1]) >= 13);
+  const hasNodeSqlite =
+    Number(process.versions.node.split('.')[0]) >= 23 || (process.versions.node.startsWith('22.') && Number(process.versions.node.split('.')[1]) >= 13);
   it.runIf(hasNodeSqlite)('through node:sqlite too: a store made by one binding opens with the other, the key check holds', async () => {
     const dbUrl = `sqlite://${join(mkdtempSync(join(tmpdir(), 'stk-storekey-')), 'hub.db')}`;
     const a = key();
@@ -96,7 +116,10 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
     try {
       const a = key();
       await openAndClose(hubEnv(db.url, a));
-      const err = await openAndClose(hubEnv(db.url, key())).then(() => undefined, (e: unknown) => e as Error);
+      const err = await openAndClose(hubEnv(db.url, key())).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
       expect(err).toBeInstanceOf(StoreKeyMismatchError);
       expect(err!.message).toContain(`the Hub store postgres://postgres@127.0.0.1:`);
       await openAndClose(hubEnv(db.url, a));
@@ -121,7 +144,15 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
 
     const port = await freePort();
     const secret = key();
-    const env = { STK_TEST_CWD: cwd, STK_HUB_PORT: String(port), STK_SECRET_KEY: secret, STK_SERVICE_TOKEN: token(), STK_OWNER_EMAIL: 'ops@example.com', STK_OWNER_PASSWORD: rememberSecret('password', 'ops-password-1'), STK_HUB_DB_URL: '' };
+    const env = {
+      STK_TEST_CWD: cwd,
+      STK_HUB_PORT: String(port),
+      STK_SECRET_KEY: secret,
+      STK_SERVICE_TOKEN: token(),
+      STK_OWNER_EMAIL: 'ops@example.com',
+      STK_OWNER_PASSWORD: rememberSecret('password', 'ops-password-1'),
+      STK_HUB_DB_URL: '',
+    };
     const hub = spawnLongRunning('hub-own-store', ['hub', 'start'], env, port);
     try {
       await waitFor(async () => (await fetch(`${hub.url}/readyz`)).ok, 30_000, 'hub');
@@ -142,7 +173,16 @@ describe('a Hub store belongs to its STK_SECRET_KEY', () => {
       await again.stop();
     }
 
-    const r = await runStk(['hub', 'start'], { cwd, env: { STK_CONFIG_DIR: tempConfigDir(), STK_HUB_PORT: String(await freePort()), STK_SECRET_KEY: secret, STK_SERVICE_TOKEN: token(), STK_HUB_DB_URL: 'sqlite://./.santokit/hub.db' } });
+    const r = await runStk(['hub', 'start'], {
+      cwd,
+      env: {
+        STK_CONFIG_DIR: tempConfigDir(),
+        STK_HUB_PORT: String(await freePort()),
+        STK_SECRET_KEY: secret,
+        STK_SERVICE_TOKEN: token(),
+        STK_HUB_DB_URL: 'sqlite://./.santokit/hub.db',
+      },
+    });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^Error: the Hub store \/.*\.santokit\/hub\.db was created with a different STK_SECRET_KEY/m);
     expect(r.stderr).toContain("It is the dev stack's store");

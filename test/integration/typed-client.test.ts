@@ -157,7 +157,7 @@ afterAll(async () => {
 });
 
 describe('stk gen types → santokit/client, checked by tsc and run against the Bridge', () => {
-  it('stk gen types writes the current release: tables, nullability, relations, each role\'s operations', async () => {
+  it("stk gen types writes the current release: tables, nullability, relations, each role's operations", async () => {
     const r = await stack.stk(['gen', 'types', '--project', stack.project, '--env', stack.env, '--out', join(app, 'santokit.ts')]);
     expect(r.code, r.output).toBe(0);
     expect(r.stdout).toBe('');
@@ -165,8 +165,8 @@ describe('stk gen types → santokit/client, checked by tsc and run against the 
     expect(r.stderr).toContain(`Wrote types for ${stack.project}/${stack.env} (release ${current.json.releaseId}, 2 tables)`);
     const types = readFileSync(join(app, 'santokit.ts'), 'utf8');
     expect(types).toContain(`release ${current.json.releaseId}`);
-    expect(types).toContain("Row: { id: string; email: string; name: string | null; created_at: string }");
-    expect(types).toContain("Insert: { email: string; name?: string | null; created_at?: string | Date }");
+    expect(types).toContain('Row: { id: string; email: string; name: string | null; created_at: string }');
+    expect(types).toContain('Insert: { email: string; name?: string | null; created_at?: string | Date }');
     expect(types).toContain("Relations: { author: 'users' }");
     // reader: select only (with expand), on both tables; admin: everything
     expect(types).toMatch(/reader: \{\n\s+posts: \{ select: [^;]+; expand: 'author' \};\n\s+users: \{ select: [^;]+ \};\n\s+\};/);

@@ -96,7 +96,10 @@ describe('upstream stk spellings end to end', () => {
     await ok(['project', 'create', P]);
     await ok(['env', 'create', '--project', P, 'dev']);
     await ok(['env', 'create', '--project', P, 'prod']);
-    for (const [env, db] of [['dev', dbs[0]!], ['prod', dbs[1]!]] as const) {
+    for (const [env, db] of [
+      ['dev', dbs[0]!],
+      ['prod', dbs[1]!],
+    ] as const) {
       await ok(['connections', 'set', '--project', P, '--env', env, '--name', 'main', '--engine', 'postgres', '--db-url', db.url]);
       await ok(['connections', 'test', '--project', P, '--env', env, '--name', 'main']);
     }
@@ -139,7 +142,13 @@ describe('upstream stk spellings end to end', () => {
 
     // a second release on dev (one more column), promoted by id
     const users = join(fixture, 'schema/users.yaml');
-    writeFileSync(users, readFileSync(users, 'utf8').replace('      name: { type: string, nullable: true }\n', '      name: { type: string, nullable: true }\n      nickname: { type: string, nullable: true }\n'));
+    writeFileSync(
+      users,
+      readFileSync(users, 'utf8').replace(
+        '      name: { type: string, nullable: true }\n',
+        '      name: { type: string, nullable: true }\n      nickname: { type: string, nullable: true }\n',
+      ),
+    );
     await ok(['apply', '--project', P, '--env', 'dev', '--ref', 'v2']);
     release2 = /release:\s+(\S+)/.exec((await ok(['release', 'current', '--project', P, '--env', 'dev'])).stdout)![1]!;
     expect(release2).not.toBe(release1);
@@ -176,7 +185,10 @@ describe('upstream stk spellings end to end', () => {
     const clean = await ok(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code']);
     expect(clean.stdout).toContain(`No drift in ${P}/dev: the live schema matches snapshot ${snap.snapshotId}`);
 
-    await query(dbs[0]!.url, 'ALTER TABLE users ADD COLUMN phone text; ALTER TABLE posts ALTER COLUMN body SET NOT NULL; CREATE INDEX users_name_ix ON users (name)');
+    await query(
+      dbs[0]!.url,
+      'ALTER TABLE users ADD COLUMN phone text; ALTER TABLE posts ALTER COLUMN body SET NOT NULL; CREATE INDEX users_name_ix ON users (name)',
+    );
     const drift = await stk(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code']);
     expect(drift.code, drift.output).toBe(1);
     expect(drift.stdout).toContain('+ main: column users.phone added (text, nullable)');

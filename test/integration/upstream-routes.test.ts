@@ -48,7 +48,9 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     return u.toString();
   };
   const invitee = async (email: string, role: string, project?: string) => {
-    const inv = project ? await api.call(compat.projectInvite, { body: { project, email, role } }) : await api.call(compat.orgInvite, { body: { email, role } });
+    const inv = project
+      ? await api.call(compat.projectInvite, { body: { project, email, role } })
+      : await api.call(compat.orgInvite, { body: { email, role } });
     expect(inv.status, inv.text).toBe(200);
     const code = rememberSecret('invite-code', inv.json.invite_code);
     const acc = await api.request('POST', '/api/invites/accept', { email, code, password: PW }, null);
@@ -64,12 +66,20 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   beforeAll(async () => {
     [hub, dev, prod, stage] = await Promise.all([startHub(), createTestDatabase('updev'), createTestDatabase('upprod'), createTestDatabase('upstage')]);
     bridge = await startBridge({ hubUrl: hub.url, serviceToken: hub.serviceToken, env: { STK_BRIDGE_ID: 'bridge-upstream' } });
-    await waitFor(async () => {
-      const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
-      return ((await r.json()) as { items: unknown[] }).items.length === 1;
-    }, 20_000, 'bridge connected to the hub');
+    await waitFor(
+      async () => {
+        const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
+        return ((await r.json()) as { items: unknown[] }).items.length === 1;
+      },
+      20_000,
+      'bridge connected to the hub',
+    );
     // upstream login: {email, password} → {token}
-    const login = await fetch(hub.url + '/api/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(TEST_OWNER) });
+    const login = await fetch(hub.url + '/api/auth/login', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(TEST_OWNER),
+    });
     expect(login.status).toBe(200);
     const token = rememberSecret('session-token', ((await login.json()) as { token: string }).token);
     api = new HubApi(hub.url, token, (_m, _p, text) => seen.push(text));
@@ -113,7 +123,10 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   });
 
   it('POST /api/connections/set and /test: {ok}; the URL is stored encrypted and never comes back', async () => {
-    for (const [env, db] of [['dev', dev], ['prod', prod]] as const) {
+    for (const [env, db] of [
+      ['dev', dev],
+      ['prod', prod],
+    ] as const) {
       const s = await api.call(compat.setConnection, { body: { project: PROJECT, env, name: 'main', engine: 'postgres', db_url: withPassword(db.url) } });
       expect(s.status, s.text).toBe(200);
       expect(s.json).toEqual({ ok: true });
@@ -123,7 +136,9 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     }
     const missing = await api.call(compat.testConnection, { body: { project: PROJECT, env: 'dev', name: 'nosuch' } });
     expect(missing.status).toBe(404);
-    const engine = await api.call(compat.setConnection, { body: { project: PROJECT, env: 'dev', name: 'other', engine: 'mysql', db_url: withPassword(dev.url) } });
+    const engine = await api.call(compat.setConnection, {
+      body: { project: PROJECT, env: 'dev', name: 'other', engine: 'mysql', db_url: withPassword(dev.url) },
+    });
     expect(engine.status).toBe(400);
     expect(errorOf(engine).message).toContain('engine must be one of: postgres');
     const list = await api.request('GET', `/api/projects/${PROJECT}/envs/dev/connections`);
@@ -131,7 +146,9 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   });
 
   it('POST /api/apply {project, env, ref, schema:[yaml…], permissions, storage:null, logics:{}} → {release_id, reused, dry_run}', async () => {
-    const a = await api.call(compat.apply, { body: { project: PROJECT, env: 'dev', ref: 'v1', schema: schemaFiles, permissions: permissionsV1, storage: null, logics: {} } });
+    const a = await api.call(compat.apply, {
+      body: { project: PROJECT, env: 'dev', ref: 'v1', schema: schemaFiles, permissions: permissionsV1, storage: null, logics: {} },
+    });
     expect(a.status, a.text).toBe(200);
     expect(a.json).toEqual({ release_id: expect.any(String), reused: false, dry_run: false });
     releaseV1 = a.json.release_id!;
@@ -148,7 +165,14 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     const unknown = await api.request('POST', '/api/apply', { project: PROJECT, env: 'dev', schema: schemaFiles, only: ['schema'] });
     expect(unknown.status).toBe(400);
     // a condition outside the supported CEL subset is refused here, not at /call
-    const cel = await api.call(compat.apply, { body: { project: PROJECT, env: 'dev', schema: schemaFiles, permissions: permissionsV1.replace('resource.published == true', 'resource.title.matches("^a")') } });
+    const cel = await api.call(compat.apply, {
+      body: {
+        project: PROJECT,
+        env: 'dev',
+        schema: schemaFiles,
+        permissions: permissionsV1.replace('resource.published == true', 'resource.title.matches("^a")'),
+      },
+    });
     expect(cel.status, cel.text).toBe(400);
     expect(errorOf(cel).message).toContain('matches');
     // a broken file is named by its position
@@ -161,13 +185,18 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     const c = new pg.Client({ connectionString: stage.url });
     await c.connect();
     try {
-      await c.query('CREATE TABLE users (id text PRIMARY KEY, email varchar(255) NOT NULL UNIQUE, name varchar(100), created_at timestamp NOT NULL DEFAULT now())');
+      await c.query(
+        'CREATE TABLE users (id text PRIMARY KEY, email varchar(255) NOT NULL UNIQUE, name varchar(100), created_at timestamp NOT NULL DEFAULT now())',
+      );
       await c.query("INSERT INTO users (id, email) VALUES ('u1', 'kept@example.com')");
     } finally {
       await c.end();
     }
     expect((await api.call(compat.createEnv, { body: { project: PROJECT, env: 'stage' } })).status).toBe(200);
-    expect((await api.call(compat.setConnection, { body: { project: PROJECT, env: 'stage', name: 'main', engine: 'postgres', db_url: withPassword(stage.url) } })).status).toBe(200);
+    expect(
+      (await api.call(compat.setConnection, { body: { project: PROJECT, env: 'stage', name: 'main', engine: 'postgres', db_url: withPassword(stage.url) } }))
+        .status,
+    ).toBe(200);
     const body = { project: PROJECT, env: 'stage', ref: 'v1', schema: schemaFiles, permissions: permissionsV1, storage: null, logics: {} };
     const first = await api.call(compat.apply, { body });
     expect(first.status, first.text).toBe(409);
@@ -204,7 +233,12 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
 
     const ok = await call(bridge, apiKey, { project: PROJECT, env: 'dev', path: 'db/users/select' });
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
-    const ins = await call(bridge, apiKey, { project: PROJECT, env: 'dev', path: 'db/users/insert', params: { data: { email: 'ada@example.com', name: 'Ada' } } });
+    const ins = await call(bridge, apiKey, {
+      project: PROJECT,
+      env: 'dev',
+      path: 'db/users/insert',
+      params: { data: { email: 'ada@example.com', name: 'Ada' } },
+    });
     expect(ins.status, JSON.stringify(ins.body)).toBe(200);
 
     const other = await api.call(compat.createKey, { body: { project: PROJECT, env: 'dev', name: 'reader_1', roles: ['reader'] } });
@@ -225,7 +259,10 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     expect(r.json).toEqual({ ok: true, key_id: keyId, name: 'server', already_revoked: false });
     const refused = await call(bridge, apiKey, { project: PROJECT, env: 'dev', path: 'db/users/select' });
     expect(refused.status).toBe(401);
-    expect((await api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } })).json.find((k) => k.name === 'server')).toMatchObject({ revoked: true, status: 'revoked' });
+    expect((await api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } })).json.find((k) => k.name === 'server')).toMatchObject({
+      revoked: true,
+      status: 'revoked',
+    });
     const again = await api.call(compat.revokeKey, { body: { project: PROJECT, env: 'dev', key_id: keyId } });
     expect(again.json).toEqual({ ok: true, key_id: keyId, name: 'server', already_revoked: true });
     // upstream answered ok for a typo; here it is 404
@@ -234,7 +271,11 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
 
     // the same services: the audit log has the upstream calls
     const audit = await api.request('GET', `/api/audit?project=${PROJECT}&action=apikey.*`);
-    expect(audit.json.items.map((i: { action: string; detail: { name: string } }) => `${i.action} ${i.detail.name}`)).toEqual(['apikey.revoke server', 'apikey.create reader_1', 'apikey.create server']);
+    expect(audit.json.items.map((i: { action: string; detail: { name: string } }) => `${i.action} ${i.detail.name}`)).toEqual([
+      'apikey.revoke server',
+      'apikey.create reader_1',
+      'apikey.create server',
+    ]);
   });
 
   it('GET /api/releases, POST /api/releases/promote dev→prod, POST /api/releases/rollback', async () => {
@@ -283,7 +324,14 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     const inv = await api.call(compat.projectInvite, { body: { project: PROJECT, email: 'viewer@example.com', role: 'viewer' } });
     expect(inv.status, inv.text).toBe(200);
     const code = rememberSecret('invite-code', inv.json.invite_code);
-    expect(inv.json).toEqual({ ok: true, email: 'viewer@example.com', role: 'viewer', invite_code: code, expires_at: expect.any(String), accept_command: `npx --no stk invite accept --hub ${hub.url} --email viewer@example.com --code ${code}` });
+    expect(inv.json).toEqual({
+      ok: true,
+      email: 'viewer@example.com',
+      role: 'viewer',
+      invite_code: code,
+      expires_at: expect.any(String),
+      accept_command: `npx --no stk invite accept --hub ${hub.url} --email viewer@example.com --code ${code}`,
+    });
     // the invite is pending until accepted: no login with upstream's fixed password
     expect((await api.request('POST', '/api/auth/login', { email: 'viewer@example.com', password: 'password' }, null)).status).toBe(401);
     const accepted = await api.request('POST', '/api/invites/accept', { email: 'viewer@example.com', code, password: PW }, null);
@@ -345,7 +393,11 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
       api.call(compat.createKey, { body: { project: PROJECT, env: 'dev', name: 'evil', roles: ['admin'] } }, otherAdmin),
       api.call(compat.revokeKey, { body: { project: PROJECT, env: 'dev', key_id: 'reader_1' } }, otherAdmin),
       api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } }, otherAdmin),
-      api.call(compat.setConnection, { body: { project: PROJECT, env: 'dev', name: 'main', engine: 'postgres', db_url: 'postgres://evil@10.0.0.1/x' } }, otherAdmin),
+      api.call(
+        compat.setConnection,
+        { body: { project: PROJECT, env: 'dev', name: 'main', engine: 'postgres', db_url: 'postgres://evil@10.0.0.1/x' } },
+        otherAdmin,
+      ),
       api.call(compat.listReleases, { query: { project: PROJECT } }, otherAdmin),
       api.call(compat.rollback, { body: { project: PROJECT, env: 'dev', to_release_id: releaseV2 } }, otherAdmin),
       api.call(compat.projectSetRole, { body: { project: PROJECT, user: 'otheradmin@example.com', role: 'admin' } }, otherAdmin),
@@ -360,7 +412,9 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
       expect(errorOf(r).requestId).toEqual(expect.any(String));
     }
     // the reader key still works: nothing above changed anything
-    expect((await api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } })).json.find((k) => k.name === 'reader_1')).toMatchObject({ revoked: false });
+    expect((await api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } })).json.find((k) => k.name === 'reader_1')).toMatchObject({
+      revoked: false,
+    });
 
     // no session: 401 before the body is read
     const anonymous = [
@@ -392,10 +446,14 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
   it('a revoke that a Bridge did not confirm is 503 naming it (never a bare ok), and that Bridge refuses the key once it catches up', async () => {
     const b2 = await startBridge({ hubUrl: hub.url, serviceToken: hub.serviceToken, env: { STK_BRIDGE_ID: 'bridge-frozen' } });
     try {
-      await waitFor(async () => {
-        const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
-        return ((await r.json()) as { items: unknown[] }).items.length === 2;
-      }, 20_000, 'second bridge connected');
+      await waitFor(
+        async () => {
+          const r = await fetch(hub.url + '/internal/sync/bridges', { headers: { 'x-santokit-service-token': hub.serviceToken } });
+          return ((await r.json()) as { items: unknown[] }).items.length === 2;
+        },
+        20_000,
+        'second bridge connected',
+      );
       const c = await api.call(compat.createKey, { body: { project: PROJECT, env: 'dev', name: 'leaked', roles: ['admin'] } });
       const key = rememberSecret('api-key', c.json.api_key);
       expect((await call(b2, key, { project: PROJECT, env: 'dev' })).status).toBe(200);

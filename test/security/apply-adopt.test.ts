@@ -18,18 +18,28 @@ describe('security: apply adopts an existing table only with --adopt', () => {
   /** Everything about the foreign table that could change: columns, constraints, rows. */
   const snapshot = async (url: string, table: string) =>
     JSON.stringify([
-      await query(url, `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`, [table]),
-      await query(url, `SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass ORDER BY conname`, [`public.${table}`]),
+      await query(
+        url,
+        `SELECT column_name, data_type, is_nullable, column_default FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position`,
+        [table],
+      ),
+      await query(url, `SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass ORDER BY conname`, [
+        `public.${table}`,
+      ]),
       await query(url, `SELECT * FROM public.${table} ORDER BY 1`),
       await query(url, `SELECT obj_description($1::regclass, 'pg_class') AS comment`, [`public.${table}`]),
     ]);
-  const tables = async (url: string) => (await query<{ t: string }>(url, `SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)).map((r) => r.t);
+  const tables = async (url: string) =>
+    (await query<{ t: string }>(url, `SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)).map((r) => r.t);
 
   beforeAll(async () => {
     s = await startStack({ bridges: 0, apply: false });
     // the database already has a users table of its own: same name, an extra column, rows
-    await query(s.dbUrl, `CREATE TABLE public.users (id text PRIMARY KEY, email text NOT NULL, name text, created_at timestamptz NOT NULL DEFAULT now(), legacy_note text);
-      INSERT INTO public.users (id, email, legacy_note) VALUES ('u1', 'a@example.com', 'keep me'), ('u2', 'b@example.com', 'me too')`);
+    await query(
+      s.dbUrl,
+      `CREATE TABLE public.users (id text PRIMARY KEY, email text NOT NULL, name text, created_at timestamptz NOT NULL DEFAULT now(), legacy_note text);
+      INSERT INTO public.users (id, email, legacy_note) VALUES ('u1', 'a@example.com', 'keep me'), ('u2', 'b@example.com', 'me too')`,
+    );
     prod = await createTestDatabase('adopt_prod');
   }, 120_000);
   afterAll(async () => {
@@ -74,7 +84,10 @@ describe('security: apply adopts an existing table only with --adopt', () => {
     expect(both.stdout).toContain('adopt table users');
     expect(await tables(s.dbUrl)).toEqual(['posts', 'users']);
     const rows = await query<{ id: string; email: string }>(s.dbUrl, 'SELECT id, email FROM public.users ORDER BY id');
-    expect(rows).toEqual([{ id: 'u1', email: 'a@example.com' }, { id: 'u2', email: 'b@example.com' }]);
+    expect(rows).toEqual([
+      { id: 'u1', email: 'a@example.com' },
+      { id: 'u2', email: 'b@example.com' },
+    ]);
     seen.adoptedRows = rows.length;
     // managed now: a plain apply has nothing to do and needs no flag
     const again = await apply();

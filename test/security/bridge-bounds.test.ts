@@ -52,7 +52,12 @@ function otherTenant(client: HttpClient, key: KeyInfo) {
     while (!stop) {
       const t0 = performance.now();
       try {
-        const r = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path: 'db/users/select', params: { limit: 1 } });
+        const r = await client.send(
+          'POST',
+          '/call',
+          { 'content-type': 'application/json', 'x-santokit-api-key': key.key },
+          { path: 'db/users/select', params: { limit: 1 } },
+        );
         latencies.push(performance.now() - t0);
         statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
         tally.add(r, 'other tenant select');
@@ -77,12 +82,22 @@ function otherTenant(client: HttpClient, key: KeyInfo) {
  * are kept, so the test process does not spend its own event loop parsing 5 MB answers while it
  * measures the other tenant's latency.
  */
-function callLight(base: string, key: KeyInfo, body: object): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; bytes: number; json: any }> {
+function callLight(
+  base: string,
+  key: KeyInfo,
+  body: object,
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; bytes: number; json: any }> {
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const u = new URL(base);
     const req = request(
-      { host: u.hostname, port: u.port, method: 'POST', path: '/call', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'x-santokit-api-key': key.key } },
+      {
+        host: u.hostname,
+        port: u.port,
+        method: 'POST',
+        path: '/call',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload), 'x-santokit-api-key': key.key },
+      },
       (res) => {
         let bytes = 0;
         const head: Buffer[] = [];
@@ -118,7 +133,8 @@ describe('security: Bridge resource bounds', () => {
   let otherClient: HttpClient;
   const summary: string[] = [];
 
-  const call = (key: KeyInfo, path: string, params: object = {}) => client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path, params });
+  const call = (key: KeyInfo, path: string, params: object = {}) =>
+    client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': key.key }, { path, params });
   const alive = async () => {
     expect(bridge.child.exitCode, 'the Bridge exited').toBeNull();
     expect(bridge.child.signalCode, 'the Bridge was killed').toBeNull();
@@ -134,12 +150,22 @@ describe('security: Bridge resource bounds', () => {
     // the big rows: 110 published posts with a 5 MB body each (TOAST compresses them on disk; the wire carries 5 MB each)
     const author = '01BOUNDSAUTHOR0000000000000';
     await query(s.dbUrl, 'insert into users (id, email) values ($1, $2)', [author, 'big@example.com']);
-    await query(s.dbUrl, `insert into posts (id, title, body, author_id, published) select 'big' || g, 'big ' || g, repeat('x', $2::int), $1, true from generate_series(1, ${ROWS}) g`, [author, ROW_MB * MB]);
+    await query(
+      s.dbUrl,
+      `insert into posts (id, title, body, author_id, published) select 'big' || g, 'big ' || g, repeat('x', $2::int), $1, true from generate_series(1, ${ROWS}) g`,
+      [author, ROW_MB * MB],
+    );
     await query(otherDb.dbUrl, "insert into users (id, email) values ('01BOUNDSOTHER00000000000000', 'other@example.com')");
     client = new HttpClient(bridge.url, 32);
     otherClient = new HttpClient(bridge.url, 4);
     // both tenants answer
-    await import('../helpers/procs.js').then(({ waitFor }) => waitFor(async () => (await call(other, 'db/users/select')).status === 200 && (await call(reader, 'db/users/select', { limit: 1 })).status === 200, 30_000, 'both tenants served'));
+    await import('../helpers/procs.js').then(({ waitFor }) =>
+      waitFor(
+        async () => (await call(other, 'db/users/select')).status === 200 && (await call(reader, 'db/users/select', { limit: 1 })).status === 200,
+        30_000,
+        'both tenants served',
+      ),
+    );
   }, 180_000);
 
   afterAll(async () => {
@@ -158,7 +184,9 @@ describe('security: Bridge resource bounds', () => {
     const peak = peakRssMb(bridge.child.pid!);
     const one = await call(reader, 'db/posts/select', { limit: 1 });
     const narrow = await call(reader, 'db/posts/select', { select: ['id', 'title'] });
-    summary.push(`${ROWS} × ${ROW_MB} MB rows, no limit → ${all.status} ${all.json?.error?.code} in ${ms.toFixed(0)} ms, peak RSS ${peak.toFixed(0)} MB; limit 1 → ${one.status} (${(one.text.length / MB).toFixed(1)} MB); select [id,title] → ${narrow.status} (${narrow.json?.data?.length} rows)`);
+    summary.push(
+      `${ROWS} × ${ROW_MB} MB rows, no limit → ${all.status} ${all.json?.error?.code} in ${ms.toFixed(0)} ms, peak RSS ${peak.toFixed(0)} MB; limit 1 → ${one.status} (${(one.text.length / MB).toFixed(1)} MB); select [id,title] → ${narrow.status} (${narrow.json?.data?.length} rows)`,
+    );
     expect(all.status, all.text.slice(0, 300)).toBe(400);
     expect(all.json.error.code).toBe('RESPONSE_TOO_LARGE');
     expect(all.json.error.message).toMatch(/exceeds 10 MB; select fewer columns, narrow the where, or page with limit\/offset/);
@@ -187,7 +215,14 @@ describe('security: Bridge resource bounds', () => {
     const t0 = performance.now();
     // 3 rounds of 12 at once: 8 × one 5 MB row each (the tenant's share of the in-flight bound is 32 MB), 4 × everything
     for (let round = 0; round < 3; round++) {
-      const rs = await Promise.all(Array.from({ length: 12 }, (_, i) => callLight(bridge.url, reader, { path: 'db/posts/select', params: i < 8 ? { limit: 1, offset: i } : {} }).then((r) => ({ r, kind: i < 8 ? one : all }))));
+      const rs = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          callLight(bridge.url, reader, { path: 'db/posts/select', params: i < 8 ? { limit: 1, offset: i } : {} }).then((r) => ({
+            r,
+            kind: i < 8 ? one : all,
+          })),
+        ),
+      );
       for (const { r, kind } of rs) {
         const k = r.status === 200 ? '200' : `${r.status} ${r.json?.error?.code}`;
         kind.set(k, (kind.get(k) ?? 0) + 1);
@@ -199,11 +234,23 @@ describe('security: Bridge resource bounds', () => {
     const ms = performance.now() - t0;
     const o = await bg.stop();
     const peak = peakRssMb(bridge.child.pid!);
-    const fmt = (m: Map<string, number>) => [...m].sort().map(([k, v]) => `${k} ×${v}`).join(', ');
-    summary.push(`36 big selects, 12 at once: one 5 MB row → ${fmt(one)}; everything → ${fmt(all)}; in ${(ms / 1000).toFixed(1)} s, peak RSS ${peak.toFixed(0)} MB; other tenant meanwhile: ${o.ok}/${o.n} × 200, p99 ${o.p99.toFixed(0)} ms (bound ${OTHER_P99_MS}), max ${o.max.toFixed(0)} ms`);
+    const fmt = (m: Map<string, number>) =>
+      [...m]
+        .sort()
+        .map(([k, v]) => `${k} ×${v}`)
+        .join(', ');
+    summary.push(
+      `36 big selects, 12 at once: one 5 MB row → ${fmt(one)}; everything → ${fmt(all)}; in ${(ms / 1000).toFixed(1)} s, peak RSS ${peak.toFixed(0)} MB; other tenant meanwhile: ${o.ok}/${o.n} × 200, p99 ${o.p99.toFixed(0)} ms (bound ${OTHER_P99_MS}), max ${o.max.toFixed(0)} ms`,
+    );
     expect(bad).toEqual([]);
-    expect([...one.keys()].every((k) => k === '200' || k === '503 SERVICE_UNAVAILABLE'), fmt(one)).toBe(true);
-    expect([...all.keys()].every((k) => k === '400 RESPONSE_TOO_LARGE' || k === '503 SERVICE_UNAVAILABLE'), fmt(all)).toBe(true);
+    expect(
+      [...one.keys()].every((k) => k === '200' || k === '503 SERVICE_UNAVAILABLE'),
+      fmt(one),
+    ).toBe(true);
+    expect(
+      [...all.keys()].every((k) => k === '400 RESPONSE_TOO_LARGE' || k === '503 SERVICE_UNAVAILABLE'),
+      fmt(all),
+    ).toBe(true);
     expect(one.get('200') ?? 0, 'some were served').toBeGreaterThan(0);
     expect(all.get('400 RESPONSE_TOO_LARGE') ?? 0).toBeGreaterThan(0);
     expect((one.get('503 SERVICE_UNAVAILABLE') ?? 0) + (all.get('503 SERVICE_UNAVAILABLE') ?? 0), 'the in-flight bound refused some').toBeGreaterThan(0);
@@ -235,8 +282,16 @@ describe('security: Bridge resource bounds', () => {
     const o = await bg.stop();
     // with a key, the same bound for everyone: 65 levels → 400 before parsing, on the Bridge and on the Hub
     const nested = (d: number) => '['.repeat(d) + ']'.repeat(d);
-    const bridge65 = await postBody(`${bridge.url}/call`, { ...json, 'x-santokit-api-key': reader.key }, `{"path":"db/users/select","params":{"limit":1},"x":${nested(64)}}`).done;
-    const bridge63 = await postBody(`${bridge.url}/call`, { ...json, 'x-santokit-api-key': reader.key }, `{"path":"db/users/select","params":{"limit":1},"x":${nested(63)}}`).done;
+    const bridge65 = await postBody(
+      `${bridge.url}/call`,
+      { ...json, 'x-santokit-api-key': reader.key },
+      `{"path":"db/users/select","params":{"limit":1},"x":${nested(64)}}`,
+    ).done;
+    const bridge63 = await postBody(
+      `${bridge.url}/call`,
+      { ...json, 'x-santokit-api-key': reader.key },
+      `{"path":"db/users/select","params":{"limit":1},"x":${nested(63)}}`,
+    ).done;
     // on the Hub: an operator's route (public routes have a smaller body limit)
     const hubDeep = await postBody(`${s.hub.url}/api/projects`, { ...json, authorization: `Bearer ${s.owner}` }, deep).done;
     const hub65 = await postBody(`${s.hub.url}/api/auth/login`, json, `{"email":"a@example.com","password":"x","x":${nested(64)}}`).done;
@@ -264,12 +319,19 @@ describe('security: Bridge resource bounds', () => {
     const statuses = new Map<number, number>();
     const valid: Resp[] = [];
     for (let i = 0; i < 300; i++) {
-      const bad = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': `stk_dev_FLOOD${String(i).padStart(7, '0')}_${'a'.repeat(28)}` }, i % 2 ? '{"path":' : { path: 'db/users/select' });
+      const bad = await client.send(
+        'POST',
+        '/call',
+        { 'content-type': 'application/json', 'x-santokit-api-key': `stk_dev_FLOOD${String(i).padStart(7, '0')}_${'a'.repeat(28)}` },
+        i % 2 ? '{"path":' : { path: 'db/users/select' },
+      );
       statuses.set(bad.status, (statuses.get(bad.status) ?? 0) + 1);
       if (i % 10 === 9) valid.push(await call(other, 'db/users/select', { limit: 1 }));
     }
     const last = await client.send('POST', '/call', { 'content-type': 'application/json', 'x-santokit-api-key': 'garbage' }, { path: 'db/users/select' });
-    summary.push(`300 invalid keys from 127.0.0.1 → ${[...statuses].map(([k, v]) => `${k}×${v}`).join(' ')} (retry-after ${last.headers['retry-after']} s); a valid key from the same address meanwhile → ${valid.filter((r) => r.status === 200).length}/${valid.length} × 200`);
+    summary.push(
+      `300 invalid keys from 127.0.0.1 → ${[...statuses].map(([k, v]) => `${k}×${v}`).join(' ')} (retry-after ${last.headers['retry-after']} s); a valid key from the same address meanwhile → ${valid.filter((r) => r.status === 200).length}/${valid.length} × 200`,
+    );
     // 100 per minute get 401, the rest 429 (whatever the body: it is never parsed)
     expect(statuses.get(401)).toBe(100);
     expect(statuses.get(429)).toBe(200);
@@ -293,7 +355,9 @@ describe('security: Bridge resource bounds', () => {
     const after = await call(reader, 'db/posts/select', { select: ['id'], limit: 1 });
     const st = new Map<number, number>();
     for (const r of rs) st.set(r.status, (st.get(r.status) ?? 0) + 1);
-    summary.push(`20 selects on a locked table → ${[...st].map(([k, v]) => `${k}×${v}`).join(' ')} in ${(ms / 1000).toFixed(1)} s; other tenant meanwhile ${o.ok}/${o.n} × 200, p99 ${o.p99.toFixed(0)} ms; after the lock → ${after.status}`);
+    summary.push(
+      `20 selects on a locked table → ${[...st].map(([k, v]) => `${k}×${v}`).join(' ')} in ${(ms / 1000).toFixed(1)} s; other tenant meanwhile ${o.ok}/${o.n} × 200, p99 ${o.p99.toFixed(0)} ms; after the lock → ${after.status}`,
+    );
     expect(st.get(504)).toBe(20);
     for (const r of rs) expect(r.json.error.code).toBe('GATEWAY_TIMEOUT');
     expect(ms).toBeLessThan((QUERY_TIMEOUT_S + 1) * 1000 * 2 + 2000);

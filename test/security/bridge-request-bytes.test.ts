@@ -17,7 +17,8 @@ const MB = 1024 * 1024;
 const bigCall = (bytes: number) => JSON.stringify({ path: 'db/users/select', params: { where: { name: 'x'.repeat(bytes) } } });
 
 /** POST /call with this key (see postBody: `chunked`, `hold` + `finish()`) */
-const post = (url: string, key: string, body: string, o: { chunked?: boolean; hold?: boolean } = {}) => postBody(`${url}/call`, { 'content-type': 'application/json', 'x-santokit-api-key': key }, body, o);
+const post = (url: string, key: string, body: string, o: { chunked?: boolean; hold?: boolean } = {}) =>
+  postBody(`${url}/call`, { 'content-type': 'application/json', 'x-santokit-api-key': key }, body, o);
 
 describe('security: request bodies in flight on the Bridge', () => {
   let s: Stack;
@@ -32,7 +33,11 @@ describe('security: request bodies in flight on the Bridge', () => {
     bridge = await s.startBridge({ STK_RESPONSE_INFLIGHT_MAX_BYTES: String(8 * MB) });
     reader = await s.createKey('reqbytes-reader', ['reader']);
     other = await s.createKey('reqbytes-other', ['reader'], 'other');
-    await waitFor(async () => (await post(bridge.url, reader.key, bigCall(10)).done).status === 200 && (await post(bridge.url, other.key, bigCall(10)).done).status === 200, 30_000, 'both tenants served');
+    await waitFor(
+      async () => (await post(bridge.url, reader.key, bigCall(10)).done).status === 200 && (await post(bridge.url, other.key, bigCall(10)).done).status === 200,
+      30_000,
+      'both tenants served',
+    );
   }, 180_000);
 
   afterAll(async () => {
@@ -44,12 +49,16 @@ describe('security: request bodies in flight on the Bridge', () => {
     const held = post(bridge.url, reader.key, bigCall(2.5 * MB), { hold: true });
     // a second 2.5 MB body of the same tenant: refused once the first is charged
     let refused: BodyAnswer | undefined;
-    await waitFor(async () => {
-      const r = await post(bridge.url, reader.key, bigCall(2.5 * MB)).done;
-      if (r.status === 503) refused = r;
-      else expect(r.status).toBe(200);
-      return r.status === 503;
-    }, 20_000, 'a second body of the tenant refused');
+    await waitFor(
+      async () => {
+        const r = await post(bridge.url, reader.key, bigCall(2.5 * MB)).done;
+        if (r.status === 503) refused = r;
+        else expect(r.status).toBe(200);
+        return r.status === 503;
+      },
+      20_000,
+      'a second body of the tenant refused',
+    );
     expect(refused!.json.error.code).toBe('SERVICE_UNAVAILABLE');
     expect(refused!.json.error.message).toMatch(/request bodies/);
     expect(refused!.headers['retry-after']).toBe('1');

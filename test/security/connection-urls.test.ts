@@ -31,10 +31,12 @@ const PG_PORT = Number(PG.port || 5432);
 /** where scripts/test-pg.sh puts the test PostgreSQL's unix socket (trust authentication) */
 const SOCKET_DIR = process.env.STK_TEST_PG_DIR ?? '/tmp/stk-test-pg';
 /** the terminal escapes a hostile database server puts in its error text */
-const EVIL = 'role \u001b[31m"x"\u001b[0m does not exist\u001b]0;pwned-title\u0007\u001b[2J\u001b]8;;http://evil.example/\u001b\\link\u001b]8;;\u001b\\ \u009b31m\rSPOOF';
+const EVIL =
+  'role \u001b[31m"x"\u001b[0m does not exist\u001b]0;pwned-title\u0007\u001b[2J\u001b]8;;http://evil.example/\u001b\\link\u001b]8;;\u001b\\ \u009b31m\rSPOOF';
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
-const FS_FACTS = /ENOTDIR|ENOENT|EACCES|EISDIR|ELOOP|ENAMETOOLONG|EPERM|\.s\.PGSQL|\/etc\/|\/tmp\b|\/var\/|passwd|no such file|not a directory|permission denied/i;
+const FS_FACTS =
+  /ENOTDIR|ENOENT|EACCES|EISDIR|ELOOP|ENAMETOOLONG|EPERM|\.s\.PGSQL|\/etc\/|\/tmp\b|\/var\/|passwd|no such file|not a directory|permission denied/i;
 
 type Api = (method: string, path: string, body?: unknown) => Promise<{ status: number; json: any; text: string; requestId: string | null }>;
 function apiFor(hubUrl: string, token: string): Api {
@@ -90,7 +92,11 @@ function expectRefusal(r: { status: number; json: any; text: string; requestId: 
   // details, when present, only name the refused field (details.fields), as the message does
   const keys = Object.keys(r.json.error).sort();
   expect(keys, why).toEqual(keys.includes('details') ? ['code', 'details', 'message', 'requestId'] : ['code', 'message', 'requestId']);
-  if (keys.includes('details')) expect(r.json.error.details.fields.map((f: { field: string }) => f.field), why).toEqual(['dbUrl']);
+  if (keys.includes('details'))
+    expect(
+      r.json.error.details.fields.map((f: { field: string }) => f.field),
+      why,
+    ).toEqual(['dbUrl']);
   expect(r.json.error.code, why).toBe('BAD_REQUEST');
   expect(r.json.error.requestId, why).toBe(r.requestId);
   // everything the refusal says is checked: the message and any details
@@ -318,7 +324,9 @@ describe('security: connection URLs (issue 12 finding 4)', () => {
     expect(msg).not.toMatch(/\u001b|\u0007|\u009b|\r/);
     tally.escStripped++;
     const cfg = tempConfigDir();
-    const cli = await runStk(['connections', 'test', '--project', 'netsec', '--env', 'dev', '--name', 'evil'], { env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token } });
+    const cli = await runStk(['connections', 'test', '--project', 'netsec', '--env', 'dev', '--name', 'evil'], {
+      env: { STK_CONFIG_DIR: cfg, STK_HUB_URL: hub.url, STK_AUTH_TOKEN: token },
+    });
     expect(cli.code, cli.output).toBe(1);
     expect(cli.stderr).toContain('does not exist');
     expect(cli.output).not.toMatch(CONTROL);
@@ -330,7 +338,19 @@ describe('security: connection URLs (issue 12 finding 4)', () => {
     const fake: HttpServer = createHttpServer((req, res) => {
       res.setHeader('content-type', 'application/json');
       if (req.method === 'GET') {
-        res.end(JSON.stringify({ items: [{ name: `main\u001b]0;title\u0007\u001b[2J`, engine: 'postgres', url: `postgres://x@\u001b[31mhost\u001b[0m:5432/db\r\nFAKE`, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() }] }));
+        res.end(
+          JSON.stringify({
+            items: [
+              {
+                name: `main\u001b]0;title\u0007\u001b[2J`,
+                engine: 'postgres',
+                url: `postgres://x@\u001b[31mhost\u001b[0m:5432/db\r\nFAKE`,
+                createdAt: new Date().toISOString(),
+                updatedAt: new Date().toISOString(),
+              },
+            ],
+          }),
+        );
         return;
       }
       res.statusCode = 400;
@@ -385,7 +405,11 @@ describe('security: connection URLs (issue 12 finding 4)', () => {
 
     // a Bridge that allows nothing refuses the URL it is sent; one that allows the test PostgreSQL serves
     const call = (b: Proc) =>
-      fetch(`${b.url}/call`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-santokit-api-key': apiKey }, body: JSON.stringify({ path: 'db/users/select', params: { limit: 1 } }) });
+      fetch(`${b.url}/call`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-santokit-api-key': apiKey },
+        body: JSON.stringify({ path: 'db/users/select', params: { limit: 1 } }),
+      });
     const strict = await startBridge({ hubUrl: narrow.url, serviceToken: narrow.serviceToken, env: { STK_CONNECTION_ALLOW_HOSTS: '' } });
     procs.push(strict);
     const open = await startBridge({ hubUrl: narrow.url, serviceToken: narrow.serviceToken, env: { STK_CONNECTION_ALLOW_HOSTS: TEST_ALLOW_HOSTS } });

@@ -22,7 +22,12 @@ const OWNER = { email: 'bytes-owner@example.com', password: 'bytes-owner-passwor
 
 /** POST `path` with a JSON body of about `bytes` (an unknown field padded out); `hold`, `chunked`, `from`: see postBody. */
 const post = (url: string, token: string, path: string, bytes: number, o: { hold?: boolean; chunked?: boolean; from?: string } = {}) =>
-  postBody(`${url}${path}`, { 'content-type': 'application/json', authorization: `Bearer ${token}` }, JSON.stringify({ name: 'bytes-x', pad: 'x'.repeat(bytes) }), o);
+  postBody(
+    `${url}${path}`,
+    { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    JSON.stringify({ name: 'bytes-x', pad: 'x'.repeat(bytes) }),
+    o,
+  );
 
 const settle = () => new Promise((r) => setTimeout(r, 150));
 
@@ -97,6 +102,8 @@ describe('security: request bodies in flight on the Hub', () => {
   });
 
   it('a bad STK_BODY_INFLIGHT_MAX_BYTES is a start-up error, not NaN', () => {
-    expect(() => loadHubConfig({ STK_SECRET_KEY: 'c'.repeat(64), STK_SERVICE_TOKEN: 'hub-bytes-token-xxxxxxxx', STK_BODY_INFLIGHT_MAX_BYTES: 'lots' })).toThrow(/STK_BODY_INFLIGHT_MAX_BYTES/);
+    expect(() => loadHubConfig({ STK_SECRET_KEY: 'c'.repeat(64), STK_SERVICE_TOKEN: 'hub-bytes-token-xxxxxxxx', STK_BODY_INFLIGHT_MAX_BYTES: 'lots' })).toThrow(
+      /STK_BODY_INFLIGHT_MAX_BYTES/,
+    );
   });
 });

@@ -63,7 +63,9 @@ describe('security: the live-key limit on every path', () => {
     ]);
     const ok = racing.filter((r) => r.status === 200 || r.status === 201);
     const refused = racing.filter((r) => r.status === 409);
-    console.log(`[security] key limit: PATCH un-expire at ${LIMIT} live keys → 409; 30 racing PATCHes/creates for 1 free slot → ${ok.length} accepted, ${refused.length} × 409; live keys after: ${await live()}`);
+    console.log(
+      `[security] key limit: PATCH un-expire at ${LIMIT} live keys → 409; 30 racing PATCHes/creates for 1 free slot → ${ok.length} accepted, ${refused.length} × 409; live keys after: ${await live()}`,
+    );
     expect(ok).toHaveLength(1);
     expect(refused).toHaveLength(29);
     expect(await live()).toBe(LIMIT);

@@ -16,11 +16,24 @@ import { rememberSecret } from '../helpers/secrets.js';
 type Hub = Awaited<ReturnType<typeof startHub>>;
 
 /** POST /api/auth/login from a given local address (a fresh connection each time). */
-function loginFrom(hub: Hub, localAddress: string, email: string, password: string): Promise<{ status: number; retryAfter: number | null; code: string | null }> {
+function loginFrom(
+  hub: Hub,
+  localAddress: string,
+  email: string,
+  password: string,
+): Promise<{ status: number; retryAfter: number | null; code: string | null }> {
   const body = JSON.stringify({ email, password });
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port: hub.port, localAddress, method: 'POST', path: '/api/auth/login', agent: false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      {
+        host: '127.0.0.1',
+        port: hub.port,
+        localAddress,
+        method: 'POST',
+        path: '/api/auth/login',
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
       (res) => {
         let data = '';
         res.on('data', (d) => (data += d));
@@ -45,12 +58,14 @@ function loginFrom(hub: Hub, localAddress: string, email: string, password: stri
 async function pool<T, R>(items: T[], n: number, fn: (x: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!);
+      }
+    }),
+  );
   return out;
 }
 
@@ -101,7 +116,11 @@ describe('security: login throttling per account, bounded failure state and audi
   }, 120_000);
 
   it('an email that belongs to nobody is throttled the same way (no oracle for which accounts exist)', async () => {
-    const rs = await pool(Array.from({ length: 120 }, (_, i) => `127.0.1.${1 + (i % 40)}`), 20, (from) => loginFrom(hub, from, 'ghost@example.com', 'whatever-password'));
+    const rs = await pool(
+      Array.from({ length: 120 }, (_, i) => `127.0.1.${1 + (i % 40)}`),
+      20,
+      (from) => loginFrom(hub, from, 'ghost@example.com', 'whatever-password'),
+    );
     const s = tally(rs);
     failures += s[401] ?? 0;
     lines.push(`120 attempts for an unknown email from 40 addresses → ${s[401] ?? 0} × 401, ${s[429] ?? 0} × 429`);
@@ -117,9 +136,14 @@ describe('security: login throttling per account, bounded failure state and audi
     const rs = await pool(spray, 20, (a) => loginFrom(hub, a.from, a.email, 'nope-nope'));
     expect(tally(rs)).toEqual({ 401: 150 });
     failures += 150;
-    const rows = db.prepare("select actor_email, detail_json from audit_log where action = 'operator.login_failed'").all() as Array<{ actor_email: string | null; detail_json: string }>;
+    const rows = db.prepare("select actor_email, detail_json from audit_log where action = 'operator.login_failed'").all() as Array<{
+      actor_email: string | null;
+      detail_json: string;
+    }>;
     const windows = 1 + Math.floor((Date.now() - started) / 60_000);
-    lines.push(`${failures} failed logins → ${rows.length} audit rows (at most 60 a minute; ${windows} minute window(s)), typed text of unknown emails stored as a keyed hash only`);
+    lines.push(
+      `${failures} failed logins → ${rows.length} audit rows (at most 60 a minute; ${windows} minute window(s)), typed text of unknown emails stored as a keyed hash only`,
+    );
     expect(rows.length).toBeLessThanOrEqual(60 * windows);
     expect(rows.length).toBeLessThan(failures);
     // the owner's failures name the owner; an unknown email is a hash, never the text

@@ -41,7 +41,8 @@ describe('security: operator privilege matrix', () => {
   const enc = encodeURIComponent;
   const inviteAs = async (token: string, email: string, role: string, project?: string) =>
     http.as(token).request('POST', project ? `/api/projects/${project}/invites` : '/api/org/invites', { email, role });
-  const accept = (email: string, code: string, password = PW) => http.as(undefined).request('POST', '/api/invites/accept', { email, code: rememberSecret('invite-code', code), password });
+  const accept = (email: string, code: string, password = PW) =>
+    http.as(undefined).request('POST', '/api/invites/accept', { email, code: rememberSecret('invite-code', code), password });
   /** An active operator invited by the owner (org role, then an optional explicit role on shop). */
   const member = async (what: string, org: string, shop?: string) => {
     const email = fresh(what);
@@ -101,31 +102,175 @@ describe('security: operator privilege matrix', () => {
   const newEmail = async () => ({ email: fresh('new') });
   const cells: Cell[] = [
     // invites, each followed by the invitee accepting it: the result is exactly the invite
-    { name: 'org invite as member', allowed: ['owner', 'orgAdmin'], target: newEmail, attempt: (k, t) => inviteAs(k, t.email, 'member'), then: acceptIt, after: { org: 'member/active', shop: null }, status: 201 },
-    { name: 'org invite as admin', allowed: ['owner', 'orgAdmin'], target: newEmail, attempt: (k, t) => inviteAs(k, t.email, 'admin'), then: acceptIt, after: { org: 'admin/active', shop: 'admin/active/org' }, status: 201 },
-    { name: 'org invite as owner', allowed: ['owner'], target: newEmail, attempt: (k, t) => inviteAs(k, t.email, 'owner'), then: acceptIt, after: { org: 'owner/active', shop: 'admin/active/org' }, status: 201 },
-    { name: 'project invite as viewer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: newEmail, attempt: (k, t) => inviteAs(k, t.email, 'viewer', P), then: acceptIt, after: { org: 'member/active', shop: 'viewer/active/project' }, status: 201 },
-    { name: 'project invite as admin', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: newEmail, attempt: (k, t) => inviteAs(k, t.email, 'admin', P), then: acceptIt, after: { org: 'member/active', shop: 'admin/active/project' }, status: 201 },
-    { name: 'project invite of an org admin (a pin)', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => inviteAs(k, t.email, 'viewer', P), then: acceptIt, after: { org: 'admin/active', shop: 'viewer/active/project' }, status: 201 },
+    {
+      name: 'org invite as member',
+      allowed: ['owner', 'orgAdmin'],
+      target: newEmail,
+      attempt: (k, t) => inviteAs(k, t.email, 'member'),
+      then: acceptIt,
+      after: { org: 'member/active', shop: null },
+      status: 201,
+    },
+    {
+      name: 'org invite as admin',
+      allowed: ['owner', 'orgAdmin'],
+      target: newEmail,
+      attempt: (k, t) => inviteAs(k, t.email, 'admin'),
+      then: acceptIt,
+      after: { org: 'admin/active', shop: 'admin/active/org' },
+      status: 201,
+    },
+    {
+      name: 'org invite as owner',
+      allowed: ['owner'],
+      target: newEmail,
+      attempt: (k, t) => inviteAs(k, t.email, 'owner'),
+      then: acceptIt,
+      after: { org: 'owner/active', shop: 'admin/active/org' },
+      status: 201,
+    },
+    {
+      name: 'project invite as viewer',
+      allowed: ['owner', 'orgAdmin', 'projectAdmin'],
+      target: newEmail,
+      attempt: (k, t) => inviteAs(k, t.email, 'viewer', P),
+      then: acceptIt,
+      after: { org: 'member/active', shop: 'viewer/active/project' },
+      status: 201,
+    },
+    {
+      name: 'project invite as admin',
+      allowed: ['owner', 'orgAdmin', 'projectAdmin'],
+      target: newEmail,
+      attempt: (k, t) => inviteAs(k, t.email, 'admin', P),
+      then: acceptIt,
+      after: { org: 'member/active', shop: 'admin/active/project' },
+      status: 201,
+    },
+    {
+      name: 'project invite of an org admin (a pin)',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('admin', 'admin') }),
+      attempt: (k, t) => inviteAs(k, t.email, 'viewer', P),
+      then: acceptIt,
+      after: { org: 'admin/active', shop: 'viewer/active/project' },
+      status: 201,
+    },
     // org roles
-    { name: 'org set-role member → admin', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/org' } },
-    { name: 'org set-role admin → member', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'member' }), after: { org: 'member/active', shop: null } },
-    { name: 'org set-role member → owner', allowed: ['owner'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'owner' }), after: { org: 'owner/active', shop: 'admin/active/org' } },
-    { name: 'org set-role owner → admin (a second owner)', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/org' } },
-    { name: 'org remove a member', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('member', 'member', 'deployer') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
-    { name: 'org remove an admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
-    { name: 'org remove a (second) owner', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`), after: { org: null, shop: null } },
+    {
+      name: 'org set-role member → admin',
+      allowed: ['owner', 'orgAdmin'],
+      target: async () => ({ email: await member('member', 'member') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }),
+      after: { org: 'admin/active', shop: 'admin/active/org' },
+    },
+    {
+      name: 'org set-role admin → member',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('admin', 'admin') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'member' }),
+      after: { org: 'member/active', shop: null },
+    },
+    {
+      name: 'org set-role member → owner',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('member', 'member') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'owner' }),
+      after: { org: 'owner/active', shop: 'admin/active/org' },
+    },
+    {
+      name: 'org set-role owner → admin (a second owner)',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('owner', 'owner') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/org/members/${enc(t.email)}`, { role: 'admin' }),
+      after: { org: 'admin/active', shop: 'admin/active/org' },
+    },
+    {
+      name: 'org remove a member',
+      allowed: ['owner', 'orgAdmin'],
+      target: async () => ({ email: await member('member', 'member', 'deployer') }),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`),
+      after: { org: null, shop: null },
+    },
+    {
+      name: 'org remove an admin',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('admin', 'admin') }),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`),
+      after: { org: null, shop: null },
+    },
+    {
+      name: 'org remove a (second) owner',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('owner', 'owner') }),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/org/members/${enc(t.email)}`),
+      after: { org: null, shop: null },
+    },
     // project roles
-    { name: 'project set-role viewer → deployer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member', 'viewer') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'deployer' }), after: { org: 'member/active', shop: 'deployer/active/project' } },
-    { name: 'project set-role: grant admin to an org member', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'member/active', shop: 'admin/active/project' } },
-    { name: 'project set-role: pin an org admin to viewer', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'admin/active', shop: 'viewer/active/project' } },
-    { name: 'project set-role: pin an owner to viewer', allowed: ['owner'], target: async () => ({ email: await member('owner', 'owner') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'owner/active', shop: 'viewer/active/project' } },
-    { name: 'project set-role: lift a pinned org admin back to admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin', 'viewer') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }), after: { org: 'admin/active', shop: 'admin/active/project' } },
+    {
+      name: 'project set-role viewer → deployer',
+      allowed: ['owner', 'orgAdmin', 'projectAdmin'],
+      target: async () => ({ email: await member('member', 'member', 'viewer') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'deployer' }),
+      after: { org: 'member/active', shop: 'deployer/active/project' },
+    },
+    {
+      name: 'project set-role: grant admin to an org member',
+      allowed: ['owner', 'orgAdmin', 'projectAdmin'],
+      target: async () => ({ email: await member('member', 'member') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }),
+      after: { org: 'member/active', shop: 'admin/active/project' },
+    },
+    {
+      name: 'project set-role: pin an org admin to viewer',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('admin', 'admin') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }),
+      after: { org: 'admin/active', shop: 'viewer/active/project' },
+    },
+    {
+      name: 'project set-role: pin an owner to viewer',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('owner', 'owner') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }),
+      after: { org: 'owner/active', shop: 'viewer/active/project' },
+    },
+    {
+      name: 'project set-role: lift a pinned org admin back to admin',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('admin', 'admin', 'viewer') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'admin' }),
+      after: { org: 'admin/active', shop: 'admin/active/project' },
+    },
     // another project admin of the project (an org member with project:admin) is not ranked below a project admin
-    { name: 'project set-role: demote a co-admin to viewer', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('coadmin', 'member', 'admin') }), attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }), after: { org: 'member/active', shop: 'viewer/active/project' } },
-    { name: 'project remove a co-admin', allowed: ['owner', 'orgAdmin'], target: async () => ({ email: await member('coadmin', 'member', 'admin') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'member/active', shop: null } },
-    { name: 'project remove a deployer', allowed: ['owner', 'orgAdmin', 'projectAdmin'], target: async () => ({ email: await member('member', 'member', 'deployer') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'member/active', shop: null } },
-    { name: 'project remove a pinned org admin', allowed: ['owner'], target: async () => ({ email: await member('admin', 'admin', 'viewer') }), attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`), after: { org: 'admin/active', shop: 'admin/active/org' } },
+    {
+      name: 'project set-role: demote a co-admin to viewer',
+      allowed: ['owner', 'orgAdmin'],
+      target: async () => ({ email: await member('coadmin', 'member', 'admin') }),
+      attempt: (k, t) => http.as(k).request('PUT', `/api/projects/${P}/members/${enc(t.email)}`, { role: 'viewer' }),
+      after: { org: 'member/active', shop: 'viewer/active/project' },
+    },
+    {
+      name: 'project remove a co-admin',
+      allowed: ['owner', 'orgAdmin'],
+      target: async () => ({ email: await member('coadmin', 'member', 'admin') }),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`),
+      after: { org: 'member/active', shop: null },
+    },
+    {
+      name: 'project remove a deployer',
+      allowed: ['owner', 'orgAdmin', 'projectAdmin'],
+      target: async () => ({ email: await member('member', 'member', 'deployer') }),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`),
+      after: { org: 'member/active', shop: null },
+    },
+    {
+      name: 'project remove a pinned org admin',
+      allowed: ['owner'],
+      target: async () => ({ email: await member('admin', 'admin', 'viewer') }),
+      attempt: (k, t) => http.as(k).request('DELETE', `/api/projects/${P}/members/${enc(t.email)}`),
+      after: { org: 'admin/active', shop: 'admin/active/org' },
+    },
     {
       name: 'project remove: withdraw an open invite',
       allowed: ['owner', 'orgAdmin', 'projectAdmin'],
@@ -172,7 +317,7 @@ describe('security: operator privilege matrix', () => {
   describe('the invite takeover (issue 12, finding 2) and its relatives', () => {
     const whoami = async (email: string) => (await must(http.as(await loginToken(hub.url, email, PW)).request('GET', '/api/auth/whoami'), 200)).json;
 
-    it('a project admin cannot turn the owner\'s pending org-owner invite into their own account', async () => {
+    it("a project admin cannot turn the owner's pending org-owner invite into their own account", async () => {
       const victim = fresh('victim');
       const ownerInvite = await must(inviteAs(tokens.owner, victim, 'owner'), 201);
       // the project admin invites the same email to their project, to accept it with a password of their choice
@@ -185,7 +330,7 @@ describe('security: operator privilege matrix', () => {
       expect((await whoami(victim)).orgRole).toBe('owner');
     });
 
-    it('the same the other way round: the owner is told, withdraws the project invite, and the project admin\'s code is dead', async () => {
+    it("the same the other way round: the owner is told, withdraws the project invite, and the project admin's code is dead", async () => {
       const victim = fresh('victim');
       const early = await must(inviteAs(tokens.projectAdmin, victim, 'viewer', P), 201);
       const blocked = await inviteAs(tokens.owner, victim, 'owner');
@@ -213,7 +358,7 @@ describe('security: operator privilege matrix', () => {
       expect(await standing(email)).toEqual({ org: 'admin/active', shop: 'viewer/active/project' });
     });
 
-    it('an existing operator: another admin\'s project invite leaves the owner\'s org invite untouched', async () => {
+    it("an existing operator: another admin's project invite leaves the owner's org invite untouched", async () => {
       // an operator who was removed from the org: active, with a password, no membership
       const email = await member('returning', 'member');
       await must(http.as(tokens.owner).request('DELETE', `/api/org/members/${enc(email)}`), 200);
@@ -235,7 +380,7 @@ describe('security: operator privilege matrix', () => {
       ]);
     });
 
-    it('an invite dies with its sender\'s right to grant it (demotion, removal from the project)', async () => {
+    it("an invite dies with its sender's right to grant it (demotion, removal from the project)", async () => {
       const senderEmail = await member('sender', 'admin');
       const sender = await loginToken(hub.url, senderEmail, PW);
       const email = fresh('late');
@@ -263,7 +408,9 @@ describe('security: operator privilege matrix', () => {
     it('a refusal on the ladder says why and who can do it', async () => {
       const r = await http.as(tokens.projectAdmin).request('PUT', `/api/projects/${P}/members/${enc('m-orgadmin@example.com')}`, { role: 'viewer' });
       expect(r.status).toBe(403);
-      expect(r.json.error.message).toBe('you cannot change the project role of m-orgadmin@example.com on shop: they are org admin, at or above your own authority (ask an org owner)');
+      expect(r.json.error.message).toBe(
+        'you cannot change the project role of m-orgadmin@example.com on shop: they are org admin, at or above your own authority (ask an org owner)',
+      );
     });
 
     it('nobody invites outside their scope: a project admin to another project, a member to the org', async () => {

@@ -61,9 +61,14 @@ function expected(auth: RouteAuth, id: Identity): 401 | 403 | 'pass' | 'same-as-
 
 async function routeTables(): Promise<{ hub: RouteInfo[]; bridge: RouteInfo[] }> {
   const dir = mkdtempSync(join(tmpdir(), 'stk-sweep-'));
-  const { app: hub } = await buildHub(loadHubConfig({ STK_SECRET_KEY: 'a'.repeat(64), STK_SERVICE_TOKEN: 'sweep-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }), { logger: false });
+  const { app: hub } = await buildHub(
+    loadHubConfig({ STK_SECRET_KEY: 'a'.repeat(64), STK_SERVICE_TOKEN: 'sweep-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}` }),
+    { logger: false },
+  );
   await hub.ready();
-  const { app: bridge } = await buildBridge(loadBridgeConfig({ STK_SERVICE_TOKEN: 'sweep-token-xxxxxxxx', STK_HUB_URL: 'http://127.0.0.1:9' }), { logger: false });
+  const { app: bridge } = await buildBridge(loadBridgeConfig({ STK_SERVICE_TOKEN: 'sweep-token-xxxxxxxx', STK_HUB_URL: 'http://127.0.0.1:9' }), {
+    logger: false,
+  });
   await bridge.ready();
   const out = { hub: [...hub.routeTable], bridge: [...bridge.routeTable] };
   await hub.close();
@@ -94,7 +99,9 @@ describe('security: route-table sweep', () => {
       await must(s.api('POST', '/api/invites/accept', { email, code, password: PW }, null), 200);
       return email;
     };
-    const session = (email: string, password = PW) => async () => ({ authorization: `Bearer ${await loginToken(s.hub.url, email, password)}` });
+    const session =
+      (email: string, password = PW) =>
+      async () => ({ authorization: `Bearer ${await loginToken(s.hub.url, email, password)}` });
     const fixed = (h: Record<string, string>) => async () => h;
     const op = async (name: IdName, org: OrgRole, project: ProjectRole | null, email: string, password = PW) => {
       const token = await loginToken(s.hub.url, email, password);
@@ -103,7 +110,10 @@ describe('security: route-table sweep', () => {
       logoutSession[name] = session(email, password);
     };
     ids.push({ name: 'none', headers: fixed({}) });
-    ids.push({ name: 'garbage', headers: fixed({ authorization: 'Bearer stks_garbage', 'x-santokit-service-token': 'garbage', 'x-santokit-api-key': 'stk_garbage' }) });
+    ids.push({
+      name: 'garbage',
+      headers: fixed({ authorization: 'Bearer stks_garbage', 'x-santokit-service-token': 'garbage', 'x-santokit-api-key': 'stk_garbage' }),
+    });
     ids.push({ name: 'service', headers: fixed({ 'x-santokit-service-token': s.hub.serviceToken }) });
     ids.push({ name: 'apikey', headers: fixed({ 'x-santokit-api-key': key.key }) });
     await op('owner', 'owner', 'admin', TEST_OWNER.email, TEST_OWNER.password);
@@ -116,14 +126,24 @@ describe('security: route-table sweep', () => {
   }, 180_000);
   afterAll(async () => {
     await s?.stop();
-    console.log(`[security] route sweep: ${counts.routes} routes, ${counts.requests} identity requests, ${counts.variants} encoded-path requests, 0 unexpected outcomes`);
+    console.log(
+      `[security] route sweep: ${counts.routes} routes, ${counts.requests} identity requests, ${counts.variants} encoded-path requests, 0 unexpected outcomes`,
+    );
   });
 
   const logoutSession: Partial<Record<IdName, () => Promise<Record<string, string>>>> = {};
 
   /** A concrete path for a route: real project/env, and names of things that do not exist (no side effects). */
   function concrete(url: string): string {
-    const real: Record<string, string> = { project: s.project, env: s.env, key: 'key_01SWEEPNOSUCHKEY0000000000', name: 'nosuch', email: 'nobody@example.com', releaseId: 'rel_nosuch', file: 'swagger-ui.css' };
+    const real: Record<string, string> = {
+      project: s.project,
+      env: s.env,
+      key: 'key_01SWEEPNOSUCHKEY0000000000',
+      name: 'nosuch',
+      email: 'nobody@example.com',
+      releaseId: 'rel_nosuch',
+      file: 'swagger-ui.css',
+    };
     return url.replace(/:([A-Za-z]+)/g, (_m, p: string) => {
       if (!(p in real)) throw new Error(`route param :${p} has no sweep value: add one`);
       return real[p]!;
@@ -138,7 +158,9 @@ describe('security: route-table sweep', () => {
     const from = r.auth.kind === 'project' ? r.auth.from : undefined;
     const url = from === 'query' ? `${target}${target.includes('?') ? '&' : '?'}project=${encodeURIComponent(s.project)}` : target;
     const body = from === 'body' ? JSON.stringify({ project: s.project }) : '{}';
-    const res = await rawRequest(base, r.method, url, { ...h, ...(withBody ? { 'content-type': 'application/json' } : {}) }, withBody ? body : undefined, { maxBody: 64 * 1024 });
+    const res = await rawRequest(base, r.method, url, { ...h, ...(withBody ? { 'content-type': 'application/json' } : {}) }, withBody ? body : undefined, {
+      maxBody: 64 * 1024,
+    });
     return res;
   }
 
@@ -180,8 +202,7 @@ describe('security: route-table sweep', () => {
       const base = app === 'hub' ? s.hub.url : s.bridges[0]!.url;
       const table = ordered(tables[app]);
       // the identity with the least and the one with the most the route allows
-      const strongest = (auth: RouteAuth): Identity =>
-        ids.find((i) => expected(auth, i) === 'pass') ?? ids[0]!;
+      const strongest = (auth: RouteAuth): Identity => ids.find((i) => expected(auth, i) === 'pass') ?? ids[0]!;
       for (const r of table) {
         const path = concrete(r.url);
         const segs = path.split('/').slice(1);
@@ -193,12 +214,23 @@ describe('security: route-table sweep', () => {
           parts[seg] = p.slice(0, i) + '%' + p.charCodeAt(i).toString(16) + p.slice(i + 1);
           return '/' + parts.join('/');
         };
-        const same = [encLetter(0), encLetter(segs.length - 1), '/' + path, path.replace(/^\/([^/]+)\//, '//$1//'), path.replace(/^\/([^/]+)\//, '/$1/./'), path.replace(/^\/([^/]+)\//, '/$1/zz/../'), path.replace(/^\/([^/]+)\//, '/$1/zz/%2e%2e/'), path.replace(/^\/([^/]+)\//, '/$1/%2E/')].filter(
-          (x): x is string => x !== null && x !== path,
-        );
-        const refused = [segs.length > 1 ? path.replace(/^\/([^/]+)\//, '/$1%2F') : null, `http://evil.example${path}`, `http://${new URL(base).host}${path}`, '/..' + path, path.replace(/^\//, '/%5C')].filter(
-          (x): x is string => x !== null,
-        );
+        const same = [
+          encLetter(0),
+          encLetter(segs.length - 1),
+          '/' + path,
+          path.replace(/^\/([^/]+)\//, '//$1//'),
+          path.replace(/^\/([^/]+)\//, '/$1/./'),
+          path.replace(/^\/([^/]+)\//, '/$1/zz/../'),
+          path.replace(/^\/([^/]+)\//, '/$1/zz/%2e%2e/'),
+          path.replace(/^\/([^/]+)\//, '/$1/%2E/'),
+        ].filter((x): x is string => x !== null && x !== path);
+        const refused = [
+          segs.length > 1 ? path.replace(/^\/([^/]+)\//, '/$1%2F') : null,
+          `http://evil.example${path}`,
+          `http://${new URL(base).host}${path}`,
+          '/..' + path,
+          path.replace(/^\//, '/%5C'),
+        ].filter((x): x is string => x !== null);
         const noBetter = [path + '/', path + ';', path.replace(/^\/([^/]+)\//, '/$1;x/'), path + '%00', path.toUpperCase()];
         for (const id of [ids[0]!, strongest(r.auth)]) {
           const canon = await send(base, r, path, id);

@@ -42,7 +42,16 @@ describe('security: oversized bodies on public routes, slow clients', () => {
 
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stk-bounds-'));
-    ({ app: hub } = await buildHub(loadHubConfig({ STK_SECRET_KEY: 'b'.repeat(64), STK_SERVICE_TOKEN: 'bounds-token-xxxxxxxx', STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}`, STK_OWNER_EMAIL: 'bounds-owner@example.com', STK_OWNER_PASSWORD: 'bounds-owner-password' }), { logger: false }));
+    ({ app: hub } = await buildHub(
+      loadHubConfig({
+        STK_SECRET_KEY: 'b'.repeat(64),
+        STK_SERVICE_TOKEN: 'bounds-token-xxxxxxxx',
+        STK_HUB_DB_URL: `sqlite://${join(dir, 'hub.db')}`,
+        STK_OWNER_EMAIL: 'bounds-owner@example.com',
+        STK_OWNER_PASSWORD: 'bounds-owner-password',
+      }),
+      { logger: false },
+    ));
     hubUrl = await hub.listen({ port: 0, host: '127.0.0.1' });
     slow = createBaseApp({ name: 'hub', logger: false, requestTimeoutMs: 800, timeoutCheckIntervalMs: 100 });
     slow.post('/echo', { config: { auth: PUBLIC } }, async (req) => ({ got: JSON.stringify(req.body).length }));
@@ -74,12 +83,24 @@ describe('security: oversized bodies on public routes, slow clients', () => {
       expect(chunked.status).toBe(413);
     }
     // an ordinary login body still gets through to the password check
-    const ok = await rawRequest(hubUrl, 'POST', '/api/auth/login', { 'content-type': 'application/json' }, JSON.stringify({ email: 'a@example.com', password: 'wrong-password' }));
+    const ok = await rawRequest(
+      hubUrl,
+      'POST',
+      '/api/auth/login',
+      { 'content-type': 'application/json' },
+      JSON.stringify({ email: 'a@example.com', password: 'wrong-password' }),
+    );
     expect(ok.status).toBe(401);
   });
 
   it('routes that take no body (logout, connection test, revoke…) read at most 64 KB, even for a signed-in caller', async () => {
-    const login = await rawRequest(hubUrl, 'POST', '/api/auth/login', { 'content-type': 'application/json' }, JSON.stringify({ email: 'bounds-owner@example.com', password: 'bounds-owner-password' }));
+    const login = await rawRequest(
+      hubUrl,
+      'POST',
+      '/api/auth/login',
+      { 'content-type': 'application/json' },
+      JSON.stringify({ email: 'bounds-owner@example.com', password: 'bounds-owner-password' }),
+    );
     expect(login.status).toBe(200);
     const auth = { authorization: `Bearer ${login.json.token as string}` };
     // before: any operator (a viewer too) could park 10 MB per request here; 450 at once took the Hub to 2 GB
@@ -92,8 +113,20 @@ describe('security: oversized bodies on public routes, slow clients', () => {
     expect((await rawRequest(hubUrl, 'GET', '/api/auth/whoami', auth)).status).toBe(200);
     expect((await rawRequest(hubUrl, 'POST', '/api/auth/logout', { 'content-type': 'application/json', ...auth }, '{}')).status).toBe(200);
     // routes that declare a body keep the general limit
-    const login2 = await rawRequest(hubUrl, 'POST', '/api/auth/login', { 'content-type': 'application/json' }, JSON.stringify({ email: 'bounds-owner@example.com', password: 'bounds-owner-password' }));
-    const create = await rawRequest(hubUrl, 'POST', '/api/projects', { 'content-type': 'application/json', authorization: `Bearer ${login2.json.token as string}` }, JSON.stringify({ name: 'bounds', pad: 'x'.repeat(PUBLIC_BODY_LIMIT_BYTES) }));
+    const login2 = await rawRequest(
+      hubUrl,
+      'POST',
+      '/api/auth/login',
+      { 'content-type': 'application/json' },
+      JSON.stringify({ email: 'bounds-owner@example.com', password: 'bounds-owner-password' }),
+    );
+    const create = await rawRequest(
+      hubUrl,
+      'POST',
+      '/api/projects',
+      { 'content-type': 'application/json', authorization: `Bearer ${login2.json.token as string}` },
+      JSON.stringify({ name: 'bounds', pad: 'x'.repeat(PUBLIC_BODY_LIMIT_BYTES) }),
+    );
     expect(create.status, create.body).toBe(201);
   });
 
@@ -139,7 +172,9 @@ describe('security: oversized bodies on public routes, slow clients', () => {
       held.shift()!.destroy();
       await new Promise((r) => setTimeout(r, 100));
       const again = await new Promise<string>((resolve) => {
-        const sock = connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' }, () => sock.write('GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+        const sock = connect({ host: '127.0.0.1', port, localAddress: '127.0.0.1' }, () =>
+          sock.write('GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+        );
         let text = '';
         sock.on('data', (d) => (text += d.toString()));
         sock.on('close', () => resolve(text));

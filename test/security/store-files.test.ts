@@ -12,7 +12,7 @@ import { loginToken } from '../helpers/cli.js';
 
 const mode = (f: string) => statSync(f).mode & 0o777;
 
-describe('security: Hub store files are the owner\'s only', () => {
+describe("security: Hub store files are the owner's only", () => {
   let previous: number;
   beforeAll(() => {
     // the Hub inherits this: a umask that would leave new files 0644 and directories 0755

@@ -67,8 +67,16 @@ describe('row filters from compiled conditions', () => {
 
   it('a term whose value can never fit the column type matches nothing', () => {
     const ir: ReleaseIR = fixtureRelease();
-    ir.permissions.tables.counters!.select = [{ roles: ['x'], columns: null, condition: { source: 'resource.hits == request.auth.sub', terms: [{ column: 'hits', equals: { kind: 'authSub' } }] } }];
-    ir.permissions.tables.counters!.delete = [{ roles: ['x'], columns: null, condition: { source: 'resource.hits == "many"', terms: [{ column: 'hits', equals: { kind: 'literal', value: 'many' } }] } }];
+    ir.permissions.tables.counters!.select = [
+      { roles: ['x'], columns: null, condition: { source: 'resource.hits == request.auth.sub', terms: [{ column: 'hits', equals: { kind: 'authSub' } }] } },
+    ];
+    ir.permissions.tables.counters!.delete = [
+      {
+        roles: ['x'],
+        columns: null,
+        condition: { source: 'resource.hits == "many"', terms: [{ column: 'hits', equals: { kind: 'literal', value: 'many' } }] },
+      },
+    ];
     const counters = compileRelease(ir).tables.get('counters')!;
     expect(filter(p('apikey', ['x'], 'key_abc'), counters)).toEqual(['false']);
     expect(filter(p('apikey', ['x'], '7'), counters)).toEqual(['"hits" = 7']); // a numeric subject against an int column

@@ -28,7 +28,8 @@ describe('/call: protocol names, OpenAPI schema and planner agree', () => {
       const ok = Object.fromEntries(CALL_PARAMS[op].map((k) => [k, undefined]));
       expect(() => checkParamNames(op, ok)).not.toThrow();
       for (const other of new Set(OPS.flatMap((o) => CALL_PARAMS[o]))) {
-        if (!(CALL_PARAMS[op] as readonly string[]).includes(other)) expect(() => checkParamNames(op, { [other]: 1 }), `${op} ${other}`).toThrow(/unknown parameter/);
+        if (!(CALL_PARAMS[op] as readonly string[]).includes(other))
+          expect(() => checkParamNames(op, { [other]: 1 }), `${op} ${other}`).toThrow(/unknown parameter/);
       }
     }
   });

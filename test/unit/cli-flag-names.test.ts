@@ -25,12 +25,16 @@ describe('CLI: a refused API field is named by the flag the user typed', () => {
 
   it('rewrites the service’s wording and the schema check’s `body.field:` form', () => {
     expect(withFlagNames('expiresIn must be between 1s and 3650d', fields('expiresIn'), flagFor)).toBe('--expires-in must be between 1s and 3650d');
-    expect(withFlagNames('pass expiresIn or expiresAt, not both', fields('expiresIn', 'expiresAt'), flagFor)).toBe('pass --expires-in or --expires-at, not both');
+    expect(withFlagNames('pass expiresIn or expiresAt, not both', fields('expiresIn', 'expiresAt'), flagFor)).toBe(
+      'pass --expires-in or --expires-at, not both',
+    );
     expect(withFlagNames('body.rateLimitPerMin: expected number', fields('rateLimitPerMin'), flagFor)).toBe('--rate-limit: expected number');
   });
 
   it('leaves alone what is not a refused field with a flag: other words, longer names, fields without a flag, no details', () => {
-    expect(withFlagNames('expiresInSeconds and xexpiresIn stay; expiresIn goes', fields('expiresIn'), flagFor)).toBe('expiresInSeconds and xexpiresIn stay; --expires-in goes');
+    expect(withFlagNames('expiresInSeconds and xexpiresIn stay; expiresIn goes', fields('expiresIn'), flagFor)).toBe(
+      'expiresInSeconds and xexpiresIn stay; --expires-in goes',
+    );
     expect(withFlagNames('grace must be between 0 and 7d', fields('grace'), flagFor)).toBe('grace must be between 0 and 7d');
     expect(withFlagNames('expiresIn must be a duration', undefined, flagFor)).toBe('expiresIn must be a duration');
     expect(withFlagNames('expiresIn must be a duration', { fields: 'expiresIn' }, flagFor)).toBe('expiresIn must be a duration');

@@ -70,7 +70,14 @@ describe('santokit/client on the wire', () => {
       headers: { 'x-request-id': 'req-1' },
     };
     const e = await caught(createClient({ url, apiKey: KEY }).db('users').select());
-    expect(e).toMatchObject({ name: 'SantokitError', code: 'RESPONSE_TOO_LARGE', status: 400, requestId: 'req-1', message: 'too large', details: { applied: true, affected: 3 } });
+    expect(e).toMatchObject({
+      name: 'SantokitError',
+      code: 'RESPONSE_TOO_LARGE',
+      status: 400,
+      requestId: 'req-1',
+      message: 'too large',
+      details: { applied: true, affected: 3 },
+    });
   });
 
   it("a proxy's HTML error page: the status's catalogue code, the request id from the header if any", async () => {
@@ -95,7 +102,11 @@ describe('santokit/client on the wire', () => {
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
     const port = (probe.address() as AddressInfo).port;
     await new Promise<void>((r) => probe.close(() => r()));
-    const e = await caught(createClient({ url: `http://127.0.0.1:${port}`, apiKey: KEY }).db('users').select());
+    const e = await caught(
+      createClient({ url: `http://127.0.0.1:${port}`, apiKey: KEY })
+        .db('users')
+        .select(),
+    );
     expect(e).toMatchObject({ code: 'NETWORK_ERROR', status: 0, requestId: null });
     expect(e.message).toBe(`cannot reach the Bridge at http://127.0.0.1:${port} (ECONNREFUSED)`);
     expect(JSON.stringify({ ...e, message: e.message, stack: e.stack })).not.toContain('secret');

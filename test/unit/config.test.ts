@@ -43,7 +43,14 @@ describe('Bridge settings', () => {
       STK_USAGE_REPORT_SECONDS: '0',
       STK_CONNECTION_ALLOW_HOSTS: '127.0.0.1,db.local:5432',
     });
-    expect(c).toMatchObject({ port: 0, queryTimeoutMs: 120_000, maxStaleMs: 90_000, hubUrls: ['http://a:4000', 'https://b.internal'], disableAuth: true, selectMaxRows: 10_000 });
+    expect(c).toMatchObject({
+      port: 0,
+      queryTimeoutMs: 120_000,
+      maxStaleMs: 90_000,
+      hubUrls: ['http://a:4000', 'https://b.internal'],
+      disableAuth: true,
+      selectMaxRows: 10_000,
+    });
     expect(c.sync.usageIntervalMs).toBe(200);
     expect(c.connectionAllow.allowsName('db.local', 5432)).toBe(true);
   });
@@ -84,7 +91,9 @@ describe('Bridge settings', () => {
   it('cross-variable rules: a service token unless dev, no auth only on loopback', () => {
     expect(() => loadBridgeConfig({})).toThrow(/STK_SERVICE_TOKEN is required/);
     expect(loadBridgeConfig({ STK_DEV: 'true' }).serviceToken).toBe('');
-    expect(() => loadBridgeConfig({ ...BRIDGE, STK_DISABLE_AUTH: '1', STK_BRIDGE_HOST: '0.0.0.0' })).toThrow(/refused unless STK_BRIDGE_HOST is a loopback address/);
+    expect(() => loadBridgeConfig({ ...BRIDGE, STK_DISABLE_AUTH: '1', STK_BRIDGE_HOST: '0.0.0.0' })).toThrow(
+      /refused unless STK_BRIDGE_HOST is a loopback address/,
+    );
   });
 });
 
@@ -107,7 +116,7 @@ describe('Hub settings', () => {
     expect(loadHubConfig({ ...HUB, STK_SYNC_HEARTBEAT_MS: '500' }).sync.presenceStaleMs).toBe(1500);
   });
 
-  it("an owner password keeps its spaces; empty optional values are unset", () => {
+  it('an owner password keeps its spaces; empty optional values are unset', () => {
     const c = loadHubConfig({ ...HUB, STK_OWNER_PASSWORD: '  two spaces  ', STK_OWNER_EMAIL: '', STK_HUB_DB_URL: '' });
     expect(c.ownerPassword).toBe('  two spaces  ');
     expect(c.ownerEmail).toBeUndefined();
@@ -150,12 +159,30 @@ describe('Hub settings', () => {
 describe('the HTTP layer’s settings, part of each process’s (src/common/http-config.ts)', () => {
   it('defaults, and values as written reach HubConfig.http and BridgeConfig.http', () => {
     for (const c of [loadHubConfig(HUB), loadBridgeConfig(BRIDGE)]) {
-      expect(c.http).toEqual({ logLevel: 'info', trustProxy: false, maxConnections: 8192, maxConnectionsPerAddress: 256, bodyInflightMaxBytes: 64 * 1024 * 1024 });
+      expect(c.http).toEqual({
+        logLevel: 'info',
+        trustProxy: false,
+        maxConnections: 8192,
+        maxConnectionsPerAddress: 256,
+        bodyInflightMaxBytes: 64 * 1024 * 1024,
+      });
       expect(c.http).toEqual(DEFAULT_HTTP);
     }
-    const set = { STK_LOG_LEVEL: 'warn', STK_TRUST_PROXY: '10.0.0.0/8, loopback', STK_MAX_CONNECTIONS: '100', STK_MAX_CONNECTIONS_PER_ADDRESS: '5', STK_BODY_INFLIGHT_MAX_BYTES: '1048576' };
+    const set = {
+      STK_LOG_LEVEL: 'warn',
+      STK_TRUST_PROXY: '10.0.0.0/8, loopback',
+      STK_MAX_CONNECTIONS: '100',
+      STK_MAX_CONNECTIONS_PER_ADDRESS: '5',
+      STK_BODY_INFLIGHT_MAX_BYTES: '1048576',
+    };
     for (const c of [loadHubConfig({ ...HUB, ...set }), loadBridgeConfig({ ...BRIDGE, ...set })]) {
-      expect(c.http).toEqual({ logLevel: 'warn', trustProxy: ['10.0.0.0/8', 'loopback'], maxConnections: 100, maxConnectionsPerAddress: 5, bodyInflightMaxBytes: 1048576 });
+      expect(c.http).toEqual({
+        logLevel: 'warn',
+        trustProxy: ['10.0.0.0/8', 'loopback'],
+        maxConnections: 100,
+        maxConnectionsPerAddress: 5,
+        bodyInflightMaxBytes: 1048576,
+      });
     }
     expect(loadBridgeConfig({ ...BRIDGE, STK_TRUST_PROXY: 'true' }).http.trustProxy).toBe(true);
   });

@@ -19,8 +19,24 @@ function badRequestMessage(fn: () => unknown): string {
 
 describe('parseDbUrl', () => {
   it('accepts postgres:// and postgresql:// with a host, defaulting the port', () => {
-    expect(parseDbUrl('postgres://app:pw@db.example.com:6543/shop')).toEqual({ host: 'db.example.com', hostKind: 'name', port: 6543, user: 'app', database: 'shop', password: 'pw', sslmode: undefined, applicationName: undefined });
-    expect(parseDbUrl('postgresql://app@db/shop?sslmode=require')).toMatchObject({ host: 'db', port: 5432, user: 'app', database: 'shop', password: '', sslmode: 'require' });
+    expect(parseDbUrl('postgres://app:pw@db.example.com:6543/shop')).toEqual({
+      host: 'db.example.com',
+      hostKind: 'name',
+      port: 6543,
+      user: 'app',
+      database: 'shop',
+      password: 'pw',
+      sslmode: undefined,
+      applicationName: undefined,
+    });
+    expect(parseDbUrl('postgresql://app@db/shop?sslmode=require')).toMatchObject({
+      host: 'db',
+      port: 5432,
+      user: 'app',
+      database: 'shop',
+      password: '',
+      sslmode: 'require',
+    });
     expect(parseDbUrl('postgres://u:p%40ss@[::1]:5432/x')).toMatchObject({ host: '::1', hostKind: 'ip', password: 'p@ss' });
   });
 
@@ -76,10 +92,18 @@ describe('describeConnectError', () => {
   const raw = 'postgres://app:Sup3rSecret!@db.internal:6432/shop';
 
   it('names network failures by host and port', () => {
-    expect(describeConnectError(Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:6432'), { code: 'ECONNREFUSED' }), target)).toBe('connection refused at db.internal:6432');
-    expect(describeConnectError(Object.assign(new Error('getaddrinfo ENOTFOUND db.internal'), { code: 'ENOTFOUND' }), target)).toBe('host not found: db.internal');
-    expect(describeConnectError(new Error('Connection terminated due to connection timeout'), target)).toBe('connection timed out after 5s at db.internal:6432');
-    expect(describeConnectError(new AggregateError([Object.assign(new Error('x'), { code: 'ECONNREFUSED' })]), target)).toBe('connection refused at db.internal:6432');
+    expect(describeConnectError(Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:6432'), { code: 'ECONNREFUSED' }), target)).toBe(
+      'connection refused at db.internal:6432',
+    );
+    expect(describeConnectError(Object.assign(new Error('getaddrinfo ENOTFOUND db.internal'), { code: 'ENOTFOUND' }), target)).toBe(
+      'host not found: db.internal',
+    );
+    expect(describeConnectError(new Error('Connection terminated due to connection timeout'), target)).toBe(
+      'connection timed out after 5s at db.internal:6432',
+    );
+    expect(describeConnectError(new AggregateError([Object.assign(new Error('x'), { code: 'ECONNREFUSED' })]), target)).toBe(
+      'connection refused at db.internal:6432',
+    );
     expect(describeConnectError(undefined, target)).toBe('could not connect to db.internal:6432');
   });
 
@@ -112,15 +136,31 @@ describe('STK_CONNECTION_ALLOW_HOSTS and cleanText', () => {
     for (const bad of ['/tmp', '%2Ftmp', '10.0.0.0/33', '127.1', 'host:0', 'host:99999', '[::1', 'a b', '0x7f000001', 'fe80::1%eth0']) {
       expect(() => HostPolicy.parse(bad), bad).toThrow(/STK_CONNECTION_ALLOW_HOSTS/);
     }
-    expect(() => loadHubConfig({ STK_SECRET_KEY: 'a'.repeat(64), STK_SERVICE_TOKEN: 'x'.repeat(20), STK_CONNECTION_ALLOW_HOSTS: '/var/run/postgresql' })).toThrow(ConfigError);
+    expect(() =>
+      loadHubConfig({ STK_SECRET_KEY: 'a'.repeat(64), STK_SERVICE_TOKEN: 'x'.repeat(20), STK_CONNECTION_ALLOW_HOSTS: '/var/run/postgresql' }),
+    ).toThrow(ConfigError);
     expect(HostPolicy.parse('').empty).toBe(true);
   });
 
   it('refused address ranges, whatever the spelling', () => {
-    for (const a of ['127.0.0.1', '0.0.0.0', '169.254.169.254', '::1', '::', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe', '64:ff9b::7f00:1', '2002:a9fe:a9fe::', 'fe80::1', 'fd00:ec2::254', '224.0.0.1']) {
+    for (const a of [
+      '127.0.0.1',
+      '0.0.0.0',
+      '169.254.169.254',
+      '::1',
+      '::',
+      '::ffff:127.0.0.1',
+      '::ffff:a9fe:a9fe',
+      '64:ff9b::7f00:1',
+      '2002:a9fe:a9fe::',
+      'fe80::1',
+      'fd00:ec2::254',
+      '224.0.0.1',
+    ]) {
       expect(refusedReason(parseIp(a)!), a).not.toBeNull();
     }
-    for (const a of ['10.0.0.1', '192.168.1.1', '172.16.0.1', '8.8.8.8', '2001:db8::1', 'fd12::1', '::ffff:10.0.0.1']) expect(refusedReason(parseIp(a)!), a).toBeNull();
+    for (const a of ['10.0.0.1', '192.168.1.1', '172.16.0.1', '8.8.8.8', '2001:db8::1', 'fd12::1', '::ffff:10.0.0.1'])
+      expect(refusedReason(parseIp(a)!), a).toBeNull();
     for (const a of ['127.1', '0177.0.0.1', '2130706433', '0x7f.0.0.1', 'fe80::1%eth0']) expect(parseIp(a), a).toBeNull();
   });
 

@@ -2,7 +2,10 @@ import { describe, expect, it, vi } from 'vitest';
 import { createHmac, randomBytes } from 'node:crypto';
 
 // the real functions, counted (the timing test checks which work each verification path does)
-const crypto = vi.hoisted(() => ({ createHmac: undefined as unknown as ReturnType<typeof vi.fn>, timingSafeEqual: undefined as unknown as ReturnType<typeof vi.fn> }));
+const crypto = vi.hoisted(() => ({
+  createHmac: undefined as unknown as ReturnType<typeof vi.fn>,
+  timingSafeEqual: undefined as unknown as ReturnType<typeof vi.fn>,
+}));
 vi.mock('node:crypto', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:crypto')>();
   crypto.createHmac = vi.fn(real.createHmac);
@@ -40,9 +43,18 @@ function setup(recs: Array<{ over?: Partial<SyncKeyRecord> }> = [{}], opts = { r
     return { ...g, rec: record({ keyId: g.keyId, secret: g.secret, ...over }) };
   });
   const table = new KeyTable();
-  table.replaceAll(pepper, keys.map((k) => k.rec));
+  table.replaceAll(
+    pepper,
+    keys.map((k) => k.rec),
+  );
   const usage = new UsageCounter();
-  const state = { synced: () => true, stale: false, isExpired() { return this.stale; } };
+  const state = {
+    synced: () => true,
+    stale: false,
+    isExpired() {
+      return this.stale;
+    },
+  };
   const v = new ApiKeyVerifier(table, usage, { synced: () => state.synced(), isExpired: () => state.stale }, opts);
   return { keys, table, usage, state, v };
 }
@@ -107,7 +119,11 @@ describe('verifyKey', () => {
 
   it('revoked and expired keys fail only when the secret is right', () => {
     const now = Date.now();
-    const { keys, table } = setup([{ over: { status: 'revoked' } }, { over: { expiresAt: new Date(now - 1).toISOString() } }, { over: { expiresAt: new Date(now + 60_000).toISOString() } }]);
+    const { keys, table } = setup([
+      { over: { status: 'revoked' } },
+      { over: { expiresAt: new Date(now - 1).toISOString() } },
+      { over: { expiresAt: new Date(now + 60_000).toISOString() } },
+    ]);
     expect(verifyKey(table, keys[0]!.key, now)).toBe('revoked');
     expect(verifyKey(table, formatKey(keys[0]!.keyId, 'C'.repeat(22)), now)).toBe('secret');
     expect(verifyKey(table, keys[1]!.key, now)).toBe('expired');
@@ -172,7 +188,12 @@ describe('ApiKeyVerifier.authenticate', () => {
     state.stale = true;
     expectError(() => v.authenticate(req(keys[0]!.key)), 503, /max-stale/);
     const t = new KeyTable();
-    const cold = new ApiKeyVerifier(t, new UsageCounter(), { synced: () => false, isExpired: () => false }, { rateLimitPerApiKey: 10, invalidKeyLimitPerMin: 10 });
+    const cold = new ApiKeyVerifier(
+      t,
+      new UsageCounter(),
+      { synced: () => false, isExpired: () => false },
+      { rateLimitPerApiKey: 10, invalidKeyLimitPerMin: 10 },
+    );
     expectError(() => cold.authenticate(req(keys[0]!.key)), 503, /not loaded API keys/);
   });
 
@@ -237,7 +258,12 @@ describe('limits', () => {
     u.restore(rep);
     const again = u.drain('b')!;
     expect(again.keys[0]!.minutes.reduce((a, m) => a + m.count, 0)).toBe(3);
-    expect(again.keys[0]!.sources).toEqual(expect.arrayContaining([{ address: '1.2.3.4', count: 2 }, { address: '5.6.7.8', count: 1 }]));
+    expect(again.keys[0]!.sources).toEqual(
+      expect.arrayContaining([
+        { address: '1.2.3.4', count: 2 },
+        { address: '5.6.7.8', count: 1 },
+      ]),
+    );
     expect(again.keys[0]!.minutes[0]!.minute).toMatch(/:00\.000Z$/);
   });
 });

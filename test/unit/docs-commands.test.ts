@@ -9,7 +9,12 @@ import { buildProgram } from '../../src/cli/main.js';
  * more arguments than the command takes; shell blocks run the CLI one way, `npx stk`.
  */
 
-const FILES = ['README.md', ...readdirSync('docs').filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+const FILES = [
+  'README.md',
+  ...readdirSync('docs')
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
 
 interface Use {
   file: string;
@@ -155,14 +160,17 @@ const pathOf = (c: Command): string[] => (c.parent ? [...pathOf(c.parent), c.nam
 describe('README and docs/ use only stk commands and flags that exist', () => {
   const { found, bare } = uses();
 
-  it('finds the docs\' commands (the extraction works)', () => {
+  it("finds the docs' commands (the extraction works)", () => {
     expect(found.filter((u) => u.strict).length).toBeGreaterThan(40);
     expect(found.some((u) => u.file === 'README.md' && u.words.join(' ').startsWith('apikey create'))).toBe(true);
   });
 
   it('every subcommand, flag and argument count in a shell block or inline `stk …` exists in the CLI', () => {
     const program = buildProgram();
-    const problems = found.map((u) => [u, check(program, u)] as const).filter(([, p]) => p).map(([u, p]) => `${u.file}:${u.line}: ${p}\n    ${u.text}`);
+    const problems = found
+      .map((u) => [u, check(program, u)] as const)
+      .filter(([, p]) => p)
+      .map(([u, p]) => `${u.file}:${u.line}: ${p}\n    ${u.text}`);
     expect(problems).toEqual([]);
   });
 

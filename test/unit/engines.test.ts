@@ -8,7 +8,9 @@ import semver from 'semver';
  */
 describe('engines', () => {
   const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { engines: { node: string } };
-  const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as { packages: Record<string, { version?: string; engines?: { node?: string } | string[] }> };
+  const lock = JSON.parse(readFileSync('package-lock.json', 'utf8')) as {
+    packages: Record<string, { version?: string; engines?: { node?: string } | string[] }>;
+  };
   const range = pkg.engines.node;
   // the lowest version of each supported major
   const lows = range.split('||').map((r) => semver.minVersion(r.trim())!.version);

@@ -16,7 +16,9 @@ describe('error catalogue', () => {
     expect(ERROR_CATALOGUE.METHOD_NOT_ALLOWED.status).toBe(405);
     // a status shared by several codes maps to the generic one (the first listed); the others are
     // exactly these named cases
-    const shared = Object.entries(ERROR_CATALOGUE).filter(([code, e]) => codeForStatus(e.status) !== code).map(([code]) => code);
+    const shared = Object.entries(ERROR_CATALOGUE)
+      .filter(([code, e]) => codeForStatus(e.status) !== code)
+      .map(([code]) => code);
     expect(shared).toEqual(['RESPONSE_TOO_LARGE']);
     expect(codeForStatus(400)).toBe('BAD_REQUEST');
   });

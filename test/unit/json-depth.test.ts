@@ -11,7 +11,7 @@ describe('jsonTooDeep', () => {
     expect(jsonTooDeep(body(MAX_JSON_DEPTH))).toBe(true);
     expect(jsonTooDeep(nested(MAX_JSON_DEPTH))).toBe(false);
     expect(jsonTooDeep(nested(MAX_JSON_DEPTH + 1))).toBe(true);
-    expect(jsonTooDeep('{"a":' .repeat(65) + '1' + '}'.repeat(65))).toBe(true);
+    expect(jsonTooDeep('{"a":'.repeat(65) + '1' + '}'.repeat(65))).toBe(true);
   });
 
   it('does not count brackets inside strings, escaped quotes included', () => {

@@ -7,8 +7,30 @@ describe('names of projects, envs, connections and keys', () => {
     expect(nameError('project', n)).toBeNull();
   });
 
-  it.each(['', 'Shop', 'SHOP', '_shop', 'shop_', '-shop', 'shop-', 'x'.repeat(64), '..', '.', 'a/b', 'a\\b', '%2e', 'a.b', 'a b', 'a\u0000b', 'shöp', 'ﬁle', 'a\nb'])('refuses %j with the rule', (n) => {
-    expect(nameError('env', n)).toBe(`invalid env name ${JSON.stringify(n)}: ${NAME_RULE}${NAME_RE.test(n.toLowerCase()) ? ` (names are lowercase: ${JSON.stringify(n.toLowerCase())})` : ''}`);
+  it.each([
+    '',
+    'Shop',
+    'SHOP',
+    '_shop',
+    'shop_',
+    '-shop',
+    'shop-',
+    'x'.repeat(64),
+    '..',
+    '.',
+    'a/b',
+    'a\\b',
+    '%2e',
+    'a.b',
+    'a b',
+    'a\u0000b',
+    'shöp',
+    'ﬁle',
+    'a\nb',
+  ])('refuses %j with the rule', (n) => {
+    expect(nameError('env', n)).toBe(
+      `invalid env name ${JSON.stringify(n)}: ${NAME_RULE}${NAME_RE.test(n.toLowerCase()) ? ` (names are lowercase: ${JSON.stringify(n.toLowerCase())})` : ''}`,
+    );
   });
 
   it('an upper-case name is refused with its lowercase form; non-strings are refused without one', () => {

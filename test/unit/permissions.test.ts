@@ -132,7 +132,11 @@ describe('permissions.yaml', () => {
       - roles: [reader]
         condition: resource.email != "x"
 `);
-    expect(errors).toEqual([expect.stringMatching(/^config\/permissions\.yaml: tables\.users\.select rule #2: condition "resource\.email != \\"x\\"": operator "!=" is not supported/)]);
+    expect(errors).toEqual([
+      expect.stringMatching(
+        /^config\/permissions\.yaml: tables\.users\.select rule #2: condition "resource\.email != \\"x\\"": operator "!=" is not supported/,
+      ),
+    ]);
   });
 
   const shapes: Array<[string, string, RegExp]> = [
@@ -151,7 +155,10 @@ describe('permissions.yaml', () => {
   for (const [name, yaml, re] of shapes) {
     it(`rejects ${name}`, () => {
       const errors = rejectPerms(yaml);
-      expect(errors.some((e) => re.test(e)), errors.join('\n')).toBe(true);
+      expect(
+        errors.some((e) => re.test(e)),
+        errors.join('\n'),
+      ).toBe(true);
     });
   }
 });

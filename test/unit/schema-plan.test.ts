@@ -80,7 +80,16 @@ describe('planner against a live database', () => {
 `);
     expect(descriptions(p)).toEqual(['+ create table people (11 columns)', '+ create unique index people_n_big_key on people (n, big)']);
     const rows = await c.query(`INSERT INTO people (id) VALUES ('p1') RETURNING s, n, big, fl, dec::text, flag, at, tags`);
-    expect(rows.rows[0]).toEqual({ s: "it's a \\ test", n: -5, big: '9223372036854775807', fl: -1.5, dec: '10.250', flag: false, at: new Date('2024-01-02T03:04:05Z'), tags: null });
+    expect(rows.rows[0]).toEqual({
+      s: "it's a \\ test",
+      n: -5,
+      big: '9223372036854775807',
+      fl: -1.5,
+      dec: '10.250',
+      flag: false,
+      at: new Date('2024-01-02T03:04:05Z'),
+      tags: null,
+    });
   });
 
   it('quotes every identifier: names the parser would refuse still round-trip (defense in depth)', async () => {
@@ -90,7 +99,13 @@ describe('planner against a live database', () => {
       primaryKey: { name: 'k"ey', type: 'bigint', generate: 'client' },
       columns: [
         { name: 'co"l', type: 'string', nullable: true, unique: true, default: { kind: 'literal', value: "x'); DROP TABLE people; --" } },
-        { name: 'person', type: 'string', nullable: true, unique: false, references: { table: 'people', column: 'id', as: 'p', onDelete: 'set_null', onUpdate: 'cascade' } },
+        {
+          name: 'person',
+          type: 'string',
+          nullable: true,
+          unique: false,
+          references: { table: 'people', column: 'id', as: 'p', onDelete: 'set_null', onUpdate: 'cascade' },
+        },
       ],
       indexes: [{ name: 'odd"idx', columns: ['co"l', 'person'], unique: false }],
     };
@@ -120,14 +135,16 @@ describe('planner against a live database', () => {
     expect(descriptions(p)).toEqual(['+ add column items.note (string, nullable)']);
 
     // the empty table accepts a NOT NULL column without default
-    expect(descriptions(await apply(base + '      note: { type: string, nullable: true }\n      code: { type: int }\n'))).toEqual(['+ add column items.code (int)']);
+    expect(descriptions(await apply(base + '      note: { type: string, nullable: true }\n      code: { type: int }\n'))).toEqual([
+      '+ add column items.code (int)',
+    ]);
 
     await c.query(`INSERT INTO items (id, title, code) VALUES ('a', 't', 1)`);
     const refused = await plan(base + '      note: { type: string, nullable: true }\n      code: { type: int }\n      more: { type: int }\n');
     expect(refused.unsupported).toEqual([expect.stringMatching(/cannot add NOT NULL column more without a default: the table already has rows/)]);
-    expect(descriptions(await apply(base + '      note: { type: string, nullable: true }\n      code: { type: int }\n      more: { type: int, default: 7 }\n'))).toEqual([
-      '+ add column items.more (int)',
-    ]);
+    expect(
+      descriptions(await apply(base + '      note: { type: string, nullable: true }\n      code: { type: int }\n      more: { type: int, default: 7 }\n')),
+    ).toEqual(['+ add column items.more (int)']);
 
     const drop = await apply(base + '      code: { type: int }\n      more: { type: int, default: 7 }\n');
     expect(descriptions(drop)).toEqual(['! drop column items.note and its data']);
@@ -380,7 +397,9 @@ describe('planner over tables written by hand', () => {
     expect(again).toEqual({ steps: [], unsupported: [], unmanaged: [], notes: p.notes });
     const rows = await c.query(`SELECT u.email, u.created_at::text AS at, p.status FROM users u JOIN posts p ON p.author_id = u.id`);
     expect(rows.rows).toEqual([{ email: 'ann@example.com', at: '2024-05-06 07:08:09.123456', status: 'draft' }]);
-    const types = await c.query(`SELECT table_name || '.' || column_name AS col, data_type FROM information_schema.columns WHERE table_schema = 'public' AND column_name IN ('email', 'status', 'created_at') ORDER BY 1`);
+    const types = await c.query(
+      `SELECT table_name || '.' || column_name AS col, data_type FROM information_schema.columns WHERE table_schema = 'public' AND column_name IN ('email', 'status', 'created_at') ORDER BY 1`,
+    );
     expect(types.rows).toEqual([
       { col: 'posts.created_at', data_type: 'timestamp without time zone' },
       { col: 'posts.status', data_type: 'text' },
@@ -448,13 +467,17 @@ tables:
       '+ add foreign key articles.author_id → authors.id (as authors, on delete cascade, on update restrict) (fails if existing rows violate it)',
     ]);
     // … and another action (ON DELETE RESTRICT where cascade is declared)
-    await c.query(`ALTER TABLE articles DROP CONSTRAINT articles_author_id_fkey, ADD CONSTRAINT articles_author_fk FOREIGN KEY (author_id) REFERENCES authors ON DELETE RESTRICT`);
+    await c.query(
+      `ALTER TABLE articles DROP CONSTRAINT articles_author_id_fkey, ADD CONSTRAINT articles_author_fk FOREIGN KEY (author_id) REFERENCES authors ON DELETE RESTRICT`,
+    );
     expect(descriptions(await planOf(schema))).toEqual([
       '! drop foreign key articles_author_fk (articles.author_id → authors): on delete RESTRICT in the database, CASCADE declared',
       '+ add foreign key articles.author_id → authors.id (as authors, on delete cascade, on update restrict) (fails if existing rows violate it)',
     ]);
     // a narrowing needs --force: views bigint → int
-    const narrowed = parseSchema([{ file: 'schema/shop.yaml', content: shop.replace('views: { type: bigint, default: 0 }', 'views: { type: int, default: 0 }') }]);
+    const narrowed = parseSchema([
+      { file: 'schema/shop.yaml', content: shop.replace('views: { type: bigint, default: 0 }', 'views: { type: int, default: 0 }') },
+    ]);
     expect(descriptions(await planOf(narrowed)).filter((d) => d.includes('views'))).toEqual([
       '! drop default of articles.views before its type change',
       '! change type of articles.views from bigint to integer (fails if a value does not convert)',
@@ -479,7 +502,9 @@ tables:
 
   it('a timestamp default on a kept timestamp column is set as UTC time, and then matches', async () => {
     await c.query(`CREATE TABLE evt (id text PRIMARY KEY, at timestamp NOT NULL)`);
-    const schema = parseSchema([{ file: 'schema/e.yaml', content: 'version: 1\ntables:\n  evt:\n    columns:\n      at: { type: timestamp, default: "2024-01-02T05:04:05+02:00" }\n' }]);
+    const schema = parseSchema([
+      { file: 'schema/e.yaml', content: 'version: 1\ntables:\n  evt:\n    columns:\n      at: { type: timestamp, default: "2024-01-02T05:04:05+02:00" }\n' },
+    ]);
     const p = await planOf(schema, ['evt']);
     expect(descriptions(p)).toEqual(['+ set default of evt.at']);
     expect(p.steps[0]!.sql).toContain(`'2024-01-02T03:04:05.000Z'::timestamp without time zone`);

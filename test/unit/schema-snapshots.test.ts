@@ -22,14 +22,32 @@ describe('schema snapshot diff', () => {
 
   it('names every kind of change, per connection and table', () => {
     const before = [
-      { name: 'main', tables: [table('users', { uniques: [['email']], columns: [{ name: 'id', type: 'text', nullable: false, default: null }, { name: 'email', type: 'text', nullable: false, default: null }] }), table('posts', { foreignKeys: [fk], indexes: [{ name: 'posts_a_ix', columns: ['a'], unique: false }] })] },
+      {
+        name: 'main',
+        tables: [
+          table('users', {
+            uniques: [['email']],
+            columns: [
+              { name: 'id', type: 'text', nullable: false, default: null },
+              { name: 'email', type: 'text', nullable: false, default: null },
+            ],
+          }),
+          table('posts', { foreignKeys: [fk], indexes: [{ name: 'posts_a_ix', columns: ['a'], unique: false }] }),
+        ],
+      },
       { name: 'logs', tables: [table('events')] },
     ];
     const after = [
       {
         name: 'main',
         tables: [
-          table('users', { primaryKey: null, columns: [{ name: 'id', type: 'bigint', nullable: false, default: 'identity' }, { name: 'email', type: 'text', nullable: false, default: null }] }),
+          table('users', {
+            primaryKey: null,
+            columns: [
+              { name: 'id', type: 'bigint', nullable: false, default: 'identity' },
+              { name: 'email', type: 'text', nullable: false, default: null },
+            ],
+          }),
           table('posts', { foreignKeys: [{ ...fk, onUpdate: 'no_action' }], indexes: [{ name: 'posts_a_ix', columns: ['a', 'b'], unique: true }] }),
         ],
       },

@@ -62,8 +62,17 @@ describe('schema parser', () => {
     ]);
     const types = Object.fromEntries(s.tables.t!.columns.map((c) => [c.name, pgType(c)]));
     expect(types).toEqual({
-      s: 'text', i: 'integer', b: 'bigint', f: 'double precision', d: 'numeric', o: 'boolean', j: 'jsonb',
-      ts: 'timestamp with time zone', by: 'bytea', a: 'jsonb', aa: 'jsonb',
+      s: 'text',
+      i: 'integer',
+      b: 'bigint',
+      f: 'double precision',
+      d: 'numeric',
+      o: 'boolean',
+      j: 'jsonb',
+      ts: 'timestamp with time zone',
+      by: 'bytea',
+      a: 'jsonb',
+      aa: 'jsonb',
     });
     expect(s.tables.t!.columns.find((c) => c.name === 'aa')).toMatchObject({ type: 'array', items: { type: 'array', items: { type: 'int' } } });
   });
@@ -127,22 +136,62 @@ describe('schema parser', () => {
       ['unknown generator', [one('  t: { id: { generate: serial } }\n')], /table "t", id: unknown generate "serial"/],
       ['auto_increment with type string', [one('  t: { id: { generate: auto_increment, type: string } }\n')], /auto_increment always has type bigint/],
       ['ulid with type bigint', [one('  t: { id: { generate: ulid, type: bigint } }\n')], /generate ulid always has type string/],
-      ['bad default for int', [one('  t: { columns: { c: { type: int, default: "five" } } }\n')], /column "c": invalid default "five": an int column needs a whole number/],
+      [
+        'bad default for int',
+        [one('  t: { columns: { c: { type: int, default: "five" } } }\n')],
+        /column "c": invalid default "five": an int column needs a whole number/,
+      ],
       ['int default out of 32 bits', [one('  t: { columns: { c: { type: int, default: 3000000000 } } }\n')], /column "c": invalid default 3000000000/],
       ['now on a non-timestamp non-string', [one('  t: { columns: { c: { type: int, default: now } } }\n')], /column "c": invalid default "now"/],
       ['null default', [one('  t: { columns: { c: { type: string, default: null } } }\n')], /column "c": invalid default null: use nullable: true/],
       ['default on json', [one('  t: { columns: { c: { type: json, default: "{}" } } }\n')], /defaults are not supported on json columns/],
-      ['reference to an unknown table', [one('  t: { columns: { u: { type: string, references: { table: nope } } } }\n')], /table "t", column "u", references: unknown table "nope"/],
-      ['reference to an unknown column', [one('  u: {}\n  t: { columns: { u: { type: string, references: { table: u, column: nope } } } }\n')], /references: table "u" has no column "nope"/],
-      ['reference to a non-unique column', [one('  u: { columns: { name: { type: string } } }\n  t: { columns: { u: { type: string, references: { table: u, column: name } } } }\n')], /u\.name must be the primary key or unique/],
-      ['reference type mismatch', [one('  u: { id: { generate: auto_increment } }\n  t: { columns: { u: { type: string, references: { table: u } } } }\n')], /type mismatch: this column is string \(text\) but u\.id is bigint/],
-      ['reference across connections', [one('  u: { connection: other }\n  t: { columns: { u: { type: string, references: { table: u } } } }\n')], /lives on connection "other", not "main"/],
-      ['set_null on a NOT NULL column', [one('  u: {}\n  t: { columns: { u: { type: string, references: { table: u, onDelete: set_null } } } }\n')], /onDelete: set_null needs the column to be nullable/],
-      ['unknown FK action', [one('  u: {}\n  t: { columns: { u: { type: string, references: { table: u, onDelete: explode } } } }\n')], /onDelete: unknown action "explode"/],
-      ['two relations with one name', [one('  u: {}\n  t: { columns: { a: { type: string, references: { table: u } }, b: { type: string, references: { table: u } } } }\n')], /relation name "u" is already used by column "a"/],
+      [
+        'reference to an unknown table',
+        [one('  t: { columns: { u: { type: string, references: { table: nope } } } }\n')],
+        /table "t", column "u", references: unknown table "nope"/,
+      ],
+      [
+        'reference to an unknown column',
+        [one('  u: {}\n  t: { columns: { u: { type: string, references: { table: u, column: nope } } } }\n')],
+        /references: table "u" has no column "nope"/,
+      ],
+      [
+        'reference to a non-unique column',
+        [one('  u: { columns: { name: { type: string } } }\n  t: { columns: { u: { type: string, references: { table: u, column: name } } } }\n')],
+        /u\.name must be the primary key or unique/,
+      ],
+      [
+        'reference type mismatch',
+        [one('  u: { id: { generate: auto_increment } }\n  t: { columns: { u: { type: string, references: { table: u } } } }\n')],
+        /type mismatch: this column is string \(text\) but u\.id is bigint/,
+      ],
+      [
+        'reference across connections',
+        [one('  u: { connection: other }\n  t: { columns: { u: { type: string, references: { table: u } } } }\n')],
+        /lives on connection "other", not "main"/,
+      ],
+      [
+        'set_null on a NOT NULL column',
+        [one('  u: {}\n  t: { columns: { u: { type: string, references: { table: u, onDelete: set_null } } } }\n')],
+        /onDelete: set_null needs the column to be nullable/,
+      ],
+      [
+        'unknown FK action',
+        [one('  u: {}\n  t: { columns: { u: { type: string, references: { table: u, onDelete: explode } } } }\n')],
+        /onDelete: unknown action "explode"/,
+      ],
+      [
+        'two relations with one name',
+        [one('  u: {}\n  t: { columns: { a: { type: string, references: { table: u } }, b: { type: string, references: { table: u } } } }\n')],
+        /relation name "u" is already used by column "a"/,
+      ],
       ['index on an unknown column', [one('  t: { columns: { a: { type: int } }, indexes: [{ columns: [b] }] }\n')], /table "t", index #1: unknown column "b"/],
       ['duplicate index', [one('  t: { columns: { a: { type: int } }, indexes: [{ columns: [a] }, { columns: [a] }] }\n')], /index #2 repeats index #1/],
-      ['index name clashing with a unique constraint', [one('  t: { columns: { a: { type: int, unique: true } }, indexes: [{ columns: [a], unique: true }] }\n')], /name clash on connection "main".*"t_a_key"/],
+      [
+        'index name clashing with a unique constraint',
+        [one('  t: { columns: { a: { type: int, unique: true } }, indexes: [{ columns: [a], unique: true }] }\n')],
+        /name clash on connection "main".*"t_a_key"/,
+      ],
       ['invalid table name', [one('  "drop table": {}\n')], /invalid table name "drop table"/],
       ['invalid column name', [one('  t: { columns: { "a-b": { type: int } } }\n')], /table "t": invalid column name "a-b"/],
       ['reserved name', [one('  __proto__: {}\n')], /table name "__proto__" is reserved/],
@@ -154,12 +203,19 @@ describe('schema parser', () => {
       ['duplicate YAML key', [f('schema/x.yaml', 'tables:\n  t: {}\n  t: {}\n')], /schema\/x\.yaml: invalid YAML: .*unique/i],
       ['empty file', [f('schema/x.yaml', '')], /schema\/x\.yaml: empty file/],
       ['no files', [], /no schema files/],
-      ['a table defined in two files', [f('schema/a.yaml', 'tables:\n  t: {}\n'), f('schema/b.yaml', 'tables:\n  t: {}\n')], /table "t" is defined twice: in schema\/a\.yaml and in schema\/b\.yaml/],
+      [
+        'a table defined in two files',
+        [f('schema/a.yaml', 'tables:\n  t: {}\n'), f('schema/b.yaml', 'tables:\n  t: {}\n')],
+        /table "t" is defined twice: in schema\/a\.yaml and in schema\/b\.yaml/,
+      ],
     ];
     for (const [name, files, re] of cases) {
       it(name, () => {
         const r = reject(files);
-        expect(r.errors.some((e) => re.test(e)), `${r.errors.join('\n')}\n  !~ ${re}`).toBe(true);
+        expect(
+          r.errors.some((e) => re.test(e)),
+          `${r.errors.join('\n')}\n  !~ ${re}`,
+        ).toBe(true);
         expect(r.message).toMatch(/^invalid schema: /);
       });
     }

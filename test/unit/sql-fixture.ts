@@ -14,7 +14,10 @@ const table = (name: string, generate: TableIR['primaryKey']['generate'], column
   indexes: [],
 });
 const rule = (roles: string[], o: Partial<PermissionRule> = {}): PermissionRule => ({ roles, columns: null, ...o });
-const owner = (column: string): PermissionRule['condition'] => ({ source: `resource.${column} == request.auth.sub`, terms: [{ column, equals: { kind: 'authSub' } }] });
+const owner = (column: string): PermissionRule['condition'] => ({
+  source: `resource.${column} == request.auth.sub`,
+  terms: [{ column, equals: { kind: 'authSub' } }],
+});
 const literal = (column: string, value: string | number | boolean): PermissionRule['condition'] => ({
   source: `resource.${column} == ${JSON.stringify(value)}`,
   terms: [{ column, equals: { kind: 'literal', value } }],
@@ -25,7 +28,11 @@ export const ODD_COLUMN = 'co"l; DROP TABLE canary; --';
 
 export function fixtureRelease(releaseId = 'rel_fixture_1'): ReleaseIR {
   const tables: Record<string, TableIR> = {
-    users: table('users', 'ulid', [col('email', 'string', { nullable: false, unique: true }), col('name', 'string'), col('created_at', 'timestamp', { nullable: false, default: { kind: 'now' } })]),
+    users: table('users', 'ulid', [
+      col('email', 'string', { nullable: false, unique: true }),
+      col('name', 'string'),
+      col('created_at', 'timestamp', { nullable: false, default: { kind: 'now' } }),
+    ]),
     posts: table('posts', 'ulid', [
       col('title', 'string', { nullable: false }),
       col('body', 'string'),
@@ -46,11 +53,17 @@ export function fixtureRelease(releaseId = 'rel_fixture_1'): ReleaseIR {
       col('tags', 'array', { items: { type: 'string' } }),
       col('grid', 'array', { items: { type: 'array', items: { type: 'int' } } }),
     ]),
-    counters: table('counters', 'auto_increment', [col('label', 'string', { nullable: false }), col('hits', 'int', { nullable: false, default: { kind: 'literal', value: 0 } })]),
+    counters: table('counters', 'auto_increment', [
+      col('label', 'string', { nullable: false }),
+      col('hits', 'int', { nullable: false, default: { kind: 'literal', value: 0 } }),
+    ]),
     clients: table('clients', 'client', [col('note', 'string')], 'code'),
     events: table('events', 'uuid_v7', [col('kind', 'string')]),
     tokens: table('tokens', 'nanoid', [col('label', 'string')]),
-    [ODD_TABLE]: table(ODD_TABLE, 'ulid', [col(ODD_COLUMN, 'string'), col('ref"id', 'string', { references: { table: 'users', column: 'id', as: 'owner', onDelete: 'cascade', onUpdate: 'restrict' } })]),
+    [ODD_TABLE]: table(ODD_TABLE, 'ulid', [
+      col(ODD_COLUMN, 'string'),
+      col('ref"id', 'string', { references: { table: 'users', column: 'id', as: 'owner', onDelete: 'cascade', onUpdate: 'restrict' } }),
+    ]),
   };
   const admin = rule(['admin']);
   return {
@@ -76,11 +89,20 @@ export function fixtureRelease(releaseId = 'rel_fixture_1'): ReleaseIR {
             rule(['public'], { condition: literal('published', true), columns: ['id', 'title', 'author_id'] }),
           ],
           insert: [admin, rule(['authenticated'], { condition: owner('author_id'), columns: ['title', 'body', 'author_id', 'published'] })],
-          update: [admin, rule(['moderator'], { condition: literal('status', 'flagged'), columns: ['status'] }), rule(['authenticated'], { condition: owner('author_id'), columns: ['title', 'body', 'published'] })],
+          update: [
+            admin,
+            rule(['moderator'], { condition: literal('status', 'flagged'), columns: ['status'] }),
+            rule(['authenticated'], { condition: owner('author_id'), columns: ['title', 'body', 'published'] }),
+          ],
           delete: [admin, rule(['moderator'], { condition: literal('status', 'flagged') }), rule(['authenticated'], { condition: owner('author_id') })],
         },
         everything: { select: [admin], insert: [admin], update: [admin], delete: [admin] },
-        counters: { select: [admin, rule(['reader'], { columns: ['label'] })], insert: [admin], update: [admin], delete: [admin, rule(['reader'], { columns: ['label'] })] },
+        counters: {
+          select: [admin, rule(['reader'], { columns: ['label'] })],
+          insert: [admin],
+          update: [admin],
+          delete: [admin, rule(['reader'], { columns: ['label'] })],
+        },
         clients: { select: [admin], insert: [admin], update: [admin], delete: [admin] },
         events: { select: [admin], insert: [admin] },
         tokens: { select: [admin], insert: [admin] },

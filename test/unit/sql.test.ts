@@ -151,13 +151,20 @@ describe('SQL builder (golden)', () => {
 
   it('injection-shaped identifiers come out quoted, values only as parameters', () => {
     const q = select(ODD_TABLE, { where: { [ODD_COLUMN]: "x'; DROP TABLE canary; --" }, limit: 1 });
-    expect(q.text).toBe(`SELECT "id", "co""l; DROP TABLE canary; --", "ref""id" FROM "public"."odd ""table""; --" WHERE "co""l; DROP TABLE canary; --" = $1::text LIMIT $2::bigint`);
+    expect(q.text).toBe(
+      `SELECT "id", "co""l; DROP TABLE canary; --", "ref""id" FROM "public"."odd ""table""; --" WHERE "co""l; DROP TABLE canary; --" = $1::text LIMIT $2::bigint`,
+    );
     expect(q.values[0]).toBe("x'; DROP TABLE canary; --");
   });
 
   it('insert: generated id, defaults for missing columns across rows, returning', () => {
     const tb = t('posts');
-    const { plan, many } = planInsert(tb, tb.devRule, dev, { data: [{ title: 'a', author_id: 'u1' }, { title: 'b', author_id: 'u1', body: 'x' }] });
+    const { plan, many } = planInsert(tb, tb.devRule, dev, {
+      data: [
+        { title: 'a', author_id: 'u1' },
+        { title: 'b', author_id: 'u1', body: 'x' },
+      ],
+    });
     expect(many).toBe(true);
     const q = buildInsert(plan);
     expect(q.text).toBe(
@@ -170,10 +177,14 @@ describe('SQL builder (golden)', () => {
 
   it('insert into an auto_increment table with only defaults', () => {
     const tb = t('counters');
-    expect(buildInsert(planInsert(tb, tb.devRule, dev, { values: { label: 'x' } }).plan).text).toBe('INSERT INTO "public"."counters" ("label") VALUES ($1::text) RETURNING "id", "label", "hits"');
+    expect(buildInsert(planInsert(tb, tb.devRule, dev, { values: { label: 'x' } }).plan).text).toBe(
+      'INSERT INTO "public"."counters" ("label") VALUES ($1::text) RETURNING "id", "label", "hits"',
+    );
     const all = buildInsert({ table: '"t"', columns: [], rows: [[]], returning: '"id"' });
     expect(all.text).toBe('INSERT INTO "t" DEFAULT VALUES RETURNING "id"');
-    expect(buildInsert({ table: '"t"', columns: [{ q: '"id"', cast: 'bigint' }], rows: [[DEFAULT], [DEFAULT]], returning: '"id"' }).text).toBe('INSERT INTO "t" ("id") VALUES (DEFAULT), (DEFAULT) RETURNING "id"');
+    expect(buildInsert({ table: '"t"', columns: [{ q: '"id"', cast: 'bigint' }], rows: [[DEFAULT], [DEFAULT]], returning: '"id"' }).text).toBe(
+      'INSERT INTO "t" ("id") VALUES (DEFAULT), (DEFAULT) RETURNING "id"',
+    );
   });
 
   it('update: SET parameters first, then caller where, then the rule filter; returning allow-list + key', () => {
@@ -213,13 +224,45 @@ describe('params validation (400s)', () => {
     ['like on a number', () => planSelect(every, every.devRule, dev, { where: { i: { $like: '1%' } } }, 10), /\$like is not supported for int/],
     ['$gt on json', () => planSelect(every, every.devRule, dev, { where: { doc: { $gt: 1 } } }, 10), /\$gt is not supported for json/],
     ['empty $in', () => planSelect(users, users.devRule, dev, { where: { name: { $in: [] } } }, 10), /non-empty array/],
-    ['$in too long', () => planSelect(users, users.devRule, dev, { where: { name: { $in: Array.from({ length: 1001 }, (_, i) => String(i)) } } }, 10), /at most 1000/],
+    [
+      '$in too long',
+      () => planSelect(users, users.devRule, dev, { where: { name: { $in: Array.from({ length: 1001 }, (_, i) => String(i)) } } }, 10),
+      /at most 1000/,
+    ],
     ['$in non-scalars', () => planSelect(users, users.devRule, dev, { where: { name: { $in: [['a']] } } }, 10), /non-null scalars/],
     ['array equality on a scalar', () => planSelect(users, users.devRule, dev, { where: { name: ['a'] } }, 10), /use \{"\$in"/],
     ['null with $gt', () => planSelect(every, every.devRule, dev, { where: { i: { $gt: null } } }, 10), /null cannot be compared/],
     ['empty operator object', () => planSelect(users, users.devRule, dev, { where: { name: {} } }, 10), /empty condition/],
     ['$isNull non-boolean', () => planSelect(users, users.devRule, dev, { where: { name: { $isNull: 1 } } }, 10), /true or false/],
-    ['too many conditions', () => planSelect(every, every.devRule, dev, { where: Object.fromEntries(['i', 'b', 'f', 'd', 'ts', 's'].map((c) => [c, { $isNull: false, $isNotNull: true, $eq: null, $ne: null, $in: c === 'ts' ? ['2024-01-01'] : c === 's' ? ['x'] : [1], $notIn: c === 'ts' ? ['2024-01-01'] : c === 's' ? ['x'] : [1], $gt: c === 'ts' ? '2024-01-01' : c === 's' ? 'x' : 1, $lt: c === 'ts' ? '2024-01-01' : c === 's' ? 'x' : 1, $gte: c === 'ts' ? '2024-01-01' : c === 's' ? 'x' : 1 }])) }, 10), /more than 50 conditions/],
+    [
+      'too many conditions',
+      () =>
+        planSelect(
+          every,
+          every.devRule,
+          dev,
+          {
+            where: Object.fromEntries(
+              ['i', 'b', 'f', 'd', 'ts', 's'].map((c) => [
+                c,
+                {
+                  $isNull: false,
+                  $isNotNull: true,
+                  $eq: null,
+                  $ne: null,
+                  $in: c === 'ts' ? ['2024-01-01'] : c === 's' ? ['x'] : [1],
+                  $notIn: c === 'ts' ? ['2024-01-01'] : c === 's' ? ['x'] : [1],
+                  $gt: c === 'ts' ? '2024-01-01' : c === 's' ? 'x' : 1,
+                  $lt: c === 'ts' ? '2024-01-01' : c === 's' ? 'x' : 1,
+                  $gte: c === 'ts' ? '2024-01-01' : c === 's' ? 'x' : 1,
+                },
+              ]),
+            ),
+          },
+          10,
+        ),
+      /more than 50 conditions/,
+    ],
     ['bad direction', () => planSelect(users, users.devRule, dev, { orderBy: { name: 'up' } }, 10), /"asc" or "desc"/],
     ['negative limit', () => planSelect(users, users.devRule, dev, { limit: -1 }, 10), /limit must be a non-negative integer/],
     ['limit over cap', () => planSelect(users, users.devRule, dev, { limit: 11 }, 10), /at most 10/],
@@ -245,9 +288,15 @@ describe('params validation (400s)', () => {
 
   it('a disallowed column on insert/update is a 400; on select it is dropped', () => {
     const writer: Principal = { kind: 'apikey', sub: 'k', roles: ['writer'], project: 'shop', env: 'dev' };
-    expect400(() => planInsert(users, rule(users, writer, 'insert'), writer, { data: { email: 'a', created_at: '2024-01-01' } }), /'created_at' is not writable/);
+    expect400(
+      () => planInsert(users, rule(users, writer, 'insert'), writer, { data: { email: 'a', created_at: '2024-01-01' } }),
+      /'created_at' is not writable/,
+    );
     expect400(() => planUpdate(users, rule(users, alice, 'update'), alice, { data: { email: 'x' }, where: { id: 'u_alice' } }), /'email' is not writable/);
-    expect400(() => planSelect(users, rule(users, alice, 'select'), alice, { where: { created_at: { $isNull: false } } }, 10), /outside this credential's column allow-list/);
+    expect400(
+      () => planSelect(users, rule(users, alice, 'select'), alice, { where: { created_at: { $isNull: false } } }, 10),
+      /outside this credential's column allow-list/,
+    );
     expect400(() => planUpdate(users, rule(users, alice, 'update'), alice, { data: { name: 'x' }, where: { email: 'a@x' } }), /'email' is outside/);
   });
 

@@ -60,7 +60,15 @@ const permissions = parsePermissions(
 `,
   schema,
 );
-const release: ReleaseIR = { releaseId: '01J9ZZZZZZZZZZZZZZZZZZZZZZ', project: 'shop', ref: 'v1 */ evil', createdAt: '2026-01-01T00:00:00.000Z', schema, permissions, connections: ['main', 'other'] };
+const release: ReleaseIR = {
+  releaseId: '01J9ZZZZZZZZZZZZZZZZZZZZZZ',
+  project: 'shop',
+  ref: 'v1 */ evil',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  schema,
+  permissions,
+  connections: ['main', 'other'],
+};
 const text = renderTypes(release, { project: 'shop', env: 'dev' });
 const block = (name: string) => {
   const m = new RegExp(`\\n    ${name}: \\{\\n([\\s\\S]*?)\\n    \\};`).exec(text);
@@ -72,7 +80,7 @@ describe('stk gen types: a release as TypeScript', () => {
   it('answer forms per column type, nullability, and accepted input forms', () => {
     const events = block('events');
     expect(events).toContain(
-      "Row: { id: string; account: string; n: number; big: string | null; ratio: number; price: string | null; ok: boolean; at: string; blob: string | null; doc: Json | null; tags: Array<string> | null; grid: Array<Array<number>> | null }",
+      'Row: { id: string; account: string; n: number; big: string | null; ratio: number; price: string | null; ok: boolean; at: string; blob: string | null; doc: Json | null; tags: Array<string> | null; grid: Array<Array<number>> | null }',
     );
     expect(events).toContain(
       'Input: { id: string | number; account: string; n: number; big: string | number; ratio: number; price: string | number; ok: boolean; at: string | Date; blob: string; doc: Json; tags: ReadonlyArray<string>; grid: ReadonlyArray<ReadonlyArray<number>> }',
@@ -96,9 +104,13 @@ describe('stk gen types: a release as TypeScript', () => {
   it("each role's grant is the first rule that matches it, with that rule's columns", () => {
     const roles = text.slice(text.indexOf('  roles: {'));
     // support: accounts through its own rule (owner only; the key it may send on insert is not a column grant)
-    expect(roles).toMatch(/support: \{\n\s+accounts: \{ select: 'owner'; insert: 'owner' \};\n\s+audit: \{ select: 'id' \| 'note' \};\n\s+events: \{ select: 'account' \| 'n' \| 'at'; expand: 'acct' \};/);
+    expect(roles).toMatch(
+      /support: \{\n\s+accounts: \{ select: 'owner'; insert: 'owner' \};\n\s+audit: \{ select: 'id' \| 'note' \};\n\s+events: \{ select: 'account' \| 'n' \| 'at'; expand: 'acct' \};/,
+    );
     // analyst: accounts through the public rule (every column), events' update limited to n
-    expect(roles).toMatch(/analyst: \{\n\s+accounts: \{ select: 'code' \| 'owner' \| 'secret_note' \};\n\s+audit: \{ select: 'id' \| 'note' \};\n\s+events: \{ select: 'account' \| 'n' \| 'at'; expand: 'acct'; update: 'n' \};/);
+    expect(roles).toMatch(
+      /analyst: \{\n\s+accounts: \{ select: 'code' \| 'owner' \| 'secret_note' \};\n\s+audit: \{ select: 'id' \| 'note' \};\n\s+events: \{ select: 'account' \| 'n' \| 'at'; expand: 'acct'; update: 'n' \};/,
+    );
     // a key with none of the named roles: the public rules only
     expect(roles).toMatch(/public: \{\n\s+accounts: \{ select: 'code' \| 'owner' \| 'secret_note' \};\n\s+audit: \{ select: 'id' \| 'note' \};\n\s+\};/);
     expect(text).toContain("export type Role = keyof Database['roles'];");

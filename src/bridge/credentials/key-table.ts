@@ -73,7 +73,13 @@ class Entry implements KeyEntry {
   }
 
   get principal(): Readonly<Principal> {
-    return (this.#principal ??= Object.freeze({ kind: 'apikey' as const, sub: this.keyId, roles: this.roles as string[], project: this.project, env: this.env }));
+    return (this.#principal ??= Object.freeze({
+      kind: 'apikey' as const,
+      sub: this.keyId,
+      roles: this.roles as string[],
+      project: this.project,
+      env: this.env,
+    }));
   }
 }
 

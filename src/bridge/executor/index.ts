@@ -441,7 +441,22 @@ class PgPool implements Pool {
   #open(): void {
     this.#opening++;
     const client = new pg.Client(this.#config);
-    const conn: Conn = { client, prefix: `stk${randomBytes(4).toString('hex')}_`, inflight: 0, sentAt: [], slow: 0, lastDone: 0, lastUsed: Date.now(), broken: false, stopped: false, corked: false, wSkip: 0, wZ: false, wHeadLen: 0, wHead: undefined };
+    const conn: Conn = {
+      client,
+      prefix: `stk${randomBytes(4).toString('hex')}_`,
+      inflight: 0,
+      sentAt: [],
+      slow: 0,
+      lastDone: 0,
+      lastUsed: Date.now(),
+      broken: false,
+      stopped: false,
+      corked: false,
+      wSkip: 0,
+      wZ: false,
+      wHeadLen: 0,
+      wHead: undefined,
+    };
     // a connection that dies (server restart, network) must not crash the process; its queries fail
     client.on('error', () => {
       conn.broken = true;
@@ -738,12 +753,17 @@ const mb = (n: number) => (n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MB` :
  */
 export function budgetError(b: ResponseBudget, op: Op, affected: number | null): AppError {
   if (b.overflow === Overflow.Busy) {
-    return new AppError('SERVICE_UNAVAILABLE', 'this Bridge is holding its limit of large answers in memory; retry shortly, or ask for less (select fewer columns, page with limit/offset)', {
-      headers: { 'retry-after': '1' },
-    });
+    return new AppError(
+      'SERVICE_UNAVAILABLE',
+      'this Bridge is holding its limit of large answers in memory; retry shortly, or ask for less (select fewer columns, page with limit/offset)',
+      {
+        headers: { 'retry-after': '1' },
+      },
+    );
   }
   const max = mb(b.gauge.limits.maxBytes);
-  if (op === 'select') return new AppError('RESPONSE_TOO_LARGE', `the answer exceeds ${max}; select fewer columns, narrow the where, or page with limit/offset`);
+  if (op === 'select')
+    return new AppError('RESPONSE_TOO_LARGE', `the answer exceeds ${max}; select fewer columns, narrow the where, or page with limit/offset`);
   const what = op === 'insert' ? 'inserted' : op === 'update' ? 'updated' : 'deleted';
   return new AppError(
     'RESPONSE_TOO_LARGE',
@@ -791,7 +811,10 @@ function keyColumns(detail: string | undefined, table: CompiledTable | undefined
   if (!detail || !table || !detail.startsWith('Key (')) return null;
   const end = detail.indexOf(')=(');
   if (end < 0) return null;
-  const names = detail.slice(5, end).split(', ').map((n) => (n.startsWith('"') && n.endsWith('"') ? n.slice(1, -1).replace(/""/g, '"') : n));
+  const names = detail
+    .slice(5, end)
+    .split(', ')
+    .map((n) => (n.startsWith('"') && n.endsWith('"') ? n.slice(1, -1).replace(/""/g, '"') : n));
   return names.every((n) => table.byName.has(n)) ? names : null;
 }
 
@@ -803,7 +826,17 @@ export function dbError(err: unknown, c: QueryContext, connection: string): AppE
   if (err instanceof ConnectError) {
     const cause = (err.cause ?? {}) as PgErrorFields & { name?: string };
     const refused = err.cause instanceof AppError ? err.cause.message : undefined; // the address policy (names the host, never the URL)
-    c.log.warn({ errCode: refused ? undefined : cause.code, pgCode: err.cause instanceof pg.DatabaseError ? cause.code : undefined, refused, connection, table: t.name, op: c.op }, 'database unreachable');
+    c.log.warn(
+      {
+        errCode: refused ? undefined : cause.code,
+        pgCode: err.cause instanceof pg.DatabaseError ? cause.code : undefined,
+        refused,
+        connection,
+        table: t.name,
+        op: c.op,
+      },
+      'database unreachable',
+    );
     return new AppError('SERVICE_UNAVAILABLE', `database of connection '${connection}' is unavailable`);
   }
   const e = (err ?? {}) as PgErrorFields & { name?: string };
@@ -814,7 +847,12 @@ export function dbError(err: unknown, c: QueryContext, connection: string): AppE
     switch (code) {
       case '23505': {
         const cols = keyColumns(e.detail, c.tables.get(table) ?? t);
-        return new AppError('CONFLICT', cols ? `duplicate value: '${table || t.name}' already has a row with this ${names(cols)}` : `duplicate value violates unique constraint '${e.constraint ?? ''}'`);
+        return new AppError(
+          'CONFLICT',
+          cols
+            ? `duplicate value: '${table || t.name}' already has a row with this ${names(cols)}`
+            : `duplicate value violates unique constraint '${e.constraint ?? ''}'`,
+        );
       }
       case '23502':
         return new AppError('BAD_REQUEST', `column '${e.column ?? '?'}' of '${table || t.name}' must not be null`);
@@ -828,7 +866,12 @@ export function dbError(err: unknown, c: QueryContext, connection: string): AppE
         const cols = keyColumns(e.detail, c.tables.get(table) ?? t);
         const col = cols?.[0] ? t.byName.get(cols[0]) : undefined;
         const rel = col ? [...t.relations.values()].find((r) => r.column === col) : undefined;
-        return new AppError('BAD_REQUEST', cols ? `${names(cols)} must reference an existing row${rel ? ` of '${rel.target.name}'` : ''}` : `foreign key constraint '${e.constraint ?? ''}' violated`);
+        return new AppError(
+          'BAD_REQUEST',
+          cols
+            ? `${names(cols)} must reference an existing row${rel ? ` of '${rel.target.name}'` : ''}`
+            : `foreign key constraint '${e.constraint ?? ''}' violated`,
+        );
       }
       case '23514':
         return new AppError('BAD_REQUEST', `row violates check constraint '${e.constraint ?? ''}'`);
@@ -853,9 +896,15 @@ export function dbError(err: unknown, c: QueryContext, connection: string): AppE
     }
     if (code === '42P01' || code === '42703') {
       c.log.error({ pgCode: code, connection, table: t.name, op: c.op, pgTable: e.table, pgColumn: e.column }, 'database schema does not match the release');
-      return new AppError('INTERNAL_ERROR', `database schema of connection '${connection}' does not match the release (missing table or column); run stk apply`);
+      return new AppError(
+        'INTERNAL_ERROR',
+        `database schema of connection '${connection}' does not match the release (missing table or column); run stk apply`,
+      );
     }
-    c.log.error({ pgCode: code, severity: e.severity, routine: e.routine, constraint: e.constraint, connection, table: t.name, op: c.op, pgMessage: e.message }, 'database error');
+    c.log.error(
+      { pgCode: code, severity: e.severity, routine: e.routine, constraint: e.constraint, connection, table: t.name, op: c.op, pgMessage: e.message },
+      'database error',
+    );
     return new AppError('INTERNAL_ERROR', 'database error');
   }
   // not a server error: the connection broke under the query (reset, terminated, pool closing)

@@ -32,7 +32,10 @@ export function authorize(principal: Principal, table: CompiledTable, op: Op): D
   }
   return {
     ok: false,
-    reason: rules.length === 0 ? `no permission rule allows ${op} on table '${table.name}'` : `no permission rule of table '${table.name}' allows ${op} for this credential's roles`,
+    reason:
+      rules.length === 0
+        ? `no permission rule allows ${op} on table '${table.name}'`
+        : `no permission rule of table '${table.name}' allows ${op} for this credential's roles`,
   };
 }
 

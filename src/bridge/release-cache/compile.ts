@@ -144,7 +144,11 @@ function compileTerm(term: ConditionTerm, byName: ReadonlyMap<string, CompiledCo
   return { col, kind: 'literal', value: v === INVALID ? null : v };
 }
 
-function compileRule(r: PermissionRule, index: number, t: { columns: readonly CompiledColumn[]; byName: ReadonlyMap<string, CompiledColumn>; pk: CompiledColumn }): CompiledRule {
+function compileRule(
+  r: PermissionRule,
+  index: number,
+  t: { columns: readonly CompiledColumn[]; byName: ReadonlyMap<string, CompiledColumn>; pk: CompiledColumn },
+): CompiledRule {
   const everything = r.columns === null || r.columns.includes('*');
   const allowed = everything ? null : new Set(r.columns);
   const readable = allowed ? t.columns.filter((c) => allowed.has(c.name)) : t.columns;
@@ -153,7 +157,8 @@ function compileRule(r: PermissionRule, index: number, t: { columns: readonly Co
   let impossible = false;
   for (const term of r.condition?.terms ?? []) {
     const ct = compileTerm(term, t.byName);
-    if (!ct) impossible = true; // a term on a column the schema lacks can never hold
+    if (!ct)
+      impossible = true; // a term on a column the schema lacks can never hold
     else terms.push(ct);
   }
   if (impossible) terms.push({ col: t.pk, kind: 'literal', value: null });

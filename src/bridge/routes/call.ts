@@ -94,7 +94,9 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
    */
   const bodies = new ResponseGauge({ maxBytes: BODY_LIMIT_BYTES, inflightMaxBytes: config.responseInflightMaxBytes });
   const bodiesBusy = () =>
-    new AppError('SERVICE_UNAVAILABLE', 'this Bridge is holding its limit of request bodies in memory; retry shortly, or send smaller bodies', { headers: { 'retry-after': '1' } });
+    new AppError('SERVICE_UNAVAILABLE', 'this Bridge is holding its limit of request bodies in memory; retry shortly, or send smaller bodies', {
+      headers: { 'retry-after': '1' },
+    });
   const chargeBody: preParsingHookHandler = (req: FastifyRequest, reply, payload, done) => {
     const p = req.principal;
     if (!p) return done(null, payload);
@@ -117,67 +119,80 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
   };
 
   // its contract only describes it: the hand-written planner below checks params on the hot path
-  contractRoute(app, BRIDGE_API.call, async (req, reply) => {
-    // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
-    const principal = req.principal!;
-    const env = releases.get(principal.project, principal.env);
-    if (!env) throw unavailable(`no release loaded for ${principal.project}/${principal.env}; run stk apply`);
+  contractRoute(
+    app,
+    BRIDGE_API.call,
+    async (req, reply) => {
+      // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
+      const principal = req.principal!;
+      const env = releases.get(principal.project, principal.env);
+      if (!env) throw unavailable(`no release loaded for ${principal.project}/${principal.env}; run stk apply`);
 
-    const body = req.body as { [K in keyof CallRequest]?: unknown } | undefined;
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('body must be a JSON object {"path": "db/<table>/<op>", "params": {...}}');
-    const path = body.path;
-    if (typeof path !== 'string') throw badRequest('path is required: "db/<table>/<select|insert|update|delete>"');
-    let params = body.params as Obj | undefined | null;
-    if (params === undefined || params === null) params = EMPTY_PARAMS;
-    else if (typeof params !== 'object' || Array.isArray(params)) throw badRequest('params must be an object');
+      const body = req.body as { [K in keyof CallRequest]?: unknown } | undefined;
+      if (typeof body !== 'object' || body === null || Array.isArray(body))
+        throw badRequest('body must be a JSON object {"path": "db/<table>/<op>", "params": {...}}');
+      const path = body.path;
+      if (typeof path !== 'string') throw badRequest('path is required: "db/<table>/<select|insert|update|delete>"');
+      let params = body.params as Obj | undefined | null;
+      if (params === undefined || params === null) params = EMPTY_PARAMS;
+      else if (typeof params !== 'object' || Array.isArray(params)) throw badRequest('params must be an object');
 
-    const target = env.release.paths.get(path);
-    if (!target) throw pathError(path, env);
-    const { table, op } = target;
-    const decision = authorize(principal, table, op);
-    if (!decision.ok) throw forbidden(decision.reason);
-    const rule = decision.rule;
-    checkParamNames(op, params);
+      const target = env.release.paths.get(path);
+      if (!target) throw pathError(path, env);
+      const { table, op } = target;
+      const decision = authorize(principal, table, op);
+      if (!decision.ok) throw forbidden(decision.reason);
+      const rule = decision.rule;
+      checkParamNames(op, params);
 
-    const pool = env.pools.get(table.connection);
-    if (!pool) throw unavailable(`connection '${table.connection}' of table '${table.name}' is not configured for ${env.project}/${env.env}`);
-    const budget = gauge.budget(env.project, env.env, op === 'select');
-    const qc: QueryContext = { table, tables: env.release.tables, op, timeoutMs, log: req.log, budget };
+      const pool = env.pools.get(table.connection);
+      if (!pool) throw unavailable(`connection '${table.connection}' of table '${table.name}' is not configured for ${env.project}/${env.env}`);
+      const budget = gauge.budget(env.project, env.env, op === 'select');
+      const qc: QueryContext = { table, tables: env.release.tables, op, timeoutMs, log: req.log, budget };
 
-    try {
-      switch (op) {
-        case 'select': {
-          const s = planSelect(table, rule, principal, params, config.selectMaxRows);
-          const rows = await execute(pool, buildSelect(s.plan), qc);
-          if (s.capped && rows.length > config.selectMaxRows) {
-            throw badRequest(`result exceeds ${config.selectMaxRows} rows; narrow the where or page with limit/offset`);
+      try {
+        switch (op) {
+          case 'select': {
+            const s = planSelect(table, rule, principal, params, config.selectMaxRows);
+            const rows = await execute(pool, buildSelect(s.plan), qc);
+            if (s.capped && rows.length > config.selectMaxRows) {
+              throw badRequest(`result exceeds ${config.selectMaxRows} rows; narrow the where or page with limit/offset`);
+            }
+            for (const rel of s.expand) await expandRelation(rows, rel, principal, env, qc, budget);
+            if (s.strip.length) for (const row of rows) for (const c of s.strip) delete row[c];
+            return answer(reply, rows, budget, op, null);
           }
-          for (const rel of s.expand) await expandRelation(rows, rel, principal, env, qc, budget);
-          if (s.strip.length) for (const row of rows) for (const c of s.strip) delete row[c];
-          return answer(reply, rows, budget, op, null);
+          case 'insert': {
+            const { plan, many } = planInsert(table, rule, principal, params);
+            const rows = await execute(pool, buildInsert(plan), qc);
+            return answer(reply, many ? rows : (rows[0] ?? null), budget, op, rows.count);
+          }
+          case 'update': {
+            const rows = await execute(pool, buildUpdate(planUpdate(table, rule, principal, params)), qc);
+            return answer(reply, rows, budget, op, rows.count);
+          }
+          case 'delete': {
+            const rows = await execute(pool, buildDelete(planDelete(table, rule, principal, params)), qc);
+            return answer(reply, { affected: rows.count }, budget, op, rows.count);
+          }
         }
-        case 'insert': {
-          const { plan, many } = planInsert(table, rule, principal, params);
-          const rows = await execute(pool, buildInsert(plan), qc);
-          return answer(reply, many ? rows : (rows[0] ?? null), budget, op, rows.count);
-        }
-        case 'update': {
-          const rows = await execute(pool, buildUpdate(planUpdate(table, rule, principal, params)), qc);
-          return answer(reply, rows, budget, op, rows.count);
-        }
-        case 'delete': {
-          const rows = await execute(pool, buildDelete(planDelete(table, rule, principal, params)), qc);
-          return answer(reply, { affected: rows.count }, budget, op, rows.count);
-        }
+      } catch (err) {
+        budget.release();
+        throw err;
       }
-    } catch (err) {
-      budget.release();
-      throw err;
-    }
-  }, { schemas: 'described', preParsing: chargeBody, bodyBudget: 'own' });
+    },
+    { schemas: 'described', preParsing: chargeBody, bodyBudget: 'own' },
+  );
 
   /** One batched query per relation: `WHERE target = ANY($1)`, with the target's own rule applied. */
-  async function expandRelation(rows: Rows, rel: Parameters<typeof planExpand>[0], principal: Principal, env: ActiveEnv, qc: QueryContext, budget: ResponseBudget) {
+  async function expandRelation(
+    rows: Rows,
+    rel: Parameters<typeof planExpand>[0],
+    principal: Principal,
+    env: ActiveEnv,
+    qc: QueryContext,
+    budget: ResponseBudget,
+  ) {
     const fk = rel.column.name;
     const keys = new Set<string>();
     for (const row of rows) {

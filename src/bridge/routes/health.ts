@@ -20,7 +20,8 @@ export default async function healthRoutes(app: FastifyInstance, { ctx }: { ctx:
     const q = req.query as z.output<typeof BRIDGE_API.readyz.query>;
     let ok: boolean;
     if (q.project !== undefined || q.env !== undefined) {
-      if (!hasServiceToken(ctx, req)) throw unauthorized('readiness of a project/env needs the service token (X-Santokit-Service-Token); plain /readyz needs none');
+      if (!hasServiceToken(ctx, req))
+        throw unauthorized('readiness of a project/env needs the service token (X-Santokit-Service-Token); plain /readyz needs none');
       ok = q.project !== undefined && q.env !== undefined && !ctx.isStale() && (await ctx.releases.ready(q.project, q.env).catch(() => false));
     } else {
       ok = ctx.sync.synced && !ctx.isStale();

@@ -11,7 +11,17 @@ import type { Principal } from '../context.js';
 import { appendRuleFilter, authorize, canRead, canWrite, termValue } from '../permissions/index.js';
 import type { CompiledColumn, CompiledRelation, CompiledRule, CompiledTable } from '../release-cache/compile.js';
 import { WHERE_OPS } from '../release-cache/compile.js';
-import { DEFAULT, type CmpOp, type Cond, type InsertPlan, type InsertValue, type OrderTerm, type SelectPlan, type UpdatePlan, type DeletePlan } from './build.js';
+import {
+  DEFAULT,
+  type CmpOp,
+  type Cond,
+  type InsertPlan,
+  type InsertValue,
+  type OrderTerm,
+  type SelectPlan,
+  type UpdatePlan,
+  type DeletePlan,
+} from './build.js';
 import { idGenerator } from './ids.js';
 import { INVALID, arrayLiteral, typeLabel } from './values.js';
 
@@ -58,7 +68,8 @@ function convert(col: CompiledColumn, v: unknown, where: string): string {
 
 /** A column may appear in a filter or ordering if the rule lets the caller read it; the primary key always may. */
 function checkFilterable(rule: CompiledRule, col: CompiledColumn, where: string): void {
-  if (!col.isPk && !canRead(rule, col)) throw badRequest(`${where}: column '${col.name}' is outside this credential's column allow-list and cannot be filtered or sorted on`);
+  if (!col.isPk && !canRead(rule, col))
+    throw badRequest(`${where}: column '${col.name}' is outside this credential's column allow-list and cannot be filtered or sorted on`);
 }
 
 /**
@@ -198,7 +209,9 @@ export function planSelect(table: CompiledTable, rule: CompiledRule, principal: 
       const rel = table.relations.get(name);
       if (!rel) {
         const known = [...table.relations.keys()];
-        throw badRequest(`expand: unknown relation '${name}' on table '${table.name}'${known.length ? `; known: ${known.join(', ')}` : ' (it has no relations)'}`);
+        throw badRequest(
+          `expand: unknown relation '${name}' on table '${table.name}'${known.length ? `; known: ${known.join(', ')}` : ' (it has no relations)'}`,
+        );
       }
       if (expand.includes(rel)) continue;
       if (!canRead(rule, rel.column)) throw forbidden(`expand '${name}' needs column '${rel.column.name}', which is not readable for this credential`);
@@ -329,7 +342,8 @@ export function planInsert(table: CompiledTable, rule: CompiledRule, principal: 
       idxs.push(i);
     }
   }
-  if (cols.length * rows.length > LIMITS.parameters) throw badRequest(`insert too large: ${cols.length * rows.length} values (at most ${LIMITS.parameters} per request)`);
+  if (cols.length * rows.length > LIMITS.parameters)
+    throw badRequest(`insert too large: ${cols.length * rows.length} values (at most ${LIMITS.parameters} per request)`);
   if (cols.length === 0 && rows.length > 1) {
     // every row is all defaults: name the key column and let the database fill it
     cols.push(pk);

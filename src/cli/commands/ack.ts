@@ -1,7 +1,6 @@
 import type { AckResult } from '../../protocol/api/define.js';
 import { warn } from '../output.js';
 
-
 /**
  * For changes a lagging Bridge does not undo (apply, promote, rollback, connection set): prints the
  * Bridge count on stderr, or warns naming the Bridges that did not load the change in time. The

@@ -92,7 +92,10 @@ function renderUsage(u: KeyUsageReport, project: string, env: string): string {
     `  ${line}`,
     `  ${'24 h ago'.padEnd(width - 3)}now`,
     '',
-    `By status, last 24 h: ${u.byStatus.filter((b) => b.requests > 0 || b.status === '2xx').map((b) => `${b.status} ${num(b.requests)}`).join(' · ')}`,
+    `By status, last 24 h: ${u.byStatus
+      .filter((b) => b.requests > 0 || b.status === '2xx')
+      .map((b) => `${b.status} ${num(b.requests)}`)
+      .join(' · ')}`,
     u.sources.length ? 'Sources, last 7 days:' : 'Sources, last 7 days: none seen',
     ...u.sources.map((x) => `  ${x.address.padEnd(16)} ${num(x.requests)} request${x.requests === 1 ? '' : 's'}, last ${x.lastSeenAt}`),
     '',
@@ -109,9 +112,12 @@ export function registerApiKeyCommands(program: Command): void {
   );
 
   example(
-    apikey.command('create').description('create a key bound to one project+env and a set of roles; prints the key ONCE')
+    apikey
+      .command('create')
+      .description('create a key bound to one project+env and a set of roles; prints the key ONCE')
       .argument('[name]', 'the key name (or --name)')
-      .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
       .option('--name <name>', "unique per env: 1-63 lowercase letters, digits, '_' or '-'")
       .requiredOption('--roles <roles>', 'comma-separated roles; each must be granted by some rule of the current release')
       .option('--expires-in <duration>', 'e.g. 30d, 12h (default: never)')
@@ -145,18 +151,26 @@ export function registerApiKeyCommands(program: Command): void {
       process.stdout.write(`${k.apiKey}\n`);
     } else {
       process.stdout.write(`API Key (store securely): ${k.apiKey}\nKey ID: ${k.keyId}\n`);
-      process.stderr.write(`✓ Created API key ${JSON.stringify(k.name)} in ${project}/${env}, roles ${k.roles.join(', ')}${k.expiresAt ? `, expires ${k.expiresAt}` : ''}\n`);
+      process.stderr.write(
+        `✓ Created API key ${JSON.stringify(k.name)} in ${project}/${env}, roles ${k.roles.join(', ')}${k.expiresAt ? `, expires ${k.expiresAt}` : ''}\n`,
+      );
       warn('This key is shown only once: the Hub keeps a hash and cannot show it again.');
     }
     if (k.ack.lagging.length) warn(`Bridge(s) ${k.ack.lagging.join(', ')} did not load the key within the wait; it works there once they catch up`);
   });
 
   example(
-    apikey.command('list').description("an env's keys: id, name, roles, status, created, last used, expiry (never the secret)")
-      .option(...PROJECT_OPT).option(...ENV_OPT)
+    apikey
+      .command('list')
+      .description("an env's keys: id, name, roles, status, created, last used, expiry (never the secret)")
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
       .option('--status <status>', 'only keys with this status: active, revoked or expired')
       .option('--json', 'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, staleRoles, unconfirmed}]')
-      .addHelpText('after', '\nOn a terminal: a table, the status reading "status: active", "status: revoked" or "status: expired".\nPiped: the same columns tab-separated, no header, bare values (active), times in ISO-8601 UTC.\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).'),
+      .addHelpText(
+        'after',
+        '\nOn a terminal: a table, the status reading "status: active", "status: revoked" or "status: expired".\nPiped: the same columns tab-separated, no header, bare values (active), times in ISO-8601 UTC.\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).',
+      ),
     'stk apikey list --project shop --env prod',
     'stk apikey list --project shop --env prod --status active',
     'stk apikey list --project shop --env prod --json',
@@ -170,16 +184,24 @@ export function registerApiKeyCommands(program: Command): void {
     const items = o.status ? r.items.filter((k) => k.status === o.status) : r.items;
     if (o.json) return printJson(items);
     const human = isTTY();
-    printTable(items, [
-      { header: 'ID', get: (k) => k.keyId },
-      { header: 'NAME', get: (k) => k.name },
-      { header: 'ROLES', get: (k) => k.roles.join(',') },
-      // a person reads "status: active" (the words say what the column is); scripts get the bare value
-      { header: '', get: (k) => (human ? `status: ${k.status}` : k.status) },
-      { header: 'CREATED', get: (k) => when(k.createdAt) },
-      { header: 'LAST USED', get: (k) => when(k.lastUsedAt) },
-      { header: 'EXPIRES', get: (k) => (k.expiresAt ? when(k.expiresAt) : 'never') },
-    ], { empty: o.status ? `No ${o.status} API keys in ${project}/${env}` : `No API keys in ${project}/${env} (create one with: stk apikey create --project ${project} --env ${env} --name <name> --roles <roles>)` });
+    printTable(
+      items,
+      [
+        { header: 'ID', get: (k) => k.keyId },
+        { header: 'NAME', get: (k) => k.name },
+        { header: 'ROLES', get: (k) => k.roles.join(',') },
+        // a person reads "status: active" (the words say what the column is); scripts get the bare value
+        { header: '', get: (k) => (human ? `status: ${k.status}` : k.status) },
+        { header: 'CREATED', get: (k) => when(k.createdAt) },
+        { header: 'LAST USED', get: (k) => when(k.lastUsedAt) },
+        { header: 'EXPIRES', get: (k) => (k.expiresAt ? when(k.expiresAt) : 'never') },
+      ],
+      {
+        empty: o.status
+          ? `No ${o.status} API keys in ${project}/${env}`
+          : `No API keys in ${project}/${env} (create one with: stk apikey create --project ${project} --env ${env} --name <name> --roles <roles>)`,
+      },
+    );
     for (const k of items) {
       if (k.status === 'active' && k.staleRoles.length) {
         warn(`key ${keyLine(k)}: role(s) ${k.staleRoles.join(', ')} are no longer referenced by the current release`);
@@ -191,12 +213,18 @@ export function registerApiKeyCommands(program: Command): void {
   });
 
   example(
-    apikey.command('show').description("a key's details and usage: requests per minute over 24 h (a chart), by status and by source")
+    apikey
+      .command('show')
+      .description("a key's details and usage: requests per minute over 24 h (a chart), by status and by source")
       .argument('[key]', 'the key id or name (or --key-id)')
-      .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
       .option('--key-id <idOrName>', 'the key id, or its name')
       .option('--json', 'print {key, asOf, bridges, from, to, series: [{minute, requests}], byStatus, sources}')
-      .addHelpText('after', '\nBridges count in memory and report every 60 s (STK_USAGE_REPORT_SECONDS): the figures say how old they are.\nIn --json, series lists the minutes with requests (others had none); 2xx = authenticated calls that succeeded.'),
+      .addHelpText(
+        'after',
+        '\nBridges count in memory and report every 60 s (STK_USAGE_REPORT_SECONDS): the figures say how old they are.\nIn --json, series lists the minutes with requests (others had none); 2xx = authenticated calls that succeeded.',
+      ),
     'stk apikey show server --project shop --env prod',
     'stk apikey show server --project shop --env prod --json',
   ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
@@ -209,14 +237,20 @@ export function registerApiKeyCommands(program: Command): void {
   });
 
   example(
-    apikey.command('revoke').description('revoke a key (by id or name); returns once every connected Bridge rejects it')
+    apikey
+      .command('revoke')
+      .description('revoke a key (by id or name); returns once every connected Bridge rejects it')
       .argument('[key]', 'the key id or name (or --key-id)')
-      .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
       .option('--key-id <idOrName>', 'the key id, or its name')
       .option('--dry-run', 'show last use, requests in the last 60 min and source addresses; change nothing')
       .option('-y, --yes', 'do not ask for confirmation (it is only asked on a terminal)')
       .option('--json', 'print the Hub response')
-      .addHelpText('after', '\nRevoking cannot be undone. On a terminal you are asked to type the key name first (--yes skips it);\nwithout a terminal (scripts, CI) nothing is asked.'),
+      .addHelpText(
+        'after',
+        '\nRevoking cannot be undone. On a terminal you are asked to type the key name first (--yes skips it);\nwithout a terminal (scripts, CI) nothing is asked.',
+      ),
     'stk apikey revoke server --project shop --env prod --dry-run',
     'stk apikey revoke server --project shop --env prod',
     'stk apikey revoke --project shop --env prod --key-id server --yes',
@@ -244,7 +278,9 @@ export function registerApiKeyCommands(program: Command): void {
     if (!o.yes && canConfirm()) {
       const k = await client(cmd).get<ApiKeyView>(`${base}/${enc(key)}`);
       if (k.status !== 'revoked') {
-        process.stderr.write(`Revoking ${keyLine(k)} in ${project}/${env} (roles ${k.roles.join(', ')}, last used ${k.lastUsedAt ?? 'never'}) cannot be undone: every Bridge rejects it at once.\n`);
+        process.stderr.write(
+          `Revoking ${keyLine(k)} in ${project}/${env} (roles ${k.roles.join(', ')}, last used ${k.lastUsedAt ?? 'never'}) cannot be undone: every Bridge rejects it at once.\n`,
+        );
         const typed = (await promptLine(`Type the key name (${k.name}) to confirm: `)).trim();
         if (typed !== k.name) throw new CliError(`confirmation did not match ${JSON.stringify(k.name)}: nothing was revoked`);
       }
@@ -257,9 +293,12 @@ export function registerApiKeyCommands(program: Command): void {
   });
 
   example(
-    apikey.command('rotate').description('new secret for the same key id, name, roles and history; prints the new key ONCE')
+    apikey
+      .command('rotate')
+      .description('new secret for the same key id, name, roles and history; prints the new key ONCE')
       .argument('[key]', 'the key id or name (or --key-id)')
-      .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
       .option('--key-id <idOrName>', 'the key id, or its name')
       .option('--grace <duration>', 'how long the previous secret keeps working, 0 to 7d (default: 0, it stops now)')
       .option('--json', 'print {keyId, name, roles, rotatedAt, previousSecretValidUntil, apiKey, ack}')
@@ -275,16 +314,21 @@ export function registerApiKeyCommands(program: Command): void {
     else if (o.quiet) process.stdout.write(`${r.apiKey}\n`);
     else {
       process.stdout.write(`API Key (store securely): ${r.apiKey}\nKey ID: ${r.keyId}\n`);
-      process.stderr.write(`✓ Rotated API key ${keyLine(r)} in ${project}/${env}; the previous secret ${r.previousSecretValidUntil ? `works until ${r.previousSecretValidUntil}` : 'stopped working now'}\n`);
+      process.stderr.write(
+        `✓ Rotated API key ${keyLine(r)} in ${project}/${env}; the previous secret ${r.previousSecretValidUntil ? `works until ${r.previousSecretValidUntil}` : 'stopped working now'}\n`,
+      );
       warn('This key is shown only once: the Hub keeps a hash and cannot show it again.');
     }
     checkAck(r.ack, `rotated ${keyLine(r)}`);
   });
 
   example(
-    apikey.command('update').description("change a key's roles, expiry or rate limit; returns once every connected Bridge applied it")
+    apikey
+      .command('update')
+      .description("change a key's roles, expiry or rate limit; returns once every connected Bridge applied it")
       .argument('[key]', 'the key id or name (or --key-id)')
-      .option(...PROJECT_OPT).option(...ENV_OPT)
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
       .option('--key-id <idOrName>', 'the key id, or its name')
       .option('--roles <roles>', 'replace the roles (comma-separated)')
       .option('--expires-in <duration>', 'new expiry from now, e.g. 30d')
@@ -312,7 +356,10 @@ export function registerApiKeyCommands(program: Command): void {
     const { project, env, base } = scope(cmd);
     const r = await client(cmd).patch<ApiKeyView & { ack: AckResult }>(`${base}/${enc(key)}`, body);
     if (o.json) printJson(r);
-    else success(`Updated API key ${keyLine(r)} in ${project}/${env}: roles ${r.roles.join(', ')}, expires ${r.expiresAt ?? 'never'}, rate limit ${r.rateLimitPerMin ?? 'default'}/min`);
+    else
+      success(
+        `Updated API key ${keyLine(r)} in ${project}/${env}: roles ${r.roles.join(', ')}, expires ${r.expiresAt ?? 'never'}, rate limit ${r.rateLimitPerMin ?? 'default'}/min`,
+      );
     checkAck(r.ack, `updated ${keyLine(r)}`);
   });
 }

@@ -9,7 +9,6 @@ import { client, commandLine, example, opts } from './common.js';
 import type { ApplyResponse, PlanStep } from '../../protocol/api/hub.js';
 import { reportBridgeAck } from './ack.js';
 
-
 const STAGES = ['schema', 'permissions', 'release'];
 
 /** `schema/*.yaml|yml` (sorted) and `config/permissions.yaml|yml` under `dir`, as the Hub expects them. */
@@ -19,7 +18,9 @@ export function readProjectFiles(dir: string): { schema: Array<{ file: string; c
   if (!existsSync(schemaDir) || !statSync(schemaDir).isDirectory()) {
     throw new CliError(`no schema/ directory in ${root}`, 1, 'put table definitions in schema/*.yaml, or pass --dir <project folder>');
   }
-  const files = readdirSync(schemaDir).filter((f) => /\.ya?ml$/i.test(f) && statSync(join(schemaDir, f)).isFile()).sort();
+  const files = readdirSync(schemaDir)
+    .filter((f) => /\.ya?ml$/i.test(f) && statSync(join(schemaDir, f)).isFile())
+    .sort();
   if (files.length === 0) throw new CliError(`no .yaml files in ${schemaDir}`);
   const schema = files.map((f) => ({ file: `schema/${f}`, content: readFileSync(join(schemaDir, f), 'utf8') }));
   let permissions: string | null = null;
@@ -56,8 +57,9 @@ export function printPlan(plan: PlanStep[], out: (s: string) => void, notes: str
 
 export function registerApplyCommand(program: Command): void {
   example(
-    program.command('apply')
-      .description('validate schema/*.yaml and config/permissions.yaml, apply the DDL to the env\'s databases, and create (or reuse) the release')
+    program
+      .command('apply')
+      .description("validate schema/*.yaml and config/permissions.yaml, apply the DDL to the env's databases, and create (or reuse) the release")
       .option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
       .option('--env <env>', 'env (default: STK_ENV or .stk/context.json)')
       .option('--ref <ref>', 'a reference stored on the release, e.g. the commit SHA')
@@ -78,9 +80,13 @@ export function registerApplyCommand(program: Command): void {
     const env = resolveEnv(o.env);
     let only: string[] | undefined;
     if (o.only !== undefined) {
-      only = o.only.split(',').map((s) => s.trim()).filter(Boolean);
+      only = o.only
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       const bad = only.filter((s) => !STAGES.includes(s));
-      if (only.length === 0 || bad.length) throw new UsageError(`--only takes a comma-separated subset of ${STAGES.join(',')}${bad.length ? ` (unknown: ${bad.join(', ')})` : ''}`);
+      if (only.length === 0 || bad.length)
+        throw new UsageError(`--only takes a comma-separated subset of ${STAGES.join(',')}${bad.length ? ` (unknown: ${bad.join(', ')})` : ''}`);
     }
     if (o.ref !== undefined && o.ref.trim() === '') throw new UsageError('--ref needs a value (e.g. a commit SHA)');
     const files = readProjectFiles(o.dir);
@@ -88,7 +94,11 @@ export function registerApplyCommand(program: Command): void {
     /** this apply again with more flags, as one line to paste */
     const again = (...more: string[]) =>
       commandLine(cmd, [
-        'apply', '--project', project, '--env', env,
+        'apply',
+        '--project',
+        project,
+        '--env',
+        env,
         ...(o.dir !== '.' ? ['--dir', o.dir] : []),
         ...(o.ref !== undefined ? ['--ref', o.ref] : []),
         ...(o.only !== undefined ? ['--only', o.only] : []),

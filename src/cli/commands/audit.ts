@@ -4,12 +4,13 @@ import { printJson, printTable, when } from '../output.js';
 import { client, example, opts } from './common.js';
 import type { AuditItem } from '../../protocol/api/hub.js';
 
-
 /** `stk audit list`: org admins read everything, project admins their project. */
 export function registerAuditCommands(program: Command): void {
   const audit = example(program.command('audit').description('the audit log of operator actions'), 'stk audit list --project shop');
   example(
-    audit.command('list').description('audit entries, newest first')
+    audit
+      .command('list')
+      .description('audit entries, newest first')
       .option('--project <project>', 'only this project (default: STK_PROJECT or .stk/context.json; required for project admins)')
       .option('--env <env>', 'only this env')
       .option('--action <action>', 'only this action (e.g. apikey.create) or domain (apikey.*)')
@@ -23,13 +24,17 @@ export function registerAuditCommands(program: Command): void {
     const project = o.project ?? process.env.STK_PROJECT ?? readContext().project;
     const r = await client(cmd).get<{ items: AuditItem[] }>('/api/audit', { project, env: o.env, action: o.action, since: o.since, limit: o.limit });
     if (o.json) return printJson(r.items);
-    printTable(r.items, [
-      { header: 'TIME', get: (a) => when(a.ts) },
-      { header: 'ACTOR', get: (a) => a.actor ?? a.actorType },
-      { header: 'ACTION', get: (a) => a.action },
-      { header: 'PROJECT', get: (a) => a.project ?? '-' },
-      { header: 'ENV', get: (a) => a.env ?? '-' },
-      { header: 'DETAIL', get: (a) => JSON.stringify(a.detail) },
-    ], { empty: 'No audit entries match' });
+    printTable(
+      r.items,
+      [
+        { header: 'TIME', get: (a) => when(a.ts) },
+        { header: 'ACTOR', get: (a) => a.actor ?? a.actorType },
+        { header: 'ACTION', get: (a) => a.action },
+        { header: 'PROJECT', get: (a) => a.project ?? '-' },
+        { header: 'ENV', get: (a) => a.env ?? '-' },
+        { header: 'DETAIL', get: (a) => JSON.stringify(a.detail) },
+      ],
+      { empty: 'No audit entries match' },
+    );
   });
 }

@@ -7,7 +7,9 @@ import type { LoginResponse, WhoamiResponse } from '../../protocol/api/hub.js';
 
 export function registerAuthCommands(program: Command): void {
   example(
-    program.command('login').description('log in to the Hub; the session is stored in $STK_CONFIG_DIR/credentials.json (mode 0600)')
+    program
+      .command('login')
+      .description('log in to the Hub; the session is stored in $STK_CONFIG_DIR/credentials.json (mode 0600)')
       .option('--email <email>', 'operator email (prompted when omitted)')
       .option('--password-stdin', 'read the password from stdin (for scripts)')
       .option('--json', 'print {email, expiresAt, hubUrl}'),
@@ -27,14 +29,19 @@ export function registerAuthCommands(program: Command): void {
   example(program.command('logout').description('end the session on the Hub and forget it locally'), 'stk logout').action(async (_o, cmd: Command) => {
     const had = readCredentials();
     if (had || process.env.STK_AUTH_TOKEN) {
-      await client(cmd).post('/api/auth/logout').catch(() => undefined);
+      await client(cmd)
+        .post('/api/auth/logout')
+        .catch(() => undefined);
     }
     clearCredentials();
     success(had ? `Logged out ${had.email}` : 'Not logged in');
   });
 
   example(
-    program.command('whoami').description('show the Hub, the logged-in operator, what their org role lets them do, and their project roles').option('--json', 'print {hubUrl, id, email, orgRole, projectRoles}'),
+    program
+      .command('whoami')
+      .description('show the Hub, the logged-in operator, what their org role lets them do, and their project roles')
+      .option('--json', 'print {hubUrl, id, email, orgRole, projectRoles}'),
     'stk whoami',
   ).action(async (_o, cmd: Command) => {
     const o = opts(cmd);
@@ -45,9 +52,14 @@ export function registerAuthCommands(program: Command): void {
     const can = ORG_POWERS[me.orgRole ?? ''];
     if (can) lines.push(`  can: ${can}`);
     if (me.projectRoles.length === 0) {
-      lines.push(me.orgRole === 'owner' || me.orgRole === 'admin' ? 'project roles: none set (admin on every project through the org role)' : 'project roles: none');
+      lines.push(
+        me.orgRole === 'owner' || me.orgRole === 'admin' ? 'project roles: none set (admin on every project through the org role)' : 'project roles: none',
+      );
     }
-    for (const p of me.projectRoles) lines.push(`project ${p.project}: ${p.role}${p.status === 'active' ? '' : ` (${p.status})`}${me.orgRole === 'owner' || me.orgRole === 'admin' ? ' (set explicitly: it replaces the org default there)' : ''}`);
+    for (const p of me.projectRoles)
+      lines.push(
+        `project ${p.project}: ${p.role}${p.status === 'active' ? '' : ` (${p.status})`}${me.orgRole === 'owner' || me.orgRole === 'admin' ? ' (set explicitly: it replaces the org default there)' : ''}`,
+      );
     process.stdout.write(lines.map((l) => terminalSafe(l)).join('\n') + '\n');
   });
 }

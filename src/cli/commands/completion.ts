@@ -68,11 +68,14 @@ ${bash(nodes).split('\n').slice(1).join('\n')}`;
 }
 
 function fish(nodes: Node[]): string {
-  const lines = ['# stk completion for fish: stk completion fish | source   (generated from stk\'s command tree)', 'complete -c stk -f'];
+  const lines = ["# stk completion for fish: stk completion fish | source   (generated from stk's command tree)", 'complete -c stk -f'];
   for (const n of nodes) {
     // the words of this command's path seen, and none of its subcommands yet
     const seen = n.path.map((w) => `__fish_seen_subcommand_from ${w}`);
-    const cond = n.path.length === 0 ? '__fish_use_subcommand' : [...seen, ...(n.subcommands.length ? [`not __fish_seen_subcommand_from ${n.subcommands.join(' ')}`] : [])].join('; and ');
+    const cond =
+      n.path.length === 0
+        ? '__fish_use_subcommand'
+        : [...seen, ...(n.subcommands.length ? [`not __fish_seen_subcommand_from ${n.subcommands.join(' ')}`] : [])].join('; and ');
     if (n.subcommands.length) lines.push(`complete -c stk -n '${cond}' -a '${n.subcommands.join(' ')}'`);
     for (const f of n.flags) {
       if (n.path.length === 0) continue; // global flags are listed with every command
@@ -84,7 +87,10 @@ function fish(nodes: Node[]): string {
 
 export function registerCompletionCommand(program: Command): void {
   example(
-    program.command('completion').description('print a shell completion script for bash, zsh or fish').argument('<shell>', 'bash, zsh or fish')
+    program
+      .command('completion')
+      .description('print a shell completion script for bash, zsh or fish')
+      .argument('<shell>', 'bash, zsh or fish')
       .addHelpText('after', "\nIt completes the command `stk` (a global install or `npm link`, or `alias stk='npx stk'`)."),
     'source <(stk completion bash)        # in ~/.bashrc',
     'source <(stk completion zsh)         # in ~/.zshrc',

@@ -11,8 +11,7 @@ import type { ConnectionSet, ConnectionTest, ConnectionView } from '../../protoc
 type Target = { project?: string; env?: string; name?: string };
 
 const withTarget = (c: Command) =>
-  c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
-    .option('--env <env>', 'env (default: STK_ENV or .stk/context.json)');
+  c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)').option('--env <env>', 'env (default: STK_ENV or .stk/context.json)');
 
 function basePath(o: { project?: string; env?: string }) {
   const project = resolveProject(o.project);
@@ -22,8 +21,12 @@ function basePath(o: { project?: string; env?: string }) {
 
 /** `stk connections set|test|list`: DB URLs go to the Hub encrypted and only ever come back masked. */
 export function registerConnectionCommands(program: Command): void {
-  const conns = example(program.command('connections').description("an env's database connections (needs project:admin)"),
-    'printf %s "$DATABASE_URL" | stk connections set --project shop --env dev --db-url-stdin', 'stk connections test --project shop --env dev', 'stk connections list --project shop --env dev');
+  const conns = example(
+    program.command('connections').description("an env's database connections (needs project:admin)"),
+    'printf %s "$DATABASE_URL" | stk connections set --project shop --env dev --db-url-stdin',
+    'stk connections test --project shop --env dev',
+    'stk connections list --project shop --env dev',
+  );
 
   example(
     withTarget(conns.command('set').description('create or replace a connection; the URL is stored encrypted and never shown again'))
@@ -72,19 +75,25 @@ export function registerConnectionCommands(program: Command): void {
   });
 
   example(
-    withTarget(conns.command('list').description("an env's connections, password masked"))
-      .option('--json', 'print [{name, engine, url, createdAt, updatedAt}]'),
+    withTarget(conns.command('list').description("an env's connections, password masked")).option(
+      '--json',
+      'print [{name, engine, url, createdAt, updatedAt}]',
+    ),
     'stk connections list --project shop --env dev',
   ).action(async (_o, cmd: Command) => {
     const o = opts<Target>(cmd);
     const { project, env, path } = basePath(o);
     const r = await client(cmd).get<{ items: ConnectionView[] }>(path);
     if (o.json) return printJson(r.items);
-    printTable(r.items, [
-      { header: 'NAME', get: (c) => c.name },
-      { header: 'ENGINE', get: (c) => c.engine },
-      { header: 'URL', get: (c) => c.url },
-      { header: 'UPDATED', get: (c) => when(c.updatedAt) },
-    ], { empty: `No connections in ${project}/${env} (add one with: stk connections set --project ${project} --env ${env} --db-url-stdin)` });
+    printTable(
+      r.items,
+      [
+        { header: 'NAME', get: (c) => c.name },
+        { header: 'ENGINE', get: (c) => c.engine },
+        { header: 'URL', get: (c) => c.url },
+        { header: 'UPDATED', get: (c) => when(c.updatedAt) },
+      ],
+      { empty: `No connections in ${project}/${env} (add one with: stk connections set --project ${project} --env ${env} --db-url-stdin)` },
+    );
   });
 }

@@ -9,7 +9,10 @@ import type { ReleaseIR } from '../../protocol/release.js';
 
 /** `stk gen types`: TypeScript types for an env's current release, for `santokit/client`. */
 export function registerGenCommands(program: Command): void {
-  const gen = example(program.command('gen').description('generate code from an env\'s current release'), 'stk gen types --project shop --env dev --out src/santokit.ts');
+  const gen = example(
+    program.command('gen').description("generate code from an env's current release"),
+    'stk gen types --project shop --env dev --out src/santokit.ts',
+  );
 
   example(
     gen
@@ -46,6 +49,8 @@ export function registerGenCommands(program: Command): void {
       throw new CliError(`cannot write ${o.out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     const tables = Object.keys(release.schema.tables).length;
-    process.stderr.write(`✓ Wrote types for ${p}/${e} (release ${terminalSafe(release.releaseId, false)}, ${tables} table${tables === 1 ? '' : 's'}) to ${o.out}\n`);
+    process.stderr.write(
+      `✓ Wrote types for ${p}/${e} (release ${terminalSafe(release.releaseId, false)}, ${tables} table${tables === 1 ? '' : 's'}) to ${o.out}\n`,
+    );
   });
 }

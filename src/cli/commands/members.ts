@@ -9,7 +9,6 @@ import { inviteAcceptCommand, shellWord, STK_RUN } from '../../common/shell-quot
 
 const projectOpt = (c: Command) => c.option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)');
 
-
 function printInvite(inv: InviteView, where: string, hubUrl: string, json?: boolean) {
   if (json) return printJson(inv);
   process.stdout.write(`Invite code: ${inv.inviteCode}\n`);
@@ -23,23 +22,34 @@ function printInvite(inv: InviteView, where: string, hubUrl: string, json?: bool
 
 function printMembers(items: MemberView[], json?: boolean, withSource = false) {
   if (json) return printJson(items);
-  printTable(items, [
-    { header: 'EMAIL', get: (m) => m.email },
-    { header: 'ROLE', get: (m) => m.role },
-    { header: 'STATUS', get: (m) => m.status },
-    ...(withSource ? [{ header: 'VIA', get: (m: MemberView) => m.source }] : []),
-    { header: 'SINCE', get: (m) => when(m.createdAt) },
-  ], { empty: 'No members' });
+  printTable(
+    items,
+    [
+      { header: 'EMAIL', get: (m) => m.email },
+      { header: 'ROLE', get: (m) => m.role },
+      { header: 'STATUS', get: (m) => m.status },
+      ...(withSource ? [{ header: 'VIA', get: (m: MemberView) => m.source }] : []),
+      { header: 'SINCE', get: (m) => when(m.createdAt) },
+    ],
+    { empty: 'No members' },
+  );
 }
 
 /** `stk org …`, `stk project invite|members …` and `stk invite accept`. */
 export function registerMemberCommands(program: Command): void {
   // ---- org scope
-  const org = example(program.command('org').description('the organisation: invite operators, manage org roles (owner|admin|member)'),
-    'stk org invite alice@example.com --role admin', 'stk org members list');
+  const org = example(
+    program.command('org').description('the organisation: invite operators, manage org roles (owner|admin|member)'),
+    'stk org invite alice@example.com --role admin',
+    'stk org members list',
+  );
   example(
-    org.command('invite').description('invite an operator to the org (needs org:admin; owners invite owners); prints a one-time code')
-      .argument('<email>').requiredOption('--role <role>', 'owner | admin | member').option('--json', 'print {email, role, inviteCode, expiresAt}'),
+    org
+      .command('invite')
+      .description('invite an operator to the org (needs org:admin; owners invite owners); prints a one-time code')
+      .argument('<email>')
+      .requiredOption('--role <role>', 'owner | admin | member')
+      .option('--json', 'print {email, role, inviteCode, expiresAt}'),
     'stk org invite alice@example.com --role admin',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string }>(cmd);
@@ -48,15 +58,25 @@ export function registerMemberCommands(program: Command): void {
     printInvite(inv, 'to the org', c.hubUrl, o.json);
   });
 
-  const orgMembers = example(org.command('members').description('org members and their roles'), 'stk org members list', 'stk org members set-role alice@example.com --role member');
-  example(orgMembers.command('list').description('list org members (needs org:admin)').option('--json', 'print [{email, role, status, createdAt}]'), 'stk org members list')
-    .action(async (_o, cmd: Command) => {
-      const r = await client(cmd).get<{ items: MemberView[] }>('/api/org/members');
-      printMembers(r.items, opts(cmd).json);
-    });
+  const orgMembers = example(
+    org.command('members').description('org members and their roles'),
+    'stk org members list',
+    'stk org members set-role alice@example.com --role member',
+  );
   example(
-    orgMembers.command('set-role').description("change an org member's role (takes effect on their next request)")
-      .argument('<email>').requiredOption('--role <role>', 'owner | admin | member').option('--json', 'print the member'),
+    orgMembers.command('list').description('list org members (needs org:admin)').option('--json', 'print [{email, role, status, createdAt}]'),
+    'stk org members list',
+  ).action(async (_o, cmd: Command) => {
+    const r = await client(cmd).get<{ items: MemberView[] }>('/api/org/members');
+    printMembers(r.items, opts(cmd).json);
+  });
+  example(
+    orgMembers
+      .command('set-role')
+      .description("change an org member's role (takes effect on their next request)")
+      .argument('<email>')
+      .requiredOption('--role <role>', 'owner | admin | member')
+      .option('--json', 'print the member'),
     'stk org members set-role alice@example.com --role member',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string }>(cmd);
@@ -74,7 +94,10 @@ export function registerMemberCommands(program: Command): void {
   ).action(removeFromOrg);
   // the upstream spelling, kept beside ours (docs/compat.md)
   example(
-    org.command('remove').description('alias of `stk org members remove` (the upstream spelling): remove an operator from the org and all its projects').argument('<email>'),
+    org
+      .command('remove')
+      .description('alias of `stk org members remove` (the upstream spelling): remove an operator from the org and all its projects')
+      .argument('<email>'),
     'stk org remove alice@example.com',
   ).action(removeFromOrg);
 
@@ -82,7 +105,9 @@ export function registerMemberCommands(program: Command): void {
   const project = program.commands.find((c) => c.name() === 'project') ?? program.command('project').description('projects');
   example(
     projectOpt(project.command('invite').description('invite an operator to a project (needs project:admin); prints a one-time code'))
-      .argument('<email>').requiredOption('--role <role>', 'admin | deployer | viewer').option('--json', 'print {email, role, inviteCode, expiresAt}'),
+      .argument('<email>')
+      .requiredOption('--role <role>', 'admin | deployer | viewer')
+      .option('--json', 'print {email, role, inviteCode, expiresAt}'),
     'stk project invite bob@example.com --project shop --role deployer',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string; project?: string }>(cmd);
@@ -92,19 +117,28 @@ export function registerMemberCommands(program: Command): void {
     printInvite(inv, `to project ${p}`, c.hubUrl, o.json);
   });
 
-  const pm = example(project.command('members').description("a project's members (explicit roles, and org owners/admins who inherit admin)"),
-    'stk project members list --project shop', 'stk project members set-role bob@example.com --project shop --role viewer');
-  example(projectOpt(pm.command('list').description('list project members (needs project:admin)')).option('--json', 'print [{email, role, status, createdAt, source}]'),
-    'stk project members list --project shop')
-    .action(async (_o, cmd: Command) => {
-      const o = opts<{ project?: string }>(cmd);
-      const p = resolveProject(o.project);
-      const r = await client(cmd).get<{ items: MemberView[] }>(`/api/projects/${enc(p)}/members`);
-      printMembers(r.items, o.json, true);
-    });
+  const pm = example(
+    project.command('members').description("a project's members (explicit roles, and org owners/admins who inherit admin)"),
+    'stk project members list --project shop',
+    'stk project members set-role bob@example.com --project shop --role viewer',
+  );
+  example(
+    projectOpt(pm.command('list').description('list project members (needs project:admin)')).option(
+      '--json',
+      'print [{email, role, status, createdAt, source}]',
+    ),
+    'stk project members list --project shop',
+  ).action(async (_o, cmd: Command) => {
+    const o = opts<{ project?: string }>(cmd);
+    const p = resolveProject(o.project);
+    const r = await client(cmd).get<{ items: MemberView[] }>(`/api/projects/${enc(p)}/members`);
+    printMembers(r.items, o.json, true);
+  });
   example(
     projectOpt(pm.command('set-role').description("set an operator's explicit role on the project (overrides an inherited org role, even downwards)"))
-      .argument('<email>').requiredOption('--role <role>', 'admin | deployer | viewer').option('--json', 'print the member'),
+      .argument('<email>')
+      .requiredOption('--role <role>', 'admin | deployer | viewer')
+      .option('--json', 'print the member'),
     'stk project members set-role bob@example.com --project shop --role viewer',
   ).action(async (email: string, _o, cmd: Command) => {
     const o = opts<{ role: string; project?: string }>(cmd);
@@ -124,16 +158,22 @@ export function registerMemberCommands(program: Command): void {
     'stk project members remove bob@example.com --project shop',
   ).action(removeFromProject);
   example(
-    projectOpt(project.command('remove').description("alias of `stk project members remove` (the upstream spelling): remove an operator's explicit role on the project")).argument('<email>'),
+    projectOpt(
+      project.command('remove').description("alias of `stk project members remove` (the upstream spelling): remove an operator's explicit role on the project"),
+    ).argument('<email>'),
     'stk project remove bob@example.com --project shop',
   ).action(removeFromProject);
 
   // ---- acceptance
   const invite = example(program.command('invite').description('accept an invite you received'), 'stk invite accept --email bob@example.com --code stki_…');
   example(
-    invite.command('accept').description('accept an invite: new operators choose their password, existing ones confirm theirs')
-      .requiredOption('--email <email>', 'the invited email').requiredOption('--code <code>', 'the invite code')
-      .option('--password-stdin', 'read the password from stdin').option('--json', 'print {email}'),
+    invite
+      .command('accept')
+      .description('accept an invite: new operators choose their password, existing ones confirm theirs')
+      .requiredOption('--email <email>', 'the invited email')
+      .requiredOption('--code <code>', 'the invite code')
+      .option('--password-stdin', 'read the password from stdin')
+      .option('--json', 'print {email}'),
     'stk invite accept --email bob@example.com --code stki_…',
     'echo "$NEW_PASSWORD" | stk invite accept --email bob@example.com --code "$CODE" --password-stdin',
   ).action(async (_o, cmd: Command) => {

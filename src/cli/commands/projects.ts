@@ -7,11 +7,18 @@ import type { EnvListItem, EnvView, ProjectListItem, ProjectView } from '../../p
 
 /** `stk project create|list` and `stk env create|list`. Returns the `project` group (members.ts adds invite/members). */
 export function registerProjectCommands(program: Command): Command {
-  const project = example(program.command('project').description('projects: create, list, invite operators, manage members'),
-    'stk project create shop', 'stk project list', 'stk project invite bob@example.com --project shop --role deployer');
+  const project = example(
+    program.command('project').description('projects: create, list, invite operators, manage members'),
+    'stk project create shop',
+    'stk project list',
+    'stk project invite bob@example.com --project shop --role deployer',
+  );
 
   example(
-    project.command('create').description('create a project (needs org:admin)').argument('[name]', "1-63 lowercase letters, digits, '_' or '-' (or --name)")
+    project
+      .command('create')
+      .description('create a project (needs org:admin)')
+      .argument('[name]', "1-63 lowercase letters, digits, '_' or '-' (or --name)")
       .option('--name <name>', 'the project name')
       .option('--json', 'print {name, createdAt}'),
     'stk project create shop',
@@ -29,17 +36,28 @@ export function registerProjectCommands(program: Command): Command {
   ).action(async (_o, cmd: Command) => {
     const r = await client(cmd).get<{ items: ProjectListItem[] }>('/api/projects');
     if (opts(cmd).json) return printJson(r.items);
-    printTable(r.items, [
-      { header: 'NAME', get: (p) => p.name },
-      { header: 'ROLE', get: (p) => p.role },
-      { header: 'CREATED', get: (p) => when(p.createdAt) },
-    ], { empty: 'No projects yet (create one with: stk project create <name>)' });
+    printTable(
+      r.items,
+      [
+        { header: 'NAME', get: (p) => p.name },
+        { header: 'ROLE', get: (p) => p.role },
+        { header: 'CREATED', get: (p) => when(p.createdAt) },
+      ],
+      { empty: 'No projects yet (create one with: stk project create <name>)' },
+    );
   });
 
-  const env = example(program.command('env').description('envs of a project (dev, staging, prod, …)'), 'stk env create --project shop dev', 'stk env list --project shop');
+  const env = example(
+    program.command('env').description('envs of a project (dev, staging, prod, …)'),
+    'stk env create --project shop dev',
+    'stk env list --project shop',
+  );
 
   example(
-    env.command('create').description('create an env in a project (needs project:admin)').argument('[env]', "1-63 lowercase letters, digits, '_' or '-' (or --name)")
+    env
+      .command('create')
+      .description('create an env in a project (needs project:admin)')
+      .argument('[env]', "1-63 lowercase letters, digits, '_' or '-' (or --name)")
       .option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
       .option('--name <env>', 'the env name')
       .option('--json', 'print {name, createdAt}'),
@@ -54,7 +72,9 @@ export function registerProjectCommands(program: Command): Command {
   });
 
   example(
-    env.command('list').description("a project's envs and their current release")
+    env
+      .command('list')
+      .description("a project's envs and their current release")
       .option('--project <project>', 'project (default: STK_PROJECT or .stk/context.json)')
       .option('--json', 'print [{name, createdAt, currentReleaseId}]'),
     'stk env list --project shop',
@@ -63,11 +83,15 @@ export function registerProjectCommands(program: Command): Command {
     const p = resolveProject(o.project);
     const r = await client(cmd).get<{ items: EnvListItem[] }>(`/api/projects/${enc(p)}/envs`);
     if (o.json) return printJson(r.items);
-    printTable(r.items, [
-      { header: 'NAME', get: (e) => e.name },
-      { header: 'CURRENT RELEASE', get: (e) => e.currentReleaseId ?? '-' },
-      { header: 'CREATED', get: (e) => when(e.createdAt) },
-    ], { empty: `No envs in ${p} yet (create one with: stk env create --project ${p} <env>)` });
+    printTable(
+      r.items,
+      [
+        { header: 'NAME', get: (e) => e.name },
+        { header: 'CURRENT RELEASE', get: (e) => e.currentReleaseId ?? '-' },
+        { header: 'CREATED', get: (e) => when(e.createdAt) },
+      ],
+      { empty: `No envs in ${p} yet (create one with: stk env create --project ${p} <env>)` },
+    );
   });
 
   return project;

@@ -19,7 +19,9 @@ export function registerReleaseCommands(program: Command): void {
   );
 
   example(
-    release.command('list').description('releases of a project, newest first, with the envs they are current in')
+    release
+      .command('list')
+      .description('releases of a project, newest first, with the envs they are current in')
       .option(...projectOpt)
       .option('--limit <n>', 'how many (1-500)', '50')
       .option('--json', 'print [{releaseId, ref, createdAt, connections, tables, envs}]'),
@@ -31,17 +33,23 @@ export function registerReleaseCommands(program: Command): void {
     if (!/^\d+$/.test(o.limit)) throw new UsageError('--limit must be a whole number');
     const r = await client(cmd).get<{ items: ReleaseSummary[] }>(`/api/projects/${enc(p)}/releases`, { limit: o.limit });
     if (o.json) return printJson(r.items);
-    printTable(r.items, [
-      { header: 'RELEASE ID', get: (x) => x.releaseId },
-      { header: 'REF', get: (x) => x.ref ?? '-' },
-      { header: 'TABLES', get: (x) => x.tables.length },
-      { header: 'CURRENT IN', get: (x) => x.envs.join(',') || '-' },
-      { header: 'CREATED', get: (x) => when(x.createdAt) },
-    ], { empty: `No releases in ${p} yet (run: stk apply --project ${p} --env <env>)` });
+    printTable(
+      r.items,
+      [
+        { header: 'RELEASE ID', get: (x) => x.releaseId },
+        { header: 'REF', get: (x) => x.ref ?? '-' },
+        { header: 'TABLES', get: (x) => x.tables.length },
+        { header: 'CURRENT IN', get: (x) => x.envs.join(',') || '-' },
+        { header: 'CREATED', get: (x) => when(x.createdAt) },
+      ],
+      { empty: `No releases in ${p} yet (run: stk apply --project ${p} --env <env>)` },
+    );
   });
 
   example(
-    release.command('current').description("the env's current release")
+    release
+      .command('current')
+      .description("the env's current release")
       .option(...projectOpt)
       .option('--env <env>', 'env (default: STK_ENV or .stk/context.json)')
       .option('--json', 'print {releaseId, ref, createdAt, connections, tables, envs, env, since}')
@@ -62,7 +70,9 @@ export function registerReleaseCommands(program: Command): void {
   });
 
   example(
-    release.command('show').description('a release: tables, columns, relations and permission rules')
+    release
+      .command('show')
+      .description('a release: tables, columns, relations and permission rules')
       .option(...projectOpt)
       .requiredOption('--release-id <id>', 'the release (see stk release list)')
       .option('--json', 'print the full release (schema and compiled permissions)'),
@@ -82,7 +92,12 @@ export function registerReleaseCommands(program: Command): void {
       out('');
       out(bold(`table ${t.name}`) + ` (connection ${t.connection}, id ${t.primaryKey.name} generate ${t.primaryKey.generate})`);
       for (const c of t.columns) {
-        const flags = [c.nullable ? 'nullable' : 'not null', c.unique ? 'unique' : '', c.default ? `default ${c.default.kind === 'now' ? 'now' : JSON.stringify(c.default.value)}` : '', c.references ? `→ ${c.references.table}.${c.references.column} as ${c.references.as}` : '']
+        const flags = [
+          c.nullable ? 'nullable' : 'not null',
+          c.unique ? 'unique' : '',
+          c.default ? `default ${c.default.kind === 'now' ? 'now' : JSON.stringify(c.default.value)}` : '',
+          c.references ? `→ ${c.references.table}.${c.references.column} as ${c.references.as}` : '',
+        ]
           .filter(Boolean)
           .join(', ');
         out(`  ${c.name}: ${c.type} (${flags})`);
@@ -100,11 +115,13 @@ export function registerReleaseCommands(program: Command): void {
   });
 
   example(
-    release.command('promote').description("point env --to at env --from's current release (or --release-id), applying its schema to --to's databases first")
+    release
+      .command('promote')
+      .description("point env --to at env --from's current release (or --release-id), applying its schema to --to's databases first")
       .option(...projectOpt)
       .option('--from <env>', 'source env')
       .requiredOption('--to <env>', 'target env')
-      .option('--release-id <id>', 'promote this release instead of --from\'s current one')
+      .option('--release-id <id>', "promote this release instead of --from's current one")
       .option('--force', 'allow destructive schema steps in the target env')
       .option('--adopt', "let the schema apply manage declared tables that exist in the target env's databases but santokit did not create")
       .option('--dry-run', 'show the plan; change nothing')
@@ -128,9 +145,13 @@ export function registerReleaseCommands(program: Command): void {
     } catch (e) {
       const again = (...more: string[]) =>
         commandLine(cmd, [
-          'release', 'promote', '--project', p,
+          'release',
+          'promote',
+          '--project',
+          p,
           ...(o.from ? ['--from', o.from] : []),
-          '--to', o.to,
+          '--to',
+          o.to,
           ...(o.releaseId ? ['--release-id', o.releaseId] : []),
           ...(o.adopt || more.includes('--adopt') ? ['--adopt'] : []),
           ...(o.force || more.includes('--force') ? ['--force'] : []),
@@ -154,7 +175,9 @@ export function registerReleaseCommands(program: Command): void {
   });
 
   example(
-    release.command('rollback').description('point an env back at an earlier release (pointer only: refused when that release no longer fits the live database)')
+    release
+      .command('rollback')
+      .description('point an env back at an earlier release (pointer only: refused when that release no longer fits the live database)')
       .option(...projectOpt)
       .option('--env <env>', 'env (default: STK_ENV or .stk/context.json)')
       .requiredOption('--to-release-id <id>', 'the release to go back to')
@@ -164,10 +187,7 @@ export function registerReleaseCommands(program: Command): void {
     const o = opts<{ project?: string; env?: string; toReleaseId: string }>(cmd);
     const p = resolveProject(o.project);
     const e = resolveEnv(o.env);
-    const { ack, ...r } = await client(cmd).post<RollbackResponse>(
-      `/api/projects/${enc(p)}/envs/${enc(e)}/rollback`,
-      { releaseId: o.toReleaseId },
-    );
+    const { ack, ...r } = await client(cmd).post<RollbackResponse>(`/api/projects/${enc(p)}/envs/${enc(e)}/rollback`, { releaseId: o.toReleaseId });
     reportBridgeAck(ack, `${p}/${r.env} runs release ${r.releaseId} again`, Boolean(o.json));
     if (o.json) return printJson(r);
     if (r.moved) success(`${p}/${r.env} rolled back to release ${r.releaseId}${r.previousReleaseId ? ` (was ${r.previousReleaseId})` : ''}`);

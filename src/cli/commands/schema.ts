@@ -28,8 +28,11 @@ export function registerSchemaCommands(program: Command): void {
   );
 
   example(
-    withTarget(schema.command('snapshot').description("record the live schema of every connection of the env (tables, columns, keys, indexes) for drift checks (needs project:deployer)"))
-      .option('--json', 'print {snapshotId, project, env, takenAt, takenBy, releaseId, summary, connections, previousSnapshotId, changes}'),
+    withTarget(
+      schema
+        .command('snapshot')
+        .description('record the live schema of every connection of the env (tables, columns, keys, indexes) for drift checks (needs project:deployer)'),
+    ).option('--json', 'print {snapshotId, project, env, takenAt, takenBy, releaseId, summary, connections, previousSnapshotId, changes}'),
     'stk schema snapshot --project shop --env prod',
     'stk schema snapshot --project shop --env prod --json',
   ).action(async (_o, cmd: Command) => {
@@ -39,14 +42,20 @@ export function registerSchemaCommands(program: Command): void {
     const s = await client(cmd).post<RecordedSnapshot>(`/api/projects/${enc(p)}/envs/${enc(e)}/schema/snapshot`);
     if (o.json) return printJson(s);
     const rows = s.connections.flatMap((c) => c.tables.map((t) => ({ connection: c.name, t })));
-    printTable(rows, [
-      { header: 'CONNECTION', get: (r) => r.connection },
-      { header: 'TABLE', get: (r) => r.t.name },
-      { header: 'COLUMNS', get: (r) => r.t.columns.length },
-      { header: 'MANAGED', get: (r) => (r.t.managed ? 'yes' : 'no') },
-    ], { empty: 'No tables' });
+    printTable(
+      rows,
+      [
+        { header: 'CONNECTION', get: (r) => r.connection },
+        { header: 'TABLE', get: (r) => r.t.name },
+        { header: 'COLUMNS', get: (r) => r.t.columns.length },
+        { header: 'MANAGED', get: (r) => (r.t.managed ? 'yes' : 'no') },
+      ],
+      { empty: 'No tables' },
+    );
     const { connections, tables, columns } = s.summary;
-    success(`Recorded snapshot ${s.snapshotId} of ${s.project}/${s.env}: ${plural(connections, 'connection')}, ${plural(tables, 'table')}, ${plural(columns, 'column')}${s.releaseId ? ` (release ${s.releaseId} current)` : ''}`);
+    success(
+      `Recorded snapshot ${s.snapshotId} of ${s.project}/${s.env}: ${plural(connections, 'connection')}, ${plural(tables, 'table')}, ${plural(columns, 'column')}${s.releaseId ? ` (release ${s.releaseId} current)` : ''}`,
+    );
     if (!s.previousSnapshotId) process.stdout.write(`First snapshot of ${s.project}/${s.env}: 'stk schema drift' compares the live schema with it.\n`);
     else if (s.changes.length === 0) process.stdout.write(`No changes since the previous snapshot ${s.previousSnapshotId}.\n`);
     else {
@@ -72,6 +81,7 @@ export function registerSchemaCommands(program: Command): void {
       process.stdout.write(`${p}/${e} differs from snapshot ${d.snapshotId} (taken ${when(d.takenAt)}) in ${plural(d.changes.length, 'way')}:\n`);
       printChanges(d.changes);
     }
-    if (o.exitCode && d.changes.length > 0) throw new CliError(`the live schema of ${p}/${e} drifted from snapshot ${d.snapshotId} (${plural(d.changes.length, 'change')})`);
+    if (o.exitCode && d.changes.length > 0)
+      throw new CliError(`the live schema of ${p}/${e} drifted from snapshot ${d.snapshotId} (${plural(d.changes.length, 'change')})`);
   });
 }

@@ -14,7 +14,9 @@ export function registerServerCommands(program: Command): void {
     const { loadHubConfig, ConfigError } = await import('../../hub/config.js');
     const { existsSync } = await import('node:fs');
     if (!process.env.STK_HUB_DB_URL && existsSync('.santokit/hub.db') && !existsSync('.santokit-hub/hub.db')) {
-      warn('creating a new store in .santokit-hub/: .santokit/hub.db is the dev stack\'s store (earlier versions also used it for `stk hub start`); to open it, set STK_HUB_DB_URL=sqlite://./.santokit/hub.db and its STK_SECRET_KEY');
+      warn(
+        "creating a new store in .santokit-hub/: .santokit/hub.db is the dev stack's store (earlier versions also used it for `stk hub start`); to open it, set STK_HUB_DB_URL=sqlite://./.santokit/hub.db and its STK_SECRET_KEY",
+      );
     }
     let h;
     try {
@@ -28,7 +30,9 @@ export function registerServerCommands(program: Command): void {
   });
 
   example(
-    hub.command('create-owner').description('create an owner operator directly in the Hub store (when none exists yet)')
+    hub
+      .command('create-owner')
+      .description('create an owner operator directly in the Hub store (when none exists yet)')
       .requiredOption('--email <email>', 'owner email')
       .option('--password-stdin', 'read the password from stdin'),
     'echo "$OWNER_PASSWORD" | stk hub create-owner --email ops@example.com --password-stdin',
@@ -85,7 +89,9 @@ export function registerServerCommands(program: Command): void {
   });
 
   example(
-    program.command('dev').description('run Hub + Bridge + an embedded PostgreSQL for local development (data under .santokit/)')
+    program
+      .command('dev')
+      .description('run Hub + Bridge + an embedded PostgreSQL for local development (data under .santokit/)')
       .option('--hub-port <port>', 'Hub port (env STK_HUB_PORT; default 4000)')
       .option('--bridge-port <port>', 'Bridge port (env STK_BRIDGE_PORT; default 3000)')
       .option('--pg-port <port>', 'embedded PostgreSQL port (env STK_DEV_PG_PORT; default 54329)')
@@ -96,8 +102,13 @@ export function registerServerCommands(program: Command): void {
   ).action(async (_o, cmd: Command) => {
     const o = opts<{ hubPort?: string; bridgePort?: string; pgPort?: string; dataDir?: string }>(cmd);
     const env = { ...process.env };
-    for (const [flag, v] of [['--hub-port', o.hubPort], ['--bridge-port', o.bridgePort], ['--pg-port', o.pgPort]] as const) {
-      if (v !== undefined && !(/^\d{1,5}$/.test(v) && Number(v) <= 65535)) throw new UsageError(`invalid ${flag} ${JSON.stringify(v)}: a port number (0-65535)`);
+    for (const [flag, v] of [
+      ['--hub-port', o.hubPort],
+      ['--bridge-port', o.bridgePort],
+      ['--pg-port', o.pgPort],
+    ] as const) {
+      if (v !== undefined && !(/^\d{1,5}$/.test(v) && Number(v) <= 65535))
+        throw new UsageError(`invalid ${flag} ${JSON.stringify(v)}: a port number (0-65535)`);
     }
     // flags win over the environment
     if (o.hubPort !== undefined) env.STK_HUB_PORT = o.hubPort;
@@ -114,7 +125,10 @@ export function onSignals(stop: () => Promise<unknown>): void {
   const handler = () => {
     if (stopping) process.exit(1);
     stopping = true;
-    stop().then(() => process.exit(0), () => process.exit(1));
+    stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

@@ -65,17 +65,31 @@ export async function devStatus(dataDir: string): Promise<Status> {
     return { running: false, dataDir, pid: null, startedAt: null, hub: null, bridge: null, postgres: null, devOwner: null };
   }
   const [hub, bridge, pgPart] = await Promise.all([http(s.hubUrl, '/healthz'), http(s.bridgeUrl, '/healthz'), postgres(s.pgUrl)]);
-  return { running: true, dataDir, pid: s.pid, startedAt: s.startedAt, hub, bridge, postgres: pgPart, devOwner: { email: s.ownerEmail, passwordFile: s.passwordFile } };
+  return {
+    running: true,
+    dataDir,
+    pid: s.pid,
+    startedAt: s.startedAt,
+    hub,
+    bridge,
+    postgres: pgPart,
+    devOwner: { email: s.ownerEmail, passwordFile: s.passwordFile },
+  };
 }
 
 const shown = (p: string) => relative(process.cwd(), p) || '.';
 
 export function registerStatusCommand(program: Command): void {
   example(
-    program.command('status').description('the dev stack running in this directory (npm start): URLs, dev owner, and whether each part answers')
+    program
+      .command('status')
+      .description('the dev stack running in this directory (npm start): URLs, dev owner, and whether each part answers')
       .option('-o, --output <format>', 'pretty, json or env (KEY=value lines for eval)', 'pretty')
       .option('--json', 'same as -o json')
-      .addHelpText('after', '\nExit status 0 when the Hub, the Bridge and the embedded PostgreSQL all answer, 1 otherwise.\nThe data directory is STK_DATA_DIR, else .santokit in the current directory.'),
+      .addHelpText(
+        'after',
+        '\nExit status 0 when the Hub, the Bridge and the embedded PostgreSQL all answer, 1 otherwise.\nThe data directory is STK_DATA_DIR, else .santokit in the current directory.',
+      ),
     'stk status',
     'stk status --json',
     'eval "$(stk status -o env)" && echo "$STK_HUB_URL"',

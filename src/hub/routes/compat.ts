@@ -37,7 +37,8 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
     const known = ['project', 'env', 'ref', 'schema', 'permissions', 'storage', 'logics', 'dry_run', 'force', 'adopt'];
     const extra = Object.keys(body).find((k) => !known.includes(k));
     if (extra !== undefined) throw badRequest(`unknown field ${JSON.stringify(extra.slice(0, 40))} (allowed: ${known.join(', ')})`);
-    if (body.storage !== undefined && body.storage !== null) throw badField('storage', 'storage policies (config/storage.yaml) are not supported by this Hub: send storage: null');
+    if (body.storage !== undefined && body.storage !== null)
+      throw badField('storage', 'storage policies (config/storage.yaml) are not supported by this Hub: send storage: null');
     const logics = body.logics;
     if (logics !== undefined && logics !== null && !(typeof logics === 'object' && !Array.isArray(logics) && Object.keys(logics).length === 0)) {
       throw badField('logics', 'custom logics (logics/*.sql) are not supported by this Hub: send logics: {} (docs/compat.md)');
@@ -95,7 +96,9 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
     await removeOrgMember(ctx, actor, body.user);
     return { ok: true as const };
   });
-  route(app, api.projectInvite, async ({ body }, actor, { req }) => invited(await createInvite(ctx, actor, 'project', body.project, { email: body.email, role: body.role }), req));
+  route(app, api.projectInvite, async ({ body }, actor, { req }) =>
+    invited(await createInvite(ctx, actor, 'project', body.project, { email: body.email, role: body.role }), req),
+  );
   route(app, api.projectSetRole, async ({ body }, actor) => {
     await setProjectRole(ctx, actor, body.project, body.user, body.role);
     return { ok: true as const };
@@ -106,7 +109,7 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
   });
 
   route(app, api.listReleases, async ({ query }, actor) => {
-        const { items } = await listReleases(ctx, actor, query.project, query.limit);
+    const { items } = await listReleases(ctx, actor, query.project, query.limit);
     let current: string | null | undefined;
     if (query.env !== undefined) {
       // releases belong to the project (any may be promoted to any env); the env is checked and marked
@@ -114,7 +117,13 @@ export default async function compatRoutes(app: FastifyInstance, { ctx }: { ctx:
       if (!env) throw notFound(`env ${JSON.stringify(query.env.slice(0, 80))} not found in project ${query.project}`);
       current = env.currentReleaseId;
     }
-    return items.map((r) => ({ id: r.releaseId, ref: r.ref, created_at: r.createdAt, envs: r.envs, ...(current !== undefined ? { current: r.releaseId === current } : {}) }));
+    return items.map((r) => ({
+      id: r.releaseId,
+      ref: r.ref,
+      created_at: r.createdAt,
+      envs: r.envs,
+      ...(current !== undefined ? { current: r.releaseId === current } : {}),
+    }));
   });
   route(app, api.promote, async ({ body }, actor) => {
     const r = await promote(ctx, actor, body.project, {

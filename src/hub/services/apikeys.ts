@@ -32,7 +32,12 @@ export type ApiKeySourcesTable = { key_id: string; address: string; first_seen_a
 /** migration 0007_apikey_outcomes */
 export type ApiKeyOutcomesTable = { key_id: string; minute: string; kind: 'error' | 'rejected'; status: number; count: number };
 export type UsageReportsTable = { bridge_id: string; reported_at: string };
-export type UsageTables = { api_key_usage: ApiKeyUsageTable; api_key_sources: ApiKeySourcesTable; api_key_outcomes: ApiKeyOutcomesTable; usage_reports: UsageReportsTable };
+export type UsageTables = {
+  api_key_usage: ApiKeyUsageTable;
+  api_key_sources: ApiKeySourcesTable;
+  api_key_outcomes: ApiKeyOutcomesTable;
+  usage_reports: UsageReportsTable;
+};
 const usageDb = (ctx: HubContext) => ctx.db.withTables<UsageTables>();
 
 export function keyStatus(row: Pick<ApiKeysTable, 'status' | 'expires_at'>, now = nowIso()): KeyStatus {
@@ -80,8 +85,16 @@ export function validateRoles(input: unknown, referenced: string[] | null): stri
     if (typeof r !== 'string') throw badField('roles', 'roles must be an array of strings');
     const t = r.trim();
     if (!t) throw invalidRole('empty role in the list: remove the extra comma', rolesDetails([], referenced));
-    if (!IDENT_RE.test(t)) throw invalidRole(`invalid role ${JSON.stringify(t.slice(0, 64))}: roles are identifiers (letters, digits, '_'; not starting with a digit)`, rolesDetails([t], referenced));
-    if (RESERVED_ROLES.includes(t)) throw invalidRole(`role ${t} is reserved (public and authenticated never apply to API keys); name the role a permission rule grants`, rolesDetails([t], referenced));
+    if (!IDENT_RE.test(t))
+      throw invalidRole(
+        `invalid role ${JSON.stringify(t.slice(0, 64))}: roles are identifiers (letters, digits, '_'; not starting with a digit)`,
+        rolesDetails([t], referenced),
+      );
+    if (RESERVED_ROLES.includes(t))
+      throw invalidRole(
+        `role ${t} is reserved (public and authenticated never apply to API keys); name the role a permission rule grants`,
+        rolesDetails([t], referenced),
+      );
     if (roles.includes(t)) throw invalidRole(`duplicate role ${t}`, rolesDetails([], referenced));
     roles.push(t);
   }
@@ -252,7 +265,12 @@ export async function createKey(ctx: HubContext, actor: Actor, projectName: stri
         if (dup) throw conflict(`an API key named ${name} already exists in ${project.name}/${env.name} (names stay reserved after revoke)`);
         await requireRoomForLiveKey(trx, project, env, now);
         await trx.insertInto('api_keys').values(row).execute();
-        await audit(ctx, actor, { action: 'apikey.create', project: project.name, env: env.name, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } }, trx);
+        await audit(
+          ctx,
+          actor,
+          { action: 'apikey.create', project: project.name, env: env.name, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } },
+          trx,
+        );
         return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId } });
       });
       created = { row, apiKey: key, seq };
@@ -311,8 +329,19 @@ export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: s
   const db = usageDb(ctx);
   const since = minuteOf(new Date(Date.now() - 60 * 60_000));
   const [sum, sources, { asOf }] = await Promise.all([
-    db.selectFrom('api_key_usage').select((eb) => eb.fn.sum<number>('count').as('n')).where('key_id', '=', keyId).where('minute', '>', since).executeTakeFirst(),
-    db.selectFrom('api_key_sources').select(['address', 'last_seen_at', 'count']).where('key_id', '=', keyId).orderBy('last_seen_at', 'desc').limit(MAX_SOURCES_PER_KEY).execute(),
+    db
+      .selectFrom('api_key_usage')
+      .select((eb) => eb.fn.sum<number>('count').as('n'))
+      .where('key_id', '=', keyId)
+      .where('minute', '>', since)
+      .executeTakeFirst(),
+    db
+      .selectFrom('api_key_sources')
+      .select(['address', 'last_seen_at', 'count'])
+      .where('key_id', '=', keyId)
+      .orderBy('last_seen_at', 'desc')
+      .limit(MAX_SOURCES_PER_KEY)
+      .execute(),
     usageAsOf(ctx),
   ]);
   return {
@@ -331,7 +360,15 @@ export async function usageSummary(ctx: HubContext, keyId: string, lastUsedAt: s
 async function usageAsOf(ctx: HubContext): Promise<{ asOf: string | null; bridges: number }> {
   const live = await getSync(ctx).cluster();
   if (!live.length) return { asOf: null, bridges: 0 };
-  const reported = await usageDb(ctx).selectFrom('usage_reports').select(['bridge_id', 'reported_at']).where('bridge_id', 'in', live.map((b) => b.bridgeId)).execute();
+  const reported = await usageDb(ctx)
+    .selectFrom('usage_reports')
+    .select(['bridge_id', 'reported_at'])
+    .where(
+      'bridge_id',
+      'in',
+      live.map((b) => b.bridgeId),
+    )
+    .execute();
   const at = new Map(reported.map((r) => [r.bridge_id, r.reported_at]));
   return { asOf: live.map((b) => at.get(b.bridgeId) ?? b.connectedAt).sort()[0]!, bridges: live.length };
 }
@@ -346,7 +383,13 @@ export async function keyUsage(ctx: HubContext, actor: Actor, projectName: strin
   const from = minuteOf(new Date(nowMs - USAGE_RETENTION_MS));
   const [series, outcomes, sources, { asOf, bridges }] = await Promise.all([
     db.selectFrom('api_key_usage').select(['minute', 'count']).where('key_id', '=', row.id).where('minute', '>=', from).orderBy('minute').execute(),
-    db.selectFrom('api_key_outcomes').select(['kind', 'status', (eb) => eb.fn.sum<number>('count').as('n')]).where('key_id', '=', row.id).where('minute', '>=', from).groupBy(['kind', 'status']).execute(),
+    db
+      .selectFrom('api_key_outcomes')
+      .select(['kind', 'status', (eb) => eb.fn.sum<number>('count').as('n')])
+      .where('key_id', '=', row.id)
+      .where('minute', '>=', from)
+      .groupBy(['kind', 'status'])
+      .execute(),
     db.selectFrom('api_key_sources').selectAll().where('key_id', '=', row.id).orderBy('last_seen_at', 'desc').limit(MAX_SOURCES_PER_KEY).execute(),
     usageAsOf(ctx),
   ]);
@@ -358,7 +401,10 @@ export async function keyUsage(ctx: HubContext, actor: Actor, projectName: strin
     if (o.kind === 'error') failed += n;
     counts.set(String(o.status), (counts.get(String(o.status)) ?? 0) + n);
   }
-  const byStatus = [{ status: '2xx', requests: Math.max(0, total - failed) }, ...[...counts].sort(([a], [b]) => a.localeCompare(b)).map(([status, requests]) => ({ status, requests }))];
+  const byStatus = [
+    { status: '2xx', requests: Math.max(0, total - failed) },
+    ...[...counts].sort(([a], [b]) => a.localeCompare(b)).map(([status, requests]) => ({ status, requests })),
+  ];
   return {
     key: view(row, referenced ? new Set(referenced) : null),
     asOf,
@@ -371,7 +417,14 @@ export async function keyUsage(ctx: HubContext, actor: Actor, projectName: strin
   };
 }
 
-export async function revokeKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string, opts: { dryRun?: unknown }): Promise<RevokeResponse> {
+export async function revokeKey(
+  ctx: HubContext,
+  actor: Actor,
+  projectName: string,
+  envName: string,
+  idOrName: string,
+  opts: { dryRun?: unknown },
+): Promise<RevokeResponse> {
   const { project, env } = await adminEnv(ctx, actor, projectName, envName);
   if (opts.dryRun !== undefined && typeof opts.dryRun !== 'boolean') throw badRequest('dryRun must be a boolean');
   const found = await findKey(ctx.db, env.id, idOrName);
@@ -385,7 +438,12 @@ export async function revokeKey(ctx: HubContext, actor: Actor, projectName: stri
   }
   const now = nowIso();
   const seq = await ctx.db.transaction().execute(async (trx) => {
-    const r = await trx.updateTable('api_keys').set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null }).where('id', '=', found.id).where('status', '=', 'active').executeTakeFirst();
+    const r = await trx
+      .updateTable('api_keys')
+      .set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null })
+      .where('id', '=', found.id)
+      .where('status', '=', 'active')
+      .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return null; // revoked concurrently
     await audit(ctx, actor, { action: 'apikey.revoke', project: project.name, env: env.name, detail: { keyId: found.id, name: found.name, roles } }, trx);
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
@@ -399,7 +457,14 @@ export async function revokeKey(ctx: HubContext, actor: Actor, projectName: stri
   return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: now, alreadyRevoked: false, ack };
 }
 
-export async function rotateKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string, body: { grace?: unknown }): Promise<RotatedKey> {
+export async function rotateKey(
+  ctx: HubContext,
+  actor: Actor,
+  projectName: string,
+  envName: string,
+  idOrName: string,
+  body: { grace?: unknown },
+): Promise<RotatedKey> {
   const { project, env } = await adminEnv(ctx, actor, projectName, envName);
   const graceSeconds = parseGrace(body.grace);
   const found = await findKey(ctx.db, env.id, idOrName);
@@ -426,7 +491,17 @@ export async function rotateKey(ctx: HubContext, actor: Actor, projectName: stri
       .where('secret_hash', '=', found.secret_hash)
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} changed while rotating (revoked or rotated concurrently): list it and retry`);
-    await audit(ctx, actor, { action: 'apikey.rotate', project: project.name, env: env.name, detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt } }, trx);
+    await audit(
+      ctx,
+      actor,
+      {
+        action: 'apikey.rotate',
+        project: project.name,
+        env: env.name,
+        detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt },
+      },
+      trx,
+    );
     return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   notifyChanged(ctx, seq);
@@ -510,14 +585,18 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   if (!report || typeof report !== 'object' || !Array.isArray(report.keys)) throw badRequest('usage report must be {bridgeId, keys: [...]}');
   if (report.keys.length > 100_000) throw badRequest('usage report too large');
   const entries = report.keys.filter(
-    (k) => k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && (typeof k.lastUsedAt === 'string' || k.lastUsedAt === null),
+    (k) =>
+      k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && (typeof k.lastUsedAt === 'string' || k.lastUsedAt === null),
   );
   const db = usageDb(ctx);
   // every report (an empty one too) says this Bridge's counts are in up to now
   if (typeof report.bridgeId === 'string' && report.bridgeId.length <= 200) {
     const at = nowIso();
-    await db.insertInto('usage_reports').values({ bridge_id: report.bridgeId, reported_at: at })
-      .onConflict((oc) => oc.column('bridge_id').doUpdateSet({ reported_at: at })).execute();
+    await db
+      .insertInto('usage_reports')
+      .values({ bridge_id: report.bridgeId, reported_at: at })
+      .onConflict((oc) => oc.column('bridge_id').doUpdateSet({ reported_at: at }))
+      .execute();
   }
   if (entries.length === 0) return { keys: 0 };
   const known = new Set<string>();
@@ -545,7 +624,9 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
             await trx
               .insertInto('api_key_outcomes')
               .values({ key_id: k.keyId, minute: m.minute, kind, status, count: n })
-              .onConflict((oc) => oc.columns(['key_id', 'minute', 'kind', 'status']).doUpdateSet({ count: sql<number>`api_key_outcomes.count + excluded.count` }))
+              .onConflict((oc) =>
+                oc.columns(['key_id', 'minute', 'kind', 'status']).doUpdateSet({ count: sql<number>`api_key_outcomes.count + excluded.count` }),
+              )
               .execute();
           }
         }
@@ -591,8 +672,13 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   // retention, cheap and bounded by the indexes
   await db.deleteFrom('api_key_usage').where('minute', '<', oldest).execute();
   await db.deleteFrom('api_key_outcomes').where('minute', '<', oldest).execute();
-  await db.deleteFrom('usage_reports').where('reported_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString()).execute();
-  await db.deleteFrom('api_key_sources').where('last_seen_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString()).execute();
+  await db
+    .deleteFrom('usage_reports')
+    .where('reported_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString())
+    .execute();
+  await db
+    .deleteFrom('api_key_sources')
+    .where('last_seen_at', '<', new Date(nowMs - SOURCES_RETENTION_MS).toISOString())
+    .execute();
   return { keys: known.size };
 }
-

@@ -178,7 +178,10 @@ export async function bootstrapOwner(ctx: HubContext): Promise<void> {
   if (any) {
     if (ownerEmail && !ctx.config.dev) {
       const known = await ctx.db.selectFrom('operators').select('id').where('email', '=', ownerEmail.trim().toLowerCase()).executeTakeFirst();
-      if (!known) ctx.log.warn('STK_OWNER_EMAIL is ignored: this store already has operators (it only creates the first owner of an empty store); invite more with `stk org invite`');
+      if (!known)
+        ctx.log.warn(
+          'STK_OWNER_EMAIL is ignored: this store already has operators (it only creates the first owner of an empty store); invite more with `stk org invite`',
+        );
     }
     return;
   }
@@ -191,11 +194,18 @@ export async function bootstrapOwner(ctx: HubContext): Promise<void> {
     }
     return;
   }
-  ctx.log.warn('no operator exists yet: set STK_OWNER_EMAIL and STK_OWNER_PASSWORD, or run `stk hub create-owner --email <email> --password-stdin` against this store');
+  ctx.log.warn(
+    'no operator exists yet: set STK_OWNER_EMAIL and STK_OWNER_PASSWORD, or run `stk hub create-owner --email <email> --password-stdin` against this store',
+  );
 }
 
 /** True for a unique-constraint violation on SQLite or PostgreSQL. */
 export function isUniqueViolation(e: unknown): boolean {
   const err = e as { code?: string; message?: string };
-  return err?.code === '23505' || err?.code === 'SQLITE_CONSTRAINT_UNIQUE' || err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || /UNIQUE constraint failed/.test(err?.message ?? '');
+  return (
+    err?.code === '23505' ||
+    err?.code === 'SQLITE_CONSTRAINT_UNIQUE' ||
+    err?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' ||
+    /UNIQUE constraint failed/.test(err?.message ?? '')
+  );
 }

@@ -75,7 +75,8 @@ export function describeConnectError(err: unknown, target: ParsedDbUrl, rawUrl?:
       else if (/terminated unexpectedly|Connection terminated/i.test(msg)) reason = `the server at ${at} closed the connection`;
       else if (Array.isArray(e.errors) && e.errors.length) return describeConnectError(e.errors[0], target, rawUrl);
       else if (system) reason = `could not connect to ${at} (${code ?? 'system error'})`;
-      else if (msg) reason = msg; // TLS and protocol failures: the driver's own words
+      else if (msg)
+        reason = msg; // TLS and protocol failures: the driver's own words
       else reason = `could not connect to ${at}`;
     }
   }
@@ -132,20 +133,43 @@ export async function setConnection(
         .where('name', '=', name)
         .executeTakeFirst();
       if (existing) {
-        await trx.updateTable('connections').set({ engine: 'postgres', db_url_enc: enc, display_url: display, updated_at: now }).where('id', '=', existing.id).execute();
+        await trx
+          .updateTable('connections')
+          .set({ engine: 'postgres', db_url_enc: enc, display_url: display, updated_at: now })
+          .where('id', '=', existing.id)
+          .execute();
         result = view({ name, engine: 'postgres', display_url: display, created_at: existing.created_at, updated_at: now });
       } else {
-        const { n } = await trx.selectFrom('connections').select((eb) => eb.fn.countAll<number>().as('n')).where('project_id', '=', project.id).executeTakeFirstOrThrow();
+        const { n } = await trx
+          .selectFrom('connections')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('project_id', '=', project.id)
+          .executeTakeFirstOrThrow();
         if (Number(n) >= MAX_CONNECTIONS_PER_PROJECT) {
           throw conflict(`connection limit reached: a project holds at most ${MAX_CONNECTIONS_PER_PROJECT} connections across its envs`);
         }
         await trx
           .insertInto('connections')
-          .values({ id: ulid(), project_id: project.id, env_id: env.id, name, engine: 'postgres', db_url_enc: enc, display_url: display, created_at: now, updated_at: now })
+          .values({
+            id: ulid(),
+            project_id: project.id,
+            env_id: env.id,
+            name,
+            engine: 'postgres',
+            db_url_enc: enc,
+            display_url: display,
+            created_at: now,
+            updated_at: now,
+          })
           .execute();
         result = view({ name, engine: 'postgres', display_url: display, created_at: now, updated_at: now });
       }
-      await audit(ctx, actor, { action: 'connection.set', project: project.name, env: env.name, detail: { name, engine: 'postgres', created: !existing } }, trx);
+      await audit(
+        ctx,
+        actor,
+        { action: 'connection.set', project: project.name, env: env.name, detail: { name, engine: 'postgres', created: !existing } },
+        trx,
+      );
       seq = await recordChange(trx, { project: project.name, env: env.name, kind: 'connection', payload: { name } });
     });
   } catch (e) {
@@ -175,13 +199,7 @@ export async function listConnections(ctx: HubContext, actor: Actor, projectName
  * Connects with the stored URL and runs `SELECT 1` (project admin). A failure is a 400 whose message
  * is the driver's reason with secrets removed.
  */
-export async function testConnection(
-  ctx: HubContext,
-  actor: Actor,
-  projectName: string,
-  envName: string,
-  name: string,
-): Promise<ConnectionTest> {
+export async function testConnection(ctx: HubContext, actor: Actor, projectName: string, envName: string, name: string): Promise<ConnectionTest> {
   const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const env = await findEnv(ctx, project, envName);
   const row = await ctx.db.selectFrom('connections').select(['db_url_enc']).where('env_id', '=', env.id).where('name', '=', name).executeTakeFirst();
@@ -227,4 +245,3 @@ async function probe(url: string, target: ParsedDbUrl, allow: HostPolicy): Promi
     await client.end().catch(() => {});
   }
 }
-

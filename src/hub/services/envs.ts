@@ -16,7 +16,13 @@ export const MAX_ENVS_PER_PROJECT = 10;
  * Creates an env in a project (project admin). An existing one is 409, or with `existingOk` (the
  * upstream route: idempotent for scripts re-run in CI) answered as it is, with `created: false`.
  */
-export async function createEnv(ctx: HubContext, actor: Actor, projectName: string, nameIn: unknown, opts: { existingOk?: boolean } = {}): Promise<EnvView & { created: boolean }> {
+export async function createEnv(
+  ctx: HubContext,
+  actor: Actor,
+  projectName: string,
+  nameIn: unknown,
+  opts: { existingOk?: boolean } = {},
+): Promise<EnvView & { created: boolean }> {
   const { project } = await requireProjectRole(ctx, actor, projectName, 'admin');
   const err = nameError('env', nameIn);
   if (err) throw badRequest(err);
@@ -29,7 +35,11 @@ export async function createEnv(ctx: HubContext, actor: Actor, projectName: stri
     dup = await ctx.db.transaction().execute(async (trx) => {
       const found = await trx.selectFrom('envs').select('created_at').where('project_id', '=', project.id).where('name', '=', name).executeTakeFirst();
       if (found) return found;
-      const { n } = await trx.selectFrom('envs').select((eb) => eb.fn.countAll<number>().as('n')).where('project_id', '=', project.id).executeTakeFirstOrThrow();
+      const { n } = await trx
+        .selectFrom('envs')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('project_id', '=', project.id)
+        .executeTakeFirstOrThrow();
       if (Number(n) >= MAX_ENVS_PER_PROJECT) throw conflict(`env limit reached: a project holds at most ${MAX_ENVS_PER_PROJECT} envs`);
       await trx.insertInto('envs').values({ id, project_id: project.id, name, created_at: createdAt }).execute();
       await audit(ctx, actor, { action: 'env.create', project: project.name, env: name, detail: { envId: id } }, trx);

@@ -24,10 +24,7 @@ export function isPostgres<DB>(db: Kysely<DB>): boolean {
  * describes (as late in it as possible: the lock below is held until commit), then call
  * `notifyChanged(ctx)` after commit so streams wake up and push it.
  */
-export async function recordChange(
-  db: Kysely<HubDatabase>,
-  change: { project: string; env: string; kind: string; payload: unknown },
-): Promise<number> {
+export async function recordChange(db: Kysely<HubDatabase>, change: { project: string; env: string; kind: string; payload: unknown }): Promise<number> {
   // PostgreSQL: the lock, plus a NOTIFY that PostgreSQL delivers to every Hub when (and only if) this
   // transaction commits, in the same round trip
   if (isPostgres(db)) await sql`select pg_advisory_xact_lock(${sql.lit(CHANGE_LOG_LOCK)}), pg_notify(${CHANGES_CHANNEL}, '')`.execute(db);

@@ -28,7 +28,11 @@ const INVALID_INVITE = 'invalid or expired invite code for this email';
  * open invite who are not members yet.
  */
 async function countOrgOperators(db: Kysely<HubDatabase>, orgId: string, now: string): Promise<number> {
-  const { n } = await db.selectFrom('org_memberships').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
+  const { n } = await db
+    .selectFrom('org_memberships')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('org_id', '=', orgId)
+    .executeTakeFirstOrThrow();
   const { p } = await db
     .selectFrom('invites')
     .select((eb) => eb.fn.count<number>('invites.email').distinct().as('p'))
@@ -36,13 +40,16 @@ async function countOrgOperators(db: Kysely<HubDatabase>, orgId: string, now: st
     .where('invites.accepted_at', 'is', null)
     .where('invites.expires_at', '>', now)
     .where(({ not, exists, selectFrom }) =>
-      not(exists(
-        selectFrom('org_memberships')
-          .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
-          .select('org_memberships.operator_id')
-          .whereRef('org_memberships.org_id', '=', 'invites.org_id')
-          .whereRef('operators.email', '=', 'invites.email'),
-      )))
+      not(
+        exists(
+          selectFrom('org_memberships')
+            .innerJoin('operators', 'operators.id', 'org_memberships.operator_id')
+            .select('org_memberships.operator_id')
+            .whereRef('org_memberships.org_id', '=', 'invites.org_id')
+            .whereRef('operators.email', '=', 'invites.email'),
+        ),
+      ),
+    )
     .executeTakeFirstOrThrow();
   return Number(n) + Number(p);
 }
@@ -93,65 +100,79 @@ export async function createInvite(
   const inviteId = ulid();
   const where = project ? `project ${project.name}` : 'the org';
 
-  await ctx.db.transaction().execute(async (trx) => {
-    // expired invites are dead: drop them so the table stays bounded
-    await trx.deleteFrom('invites').where('org_id', '=', orgId).where('accepted_at', 'is', null).where('expires_at', '<=', now).execute();
-    let target = await lockOperator(trx, email);
-    if (target?.status === 'disabled') throw conflict(`operator ${email} is disabled`);
-    let counted = false;
-    if (target) {
-      const t = await targetAuthority(trx, orgId, target.id);
-      counted = t.role !== null;
-      if (scope === 'org' && t.role) throw conflict(`${email} is already an org ${t.role}: use stk org members set-role`);
-      if (project) {
-        const pm = await activeProjectRole(trx, project.id, target.id);
-        if (pm) throw conflict(`${email} already has project:${pm} on ${project.name}: use stk project members set-role`);
-        requireMayManage(authority, t, `invite ${email} to project ${project.name}`);
-      }
-      const open = await openInvites(trx, orgId, email, now).select(['created_by', 'scope', 'project_id', 'expires_at']).execute();
-      counted ||= open.length > 0;
-      const others = open.filter((i) => i.created_by !== op.id && (target!.status === 'pending' || (i.scope === scope && i.project_id === (project?.id ?? null))));
-      if (others.length) {
-        const until = others.map((i) => i.expires_at).sort()[0]!.slice(0, 10);
-        throw conflict(
-          `${email} already has an open invite${target.status === 'pending' ? '' : ` to ${where}`} from another operator (until ${until}): ` +
-            'it has to be accepted, expire or be withdrawn (stk org/project members remove) before you invite them',
+  await ctx.db
+    .transaction()
+    .execute(async (trx) => {
+      // expired invites are dead: drop them so the table stays bounded
+      await trx.deleteFrom('invites').where('org_id', '=', orgId).where('accepted_at', 'is', null).where('expires_at', '<=', now).execute();
+      let target = await lockOperator(trx, email);
+      if (target?.status === 'disabled') throw conflict(`operator ${email} is disabled`);
+      let counted = false;
+      if (target) {
+        const t = await targetAuthority(trx, orgId, target.id);
+        counted = t.role !== null;
+        if (scope === 'org' && t.role) throw conflict(`${email} is already an org ${t.role}: use stk org members set-role`);
+        if (project) {
+          const pm = await activeProjectRole(trx, project.id, target.id);
+          if (pm) throw conflict(`${email} already has project:${pm} on ${project.name}: use stk project members set-role`);
+          requireMayManage(authority, t, `invite ${email} to project ${project.name}`);
+        }
+        const open = await openInvites(trx, orgId, email, now).select(['created_by', 'scope', 'project_id', 'expires_at']).execute();
+        counted ||= open.length > 0;
+        const others = open.filter(
+          (i) => i.created_by !== op.id && (target!.status === 'pending' || (i.scope === scope && i.project_id === (project?.id ?? null))),
         );
+        if (others.length) {
+          const until = others
+            .map((i) => i.expires_at)
+            .sort()[0]!
+            .slice(0, 10);
+          throw conflict(
+            `${email} already has an open invite${target.status === 'pending' ? '' : ` to ${where}`} from another operator (until ${until}): ` +
+              'it has to be accepted, expire or be withdrawn (stk org/project members remove) before you invite them',
+          );
+        }
       }
-    }
-    if (!counted && (await countOrgOperators(trx, orgId, now)) >= MAX_OPERATORS_PER_ORG) {
-      throw conflict(`operator limit reached: an org holds at most ${MAX_OPERATORS_PER_ORG} operators`);
-    }
-    if (!target) {
-      target = { id: ulid(), status: 'pending' };
-      await trx.insertInto('operators').values({ id: target.id, email, password_hash: null, status: 'pending', created_at: now }).execute();
-    }
-    // your own earlier open invite for the same scope is replaced
-    let mine = trx.deleteFrom('invites').where('org_id', '=', orgId).where('email', '=', email).where('scope', '=', scope).where('accepted_at', 'is', null).where('created_by', '=', op.id);
-    mine = project ? mine.where('project_id', '=', project.id) : mine.where('project_id', 'is', null);
-    await mine.execute();
-    await trx
-      .insertInto('invites')
-      .values({
-        id: inviteId,
-        code_hash: sha256Hex(code),
-        email,
-        scope,
-        org_id: orgId,
-        project_id: project?.id ?? null,
-        role,
-        created_by: op.id,
-        created_at: now,
-        expires_at: expiresAt,
-        accepted_at: null,
-      })
-      .execute();
-    await audit(ctx, actor, { action: 'rbac.invite', project: project?.name ?? null, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
-  }).catch((e: unknown) => {
-    // two invites for a new email at once: the operator row exists now, the other one won
-    if (isUniqueViolation(e)) throw conflict(`${email} was invited concurrently by someone else: try again`);
-    throw e;
-  });
+      if (!counted && (await countOrgOperators(trx, orgId, now)) >= MAX_OPERATORS_PER_ORG) {
+        throw conflict(`operator limit reached: an org holds at most ${MAX_OPERATORS_PER_ORG} operators`);
+      }
+      if (!target) {
+        target = { id: ulid(), status: 'pending' };
+        await trx.insertInto('operators').values({ id: target.id, email, password_hash: null, status: 'pending', created_at: now }).execute();
+      }
+      // your own earlier open invite for the same scope is replaced
+      let mine = trx
+        .deleteFrom('invites')
+        .where('org_id', '=', orgId)
+        .where('email', '=', email)
+        .where('scope', '=', scope)
+        .where('accepted_at', 'is', null)
+        .where('created_by', '=', op.id);
+      mine = project ? mine.where('project_id', '=', project.id) : mine.where('project_id', 'is', null);
+      await mine.execute();
+      await trx
+        .insertInto('invites')
+        .values({
+          id: inviteId,
+          code_hash: sha256Hex(code),
+          email,
+          scope,
+          org_id: orgId,
+          project_id: project?.id ?? null,
+          role,
+          created_by: op.id,
+          created_at: now,
+          expires_at: expiresAt,
+          accepted_at: null,
+        })
+        .execute();
+      await audit(ctx, actor, { action: 'rbac.invite', project: project?.name ?? null, detail: { scope, email, role, inviteId, operatorId: target.id } }, trx);
+    })
+    .catch((e: unknown) => {
+      // two invites for a new email at once: the operator row exists now, the other one won
+      if (isUniqueViolation(e)) throw conflict(`${email} was invited concurrently by someone else: try again`);
+      throw e;
+    });
   return { email, role, inviteCode: code, expiresAt };
 }
 
@@ -186,7 +207,12 @@ export async function acceptInvite(ctx: HubContext, actor: Actor, body: { email?
 
   await ctx.db.transaction().execute(async (trx) => {
     await lockOperator(trx, email);
-    const spent = await trx.updateTable('invites').set({ accepted_at: nowIso() }).where('id', '=', invite.id).where('accepted_at', 'is', null).executeTakeFirst();
+    const spent = await trx
+      .updateTable('invites')
+      .set({ accepted_at: nowIso() })
+      .where('id', '=', invite.id)
+      .where('accepted_at', 'is', null)
+      .executeTakeFirst();
     if (Number(spent.numUpdatedRows ?? 0) !== 1) throw badRequest(INVALID_INVITE);
 
     // the sender must still be able to grant this, now (demotions and removals withdraw such invites; this is the last guard)
@@ -194,31 +220,69 @@ export async function acceptInvite(ctx: HubContext, actor: Actor, body: { email?
     if (!ok) throw forbidden(`this invite is void: the operator who sent it can no longer grant ${invite.scope}:${invite.role}`);
 
     if (newHash !== null) {
-      const activated = await trx.updateTable('operators').set({ password_hash: newHash, status: 'active' }).where('id', '=', target.id).where('status', '=', 'pending').executeTakeFirst();
+      const activated = await trx
+        .updateTable('operators')
+        .set({ password_hash: newHash, status: 'active' })
+        .where('id', '=', target.id)
+        .where('status', '=', 'pending')
+        .executeTakeFirst();
       // another invite for this email was accepted at the same moment and set the password
       if (Number(activated.numUpdatedRows ?? 0) !== 1) throw conflict(`${email} was activated concurrently: accept again with that password`);
     }
     const at = nowIso();
-    const orgM = await trx.selectFrom('org_memberships').select(['role', 'status']).where('org_id', '=', invite.org_id).where('operator_id', '=', target.id).executeTakeFirst();
+    const orgM = await trx
+      .selectFrom('org_memberships')
+      .select(['role', 'status'])
+      .where('org_id', '=', invite.org_id)
+      .where('operator_id', '=', target.id)
+      .executeTakeFirst();
     const orgGrant: OrgRole = invite.scope === 'org' ? (invite.role as OrgRole) : 'member';
     if (!orgM) {
-      await trx.insertInto('org_memberships').values({ org_id: invite.org_id, operator_id: target.id, role: orgGrant, status: 'active', created_at: at }).execute();
+      await trx
+        .insertInto('org_memberships')
+        .values({ org_id: invite.org_id, operator_id: target.id, role: orgGrant, status: 'active', created_at: at })
+        .execute();
     } else if (orgM.status !== 'active' || ORG_ROLE_RANK[orgGrant] > ORG_ROLE_RANK[orgM.role as OrgRole]) {
       // (a membership is never lowered by accepting an invite)
       const role = orgM.status === 'active' && ORG_ROLE_RANK[orgM.role as OrgRole] > ORG_ROLE_RANK[orgGrant] ? (orgM.role as OrgRole) : orgGrant;
-      await trx.updateTable('org_memberships').set({ role, status: 'active' }).where('org_id', '=', invite.org_id).where('operator_id', '=', target.id).execute();
+      await trx
+        .updateTable('org_memberships')
+        .set({ role, status: 'active' })
+        .where('org_id', '=', invite.org_id)
+        .where('operator_id', '=', target.id)
+        .execute();
     }
     if (project) {
-      const pm = await trx.selectFrom('project_memberships').select('role').where('project_id', '=', project.id).where('operator_id', '=', target.id).executeTakeFirst();
-      if (pm) await trx.updateTable('project_memberships').set({ role: invite.role as ProjectRole, status: 'active' }).where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
-      else await trx.insertInto('project_memberships').values({ project_id: project.id, operator_id: target.id, role: invite.role as ProjectRole, status: 'active', created_at: at }).execute();
+      const pm = await trx
+        .selectFrom('project_memberships')
+        .select('role')
+        .where('project_id', '=', project.id)
+        .where('operator_id', '=', target.id)
+        .executeTakeFirst();
+      if (pm)
+        await trx
+          .updateTable('project_memberships')
+          .set({ role: invite.role as ProjectRole, status: 'active' })
+          .where('project_id', '=', project.id)
+          .where('operator_id', '=', target.id)
+          .execute();
+      else
+        await trx
+          .insertInto('project_memberships')
+          .values({ project_id: project.id, operator_id: target.id, role: invite.role as ProjectRole, status: 'active', created_at: at })
+          .execute();
     }
-    await audit(ctx, actor, {
-      action: 'rbac.accept',
-      project: project?.name ?? null,
-      actor: { id: target.id, email },
-      detail: { scope: invite.scope, inviteId: invite.id, role: invite.role, invitedBy: invite.created_by },
-    }, trx);
+    await audit(
+      ctx,
+      actor,
+      {
+        action: 'rbac.accept',
+        project: project?.name ?? null,
+        actor: { id: target.id, email },
+        detail: { scope: invite.scope, inviteId: invite.id, role: invite.role, invitedBy: invite.created_by },
+      },
+      trx,
+    );
   });
   return { email };
 }

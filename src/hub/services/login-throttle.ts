@@ -143,7 +143,13 @@ export class LoginThrottle {
     const cutoff = now - this.o.windowMs;
     for (const [k, v] of map) {
       const e = v as Partial<AccountEntry>;
-      if (!Array.isArray(v) && (e.times ?? []).every((t) => t <= cutoff) && (e.lockedUntil ?? 0) <= now && !(e.strikes && now - e.lastFailure! <= this.o.maxLockMs)) map.delete(k);
+      if (
+        !Array.isArray(v) &&
+        (e.times ?? []).every((t) => t <= cutoff) &&
+        (e.lockedUntil ?? 0) <= now &&
+        !(e.strikes && now - e.lastFailure! <= this.o.maxLockMs)
+      )
+        map.delete(k);
     }
     // still full (a distributed flood): drop the oldest half, locked accounts last
     if (map.size >= this.o.maxTracked) {

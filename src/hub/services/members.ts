@@ -8,7 +8,20 @@ import { nowIso } from '../store/store.js';
 import { validateEmail } from './auth.js';
 import { audit } from './audit.js';
 import type { MemberView } from '../../protocol/api/hub.js';
-import { activeOrgRole, activeProjectRole, AUTHORITY, findProject, mayManage, orgAuthority, orgRole, projectAuthority, projectAuthorityOf, requireOrgRole, requireProjectRole, type ProjectRef } from './rbac.js';
+import {
+  activeOrgRole,
+  activeProjectRole,
+  AUTHORITY,
+  findProject,
+  mayManage,
+  orgAuthority,
+  orgRole,
+  projectAuthority,
+  projectAuthorityOf,
+  requireOrgRole,
+  requireProjectRole,
+  type ProjectRef,
+} from './rbac.js';
 
 export type Scope = 'org' | 'project';
 
@@ -50,16 +63,24 @@ export async function targetAuthority(db: Kysely<HubDatabase>, orgId: string, op
  * The target's place on the ladder for one project: their org rank, or project admin when that is
  * higher and they hold an explicit active project:admin there (a co-admin is not ranked below you).
  */
-export async function targetProjectAuthority(db: Kysely<HubDatabase>, project: ProjectRef, operatorId: string): Promise<{ role: OrgRole | null; authority: number; as?: string }> {
+export async function targetProjectAuthority(
+  db: Kysely<HubDatabase>,
+  project: ProjectRef,
+  operatorId: string,
+): Promise<{ role: OrgRole | null; authority: number; as?: string }> {
   const t = await targetAuthority(db, project.orgId, operatorId);
   if (t.authority >= AUTHORITY.projectAdmin) return t;
-  return (await activeProjectRole(db, project.id, operatorId)) === 'admin' ? { ...t, authority: AUTHORITY.projectAdmin, as: `project admin of ${project.name}` } : t;
+  return (await activeProjectRole(db, project.id, operatorId)) === 'admin'
+    ? { ...t, authority: AUTHORITY.projectAdmin, as: `project admin of ${project.name}` }
+    : t;
 }
 
 /** 403 unless an actor at `actor` may change or remove someone at `target` (see `AUTHORITY`); `action` names it, e.g. "remove a@x.io". */
 export function requireMayManage(actor: number, target: { role: OrgRole | null; authority: number; as?: string }, action: string): void {
   if (!mayManage(actor, target.authority)) {
-    throw forbidden(`you cannot ${action}: they are ${target.as ?? `org ${target.role}`}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`);
+    throw forbidden(
+      `you cannot ${action}: they are ${target.as ?? `org ${target.role}`}, at or above your own authority${actor < AUTHORITY.owner ? ' (ask an org owner)' : ''}`,
+    );
   }
 }
 
@@ -83,7 +104,9 @@ export async function senderCanGrant(
     const s = await targetAuthority(db, invite.org_id, sender.id);
     return { ok: s.role !== null && s.authority >= AUTHORITY.admin && ORG_ROLE_RANK[invite.role as OrgRole] <= ORG_ROLE_RANK[s.role], project: null };
   }
-  const p = invite.project_id ? await db.selectFrom('projects').select(['id', 'name', 'org_id']).where('id', '=', invite.project_id).executeTakeFirst() : undefined;
+  const p = invite.project_id
+    ? await db.selectFrom('projects').select(['id', 'name', 'org_id']).where('id', '=', invite.project_id).executeTakeFirst()
+    : undefined;
   const project = p ? { id: p.id, name: p.name, orgId: p.org_id } : null;
   if (!project || sender?.status !== 'active') return { ok: false, project };
   return { ok: (await projectAuthority(db, project, sender.id)) > AUTHORITY.none, project };
@@ -91,7 +114,13 @@ export async function senderCanGrant(
 
 /** After `senderId` was demoted or removed: withdraws the open invites they sent and can no longer grant. */
 async function dropVoidInvites(db: Kysely<HubDatabase>, orgId: string, senderId: string): Promise<number> {
-  const sent = await db.selectFrom('invites').selectAll().where('org_id', '=', orgId).where('created_by', '=', senderId).where('accepted_at', 'is', null).execute();
+  const sent = await db
+    .selectFrom('invites')
+    .selectAll()
+    .where('org_id', '=', orgId)
+    .where('created_by', '=', senderId)
+    .where('accepted_at', 'is', null)
+    .execute();
   const gone: string[] = [];
   for (const i of sent) if (!(await senderCanGrant(db, i)).ok) gone.push(i.id);
   if (gone.length) await db.deleteFrom('invites').where('id', 'in', gone).execute();
@@ -153,7 +182,13 @@ export async function setOrgRole(ctx: HubContext, actor: Actor, emailIn: string,
   return ctx.db.transaction().execute(async (trx) => {
     const target = await operatorByEmail(trx, email);
     const m = target
-      ? await trx.selectFrom('org_memberships').selectAll().where('org_id', '=', me.orgId).where('operator_id', '=', target.id).where('status', '=', 'active').executeTakeFirst()
+      ? await trx
+          .selectFrom('org_memberships')
+          .selectAll()
+          .where('org_id', '=', me.orgId)
+          .where('operator_id', '=', target.id)
+          .where('status', '=', 'active')
+          .executeTakeFirst()
       : undefined;
     if (!target || !m) {
       const invited = await openInvites(trx, me.orgId, email).select('id').executeTakeFirst();
@@ -196,7 +231,12 @@ export async function removeOrgMember(ctx: HubContext, actor: Actor, emailIn: st
     await trx.deleteFrom('project_memberships').where('operator_id', '=', target.id).where('project_id', 'in', projectIds).execute();
     await trx.deleteFrom('invites').where('org_id', '=', me.orgId).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, me.orgId, target.id);
-    await audit(ctx, actor, { action: 'rbac.remove', detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
+    await audit(
+      ctx,
+      actor,
+      { action: 'rbac.remove', detail: { scope: 'org', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } },
+      trx,
+    );
   });
 }
 
@@ -249,13 +289,7 @@ export async function listProjectMembers(ctx: HubContext, actor: Actor, projectN
  * say, viewer on one project); new people go through an invite. Only someone ranked above the
  * target may do it: a project admin cannot pin an org admin or owner.
  */
-export async function setProjectRole(
-  ctx: HubContext,
-  actor: Actor,
-  projectName: string,
-  emailIn: string,
-  roleIn: unknown,
-): Promise<MemberView> {
+export async function setProjectRole(ctx: HubContext, actor: Actor, projectName: string, emailIn: string, roleIn: unknown): Promise<MemberView> {
   const { project, authority } = await requireProjectMemberAdmin(ctx, actor, projectName);
   const role = checkRole('project', roleIn) as ProjectRole;
   const email = validateEmail(emailIn);
@@ -265,7 +299,8 @@ export async function setProjectRole(
     if (!target || !t || t.role === null || target.status !== 'active') {
       // project admins see open invites in the member list: saying so here tells them nothing new
       const invited = await openInvites(trx, project.orgId, email).where('project_id', '=', project.id).select('id').executeTakeFirst();
-      if (invited) throw notFound(`${email} has not accepted their invite to ${project.name} yet: the role takes effect on acceptance (invite again to change it)`);
+      if (invited)
+        throw notFound(`${email} has not accepted their invite to ${project.name} yet: the role takes effect on acceptance (invite again to change it)`);
       if (!target) throw notFound(`no operator ${email}: invite them with stk project invite`);
       throw notFound(`${email} is not an active member of the org: invite them with stk project invite`);
     }
@@ -278,7 +313,12 @@ export async function setProjectRole(
       .executeTakeFirst();
     let out: MemberView;
     if (existing) {
-      await trx.updateTable('project_memberships').set({ role, status: 'active' }).where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
+      await trx
+        .updateTable('project_memberships')
+        .set({ role, status: 'active' })
+        .where('project_id', '=', project.id)
+        .where('operator_id', '=', target.id)
+        .execute();
       out = { email, role, status: 'active', createdAt: existing.created_at, source: 'project' };
     } else {
       const now = nowIso();
@@ -286,11 +326,16 @@ export async function setProjectRole(
       out = { email, role, status: 'active', createdAt: now, source: 'project' };
     }
     await dropVoidInvites(trx, project.orgId, target.id);
-    await audit(ctx, actor, {
-      action: 'rbac.set_role',
-      project: project.name,
-      detail: { scope: 'project', operatorId: target.id, email, role, previousRole: existing?.role ?? null },
-    }, trx);
+    await audit(
+      ctx,
+      actor,
+      {
+        action: 'rbac.set_role',
+        project: project.name,
+        detail: { scope: 'project', operatorId: target.id, email, role, previousRole: existing?.role ?? null },
+      },
+      trx,
+    );
     return out;
   });
 }
@@ -310,6 +355,15 @@ export async function removeProjectMember(ctx: HubContext, actor: Actor, project
     await trx.deleteFrom('project_memberships').where('project_id', '=', project.id).where('operator_id', '=', target.id).execute();
     await trx.deleteFrom('invites').where('project_id', '=', project.id).where('email', '=', email).where('accepted_at', 'is', null).execute();
     await dropVoidInvites(trx, project.orgId, target.id);
-    await audit(ctx, actor, { action: 'rbac.remove', project: project.name, detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites } }, trx);
+    await audit(
+      ctx,
+      actor,
+      {
+        action: 'rbac.remove',
+        project: project.name,
+        detail: { scope: 'project', operatorId: target.id, email, role: m?.role ?? null, withdrawnInvites: invites },
+      },
+      trx,
+    );
   });
 }

@@ -17,7 +17,12 @@ export const MAX_PROJECTS_PER_ORG = 500;
  * `existingOk` (the upstream route: idempotent for scripts re-run in CI) answered as it is, with
  * `created: false` and nothing changed or audited.
  */
-export async function createProject(ctx: HubContext, actor: Actor, nameIn: unknown, opts: { existingOk?: boolean } = {}): Promise<ProjectView & { created: boolean }> {
+export async function createProject(
+  ctx: HubContext,
+  actor: Actor,
+  nameIn: unknown,
+  opts: { existingOk?: boolean } = {},
+): Promise<ProjectView & { created: boolean }> {
   const { orgId } = await requireOrgRole(ctx, actor, 'admin');
   const err = nameError('project', nameIn);
   if (err) throw badRequest(err);
@@ -30,7 +35,11 @@ export async function createProject(ctx: HubContext, actor: Actor, nameIn: unkno
     dup = await ctx.db.transaction().execute(async (trx) => {
       const found = await trx.selectFrom('projects').select('created_at').where('org_id', '=', orgId).where('name', '=', name).executeTakeFirst();
       if (found) return found;
-      const { n } = await trx.selectFrom('projects').select((eb) => eb.fn.countAll<number>().as('n')).where('org_id', '=', orgId).executeTakeFirstOrThrow();
+      const { n } = await trx
+        .selectFrom('projects')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('org_id', '=', orgId)
+        .executeTakeFirstOrThrow();
       if (Number(n) >= MAX_PROJECTS_PER_ORG) throw conflict(`project limit reached: an org holds at most ${MAX_PROJECTS_PER_ORG} projects`);
       await trx.insertInto('projects').values({ id, org_id: orgId, name, created_at: createdAt }).execute();
       await audit(ctx, actor, { action: 'project.create', project: name, detail: { projectId: id } }, trx);

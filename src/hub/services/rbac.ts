@@ -6,7 +6,6 @@ import type { HubDatabase } from '../store/schema.js';
 import { signedIn, type Actor } from './actor.js';
 import { DEFAULT_ORG } from './auth.js';
 
-
 /**
  * One ladder for managing other operators: org owner > org admin > project admin (by an explicit
  * membership) > org member > nobody. An operator may change, pin or remove only people ranked below
@@ -30,13 +29,25 @@ export interface ProjectRef {
 
 /** An operator's active role in an org (null: not a member). Reads through `db` (a transaction too). */
 export async function activeOrgRole(db: Kysely<HubDatabase>, orgId: string, operatorId: string): Promise<OrgRole | null> {
-  const m = await db.selectFrom('org_memberships').select('role').where('org_id', '=', orgId).where('operator_id', '=', operatorId).where('status', '=', 'active').executeTakeFirst();
+  const m = await db
+    .selectFrom('org_memberships')
+    .select('role')
+    .where('org_id', '=', orgId)
+    .where('operator_id', '=', operatorId)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
   return m?.role ?? null;
 }
 
 /** An operator's active explicit role on a project (null: none). Reads through `db` (a transaction too). */
 export async function activeProjectRole(db: Kysely<HubDatabase>, projectId: string, operatorId: string): Promise<ProjectRole | null> {
-  const m = await db.selectFrom('project_memberships').select('role').where('project_id', '=', projectId).where('operator_id', '=', operatorId).where('status', '=', 'active').executeTakeFirst();
+  const m = await db
+    .selectFrom('project_memberships')
+    .select('role')
+    .where('project_id', '=', projectId)
+    .where('operator_id', '=', operatorId)
+    .where('status', '=', 'active')
+    .executeTakeFirst();
   return m?.role ?? null;
 }
 
@@ -66,7 +77,8 @@ export async function orgRole(ctx: HubContext, actor: Actor): Promise<{ orgId: s
   const row = await ctx.db
     .selectFrom('orgs')
     .leftJoin('org_memberships', (j) =>
-      j.onRef('org_memberships.org_id', '=', 'orgs.id').on('org_memberships.operator_id', '=', op.id).on('org_memberships.status', '=', 'active'))
+      j.onRef('org_memberships.org_id', '=', 'orgs.id').on('org_memberships.operator_id', '=', op.id).on('org_memberships.status', '=', 'active'),
+    )
     .select(['orgs.id as org_id', 'org_memberships.role'])
     .where('orgs.name', '=', DEFAULT_ORG)
     .executeTakeFirstOrThrow();
@@ -108,7 +120,12 @@ export async function findProject(ctx: HubContext, name: string): Promise<Projec
  * actor already resolved for this request are reused, by name: see Actor.roles).
  * Unknown project → 404 only for operators who could see it otherwise (org members); others get 403.
  */
-export async function requireProjectRole(ctx: HubContext, actor: Actor, projectName: string, min: ProjectRole): Promise<{ project: ProjectRef; role: ProjectRole }> {
+export async function requireProjectRole(
+  ctx: HubContext,
+  actor: Actor,
+  projectName: string,
+  min: ProjectRole,
+): Promise<{ project: ProjectRef; role: ProjectRole }> {
   const known = actor.roles?.project?.project;
   const project = typeof projectName !== 'string' ? undefined : known?.name === projectName ? known : await findProject(ctx, projectName);
   if (!project) {
@@ -131,9 +148,10 @@ export async function requireOrgRole(ctx: HubContext, actor: Actor, min: OrgRole
 
 /** Resolves an env of a project, or 404. */
 export async function findEnv(ctx: HubContext, project: ProjectRef, envName: string): Promise<{ id: string; name: string }> {
-  const env = typeof envName === 'string'
-    ? await ctx.db.selectFrom('envs').select(['id', 'name']).where('project_id', '=', project.id).where('name', '=', envName).executeTakeFirst()
-    : undefined;
+  const env =
+    typeof envName === 'string'
+      ? await ctx.db.selectFrom('envs').select(['id', 'name']).where('project_id', '=', project.id).where('name', '=', envName).executeTakeFirst()
+      : undefined;
   if (!env) throw notFound(`env ${JSON.stringify(String(envName).slice(0, 80))} not found in project ${project.name}`);
   return env;
 }

@@ -19,7 +19,8 @@ export function toIR(row: ReleaseRow, project: string): ReleaseIR {
 }
 
 /** Release rows with their project's name (what `toIR` needs). */
-const releaseRows = (ctx: HubContext) => ctx.db.selectFrom('releases').innerJoin('projects', 'projects.id', 'releases.project_id').selectAll('releases').select('projects.name as project_name');
+const releaseRows = (ctx: HubContext) =>
+  ctx.db.selectFrom('releases').innerJoin('projects', 'projects.id', 'releases.project_id').selectAll('releases').select('projects.name as project_name');
 
 /** A release by id (any project), or undefined. */
 export async function getRelease(ctx: HubContext, releaseId: string): Promise<ReleaseIR | undefined> {
@@ -30,6 +31,9 @@ export async function getRelease(ctx: HubContext, releaseId: string): Promise<Re
 
 /** The env's current release, or undefined when nothing was applied there yet. */
 export async function currentRelease(ctx: HubContext, envId: string): Promise<ReleaseIR | undefined> {
-  const row = await releaseRows(ctx).innerJoin('current_releases', 'current_releases.release_id', 'releases.id').where('current_releases.env_id', '=', envId).executeTakeFirst();
+  const row = await releaseRows(ctx)
+    .innerJoin('current_releases', 'current_releases.release_id', 'releases.id')
+    .where('current_releases.env_id', '=', envId)
+    .executeTakeFirst();
   return row ? toIR(row, row.project_name) : undefined;
 }

@@ -30,7 +30,15 @@ export function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return '[' + v.map(canonicalJson).join(',') + ']';
   if (v && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    return '{' + Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => JSON.stringify(k) + ':' + canonicalJson(o[k])).join(',') + '}';
+    return (
+      '{' +
+      Object.keys(o)
+        .filter((k) => o[k] !== undefined)
+        .sort()
+        .map((k) => JSON.stringify(k) + ':' + canonicalJson(o[k]))
+        .join(',') +
+      '}'
+    );
   }
   return JSON.stringify(v);
 }
@@ -42,7 +50,12 @@ export function releaseHash(x: { schema: SchemaIR; permissions: PermissionsIR; c
 }
 
 /** Points the env at a release. Returns whether the pointer moved (then a change event `seq` was written). */
-async function setCurrent(trx: Kysely<HubDatabase>, project: ProjectRef, env: { id: string; name: string }, releaseId: string): Promise<{ moved: boolean; previous: string | null; seq: number | null }> {
+async function setCurrent(
+  trx: Kysely<HubDatabase>,
+  project: ProjectRef,
+  env: { id: string; name: string },
+  releaseId: string,
+): Promise<{ moved: boolean; previous: string | null; seq: number | null }> {
   const cur = await trx.selectFrom('current_releases').select('release_id').where('env_id', '=', env.id).executeTakeFirst();
   if (cur?.release_id === releaseId) return { moved: false, previous: releaseId, seq: null };
   const now = nowIso();
@@ -85,12 +98,17 @@ export async function publishRelease(
               created_at: nowIso(),
             })
             .execute();
-          await audit(ctx, actor, {
-            action: 'release.create',
-            project: project.name,
-            env: env.name,
-            detail: { releaseId, ref: x.ref, contentHash: hash, tables: Object.keys(x.schema.tables).length, connections: x.connections },
-          }, trx);
+          await audit(
+            ctx,
+            actor,
+            {
+              action: 'release.create',
+              project: project.name,
+              env: env.name,
+              detail: { releaseId, ref: x.ref, contentHash: hash, tables: Object.keys(x.schema.tables).length, connections: x.connections },
+            },
+            trx,
+          );
         }
         const moved = await setCurrent(trx, project, env, releaseId);
         return { releaseId, reused: Boolean(existing), ...moved };
@@ -126,14 +144,24 @@ export async function apply(ctx: HubContext, actor: Actor, projectName: string, 
   let notes: string[] = [];
   let adopted: string[] = [];
   if (withSchema || withRelease) {
-    const r = await syncSchema(ctx, { envId: env.id, envLabel: label, schema: compiled.schema, previous: prev?.schema, execute: withSchema && !input.dryRun, force: input.force, adopt: input.adopt });
+    const r = await syncSchema(ctx, {
+      envId: env.id,
+      envLabel: label,
+      schema: compiled.schema,
+      previous: prev?.schema,
+      execute: withSchema && !input.dryRun,
+      force: input.force,
+      adopt: input.adopt,
+    });
     plan = withSchema ? r.plan : [];
     notes = r.notes;
     if (withSchema && !input.dryRun) adopted = r.unmanaged;
     // in a dry run with schema the plan would fix the differences; what remains is what it cannot fix
     drift = withSchema && input.dryRun ? r.drift.filter((d) => !r.plan.some((s) => d === `${s.connection}: ${s.description}`)) : r.drift;
     if (withRelease && !input.dryRun && drift.length) {
-      throw conflict(`drift between the declared schema and ${label}: ${drift.slice(0, 5).join('; ')}${drift.length > 5 ? ` (and ${drift.length - 5} more)` : ''} — run 'stk apply --only schema' or fix the schema`);
+      throw conflict(
+        `drift between the declared schema and ${label}: ${drift.slice(0, 5).join('; ')}${drift.length > 5 ? ` (and ${drift.length - 5} more)` : ''} — run 'stk apply --only schema' or fix the schema`,
+      );
     }
   }
 
@@ -270,24 +298,68 @@ export async function promote(ctx: HubContext, actor: Actor, projectName: string
   const rel = release!;
   const prev = await currentRelease(ctx, to.id);
   const dryRun = b.dryRun === true;
-  const sync = await syncSchema(ctx, { envId: to.id, envLabel: `${project.name}/${to.name}`, schema: rel.schema, previous: prev?.schema, execute: !dryRun, force: b.force === true, adopt: b.adopt === true });
+  const sync = await syncSchema(ctx, {
+    envId: to.id,
+    envLabel: `${project.name}/${to.name}`,
+    schema: rel.schema,
+    previous: prev?.schema,
+    execute: !dryRun,
+    force: b.force === true,
+    adopt: b.adopt === true,
+  });
   if (dryRun) {
     const drift = sync.drift.filter((d) => !sync.plan.some((s) => d === `${s.connection}: ${s.description}`));
-    return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: false, plan: sync.plan, drift, notes: sync.notes, ack: null };
+    return {
+      releaseId: rel.releaseId,
+      from,
+      to: to.name,
+      previousReleaseId: prev?.releaseId ?? null,
+      dryRun,
+      moved: false,
+      plan: sync.plan,
+      drift,
+      notes: sync.notes,
+      ack: null,
+    };
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
     const moved = await setCurrent(trx, project, to, rel.releaseId);
-    await audit(ctx, actor, {
-      action: 'release.promote',
-      project: project.name,
-      env: to.name,
-      detail: { releaseId: rel.releaseId, ref: rel.ref, from, to: to.name, previousReleaseId: moved.previous, moved: moved.moved, steps: sync.plan.length, adopted: sync.unmanaged },
-    }, trx);
+    await audit(
+      ctx,
+      actor,
+      {
+        action: 'release.promote',
+        project: project.name,
+        env: to.name,
+        detail: {
+          releaseId: rel.releaseId,
+          ref: rel.ref,
+          from,
+          to: to.name,
+          previousReleaseId: moved.previous,
+          moved: moved.moved,
+          steps: sync.plan.length,
+          adopted: sync.unmanaged,
+        },
+      },
+      trx,
+    );
     return moved;
   });
   if (r.moved) notifyChanged(ctx);
   const ack = await bridgesAck(ctx, r.seq);
-  return { releaseId: rel.releaseId, from, to: to.name, previousReleaseId: prev?.releaseId ?? null, dryRun, moved: r.moved, plan: sync.plan, drift: [], notes: sync.notes, ack };
+  return {
+    releaseId: rel.releaseId,
+    from,
+    to: to.name,
+    previousReleaseId: prev?.releaseId ?? null,
+    dryRun,
+    moved: r.moved,
+    plan: sync.plan,
+    drift: [],
+    notes: sync.notes,
+    ack,
+  };
 }
 
 /**
@@ -302,16 +374,23 @@ export async function rollback(ctx: HubContext, actor: Actor, projectName: strin
   const rel = await releaseOfProject(ctx, project, b.releaseId);
   const problems = await compatibilityProblems(ctx, env.id, rel.schema);
   if (problems.length) {
-    throw conflict(`release ${rel.releaseId} does not fit the live database of ${project.name}/${env.name} (schema changes are forward-only): ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}`);
+    throw conflict(
+      `release ${rel.releaseId} does not fit the live database of ${project.name}/${env.name} (schema changes are forward-only): ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}`,
+    );
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
     const moved = await setCurrent(trx, project, env, rel.releaseId);
-    await audit(ctx, actor, {
-      action: 'release.rollback',
-      project: project.name,
-      env: env.name,
-      detail: { releaseId: rel.releaseId, ref: rel.ref, previousReleaseId: moved.previous, moved: moved.moved },
-    }, trx);
+    await audit(
+      ctx,
+      actor,
+      {
+        action: 'release.rollback',
+        project: project.name,
+        env: env.name,
+        detail: { releaseId: rel.releaseId, ref: rel.ref, previousReleaseId: moved.previous, moved: moved.moved },
+      },
+      trx,
+    );
     return moved;
   });
   if (r.moved) notifyChanged(ctx);

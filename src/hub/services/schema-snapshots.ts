@@ -40,11 +40,23 @@ export function snapshotTables(live: Map<string, LiveTable>): SnapshotTable[] {
         name: c.name,
         type: c.type,
         nullable: !c.notNull,
-        default: c.identity ? 'identity' : c.default === null ? null : c.default.length > MAX_DEFAULT ? `${c.default.slice(0, MAX_DEFAULT)}… (${c.default.length} characters)` : c.default,
+        default: c.identity
+          ? 'identity'
+          : c.default === null
+            ? null
+            : c.default.length > MAX_DEFAULT
+              ? `${c.default.slice(0, MAX_DEFAULT)}… (${c.default.length} characters)`
+              : c.default,
       })),
       primaryKey: t.primaryKey?.columns ?? null,
       uniques: t.uniques.map((u) => u.columns),
-      foreignKeys: t.foreignKeys.map((f) => ({ columns: f.columns, refTable: f.refSchema === TABLE_SCHEMA ? f.refTable : `${f.refSchema}.${f.refTable}`, refColumns: f.refColumns, onDelete: f.onDelete, onUpdate: f.onUpdate })),
+      foreignKeys: t.foreignKeys.map((f) => ({
+        columns: f.columns,
+        refTable: f.refSchema === TABLE_SCHEMA ? f.refTable : `${f.refSchema}.${f.refTable}`,
+        refColumns: f.refColumns,
+        onDelete: f.onDelete,
+        onUpdate: f.onUpdate,
+      })),
       indexes: t.indexes.filter((i) => !i.constraint).map((i) => ({ name: i.name, columns: i.columns, unique: i.unique })),
     }));
 }
@@ -108,7 +120,8 @@ async function readLiveSchema(ctx: HubContext, envId: string, label: string): Pr
 }
 
 const list = (cols: string[]) => cols.join(', ');
-const colText = (c: SnapshotTable['columns'][number]) => `${c.type}${c.nullable ? ', nullable' : ', not null'}${c.default !== null ? `, default ${c.default}` : ''}`;
+const colText = (c: SnapshotTable['columns'][number]) =>
+  `${c.type}${c.nullable ? ', nullable' : ', not null'}${c.default !== null ? `, default ${c.default}` : ''}`;
 
 /** What differs between two recorded schemas (before → after), connection by connection. */
 export function diffSchemas(before: ConnectionSchema[], after: ConnectionSchema[]): SchemaChange[] {
@@ -136,23 +149,33 @@ export function diffSchemas(before: ConnectionSchema[], after: ConnectionSchema[
         if (!ac) add(conn, name, 'column', 'removed', `column ${name}.${bc.name} removed (was ${colText(bc)})`);
         else if (colText(ac) !== colText(bc)) add(conn, name, 'column', 'changed', `column ${name}.${bc.name} changed: ${colText(bc)} → ${colText(ac)}`);
       }
-      for (const ac of at.columns) if (!bt.columns.some((c) => c.name === ac.name)) add(conn, name, 'column', 'added', `column ${name}.${ac.name} added (${colText(ac)})`);
+      for (const ac of at.columns)
+        if (!bt.columns.some((c) => c.name === ac.name)) add(conn, name, 'column', 'added', `column ${name}.${ac.name} added (${colText(ac)})`);
       if (list(bt.primaryKey ?? []) !== list(at.primaryKey ?? [])) {
-        add(conn, name, 'primary key', 'changed', `primary key of ${name}: ${bt.primaryKey ? `(${list(bt.primaryKey)})` : 'none'} → ${at.primaryKey ? `(${list(at.primaryKey)})` : 'none'}`);
+        add(
+          conn,
+          name,
+          'primary key',
+          'changed',
+          `primary key of ${name}: ${bt.primaryKey ? `(${list(bt.primaryKey)})` : 'none'} → ${at.primaryKey ? `(${list(at.primaryKey)})` : 'none'}`,
+        );
       }
       const bu = new Set(bt.uniques.map(list));
       const au = new Set(at.uniques.map(list));
       for (const u of bu) if (!au.has(u)) add(conn, name, 'unique', 'removed', `unique (${u}) on ${name} removed`);
       for (const u of au) if (!bu.has(u)) add(conn, name, 'unique', 'added', `unique (${u}) on ${name} added`);
       // foreign keys by their columns (hand-made ones have generated names)
-      const fkText = (f: SnapshotTable['foreignKeys'][number]) => `→ ${f.refTable}(${list(f.refColumns)}) on delete ${f.onDelete.replace('_', ' ')}, on update ${f.onUpdate.replace('_', ' ')}`;
+      const fkText = (f: SnapshotTable['foreignKeys'][number]) =>
+        `→ ${f.refTable}(${list(f.refColumns)}) on delete ${f.onDelete.replace('_', ' ')}, on update ${f.onUpdate.replace('_', ' ')}`;
       for (const bf of bt.foreignKeys) {
         const af = at.foreignKeys.find((f) => list(f.columns) === list(bf.columns));
         if (!af) add(conn, name, 'foreign key', 'removed', `foreign key ${name}(${list(bf.columns)}) ${fkText(bf)} removed`);
-        else if (fkText(af) !== fkText(bf)) add(conn, name, 'foreign key', 'changed', `foreign key ${name}(${list(bf.columns)}): ${fkText(bf)} → ${fkText(af)}`);
+        else if (fkText(af) !== fkText(bf))
+          add(conn, name, 'foreign key', 'changed', `foreign key ${name}(${list(bf.columns)}): ${fkText(bf)} → ${fkText(af)}`);
       }
       for (const af of at.foreignKeys) {
-        if (!bt.foreignKeys.some((f) => list(f.columns) === list(af.columns))) add(conn, name, 'foreign key', 'added', `foreign key ${name}(${list(af.columns)}) ${fkText(af)} added`);
+        if (!bt.foreignKeys.some((f) => list(f.columns) === list(af.columns)))
+          add(conn, name, 'foreign key', 'added', `foreign key ${name}(${list(af.columns)}) ${fkText(af)} added`);
       }
       const idxText = (i: SnapshotTable['indexes'][number]) => `${i.unique ? 'unique ' : ''}on (${list(i.columns)})`;
       for (const bi of bt.indexes) {
@@ -190,14 +213,47 @@ export async function takeSnapshot(ctx: HubContext, actor: Actor, projectName: s
   const snapshotId = ulid();
   const takenAt = nowIso();
   const previous = await ctx.db.transaction().execute(async (trx) => {
-    const prev = await trx.selectFrom('schema_snapshots').select(['id', 'schema_json']).where('env_id', '=', env.id).orderBy('created_at', 'desc').orderBy('id', 'desc').limit(1).executeTakeFirst();
+    const prev = await trx
+      .selectFrom('schema_snapshots')
+      .select(['id', 'schema_json'])
+      .where('env_id', '=', env.id)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(1)
+      .executeTakeFirst();
     await trx
       .insertInto('schema_snapshots')
-      .values({ id: snapshotId, project_id: project.id, env_id: env.id, release_id: releaseId, schema_json: JSON.stringify(connections), tables: summary.tables, columns: summary.columns, created_by: op?.id ?? null, created_at: takenAt })
+      .values({
+        id: snapshotId,
+        project_id: project.id,
+        env_id: env.id,
+        release_id: releaseId,
+        schema_json: JSON.stringify(connections),
+        tables: summary.tables,
+        columns: summary.columns,
+        created_by: op?.id ?? null,
+        created_at: takenAt,
+      })
       .execute();
     // only the newest few are kept
-    const old = await trx.selectFrom('schema_snapshots').select('id').where('env_id', '=', env.id).orderBy('created_at', 'desc').orderBy('id', 'desc').offset(SNAPSHOTS_KEPT).limit(1000).execute();
-    if (old.length) await trx.deleteFrom('schema_snapshots').where('id', 'in', old.map((r) => r.id)).execute();
+    const old = await trx
+      .selectFrom('schema_snapshots')
+      .select('id')
+      .where('env_id', '=', env.id)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .offset(SNAPSHOTS_KEPT)
+      .limit(1000)
+      .execute();
+    if (old.length)
+      await trx
+        .deleteFrom('schema_snapshots')
+        .where(
+          'id',
+          'in',
+          old.map((r) => r.id),
+        )
+        .execute();
     await audit(ctx, actor, { action: 'schema.snapshot', project: project.name, env: env.name, detail: { snapshotId, releaseId, ...summary } }, trx);
     return prev;
   });

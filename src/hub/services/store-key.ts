@@ -32,11 +32,13 @@ export class StoreKeyMismatchError extends ConfigError {}
 
 function mismatch(ctx: HubContext, createdBy: string | undefined): StoreKeyMismatchError {
   const where = describeStore(ctx.config.dbUrl);
-  const lines = [`the Hub store ${where} was created with a different STK_SECRET_KEY; with this key its connection URLs cannot be decrypted and its API keys cannot be verified, so the Hub does not start.`];
+  const lines = [
+    `the Hub store ${where} was created with a different STK_SECRET_KEY; with this key its connection URLs cannot be decrypted and its API keys cannot be verified, so the Hub does not start.`,
+  ];
   if (ctx.config.dev) {
     lines.push(`It is not this dev stack's key (${resolve(ctx.config.dataDir, 'secret.key')}): restore that file, or delete the data directory to start over.`);
   } else if (createdBy === 'dev') {
-    lines.push('It is the dev stack\'s store (made by `npm start` / `stk dev`, key in .santokit/secret.key): give this Hub its own store with STK_HUB_DB_URL.');
+    lines.push("It is the dev stack's store (made by `npm start` / `stk dev`, key in .santokit/secret.key): give this Hub its own store with STK_HUB_DB_URL.");
   } else {
     lines.push('Start the Hub with the STK_SECRET_KEY the store was created with, or point STK_HUB_DB_URL at another store.');
   }
@@ -62,7 +64,8 @@ export async function checkStoreKey(ctx: HubContext): Promise<void> {
       }
     }
     const at = nowIso();
-    await ctx.db.insertInto('store_meta')
+    await ctx.db
+      .insertInto('store_meta')
       .values([
         { key: CHECK, value: mine, created_at: at },
         { key: CREATED_BY, value: ctx.config.dev ? 'dev' : 'hub', created_at: at },

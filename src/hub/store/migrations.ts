@@ -12,19 +12,22 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
   return {
     '0001_core': {
       async up(db: Kysely<any>) {
-        await db.schema.createTable('orgs')
+        await db.schema
+          .createTable('orgs')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('name', 'text', (c) => c.notNull().unique())
           .addColumn('created_at', ts, (c) => c.notNull())
           .execute();
-        await db.schema.createTable('operators')
+        await db.schema
+          .createTable('operators')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('email', 'text', (c) => c.notNull().unique())
           .addColumn('password_hash', 'text')
           .addColumn('status', 'text', (c) => c.notNull())
           .addColumn('created_at', ts, (c) => c.notNull())
           .execute();
-        await db.schema.createTable('sessions')
+        await db.schema
+          .createTable('sessions')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('token_hash', 'text', (c) => c.notNull().unique())
           .addColumn('operator_id', 'text', (c) => c.notNull().references('operators.id').onDelete('cascade'))
@@ -32,7 +35,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('expires_at', ts, (c) => c.notNull())
           .addColumn('revoked_at', ts)
           .execute();
-        await db.schema.createTable('org_memberships')
+        await db.schema
+          .createTable('org_memberships')
           .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
           .addColumn('operator_id', 'text', (c) => c.notNull().references('operators.id').onDelete('cascade'))
           .addColumn('role', 'text', (c) => c.notNull())
@@ -40,14 +44,16 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('created_at', ts, (c) => c.notNull())
           .addPrimaryKeyConstraint('org_memberships_pk', ['org_id', 'operator_id'])
           .execute();
-        await db.schema.createTable('projects')
+        await db.schema
+          .createTable('projects')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
           .addColumn('name', 'text', (c) => c.notNull())
           .addColumn('created_at', ts, (c) => c.notNull())
           .addUniqueConstraint('projects_org_name_uq', ['org_id', 'name'])
           .execute();
-        await db.schema.createTable('project_memberships')
+        await db.schema
+          .createTable('project_memberships')
           .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
           .addColumn('operator_id', 'text', (c) => c.notNull().references('operators.id').onDelete('cascade'))
           .addColumn('role', 'text', (c) => c.notNull())
@@ -55,7 +61,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('created_at', ts, (c) => c.notNull())
           .addPrimaryKeyConstraint('project_memberships_pk', ['project_id', 'operator_id'])
           .execute();
-        await db.schema.createTable('invites')
+        await db.schema
+          .createTable('invites')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('code_hash', 'text', (c) => c.notNull().unique())
           .addColumn('email', 'text', (c) => c.notNull())
@@ -68,14 +75,16 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('expires_at', ts, (c) => c.notNull())
           .addColumn('accepted_at', ts)
           .execute();
-        await db.schema.createTable('envs')
+        await db.schema
+          .createTable('envs')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
           .addColumn('name', 'text', (c) => c.notNull())
           .addColumn('created_at', ts, (c) => c.notNull())
           .addUniqueConstraint('envs_project_name_uq', ['project_id', 'name'])
           .execute();
-        await db.schema.createTable('connections')
+        await db.schema
+          .createTable('connections')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
           .addColumn('env_id', 'text', (c) => c.notNull().references('envs.id').onDelete('cascade'))
@@ -87,7 +96,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('updated_at', ts, (c) => c.notNull())
           .addUniqueConstraint('connections_env_name_uq', ['env_id', 'name'])
           .execute();
-        await db.schema.createTable('releases')
+        await db.schema
+          .createTable('releases')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
           .addColumn('content_hash', 'text', (c) => c.notNull())
@@ -99,12 +109,14 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('created_at', ts, (c) => c.notNull())
           .addUniqueConstraint('releases_project_hash_uq', ['project_id', 'content_hash'])
           .execute();
-        await db.schema.createTable('current_releases')
+        await db.schema
+          .createTable('current_releases')
           .addColumn('env_id', 'text', (c) => c.primaryKey().references('envs.id').onDelete('cascade'))
           .addColumn('release_id', 'text', (c) => c.notNull().references('releases.id'))
           .addColumn('updated_at', ts, (c) => c.notNull())
           .execute();
-        await db.schema.createTable('api_keys')
+        await db.schema
+          .createTable('api_keys')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
           .addColumn('env_id', 'text', (c) => c.notNull().references('envs.id').onDelete('cascade'))
@@ -123,7 +135,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('last_used_at', ts)
           .addUniqueConstraint('api_keys_env_name_uq', ['env_id', 'name'])
           .execute();
-        await db.schema.createTable('audit_log')
+        await db.schema
+          .createTable('audit_log')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('ts', ts, (c) => c.notNull())
           .addColumn('actor_id', 'text')
@@ -138,9 +151,9 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
         await db.schema.createIndex('audit_log_project_ts_ix').on('audit_log').columns(['project', 'ts']).execute();
         await db.schema.createIndex('audit_log_ts_ix').on('audit_log').column('ts').execute();
-        await db.schema.createTable('change_events')
-          .addColumn('seq', dialect === 'postgres' ? 'serial' : 'integer', (c) =>
-            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement())
+        await db.schema
+          .createTable('change_events')
+          .addColumn('seq', dialect === 'postgres' ? 'serial' : 'integer', (c) => (dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement()))
           .addColumn('ts', ts, (c) => c.notNull())
           .addColumn('project', 'text', (c) => c.notNull())
           .addColumn('env', 'text', (c) => c.notNull())
@@ -153,14 +166,16 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
     '0002_apikey_usage': {
       // API-key usage reported by Bridges: requests per key per minute (24 h) and source addresses (7 days)
       async up(db: Kysely<any>) {
-        await db.schema.createTable('api_key_usage')
+        await db.schema
+          .createTable('api_key_usage')
           .addColumn('key_id', 'text', (c) => c.notNull())
           .addColumn('minute', ts, (c) => c.notNull())
           .addColumn('count', 'integer', (c) => c.notNull())
           .addPrimaryKeyConstraint('api_key_usage_pk', ['key_id', 'minute'])
           .execute();
         await db.schema.createIndex('api_key_usage_minute_ix').on('api_key_usage').column('minute').execute();
-        await db.schema.createTable('api_key_sources')
+        await db.schema
+          .createTable('api_key_sources')
           .addColumn('key_id', 'text', (c) => c.notNull())
           .addColumn('address', 'text', (c) => c.notNull())
           .addColumn('first_seen_at', ts, (c) => c.notNull())
@@ -188,7 +203,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
     '0006_store_meta': {
       // facts about the store itself, e.g. a check value of the master key it was created under
       async up(db: Kysely<any>) {
-        await db.schema.createTable('store_meta')
+        await db.schema
+          .createTable('store_meta')
           .addColumn('key', 'text', (c) => c.primaryKey())
           .addColumn('value', 'text', (c) => c.notNull())
           .addColumn('created_at', ts, (c) => c.notNull())
@@ -200,7 +216,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
       // authenticated, `rejected` = refused before it (401/403/429/503); and when each Bridge last
       // reported usage, so figures can be shown with their age
       async up(db: Kysely<any>) {
-        await db.schema.createTable('api_key_outcomes')
+        await db.schema
+          .createTable('api_key_outcomes')
           .addColumn('key_id', 'text', (c) => c.notNull())
           .addColumn('minute', ts, (c) => c.notNull())
           .addColumn('kind', 'text', (c) => c.notNull())
@@ -209,7 +226,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addPrimaryKeyConstraint('api_key_outcomes_pk', ['key_id', 'minute', 'kind', 'status'])
           .execute();
         await db.schema.createIndex('api_key_outcomes_minute_ix').on('api_key_outcomes').column('minute').execute();
-        await db.schema.createTable('usage_reports')
+        await db.schema
+          .createTable('usage_reports')
           .addColumn('bridge_id', 'text', (c) => c.primaryKey())
           .addColumn('reported_at', ts, (c) => c.notNull())
           .execute();
@@ -218,7 +236,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
     '0008_schema_snapshots': {
       // `stk schema snapshot`: the live schema of an env's databases, recorded for drift checks
       async up(db: Kysely<any>) {
-        await db.schema.createTable('schema_snapshots')
+        await db.schema
+          .createTable('schema_snapshots')
           .addColumn('id', 'text', (c) => c.primaryKey())
           .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
           .addColumn('env_id', 'text', (c) => c.notNull().references('envs.id').onDelete('cascade'))
@@ -235,7 +254,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {
-        await db.schema.createTable('sync_bridges')
+        await db.schema
+          .createTable('sync_bridges')
           .addColumn('bridge_id', 'text', (c) => c.primaryKey())
           .addColumn('hub_id', 'text', (c) => c.notNull())
           .addColumn('acked_seq', dialect === 'postgres' ? 'bigint' : 'integer', (c) => c.notNull().defaultTo(0))

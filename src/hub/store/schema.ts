@@ -4,7 +4,11 @@ import type { Generated } from 'kysely';
  * The Hub store's tables. Timestamps are ISO-8601 strings (UTC) and JSON is text so the same
  * code runs on SQLite and PostgreSQL. Ids are ULIDs unless stated.
  */
-export interface OrgsTable { id: string; name: string; created_at: string }
+export interface OrgsTable {
+  id: string;
+  name: string;
+  created_at: string;
+}
 
 export interface OperatorsTable {
   id: string;
@@ -34,7 +38,12 @@ export interface OrgMembershipsTable {
   created_at: string;
 }
 
-export interface ProjectsTable { id: string; org_id: string; name: string; created_at: string }
+export interface ProjectsTable {
+  id: string;
+  org_id: string;
+  name: string;
+  created_at: string;
+}
 
 export interface ProjectMembershipsTable {
   project_id: string;
@@ -58,7 +67,12 @@ export interface InvitesTable {
   accepted_at: string | null;
 }
 
-export interface EnvsTable { id: string; project_id: string; name: string; created_at: string }
+export interface EnvsTable {
+  id: string;
+  project_id: string;
+  name: string;
+  created_at: string;
+}
 
 export interface ConnectionsTable {
   id: string;
@@ -88,7 +102,11 @@ export interface ReleasesTable {
   created_at: string;
 }
 
-export interface CurrentReleasesTable { env_id: string; release_id: string; updated_at: string }
+export interface CurrentReleasesTable {
+  env_id: string;
+  release_id: string;
+  updated_at: string;
+}
 
 export interface ApiKeysTable {
   /** the key id embedded in the plaintext key */

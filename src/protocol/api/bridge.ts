@@ -23,7 +23,9 @@ const Operators = z
     $isNotNull: z.boolean(),
   })
   .partial();
-export const Where = z.record(z.string(), z.union([Scalar, Operators, z.unknown()])).meta({ id: 'Where', description: 'column → value (equality; null → IS NULL) or {"$op": value}; conditions are ANDed (at most 50)' });
+export const Where = z
+  .record(z.string(), z.union([Scalar, Operators, z.unknown()]))
+  .meta({ id: 'Where', description: 'column → value (equality; null → IS NULL) or {"$op": value}; conditions are ANDed (at most 50)' });
 const Direction = z.enum(['asc', 'desc']);
 export const CallParams = z
   .object({
@@ -33,7 +35,10 @@ export const CallParams = z
     limit: z.number().int().min(0).optional(),
     offset: z.number().int().min(0).optional(),
     expand: z.array(z.string()).optional().meta({ description: 'relations (`references … as:`), one hop' }),
-    data: z.union([z.record(z.string(), z.unknown()), z.array(z.record(z.string(), z.unknown())).max(1000)]).optional().meta({ description: 'insert/update values (alias `values`)' }),
+    data: z
+      .union([z.record(z.string(), z.unknown()), z.array(z.record(z.string(), z.unknown())).max(1000)])
+      .optional()
+      .meta({ description: 'insert/update values (alias `values`)' }),
     values: z.union([z.record(z.string(), z.unknown()), z.array(z.record(z.string(), z.unknown())).max(1000)]).optional(),
   })
   .meta({ id: 'CallParams' });
@@ -45,7 +50,9 @@ export const CallRequest = z
   .meta({ id: 'CallRequest' });
 export const CallResponse = z
   .object({
-    data: z.union([z.array(z.record(z.string(), z.unknown())), z.record(z.string(), z.unknown())]).meta({ description: 'rows (select, update, insert of an array), one row (insert of one), or {affected} (delete)' }),
+    data: z
+      .union([z.array(z.record(z.string(), z.unknown())), z.record(z.string(), z.unknown())])
+      .meta({ description: 'rows (select, update, insert of an array), one row (insert of one), or {affected} (delete)' }),
   })
   .meta({ id: 'CallResponse' });
 const Health = z.object({ ok: z.boolean() });

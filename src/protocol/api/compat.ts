@@ -50,7 +50,13 @@ export const compat = {
     auth: bodyProject('admin'),
     summary: 'Upstream: create or replace a DB connection (stored encrypted, never returned)',
     tags: TAG,
-    body: z.looseObject({ project: Name, env: Name, name: NewName, engine: z.unknown().optional().meta({ description: 'postgres' }), db_url: z.string().max(4096) }),
+    body: z.looseObject({
+      project: Name,
+      env: Name,
+      name: NewName,
+      engine: z.unknown().optional().meta({ description: 'postgres' }),
+      db_url: z.string().max(4096),
+    }),
     response: { 200: UpOk },
     errors: ['CONFLICT'],
   }),
@@ -90,7 +96,12 @@ export const compat = {
     auth: bodyProject('admin'),
     summary: 'Upstream: create an API key (the plaintext is in this response only)',
     tags: TAG,
-    body: z.looseObject({ project: Name, env: Name, name: NewName, roles: z.unknown().meta({ description: "role names a rule of the env's permissions grants (422 INVALID_ROLE otherwise)" }) }),
+    body: z.looseObject({
+      project: Name,
+      env: Name,
+      name: NewName,
+      roles: z.unknown().meta({ description: "role names a rule of the env's permissions grants (422 INVALID_ROLE otherwise)" }),
+    }),
     response: { 200: z.object({ key_id: z.string(), api_key: z.string().meta({ description: 'shown once, stored only hashed' }) }) },
     errors: ['CONFLICT', 'INVALID_ROLE'],
   }),
@@ -101,7 +112,11 @@ export const compat = {
     summary: "Upstream: an env's keys, newest first (never a secret)",
     tags: TAG,
     query: z.object({ project: Name, env: Name }),
-    response: { 200: z.array(z.object({ id: z.string(), name: z.string(), revoked: z.boolean(), status: z.enum(['active', 'revoked', 'expired']), roles: z.array(z.string()) })) },
+    response: {
+      200: z.array(
+        z.object({ id: z.string(), name: z.string(), revoked: z.boolean(), status: z.enum(['active', 'revoked', 'expired']), roles: z.array(z.string()) }),
+      ),
+    },
   }),
   revokeKey: defineRoute({
     method: 'POST',
@@ -198,7 +213,15 @@ export const compat = {
     summary: "Upstream: make the `from` env's current release (or release_id) current in `to`, applying its schema there first",
     tags: TAG,
     body: z.looseObject({ project: Name, from: Name.optional(), to: Name, release_id: z.string().max(200).optional() }),
-    response: { 200: z.object({ ok: z.literal(true), release_id: z.string(), previous_release_id: z.string().nullable(), moved: z.boolean(), bridges: AckResult.nullable() }) },
+    response: {
+      200: z.object({
+        ok: z.literal(true),
+        release_id: z.string(),
+        previous_release_id: z.string().nullable(),
+        moved: z.boolean(),
+        bridges: AckResult.nullable(),
+      }),
+    },
     errors: ['CONFLICT'],
   }),
   rollback: defineRoute({
@@ -208,7 +231,15 @@ export const compat = {
     summary: 'Upstream: point an env back at an earlier release (409 when the live database no longer fits it)',
     tags: TAG,
     body: z.looseObject({ project: Name, env: Name, to_release_id: z.string().max(200) }),
-    response: { 200: z.object({ ok: z.literal(true), release_id: z.string(), previous_release_id: z.string().nullable(), moved: z.boolean(), bridges: AckResult.nullable() }) },
+    response: {
+      200: z.object({
+        ok: z.literal(true),
+        release_id: z.string(),
+        previous_release_id: z.string().nullable(),
+        moved: z.boolean(),
+        bridges: AckResult.nullable(),
+      }),
+    },
     errors: ['CONFLICT'],
   }),
 };

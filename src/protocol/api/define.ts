@@ -48,7 +48,12 @@ const ALWAYS: ErrorCode[] = ['BAD_REQUEST', 'PAYLOAD_TOO_LARGE', 'REQUEST_TIMEOU
 /** The response map Fastify and OpenAPI see: the success schemas plus the envelope for every error status. */
 export function responsesOf(c: RouteContract): Record<number, z.ZodType> {
   const out: Record<number, z.ZodType> = { ...c.response };
-  const auth: ErrorCode[] = c.auth.kind === 'public' ? [] : c.auth.kind === 'service' || c.auth.kind === 'operator' || c.auth.kind === 'apikey' ? ['UNAUTHORIZED'] : ['UNAUTHORIZED', 'FORBIDDEN', 'NOT_FOUND'];
+  const auth: ErrorCode[] =
+    c.auth.kind === 'public'
+      ? []
+      : c.auth.kind === 'service' || c.auth.kind === 'operator' || c.auth.kind === 'apikey'
+        ? ['UNAUTHORIZED']
+        : ['UNAUTHORIZED', 'FORBIDDEN', 'NOT_FOUND'];
   for (const code of [...ALWAYS, ...auth, ...(c.errors ?? [])]) {
     const status = (ERROR_CATALOGUE as Record<string, { status: number }>)[code]?.status;
     if (status !== undefined && !(status in out)) out[status] = ErrorEnvelope;
@@ -82,8 +87,22 @@ export const AckResult = z
 
 /** The API description itself, served by Hub and Bridge alike. */
 export const DOCS_API = {
-  'docs.openapi': defineRoute({ method: 'GET', url: '/openapi.json', auth: { kind: 'public' }, summary: 'This document (OpenAPI 3.1)', tags: ['meta'], response: { 200: z.record(z.string(), z.unknown()) } }),
-  'docs.page': defineRoute({ method: 'GET', url: '/docs', auth: { kind: 'public' }, summary: 'This API, rendered (Swagger UI, served locally)', tags: ['meta'], response: { 200: z.string().meta({ description: 'text/html' }) } }),
+  'docs.openapi': defineRoute({
+    method: 'GET',
+    url: '/openapi.json',
+    auth: { kind: 'public' },
+    summary: 'This document (OpenAPI 3.1)',
+    tags: ['meta'],
+    response: { 200: z.record(z.string(), z.unknown()) },
+  }),
+  'docs.page': defineRoute({
+    method: 'GET',
+    url: '/docs',
+    auth: { kind: 'public' },
+    summary: 'This API, rendered (Swagger UI, served locally)',
+    tags: ['meta'],
+    response: { 200: z.string().meta({ description: 'text/html' }) },
+  }),
   'docs.asset': defineRoute({
     method: 'GET',
     url: '/docs/:file',

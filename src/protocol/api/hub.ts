@@ -21,8 +21,22 @@ const Health = z.object({ ok: z.boolean() });
 export const health = {
   healthz: defineRoute({ method: 'GET', url: '/healthz', auth: PUBLIC, summary: 'Liveness', tags: ['health'], response: { 200: Health } }),
   health: defineRoute({ method: 'GET', url: '/health', auth: PUBLIC, summary: 'Liveness (alias)', tags: ['health'], response: { 200: Health } }),
-  internalHealthz: defineRoute({ method: 'GET', url: '/internal/healthz', auth: PUBLIC, summary: 'Liveness on the internal prefix', tags: ['health'], response: { 200: Health } }),
-  readyz: defineRoute({ method: 'GET', url: '/readyz', auth: PUBLIC, summary: 'Readiness: the store answers', tags: ['health'], response: { 200: Health, 503: Health } }),
+  internalHealthz: defineRoute({
+    method: 'GET',
+    url: '/internal/healthz',
+    auth: PUBLIC,
+    summary: 'Liveness on the internal prefix',
+    tags: ['health'],
+    response: { 200: Health },
+  }),
+  readyz: defineRoute({
+    method: 'GET',
+    url: '/readyz',
+    auth: PUBLIC,
+    summary: 'Readiness: the store answers',
+    tags: ['health'],
+    response: { 200: Health, 503: Health },
+  }),
 };
 
 // ---------------------------------------------------------------- operators: auth
@@ -39,9 +53,25 @@ export const WhoamiResponse = z
   .meta({ id: 'Whoami' });
 
 export const auth = {
-  login: defineRoute({ method: 'POST', url: '/api/auth/login', auth: PUBLIC, summary: 'Log in: a session token', tags: ['operators'], body: LoginBody, response: { 200: LoginResponse }, errors: ['UNAUTHORIZED'] }),
+  login: defineRoute({
+    method: 'POST',
+    url: '/api/auth/login',
+    auth: PUBLIC,
+    summary: 'Log in: a session token',
+    tags: ['operators'],
+    body: LoginBody,
+    response: { 200: LoginResponse },
+    errors: ['UNAUTHORIZED'],
+  }),
   logout: defineRoute({ method: 'POST', url: '/api/auth/logout', auth: OPERATOR, summary: 'End this session', tags: ['operators'], response: { 200: Ok } }),
-  whoami: defineRoute({ method: 'GET', url: '/api/auth/whoami', auth: OPERATOR, summary: 'The logged-in operator and their roles', tags: ['operators'], response: { 200: WhoamiResponse } }),
+  whoami: defineRoute({
+    method: 'GET',
+    url: '/api/auth/whoami',
+    auth: OPERATOR,
+    summary: 'The logged-in operator and their roles',
+    tags: ['operators'],
+    response: { 200: WhoamiResponse },
+  }),
 };
 
 // ---------------------------------------------------------------- projects and envs
@@ -59,19 +89,55 @@ export const projects = {
     auth: orgRoleAtLeast('admin'),
     summary: 'Create a project: {name} → 201 (409 when it exists); the upstream {project} → 200 {ok, created}, idempotent',
     tags: ['projects'],
-    body: NameBody.extend({ project: z.unknown().optional().meta({ description: `the upstream spelling of name (docs/compat.md): ${NAME_DESCRIPTION}` }) }),
+    body: NameBody.extend({
+      project: z
+        .unknown()
+        .optional()
+        .meta({ description: `the upstream spelling of name (docs/compat.md): ${NAME_DESCRIPTION}` }),
+    }),
     response: { 201: ProjectView, 200: UpstreamCreated },
     errors: ['CONFLICT'],
   }),
-  list: defineRoute({ method: 'GET', url: '/api/projects', auth: OPERATOR, summary: 'Projects the caller can see, with their role', tags: ['projects'], response: { 200: z.object({ items: z.array(ProjectListItem) }) } }),
-  createEnv: defineRoute({ method: 'POST', url: '/api/projects/:project/envs', auth: projectRoleAtLeast('admin'), summary: 'Create an env', tags: ['projects'], params: ProjectParams, body: NameBody, response: { 201: EnvView }, errors: ['CONFLICT'] }),
-  listEnvs: defineRoute({ method: 'GET', url: '/api/projects/:project/envs', auth: projectRoleAtLeast('viewer'), summary: "A project's envs and their current release", tags: ['projects'], params: ProjectParams, response: { 200: z.object({ items: z.array(EnvListItem) }) } }),
+  list: defineRoute({
+    method: 'GET',
+    url: '/api/projects',
+    auth: OPERATOR,
+    summary: 'Projects the caller can see, with their role',
+    tags: ['projects'],
+    response: { 200: z.object({ items: z.array(ProjectListItem) }) },
+  }),
+  createEnv: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/envs',
+    auth: projectRoleAtLeast('admin'),
+    summary: 'Create an env',
+    tags: ['projects'],
+    params: ProjectParams,
+    body: NameBody,
+    response: { 201: EnvView },
+    errors: ['CONFLICT'],
+  }),
+  listEnvs: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/envs',
+    auth: projectRoleAtLeast('viewer'),
+    summary: "A project's envs and their current release",
+    tags: ['projects'],
+    params: ProjectParams,
+    response: { 200: z.object({ items: z.array(EnvListItem) }) },
+  }),
 };
 
 // ---------------------------------------------------------------- connections
 
 export const ConnectionView = z
-  .object({ name: z.string(), engine: z.literal('postgres'), url: z.string().meta({ description: 'host, port, user and database; the password masked' }), createdAt: IsoTime, updatedAt: IsoTime })
+  .object({
+    name: z.string(),
+    engine: z.literal('postgres'),
+    url: z.string().meta({ description: 'host, port, user and database; the password masked' }),
+    createdAt: IsoTime,
+    updatedAt: IsoTime,
+  })
   .meta({ id: 'Connection' });
 export const ConnectionSet = ConnectionView.extend({ ack: AckResult });
 export const ConnectionTest = z.object({ ok: z.literal(true), latencyMs: z.number() });
@@ -84,10 +150,21 @@ export const connections = {
     summary: 'Create or replace a DB connection (the URL is stored encrypted, never returned)',
     tags: ['connections'],
     params: ConnParams,
-    body: z.looseObject({ engine: z.literal('postgres', { error: 'engine must be one of: postgres' }).optional(), dbUrl: z.string().max(4096).meta({ description: 'postgres://user:password@host:port/db' }) }),
+    body: z.looseObject({
+      engine: z.literal('postgres', { error: 'engine must be one of: postgres' }).optional(),
+      dbUrl: z.string().max(4096).meta({ description: 'postgres://user:password@host:port/db' }),
+    }),
     response: { 200: ConnectionSet },
   }),
-  list: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/connections', auth: projectRoleAtLeast('admin'), summary: "An env's connections (URLs masked)", tags: ['connections'], params: EnvParams, response: { 200: z.object({ items: z.array(ConnectionView) }) } }),
+  list: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/envs/:env/connections',
+    auth: projectRoleAtLeast('admin'),
+    summary: "An env's connections (URLs masked)",
+    tags: ['connections'],
+    params: EnvParams,
+    response: { 200: z.object({ items: z.array(ConnectionView) }) },
+  }),
   test: defineRoute({
     method: 'POST',
     url: '/api/projects/:project/envs/:env/connections/:name/test',
@@ -104,9 +181,14 @@ export const connections = {
 export const MemberView = z
   .object({ email: z.string(), role: z.string(), status: z.string(), createdAt: IsoTime, source: z.enum(['project', 'org']).optional() })
   .meta({ id: 'Member' });
-export const InviteView = z.object({ email: z.string(), role: z.string(), inviteCode: z.string().meta({ description: 'shown once; only its hash is stored' }), expiresAt: IsoTime }).meta({ id: 'Invite' });
+export const InviteView = z
+  .object({ email: z.string(), role: z.string(), inviteCode: z.string().meta({ description: 'shown once; only its hash is stored' }), expiresAt: IsoTime })
+  .meta({ id: 'Invite' });
 // roles are checked by the service: an invalid one is 422 INVALID_ROLE naming the valid ones
-const InviteBody = z.looseObject({ email: Email, role: z.unknown().optional().meta({ description: 'org: owner, admin, member; project: admin, deployer, viewer' }) });
+const InviteBody = z.looseObject({
+  email: Email,
+  role: z.unknown().optional().meta({ description: 'org: owner, admin, member; project: admin, deployer, viewer' }),
+});
 const RoleBody = z.looseObject({ role: z.unknown().optional().meta({ description: 'org: owner, admin, member; project: admin, deployer, viewer' }) });
 const EmailParams = z.object({ email: Email });
 const ProjectEmailParams = ProjectParams.extend({ email: Email });
@@ -114,14 +196,85 @@ export const AcceptedInvite = z.object({ email: z.string() });
 const memberAdmin = projectRoleAtLeast('admin', { orOrg: 'owner' });
 
 export const members = {
-  orgInvite: defineRoute({ method: 'POST', url: '/api/org/invites', auth: orgRoleAtLeast('admin'), summary: 'Invite someone to the org', tags: ['members'], body: InviteBody, response: { 201: InviteView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
-  orgList: defineRoute({ method: 'GET', url: '/api/org/members', auth: orgRoleAtLeast('admin'), summary: 'Org members and open invites', tags: ['members'], response: { 200: z.object({ items: z.array(MemberView) }) } }),
-  orgSetRole: defineRoute({ method: 'PUT', url: '/api/org/members/:email', auth: orgRoleAtLeast('admin'), summary: "Change an org member's role", tags: ['members'], params: EmailParams, body: RoleBody, response: { 200: MemberView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
-  orgRemove: defineRoute({ method: 'DELETE', url: '/api/org/members/:email', auth: orgRoleAtLeast('admin'), summary: 'Remove someone from the org', tags: ['members'], params: EmailParams, response: { 200: Ok }, errors: ['CONFLICT'] }),
-  projectInvite: defineRoute({ method: 'POST', url: '/api/projects/:project/invites', auth: memberAdmin, summary: 'Invite someone to a project', tags: ['members'], params: ProjectParams, body: InviteBody, response: { 201: InviteView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
-  projectList: defineRoute({ method: 'GET', url: '/api/projects/:project/members', auth: memberAdmin, summary: "A project's members (explicit and inherited) and open invites", tags: ['members'], params: ProjectParams, response: { 200: z.object({ items: z.array(MemberView) }) } }),
-  projectSetRole: defineRoute({ method: 'PUT', url: '/api/projects/:project/members/:email', auth: memberAdmin, summary: "Set (or pin) someone's role on the project", tags: ['members'], params: ProjectEmailParams, body: RoleBody, response: { 200: MemberView }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
-  projectRemove: defineRoute({ method: 'DELETE', url: '/api/projects/:project/members/:email', auth: memberAdmin, summary: "Remove someone's project membership", tags: ['members'], params: ProjectEmailParams, response: { 200: Ok } }),
+  orgInvite: defineRoute({
+    method: 'POST',
+    url: '/api/org/invites',
+    auth: orgRoleAtLeast('admin'),
+    summary: 'Invite someone to the org',
+    tags: ['members'],
+    body: InviteBody,
+    response: { 201: InviteView },
+    errors: ['CONFLICT', 'INVALID_ROLE'],
+  }),
+  orgList: defineRoute({
+    method: 'GET',
+    url: '/api/org/members',
+    auth: orgRoleAtLeast('admin'),
+    summary: 'Org members and open invites',
+    tags: ['members'],
+    response: { 200: z.object({ items: z.array(MemberView) }) },
+  }),
+  orgSetRole: defineRoute({
+    method: 'PUT',
+    url: '/api/org/members/:email',
+    auth: orgRoleAtLeast('admin'),
+    summary: "Change an org member's role",
+    tags: ['members'],
+    params: EmailParams,
+    body: RoleBody,
+    response: { 200: MemberView },
+    errors: ['CONFLICT', 'INVALID_ROLE'],
+  }),
+  orgRemove: defineRoute({
+    method: 'DELETE',
+    url: '/api/org/members/:email',
+    auth: orgRoleAtLeast('admin'),
+    summary: 'Remove someone from the org',
+    tags: ['members'],
+    params: EmailParams,
+    response: { 200: Ok },
+    errors: ['CONFLICT'],
+  }),
+  projectInvite: defineRoute({
+    method: 'POST',
+    url: '/api/projects/:project/invites',
+    auth: memberAdmin,
+    summary: 'Invite someone to a project',
+    tags: ['members'],
+    params: ProjectParams,
+    body: InviteBody,
+    response: { 201: InviteView },
+    errors: ['CONFLICT', 'INVALID_ROLE'],
+  }),
+  projectList: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/members',
+    auth: memberAdmin,
+    summary: "A project's members (explicit and inherited) and open invites",
+    tags: ['members'],
+    params: ProjectParams,
+    response: { 200: z.object({ items: z.array(MemberView) }) },
+  }),
+  projectSetRole: defineRoute({
+    method: 'PUT',
+    url: '/api/projects/:project/members/:email',
+    auth: memberAdmin,
+    summary: "Set (or pin) someone's role on the project",
+    tags: ['members'],
+    params: ProjectEmailParams,
+    body: RoleBody,
+    response: { 200: MemberView },
+    errors: ['CONFLICT', 'INVALID_ROLE'],
+  }),
+  projectRemove: defineRoute({
+    method: 'DELETE',
+    url: '/api/projects/:project/members/:email',
+    auth: memberAdmin,
+    summary: "Remove someone's project membership",
+    tags: ['members'],
+    params: ProjectEmailParams,
+    response: { 200: Ok },
+  }),
   accept: defineRoute({
     method: 'POST',
     url: '/api/invites/accept',
@@ -192,7 +345,7 @@ const Expiry = {
   expiresAt: IsoTime.nullable().optional(),
   rateLimitPerMin: z.number().int().nullable().optional().meta({ description: 'requests per minute; null = the Bridge default' }),
 };
-const KeyRoles = z.unknown().optional().meta({ description: 'role names a rule of the env\'s permissions grants (422 INVALID_ROLE otherwise)' });
+const KeyRoles = z.unknown().optional().meta({ description: "role names a rule of the env's permissions grants (422 INVALID_ROLE otherwise)" });
 export const CreateKeyBody = z.looseObject({ name: z.unknown().optional(), roles: KeyRoles, ...Expiry });
 /** the fields every response about one key starts with */
 const KeyIdentity = ApiKeyView.pick({ keyId: true, name: true, roles: true });
@@ -212,7 +365,12 @@ export const KeyUsageSummary = z.object({
 export const RevokeDryRun = z
   .object({ dryRun: z.literal(true), ...KeyIdentity.shape, status: KeyStatus, ...KeyUsageSummary.shape })
   .meta({ id: 'RevokeDryRun' });
-export const RevokedKey = KeyIdentity.extend({ status: z.literal('revoked'), revokedAt: IsoTime.nullable(), alreadyRevoked: z.boolean(), ack: AckResult.nullable() }).meta({ id: 'RevokedApiKey' });
+export const RevokedKey = KeyIdentity.extend({
+  status: z.literal('revoked'),
+  revokedAt: IsoTime.nullable(),
+  alreadyRevoked: z.boolean(),
+  ack: AckResult.nullable(),
+}).meta({ id: 'RevokedApiKey' });
 export const RevokeResponse = z.union([RevokeDryRun, RevokedKey]);
 export const RotatedKey = KeyIdentity.extend({
   status: z.literal('active'),
@@ -227,21 +385,64 @@ const keysAdmin = projectRoleAtLeast('admin');
 export const KeyUsageReport = z
   .object({
     key: ApiKeyView,
-    asOf: IsoTime.nullable().meta({ description: 'every connected Bridge has reported its requests up to this time (the oldest of their last reports); null: no Bridge connected' }),
+    asOf: IsoTime.nullable().meta({
+      description: 'every connected Bridge has reported its requests up to this time (the oldest of their last reports); null: no Bridge connected',
+    }),
     bridges: z.number().int().meta({ description: 'Bridges connected to the Hubs of this store' }),
     from: IsoTime,
     to: IsoTime,
-    series: z.array(z.object({ minute: IsoTime, requests: z.number().int() })).meta({ description: 'requests the key authenticated, per minute, oldest first; minutes without any are left out' }),
-    byStatus: z.array(z.object({ status: z.string(), requests: z.number().int() })).meta({ description: "last 24 h: '2xx' = authenticated calls that succeeded; other statuses are calls that failed or requests refused (401 wrong/revoked/expired secret, 403, 429, 503)" }),
+    series: z
+      .array(z.object({ minute: IsoTime, requests: z.number().int() }))
+      .meta({ description: 'requests the key authenticated, per minute, oldest first; minutes without any are left out' }),
+    byStatus: z.array(z.object({ status: z.string(), requests: z.number().int() })).meta({
+      description:
+        "last 24 h: '2xx' = authenticated calls that succeeded; other statuses are calls that failed or requests refused (401 wrong/revoked/expired secret, 403, 429, 503)",
+    }),
     sources: z.array(z.object({ address: z.string(), requests: z.number().int(), firstSeenAt: IsoTime, lastSeenAt: IsoTime })),
   })
   .meta({ id: 'ApiKeyUsage' });
 const KEYS = '/api/projects/:project/envs/:env/apikeys';
 export const apikeys = {
-  create: defineRoute({ method: 'POST', url: KEYS, auth: keysAdmin, summary: 'Create an API key (the plaintext is in this response only)', tags: ['api keys'], params: EnvParams, body: CreateKeyBody, response: { 201: CreatedKey }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
-  list: defineRoute({ method: 'GET', url: KEYS, auth: keysAdmin, summary: "An env's keys (never a secret)", tags: ['api keys'], params: EnvParams, response: { 200: z.object({ items: z.array(ApiKeyView) }) } }),
-  get: defineRoute({ method: 'GET', url: `${KEYS}/:key`, auth: keysAdmin, summary: 'One key', tags: ['api keys'], params: KeyParams, response: { 200: ApiKeyView } }),
-  update: defineRoute({ method: 'PATCH', url: `${KEYS}/:key`, auth: keysAdmin, summary: "Change a key's roles, expiry or rate limit", tags: ['api keys'], params: KeyParams, body: UpdateKeyBody, response: { 200: UpdatedKey }, errors: ['CONFLICT', 'INVALID_ROLE'] }),
+  create: defineRoute({
+    method: 'POST',
+    url: KEYS,
+    auth: keysAdmin,
+    summary: 'Create an API key (the plaintext is in this response only)',
+    tags: ['api keys'],
+    params: EnvParams,
+    body: CreateKeyBody,
+    response: { 201: CreatedKey },
+    errors: ['CONFLICT', 'INVALID_ROLE'],
+  }),
+  list: defineRoute({
+    method: 'GET',
+    url: KEYS,
+    auth: keysAdmin,
+    summary: "An env's keys (never a secret)",
+    tags: ['api keys'],
+    params: EnvParams,
+    response: { 200: z.object({ items: z.array(ApiKeyView) }) },
+  }),
+  get: defineRoute({
+    method: 'GET',
+    url: `${KEYS}/:key`,
+    auth: keysAdmin,
+    summary: 'One key',
+    tags: ['api keys'],
+    params: KeyParams,
+    response: { 200: ApiKeyView },
+  }),
+  update: defineRoute({
+    method: 'PATCH',
+    url: `${KEYS}/:key`,
+    auth: keysAdmin,
+    summary: "Change a key's roles, expiry or rate limit",
+    tags: ['api keys'],
+    params: KeyParams,
+    body: UpdateKeyBody,
+    response: { 200: UpdatedKey },
+    errors: ['CONFLICT', 'INVALID_ROLE'],
+  }),
   revoke: defineRoute({
     method: 'POST',
     url: `${KEYS}/:key/revoke`,
@@ -268,7 +469,14 @@ export const apikeys = {
     summary: 'New secret for a key; the old one keeps working for the grace period',
     tags: ['api keys'],
     params: KeyParams,
-    body: z.looseObject({ grace: z.union([z.string().max(40), z.number()]).optional().meta({ description: 'how long the old secret keeps working: 0, 30m, 1h…' }) }).optional(),
+    body: z
+      .looseObject({
+        grace: z
+          .union([z.string().max(40), z.number()])
+          .optional()
+          .meta({ description: 'how long the old secret keeps working: 0, 30m, 1h…' }),
+      })
+      .optional(),
     response: { 200: RotatedKey },
     errors: ['CONFLICT'],
   }),
@@ -285,13 +493,17 @@ export const ApplyResponse = z
     dryRun: z.boolean(),
     plan: z.array(PlanStep),
     drift: z.array(z.string()),
-    notes: z.array(z.string()).meta({ description: 'differences treated as equivalent and left as they are (e.g. a timestamp column for a declared timestamp)' }),
+    notes: z
+      .array(z.string())
+      .meta({ description: 'differences treated as equivalent and left as they are (e.g. a timestamp column for a declared timestamp)' }),
     ack: AckResult.nullable(),
   })
   .meta({ id: 'ApplyResponse' });
 export const ApplyBody = z
   .looseObject({
-    schema: z.array(z.looseObject({ file: z.string(), content: z.string() }), { error: '"schema" must be a list of {file, content}' }).meta({ description: 'the schema/*.yaml files' }),
+    schema: z
+      .array(z.looseObject({ file: z.string(), content: z.string() }), { error: '"schema" must be a list of {file, content}' })
+      .meta({ description: 'the schema/*.yaml files' }),
     permissions: z.string().nullable().optional().meta({ description: 'the text of config/permissions.yaml' }),
     ref: z.string().nullable().optional(),
     dryRun: z.boolean().optional(),
@@ -301,11 +513,26 @@ export const ApplyBody = z
   })
   .meta({ id: 'ApplyRequest' });
 export const ReleaseSummary = z
-  .object({ releaseId: z.string(), ref: z.string().nullable(), createdAt: IsoTime, connections: z.array(z.string()), tables: z.array(z.string()), envs: z.array(z.string()) })
+  .object({
+    releaseId: z.string(),
+    ref: z.string().nullable(),
+    createdAt: IsoTime,
+    connections: z.array(z.string()),
+    tables: z.array(z.string()),
+    envs: z.array(z.string()),
+  })
   .meta({ id: 'ReleaseSummary' });
 /** A release as the Hub sends it: the IR of src/protocol/release.ts (its type: ReleaseIR there). */
 export const Release = z
-  .object({ releaseId: z.string(), project: z.string(), ref: z.string().nullable(), createdAt: IsoTime, schema: z.unknown(), permissions: z.unknown(), connections: z.array(z.string()) })
+  .object({
+    releaseId: z.string(),
+    project: z.string(),
+    ref: z.string().nullable(),
+    createdAt: IsoTime,
+    schema: z.unknown(),
+    permissions: z.unknown(),
+    connections: z.array(z.string()),
+  })
   .meta({ id: 'Release' });
 export const CurrentRelease = ReleaseSummary.extend({ env: z.string(), since: IsoTime });
 export const ReleaseDetail = Release.extend({ envs: z.array(z.string()) });
@@ -321,7 +548,13 @@ export const PromoteResponse = z.object({
   notes: z.array(z.string()).meta({ description: 'differences treated as equivalent and left as they are (e.g. a timestamp column for a declared timestamp)' }),
   ack: AckResult.nullable(),
 });
-export const RollbackResponse = z.object({ releaseId: z.string(), env: z.string(), previousReleaseId: z.string().nullable(), moved: z.boolean(), ack: AckResult.nullable() });
+export const RollbackResponse = z.object({
+  releaseId: z.string(),
+  env: z.string(),
+  previousReleaseId: z.string().nullable(),
+  moved: z.boolean(),
+  ack: AckResult.nullable(),
+});
 const viewer = projectRoleAtLeast('viewer');
 const deployer = projectRoleAtLeast('deployer');
 export const releases = {
@@ -336,9 +569,34 @@ export const releases = {
     response: { 200: ApplyResponse },
     errors: ['CONFLICT', 'SERVICE_UNAVAILABLE'],
   }),
-  list: defineRoute({ method: 'GET', url: '/api/projects/:project/releases', auth: viewer, summary: "A project's releases, newest first", tags: ['releases'], params: ProjectParams, query: z.object({ limit: z.string().optional() }), response: { 200: z.object({ items: z.array(ReleaseSummary) }) } }),
-  current: defineRoute({ method: 'GET', url: '/api/projects/:project/envs/:env/releases/current', auth: viewer, summary: "An env's current release", tags: ['releases'], params: EnvParams, response: { 200: CurrentRelease } }),
-  show: defineRoute({ method: 'GET', url: '/api/projects/:project/releases/:releaseId', auth: viewer, summary: 'One release with its schema and permissions', tags: ['releases'], params: ProjectParams.extend({ releaseId: z.string().max(200) }), response: { 200: ReleaseDetail } }),
+  list: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/releases',
+    auth: viewer,
+    summary: "A project's releases, newest first",
+    tags: ['releases'],
+    params: ProjectParams,
+    query: z.object({ limit: z.string().optional() }),
+    response: { 200: z.object({ items: z.array(ReleaseSummary) }) },
+  }),
+  current: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/envs/:env/releases/current',
+    auth: viewer,
+    summary: "An env's current release",
+    tags: ['releases'],
+    params: EnvParams,
+    response: { 200: CurrentRelease },
+  }),
+  show: defineRoute({
+    method: 'GET',
+    url: '/api/projects/:project/releases/:releaseId',
+    auth: viewer,
+    summary: 'One release with its schema and permissions',
+    tags: ['releases'],
+    params: ProjectParams.extend({ releaseId: z.string().max(200) }),
+    response: { 200: ReleaseDetail },
+  }),
   promote: defineRoute({
     method: 'POST',
     url: '/api/projects/:project/releases/promote',
@@ -346,7 +604,14 @@ export const releases = {
     summary: "Make an env's (or a given) release current in another env",
     tags: ['releases'],
     params: ProjectParams,
-    body: z.looseObject({ from: z.string().optional(), to: z.string(), releaseId: z.string().optional(), force: z.boolean().optional(), adopt: z.boolean().optional(), dryRun: z.boolean().optional() }),
+    body: z.looseObject({
+      from: z.string().optional(),
+      to: z.string(),
+      releaseId: z.string().optional(),
+      force: z.boolean().optional(),
+      adopt: z.boolean().optional(),
+      dryRun: z.boolean().optional(),
+    }),
     response: { 200: PromoteResponse },
     errors: ['CONFLICT'],
   }),
@@ -369,11 +634,28 @@ export const SnapshotTable = z
   .object({
     name: z.string(),
     managed: z.boolean().meta({ description: 'created or adopted by stk apply' }),
-    columns: z.array(z.object({ name: z.string(), type: z.string().meta({ description: "PostgreSQL's format_type(), e.g. text, bigint, timestamp with time zone" }), nullable: z.boolean(), default: z.string().nullable() })),
+    columns: z.array(
+      z.object({
+        name: z.string(),
+        type: z.string().meta({ description: "PostgreSQL's format_type(), e.g. text, bigint, timestamp with time zone" }),
+        nullable: z.boolean(),
+        default: z.string().nullable(),
+      }),
+    ),
     primaryKey: z.array(z.string()).nullable(),
     uniques: z.array(z.array(z.string())),
-    foreignKeys: z.array(z.object({ columns: z.array(z.string()), refTable: z.string(), refColumns: z.array(z.string()), onDelete: z.enum(FK_ACTIONS), onUpdate: z.enum(FK_ACTIONS) })),
-    indexes: z.array(z.object({ name: z.string(), columns: z.array(z.string()), unique: z.boolean() })).meta({ description: 'indexes that back no primary key or unique constraint' }),
+    foreignKeys: z.array(
+      z.object({
+        columns: z.array(z.string()),
+        refTable: z.string(),
+        refColumns: z.array(z.string()),
+        onDelete: z.enum(FK_ACTIONS),
+        onUpdate: z.enum(FK_ACTIONS),
+      }),
+    ),
+    indexes: z
+      .array(z.object({ name: z.string(), columns: z.array(z.string()), unique: z.boolean() }))
+      .meta({ description: 'indexes that back no primary key or unique constraint' }),
   })
   .meta({ id: 'SnapshotTable' });
 export const SchemaChange = z
@@ -451,8 +733,14 @@ export const UsageReportBody = z.object({
             z.object({
               minute: z.string().max(40),
               count: z.number(),
-              errors: z.record(z.string().max(3), z.number()).optional().meta({ description: 'calls that failed after the key was authenticated, by HTTP status' }),
-              rejected: z.record(z.string().max(3), z.number()).optional().meta({ description: 'requests with this key id refused before the call, by HTTP status' }),
+              errors: z
+                .record(z.string().max(3), z.number())
+                .optional()
+                .meta({ description: 'calls that failed after the key was authenticated, by HTTP status' }),
+              rejected: z
+                .record(z.string().max(3), z.number())
+                .optional()
+                .meta({ description: 'requests with this key id refused before the call, by HTTP status' }),
             }),
           )
           .max(100_000),
@@ -465,7 +753,14 @@ export const UsageReportBody = z.object({
 // this schema and the Bridge's UsageReport are the same shape both ways (a drift is a build error)
 export const usageReportMatches = [(r: UsageReport): z.input<typeof UsageReportBody> => r, (b: z.output<typeof UsageReportBody>): UsageReport => b] as const;
 export const internal = {
-  snapshot: defineRoute({ method: 'GET', url: '/internal/sync/snapshot', auth: SERVICE, summary: 'Every env state and key hash (Bridges only)', tags: ['internal'], response: { 200: z.object({ seq: z.number(), pepper: z.string(), envs: z.array(z.unknown()), keys: z.array(z.unknown()) }) } }),
+  snapshot: defineRoute({
+    method: 'GET',
+    url: '/internal/sync/snapshot',
+    auth: SERVICE,
+    summary: 'Every env state and key hash (Bridges only)',
+    tags: ['internal'],
+    response: { 200: z.object({ seq: z.number(), pepper: z.string(), envs: z.array(z.unknown()), keys: z.array(z.unknown()) }) },
+  }),
   stream: defineRoute({
     method: 'GET',
     url: '/internal/sync/stream',
@@ -482,7 +777,12 @@ export const internal = {
     auth: SERVICE,
     summary: 'A Bridge applied these seqs (only from the stream session that owns the id)',
     tags: ['internal'],
-    body: z.looseObject({ bridgeId: BridgeId, session: z.string().max(200).optional(), seqs: z.array(z.number()).max(100_000).optional(), snapshot: z.number().optional() }),
+    body: z.looseObject({
+      bridgeId: BridgeId,
+      session: z.string().max(200).optional(),
+      seqs: z.array(z.number()).max(100_000).optional(),
+      snapshot: z.number().optional(),
+    }),
     response: { 200: Ok },
     errors: ['CONFLICT'],
   }),
@@ -496,8 +796,22 @@ export const internal = {
     response: { 200: z.object({ keys: z.number() }) },
     errors: ['CONFLICT'],
   }),
-  bridges: defineRoute({ method: 'GET', url: '/internal/sync/bridges', auth: SERVICE, summary: 'Bridges streaming from this Hub', tags: ['internal'], response: { 200: z.object({ items: z.array(z.object({ bridgeId: z.string() })) }) } }),
-  cluster: defineRoute({ method: 'GET', url: '/internal/sync/cluster', auth: SERVICE, summary: 'Every Bridge a revoke waits for, across Hubs', tags: ['internal'], response: { 200: z.object({ hubId: z.string(), items: z.array(z.object({ bridgeId: z.string(), ackedSeq: z.number() })) }) } }),
+  bridges: defineRoute({
+    method: 'GET',
+    url: '/internal/sync/bridges',
+    auth: SERVICE,
+    summary: 'Bridges streaming from this Hub',
+    tags: ['internal'],
+    response: { 200: z.object({ items: z.array(z.object({ bridgeId: z.string() })) }) },
+  }),
+  cluster: defineRoute({
+    method: 'GET',
+    url: '/internal/sync/cluster',
+    auth: SERVICE,
+    summary: 'Every Bridge a revoke waits for, across Hubs',
+    tags: ['internal'],
+    response: { 200: z.object({ hubId: z.string(), items: z.array(z.object({ bridgeId: z.string(), ackedSeq: z.number() })) }) },
+  }),
   currentRelease: defineRoute({
     method: 'GET',
     url: '/internal/releases/:project/:env/current',
@@ -510,7 +824,20 @@ export const internal = {
 };
 
 /** Every Hub route. */
-export const HUB_API = { ...DOCS_API, ...health, ...prefixed('auth', auth), ...prefixed('projects', projects), ...prefixed('connections', connections), ...prefixed('members', members), ...prefixed('audit', audit), ...prefixed('apikeys', apikeys), ...prefixed('releases', releases), ...prefixed('schema', schema), ...prefixed('internal', internal), ...prefixed('compat', compat) };
+export const HUB_API = {
+  ...DOCS_API,
+  ...health,
+  ...prefixed('auth', auth),
+  ...prefixed('projects', projects),
+  ...prefixed('connections', connections),
+  ...prefixed('members', members),
+  ...prefixed('audit', audit),
+  ...prefixed('apikeys', apikeys),
+  ...prefixed('releases', releases),
+  ...prefixed('schema', schema),
+  ...prefixed('internal', internal),
+  ...prefixed('compat', compat),
+};
 
 function prefixed<T extends Record<string, unknown>>(p: string, o: T): Record<string, T[keyof T]> {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${p}.${k}`, v])) as Record<string, T[keyof T]>;

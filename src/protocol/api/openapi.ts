@@ -46,7 +46,10 @@ export function openApiDocument(info: OpenApiInfo, contracts: Record<string, Rou
   for (const [operationId, c] of Object.entries(contracts)) {
     const path = c.url.replace(/:([A-Za-z]+)/g, '{$1}');
     const parameters: Json[] = [];
-    for (const [where, obj] of [['path', c.params], ['query', c.query]] as const) {
+    for (const [where, obj] of [
+      ['path', c.params],
+      ['query', c.query],
+    ] as const) {
       if (!obj) continue;
       for (const [name, field] of Object.entries(obj.shape as Record<string, z.ZodType>)) {
         const optional = field.safeParse(undefined).success;
@@ -56,7 +59,8 @@ export function openApiDocument(info: OpenApiInfo, contracts: Record<string, Rou
     const responses: Record<string, Json> = {};
     for (const [status, schema] of Object.entries(responsesOf(c))) {
       const ok = Number(status) < 400;
-      const content = c.stream && ok ? { 'application/x-ndjson': { schema: { type: 'string' } } } : { 'application/json': { schema: schemaOf(schema, 'output') } };
+      const content =
+        c.stream && ok ? { 'application/x-ndjson': { schema: { type: 'string' } } } : { 'application/json': { schema: schemaOf(schema, 'output') } };
       responses[status] = { description: ok ? 'success' : 'error (the envelope; see docs/errors.md)', ...(status === '304' ? {} : { content }) };
     }
     const op: Json = { operationId, summary: c.summary, tags: c.tags, parameters, responses, 'x-santokit-auth': c.auth };

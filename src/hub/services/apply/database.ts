@@ -83,8 +83,10 @@ export function connectionError(name: string, e: unknown): AppError {
   if (e instanceof AppError) return new AppError(e.code, `cannot connect to the database of connection ${JSON.stringify(name)}: ${e.message}`);
   const err = e as { code?: string; message?: string };
   const code = err.code ?? '';
-  if (NETWORK_CODES[code]) return new AppError('SERVICE_UNAVAILABLE', `cannot reach the database of connection ${JSON.stringify(name)}: ${NETWORK_CODES[code]}`);
-  if (/timeout/i.test(err.message ?? '')) return new AppError('SERVICE_UNAVAILABLE', `cannot reach the database of connection ${JSON.stringify(name)}: connection timed out`);
+  if (NETWORK_CODES[code])
+    return new AppError('SERVICE_UNAVAILABLE', `cannot reach the database of connection ${JSON.stringify(name)}: ${NETWORK_CODES[code]}`);
+  if (/timeout/i.test(err.message ?? ''))
+    return new AppError('SERVICE_UNAVAILABLE', `cannot reach the database of connection ${JSON.stringify(name)}: connection timed out`);
   const why =
     code === '28P01' || code === '28000'
       ? 'authentication failed'
@@ -97,7 +99,10 @@ export function connectionError(name: string, e: unknown): AppError {
             : code
               ? `database error ${code}`
               : 'connection failed';
-  return new AppError(code === '57P03' || code === '53300' ? 'SERVICE_UNAVAILABLE' : 'BAD_REQUEST', `cannot connect to the database of connection ${JSON.stringify(name)}: ${why}`);
+  return new AppError(
+    code === '57P03' || code === '53300' ? 'SERVICE_UNAVAILABLE' : 'BAD_REQUEST',
+    `cannot connect to the database of connection ${JSON.stringify(name)}: ${why}`,
+  );
 }
 
 /**

@@ -33,7 +33,8 @@ const MAX_REF = 200;
 
 /** Validates the JSON body of POST …/apply (400 on any shape error). */
 export function readApplyBody(body: unknown): ApplyInput {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw badRequest('expected a JSON object {schema, permissions, ref?, dryRun?, force?, adopt?, only?}');
+  if (typeof body !== 'object' || body === null || Array.isArray(body))
+    throw badRequest('expected a JSON object {schema, permissions, ref?, dryRun?, force?, adopt?, only?}');
   const b = body as Record<string, unknown>;
   const allowed = ['schema', 'permissions', 'ref', 'dryRun', 'force', 'adopt', 'only'];
   const extra = Object.keys(b).filter((k) => !allowed.includes(k));
@@ -53,7 +54,8 @@ export function readApplyBody(body: unknown): ApplyInput {
     if (seen.has(f.file)) throw badRequest(`schema file ${JSON.stringify(f.file)} is listed twice`);
     seen.add(f.file);
   }
-  if (b.permissions !== undefined && b.permissions !== null && typeof b.permissions !== 'string') throw badRequest('"permissions" must be the text of config/permissions.yaml, or null');
+  if (b.permissions !== undefined && b.permissions !== null && typeof b.permissions !== 'string')
+    throw badRequest('"permissions" must be the text of config/permissions.yaml, or null');
   let ref: string | null = null;
   if (b.ref !== undefined && b.ref !== null) {
     // eslint-disable-next-line no-control-regex -- control characters are what it refuses
@@ -70,7 +72,15 @@ export function readApplyBody(body: unknown): ApplyInput {
     }
     only = [...new Set(b.only as ApplyStage[])];
   }
-  return { schema, permissions: (b.permissions as string | null | undefined) ?? null, ref, dryRun: b.dryRun === true, force: b.force === true, adopt: b.adopt === true, only };
+  return {
+    schema,
+    permissions: (b.permissions as string | null | undefined) ?? null,
+    ref,
+    dryRun: b.dryRun === true,
+    force: b.force === true,
+    adopt: b.adopt === true,
+    only,
+  };
 }
 
 /** Parses and validates both files (400 naming file/table/column/rule), before any database is touched. */
@@ -116,7 +126,10 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
   const urls = await connectionUrls(ctx, o.envId);
   const missing = names.filter((n) => !Object.hasOwn(urls, n));
   if (missing.length) {
-    const users = (n: string) => Object.values(o.schema.tables).filter((t) => t.connection === n).map((t) => t.name);
+    const users = (n: string) =>
+      Object.values(o.schema.tables)
+        .filter((t) => t.connection === n)
+        .map((t) => t.name);
     throw badRequest(
       missing.map((n) => `connection ${JSON.stringify(n)} (used by ${users(n).join(', ')}) does not exist in ${o.envLabel}`).join('; ') +
         ` — create it with 'stk connections set'`,
@@ -152,9 +165,13 @@ export async function syncSchema(ctx: HubContext, o: SyncOptions): Promise<SyncR
     }
     const destructive = allSteps.filter((s) => s.destructive);
     if (destructive.length && !o.force) {
-      throw new AppError('CONFLICT', `the plan has ${destructive.length} destructive step${destructive.length > 1 ? 's' : ''} (${destructive.map((s) => s.description).join('; ')}); re-run with --force to apply them`, {
-        details: { plan: allSteps, notes },
-      });
+      throw new AppError(
+        'CONFLICT',
+        `the plan has ${destructive.length} destructive step${destructive.length > 1 ? 's' : ''} (${destructive.map((s) => s.description).join('; ')}); re-run with --force to apply them`,
+        {
+          details: { plan: allSteps, notes },
+        },
+      );
     }
     for (const db of dbs) {
       for (const step of plans.get(db.name)!.steps) {
@@ -195,7 +212,11 @@ async function planFor(db: DbConnection, o: SyncOptions, name: string): Promise<
   return planConnection({
     connection: name,
     tables: Object.values(o.schema.tables).filter((t) => t.connection === name),
-    previouslyManaged: o.previous ? Object.values(o.previous.tables).filter((t) => t.connection === name).map((t) => t.name) : [],
+    previouslyManaged: o.previous
+      ? Object.values(o.previous.tables)
+          .filter((t) => t.connection === name)
+          .map((t) => t.name)
+      : [],
     live,
     hasRows: async (t) => {
       try {
@@ -240,7 +261,8 @@ export async function compatibilityProblems(ctx: HubContext, envId: string, sche
       for (const c of need) {
         const lc = lt.columns.find((x) => x.name === c.name);
         if (!lc) problems.push(`${name}: column ${t.name}.${c.name} is missing`);
-        else if (!['same', 'kept'].includes(compareTypes(lc.type, c.type))) problems.push(`${name}: column ${t.name}.${c.name} is ${lc.type}, the release needs ${c.type}`);
+        else if (!['same', 'kept'].includes(compareTypes(lc.type, c.type)))
+          problems.push(`${name}: column ${t.name}.${c.name} is ${lc.type}, the release needs ${c.type}`);
       }
     }
   }

@@ -77,15 +77,31 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
     [SCHEMA],
   );
   for (const r of t.rows) {
-    const lt: LiveTable = { name: r.name, managed: r.comment === MANAGED_TABLE_COMMENT, columns: [], primaryKey: null, uniques: [], foreignKeys: [], indexes: [] };
+    const lt: LiveTable = {
+      name: r.name,
+      managed: r.comment === MANAGED_TABLE_COMMENT,
+      columns: [],
+      primaryKey: null,
+      uniques: [],
+      foreignKeys: [],
+      indexes: [],
+    };
     tables.set(r.name, lt);
     byOid.set(r.oid, lt);
   }
   if (tables.size === 0) return { tables };
 
   const cols = await db.query<{
-    oid: number; name: string; type: string; not_null: boolean; identity: string; generated: string; default: string | null;
-    seq_schema: string | null; seq_name: string | null; seq_type: string | null;
+    oid: number;
+    name: string;
+    type: string;
+    not_null: boolean;
+    identity: string;
+    generated: string;
+    default: string | null;
+    seq_schema: string | null;
+    seq_name: string | null;
+    seq_type: string | null;
   }>(
     `SELECT a.attrelid::int AS oid, a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type,
             a.attnotnull AS not_null, a.attidentity::text AS identity, a.attgenerated::text AS generated,
@@ -118,8 +134,16 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
   }
 
   const cons = await db.query<{
-    oid: number; name: string; type: string; columns: string[]; ref_schema: string | null; ref_table: string | null;
-    ref_columns: string[]; on_delete: string; on_update: string; deferrable: boolean;
+    oid: number;
+    name: string;
+    type: string;
+    columns: string[];
+    ref_schema: string | null;
+    ref_table: string | null;
+    ref_columns: string[];
+    on_delete: string;
+    on_update: string;
+    deferrable: boolean;
   }>(
     `SELECT con.conrelid::int AS oid, con.conname::text AS name, con.contype::text AS type,
             ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
@@ -154,7 +178,16 @@ export async function introspect(db: Queryable): Promise<LiveSchema> {
     }
   }
 
-  const idx = await db.query<{ oid: number; name: string; unique: boolean; partial: boolean; expression: boolean; columns: string[]; constraint: boolean; method: string }>(
+  const idx = await db.query<{
+    oid: number;
+    name: string;
+    unique: boolean;
+    partial: boolean;
+    expression: boolean;
+    columns: string[];
+    constraint: boolean;
+    method: string;
+  }>(
     `SELECT i.indrelid::int AS oid, ic.relname::text AS name, i.indisunique AS unique,
             (i.indpred IS NOT NULL) AS partial, (i.indexprs IS NOT NULL) AS expression,
             ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord)

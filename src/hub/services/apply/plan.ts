@@ -172,7 +172,12 @@ export async function planConnection(input: PlanInput): Promise<ConnectionPlan> 
   // tables a previous release managed here and that are no longer declared on this connection
   const gone = input.previouslyManaged.filter((n) => !declared.has(n) && live.tables.has(n)).sort();
   for (const group of dropOrder(gone, live)) {
-    out.add(Phase.DropTables, `DROP TABLE ${group.map(qualified).join(', ')}`, `drop table${group.length > 1 ? 's' : ''} ${group.join(', ')} and all ${group.length > 1 ? 'their' : 'its'} rows`, true);
+    out.add(
+      Phase.DropTables,
+      `DROP TABLE ${group.map(qualified).join(', ')}`,
+      `drop table${group.length > 1 ? 's' : ''} ${group.join(', ')} and all ${group.length > 1 ? 'their' : 'its'} rows`,
+      true,
+    );
   }
 
   steps.sort((a, b) => a.phase - b.phase);
@@ -215,10 +220,16 @@ async function diffTable(t: TableIR, lt: LiveTable, input: PlanInput, out: Out):
     const lc = lt.columns.find((c) => c.name === col.name);
     if (!lc) {
       if (!col.nullable && !col.default && (await input.hasRows(t.name))) {
-        out.unsupported(`table ${t.name}: cannot add NOT NULL column ${col.name} without a default: the table already has rows (add a default or nullable: true)`);
+        out.unsupported(
+          `table ${t.name}: cannot add NOT NULL column ${col.name} without a default: the table already has rows (add a default or nullable: true)`,
+        );
         continue;
       }
-      out.add(Phase.AddColumns, `ALTER TABLE ${T} ADD COLUMN ${columnDefinition(col)}`, `add column ${t.name}.${col.name} (${typeLabel(col)}${col.nullable ? ', nullable' : ''})`);
+      out.add(
+        Phase.AddColumns,
+        `ALTER TABLE ${T} ADD COLUMN ${columnDefinition(col)}`,
+        `add column ${t.name}.${col.name} (${typeLabel(col)}${col.nullable ? ', nullable' : ''})`,
+      );
       if (col.unique) out.add(Phase.AddUniques, addUniqueSql(t.name, col.name), `add unique constraint on ${t.name}.${col.name}`);
       if (col.references) out.add(Phase.AddForeignKeys, addForeignKeySql(t.name, col), fkDescription(t.name, col));
       continue;
@@ -237,7 +248,9 @@ async function diffTable(t: TableIR, lt: LiveTable, input: PlanInput, out: Out):
 
     if (col.references) {
       const r = col.references;
-      const sameTarget = lt.foreignKeys.filter((fk) => sameList(fk.columns, [col.name]) && fk.refSchema === SCHEMA && fk.refTable === r.table && sameList(fk.refColumns, [r.column]));
+      const sameTarget = lt.foreignKeys.filter(
+        (fk) => sameList(fk.columns, [col.name]) && fk.refSchema === SCHEMA && fk.refTable === r.table && sameList(fk.refColumns, [r.column]),
+      );
       const match = sameTarget.find((fk) => fkMatches(fk, col));
       if (match) {
         keptFks.add(match.name);
@@ -269,7 +282,12 @@ async function diffTable(t: TableIR, lt: LiveTable, input: PlanInput, out: Out):
   for (const u of lt.uniques) {
     if (keptUniques.has(u.name)) continue;
     if (u.columns.some((c) => !declaredCols.has(c))) continue; // goes away with the dropped column
-    out.add(Phase.DropIndexesAndUniques, `ALTER TABLE ${T} DROP CONSTRAINT ${quoteIdent(u.name)}`, `drop unique constraint ${u.name} on ${t.name} (${u.columns.join(', ')})`, true);
+    out.add(
+      Phase.DropIndexesAndUniques,
+      `ALTER TABLE ${T} DROP CONSTRAINT ${quoteIdent(u.name)}`,
+      `drop unique constraint ${u.name} on ${t.name} (${u.columns.join(', ')})`,
+      true,
+    );
   }
 
   for (const idx of t.indexes) {
@@ -314,7 +332,9 @@ function diffPrimaryKey(t: TableIR, lc: LiveColumn, out: Out): void {
   const want = pkPgType(pk);
   const verdict = compareTypes(lc.type, want);
   if (verdict !== 'same' && verdict !== 'widen') {
-    out.unsupported(`table ${t.name}: primary key ${pk.name} is ${lc.type} in the database but ${want} is declared; changing the primary key type is not supported`);
+    out.unsupported(
+      `table ${t.name}: primary key ${pk.name} is ${lc.type} in the database but ${want} is declared; changing the primary key type is not supported`,
+    );
     return;
   }
   const serial = !lc.identity && lc.sequence !== null;
@@ -324,12 +344,17 @@ function diffPrimaryKey(t: TableIR, lc: LiveColumn, out: Out): void {
     );
     return;
   }
-  if (verdict === 'widen') out.add(Phase.AlterColumns, alterTypeSql(t.name, pk.name, want), `widen primary key ${where} from ${lc.type} to ${want} (loses nothing)`);
+  if (verdict === 'widen')
+    out.add(Phase.AlterColumns, alterTypeSql(t.name, pk.name, want), `widen primary key ${where} from ${lc.type} to ${want} (loses nothing)`);
   if (isIdentityPk(pk) && serial) {
     const seq = lc.sequence!;
     out.note(`${where}: serial column (default nextval of sequence ${seq.name}) stands for generate auto_increment (kept as it is)`);
     if (seq.type !== 'bigint') {
-      out.add(Phase.AlterColumns, `ALTER SEQUENCE ${quoteIdent(seq.schema)}.${quoteIdent(seq.name)} AS bigint`, `widen sequence ${seq.name} of ${where} from ${seq.type} to bigint (loses nothing)`);
+      out.add(
+        Phase.AlterColumns,
+        `ALTER SEQUENCE ${quoteIdent(seq.schema)}.${quoteIdent(seq.name)} AS bigint`,
+        `widen sequence ${seq.name} of ${where} from ${seq.type} to bigint (loses nothing)`,
+      );
     }
   }
 }
@@ -361,15 +386,23 @@ function diffColumn(t: TableIR, col: ColumnIR, lc: LiveColumn, out: Out): void {
       break;
     case 'kept':
       type = lc.type;
-      out.note(`${where} is ${lc.type} in the database where ${typeLabel(col)} (${want}) is declared: ${KEPT_BECAUSE[lc.type] ?? 'equivalent'} (kept as it is)`);
+      out.note(
+        `${where} is ${lc.type} in the database where ${typeLabel(col)} (${want}) is declared: ${KEPT_BECAUSE[lc.type] ?? 'equivalent'} (kept as it is)`,
+      );
       break;
     case 'widen':
       // PostgreSQL converts the default with the column: it stays
       out.add(Phase.AlterColumns, alterTypeSql(t.name, col.name, want), `widen ${where} from ${lc.type} to ${want} (loses nothing)`);
       break;
     case 'cast':
-      if (lc.default !== null) out.add(Phase.AlterColumns, `ALTER TABLE ${T} ALTER COLUMN ${C} DROP DEFAULT`, `drop default of ${where} before its type change`, true);
-      out.add(Phase.AlterColumns, alterTypeSql(t.name, col.name, want), `change type of ${where} from ${lc.type} to ${want} (fails if a value does not convert)`, true);
+      if (lc.default !== null)
+        out.add(Phase.AlterColumns, `ALTER TABLE ${T} ALTER COLUMN ${C} DROP DEFAULT`, `drop default of ${where} before its type change`, true);
+      out.add(
+        Phase.AlterColumns,
+        alterTypeSql(t.name, col.name, want),
+        `change type of ${where} from ${lc.type} to ${want} (fails if a value does not convert)`,
+        true,
+      );
       liveDefault = null;
       break;
     case 'unsupported':
@@ -383,7 +416,8 @@ function diffColumn(t: TableIR, col: ColumnIR, lc: LiveColumn, out: Out): void {
     out.add(Phase.AlterColumns, `ALTER TABLE ${T} ALTER COLUMN ${C} SET NOT NULL`, `make ${where} NOT NULL (fails if it holds NULLs)`, true);
   }
   if (!defaultsEqual(col.default, liveDefault, col, type)) {
-    if (col.default) out.add(Phase.AlterColumns, `ALTER TABLE ${T} ALTER COLUMN ${C} SET DEFAULT ${defaultSql(col.default, col, type)}`, `set default of ${where}`);
+    if (col.default)
+      out.add(Phase.AlterColumns, `ALTER TABLE ${T} ALTER COLUMN ${C} SET DEFAULT ${defaultSql(col.default, col, type)}`, `set default of ${where}`);
     else out.add(Phase.AlterColumns, `ALTER TABLE ${T} ALTER COLUMN ${C} DROP DEFAULT`, `drop default of ${where}`);
   }
 }
@@ -437,7 +471,8 @@ function fkDifference(fk: LiveForeignKey, col: ColumnIR): string {
   const why: string[] = [];
   if (fk.deferrable) why.push('it is DEFERRABLE, declared keys are not');
   for (const k of ['onDelete', 'onUpdate'] as const) {
-    if (!fkActionsEquivalent(fk[k], r[k], fk.deferrable)) why.push(`${k === 'onDelete' ? 'on delete' : 'on update'} ${fkActionSql(fk[k])} in the database, ${fkActionSql(r[k])} declared`);
+    if (!fkActionsEquivalent(fk[k], r[k], fk.deferrable))
+      why.push(`${k === 'onDelete' ? 'on delete' : 'on update'} ${fkActionSql(fk[k])} in the database, ${fkActionSql(r[k])} declared`);
   }
   return why.join('; ');
 }

@@ -281,7 +281,8 @@ function parseDefault(raw: unknown, spec: TypeSpec, w: string, problems: Problem
   switch (spec.type) {
     case 'timestamp':
       if (raw === 'now') return { kind: 'now' };
-      if (typeof raw === 'string' && /^\d{4}-\d\d-\d\d/.test(raw) && !Number.isNaN(Date.parse(raw))) return { kind: 'literal', value: new Date(raw).toISOString() };
+      if (typeof raw === 'string' && /^\d{4}-\d\d-\d\d/.test(raw) && !Number.isNaN(Date.parse(raw)))
+        return { kind: 'literal', value: new Date(raw).toISOString() };
       return bad('a timestamp default is `now` or an ISO-8601 date-time string');
     case 'string':
       if (typeof raw === 'string') return { kind: 'literal', value: raw };
@@ -368,7 +369,9 @@ function resolveReferences(byName: Map<string, Located>, problems: Problems): vo
         continue;
       }
       if (tgt.table.connection !== loc.table.connection) {
-        problems.add(`${w}: table ${show(target)} lives on connection ${show(tgt.table.connection)}, not ${show(loc.table.connection)} (foreign keys cannot cross connections)`);
+        problems.add(
+          `${w}: table ${show(target)} lives on connection ${show(tgt.table.connection)}, not ${show(loc.table.connection)} (foreign keys cannot cross connections)`,
+        );
         continue;
       }
       const rawCol = own(raw, 'column');
@@ -415,7 +418,10 @@ function resolveReferences(byName: Map<string, Located>, problems: Problems): vo
       const onDelete = fkAction(own(raw, 'onDelete'), `${w}, onDelete`, problems);
       const onUpdate = fkAction(own(raw, 'onUpdate'), `${w}, onUpdate`, problems);
       if (!onDelete || !onUpdate) continue;
-      for (const [k, a] of [['onDelete', onDelete], ['onUpdate', onUpdate]] as const) {
+      for (const [k, a] of [
+        ['onDelete', onDelete],
+        ['onUpdate', onUpdate],
+      ] as const) {
         if (a === 'set_null' && !col.nullable) problems.add(`${w}: ${k}: set_null needs the column to be nullable: true`);
         if (a === 'set_default' && !col.default && !col.nullable) problems.add(`${w}: ${k}: set_default needs a default on the column`);
       }

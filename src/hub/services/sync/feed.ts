@@ -78,7 +78,10 @@ export async function loadEnvState(ctx: HubContext, project: string, env: string
 }
 
 export async function maxSeq(ctx: HubContext): Promise<number> {
-  const r = await ctx.db.selectFrom('change_events').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst();
+  const r = await ctx.db
+    .selectFrom('change_events')
+    .select((eb) => eb.fn.max('seq').as('m'))
+    .executeTakeFirst();
   return Number(r?.m ?? 0);
 }
 

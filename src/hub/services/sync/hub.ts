@@ -132,11 +132,27 @@ export class SyncHub implements StreamOwner {
     const out: ClusterBridge[] = [];
     for (const b of this.#bridges.values()) {
       if (!local.has(b.id)) continue;
-      out.push({ bridgeId: b.id, hubId: this.hubId, ackedSeq: this.#hwm.get(b.id) ?? 0, address: b.address, connectedAt: b.connectedAt, lastSeenAt: b.lastAckAt ?? b.connectedAt, local: true });
+      out.push({
+        bridgeId: b.id,
+        hubId: this.hubId,
+        ackedSeq: this.#hwm.get(b.id) ?? 0,
+        address: b.address,
+        connectedAt: b.connectedAt,
+        lastSeenAt: b.lastAckAt ?? b.connectedAt,
+        local: true,
+      });
     }
     for (const r of rows) {
       if (local.has(r.bridge_id)) continue;
-      out.push({ bridgeId: r.bridge_id, hubId: r.hub_id, ackedSeq: this.#hwm.get(r.bridge_id) ?? 0, address: r.address, connectedAt: r.connected_at, lastSeenAt: r.last_seen_at, local: false });
+      out.push({
+        bridgeId: r.bridge_id,
+        hubId: r.hub_id,
+        ackedSeq: this.#hwm.get(r.bridge_id) ?? 0,
+        address: r.address,
+        connectedAt: r.connected_at,
+        lastSeenAt: r.last_seen_at,
+        local: false,
+      });
     }
     return out;
   }
@@ -273,7 +289,7 @@ export class SyncHub implements StreamOwner {
       try {
         remote = (await this.#remoteLive()).map((r) => r.bridge_id);
       } catch (err) {
-        this.#ctx.log.warn({ err: (err as Error).message }, 'sync: reading Bridge presence failed; waiting for this Hub\'s Bridges only');
+        this.#ctx.log.warn({ err: (err as Error).message }, "sync: reading Bridge presence failed; waiting for this Hub's Bridges only");
       }
     }
     // read after the rows: a Bridge that moved here while they were read is counted once, here
@@ -408,4 +424,3 @@ export class SyncHub implements StreamOwner {
     }
   }
 }
-

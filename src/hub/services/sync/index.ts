@@ -34,4 +34,3 @@ export function getSync(ctx: HubContext): SyncHub {
 export async function waitForBridges(ctx: HubContext, seq: number, timeoutMs = ctx.config.ackTimeoutMs): Promise<AckResult> {
   return getSync(ctx).waitForAcks(seq, timeoutMs);
 }
-

@@ -58,8 +58,18 @@ export class Presence {
     try {
       await this.#db()
         .insertInto('sync_bridges')
-        .values({ bridge_id: bridgeId, hub_id: this.#hubId, acked_seq: 0, address, connected_at: connectedAt, last_seen_at: connectedAt, disconnected_at: null })
-        .onConflict((oc) => oc.column('bridge_id').doUpdateSet({ hub_id: this.#hubId, address, connected_at: connectedAt, last_seen_at: connectedAt, disconnected_at: null }))
+        .values({
+          bridge_id: bridgeId,
+          hub_id: this.#hubId,
+          acked_seq: 0,
+          address,
+          connected_at: connectedAt,
+          last_seen_at: connectedAt,
+          disconnected_at: null,
+        })
+        .onConflict((oc) =>
+          oc.column('bridge_id').doUpdateSet({ hub_id: this.#hubId, address, connected_at: connectedAt, last_seen_at: connectedAt, disconnected_at: null }),
+        )
         .execute();
     } catch (err) {
       this.#ctx.log.warn({ err: (err as Error).message, bridgeId }, 'sync: recording Bridge presence failed (other Hubs may not wait for it)');
@@ -120,7 +130,10 @@ export class Presence {
       }
       if (Date.now() - this.#lastCleanup > 3600_000) {
         this.#lastCleanup = Date.now();
-        await db.deleteFrom('sync_bridges').where('last_seen_at', '<', new Date(Date.now() - PRESENCE_KEEP_MS).toISOString()).execute();
+        await db
+          .deleteFrom('sync_bridges')
+          .where('last_seen_at', '<', new Date(Date.now() - PRESENCE_KEEP_MS).toISOString())
+          .execute();
         return true;
       }
     } catch (err) {
@@ -162,7 +175,8 @@ export class Presence {
                 .execute();
             }
           } catch (err) {
-            if (!this.#closed) this.#ctx.log.warn({ err: (err as Error).message, bridgeId: id }, 'sync: recording an ack failed (other Hubs may report this Bridge as lagging)');
+            if (!this.#closed)
+              this.#ctx.log.warn({ err: (err as Error).message, bridgeId: id }, 'sync: recording an ack failed (other Hubs may report this Bridge as lagging)');
           }
         }),
       );

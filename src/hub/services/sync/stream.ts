@@ -106,7 +106,14 @@ export class StreamSession {
     const seq = await maxSeq(ctx);
     const gaps = await gapsBelow(ctx, seq);
     const envs = await allEnvStates(ctx);
-    const keyCount = Number((await ctx.db.selectFrom('api_keys').select((eb) => eb.fn.countAll().as('n')).executeTakeFirst())?.n ?? 0);
+    const keyCount = Number(
+      (
+        await ctx.db
+          .selectFrom('api_keys')
+          .select((eb) => eb.fn.countAll().as('n'))
+          .executeTakeFirst()
+      )?.n ?? 0,
+    );
     this.hub.notePendingSnapshot(this.bridge, seq, gaps);
     if (seq > this.maxSent) this.maxSent = seq;
     await this.#send({ type: 'snapshot', seq, pepper: ctx.crypto.apiKeyPepper.toString('base64'), envs, keyCount });
@@ -154,7 +161,12 @@ export class StreamSession {
       const now = Date.now();
       for (const [s, deadline] of this.#late) if (deadline < now) this.#late.delete(s);
       if (this.#late.size > 0) {
-        const late = await db.selectFrom('change_events').selectAll().where('seq', 'in', [...this.#late.keys()].slice(0, 500)).orderBy('seq').execute();
+        const late = await db
+          .selectFrom('change_events')
+          .selectAll()
+          .where('seq', 'in', [...this.#late.keys()].slice(0, 500))
+          .orderBy('seq')
+          .execute();
         for (const r of late) {
           this.#late.delete(Number(r.seq));
           await this.#deliver({ ...r, seq: Number(r.seq) }, this.cursor);
@@ -216,7 +228,9 @@ export class StreamSession {
 }
 
 /** A StreamSink over a raw Node response, honouring backpressure. */
-export function responseSink(res: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; on(ev: 'close', fn: () => void): unknown }): StreamSink {
+export function responseSink(
+  res: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; on(ev: 'close', fn: () => void): unknown },
+): StreamSink {
   let closed = false;
   const listeners: Array<() => void> = [];
   res.on('close', () => {
