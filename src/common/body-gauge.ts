@@ -51,27 +51,42 @@ const busy = () =>
     headers: { 'retry-after': '1' },
   });
 
-/** The preParsing hook that charges each body to `gauge` (routes with `config.bodyBudget: 'own'` are skipped). */
+/**
+ * The preParsing hook that charges each body to `gauge` (routes with `config.bodyBudget: 'own'` are skipped).
+ * What a request took is given back when its response closes, and nothing is charged after that: the
+ * bytes a client keeps sending once it was answered (a 413 from the body limit, say) are discarded, not
+ * held; and no more than the route's body limit is ever charged for one body. A request whose
+ * connection closed before this hook ran (aborted while an earlier hook awaited) is charged nothing:
+ * its close has fired already and would never give the bytes back.
+ */
 export function chargeBodies(gauge: BodyGauge, bodyLimit: number): preParsingHookHandler {
   return (req, reply, payload, done) => {
     if (req.routeOptions.config.bodyBudget === 'own') return done(null, payload);
+    if (reply.raw.closed) return done(null, payload);
     const client = req.ip;
+    const limit = req.routeOptions.bodyLimit ?? bodyLimit;
     let charged = 0;
     let seen = 0;
+    let closed = false;
     const charge = (n: number): boolean => {
+      if (closed) return true;
       seen += n;
-      const want = Math.max(0, seen - FREE_BODY_BYTES) - charged;
+      const want = Math.max(0, Math.min(seen, limit) - FREE_BODY_BYTES) - charged;
       if (want <= 0) return true;
       if (!gauge.take(client, want)) return false;
       charged += want;
       return true;
     };
-    reply.raw.once('close', () => gauge.give(client, charged));
+    reply.raw.once('close', () => {
+      closed = true;
+      gauge.give(client, charged);
+      charged = 0;
+    });
     const length = req.headers['content-length'];
     if (length !== undefined) {
       const declared = Number(length);
       // over the route's body limit, Fastify answers 413 from the header without reading the body
-      if (Number.isSafeInteger(declared) && declared <= (req.routeOptions.bodyLimit ?? bodyLimit) && !charge(declared)) return done(busy());
+      if (Number.isSafeInteger(declared) && declared <= limit && !charge(declared)) return done(busy());
       return done(null, payload);
     }
     if (req.raw.complete) return done(null, payload);
@@ -82,6 +97,9 @@ export function chargeBodies(gauge: BodyGauge, bodyLimit: number): preParsingHoo
       },
     });
     payload.once('error', (e) => counted.destroy(e));
+    // the body parser listens for this error while it reads; once it has stopped (its 413, the answer
+    // sent) an error nobody listens to would end the process
+    counted.on('error', () => {});
     done(null, payload.pipe(counted));
   };
 }

@@ -5,7 +5,9 @@
  * response has been sent. Before, an authenticated operator's concurrent 10 MB bodies were all buffered
  * (and parsed): a few hundred of them take gigabytes of the control plane.
  */
+import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -49,6 +51,17 @@ describe('security: request bodies in flight on the Hub', () => {
       }),
       { logger: false },
     ));
+    // an operator route whose own hook awaits until the client has gone (as the session check's read of
+    // a PostgreSQL store may): the body hook then runs for a request whose connection closed already
+    hub.route({
+      method: 'POST',
+      url: '/test/after-abort',
+      config: { auth: { kind: 'operator' } },
+      onRequest: async (_req, reply) => {
+        if (!reply.raw.closed) await once(reply.raw, 'close');
+      },
+      handler: async () => ({ ok: true }),
+    });
     url = await hub.listen({ port: 0, host: '127.0.0.1' });
     const r = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(OWNER) });
     token = ((await r.json()) as { token: string }).token;
@@ -98,6 +111,46 @@ describe('security: request bodies in flight on the Hub', () => {
     for (const h of holds) expect((await h.done).status).not.toBe(503);
     await settle();
     const after = await post(url, token, '/api/projects', 900 * KB, { from: '127.0.0.7' }).done;
+    expect(after.status).not.toBe(503);
+  });
+
+  it('bodies a client keeps sending after its answer (413 past the body limit) are not charged: no leak, no crash', async () => {
+    // POST /api/auth/logout declares no body: its limit is 64 KB. 3 MB chunked from one address (a 1 MB
+    // share): the Hub answers 413 at 64 KB while the rest is still arriving. Before, those bytes were
+    // charged after the answer had given the request's bytes back — held for good — and past the share
+    // the refusal was raised on a stream nobody listened to any more: the process ended.
+    const login = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(OWNER) });
+    const session = ((await login.json()) as { token: string }).token;
+    for (let i = 0; i < 4; i++) {
+      const r = await postBody(
+        `${url}/api/auth/logout`,
+        { 'content-type': 'application/json', authorization: `Bearer ${session}` },
+        JSON.stringify({ pad: 'x'.repeat(3 * 1024 * KB) }),
+        { chunked: true, from: '127.0.0.8' },
+      ).done.catch((e: Error) => ({ status: 0, error: e.message }));
+      // the answer is 413, or the connection is cut while the client still writes
+      expect([0, 413]).toContain(r.status);
+    }
+    await settle();
+    // the address's whole share is free again: a 900 KB body (836 KB charged) passes
+    const after = await post(url, token, '/api/projects', 900 * KB, { from: '127.0.0.8' }).done;
+    expect(after.status).not.toBe(503);
+  });
+
+  it('a request whose client left before its body was charged holds nothing', async () => {
+    // headers declaring 900 KB (836 KB charged), then the connection closes while a hook awaits:
+    // before, the body hook charged it afterwards and waited for a close that had already happened
+    for (let i = 0; i < 3; i++) {
+      const s = connect({ host: '127.0.0.1', port: Number(new URL(url).port), localAddress: '127.0.0.9' });
+      await once(s, 'connect');
+      s.write(
+        `POST /test/after-abort HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${900 * KB}\r\n\r\n{`,
+      );
+      await settle();
+      s.destroy();
+      await settle();
+    }
+    const after = await post(url, token, '/api/projects', 900 * KB, { from: '127.0.0.9' }).done;
     expect(after.status).not.toBe(503);
   });
 
