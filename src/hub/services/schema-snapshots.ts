@@ -21,6 +21,8 @@ import { findEnv, requireProjectRole } from './rbac.js';
 /** more than this across an env's databases is refused (409) before the catalog is read in full */
 export const MAX_SNAPSHOT_TABLES = 1000;
 export const MAX_SNAPSHOT_COLUMNS = 20_000;
+/** indexes and keys (primary, unique, foreign) together: a table may hold any number of them */
+export const MAX_SNAPSHOT_INDEXES = 20_000;
 export const SNAPSHOTS_KEPT = 20;
 /** each catalog query of a snapshot */
 const STATEMENT_TIMEOUT = '15s';
@@ -75,6 +77,7 @@ async function readLiveSchema(ctx: HubContext, envId: string, label: string): Pr
   const out: ConnectionSchema[] = [];
   let tables = 0;
   let columns = 0;
+  let indexes = 0;
   for (const name of names) {
     let db: DbConnection | undefined;
     try {
@@ -89,20 +92,23 @@ async function readLiveSchema(ctx: HubContext, envId: string, label: string): Pr
       await run('start a read-only transaction', 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       await run('set the statement timeout', `SET LOCAL statement_timeout = '${STATEMENT_TIMEOUT}'`);
       // counted before anything is loaded: a database with a million tables is refused, not read
-      const size = await run<{ tables: number; columns: number }>(
+      const size = await run<{ tables: number; columns: number; indexes: number }>(
         'count the tables',
-        `SELECT count(DISTINCT c.oid)::int AS tables, count(a.attnum)::int AS columns
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')`,
+        `WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p'))
+         SELECT (SELECT count(*) FROM t)::int AS tables,
+                (SELECT count(*) FROM pg_attribute a JOIN t ON a.attrelid = t.oid WHERE a.attnum > 0 AND NOT a.attisdropped)::int AS columns,
+                ((SELECT count(*) FROM pg_index i JOIN t ON i.indrelid = t.oid)
+                 + (SELECT count(*) FROM pg_constraint con JOIN t ON con.conrelid = t.oid WHERE con.contype IN ('p', 'u', 'f')))::int AS indexes`,
         [TABLE_SCHEMA],
       );
       tables += size.rows[0]?.tables ?? 0;
       columns += size.rows[0]?.columns ?? 0;
-      if (tables > MAX_SNAPSHOT_TABLES || columns > MAX_SNAPSHOT_COLUMNS) {
+      indexes += size.rows[0]?.indexes ?? 0;
+      if (tables > MAX_SNAPSHOT_TABLES || columns > MAX_SNAPSHOT_COLUMNS || indexes > MAX_SNAPSHOT_INDEXES) {
         throw new AppError(
           'CONFLICT',
-          `${label} holds too much schema to snapshot (at least ${tables} tables and ${columns} columns in schema ${TABLE_SCHEMA}, counted up to connection ${name}); the limit is ${MAX_SNAPSHOT_TABLES} tables and ${MAX_SNAPSHOT_COLUMNS} columns`,
+          `${label} holds too much schema to snapshot (at least ${tables} tables, ${columns} columns and ${indexes} indexes and keys in schema ${TABLE_SCHEMA}, counted up to connection ${name}); the limit is ${MAX_SNAPSHOT_TABLES} tables, ${MAX_SNAPSHOT_COLUMNS} columns and ${MAX_SNAPSHOT_INDEXES} indexes and keys`,
         );
       }
       let live;
@@ -128,29 +134,41 @@ export function diffSchemas(before: ConnectionSchema[], after: ConnectionSchema[
   const changes: SchemaChange[] = [];
   const add = (connection: string, table: string | null, object: SchemaChange['object'], change: SchemaChange['change'], description: string) =>
     changes.push({ connection, table, object, change, description });
-  const names = [...new Set([...before.map((c) => c.name), ...after.map((c) => c.name)])].sort();
+  // every lookup by name through a Map: one pass over each list, however many tables, columns or indexes
+  const byKey = <T>(xs: T[], key: (x: T) => string) => {
+    const m = new Map<string, T>();
+    for (const x of xs) if (!m.has(key(x))) m.set(key(x), x); // the first of equal keys, as a search would find
+    return m;
+  };
+  const byName = <T extends { name: string }>(xs: T[]) => byKey(xs, (x) => x.name);
+  const beforeConns = byName(before);
+  const afterConns = byName(after);
+  const names = [...new Set([...beforeConns.keys(), ...afterConns.keys()])].sort();
   for (const conn of names) {
-    const b = before.find((c) => c.name === conn);
-    const a = after.find((c) => c.name === conn);
+    const b = beforeConns.get(conn);
+    const a = afterConns.get(conn);
     if (!b || !a) {
       add(conn, null, 'connection', b ? 'removed' : 'added', `connection ${conn} ${b ? 'removed' : 'added'} (${(a ?? b)!.tables.length} tables)`);
       continue;
     }
-    const tables = [...new Set([...b.tables.map((t) => t.name), ...a.tables.map((t) => t.name)])].sort();
+    const beforeTables = byName(b.tables);
+    const afterTables = byName(a.tables);
+    const tables = [...new Set([...beforeTables.keys(), ...afterTables.keys()])].sort();
     for (const name of tables) {
-      const bt = b.tables.find((t) => t.name === name);
-      const at = a.tables.find((t) => t.name === name);
+      const bt = beforeTables.get(name);
+      const at = afterTables.get(name);
       if (!bt || !at) {
         add(conn, name, 'table', bt ? 'removed' : 'added', `table ${name} ${bt ? 'removed' : `added (${at!.columns.length} columns)`}`);
         continue;
       }
+      const beforeColumns = byName(bt.columns);
+      const afterColumns = byName(at.columns);
       for (const bc of bt.columns) {
-        const ac = at.columns.find((c) => c.name === bc.name);
+        const ac = afterColumns.get(bc.name);
         if (!ac) add(conn, name, 'column', 'removed', `column ${name}.${bc.name} removed (was ${colText(bc)})`);
         else if (colText(ac) !== colText(bc)) add(conn, name, 'column', 'changed', `column ${name}.${bc.name} changed: ${colText(bc)} → ${colText(ac)}`);
       }
-      for (const ac of at.columns)
-        if (!bt.columns.some((c) => c.name === ac.name)) add(conn, name, 'column', 'added', `column ${name}.${ac.name} added (${colText(ac)})`);
+      for (const ac of at.columns) if (!beforeColumns.has(ac.name)) add(conn, name, 'column', 'added', `column ${name}.${ac.name} added (${colText(ac)})`);
       if (list(bt.primaryKey ?? []) !== list(at.primaryKey ?? [])) {
         add(
           conn,
@@ -167,23 +185,26 @@ export function diffSchemas(before: ConnectionSchema[], after: ConnectionSchema[
       // foreign keys by their columns (hand-made ones have generated names)
       const fkText = (f: SnapshotTable['foreignKeys'][number]) =>
         `→ ${f.refTable}(${list(f.refColumns)}) on delete ${f.onDelete.replace('_', ' ')}, on update ${f.onUpdate.replace('_', ' ')}`;
+      const afterFks = byKey(at.foreignKeys, (f) => list(f.columns));
+      const beforeFks = new Set(bt.foreignKeys.map((f) => list(f.columns)));
       for (const bf of bt.foreignKeys) {
-        const af = at.foreignKeys.find((f) => list(f.columns) === list(bf.columns));
+        const af = afterFks.get(list(bf.columns));
         if (!af) add(conn, name, 'foreign key', 'removed', `foreign key ${name}(${list(bf.columns)}) ${fkText(bf)} removed`);
         else if (fkText(af) !== fkText(bf))
           add(conn, name, 'foreign key', 'changed', `foreign key ${name}(${list(bf.columns)}): ${fkText(bf)} → ${fkText(af)}`);
       }
       for (const af of at.foreignKeys) {
-        if (!bt.foreignKeys.some((f) => list(f.columns) === list(af.columns)))
-          add(conn, name, 'foreign key', 'added', `foreign key ${name}(${list(af.columns)}) ${fkText(af)} added`);
+        if (!beforeFks.has(list(af.columns))) add(conn, name, 'foreign key', 'added', `foreign key ${name}(${list(af.columns)}) ${fkText(af)} added`);
       }
       const idxText = (i: SnapshotTable['indexes'][number]) => `${i.unique ? 'unique ' : ''}on (${list(i.columns)})`;
+      const beforeIndexes = byName(bt.indexes);
+      const afterIndexes = byName(at.indexes);
       for (const bi of bt.indexes) {
-        const ai = at.indexes.find((i) => i.name === bi.name);
+        const ai = afterIndexes.get(bi.name);
         if (!ai) add(conn, name, 'index', 'removed', `index ${bi.name} ${idxText(bi)} removed`);
         else if (idxText(ai) !== idxText(bi)) add(conn, name, 'index', 'changed', `index ${bi.name}: ${idxText(bi)} → ${idxText(ai)}`);
       }
-      for (const ai of at.indexes) if (!bt.indexes.some((i) => i.name === ai.name)) add(conn, name, 'index', 'added', `index ${ai.name} ${idxText(ai)} added`);
+      for (const ai of at.indexes) if (!beforeIndexes.has(ai.name)) add(conn, name, 'index', 'added', `index ${ai.name} ${idxText(ai)} added`);
     }
   }
   return changes;
