@@ -164,7 +164,7 @@ describe('planner against a live database', () => {
       req: { type: string, nullable: true }
 `);
     expect(descriptions(p)).toEqual([
-      '+ widen metrics.n from integer to bigint (loses nothing)',
+      '+ widen metrics.n from integer to bigint (loses nothing; rewrites the table: reads and writes of it wait until done)',
       '! make metrics.n NOT NULL (fails if it holds NULLs)',
       '+ set default of metrics.label',
       '+ allow NULL in metrics.req',
@@ -437,12 +437,12 @@ tables:
     expect(descriptions(p)).toEqual([
       '+ adopt table authors, which santokit did not create (needs --adopt)',
       '+ adopt table articles, which santokit did not create (needs --adopt)',
-      '+ widen primary key authors.id from integer to bigint (loses nothing)',
+      '+ widen primary key authors.id from integer to bigint (loses nothing; rewrites the table: reads and writes of it wait until done)',
       '+ widen sequence authors_id_seq of authors.id from integer to bigint (loses nothing)',
       '+ widen authors.handle from character varying(40) to text (loses nothing)',
       '+ widen authors.karma from numeric(12,2) to numeric (loses nothing)',
-      '+ widen articles.author_id from integer to bigint (loses nothing)',
-      '+ widen articles.views from integer to bigint (loses nothing)',
+      '+ widen articles.author_id from integer to bigint (loses nothing; rewrites the table: reads and writes of it wait until done)',
+      '+ widen articles.views from integer to bigint (loses nothing; rewrites the table: reads and writes of it wait until done)',
     ]);
     expect(p.notes).toEqual([
       'authors.id: serial column (default nextval of sequence authors_id_seq) stands for generate auto_increment (kept as it is)',

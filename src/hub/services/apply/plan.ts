@@ -344,8 +344,7 @@ function diffPrimaryKey(t: TableIR, lc: LiveColumn, out: Out): void {
     );
     return;
   }
-  if (verdict === 'widen')
-    out.add(Phase.AlterColumns, alterTypeSql(t.name, pk.name, want), `widen primary key ${where} from ${lc.type} to ${want} (loses nothing)`);
+  if (verdict === 'widen') out.add(Phase.AlterColumns, alterTypeSql(t.name, pk.name, want), widening(`primary key ${where}`, lc.type, want));
   if (isIdentityPk(pk) && serial) {
     const seq = lc.sequence!;
     out.note(`${where}: serial column (default nextval of sequence ${seq.name}) stands for generate auto_increment (kept as it is)`);
@@ -357,6 +356,17 @@ function diffPrimaryKey(t: TableIR, lc: LiveColumn, out: Out): void {
       );
     }
   }
+}
+
+/**
+ * A widening's plan line. Dropping a limit (`varchar(n)` → `text`, `numeric(p,s)` → `numeric`) changes
+ * only the catalog; any other widening makes PostgreSQL rewrite the whole table and its indexes under
+ * an exclusive lock, which the line says: on a big table, reads and writes of it wait that long.
+ */
+function widening(what: string, live: string, want: string): string {
+  const base = baseType(live);
+  const inPlace = (base === 'character varying' && want === 'text') || (base === 'numeric' && want === 'numeric');
+  return `widen ${what} from ${live} to ${want} (loses nothing${inPlace ? '' : '; rewrites the table: reads and writes of it wait until done'})`;
 }
 
 const alterTypeSql = (table: string, column: string, type: string) => {
@@ -392,7 +402,7 @@ function diffColumn(t: TableIR, col: ColumnIR, lc: LiveColumn, out: Out): void {
       break;
     case 'widen':
       // PostgreSQL converts the default with the column: it stays
-      out.add(Phase.AlterColumns, alterTypeSql(t.name, col.name, want), `widen ${where} from ${lc.type} to ${want} (loses nothing)`);
+      out.add(Phase.AlterColumns, alterTypeSql(t.name, col.name, want), widening(where, lc.type, want));
       break;
     case 'cast':
       if (lc.default !== null)
