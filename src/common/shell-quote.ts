@@ -1,8 +1,10 @@
 /**
  * One word for a POSIX shell command line the user may paste: bare when it holds only characters no
- * shell treats specially, else single-quoted (a `'` inside becomes `'\''`).
+ * shell treats specially (and does not start with `=`, which zsh expands to a command's path), else
+ * single-quoted (a `'` inside becomes `'\''`). The one quoting of every line the CLI, the dev stack
+ * and the Hub print to be pasted.
  */
-export const shellWord = (s: string): string => (/^[A-Za-z0-9_./:@%+=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+export const shellWord = (s: string): string => (/^(?!=)[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
 
 /**
  * How a pasted line runs `stk`: `npx --no` uses the stk of the project it is pasted in (a checkout or an

@@ -4,7 +4,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { env as variable, readEnv } from '../common/env-config.js';
-import { shellWord } from '../common/shell-quote.js';
+import { shellWord, STK_RUN } from '../common/shell-quote.js';
 import { startEmbeddedPg, type EmbeddedPg } from './embedded-pg.js';
 import { devDataDir, isAlive, type DevState } from './state.js';
 
@@ -300,13 +300,13 @@ function printBanner(b: Banner): void {
     '',
     `${bold('Next')}, in another terminal in this directory:`,
     `  export STK_HUB_URL=${b.hubUrl}`,
-    `  npx stk login --email ${DEV_OWNER_EMAIL} --password-stdin < ${shellWord(`${d}/dev-owner.txt`)}`,
-    `  npx stk apply --project ${b.project} --env ${b.env} --dir ${shellWord(b.examples)}`,
-    `  KEY=$(npx stk apikey create --project ${b.project} --env ${b.env} --name ${b.boot.freeKeyName ?? 'local'} --roles admin -q)`,
+    `  ${STK_RUN} login --email ${DEV_OWNER_EMAIL} --password-stdin < ${shellWord(`${d}/dev-owner.txt`)}`,
+    `  ${STK_RUN} apply --project ${b.project} --env ${b.env} --dir ${shellWord(b.examples)}`,
+    `  KEY=$(${STK_RUN} apikey create --project ${b.project} --env ${b.env} --name ${b.boot.freeKeyName ?? 'local'} --roles admin -q)`,
     `  curl -s ${b.bridgeUrl}/call -H 'content-type: application/json' -H "x-santokit-api-key: $KEY" \\`,
     `       -d '{"path":"db/users/select","params":{"limit":5}}'`,
     '',
-    dim('Logs: warnings and errors only (STK_LOG_LEVEL=info for request logs). `npx stk status` shows the URLs again.'),
+    dim('Logs: warnings and errors only (STK_LOG_LEVEL=info for request logs). `npx --no stk status` shows the URLs again.'),
     dim('Ctrl-C stops everything (stk dev exits 0; npm start then reports 130, as npm does for any interrupted script).'),
     '',
   ];

@@ -68,8 +68,8 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
 
   /**
    * Runs the banner's "Next" lines with bash in the stack's directory, as a developer pastes them. The
-   * directory is not a checkout, so `npx` is a shim running this checkout's bin/stk.js (what `npx stk`
-   * resolves to in a checkout); every other word is the banner's.
+   * directory is not a checkout, so `npx` is a shim running this checkout's bin/stk.js (what `npx --no
+   * stk` resolves to in a checkout); every other word is the banner's.
    */
   async function runNextSteps(p: Proc): Promise<{ code: number; stdout: string; output: string }> {
     const banner = p.logs().slice(p.logs().lastIndexOf('Santokit dev stack is up'));
@@ -83,7 +83,9 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
       .map((l) => l.replace(/^ {2}/, ''));
     expect(block[0]).toMatch(/^export STK_HUB_URL=/);
     const bin = mkdtempSync(join(tmpdir(), 'stk-npx-'));
-    writeFileSync(join(bin, 'npx'), `#!/bin/sh\n[ "$1" = stk ] && shift\nexec "${process.execPath}" "${STK}" "$@"\n`, { mode: 0o755 });
+    writeFileSync(join(bin, 'npx'), `#!/bin/sh\n[ "$1" = --no ] && shift\n[ "$1" = stk ] && shift\nexec "${process.execPath}" "${STK}" "$@"\n`, {
+      mode: 0o755,
+    });
     const script = ['set -e', ...block].join('\n');
     return await new Promise((resolve) => {
       const c = spawn('bash', ['-c', script], {
@@ -134,8 +136,8 @@ describe('stk dev: embedded PostgreSQL + Hub + Bridge in one command', () => {
     expect(out).toContain(`PostgreSQL  ${pgUrl()}`);
     expect(out).toContain(DEV_EMAIL);
     expect(out).toContain(password);
-    expect(out).toMatch(/npx stk apply --project demo --env dev --dir \S*examples\/basic/);
-    expect(out).toContain('KEY=$(npx stk apikey create --project demo --env dev --name local --roles admin -q)');
+    expect(out).toMatch(/npx --no stk apply --project demo --env dev --dir \S*examples\/basic/);
+    expect(out).toContain('KEY=$(npx --no stk apikey create --project demo --env dev --name local --roles admin -q)');
     expect(out).toContain(`${bridgeUrl()}/call`);
     expect(out).toContain('created project demo');
   });

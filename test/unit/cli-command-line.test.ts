@@ -12,7 +12,11 @@ describe('shellWord', () => {
     expect(shellWord('--dir')).toBe('--dir');
     expect(shellWord('http://127.0.0.1:4000/hub')).toBe('http://127.0.0.1:4000/hub');
     expect(shellWord('my app')).toBe(`'my app'`);
-    const words = ['my app', "it's", 'a"b', '$(rm -rf ~)', '`id`', 'x;y|z&', 'tab\there', 'star*?[', '~user', '!bang', 'new\nline', '', 'é ü', "''"];
+    expect(shellWord('a,b')).toBe('a,b');
+    // zsh expands a word starting with '=' to the path of that command
+    expect(shellWord('=ls')).toBe(`'=ls'`);
+    expect(shellWord('a=b')).toBe('a=b');
+    const words = ['my app', "it's", 'a"b', '$(rm -rf ~)', '`id`', 'x;y|z&', 'tab\there', 'star*?[', '~user', '!bang', 'new\nline', '', 'é ü', "''", '=ls'];
     const out = execFileSync('bash', ['-c', `printf '%s\\0' ${words.map(shellWord).join(' ')}`]).toString();
     expect(out.split('\0').slice(0, -1)).toEqual(words);
   });

@@ -2,6 +2,9 @@ import type { Command } from 'commander';
 import { HubClient } from '../client.js';
 import { UsageError } from '../errors.js';
 import { parseDuration } from '../../common/duration.js';
+import { shellWord } from '../../common/shell-quote.js';
+
+export { shellWord };
 
 /** Global options (e.g. --hub) merged with the command's own. */
 export function opts<T = Record<string, unknown>>(cmd: Command): T & { hub?: string; json?: boolean } {
@@ -19,11 +22,6 @@ const SENT_AS: Record<string, string> = { rateLimitPerMin: 'rateLimit' };
 export function flagOf(cmd: Command, field: string): string | undefined {
   const attr = Object.hasOwn(SENT_AS, field) ? SENT_AS[field] : field;
   return cmd.options.find((o) => o.long !== undefined && o.attributeName() === attr)?.long;
-}
-
-/** One shell word: as it is when it is plain, else in single quotes (POSIX shells). */
-export function shellWord(s: string): string {
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 /**
