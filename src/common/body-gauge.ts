@@ -52,7 +52,7 @@ const busy = () =>
   });
 
 /**
- * The preParsing hook that charges each body to `gauge` (routes with `config.bodyBudget: 'own'` are skipped).
+ * The preParsing step that charges each body to `gauge` (http.ts skips routes with `config.bodyBudget: 'own'`).
  * What a request took is given back when its response closes, and nothing is charged after that: the
  * bytes a client keeps sending once it was answered (a 413 from the body limit, say) are discarded, not
  * held; and no more than the route's body limit is ever charged for one body. A request whose
@@ -61,7 +61,6 @@ const busy = () =>
  */
 export function chargeBodies(gauge: BodyGauge, bodyLimit: number): preParsingHookHandler {
   return (req, reply, payload, done) => {
-    if (req.routeOptions.config.bodyBudget === 'own') return done(null, payload);
     if (reply.raw.closed) return done(null, payload);
     const client = req.ip;
     const limit = req.routeOptions.bodyLimit ?? bodyLimit;

@@ -316,19 +316,22 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   // a body trickled in (slowloris) is cut off when the request timeout passes: Node's own request
   // timeout covers the headers only once the route is running, so the body gets its own deadline
   const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
-  app.addHook('preParsing', (req, _reply, payload, done) => {
-    if (req.raw.complete) return done(null, payload);
-    const t = setTimeout(() => {
-      // as a stream error: the body reader stops and the 408 goes out (then the connection closes)
-      if (!req.raw.complete) payload.emit('error', new AppError('REQUEST_TIMEOUT', `the request body did not arrive within ${requestTimeoutMs / 1000} s`));
-    }, requestTimeoutMs);
-    payload.once('end', () => clearTimeout(t));
-    payload.once('close', () => clearTimeout(t));
-    done(null, payload);
+  // request bodies held in memory at once: bounded per process and per client address (body-gauge.ts);
+  // one hook with the deadline above (each preParsing hook costs every request)
+  const chargeBody = chargeBodies(new BodyGauge(http.bodyInflightMaxBytes), BODY_LIMIT_BYTES);
+  app.addHook('preParsing', (req, reply, payload, done) => {
+    if (!req.raw.complete) {
+      const t = setTimeout(() => {
+        // as a stream error: the body reader stops and the 408 goes out (then the connection closes)
+        if (!req.raw.complete) payload.emit('error', new AppError('REQUEST_TIMEOUT', `the request body did not arrive within ${requestTimeoutMs / 1000} s`));
+      }, requestTimeoutMs);
+      payload.once('end', () => clearTimeout(t));
+      payload.once('close', () => clearTimeout(t));
+    }
+    // a route that bounds its bodies itself (the Bridge's /call, per tenant)
+    if (req.routeOptions.config.bodyBudget === 'own') return done(null, payload);
+    chargeBody.call(app, req, reply, payload, done);
   });
-
-  // request bodies held in memory at once: bounded per process and per client address (body-gauge.ts)
-  app.addHook('preParsing', chargeBodies(new BodyGauge(http.bodyInflightMaxBytes), BODY_LIMIT_BYTES));
 
   // every route must say what it requires of its caller: an undeclared route fails at start-up
   app.decorate('routeTable', [] as RouteInfo[]);

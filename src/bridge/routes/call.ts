@@ -18,7 +18,7 @@ import { OPS, type Op } from '../../protocol/release.js';
 import { BRIDGE_API } from '../../protocol/api/bridge.js';
 import type { BridgeContext, Principal } from '../context.js';
 import { budgetError, execute, ResponseGauge, type QueryContext, type ResponseBudget, type Row, type Rows } from '../executor/index.js';
-import { Overflow } from '../executor/response-budget.js';
+import { FREE_BYTES, Overflow } from '../executor/response-budget.js';
 import { authorize } from '../permissions/index.js';
 import type { ActiveEnv, CompiledTable } from '../release-cache/index.js';
 import { buildDelete, buildInsert, buildSelect, buildUpdate } from '../sql/build.js';
@@ -100,6 +100,9 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
   const chargeBody: preParsingHookHandler = (req: FastifyRequest, reply, payload, done) => {
     const p = req.principal;
     if (!p) return done(null, payload);
+    // the common case, a body that declares at most the free 64 KB, takes nothing: no budget to hold
+    const length = req.headers['content-length'];
+    if (length !== undefined && length.length <= 5 && Number(length) <= FREE_BYTES) return done(null, payload);
     const budget = bodies.budget(p.project, p.env, true);
     reply.raw.once('close', () => budget.release());
     const declared = Number(req.headers['content-length']);
