@@ -466,11 +466,14 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
 
 /**
  * One benchmark per machine at a time: two runs would share the PostgreSQL cluster (one drops the other's
- * database, one stops it under the other) and would measure each other's load anyway.
+ * database, one stops it under the other) and would measure each other's load anyway. A second run
+ * waits for the first (up to BENCH_LOCK_WAIT_S, 3600 s), then takes the lock.
  */
-function lockMachine(): () => void {
+async function lockMachine(): Promise<() => void> {
   const p = join(tmpdir(), 'stk-bench.lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
+  const waitUntil = Date.now() + int(process.env.BENCH_LOCK_WAIT_S, 3600) * 1000;
+  let told = false;
+  for (;;) {
     try {
       writeFileSync(p, `${process.pid}\n`, { flag: 'wx' });
       return () => {
@@ -482,7 +485,12 @@ function lockMachine(): () => void {
       };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const pid = Number(readFileSync(p, 'utf8').trim());
+      let pid = 0;
+      try {
+        pid = Number(readFileSync(p, 'utf8').trim());
+      } catch {
+        continue; // removed between the two calls: try again
+      }
       let alive = false;
       try {
         process.kill(pid, 0);
@@ -490,14 +498,19 @@ function lockMachine(): () => void {
       } catch (err) {
         alive = (err as NodeJS.ErrnoException).code === 'EPERM';
       }
-      if (alive && pid !== process.pid)
+      if (!alive || pid === process.pid) {
+        rmSync(p, { force: true });
+        continue;
+      }
+      if (Date.now() > waitUntil)
         throw new Error(
-          `another benchmark (pid ${pid}) is running on this machine (${p}); wait for it: two runs would break each other's database and numbers`,
+          `another benchmark (pid ${pid}) has held ${p} for longer than BENCH_LOCK_WAIT_S; two runs would break each other's database and numbers`,
         );
-      rmSync(p, { force: true });
+      if (!told) log(`another benchmark (pid ${pid}) is running on this machine: waiting for it (${p})`);
+      told = true;
+      await sleep(2000);
     }
   }
-  throw new Error(`could not take ${p}`);
 }
 
 async function main(): Promise<void> {
@@ -721,6 +734,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     if (interrupted) process.exit(130);
     interrupted = true;
     log('interrupted: stopping everything');
+    // still waiting for another run's lock: its PostgreSQL is not ours to stop
+    if (!locked) process.exit(130);
     void stopAll()
       .then(() => run('bash', [join(ROOT, 'scripts/test-pg.sh'), 'stop'], { env: pgEnv }))
       .finally(() => process.exit(130));
@@ -728,9 +743,11 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 let unlock: () => void = () => {};
+let locked = false;
 process.on('exit', () => unlock());
 try {
-  unlock = lockMachine();
+  unlock = await lockMachine();
+  locked = true;
   await main();
   report();
   if (problems.length) process.exitCode = 1;
