@@ -19,6 +19,7 @@ import { RouteMatcher } from './route-match.js';
 import { isTrustedProxy } from './trust-proxy.js';
 import { DEFAULT_HTTP, type HttpSettings } from './http-config.js';
 import { BodyGauge, chargeBodies } from './body-gauge.js';
+import { BodyDeadlines } from './body-deadline.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -314,20 +315,23 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   });
 
   // a body trickled in (slowloris) is cut off when the request timeout passes: Node's own request
-  // timeout covers the headers only once the route is running, so the body gets its own deadline
+  // timeout covers the headers only once the route is running, so the body gets its own deadline,
+  // kept by one shared sweep rather than a timer per request (body-deadline.ts)
   const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const deadlines = new BodyDeadlines(
+    requestTimeoutMs,
+    () => new AppError('REQUEST_TIMEOUT', `the request body did not arrive within ${requestTimeoutMs / 1000} s`),
+  );
+  app.addHook('onClose', (_app, done) => {
+    deadlines.close();
+    done();
+  });
   // request bodies held in memory at once: bounded per process and per client address (body-gauge.ts);
   // one hook with the deadline above (each preParsing hook costs every request)
   const chargeBody = chargeBodies(new BodyGauge(http.bodyInflightMaxBytes), BODY_LIMIT_BYTES);
   app.addHook('preParsing', (req, reply, payload, done) => {
-    if (!req.raw.complete) {
-      const t = setTimeout(() => {
-        // as a stream error: the body reader stops and the 408 goes out (then the connection closes)
-        if (!req.raw.complete) payload.emit('error', new AppError('REQUEST_TIMEOUT', `the request body did not arrive within ${requestTimeoutMs / 1000} s`));
-      }, requestTimeoutMs);
-      payload.once('end', () => clearTimeout(t));
-      payload.once('close', () => clearTimeout(t));
-    }
+    // past the deadline: an error on the body stream, the reader stops and the 408 goes out
+    if (!req.raw.complete) deadlines.watch(req.raw, payload);
     // a route that bounds its bodies itself (the Bridge's /call, per tenant)
     if (req.routeOptions.config.bodyBudget === 'own') return done(null, payload);
     chargeBody.call(app, req, reply, payload, done);
