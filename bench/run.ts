@@ -28,7 +28,8 @@ import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { bulkInsertKeys } from './lib/bulk-keys.js';
-import { cpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
+import { pgbench } from './lib/pgbench.js';
+import { cpuMs, pgClusterCpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
 import { formatProfile, summarizeProfile } from './lib/profile.js';
 import { judge, startLoad } from './lib/revocation.js';
 import {
@@ -46,6 +47,7 @@ import {
 } from './lib/stack.js';
 import { freePort, log, median, percentile, round, sleep, table, waitFor } from './lib/util.js';
 import { benchVerify } from './lib/verify.js';
+import { verifyUnderLoad } from './lib/verify-load.js';
 import { wrk, type WrkResult } from './lib/wrk.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -62,7 +64,9 @@ const PG_DIR = process.env.BENCH_PG_DIR ?? '/tmp/stk-bench-pg';
 const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
 const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
 const BASELINE = process.env.BENCH_BASELINE ? resolve(process.env.BENCH_BASELINE) : null;
-const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,revoke').split(',').map((s) => s.trim()));
+const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million').split(',').map((s) => s.trim()));
+/** the sections that need PostgreSQL, a Hub and a Bridge */
+const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million'];
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
 const REVOKE_BRIDGES = 3;
@@ -93,10 +97,10 @@ function ensureWrk(): void {
 }
 
 /** Copies each yardstick with its package.json into DEPS/<name> and installs there (only when changed). */
-async function ensureYardsticks(): Promise<{ minimal: string; peer: string; callLua: string; getLua: string }> {
+async function ensureYardsticks(): Promise<{ minimal: string; peer: string; callLua: string; getLua: string; selectSql: string }> {
   if (!existsSync(join(YARD, 'server.mjs'))) throw new Error(`yardsticks not found in ${YARD} (set BENCH_YARDSTICKS)`);
   const sets = [
-    { name: 'minimal', pkg: 'package.json', files: ['server.mjs', 'call.lua', 'get.lua'] },
+    { name: 'minimal', pkg: 'package.json', files: ['server.mjs', 'call.lua', 'get.lua', 'select.sql'] },
     { name: 'peer', pkg: 'peer-package.json', files: ['peer-platformatic.mjs'] },
   ];
   for (const s of sets) {
@@ -116,6 +120,7 @@ async function ensureYardsticks(): Promise<{ minimal: string; peer: string; call
     peer: join(DEPS, 'peer/peer-platformatic.mjs'),
     callLua: join(DEPS, 'minimal/call.lua'),
     getLua: join(DEPS, 'minimal/get.lua'),
+    selectSql: join(DEPS, 'minimal/select.sql'),
   };
 }
 
@@ -188,7 +193,19 @@ function benchCli(stk: string): { ratio: number; stkMs: number; nodeMs: number }
   return { ratio: median(s) / median(n), stkMs: median(s), nodeMs: median(n) };
 }
 
-type TargetId = 'bridge' | 'bridge100k' | 'minimal' | 'peer' | 'baseline';
+type TargetId =
+  | 'bridge'
+  | 'bridge100k'
+  | 'minimal'
+  | 'peer'
+  | 'baseline'
+  | 'floor'
+  | 'pgbench'
+  | 'bridgeInsert'
+  | 'minimalInsert'
+  | 'bridgeUpdate'
+  | 'minimalUpdate'
+  | 'bridge1m';
 interface Target {
   id: TargetId;
   label: string;
@@ -196,7 +213,10 @@ interface Target {
   script: string;
   env?: Record<string, string>;
   concurrency: number[];
-  proc: Proc;
+  /** the server process (its CPU, RSS and syscalls are sampled); none for pgbench (its server is PostgreSQL) */
+  proc?: Proc;
+  /** instead of wrk (pgbench) */
+  runner?: (c: number, seconds: number) => Promise<WrkResult>;
 }
 
 interface Run extends WrkResult {
@@ -209,11 +229,19 @@ interface Run extends WrkResult {
   /** read-family / write-family syscalls per request (/proc/<pid>/io) */
   readsPerReq?: number;
   writesPerReq?: number;
+  /** PostgreSQL's CPU (every backend) per request during the measured run */
+  pgCpuUsPerReq?: number;
 }
 
 async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number }> {
   const runs: Run[] = [];
   let rssMax = 0;
+  const pgData = join(PG_DIR, 'data');
+  // each wrk run gets its own ID_PREFIX (the write path's unique ids; other scripts ignore it)
+  const go = (t: Target, c: number, seconds: number, phase: string) =>
+    t.runner
+      ? t.runner(c, seconds)
+      : wrk({ url: t.url, script: t.script, connections: c, seconds, env: { ...t.env, ID_PREFIX: `${t.id}${phase}${c}r${runs.length}` } });
   for (let r = 0; r < ROUNDS; r++) {
     for (const c of [10, 50]) {
       // the two Bridges (1 key / 100,000 keys) run back to back, alternating which goes first, so the
@@ -228,17 +256,22 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
       }
       const order = units.map((_, i) => units[(i + r) % units.length]!).flat();
       for (const t of order) {
-        await wrk({ url: t.url, script: t.script, connections: c, seconds: WARMUP_S, env: t.env });
+        await go(t, c, WARMUP_S, 'w');
         let runRss = 0;
+        const pid = t.proc?.pid ?? -1;
         const sampler = setInterval(() => {
-          const m = rssMb(t.proc.pid);
+          const m = rssMb(pid);
           if (m > runRss) runRss = m;
         }, 200);
-        const cpu0 = cpuMs(t.proc.pid);
-        const sc0 = syscalls(t.proc.pid);
-        const res = await wrk({ url: t.url, script: t.script, connections: c, seconds: DURATION_S, env: t.env });
-        const cpuUsPerReq = ((cpuMs(t.proc.pid) - cpu0) * 1000) / Math.max(1, res.requests);
-        const sc1 = syscalls(t.proc.pid);
+        const cpu0 = cpuMs(pid);
+        const pg0 = pgClusterCpuMs(pgData);
+        const sc0 = syscalls(pid);
+        const res = await go(t, c, DURATION_S, 'm');
+        const perReq = (x: number) => (x * 1000) / Math.max(1, res.requests);
+        const pgCpuUsPerReq = perReq(pgClusterCpuMs(pgData) - pg0);
+        // pgbench: the server is PostgreSQL, so its CPU per request is PostgreSQL's
+        const cpuUsPerReq = t.proc ? perReq(cpuMs(pid) - cpu0) : pgCpuUsPerReq;
+        const sc1 = syscalls(pid);
         const readsPerReq = (sc1.r - sc0.r) / Math.max(1, res.requests);
         const writesPerReq = (sc1.w - sc0.w) / Math.max(1, res.requests);
         clearInterval(sampler);
@@ -253,15 +286,27 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
           cpuUsPerReq: round(cpuUsPerReq, 1),
           readsPerReq: round(readsPerReq, 2),
           writesPerReq: round(writesPerReq, 2),
+          pgCpuUsPerReq: round(pgCpuUsPerReq, 1),
         });
         log(
-          `round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  ${cpuUsPerReq.toFixed(0)} µs CPU/req  ${readsPerReq.toFixed(1)}r/${writesPerReq.toFixed(1)}w syscalls/req  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`,
+          `round ${r + 1}/${ROUNDS} c=${c} ${t.label.padEnd(22)} ${res.rps.toFixed(0).padStart(6)} req/s  p50 ${res.p50_ms.toFixed(2)} ms  p99 ${res.p99_ms.toFixed(2)} ms  ${cpuUsPerReq.toFixed(0)} µs CPU/req (PG ${pgCpuUsPerReq.toFixed(0)})  ${readsPerReq.toFixed(1)}r/${writesPerReq.toFixed(1)}w syscalls/req  rss ${runRss.toFixed(0)} MB${errors ? `  ERRORS ${errors}` : ''}`,
         );
         if (errors) note(`${t.label} c=${c} round ${r + 1}: ${res.non2xx} non-2xx, ${res.errors_socket} socket errors`);
       }
     }
   }
   return { runs, rssMax };
+}
+
+/** ~200 points of a latency distribution's CDF (value at each 0.5 % step, then 99.5–100 % finer), for the plot */
+function cdfPoints(xs: Float64Array): Array<[number, number]> {
+  const s = Float64Array.from(xs).sort();
+  const out: Array<[number, number]> = [];
+  if (s.length === 0) return out;
+  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+  for (let i = 1; i <= 199; i++) out.push([round(at(i / 200), 0), i / 200]);
+  for (const q of [0.996, 0.997, 0.998, 0.999, 0.9995, 1]) out.push([round(at(q), 0), q]);
+  return out;
 }
 
 function ratioOfMedians(runs: Run[], a: TargetId, b: TargetId, c: number): number {
@@ -311,6 +356,7 @@ function stats(runs: Run[], target: TargetId, c: number) {
     cpuUsPerReq: round(median(rs.map((u) => u.cpuUsPerReq ?? NaN)), 1),
     readsPerReq: round(median(rs.map((u) => u.readsPerReq ?? NaN)), 2),
     writesPerReq: round(median(rs.map((u) => u.writesPerReq ?? NaN)), 2),
+    pgCpuUsPerReq: round(median(rs.map((u) => u.pgCpuUsPerReq ?? NaN)), 1),
     rps: round(median(rs.map((u) => u.rps)), 1),
     p50_ms: round(median(rs.map((u) => u.p50_ms)), 3),
     p99_ms: round(median(rs.map((u) => u.p99_ms)), 3),
@@ -526,6 +572,11 @@ async function main(): Promise<void> {
     bridge: null,
     keys_scaling: null,
     verify_ns: null,
+    verify_under_load: null,
+    verify_vs_hmac: null,
+    floor: null,
+    million_keys: null,
+    acks_by_bridges: null,
     revocation: null,
     cli: null,
     memory: null,
@@ -547,15 +598,19 @@ async function main(): Promise<void> {
     const v = benchVerify();
     summary.verify_ns = { p50: v.p50, p99: v.p99 };
     details.verify = v;
-    log(`verify: p50 ${v.p50} ns, p99 ${v.p99} ns per call on a ${v.tableSize}-key table`);
+    summary.verify_vs_hmac = { tight_p50_ratio: round(v.p50 / v.hmacP50, 2), tight_p99_ratio: round(v.p99 / v.hmacP99, 2) };
+    log(
+      `verify: p50 ${v.p50} ns, p99 ${v.p99} ns per call on a ${v.tableSize}-key table; a bare HMAC-SHA-256 beside it p50 ${v.hmacP50} ns, p99 ${v.hmacP99} ns`,
+    );
   }
   write();
-  if (!SECTIONS.has('rounds') && !SECTIONS.has('revoke')) return;
+  if (!STACK_SECTIONS.some((x) => SECTIONS.has(x))) return;
 
   ensureWrk();
-  const y = SECTIONS.has('rounds') ? await ensureYardsticks() : null;
+  const y = await ensureYardsticks();
   log(`starting a throwaway PostgreSQL on port ${PG_PORT} (${PG_DIR})`);
   const { benchUrl } = await startPostgres();
+  const ratios: Record<string, number | string> = {};
   try {
     // Hub A + Bridge A: one key
     // info: its request log gives the server-side duration of each revoke (Hub A is not on the /call path)
@@ -566,100 +621,220 @@ async function main(): Promise<void> {
     const bridgeA = await startBridge(paths, hubA, 'a', ['bench']);
     await smokeCall(bridgeA.url, key.apiKey);
     log(`Hub A ${hubA.url}, Bridge A ${bridgeA.url} (1 key), database ${benchUrl.replace(/\/\/[^@]*@/, '//')}`);
-
-    if (SECTIONS.has('rounds') && y) {
-      // Hub B + Bridge B: the same env and database, plus 100,000 keys bulk-loaded into Hub B's store
-      const hubB = await startHub(paths, 'b');
-      await setupEnv(hubB, 'bench', benchUrl, join(ROOT, 'bench/schema'), true);
-      const keyB = await createKeyCli(hubB, 'bench', 'bench');
-      const bulk = bulkInsertKeys({ dbFile: hubB.dbFile, secretKeyHex: hubB.secretKey, count: BULK_KEYS - 1 });
-      const bridgeB = await startBridge(paths, hubB, 'b', ['bench']);
-      await smokeCall(bridgeB.url, keyB.apiKey);
-      const snap = await fetch(`${hubB.url}/internal/sync/snapshot`, { headers: { 'x-santokit-service-token': hubB.serviceToken } })
-        .then(async (r) => (r.ok ? ((await r.json()) as { keys?: unknown[]; keyCount?: number }) : null))
-        .catch(() => null);
-      const keyCount = snap ? (snap.keyCount ?? snap.keys?.length ?? null) : null;
-      log(`Hub B ${hubB.url}, Bridge B ${bridgeB.url}: ${bulk + 1} keys in the store${keyCount !== null ? `, ${keyCount} in the sync snapshot` : ''}`);
-      details.keysInStoreB = bulk + 1;
-      details.keysInSnapshotB = keyCount;
-
-      const minPort = await freePort();
-      const minimal = start('minimal', process.execPath, [y.minimal], {
-        env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(minPort), DATABASE_URL: benchUrl },
+    const bridgeTarget: Target = {
+      id: 'bridge',
+      label: 'Bridge (1 key)',
+      url: bridgeA.url,
+      script: y.callLua,
+      env: { API_KEY: key.apiKey },
+      concurrency: [10, 50],
+      proc: bridgeA.proc,
+    };
+    const startMinimal = async (name: string, env: Record<string, string> = {}) => {
+      const port = await freePort();
+      const proc = start(name, process.execPath, [y.minimal], {
+        env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(port), DATABASE_URL: benchUrl, ...env },
         logDir: LOGS,
       });
-      await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server');
-      const peerPort = await freePort();
-      const peer = start('peer', process.execPath, [y.peer], { env: { PORT: String(peerPort), DATABASE_URL: benchUrl }, logDir: LOGS });
-      await waitHttp(peer, `http://127.0.0.1:${peerPort}/users?limit=1`);
+      await waitFor(async () => proc.logs().includes('ready'), 30_000, `the ${name} server`);
+      return { proc, url: `http://127.0.0.1:${port}` };
+    };
 
-      const base = BASELINE ? await startBaseline(paths, benchUrl) : null;
+    if (SECTIONS.has('rounds') || SECTIONS.has('floor')) {
+      const targets: Target[] = [bridgeTarget];
+      const stops: Array<() => Promise<void>> = [];
+      let base: Awaited<ReturnType<typeof startBaseline>> | null = null;
+      if (SECTIONS.has('rounds')) {
+        // Hub B + Bridge B: the same env and database, plus 100,000 keys bulk-loaded into Hub B's store
+        const hubB = await startHub(paths, 'b');
+        await setupEnv(hubB, 'bench', benchUrl, join(ROOT, 'bench/schema'), true);
+        const keyB = await createKeyCli(hubB, 'bench', 'bench');
+        const bulk = bulkInsertKeys({ dbFile: hubB.dbFile, secretKeyHex: hubB.secretKey, count: BULK_KEYS - 1 });
+        const bridgeB = await startBridge(paths, hubB, 'b', ['bench']);
+        await smokeCall(bridgeB.url, keyB.apiKey);
+        const snap = await fetch(`${hubB.url}/internal/sync/snapshot`, { headers: { 'x-santokit-service-token': hubB.serviceToken } })
+          .then(async (r) => (r.ok ? ((await r.json()) as { keys?: unknown[]; keyCount?: number }) : null))
+          .catch(() => null);
+        const keyCount = snap ? (snap.keyCount ?? snap.keys?.length ?? null) : null;
+        log(`Hub B ${hubB.url}, Bridge B ${bridgeB.url}: ${bulk + 1} keys in the store${keyCount !== null ? `, ${keyCount} in the sync snapshot` : ''}`);
+        details.keysInStoreB = bulk + 1;
+        details.keysInSnapshotB = keyCount;
 
-      const targets: Target[] = [
-        { id: 'bridge', label: 'Bridge (1 key)', url: bridgeA.url, script: y.callLua, env: { API_KEY: key.apiKey }, concurrency: [10, 50], proc: bridgeA.proc },
-        {
-          id: 'bridge100k',
-          label: 'Bridge (100,000 keys)',
-          url: bridgeB.url,
-          script: y.callLua,
-          env: { API_KEY: keyB.apiKey },
-          concurrency: [10],
-          proc: bridgeB.proc,
-        },
-        { id: 'minimal', label: 'minimal http+pg+auth', url: `http://127.0.0.1:${minPort}`, script: y.callLua, concurrency: [10, 50], proc: minimal },
-        { id: 'peer', label: 'peer (Platformatic)', url: `http://127.0.0.1:${peerPort}/users?limit=1`, script: y.getLua, concurrency: [10, 50], proc: peer },
-      ];
-      if (base)
-        targets.push({
-          id: 'baseline',
-          label: `Bridge @${base.rev}`,
-          url: base.bridge.url,
-          script: y.callLua,
-          env: { API_KEY: base.key.apiKey },
-          concurrency: [10, 50],
-          proc: base.bridge.proc,
-        });
+        const minimal = await startMinimal('minimal');
+        const peerPort = await freePort();
+        const peer = start('peer', process.execPath, [y.peer], { env: { PORT: String(peerPort), DATABASE_URL: benchUrl }, logDir: LOGS });
+        await waitHttp(peer, `http://127.0.0.1:${peerPort}/users?limit=1`);
+        base = BASELINE ? await startBaseline(paths, benchUrl) : null;
+        targets.push(
+          {
+            id: 'bridge100k',
+            label: 'Bridge (100,000 keys)',
+            url: bridgeB.url,
+            script: y.callLua,
+            env: { API_KEY: keyB.apiKey },
+            concurrency: [10],
+            proc: bridgeB.proc,
+          },
+          { id: 'minimal', label: 'minimal http+pg+auth', url: minimal.url, script: y.callLua, concurrency: [10, 50], proc: minimal.proc },
+          { id: 'peer', label: 'peer (Platformatic)', url: `http://127.0.0.1:${peerPort}/users?limit=1`, script: y.getLua, concurrency: [10, 50], proc: peer },
+        );
+        if (base)
+          targets.push({
+            id: 'baseline',
+            label: `Bridge @${base.rev}`,
+            url: base.bridge.url,
+            script: y.callLua,
+            env: { API_KEY: base.key.apiKey },
+            concurrency: [10, 50],
+            proc: base.bridge.proc,
+          });
+        stops.push(minimal.proc.stop, peer.stop, bridgeB.proc.stop, hubB.proc.stop);
+        if (base) stops.push(base.bridge.proc.stop, base.hub.proc.stop);
+      }
+      if (SECTIONS.has('floor')) {
+        // the physical references (issue 18 part 1): node:http + the key check + a constant body, and
+        // PostgreSQL answering the same SELECT without HTTP
+        const floor = await startMinimal('floor', { DB: '0' });
+        targets.push(
+          { id: 'floor', label: 'node:http floor (DB=0)', url: floor.url, script: y.callLua, concurrency: [10, 50], proc: floor.proc },
+          {
+            id: 'pgbench',
+            label: 'pgbench -M extended',
+            url: benchUrl,
+            script: y.selectSql,
+            concurrency: [10, 50],
+            runner: (c, seconds) => pgbench({ url: benchUrl, script: y.selectSql, connections: c, seconds }),
+          },
+        );
+        stops.push(floor.proc.stop);
+      }
       const { runs, rssMax } = await rounds(targets);
       details.runs = runs;
-      summary.ratios = {
-        bridge_vs_minimal_c10: round(ratioOfMedians(runs, 'bridge', 'minimal', 10), 3),
-        bridge_vs_minimal_c50: round(ratioOfMedians(runs, 'bridge', 'minimal', 50), 3),
-        bridge_vs_peer_c10: round(ratioOfMedians(runs, 'bridge', 'peer', 10), 3),
-        bridge_vs_peer_c50: round(ratioOfMedians(runs, 'bridge', 'peer', 50), 3),
-        ...(base
-          ? {
-              baseline: base.rev,
-              bridge_vs_baseline_c10: round(ratioOfMedians(runs, 'bridge', 'baseline', 10), 3),
-              bridge_vs_baseline_c50: round(ratioOfMedians(runs, 'bridge', 'baseline', 50), 3),
-              cpu_per_req_bridge_vs_baseline_c50: round(ratioOfCpu(runs, 'bridge', 'baseline', 50), 3),
-            }
-          : {}),
-      };
+      const r3 = (a: TargetId, b: TargetId, c: number) => round(ratioOfMedians(runs, a, b, c), 3);
+      const perTarget: Record<string, unknown> = { bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) } };
+      if (SECTIONS.has('rounds')) {
+        Object.assign(ratios, {
+          bridge_vs_minimal_c10: r3('bridge', 'minimal', 10),
+          bridge_vs_minimal_c50: r3('bridge', 'minimal', 50),
+          bridge_vs_peer_c10: r3('bridge', 'peer', 10),
+          bridge_vs_peer_c50: r3('bridge', 'peer', 50),
+          ...(base
+            ? {
+                baseline: base.rev,
+                bridge_vs_baseline_c10: r3('bridge', 'baseline', 10),
+                bridge_vs_baseline_c50: r3('bridge', 'baseline', 50),
+                cpu_per_req_bridge_vs_baseline_c50: round(ratioOfCpu(runs, 'bridge', 'baseline', 50), 3),
+              }
+            : {}),
+        });
+        summary.keys_scaling = { rps_ratio_100k_vs_1_keys: r3('bridge100k', 'bridge', 10) };
+        summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
+        Object.assign(perTarget, {
+          minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) },
+          peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) },
+          bridge100k: { c10: stats(runs, 'bridge100k', 10) },
+          ...(base ? { baseline: { c10: stats(runs, 'baseline', 10), c50: stats(runs, 'baseline', 50) } } : {}),
+        });
+      }
+      if (SECTIONS.has('floor')) {
+        Object.assign(ratios, {
+          bridge_vs_http_floor_c10: r3('bridge', 'floor', 10),
+          bridge_vs_http_floor_c50: r3('bridge', 'floor', 50),
+          bridge_vs_pgbench_c10: r3('bridge', 'pgbench', 10),
+          bridge_vs_pgbench_c50: r3('bridge', 'pgbench', 50),
+        });
+        Object.assign(perTarget, {
+          floor: { c10: stats(runs, 'floor', 10), c50: stats(runs, 'floor', 50) },
+          pgbench: { c10: stats(runs, 'pgbench', 10), c50: stats(runs, 'pgbench', 50) },
+        });
+        const cpu = (t: TargetId, c: number) => stats(runs, t, c).cpuUsPerReq;
+        const pgCpu = (t: TargetId, c: number) => stats(runs, t, c).pgCpuUsPerReq;
+        summary.floor = {
+          cpu_us_per_req: {
+            bridge: { c10: cpu('bridge', 10), c50: cpu('bridge', 50), postgres_c10: pgCpu('bridge', 10), postgres_c50: pgCpu('bridge', 50) },
+            http_floor: { c10: cpu('floor', 10), c50: cpu('floor', 50) },
+            pgbench_postgres: { c10: cpu('pgbench', 10), c50: cpu('pgbench', 50) },
+          },
+        };
+      }
+      summary.ratios = ratios;
       const pick = ({ rps, p50_ms, p99_ms, errors }: ReturnType<typeof stats>) => ({ rps, p50_ms, p99_ms, errors });
-      const b10 = pick(stats(runs, 'bridge', 10));
-      const b50 = pick(stats(runs, 'bridge', 50));
-      summary.bridge = { c10: b10, c50: b50 };
-      summary.keys_scaling = { rps_ratio_100k_vs_1_keys: round(ratioOfMedians(runs, 'bridge100k', 'bridge', 10), 3) };
-      summary.memory = { bridge_rss_mb_under_load: round(rssMax, 1) };
-      details.perTarget = {
-        bridge: { c10: stats(runs, 'bridge', 10), c50: stats(runs, 'bridge', 50) },
-        minimal: { c10: stats(runs, 'minimal', 10), c50: stats(runs, 'minimal', 50) },
-        peer: { c10: stats(runs, 'peer', 10), c50: stats(runs, 'peer', 50) },
-        bridge100k: { c10: stats(runs, 'bridge100k', 10) },
-        ...(base ? { baseline: { c10: stats(runs, 'baseline', 10), c50: stats(runs, 'baseline', 50) } } : {}),
-      };
+      summary.bridge = { c10: pick(stats(runs, 'bridge', 10)), c50: pick(stats(runs, 'bridge', 50)) };
+      details.perTarget = perTarget;
       write();
-      await Promise.all([minimal.stop(), peer.stop(), bridgeB.proc.stop(), hubB.proc.stop(), base?.bridge.proc.stop(), base?.hub.proc.stop()]);
-      const ratios = summary.ratios as Record<string, number>;
+      await Promise.all(stops.map((f) => f()));
       const missed =
-        ratios.bridge_vs_minimal_c10! < 1.2 || ratios.bridge_vs_minimal_c50! < 1.2 || ratios.bridge_vs_peer_c10! < 1.3 || ratios.bridge_vs_peer_c50! < 1.3;
+        SECTIONS.has('rounds') &&
+        (Number(ratios.bridge_vs_minimal_c10) < 1.2 ||
+          Number(ratios.bridge_vs_minimal_c50) < 1.2 ||
+          Number(ratios.bridge_vs_peer_c10) < 1.3 ||
+          Number(ratios.bridge_vs_peer_c50) < 1.3);
       if (missed || SECTIONS.has('profile')) {
-        const c = ratios.bridge_vs_minimal_c10! <= ratios.bridge_vs_minimal_c50! ? 10 : 50;
+        const c = Number(ratios.bridge_vs_minimal_c10) <= Number(ratios.bridge_vs_minimal_c50) ? 10 : 50;
         log(`profiling a Bridge and the minimal server at c=${c} (node --cpu-prof)…`);
         const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua, c);
         details.profile = 'bench/out/profile-bridge.txt';
         log(`profile:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-bridge.txt)`);
       }
+    }
+
+    if (SECTIONS.has('writes')) {
+      // issue 18 part 2: single-row insert (a new id per request) and update by id, Bridge (permissions,
+      // id rules, RETURNING projection) against the minimal server, in the same rounds
+      const minimal = await startMinimal('minimal-w');
+      const script = join(ROOT, 'bench/lua/write.lua');
+      const targets: Target[] = [
+        {
+          id: 'bridgeInsert',
+          label: 'Bridge insert',
+          url: bridgeA.url,
+          script,
+          env: { API_KEY: key.apiKey, OP: 'insert' },
+          concurrency: [10, 50],
+          proc: bridgeA.proc,
+        },
+        { id: 'minimalInsert', label: 'minimal insert', url: minimal.url, script, env: { OP: 'insert' }, concurrency: [10, 50], proc: minimal.proc },
+        {
+          id: 'bridgeUpdate',
+          label: 'Bridge update',
+          url: bridgeA.url,
+          script,
+          env: { API_KEY: key.apiKey, OP: 'update' },
+          concurrency: [10, 50],
+          proc: bridgeA.proc,
+        },
+        { id: 'minimalUpdate', label: 'minimal update', url: minimal.url, script, env: { OP: 'update' }, concurrency: [10, 50], proc: minimal.proc },
+      ];
+      const { runs } = await rounds(targets);
+      details.writeRuns = runs;
+      const r3 = (a: TargetId, b: TargetId, c: number) => round(ratioOfMedians(runs, a, b, c), 3);
+      Object.assign(ratios, {
+        insert_vs_minimal_c10: r3('bridgeInsert', 'minimalInsert', 10),
+        insert_vs_minimal_c50: r3('bridgeInsert', 'minimalInsert', 50),
+        update_vs_minimal_c10: r3('bridgeUpdate', 'minimalUpdate', 10),
+        update_vs_minimal_c50: r3('bridgeUpdate', 'minimalUpdate', 50),
+      });
+      summary.ratios = ratios;
+      details.writes = Object.fromEntries(targets.map((t) => [t.id, { c10: stats(runs, t.id, 10), c50: stats(runs, t.id, 50) }]));
+      write();
+      await minimal.proc.stop();
+    }
+
+    if (SECTIONS.has('verifyload')) {
+      log('verify under load: a Bridge timing each key check beside a bare HMAC-SHA-256, wrk c=50…');
+      const v = await verifyUnderLoad({ paths, hub: hubA, apiKey: key.apiKey, callLua: y.callLua, connections: 50, warmupS: WARMUP_S, seconds: DURATION_S });
+      summary.verify_under_load = v.summary;
+      summary.verify_vs_hmac = {
+        ...(summary.verify_vs_hmac as object | undefined),
+        load_p50_ratio: round(v.summary.p50_ns / v.summary.hmac_p50_ns, 2),
+        load_p99_ratio: v.summary.p99_ratio,
+      };
+      details.verifyUnderLoad = { samples: v.samples, rps: v.res.rps };
+      details.verifyCdf = { verifyNs: cdfPoints(v.verifyNs), hmacNs: cdfPoints(v.hmacNs) };
+      log(
+        `verify under load: ${v.samples} samples at ${v.res.rps.toFixed(0)} req/s: verifyKey p50 ${v.summary.p50_ns} ns p99 ${v.summary.p99_ns} ns; bare HMAC p50 ${v.summary.hmac_p50_ns} ns p99 ${v.summary.hmac_p99_ns} ns → p99 ratio ${v.summary.p99_ratio}`,
+      );
+      write();
     }
 
     if (SECTIONS.has('revoke')) {
@@ -700,6 +875,16 @@ function report(): void {
     line('minimal http+pg+auth', d.perTarget?.minimal?.c10, d.perTarget?.minimal?.c50);
     line('peer (Platformatic)', d.perTarget?.peer?.c10, d.perTarget?.peer?.c50);
     if (d.perTarget?.baseline) line(`Bridge @${s.ratios?.baseline}`, d.perTarget.baseline.c10, d.perTarget.baseline.c50);
+    if (d.perTarget?.floor) line('node:http floor (DB=0)', d.perTarget.floor.c10, d.perTarget.floor.c50);
+    if (d.perTarget?.pgbench) line('pgbench -M extended (PG CPU)', d.perTarget.pgbench.c10, d.perTarget.pgbench.c50);
+    const w = d.writes ?? {};
+    for (const [id, name] of [
+      ['bridgeInsert', 'Bridge insert'],
+      ['minimalInsert', 'minimal insert'],
+      ['bridgeUpdate', 'Bridge update'],
+      ['minimalUpdate', 'minimal update'],
+    ] as const)
+      if (w[id]) line(name, w[id].c10, w[id].c50);
     process.stdout.write(`\nMedians of ${s.rounds} interleaved rounds (${WARMUP_S} s warm-up + ${DURATION_S} s measured, wrk -t2):\n\n${table(rows)}\n\n`);
   }
   const chk = (v: unknown, ok: (x: number) => boolean, target: string) =>
@@ -716,6 +901,38 @@ function report(): void {
           [`CPU per request / @${s.ratios.baseline}, c=50`, String(s.ratios.cpu_per_req_bridge_vs_baseline_c50)],
         ]
       : []),
+    ['bridge / node:http floor, c=10', chk(s.ratios?.bridge_vs_http_floor_c10, (x) => x >= 0.6, '≥ 0.6')],
+    ['bridge / node:http floor, c=50', chk(s.ratios?.bridge_vs_http_floor_c50, (x) => x >= 0.75, '≥ 0.75')],
+    [
+      'CPU µs/req c=10 · c=50: Bridge (+PG) · floor · pgbench PG',
+      s.floor
+        ? `${f(s.floor.cpu_us_per_req.bridge.c10)} · ${f(s.floor.cpu_us_per_req.bridge.c50)} (+${f(s.floor.cpu_us_per_req.bridge.postgres_c10)} · ${f(s.floor.cpu_us_per_req.bridge.postgres_c50)}) · ${f(s.floor.cpu_us_per_req.http_floor.c10)} · ${f(s.floor.cpu_us_per_req.http_floor.c50)} · ${f(s.floor.cpu_us_per_req.pgbench_postgres.c10)} · ${f(s.floor.cpu_us_per_req.pgbench_postgres.c50)}`
+        : '–',
+    ],
+    ['insert / minimal, c=10', chk(s.ratios?.insert_vs_minimal_c10, (x) => x >= 1.2, '≥ 1.2')],
+    ['insert / minimal, c=50', chk(s.ratios?.insert_vs_minimal_c50, (x) => x >= 1.2, '≥ 1.2')],
+    ['update / minimal, c=10', chk(s.ratios?.update_vs_minimal_c10, (x) => x >= 1.2, '≥ 1.2')],
+    ['update / minimal, c=50', chk(s.ratios?.update_vs_minimal_c50, (x) => x >= 1.2, '≥ 1.2')],
+    [
+      'verify under load c=50: verifyKey p50/p99 ns · bare HMAC p50/p99 ns',
+      s.verify_under_load
+        ? `${s.verify_under_load.p50_ns}/${s.verify_under_load.p99_ns} · ${s.verify_under_load.hmac_p50_ns}/${s.verify_under_load.hmac_p99_ns}`
+        : '–',
+    ],
+    ['verify / bare HMAC p99 under load', chk(s.verify_under_load?.p99_ratio, (x) => x <= 1.5, '≤ 1.5')],
+    ['verify / bare HMAC p99, tight loop', chk(s.verify_vs_hmac?.tight_p99_ratio, () => true, 'reported')],
+    ['1M keys: Bridge RSS under load MB', chk(s.million_keys?.rss_mb, (x) => x <= 350, '≤ 350')],
+    ['1M keys: snapshot s', chk(s.million_keys?.snapshot_s, (x) => x <= 15, '≤ 15')],
+    ['1M keys / 1 key throughput', chk(s.million_keys?.throughput_ratio, (x) => x >= 0.95, '≥ 0.95')],
+    ['1M keys: verify p99 ns', chk(s.million_keys?.verify_p99_ns, () => true, 'reported')],
+    ['1M keys: revoke ack p99 ms (3 Bridges)', chk(s.million_keys?.revoke_ack_p99_ms, (x) => x <= 50, '≤ 50')],
+    ...(['1', '3', '10'] as const).map((n) => [
+      `revoke ack p50 / p99 ms, ${n} Bridge${n === '1' ? '' : 's'}`,
+      s.acks_by_bridges?.[n]
+        ? `${s.acks_by_bridges[n].p50_ms} / ${s.acks_by_bridges[n].p99_ms}  (Hub CPU ${s.acks_by_bridges[n].hub_cpu_ms_per_ack} ms/ack)`
+        : '–',
+    ]),
+    ['Hub CPU per ack: slope per added Bridge', chk(s.acks_by_bridges?.slope_hub_cpu_ms_per_bridge, () => true, 'reported; linear or better')],
     ['100k keys / 1 key', chk(s.keys_scaling?.rps_ratio_100k_vs_1_keys, (x) => x >= 0.95, '≥ 0.95')],
     ['verify p50 / p99 ns', s.verify_ns ? `${s.verify_ns.p50} / ${chk(s.verify_ns.p99, (x) => x <= 10_000, '≤ 10000')}` : '–'],
     ['accepted after revoke', chk(s.revocation?.accepted_after_revoke_returned, (x) => x === 0, '0')],

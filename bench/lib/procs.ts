@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitFor } from './util.js';
 
@@ -123,4 +123,33 @@ export async function runOk(cmd: string, args: string[], o: Parameters<typeof ru
   const r = await run(cmd, args, o);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.code}):\n${(r.stderr || r.stdout).slice(-2000)}`);
   return r.stdout;
+}
+
+/**
+ * CPU time (ms) PostgreSQL has used so far: the postmaster, its live children (backends, walwriter, …)
+ * and the children it has already reaped (a backend that exited moves its time into the postmaster's
+ * cutime/cstime), so the difference over a run counts every backend that worked during it.
+ */
+export function pgClusterCpuMs(dataDir: string): number {
+  try {
+    const pm = Number(readFileSync(join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const fields = (pid: number | string) => {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    };
+    const f = fields(pm);
+    let ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const c = fields(d);
+        if (Number(c[1]) === pm) ticks += Number(c[11]) + Number(c[12]);
+      } catch {
+        /* gone */
+      }
+    }
+    return (ticks * 1000) / 100;
+  } catch {
+    return NaN;
+  }
 }

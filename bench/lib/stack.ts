@@ -139,11 +139,18 @@ export interface Bridge {
   url: string;
 }
 
-export async function startBridge(paths: StackPaths, hub: Hub, name: string, readyEnvs: string[]): Promise<Bridge> {
+export async function startBridge(paths: StackPaths, hub: Hub, name: string, readyEnvs: string[], extraEnv: Record<string, string> = {}): Promise<Bridge> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const proc = start(`bridge-${name}`, process.execPath, [paths.stk, 'bridge', 'start'], {
-    env: { STK_BRIDGE_PORT: String(port), STK_HUB_URL: hub.url, STK_SERVICE_TOKEN: hub.serviceToken, STK_BRIDGE_ID: `bench-${name}`, STK_LOG_LEVEL: 'warn' },
+    env: {
+      STK_BRIDGE_PORT: String(port),
+      STK_HUB_URL: hub.url,
+      STK_SERVICE_TOKEN: hub.serviceToken,
+      STK_BRIDGE_ID: `bench-${name}`,
+      STK_LOG_LEVEL: 'warn',
+      ...extraEnv,
+    },
     logDir: paths.logDir,
   });
   await waitHttp(proc, `${url}/healthz`);

@@ -31,6 +31,11 @@ export interface BridgeConfig {
   responseMaxBytes: number;
   /** bytes all answers being built or sent may hold together (STK_RESPONSE_INFLIGHT_MAX_BYTES) */
   responseInflightMaxBytes: number;
+  /**
+   * STK_BENCH_VERIFY_SAMPLES (benchmark only): a file path; when set, every key check is timed next
+   * to a bare HMAC-SHA-256 and SIGUSR2 writes the samples there (src/bridge/credentials/verify-samples.ts)
+   */
+  benchVerifySamples?: string;
   /** the shared HTTP layer: log level, proxies, connection limits (src/common/http-config.ts) */
   http: HttpSettings;
   /** following the Hub */
@@ -85,6 +90,7 @@ export const BRIDGE_ENV = z.object({
   STK_SYNC_MAX_BACKOFF_MS: env.int(5000, 1),
   STK_USAGE_REPORT_SECONDS: env.durationMs('60'),
   STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS: env.int(10_000, 0),
+  STK_BENCH_VERIFY_SAMPLES: env.text(undefined),
   ...HTTP_ENV,
 });
 
@@ -120,6 +126,7 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
     responseMaxBytes: e.STK_RESPONSE_MAX_BYTES,
     responseInflightMaxBytes: e.STK_RESPONSE_INFLIGHT_MAX_BYTES,
+    ...(e.STK_BENCH_VERIFY_SAMPLES ? { benchVerifySamples: e.STK_BENCH_VERIFY_SAMPLES } : {}),
     http: httpSettings(e),
     sync: {
       heartbeatMs: e.STK_SYNC_HEARTBEAT_MS,

@@ -105,14 +105,17 @@ describe('verifyKey', () => {
 
   it('an unknown key id costs the same HMAC and constant-time compare as a wrong secret (no timing oracle)', () => {
     const { keys, table } = setup();
+    // the compare is the entries' own constant-time secretMatches (in place, no allocation): an unknown
+    // id is compared against a stand-in entry of the same class
+    const compare = vi.spyOn(Object.getPrototypeOf(table.get(keys[0]!.keyId)!) as { secretMatches: () => boolean }, 'secretMatches');
     crypto.createHmac.mockClear();
-    crypto.timingSafeEqual.mockClear();
     expect(verifyKey(table, formatKey('ZZZZZZZZZZZZ', 'B'.repeat(22), 'dev'), Date.now())).toBe('unknown');
-    const unknown = [crypto.createHmac.mock.calls.length, crypto.timingSafeEqual.mock.calls.length];
+    const unknown = [crypto.createHmac.mock.calls.length, compare.mock.calls.length];
     crypto.createHmac.mockClear();
-    crypto.timingSafeEqual.mockClear();
+    compare.mockClear();
     expect(verifyKey(table, formatKey(keys[0]!.keyId, 'B'.repeat(22), 'dev'), Date.now())).toBe('secret');
-    const known = [crypto.createHmac.mock.calls.length, crypto.timingSafeEqual.mock.calls.length];
+    const known = [crypto.createHmac.mock.calls.length, compare.mock.calls.length];
+    compare.mockRestore();
     expect(unknown).toEqual([1, 1]);
     expect(unknown).toEqual(known);
   });
@@ -129,6 +132,32 @@ describe('verifyKey', () => {
     expect(verifyKey(table, keys[1]!.key, now)).toBe('expired');
     expect(typeof verifyKey(table, keys[2]!.key, now)).toBe('object');
     expect(verifyKey(table, keys[2]!.key, now + 60_001)).toBe('expired');
+  });
+
+  it('the in-place hash compare: every byte counts, in every slab position (current and previous hash)', () => {
+    const now = Date.now();
+    const table = new KeyTable();
+    const ks = Array.from({ length: 3000 }, () => generateKey('dev')); // > one 64 KB slab of hashes
+    const prev = generateKey('dev');
+    table.replaceAll(pepper, [
+      ...ks.map((k) => record({ keyId: k.keyId, secret: k.secret })),
+      record({ keyId: prev.keyId, secret: 'D'.repeat(22), prevSecretHash: hash(prev.secret), prevExpiresAt: new Date(now + 1000).toISOString() }),
+    ]);
+    for (const k of [ks[0]!, ks[2047]!, ks[2048]!, ks[2999]!]) {
+      const e = table.get(k.keyId)!;
+      const h = createHmac('sha256', pepper).update(k.secret).digest();
+      expect(e.secretMatches(h, now)).toBe(true);
+      for (const i of [0, 1, 15, 31]) {
+        const bad = Buffer.from(h);
+        bad[i] = bad[i]! ^ 0x01;
+        expect(e.secretMatches(bad, now), `byte ${i}`).toBe(false);
+      }
+    }
+    const e = table.get(prev.keyId)!;
+    const h = createHmac('sha256', pepper).update(prev.secret).digest();
+    expect(e.secretMatches(h, now)).toBe(true);
+    h[31] = h[31]! ^ 0x80;
+    expect(e.secretMatches(h, now)).toBe(false);
   });
 
   it('rotation grace: the previous secret works until its deadline', () => {

@@ -19,6 +19,23 @@ export interface KeyEntry {
   readonly rateLimitPerMin: number | null;
   /** built on first use, then the same object for every request */
   readonly principal: Readonly<Principal>;
+  /**
+   * Whether `h` (an HMAC-SHA-256 of a presented secret) is this key's current hash, or its previous
+   * one while `now` is inside the rotation grace period. Constant time per hash compared, and no
+   * allocation: the hashes are compared in place in their slab (the verify hot path).
+   */
+  secretMatches(h: Buffer, now: number): boolean;
+}
+
+/**
+ * Constant-time equality of the 32 bytes `a[0..32)` and `b[at..at+32)`: every byte is compared, no
+ * branch depends on the data. In place (no subarray view to allocate), which is why it is not
+ * `crypto.timingSafeEqual`.
+ */
+export function equal32(a: Uint8Array, b: Uint8Array, at: number): boolean {
+  let d = 0;
+  for (let i = 0; i < 32; i++) d |= a[i]! ^ b[at + i]!;
+  return d === 0;
 }
 
 /**
@@ -72,6 +89,11 @@ class Entry implements KeyEntry {
     return this.#hasPrev ? this.#slab.subarray(this.#at + 32, this.#at + 64) : null;
   }
 
+  secretMatches(h: Buffer, now: number): boolean {
+    if (equal32(h, this.#slab, this.#at)) return true;
+    return this.#hasPrev && now < this.prevUntil && equal32(h, this.#slab, this.#at + 32);
+  }
+
   get principal(): Readonly<Principal> {
     return (this.#principal ??= Object.freeze({
       kind: 'apikey' as const,
@@ -82,6 +104,13 @@ class Entry implements KeyEntry {
     }));
   }
 }
+
+/**
+ * What an unknown key id is checked against: an entry of the same class whose hash no HMAC output can
+ * be expected to match (all zeros) and no previous hash, so that path does exactly the work of a known
+ * key with a wrong secret (the time taken does not tell whether an id exists).
+ */
+export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, false, Infinity, null);
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 
