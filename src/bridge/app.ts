@@ -8,12 +8,17 @@ import type { BridgeConfig } from './config.js';
 import type { BridgeContext } from './context.js';
 import { ApiKeyVerifier, KeyTable, UsageCounter } from './credentials/index.js';
 import { SampledApiKeyVerifier } from './credentials/verify-samples.js';
+import { GlobalRateLimiter } from './credentials/global-limits.js';
+import { RedisWindowStore } from './credentials/redis-window.js';
 import { ResponseGauge } from './executor/index.js';
 import healthRoutes from './routes/health.js';
 import callRoutes from './routes/call.js';
 import { ReleaseCache } from './release-cache/index.js';
 import { HubSync } from './sync/index.js';
 import { installRouteAuth } from './route-auth.js';
+
+/** sub-windows of the global rate-limit window (60 s → 12 × 5 s) */
+const RATE_SUB_WINDOWS = 12;
 
 export interface BuildBridgeOptions {
   loggerStream?: NodeJS.WritableStream;
@@ -49,14 +54,23 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     },
     { table: keys, usage, log, releases, onKeyChange: (keyId) => verifier.limiter.forget(keyId) },
   );
+  // global per-key limits when a Redis-compatible store is configured (ioredis is loaded only then)
+  const rl = config.rateLimit;
+  const globalLimiter = rl.redisUrl
+    ? new GlobalRateLimiter(
+        await RedisWindowStore.open({ url: rl.redisUrl, subMs: rl.windowMs / RATE_SUB_WINDOWS, subWindows: RATE_SUB_WINDOWS, timeoutMs: rl.timeoutMs }),
+        { windowMs: rl.windowMs, subWindows: RATE_SUB_WINDOWS, syncMs: rl.syncMs, bridges: () => sync.clusterBridges, log },
+      )
+    : null;
   const verifierArgs = [
     keys,
     usage,
     { synced: () => sync.synced, isExpired: () => sync.isStale() },
-    { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: config.invalidKeyLimitPerMin },
+    { rateLimitPerApiKey: config.rateLimitPerApiKey, invalidKeyLimitPerMin: config.invalidKeyLimitPerMin, limiter: globalLimiter ?? undefined },
   ] as const;
   // the benchmark's timed verifier (issue 18) only when asked for; otherwise the plain one
   const verifier = config.benchVerifySamples ? new SampledApiKeyVerifier(config.benchVerifySamples, ...verifierArgs) : new ApiKeyVerifier(...verifierArgs);
+  globalLimiter?.start();
   const ctx: BridgeContext = {
     config,
     log,
@@ -67,7 +81,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     isStale: () => sync.isStale(),
     responses: new ResponseGauge({ maxBytes: config.responseMaxBytes, inflightMaxBytes: config.responseInflightMaxBytes }),
     // stop following first (it reports the last usage counts), then close the pools
-    onClose: [() => sync.stop(), () => releases.close()],
+    onClose: [() => sync.stop(), () => releases.close(), async () => globalLimiter?.close()],
   };
   // `apikey show`'s figures by status: a call that fails after its key was authenticated counts as an
   // error of that key. The request property is declared up front (no per-request shape change) and the

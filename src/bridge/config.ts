@@ -24,6 +24,17 @@ export interface BridgeConfig {
   rateLimitPerApiKey: number;
   /** invalid-key attempts per address per minute before 429 (STK_INVALID_KEY_LIMIT_PER_MIN) */
   invalidKeyLimitPerMin: number;
+  /** global per-key rate limits (src/bridge/credentials/global-limits.ts); no redisUrl → per Bridge */
+  rateLimit: {
+    /** STK_RATE_LIMIT_REDIS_URL (may hold a password: never logged or quoted back) */
+    redisUrl: string | undefined;
+    /** STK_RATE_LIMIT_SYNC_MS: how often a Bridge syncs the keys it used */
+    syncMs: number;
+    /** STK_RATE_LIMIT_WINDOW_SECONDS: the window a per-minute limit applies to (60; shorter for tests) */
+    windowMs: number;
+    /** STK_RATE_LIMIT_REDIS_TIMEOUT_MS: a sync round slower than this counts as the store being down */
+    timeoutMs: number;
+  };
   poolMax: number;
   /** STK_CONNECTION_ALLOW_HOSTS: loopback/link-local/metadata hosts a connection may reach anyway (src/common/net-policy.ts) */
   connectionAllow: HostPolicy;
@@ -68,6 +79,19 @@ function hubUrl(u: string): void {
   if (url.username || url.password) throw new Error('a Hub URL must not hold credentials (the Bridge authenticates with STK_SERVICE_TOKEN)');
 }
 
+/** A Redis URL; never quoted back (it may hold a password). */
+function redisUrl(u: string): void {
+  let url: URL | null = null;
+  try {
+    url = new URL(u);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== 'redis:' && url.protocol !== 'rediss:') || !url.hostname) {
+    throw new Error('must be a redis:// or rediss:// URL such as redis://redis.internal:6379');
+  }
+}
+
 /** Every variable the Bridge reads. */
 export const BRIDGE_ENV = z.object({
   STK_DEV: env.flag(),
@@ -82,6 +106,10 @@ export const BRIDGE_ENV = z.object({
   STK_RELEASE_CACHE_MAX_STALE_SECONDS: env.durationMs('3600'),
   STK_RATE_LIMIT_PER_API_KEY: env.int(1000, 1),
   STK_INVALID_KEY_LIMIT_PER_MIN: env.int(100, 0),
+  STK_RATE_LIMIT_REDIS_URL: env.secret(undefined, { check: redisUrl }),
+  STK_RATE_LIMIT_SYNC_MS: env.int(100, 5, 1000),
+  STK_RATE_LIMIT_WINDOW_SECONDS: env.int(60, 1, 3600),
+  STK_RATE_LIMIT_REDIS_TIMEOUT_MS: env.int(500, 10, 60_000),
   STK_BRIDGE_POOL_MAX: env.int(10, 1, 1000),
   STK_CONNECTION_ALLOW_HOSTS: env.hostPolicy(),
   STK_RESPONSE_MAX_BYTES: env.int(RESPONSE_MAX_BYTES, 1024),
@@ -122,6 +150,12 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
     maxStaleMs: e.STK_RELEASE_CACHE_MAX_STALE_SECONDS,
     rateLimitPerApiKey: e.STK_RATE_LIMIT_PER_API_KEY,
     invalidKeyLimitPerMin: e.STK_INVALID_KEY_LIMIT_PER_MIN,
+    rateLimit: {
+      redisUrl: e.STK_RATE_LIMIT_REDIS_URL || undefined,
+      syncMs: e.STK_RATE_LIMIT_SYNC_MS,
+      windowMs: e.STK_RATE_LIMIT_WINDOW_SECONDS * 1000,
+      timeoutMs: e.STK_RATE_LIMIT_REDIS_TIMEOUT_MS,
+    },
     poolMax: e.STK_BRIDGE_POOL_MAX,
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
     responseMaxBytes: e.STK_RESPONSE_MAX_BYTES,

@@ -41,7 +41,12 @@ export type SyncMessage =
   | { type: 'change'; seq: number; cursor: number; kind: 'apikey'; project: string; env: string; keyId: string; key: SyncKeyRecord | null }
   | { type: 'change'; seq: number; cursor: number; kind: 'release' | 'connection'; project: string; env: string; state: SyncEnvState }
   | { type: 'change'; seq: number; cursor: number; kind: 'other'; project: string; env: string; original: string }
-  | { type: 'heartbeat'; cursor: number; ts: string };
+  /**
+   * `bridges`: how many Bridges are connected to the Hubs of this store (the sync presence), so a Bridge
+   * can take its share of a key's rate limit (limit / N) when the shared rate-limit store is down.
+   * Absent from Hubs before it was added.
+   */
+  | { type: 'heartbeat'; cursor: number; ts: string; bridges?: number };
 
 /**
  * The stream's session id, sent by the Hub in this response header when a stream opens. Acks and

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { DATABASE_URL } from './pg.js';
 import { scanForSecrets } from './secrets.js';
 import { ensurePostgres } from './test-pg.js';
+import { ensureRedis } from './test-redis.js';
 
 export default async function setup() {
   mkdirSync('test-output/logs', { recursive: true });
@@ -12,12 +13,16 @@ export default async function setup() {
   // DATABASE_URL unset and nothing on the default port: start the throwaway PostgreSQL (and stop it after)
   const pg = await ensurePostgres({ url: DATABASE_URL, explicit: Boolean(process.env.DATABASE_URL) });
   process.env.DATABASE_URL = pg.url; // test workers inherit it
+  // the global rate limits' store (only the tests that need it read STK_TEST_REDIS_URL)
+  const redis = await ensureRedis();
+  process.env.STK_TEST_REDIS_URL = redis.url;
 
   // after every test file: no remembered plaintext secret in any log or Hub store the run left
   return async function teardown() {
     try {
       await scanAndReport(run, startedAt);
     } finally {
+      if (redis.started) await redis.stop();
       if (pg.started) await pg.stop();
     }
   };

@@ -44,6 +44,7 @@ function testConfig(over: Partial<BridgeConfig> = {}): BridgeConfig {
     maxStaleMs: 3600_000,
     rateLimitPerApiKey: 100000,
     invalidKeyLimitPerMin: 100,
+    rateLimit: { redisUrl: undefined, syncMs: 100, windowMs: 60_000, timeoutMs: 500 },
     poolMax: 4,
     connectionAllow: HostPolicy.parse(TEST_ALLOW_HOSTS),
     responseMaxBytes: RESPONSE_MAX_BYTES,

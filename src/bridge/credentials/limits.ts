@@ -3,6 +3,14 @@
  * request (the second only for invalid keys) with no timers: state refills lazily from the elapsed time.
  */
 
+/** What the verifier asks once per authenticated request: the per-Bridge bucket below, or the global limiter (global-limits.ts). */
+export interface RateLimiter {
+  /** 0 = allowed; otherwise the milliseconds until the next request would be allowed. Synchronous: no I/O. */
+  take(keyId: string, limitPerMin: number, now: number): number;
+  /** the key changed (limit, revoked, deleted): its state starts over */
+  forget(keyId: string): void;
+}
+
 interface Bucket {
   tokens: number;
   last: number;
@@ -13,7 +21,7 @@ interface Bucket {
  * A token bucket per key: capacity = the per-minute limit, refilled continuously at limit/60 s. A key
  * can burst its whole minute's budget, then gets one request per (60 s / limit).
  */
-export class KeyRateLimiter {
+export class KeyRateLimiter implements RateLimiter {
   readonly #buckets = new Map<string, Bucket>();
 
   /** 0 = allowed; otherwise the milliseconds until the next request would be allowed. */

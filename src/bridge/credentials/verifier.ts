@@ -3,7 +3,7 @@ import { API_KEY_HEADER, ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../../prot
 import { hashSecret, parseKey } from '../../protocol/key-format.js';
 import type { CredentialRequest, CredentialVerifier, Principal } from '../context.js';
 import { NO_SUCH_KEY, type KeyEntry, type KeyTable } from './key-table.js';
-import { FailureLimiter, KeyRateLimiter } from './limits.js';
+import { FailureLimiter, KeyRateLimiter, type RateLimiter } from './limits.js';
 import type { UsageCounter } from './usage.js';
 
 export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'expired';
@@ -53,6 +53,8 @@ export interface VerifierOptions {
   rateLimitPerApiKey: number;
   /** invalid-key attempts per address per minute before 429 (STK_INVALID_KEY_LIMIT_PER_MIN) */
   invalidKeyLimitPerMin: number;
+  /** the per-key limiter: per Bridge (default) or global (STK_RATE_LIMIT_REDIS_URL, global-limits.ts) */
+  limiter?: RateLimiter;
 }
 
 /**
@@ -67,7 +69,7 @@ export interface VerifierOptions {
  * the others (the check costs the same microseconds either way).
  */
 export class ApiKeyVerifier implements CredentialVerifier {
-  readonly limiter = new KeyRateLimiter();
+  readonly limiter: RateLimiter;
   readonly failures: FailureLimiter;
   constructor(
     readonly table: KeyTable,
@@ -76,6 +78,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
     readonly opts: VerifierOptions,
   ) {
     this.failures = new FailureLimiter(opts.invalidKeyLimitPerMin);
+    this.limiter = opts.limiter ?? new KeyRateLimiter();
   }
 
   /** `verifyKey` on this verifier's table (a method so the benchmark's sampling subclass can time it) */

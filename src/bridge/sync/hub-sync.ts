@@ -76,6 +76,8 @@ export class HubSync {
   #session = '';
   #ackSnapshot: number | undefined;
   #acking = false;
+  /** Bridges in the cluster, as the Hub's last heartbeat said (1 until one does) */
+  #clusterBridges = 1;
 
   constructor(o: HubSyncOptions, d: HubSyncDeps) {
     this.#o = o;
@@ -87,6 +89,11 @@ export class HubSync {
 
   get synced(): boolean {
     return this.#synced;
+  }
+
+  /** Bridges connected to the Hubs of the store (this one included), from the Hub's heartbeats; ≥ 1. */
+  get clusterBridges(): number {
+    return this.#clusterBridges;
   }
 
   /** True when the Bridge synced once but has not heard from any Hub for longer than max-stale. */
@@ -256,6 +263,8 @@ export class HubSync {
       }
       case 'heartbeat':
         if (!this.#pending) this.#cursor = m.cursor;
+        // bounded: a Hub's figure is trusted to be the cluster's size, not to take every key's limit to 0
+        if (typeof m.bridges === 'number' && Number.isSafeInteger(m.bridges) && m.bridges >= 1) this.#clusterBridges = Math.min(m.bridges, 10_000);
         return;
     }
   }

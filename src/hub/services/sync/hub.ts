@@ -65,6 +65,8 @@ export class SyncHub implements StreamOwner {
   #closed = false;
   #pg: { end(): Promise<void> } | null = null;
   #pgRetry: NodeJS.Timeout | null = null;
+  /** live Bridges of other Hubs, as of the last heartbeat (for bridgeCount) */
+  #remoteCount = 0;
 
   constructor(ctx: HubContext) {
     this.#ctx = ctx;
@@ -351,13 +353,25 @@ export class SyncHub implements StreamOwner {
     return rows;
   }
 
-  /** Each heartbeat: this Hub's Bridges are still here; now and then, forget Bridges gone everywhere. */
+  /**
+   * Bridges connected to any Hub of the store: this Hub's (in memory) plus the live rows of the others
+   * as of the last heartbeat. Sent in every heartbeat: a Bridge takes limit / N of a key's rate limit
+   * when the shared rate-limit store is down.
+   */
+  bridgeCount(): number {
+    return this.#localIds().size + this.#remoteCount;
+  }
+
+  /** Each heartbeat: this Hub's Bridges are still here (and how many the others have); now and then, forget Bridges gone everywhere. */
   async #heartbeat(): Promise<void> {
     if (this.#closed) return;
     const cleaned = await this.#presence.refresh([...this.#localIds()]);
-    if (!cleaned || this.#closed) return;
+    if (this.#closed) return;
     try {
-      const live = new Set((await this.#remoteLive()).map((r) => r.bridge_id));
+      const rows = await this.#remoteLive();
+      this.#remoteCount = rows.length;
+      if (!cleaned) return;
+      const live = new Set(rows.map((r) => r.bridge_id));
       for (const id of [...this.#hwm.keys()]) if (!live.has(id) && !this.#bridges.has(id)) this.#hwm.delete(id);
     } catch (err) {
       this.#ctx.log.warn({ err: (err as Error).message }, 'sync: reading Bridge presence failed');

@@ -46,6 +46,8 @@ export interface StreamOwner {
   /** a stream ended; waiters re-check */
   sessionClosed(b: BridgeState, s: StreamSession, by: 'peer' | 'hub'): void;
   changeBody(row: ChangeRow): Promise<ChangeBody>;
+  /** Bridges connected to any Hub of the store (sent in each heartbeat) */
+  bridgeCount(): number;
 }
 
 export class StreamSession {
@@ -86,14 +88,18 @@ export class StreamSession {
         await this.#sendSnapshot();
       }
       this.#ready = true;
-      this.#heartbeat = setInterval(() => void this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() }), this.ctx.config.sync.heartbeatMs);
+      this.#heartbeat = setInterval(() => void this.#send(this.#heartbeatMessage()), this.ctx.config.sync.heartbeatMs);
       this.#heartbeat.unref();
-      await this.#send({ type: 'heartbeat', cursor: this.cursor, ts: nowIso() });
+      await this.#send(this.#heartbeatMessage());
       this.pump();
     } catch (err) {
       this.ctx.log.warn({ err: (err as Error).message, bridgeId: this.bridge.id }, 'sync: stream failed');
       this.close('hub');
     }
+  }
+
+  #heartbeatMessage(): SyncMessage {
+    return { type: 'heartbeat', cursor: this.cursor, ts: nowIso(), bridges: this.hub.bridgeCount() };
   }
 
   async #watchGaps(upTo: number) {
