@@ -58,7 +58,12 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   const rl = config.rateLimit;
   const globalLimiter = rl.redisUrl
     ? new GlobalRateLimiter(
-        await RedisWindowStore.open({ url: rl.redisUrl, subMs: rl.windowMs / RATE_SUB_WINDOWS, subWindows: RATE_SUB_WINDOWS, timeoutMs: rl.timeoutMs }),
+        await RedisWindowStore.open({
+          url: rl.redisUrl,
+          subMs: Math.floor(rl.windowMs / RATE_SUB_WINDOWS),
+          subWindows: RATE_SUB_WINDOWS,
+          timeoutMs: rl.timeoutMs,
+        }),
         { windowMs: rl.windowMs, subWindows: RATE_SUB_WINDOWS, syncMs: rl.syncMs, bridges: () => sync.clusterBridges, log },
       )
     : null;

@@ -12,7 +12,8 @@ import type { WindowStore, WindowSyncItem } from './redis-window.js';
  *
  * The request path (`take`, synchronous) decides from local state only:
  * 1. a **lease**: requests this Bridge reserved in the store at its last sync (atomically, never past the
- *    limit), usable during the sub-window they were charged to → admitted, exactly;
+ *    limit), usable during the sub-window they were charged to (and the next one: the next round moves
+ *    the charge there) → admitted, exactly;
  * 2. else **credit**: after each sync a Bridge may admit floor((free − guard) / N) more requests before
  *    its next sync, charged to the store at that sync (free = limit − the window's global count, guard =
  *    what the other Bridges added since this Bridge's previous sync, N = Bridges in the cluster as the
@@ -53,6 +54,8 @@ export interface GlobalLimiterOptions {
 class KeyState {
   lease = 0;
   leaseSub = 0;
+  /** leased requests of the previous sub-window used in the next one: moved to it at the next round */
+  moved = 0;
   /** admitted on credit, not yet sent */
   debt = 0;
   debtSub = 0;
@@ -165,10 +168,22 @@ export class GlobalRateLimiter implements RateLimiter {
       this.#queue.push(st);
     }
     const sub = Math.floor(now / this.#subMs);
-    if (st.lease > 0 && st.leaseSub === sub) {
-      st.lease--;
-      if (st.lease === 0) this.#soon();
-      return 0;
+    if (st.lease > 0) {
+      if (st.leaseSub === sub) {
+        st.lease--;
+        if (st.lease === 0) this.#soon();
+        return 0;
+      }
+      if (st.leaseSub === sub - 1) {
+        // a lease of the sub-window that just ended: used now, so at the next round it is given back
+        // there and charged here (a request is counted in the sub-window it was admitted in)
+        st.lease--;
+        st.moved++;
+        st.debt++;
+        st.debtSub = sub;
+        this.#soon();
+        return 0;
+      }
     }
     if (st.spent < st.credit) {
       st.spent++;
@@ -286,10 +301,11 @@ export class GlobalRateLimiter implements RateLimiter {
       st.lastRound = now;
       let ret = 0;
       let retSub = 0;
-      if (st.lease > 0 && st.leaseSub !== sub) {
-        ret = st.lease;
+      if ((st.lease > 0 || st.moved > 0) && st.leaseSub !== sub) {
+        ret = st.lease + st.moved;
         retSub = st.leaseSub;
         st.lease = 0;
+        st.moved = 0;
       }
       // enough for about two intervals of this Bridge's traffic for the key
       const target = Math.min(st.budget, Math.ceil(st.rate * this.#o.syncMs * 2) + 1);
@@ -329,7 +345,7 @@ export class GlobalRateLimiter implements RateLimiter {
     for (const [keyId, st] of this.#states) {
       if (now - st.lastSeen > this.#o.windowMs) {
         this.#states.delete(keyId);
-      } else if (((st.lease > 0 && st.leaseSub !== sub) || st.debt > 0) && !st.queued) {
+      } else if ((((st.lease > 0 || st.moved > 0) && st.leaseSub !== sub) || st.debt > 0) && !st.queued) {
         st.queued = true;
         this.#queue.push(st);
       }
@@ -343,6 +359,8 @@ function reasonOf(err: unknown): string {
   if (typeof code === 'string' && /^[A-Z_]+$/.test(code)) return code;
   const m = (err as Error)?.message ?? '';
   if (m.startsWith('no answer from the rate-limit store')) return 'timeout';
+  // an error answered by the server (it never holds the URL)
+  if ((err as Error)?.name === 'ReplyError') return m.slice(0, 120);
   if (/NOSCRIPT|WRONGPASS|NOAUTH|NOPERM|LOADING|READONLY|MISCONF|OOM/.test(m)) return /[A-Z]{4,}/.exec(m)![0];
   return 'error';
 }

@@ -139,7 +139,7 @@ export class RedisWindowStore implements WindowStore {
   }
 
   async sync(items: WindowSyncItem[], bridges: number): Promise<WindowSyncResult[]> {
-    const ttl = this.#o.subMs * (this.#o.subWindows + 1);
+    const ttl = Math.ceil(this.#o.subMs * (this.#o.subWindows + 1));
     const cmd = (this.#redis as unknown as { stkRateSync: SyncCommand }).stkRateSync.bind(this.#redis);
     const calls = items.map((i) =>
       cmd(`stk:rl:{${i.keyId}}`, i.sub, this.#o.subWindows, i.budget, Math.max(1, bridges), ttl, i.debt, i.debtSub, i.ret, i.retSub, i.want),
@@ -167,6 +167,8 @@ export class RedisWindowStore implements WindowStore {
             redis.once('error', no);
           }).then(() => redis.ping());
     await withTimeout(ready, this.#o.timeoutMs);
+    // and the script itself (it loads, it runs): on a key no API key can have, writing nothing
+    await this.sync([{ keyId: '-probe-', budget: 1, sub: 0, debt: 0, debtSub: 0, ret: 0, retSub: 0, want: 0 }], 1);
   }
 
   async close(): Promise<void> {
