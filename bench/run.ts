@@ -46,6 +46,8 @@ import {
   type StackPaths,
 } from './lib/stack.js';
 import { freePort, log, median, percentile, round, sleep, table, waitFor } from './lib/util.js';
+import { acksByBridges } from './lib/acks.js';
+import { millionRevokes, startMillion } from './lib/million.js';
 import { benchVerify } from './lib/verify.js';
 import { verifyUnderLoad } from './lib/verify-load.js';
 import { wrk, type WrkResult } from './lib/wrk.js';
@@ -69,6 +71,10 @@ const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,wri
 const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million'];
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
+const ACK_BRIDGES = [1, 3, 10];
+const ACK_REVOKES = int(process.env.BENCH_ACK_REVOKES, 50);
+const MILLION_KEYS = int(process.env.BENCH_MILLION_KEYS, 1_000_000);
+const MILLION_BRIDGES = 3;
 const REVOKE_BRIDGES = 3;
 /** measured seconds of each profiled server (a profile needs fewer seconds than a throughput figure) */
 const PROFILE_S = Math.min(DURATION_S, 6);
@@ -841,6 +847,61 @@ async function main(): Promise<void> {
       const r = await revocation(paths, hubA, bridgeA, benchUrl);
       summary.revocation = r.summary;
       details.revocation = r.details;
+      write();
+    }
+
+    if (SECTIONS.has('acks')) {
+      log(`acks: revoke acknowledgements with ${ACK_BRIDGES.join(', ')} Bridges on Hub A, ${ACK_REVOKES} revokes each…`);
+      summary.acks_by_bridges = await acksByBridges({
+        paths,
+        hub: hubA,
+        benchUrl,
+        schemaDir: join(ROOT, 'bench/schema'),
+        counts: ACK_BRIDGES,
+        revokes: ACK_REVOKES,
+      });
+      write();
+    }
+
+    if (SECTIONS.has('million')) {
+      log(`million: a Hub with ${MILLION_KEYS.toLocaleString('en')} keys and ${MILLION_BRIDGES} Bridges…`);
+      const m = await startMillion({ paths, benchUrl, schemaDir: join(ROOT, 'bench/schema'), keys: MILLION_KEYS, bridges: MILLION_BRIDGES });
+      const idleRss = m.bridges.map((b) => round(rssMb(b.proc.pid), 1));
+      const { runs } = await rounds([
+        { ...bridgeTarget, concurrency: [10] },
+        {
+          id: 'bridge1m',
+          label: 'Bridge (1,000,000 keys)',
+          url: m.bridges[0]!.url,
+          script: y.callLua,
+          env: { API_KEY: m.key.apiKey },
+          concurrency: [10],
+          proc: m.bridges[0]!.proc,
+        },
+      ]);
+      details.millionRuns = runs;
+      const rv = await millionRevokes(m.hub, m.sample, MILLION_BRIDGES, 100);
+      await Promise.all([...m.bridges.map((b) => b.proc.stop()), m.hub.proc.stop()]);
+      log('million: verifyKey in-process on a 1,000,000-key table…');
+      const v = benchVerify({ tableSize: MILLION_KEYS });
+      summary.million_keys = {
+        rss_mb: round(Math.max(...runs.filter((r) => r.target === 'bridge1m').map((r) => r.rssMaxMb ?? 0)), 1),
+        snapshot_s: round(Math.max(...m.snapshotS), 1),
+        throughput_ratio: round(ratioOfMedians(runs, 'bridge1m', 'bridge', 10), 3),
+        verify_p99_ns: v.p99,
+        revoke_ack_p99_ms: rv.p99_ms,
+      };
+      details.million = {
+        keys: MILLION_KEYS,
+        snapshotS: m.snapshotS.map((x) => round(x, 2)),
+        hubCpuMsPerSnapshot: m.hubCpuMsPerSnapshot.map((x) => round(x, 0)),
+        bridgeIdleRssMb: idleRss,
+        bridge1m: stats(runs, 'bridge1m', 10),
+        bridge1: stats(runs, 'bridge', 10),
+        revokes: rv,
+        verify: v,
+      };
+      log(`million: ${JSON.stringify(summary.million_keys)}`);
       write();
     }
   } finally {

@@ -11,7 +11,15 @@ import { generateKey } from '../../src/protocol/key-format.js';
  * pepper, exactly as `apikey create` stores it. Creating them through the API would take minutes; a
  * Bridge that starts (or resyncs) afterwards loads them with its snapshot like any other keys.
  */
-export function bulkInsertKeys(o: { dbFile: string; secretKeyHex: string; count: number; perEnv?: number }): number {
+export function bulkInsertKeys(o: {
+  dbFile: string;
+  secretKeyHex: string;
+  count: number;
+  perEnv?: number;
+  /** receives every `sampleEvery`-th key's env and id (keys to revoke later) */
+  sample?: Array<{ env: string; keyId: string }>;
+  sampleEvery?: number;
+}): number {
   const perEnv = o.perEnv ?? 100;
   const pepper = new Crypto(Buffer.from(o.secretKeyHex, 'hex')).apiKeyPepper;
   const db = new Database(o.dbFile);
@@ -38,6 +46,7 @@ export function bulkInsertKeys(o: { dbFile: string; secretKeyHex: string; count:
         for (let i = 0; i < perEnv && n < o.count; i++, n++) {
           const { keyId, secret } = generateKey(envName);
           insKey.run(keyId, projectId, envId, `k${i}`, '["reader"]', hashSecret(pepper, secret).toString('hex'), now);
+          if (o.sample && n % (o.sampleEvery ?? 1000) === 0) o.sample.push({ env: envName, keyId });
         }
       }
     })();
