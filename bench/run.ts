@@ -29,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { bulkInsertKeys } from './lib/bulk-keys.js';
 import { pgbench } from './lib/pgbench.js';
+import { barChart, cdfChart } from './lib/plots.js';
 import { cpuMs, pgClusterCpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
 import { formatProfile, summarizeProfile } from './lib/profile.js';
 import { judge, startLoad } from './lib/revocation.js';
@@ -366,6 +367,8 @@ function stats(runs: Run[], target: TargetId, c: number) {
     rps: round(median(rs.map((u) => u.rps)), 1),
     p50_ms: round(median(rs.map((u) => u.p50_ms)), 3),
     p99_ms: round(median(rs.map((u) => u.p99_ms)), 3),
+    p90_ms: round(median(rs.map((u) => u.p90_ms)), 3),
+    max_ms: round(median(rs.map((u) => u.max_ms)), 3),
     errors: rs.reduce((a, u) => a + u.non2xx + u.errors_socket, 0),
   };
 }
@@ -456,8 +459,18 @@ async function profileUnderLoad(proc: Proc, dir: string, url: string, script: st
  * server, one after the other under wrk (at the concurrency where the Bridge fares worst), summarised by area (µs of CPU per request, side by side)
  * and by function into bench/out/profile-bridge.txt.
  */
-async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, benchUrl: string, callLua: string, c: number): Promise<string> {
-  const base = join(OUT, 'profile');
+async function profileBridge(
+  hub: Hub,
+  apiKey: string,
+  minimalScript: string,
+  benchUrl: string,
+  callLua: string,
+  c: number,
+  /** against the node:http floor (the yardstick with DB=0) instead of the minimal server: bench/out/profile-floor.txt */
+  floor = false,
+): Promise<string> {
+  const other = floor ? 'floor (DB=0)' : 'minimal';
+  const base = join(OUT, floor ? 'profile-floor' : 'profile');
   rmSync(base, { recursive: true, force: true });
   const dirs = { bridge: join(base, 'bridge'), minimal: join(base, 'minimal') };
   for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
@@ -490,7 +503,7 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
       '-e',
       `process.on('SIGTERM', () => process.exit(0)); await import(${JSON.stringify(minimalScript)});`,
     ],
-    { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl }, logDir: LOGS },
+    { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl, ...(floor ? { DB: '0' } : {}) }, logDir: LOGS },
   );
   await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server (profiled)');
   const m = await profileUnderLoad(minimal, dirs.minimal, `http://127.0.0.1:${mPort}`, callLua, {}, c);
@@ -504,13 +517,13 @@ async function profileBridge(hub: Hub, apiKey: string, minimalScript: string, be
   const totalM = perReq(m.summary.busyMs, m.res.requests);
   const cmp = [
     `CPU per request under wrk c=${c} for ${PROFILE_S} s, profiled (node --cpu-prof slows both down):`,
-    `  Bridge ${b.res.rps.toFixed(0)} req/s, ${totalB.toFixed(1)} µs busy CPU per request; minimal ${m.res.rps.toFixed(0)} req/s, ${totalM.toFixed(1)} µs`,
+    `  Bridge ${b.res.rps.toFixed(0)} req/s, ${totalB.toFixed(1)} µs busy CPU per request; ${other} ${m.res.rps.toFixed(0)} req/s, ${totalM.toFixed(1)} µs`,
     '',
-    '  area                              Bridge µs/req   minimal µs/req',
+    `  area                              Bridge µs/req   ${other} µs/req`,
     ...rows.map(([a, v]) => `  ${a.padEnd(32)} ${v.bridge.toFixed(1).padStart(14)} ${v.minimal.toFixed(1).padStart(16)}`),
   ].join('\n');
-  const text = `${cmp}\n\n=== Bridge ===\n${formatProfile(b.summary)}\n\n=== minimal server ===\n${formatProfile(m.summary)}\n`;
-  writeFileSync(join(OUT, 'profile-bridge.txt'), text);
+  const text = `${cmp}\n\n=== Bridge ===\n${formatProfile(b.summary)}\n\n=== ${other} server ===\n${formatProfile(m.summary)}\n`;
+  writeFileSync(join(OUT, floor ? 'profile-floor.txt' : 'profile-bridge.txt'), text);
   return text;
 }
 
@@ -782,6 +795,12 @@ async function main(): Promise<void> {
         details.profile = 'bench/out/profile-bridge.txt';
         log(`profile:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-bridge.txt)`);
       }
+      if (SECTIONS.has('floor')) {
+        log('profiling a Bridge and the node:http floor at c=50 (node --cpu-prof)…');
+        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua, 50, true);
+        details.profileFloor = 'bench/out/profile-floor.txt';
+        log(`profile against the floor:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-floor.txt)`);
+      }
     }
 
     if (SECTIONS.has('writes')) {
@@ -912,6 +931,67 @@ async function main(): Promise<void> {
   }
 }
 
+type Fig = { rps?: number; p50_ms?: number; p90_ms?: number; p99_ms?: number; max_ms?: number };
+/** bench/out/throughput.svg, latency-cdf.svg, verify-cdf.svg from details.json (whatever this run measured) */
+function plots(d: Record<string, any>): string[] {
+  const rows: Array<{ label: string; c10?: Fig; c50?: Fig }> = [];
+  const pt = d.perTarget ?? {};
+  const add = (label: string, v?: { c10?: Fig; c50?: Fig }) => v && rows.push({ label, c10: v.c10, c50: v.c50 });
+  add('Bridge (1 key)', pt.bridge);
+  add('Bridge (100,000 keys)', pt.bridge100k);
+  add('Bridge (1,000,000 keys)', d.million ? { c10: d.million.bridge1m } : undefined);
+  if (pt.baseline) add('Bridge (baseline)', pt.baseline);
+  add('minimal http+pg+auth', pt.minimal);
+  add('peer (Platformatic)', pt.peer);
+  add('node:http floor (DB=0)', pt.floor);
+  add('pgbench -M extended', pt.pgbench);
+  add('Bridge insert', d.writes?.bridgeInsert);
+  add('minimal insert', d.writes?.minimalInsert);
+  add('Bridge update', d.writes?.bridgeUpdate);
+  add('minimal update', d.writes?.minimalUpdate);
+  const files: string[] = [];
+  const put = (name: string, svg: string) => {
+    writeFileSync(join(OUT, name), svg);
+    files.push(name);
+  };
+  if (rows.length)
+    put(
+      'throughput.svg',
+      barChart({
+        title: `Throughput per config (medians of ${d.config?.ROUNDS ?? '?'} interleaved rounds, wrk -t2)`,
+        unit: 'requests/s',
+        series: ['c=10', 'c=50'],
+        rows: rows.map((r) => ({ label: r.label, values: [r.c10?.rps, r.c50?.rps] })),
+      }),
+    );
+  const lat = rows
+    .filter((r) => r.c50?.p50_ms && r.c50.p99_ms && r.c50.max_ms)
+    .map((r) => ({
+      label: r.label,
+      points: [
+        [r.c50!.p50_ms! * 1000, 0.5],
+        [r.c50!.p90_ms! * 1000, 0.9],
+        [r.c50!.p99_ms! * 1000, 0.99],
+        [r.c50!.max_ms! * 1000, 1],
+      ] as Array<[number, number]>,
+    }));
+  if (lat.length)
+    put('latency-cdf.svg', cdfChart({ title: 'Request latency at c=50 (wrk p50 / p90 / p99 / max, medians over rounds)', unit: 'µs', series: lat }));
+  if (d.verifyCdf)
+    put(
+      'verify-cdf.svg',
+      cdfChart({
+        title: 'Key check under load (c=50, in the Bridge): verifyKey vs a bare HMAC-SHA-256 beside it',
+        unit: 'ns per call',
+        series: [
+          { label: 'verifyKey', points: d.verifyCdf.verifyNs },
+          { label: 'bare HMAC-SHA-256', points: d.verifyCdf.hmacNs },
+        ],
+      }),
+    );
+  return files;
+}
+
 function report(): void {
   const s = JSON.parse(readFileSync(join(OUT, 'summary.json'), 'utf8'));
   const d = JSON.parse(readFileSync(join(OUT, 'details.json'), 'utf8'));
@@ -1001,7 +1081,11 @@ function report(): void {
     ['stk --version / node -e 0', chk(s.cli?.cold_start_ratio_vs_node, (x) => x <= 2, '≤ 2')],
     ['Bridge RSS under load MB', chk(s.memory?.bridge_rss_mb_under_load, (x) => x <= 150, '≤ 150')],
   ];
-  process.stdout.write(`${table(t)}\n\nsummary: bench/out/summary.json, every run: bench/out/details.json, logs: bench/out/logs/\n`);
+  process.stdout.write(`${table(t)}\n`);
+  const svgs = plots(d);
+  process.stdout.write(
+    `\nplots: ${svgs.map((f) => `bench/out/${f}`).join(', ')}\nsummary: bench/out/summary.json, every run: bench/out/details.json, logs: bench/out/logs/\n`,
+  );
   if (d.problems?.length) process.stdout.write(`\nPROBLEMS (${d.problems.length}):\n${d.problems.map((p: string) => `  - ${p}`).join('\n')}\n`);
   process.stdout.write(`finished in ${d.elapsedS} s\n`);
 }
