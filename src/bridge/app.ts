@@ -16,6 +16,7 @@ import callRoutes from './routes/call.js';
 import { ReleaseCache } from './release-cache/index.js';
 import { HubSync } from './sync/index.js';
 import { installRouteAuth } from './route-auth.js';
+import { Refusals } from './refusals.js';
 
 /** sub-windows of the global rate-limit window (60 s → 12 × 5 s) */
 const RATE_SUB_WINDOWS = 12;
@@ -76,17 +77,19 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   // the benchmark's timed verifier (issue 18) only when asked for; otherwise the plain one
   const verifier = config.benchVerifySamples ? new SampledApiKeyVerifier(config.benchVerifySamples, ...verifierArgs) : new ApiKeyVerifier(...verifierArgs);
   globalLimiter?.start();
+  const refusals = new Refusals(log, config.refusalLogMs);
   const ctx: BridgeContext = {
     config,
     log,
     credentials: verifier,
+    refusals,
     keys,
     releases,
     sync,
     isStale: () => sync.isStale(),
     responses: new ResponseGauge({ maxBytes: config.responseMaxBytes, inflightMaxBytes: config.responseInflightMaxBytes }),
     // stop following first (it reports the last usage counts), then close the pools
-    onClose: [() => sync.stop(), () => releases.close(), async () => globalLimiter?.close()],
+    onClose: [() => sync.stop(), () => releases.close(), async () => globalLimiter?.close(), () => refusals.flush()],
   };
   // `apikey show`'s figures by status: a call that fails after its key was authenticated counts as an
   // error of that key. The request property is declared up front (no per-request shape change) and the

@@ -35,6 +35,8 @@ export interface BridgeConfig {
     /** STK_RATE_LIMIT_REDIS_TIMEOUT_MS: a sync round slower than this counts as the store being down */
     timeoutMs: number;
   };
+  /** how often the summary of refused requests is logged while there are some (STK_REFUSAL_LOG_SECONDS) */
+  refusalLogMs: number;
   poolMax: number;
   /** STK_CONNECTION_ALLOW_HOSTS: loopback/link-local/metadata hosts a connection may reach anyway (src/common/net-policy.ts) */
   connectionAllow: HostPolicy;
@@ -110,6 +112,7 @@ export const BRIDGE_ENV = z.object({
   STK_RATE_LIMIT_SYNC_MS: env.int(100, 5, 1000),
   STK_RATE_LIMIT_WINDOW_SECONDS: env.int(60, 1, 3600),
   STK_RATE_LIMIT_REDIS_TIMEOUT_MS: env.int(500, 10, 60_000),
+  STK_REFUSAL_LOG_SECONDS: env.durationMs('10', 1000),
   STK_BRIDGE_POOL_MAX: env.int(10, 1, 1000),
   STK_CONNECTION_ALLOW_HOSTS: env.hostPolicy(),
   STK_RESPONSE_MAX_BYTES: env.int(RESPONSE_MAX_BYTES, 1024),
@@ -156,6 +159,7 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
       windowMs: e.STK_RATE_LIMIT_WINDOW_SECONDS * 1000,
       timeoutMs: e.STK_RATE_LIMIT_REDIS_TIMEOUT_MS,
     },
+    refusalLogMs: e.STK_REFUSAL_LOG_SECONDS,
     poolMax: e.STK_BRIDGE_POOL_MAX,
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
     responseMaxBytes: e.STK_RESPONSE_MAX_BYTES,

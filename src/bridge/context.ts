@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { BridgeConfig } from './config.js';
 import type { KeyTable } from './credentials/key-table.js';
 import type { ResponseGauge } from './executor/response-budget.js';
+import type { Refusals } from './refusals.js';
 import type { ReleaseCache } from './release-cache/index.js';
 import type { HubSync } from './sync/hub-sync.js';
 
@@ -35,6 +36,8 @@ export interface BridgeContext {
   readonly log: FastifyBaseLogger;
   /** checks each `/call`'s credential (the API-key verifier; tests may put a double here) */
   credentials: CredentialVerifier;
+  /** answers and counts the 401/429s decided from headers; one log line per interval sums them up */
+  readonly refusals: Refusals;
   /** the API keys as the Hub last sent them */
   readonly keys: KeyTable;
   /** each env's compiled release and database pools */

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify';
 import { ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../protocol/call.js';
-import { AppError, badRequest, unauthorized, unavailable } from '../protocol/errors.js';
+import { AppError, badRequest, stacklessError, unavailable } from '../protocol/errors.js';
 import type { BridgeContext, Principal } from './context.js';
 
 declare module 'fastify' {
@@ -28,6 +28,8 @@ function devPrincipal(req: FastifyRequest): Principal {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
+const NO_SERVICE_TOKEN = stacklessError('UNAUTHORIZED', 'service token required');
+
 const STALE =
   'this Bridge has not heard from the Hub for longer than the max-stale window (STK_RELEASE_CACHE_MAX_STALE_SECONDS): its releases may be out of date, so calls are refused until it reconnects';
 
@@ -51,11 +53,15 @@ export function hasServiceToken(ctx: BridgeContext, req: FastifyRequest): boolea
  * key, the Bridge within max-stale, the hint headers against the key's binding, the rate limit, and
  * counts the outcome per key). With STK_DISABLE_AUTH there is no credential: the hints name the env,
  * and the max-stale check the verifier would make is made here.
+ *
+ * A 401 or 429 is answered right here by `ctx.refusals` (refusals.ts): pre-serialized envelope, no
+ * error handler, no access line (a summary per interval instead). Anything else goes to the error
+ * handler as usual.
  */
 export function installRouteAuth(app: FastifyInstance, ctx: BridgeContext): void {
   app.decorateRequest('principal', null);
 
-  const apiKey = (req: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction) => {
+  const apiKey = (req: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
     try {
       if (ctx.config.disableAuth) {
         if (ctx.isStale()) throw unavailable(STALE);
@@ -64,13 +70,15 @@ export function installRouteAuth(app: FastifyInstance, ctx: BridgeContext): void
       // ctx.credentials is read per request: tests swap the verifier after the app is built
       else req.principal = ctx.credentials.authenticate(req);
     } catch (err) {
-      done(err as Error);
+      if (err instanceof AppError && (err.status === 401 || err.status === 429)) ctx.refusals.send(req, reply, err);
+      else done(err as Error);
       return;
     }
     done();
   };
-  const service = (req: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction) => {
-    done(hasServiceToken(ctx, req) ? undefined : unauthorized('service token required'));
+  const service = (req: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => {
+    if (hasServiceToken(ctx, req)) done();
+    else ctx.refusals.send(req, reply, NO_SERVICE_TOKEN);
   };
 
   app.addHook('onRoute', (route) => {

@@ -56,7 +56,17 @@ export interface BaseAppOptions {
 
 /** the error code a request was answered with (set where the envelope is built), for the access line */
 const kErrorCode = Symbol('errorCode');
-type WithCode = { [kErrorCode]?: string };
+/** set on a request whose answer is counted elsewhere instead of logged line by line (withoutAccessLine) */
+const kNoAccessLine = Symbol('noAccessLine');
+type WithCode = { [kErrorCode]?: string; [kNoAccessLine]?: boolean };
+
+/**
+ * This request gets no access line: what answered it counts it and logs a summary instead (the
+ * Bridge's refusals, src/bridge/refusals.ts: one line per interval for a flood, not one per request).
+ */
+export function withoutAccessLine(req: FastifyRequest): void {
+  (req as unknown as WithCode)[kNoAccessLine] = true;
+}
 
 /**
  * One access line per request, written when the response has been sent (level info):
@@ -88,7 +98,7 @@ class AccessLog extends LogController {
       log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
       return;
     }
-    if (!log.isLevelEnabled('info')) return;
+    if (!log.isLevelEnabled('info') || (request as unknown as WithCode)[kNoAccessLine] === true) return;
     const code = (request as unknown as WithCode)[kErrorCode];
     const ip = request.ip;
     this.#write(
@@ -104,7 +114,7 @@ class AccessLogViaPino extends LogController {
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const log = request.log;
     if (error) log.warn({ reqId: request.id, method: request.method, url: stripQuery(request.url), err: error }, 'request errored');
-    else {
+    else if ((request as unknown as WithCode)[kNoAccessLine] !== true) {
       const code = (request as unknown as WithCode)[kErrorCode];
       log.info(
         {
@@ -135,7 +145,7 @@ type WithBadTarget = { [kBadTarget]?: string };
  * it half-closes after the response and keeps reading and discarding for up to 2 s (or until the
  * client closes its side), then closes.
  */
-function lingerIfBodyUnread(req: FastifyRequest): void {
+export function lingerIfBodyUnread(req: FastifyRequest): void {
   const raw = req.raw;
   const socket = raw.socket as (Socket & { destroySoon?: () => void; [kLinger]?: boolean }) | null;
   if (raw.complete || !socket || socket[kLinger] || typeof socket.destroySoon !== 'function') return;

@@ -58,6 +58,22 @@ export const tooManyRequests = (m: string, retryAfterSeconds: number) =>
 export const unavailable = (m: string) => new AppError('SERVICE_UNAVAILABLE', m);
 
 /**
+ * The same AppError without a captured stack trace: for refusals made per request in bulk (the Bridge's
+ * 401/429, which a flood makes by the thousand per second). Capturing a stack is most of what an Error
+ * costs, and a refusal's stack is never read: it is answered, not logged.
+ */
+export function stacklessError(code: ErrorCode, message?: string, opts?: { headers?: Record<string, string> }): AppError {
+  const E = Error as { stackTraceLimit?: number }; // V8's (Node); this file is also built for browsers
+  const limit = E.stackTraceLimit;
+  E.stackTraceLimit = 0;
+  try {
+    return new AppError(code, message, opts);
+  } finally {
+    E.stackTraceLimit = limit;
+  }
+}
+
+/**
  * An input field that was refused, named as the API calls it (`expiresIn`, `query.limit` is
  * `{in: 'query', field: 'limit'}`). A 400 carries them as `details.fields`, so a client that took the
  * value under another name can say that name instead: the CLI says `--expires-in`.
@@ -99,6 +115,16 @@ export function codeForStatus(status: number): ErrorCode {
 export function envelope(code: string, message: string, requestId: string, details?: unknown): ErrorEnvelope {
   const m = cleanText(message, { multiline: true, max: MAX_ERROR_MESSAGE });
   return { error: details === undefined ? { code, message: m, requestId } : { code, message: m, requestId, details } };
+}
+
+/**
+ * An envelope without details, serialized once around its request id: `head + requestId + tail` is
+ * `JSON.stringify(envelope(code, message, requestId))` for a request id that needs no JSON escaping (a
+ * ULID). For answers sent in bulk, so each costs a string concatenation instead of a serialization.
+ */
+export function envelopeAround(code: string, message: string): { head: string; tail: string } {
+  const m = cleanText(message, { multiline: true, max: MAX_ERROR_MESSAGE });
+  return { head: `{"error":{"code":${JSON.stringify(code)},"message":${JSON.stringify(m)},"requestId":"`, tail: '"}}' };
 }
 
 /** characters of an error message on the wire */

@@ -45,6 +45,7 @@ function testConfig(over: Partial<BridgeConfig> = {}): BridgeConfig {
     rateLimitPerApiKey: 100000,
     invalidKeyLimitPerMin: 100,
     rateLimit: { redisUrl: undefined, syncMs: 100, windowMs: 60_000, timeoutMs: 500 },
+    refusalLogMs: 10_000,
     poolMax: 4,
     connectionAllow: HostPolicy.parse(TEST_ALLOW_HOSTS),
     responseMaxBytes: RESPONSE_MAX_BYTES,

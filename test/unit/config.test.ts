@@ -24,6 +24,7 @@ describe('Bridge settings', () => {
       maxStaleMs: 3_600_000,
       rateLimitPerApiKey: 1000,
       invalidKeyLimitPerMin: 100,
+      refusalLogMs: 10_000,
       poolMax: 10,
       responseMaxBytes: 10 * 1024 * 1024,
       sync: { heartbeatMs: 10_000, maxBackoffMs: 5000, usageIntervalMs: 60_000, initialTimeoutMs: 10_000 },

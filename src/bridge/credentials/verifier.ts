@@ -1,4 +1,4 @@
-import { AppError, forbidden, tooManyRequests, unauthorized, unavailable } from '../../protocol/errors.js';
+import { forbidden, stacklessError, unavailable, type AppError } from '../../protocol/errors.js';
 import { API_KEY_HEADER, ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../../protocol/call.js';
 import { hashSecret, parseKey } from '../../protocol/key-format.js';
 import type { CredentialRequest, CredentialVerifier, Principal } from '../context.js';
@@ -40,6 +40,18 @@ const MESSAGES: Record<VerifyFailure, string> = {
   revoked: 'API key revoked',
   expired: 'API key expired',
 };
+
+/**
+ * The 401s, built once: a refusal is answered from its pre-serialized envelope (src/bridge/refusals.ts)
+ * and never logged, so a flood of them allocates no error and captures no stack per request.
+ */
+const REFUSED = Object.fromEntries(Object.entries(MESSAGES).map(([r, m]) => [r, stacklessError('UNAUTHORIZED', m)])) as Record<VerifyFailure, AppError>;
+const NO_KEY = stacklessError('UNAUTHORIZED', 'credential required: send an API key in X-Santokit-Api-Key');
+const BEARER = stacklessError('UNAUTHORIZED', 'end-user tokens are not supported yet: authenticate with an API key in X-Santokit-Api-Key');
+
+/** A 429 with Retry-After in whole seconds (at least 1). */
+const limited = (message: string, waitMs: number) =>
+  stacklessError('TOO_MANY_REQUESTS', message, { headers: { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) } });
 
 export interface VerifierState {
   /** true once the first snapshot from the Hub was applied */
@@ -91,10 +103,8 @@ export class ApiKeyVerifier implements CredentialVerifier {
     const presented = req.headers[API_KEY_HEADER];
     if (presented === undefined || presented === '') {
       const auth = req.headers.authorization;
-      if (typeof auth === 'string' && /^bearer\s/i.test(auth)) {
-        throw unauthorized('end-user tokens are not supported yet: authenticate with an API key in X-Santokit-Api-Key');
-      }
-      throw unauthorized('credential required: send an API key in X-Santokit-Api-Key');
+      if (typeof auth === 'string' && /^bearer\s/i.test(auth)) throw BEARER;
+      throw NO_KEY;
     }
     const r = this.verify(presented, now);
     if (typeof r === 'string') {
@@ -109,9 +119,9 @@ export class ApiKeyVerifier implements CredentialVerifier {
       // only guesses count towards the flood limit: a revoked or expired key had the right secret
       if (r !== 'revoked' && r !== 'expired') {
         const blocked = this.failures.fail(req.ip, now);
-        if (blocked > 0) throw tooManyRequests('too many invalid API keys from this address; slow down', blocked / 1000);
+        if (blocked > 0) throw limited('too many invalid API keys from this address; slow down', blocked);
       }
-      throw unauthorized(MESSAGES[r]);
+      throw REFUSED[r];
     }
     if (this.state.isExpired(r.project, r.env)) {
       this.usage.outcome(r.keyId, 'rejected', 503, now);
@@ -127,9 +137,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
     const wait = this.limiter.take(r.keyId, r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey, now);
     if (wait > 0) {
       this.usage.outcome(r.keyId, 'rejected', 429, now);
-      throw new AppError('TOO_MANY_REQUESTS', `rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, {
-        headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) },
-      });
+      throw limited(`rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, wait);
     }
     this.usage.count(r.keyId, req.ip, now);
     req.stkKeyId = r.keyId;
