@@ -14,7 +14,7 @@
  *
  * Writes bench/out/summary.json (the issue's fields), bench/out/details.json (every run) and
  * bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
- * BENCH_ONLY=cli,verify,rounds,revoke (subset), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
+ * BENCH_ONLY=cli,verify,rounds,revoke,reject,… (subset; reject: bench/lib/reject.ts, BENCH_REJECT_C, BENCH_REJECT_FLOOD_RPS), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
  * (/tmp/stk-bench-deps), BENCH_OUT_DIR (bench/out), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
  * BENCH_ONLY=…,profile) a Bridge is CPU-profiled under load: bench/out/profile-bridge.txt.
  * BENCH_BASELINE=<dir>: a checkout of another commit, built (`npm ci && npm run build` there): its own
@@ -32,6 +32,7 @@ import { pgbench } from './lib/pgbench.js';
 import { barChart, cdfChart } from './lib/plots.js';
 import { cpuMs, pgClusterCpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
 import { formatProfile, summarizeProfile } from './lib/profile.js';
+import { benchReject } from './lib/reject.js';
 import { judge, startLoad } from './lib/revocation.js';
 import {
   createKeyApi,
@@ -67,9 +68,9 @@ const PG_DIR = process.env.BENCH_PG_DIR ?? '/tmp/stk-bench-pg';
 const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
 const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
 const BASELINE = process.env.BENCH_BASELINE ? resolve(process.env.BENCH_BASELINE) : null;
-const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million').split(',').map((s) => s.trim()));
+const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million,reject').split(',').map((s) => s.trim()));
 /** the sections that need PostgreSQL, a Hub and a Bridge */
-const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million'];
+const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million', 'reject'];
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
 const ACK_BRIDGES = [1, 3, 10];
@@ -862,6 +863,28 @@ async function main(): Promise<void> {
       write();
     }
 
+    if (SECTIONS.has('reject')) {
+      const r = await benchReject({
+        paths,
+        hub: hubA,
+        env: 'bench',
+        rounds: ROUNDS,
+        warmupS: WARMUP_S,
+        durationS: DURATION_S,
+        connections: int(process.env.BENCH_REJECT_C, 50),
+        floodRps: int(process.env.BENCH_REJECT_FLOOD_RPS, 2000),
+        outDir: OUT,
+        logDir: LOGS,
+        profile: SECTIONS.has('profile'),
+        note,
+      });
+      Object.assign(ratios, r.summary.ratios);
+      summary.ratios = ratios;
+      summary.reject = r.summary.reject;
+      details.reject = r.details;
+      write();
+    }
+
     if (SECTIONS.has('revoke')) {
       const r = await revocation(paths, hubA, bridgeA, benchUrl);
       summary.revocation = r.summary;
@@ -1078,6 +1101,10 @@ function report(): void {
     ['verify p50 / p99 ns', s.verify_ns ? `${s.verify_ns.p50} / ${chk(s.verify_ns.p99, (x) => x <= 10_000, '≤ 10000')}` : '–'],
     ['accepted after revoke', chk(s.revocation?.accepted_after_revoke_returned, (x) => x === 0, '0')],
     ['revoke ack p99 ms', chk(s.revocation?.ack_p99_ms, () => true, 'reported')],
+    ['429 CPU / served CPU per request', chk(s.ratios?.rejected_429_cpu_vs_served, (x) => x <= 0.3, '≤ 0.3')],
+    ['401 CPU / served CPU per request', chk(s.ratios?.rejected_401_cpu_vs_served, (x) => x <= 0.3, '≤ 0.3')],
+    ['neighbour req/s under a 429 flood', chk(s.reject?.neighbour_throughput_ratio, (x) => x >= 0.9, '≥ 0.9')],
+    ['(floor: bare node:http 401 / served CPU)', typeof s.reject?.floor_cpu_vs_served === 'number' ? String(s.reject.floor_cpu_vs_served) : '–'],
     ['stk --version / node -e 0', chk(s.cli?.cold_start_ratio_vs_node, (x) => x <= 2, '≤ 2')],
     ['Bridge RSS under load MB', chk(s.memory?.bridge_rss_mb_under_load, (x) => x <= 150, '≤ 150')],
   ];
