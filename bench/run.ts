@@ -11,10 +11,18 @@
  *   rounds   interleaved wrk runs (2 s warm-up + 10 s measured; c=10 and c=50; -t2), order rotated per
  *            round; Bridge RSS sampled while it is under load
  *   revoke   3 Bridges under load, 100 revokes through `stk apikey revoke`
+ *   floor    (issue 18) the node:http floor (server.mjs DB=0) and pgbench -M extended join the read rounds;
+ *            a CPU profile of the Bridge against the floor (bench/out/profile-floor.txt)
+ *   writes   insert (a new id per request) and update by id, Bridge vs the minimal server, own rounds
+ *   verifyload  a Bridge with STK_BENCH_VERIFY_SAMPLES under wrk c=50: verifyKey vs a bare HMAC, per call
+ *   acks     revoke ack latency and the Hub's CPU per ack with 1, 3, 10 Bridges
+ *   million  a Hub with 1,000,000 keys, 3 Bridges: snapshot time, RSS, throughput vs 1 key, revokes
  *
- * Writes bench/out/summary.json (the issue's fields), bench/out/details.json (every run) and
- * bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
- * BENCH_ONLY=cli,verify,rounds,revoke,reject,… (subset; reject: bench/lib/reject.ts, BENCH_REJECT_C, BENCH_REJECT_FLOOD_RPS), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
+ * Writes bench/out/summary.json (the issues' fields), bench/out/details.json (every run), the plots
+ * bench/out/*.svg and bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
+ * BENCH_ONLY=cli,verify,rounds,floor,writes,verifyload,revoke,acks,million,reject,… (subset; reject:
+ * bench/lib/reject.ts, BENCH_REJECT_C, BENCH_REJECT_FLOOD_RPS), BENCH_ACK_REVOKES (50),
+ * BENCH_MILLION_KEYS (1000000), BENCH_PG_PORT (55439), BENCH_PG_DIR, BENCH_DEPS_DIR
  * (/tmp/stk-bench-deps), BENCH_OUT_DIR (bench/out), BENCH_YARDSTICKS (../shared/bench). When a throughput target is missed (or with
  * BENCH_ONLY=…,profile) a Bridge is CPU-profiled under load: bench/out/profile-bridge.txt.
  * BENCH_BASELINE=<dir>: a checkout of another commit, built (`npm ci && npm run build` there): its own
@@ -275,6 +283,9 @@ async function rounds(targets: Target[]): Promise<{ runs: Run[]; rssMax: number 
         const pg0 = pgClusterCpuMs(pgData);
         const sc0 = syscalls(pid);
         const res = await go(t, c, DURATION_S, 'm');
+        // pgbench's 10-50 backends exit as it ends: let the postmaster reap them (their CPU moves into its
+        // cutime/cstime) so none is between the two places when the cluster's CPU is read
+        if (t.runner) await sleep(500);
         const perReq = (x: number) => (x * 1000) / Math.max(1, res.requests);
         const pgCpuUsPerReq = perReq(pgClusterCpuMs(pgData) - pg0);
         // pgbench: the server is PostgreSQL, so its CPU per request is PostgreSQL's
@@ -495,7 +506,7 @@ async function profileBridge(
   // the yardstick has no signal handler: exit on SIGTERM so V8 writes the profile
   const mPort = await freePort();
   const minimal = start(
-    'minimal-profile',
+    floor ? 'floor-profile' : 'minimal-profile',
     process.execPath,
     [
       '--cpu-prof',
