@@ -18,7 +18,17 @@ import { lookup } from 'node:dns/promises';
 import { Socket } from 'node:net';
 import type { ClientConfig } from 'pg';
 import { badRequest } from '../protocol/errors.js';
-import { HostPolicy, isHostName, parseIPv4, parseIPv6, refusedNameReason, refusedReason, type IpBytes } from './net-policy.js';
+import {
+  HostPolicy,
+  isHostName,
+  parseIPv4,
+  parseIPv6,
+  refusedNameReason,
+  refusedReason,
+  resolveChecked,
+  type Lookup,
+  type ResolvedAddress,
+} from './net-policy.js';
 
 export const MAX_DB_URL_LENGTH = 2048;
 
@@ -143,30 +153,13 @@ export function checkDbHost(t: ParsedDbUrl, policy: HostPolicy): void {
   if (why && !policy.allowsName(t.host, t.port)) throw badRequest(`dbUrl host ${hostPort(t)} is not allowed: it is ${why}; ${ALLOW_HINT}`);
 }
 
-/** Resolves a host name to all its addresses (default: the system resolver, as `net.connect` uses). */
-export type Lookup = (host: string) => Promise<Array<{ address: string; family: number }>>;
+export type { Lookup };
 const systemLookup: Lookup = (host) => lookup(host, { all: true, verbatim: true });
 
 /** The addresses of `host` that a connection may use: all of them, or a 400 when any is refused. */
-async function checkedAddresses(host: string, port: number, policy: HostPolicy, resolve: Lookup): Promise<Array<{ address: string; family: number }>> {
-  let found: Array<{ address: string; family: number }>;
-  try {
-    found = await resolve(host);
-  } catch (e) {
-    const code = (e as { code?: unknown }).code;
-    throw Object.assign(new Error(`host not found: ${host}`), { code: code === 'EAI_AGAIN' ? 'EAI_AGAIN' : 'ENOTFOUND' });
-  }
-  if (found.length === 0) throw Object.assign(new Error(`host not found: ${host}`), { code: 'ENOTFOUND' });
-  if (policy.allowsName(host, port)) return found;
-  const at = hostPort({ host, port });
-  for (const { address } of found) {
-    const bytes: IpBytes | null = parseIPv4(address) ?? parseIPv6(address);
-    if (!bytes) throw badRequest(`dbUrl host ${at} resolves to something that is not an IP address`);
-    const why = refusedReason(bytes);
-    // a name is refused as a whole when any of its addresses is: whichever one the connection would
-    // pick (or fall back to) must be fine
-    if (why && !policy.allowsAddress(bytes, port)) throw badRequest(`dbUrl host ${at} is not allowed: it resolves to ${why}; ${ALLOW_HINT}`);
-  }
+async function checkedAddresses(host: string, port: number, policy: HostPolicy, resolve: Lookup): Promise<ResolvedAddress[]> {
+  const { found, refused } = await resolveChecked(host, port, policy, resolve);
+  if (refused) throw badRequest(`dbUrl host ${hostPort({ host, port })} is not allowed: it resolves to ${refused}; ${ALLOW_HINT}`);
   return found;
 }
 

@@ -144,6 +144,67 @@ export function refusedReason(addr: IpBytes): string | null {
   return null;
 }
 
+const PRIVATE_V4: Array<[Cidr, string]> = [
+  [cidr('10.0.0.0/8'), 'a private network address'],
+  [cidr('172.16.0.0/12'), 'a private network address'],
+  [cidr('192.168.0.0/16'), 'a private network address'],
+  [cidr('100.64.0.0/10'), 'a shared (carrier-grade NAT) address'],
+  [cidr('198.18.0.0/15'), 'a benchmarking network address'],
+];
+const PRIVATE_V6: Array<[Cidr, string]> = [[cidr('fc00::/7'), 'a unique local (private) address']];
+
+/**
+ * Why an address is refused for a request to a service outside (a webhook receiver), or null: what
+ * `refusedReason` refuses, and private networks too — a database lives in one, a webhook receiver
+ * is a public service, and a Hub posting into its own network is the request forgery to prevent.
+ */
+export function refusedOutsideReason(addr: IpBytes): string | null {
+  const why = refusedReason(addr);
+  if (why) return why;
+  const v4 = addr.length === 4 ? addr : embeddedIPv4(addr);
+  if (v4) for (const [c, r] of PRIVATE_V4) if (inCidr(v4, c)) return addr.length === 4 ? r : `${r} (as ${formatIp(v4)} inside an IPv6 address)`;
+  if (addr.length === 16) for (const [c, r] of PRIVATE_V6) if (inCidr(addr, c)) return r;
+  return null;
+}
+
+export interface ResolvedAddress {
+  address: string;
+  family: number;
+}
+/** Resolves a host name to all its addresses. */
+export type Lookup = (host: string) => Promise<ResolvedAddress[]>;
+
+/**
+ * The addresses `host` resolves to, each checked: `refused` says why one of them may not be reached
+ * (a name is refused as a whole when any of its addresses is: whichever one a connection would pick,
+ * or fall back to, must be fine), null when all may. A name the policy allows is trusted with
+ * whatever it resolves to. Throws `host not found: …` (code ENOTFOUND or EAI_AGAIN).
+ */
+export async function resolveChecked(
+  host: string,
+  port: number,
+  policy: HostPolicy,
+  resolve: Lookup,
+  reasonOf: (addr: IpBytes) => string | null = refusedReason,
+): Promise<{ found: ResolvedAddress[]; refused: string | null }> {
+  let found: ResolvedAddress[];
+  try {
+    found = await resolve(host);
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    throw Object.assign(new Error(`host not found: ${host}`), { code: code === 'EAI_AGAIN' ? 'EAI_AGAIN' : 'ENOTFOUND' });
+  }
+  if (found.length === 0) throw Object.assign(new Error(`host not found: ${host}`), { code: 'ENOTFOUND' });
+  if (policy.allowsName(host, port)) return { found, refused: null };
+  for (const { address } of found) {
+    const bytes = parseIp(address);
+    if (!bytes) return { found, refused: 'something that is not an IP address' };
+    const why = reasonOf(bytes);
+    if (why && !policy.allowsAddress(bytes, port)) return { found, refused: why };
+  }
+  return { found, refused: null };
+}
+
 /** Host names that point at this machine or at a metadata service wherever they are resolved. */
 export function refusedNameReason(name: string): string | null {
   const n = name.toLowerCase().replace(/\.$/, '');

@@ -13,6 +13,7 @@ import { useContractSchemas } from '../common/contract-route.js';
 import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
 import { registerRoutes } from './routes/index.js';
+import { WebhookWorker } from './services/webhooks/worker.js';
 
 export interface BuildHubOptions {
   store?: Store;
@@ -59,5 +60,9 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
     await store.close();
   });
   await bootstrapOwner(ctx);
+  // webhook deliveries queued in the store (by this Hub or another on it): sent from here
+  const webhooks = new WebhookWorker(ctx);
+  ctx.onClose.push(() => webhooks.stop());
+  webhooks.start();
   return { app, ctx };
 }

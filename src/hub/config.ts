@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { HTTP_ENV, httpSettings, type HttpSettings } from '../common/http-config.js';
 import { env, readEnv } from '../common/env-config.js';
 import type { HostPolicy } from '../common/net-policy.js';
+import { WEBHOOK_ENV, webhookSettings, type WebhookSettings } from './services/webhooks/config.js';
 
 export interface HubConfig {
   port: number;
@@ -35,6 +36,8 @@ export interface HubConfig {
   connectionAllow: HostPolicy;
   /** the shared HTTP layer: log level, proxies, connection limits (src/common/http-config.ts) */
   http: HttpSettings;
+  /** webhook delivery (STK_WEBHOOK_*, src/hub/services/webhooks/config.ts) */
+  webhooks: WebhookSettings;
   /** the change feed to Bridges (tests shorten these) */
   sync: {
     /** heartbeat on each stream and presence refresh (STK_SYNC_HEARTBEAT_MS) */
@@ -107,6 +110,7 @@ export const HUB_ENV = z.object({
   STK_SYNC_GAP_WAIT_MS: env.int(250, 0),
   STK_SYNC_POLL_MS: env.int(2000, 1),
   ...HTTP_ENV,
+  ...WEBHOOK_ENV,
 });
 
 export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfig {
@@ -151,6 +155,7 @@ export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfi
     loginAccountMaxFailures: e.STK_LOGIN_ACCOUNT_MAX_FAILURES,
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
     http: httpSettings(e),
+    webhooks: webhookSettings(e),
     sync: {
       heartbeatMs,
       presenceStaleMs: e.STK_SYNC_PRESENCE_STALE_MS || heartbeatMs * 3,

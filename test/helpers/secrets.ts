@@ -15,7 +15,8 @@ export const OUTPUT_DIR = join(ROOT, 'test-output');
 export const SECRETS_FILE = join(OUTPUT_DIR, 'secrets.jsonl');
 export const SCAN_LOG_DIR = join(OUTPUT_DIR, 'logs');
 
-export type SecretKind = 'hub-secret-key' | 'service-token' | 'password' | 'session-token' | 'api-key' | 'db-url' | 'db-password' | 'invite-code';
+export type SecretKind =
+  'hub-secret-key' | 'service-token' | 'password' | 'session-token' | 'api-key' | 'db-url' | 'db-password' | 'invite-code' | 'webhook-secret';
 
 interface SecretRecord {
   run: string;

@@ -10,6 +10,7 @@ import { registerApplyCommand } from './apply.js';
 import { registerReleaseCommands } from './release.js';
 import { registerSchemaCommands } from './schema.js';
 import { registerApiKeyCommands } from './apikey.js';
+import { registerWebhookCommands } from './webhooks.js';
 import { registerGenCommands } from './gen.js';
 import { registerStatusCommand } from './status.js';
 import { registerCompletionCommand } from './completion.js';
@@ -27,6 +28,7 @@ export function registerCommands(program: Command): void {
   registerReleaseCommands(program);
   registerSchemaCommands(program);
   registerApiKeyCommands(program);
+  registerWebhookCommands(program);
   registerGenCommands(program);
   registerStatusCommand(program);
   registerCompletionCommand(program); // last: it completes every command registered before it

@@ -9,6 +9,7 @@ import internalRoutes from './internal.js';
 import applyRoutes from './apply.js';
 import releaseRoutes from './releases.js';
 import schemaRoutes from './schema.js';
+import webhookRoutes from './webhooks.js';
 import compatRoutes from './compat.js';
 
 /**
@@ -27,6 +28,7 @@ export async function registerRoutes(app: FastifyInstance, ctx: HubContext): Pro
   await app.register(applyRoutes, { ctx });
   await app.register(releaseRoutes, { ctx });
   await app.register(schemaRoutes, { ctx });
+  await app.register(webhookRoutes, { ctx });
   // the upstream Santokit routes, onto the same services (docs/compat.md)
   await app.register(compatRoutes, { ctx });
 }

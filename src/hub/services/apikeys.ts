@@ -15,6 +15,7 @@ import { isPostgres, notifyChanged, recordChange } from './events.js';
 import type { ApiKeyView, CreatedKey, KeyStatus, KeyUsageReport, KeyUsageSummary, RevokeResponse, RotatedKey, UpdatedKey } from '../../protocol/api/hub.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
+import { rateLimitedEvents } from './webhooks/queue.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -668,6 +669,12 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
           .execute();
       }
     }
+    // apikey.rate_limited webhook events: the first 429 of a key in an hour
+    await rateLimitedEvents(
+      ctx,
+      trx0,
+      entries.filter((k) => known.has(k.keyId)),
+    );
   });
   // retention, cheap and bounded by the indexes
   await db.deleteFrom('api_key_usage').where('minute', '<', oldest).execute();

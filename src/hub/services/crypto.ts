@@ -2,12 +2,13 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, ran
 
 /**
  * Secrets at rest. Subkeys are derived from STK_SECRET_KEY with HKDF so one master key never
- * serves two purposes: DB-URL encryption (AES-256-GCM), the API-key pepper (HMAC-SHA-256) and
- * keyed hashes of identifiers kept instead of what a client typed.
+ * serves two purposes: DB-URL encryption (AES-256-GCM), webhook-secret encryption (the same, its own subkey),
+ * the API-key pepper (HMAC-SHA-256) and keyed hashes of identifiers kept instead of what a client typed.
  */
 export class Crypto {
   readonly #encKey: Buffer;
   readonly #idKey: Buffer;
+  readonly #webhookKey: Buffer;
   /** pepper for API-key hashes; shipped to Bridges over the authenticated internal channel */
   readonly apiKeyPepper: Buffer;
   /** stored in the Hub store when it is created: a later start with another master key is refused */
@@ -18,6 +19,7 @@ export class Crypto {
     this.#encKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/db-url-encryption/v1', 32));
     this.apiKeyPepper = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/apikey-pepper/v1', 32));
     this.#idKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/identifier-hash/v1', 32));
+    this.#webhookKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/webhook-secret-encryption/v1', 32));
     this.storeKeyCheck = 'v1:' + Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'santokit/store-key-check/v1', 16)).toString('hex');
   }
 
@@ -31,19 +33,37 @@ export class Crypto {
   }
 
   encrypt(plaintext: string): string {
-    const iv = randomBytes(12);
-    const c = createCipheriv('aes-256-gcm', this.#encKey, iv);
-    const ct = Buffer.concat([c.update(plaintext, 'utf8'), c.final()]);
-    return 'v1:' + Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64');
+    return seal(this.#encKey, plaintext);
   }
 
   decrypt(stored: string): string {
-    if (!stored.startsWith('v1:')) throw new Error('unknown ciphertext version');
-    const raw = Buffer.from(stored.slice(3), 'base64');
-    const d = createDecipheriv('aes-256-gcm', this.#encKey, raw.subarray(0, 12));
-    d.setAuthTag(raw.subarray(12, 28));
-    return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8');
+    return open(this.#encKey, stored);
   }
+
+  /** A webhook endpoint's signing secret at rest (the Hub signs with it, so it is kept, encrypted). */
+  sealWebhookSecret(secret: string): string {
+    return seal(this.#webhookKey, secret);
+  }
+
+  openWebhookSecret(stored: string): string {
+    return open(this.#webhookKey, stored);
+  }
+}
+
+/** AES-256-GCM, `v1:` + base64(iv ‖ tag ‖ ciphertext). */
+function seal(key: Buffer, plaintext: string): string {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', key, iv);
+  const ct = Buffer.concat([c.update(plaintext, 'utf8'), c.final()]);
+  return 'v1:' + Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64');
+}
+
+function open(key: Buffer, stored: string): string {
+  if (!stored.startsWith('v1:')) throw new Error('unknown ciphertext version');
+  const raw = Buffer.from(stored.slice(3), 'base64');
+  const d = createDecipheriv('aes-256-gcm', key, raw.subarray(0, 12));
+  d.setAuthTag(raw.subarray(12, 28));
+  return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8');
 }
 
 export const sha256Hex = (s: string) => createHash('sha256').update(s).digest('hex');

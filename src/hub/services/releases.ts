@@ -14,6 +14,7 @@ import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { waitForBridges, type AckResult } from './sync/index.js';
 import type { ApplyResponse, CurrentRelease, PlanStep, PromoteResponse, ReleaseDetail, ReleaseSummary, RollbackResponse } from '../../protocol/api/hub.js';
 import { currentRelease, getRelease, toIR } from './release-store.js';
+import { enqueueEvent } from './webhooks/queue.js';
 
 export { currentRelease, getRelease };
 import { compatibilityProblems, compileInputs, readApplyBody, syncSchema } from './apply/index.js';
@@ -49,8 +50,14 @@ export function releaseHash(x: { schema: SchemaIR; permissions: PermissionsIR; c
     .digest('hex');
 }
 
-/** Points the env at a release. Returns whether the pointer moved (then a change event `seq` was written). */
+/**
+ * Points the env at a release. Returns whether the pointer moved (then a change event `seq` was
+ * written, and a release.applied webhook event queued, in the same transaction).
+ */
 async function setCurrent(
+  ctx: HubContext,
+  actor: Actor,
+  via: 'apply' | 'promote' | 'rollback',
   trx: Kysely<HubDatabase>,
   project: ProjectRef,
   env: { id: string; name: string },
@@ -65,6 +72,20 @@ async function setCurrent(
     .onConflict((oc) => oc.column('env_id').doUpdateSet({ release_id: releaseId, updated_at: now }))
     .execute();
   const seq = await recordChange(trx, { project: project.name, env: env.name, kind: 'release', payload: { releaseId } });
+  const op = actor.operator;
+  await enqueueEvent(ctx, trx, {
+    projectId: project.id,
+    type: 'release.applied',
+    at: now,
+    data: {
+      project: project.name,
+      env: env.name,
+      releaseId,
+      previousReleaseId: cur?.release_id ?? null,
+      via,
+      actor: { type: op ? 'operator' : 'system', id: op?.id ?? null, email: op?.email ?? null },
+    },
+  });
   return { moved: true, previous: cur?.release_id ?? null, seq };
 }
 
@@ -110,7 +131,7 @@ export async function publishRelease(
             trx,
           );
         }
-        const moved = await setCurrent(trx, project, env, releaseId);
+        const moved = await setCurrent(ctx, actor, 'apply', trx, project, env, releaseId);
         return { releaseId, reused: Boolean(existing), ...moved };
       });
       if (r.moved) notifyChanged(ctx);
@@ -323,7 +344,7 @@ export async function promote(ctx: HubContext, actor: Actor, projectName: string
     };
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
-    const moved = await setCurrent(trx, project, to, rel.releaseId);
+    const moved = await setCurrent(ctx, actor, 'promote', trx, project, to, rel.releaseId);
     await audit(
       ctx,
       actor,
@@ -379,7 +400,7 @@ export async function rollback(ctx: HubContext, actor: Actor, projectName: strin
     );
   }
   const r = await ctx.db.transaction().execute(async (trx) => {
-    const moved = await setCurrent(trx, project, env, rel.releaseId);
+    const moved = await setCurrent(ctx, actor, 'rollback', trx, project, env, rel.releaseId);
     await audit(
       ctx,
       actor,

@@ -251,6 +251,57 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('schema_snapshots_env_ix').on('schema_snapshots').columns(['env_id', 'created_at']).execute();
       },
     },
+    '0011_webhooks': {
+      // `stk webhooks`: endpoints (secret encrypted under STK_SECRET_KEY), the durable delivery queue
+      // (outbox rows written in the transaction of the change; a lease per attempt, so one Hub sends
+      // each delivery at a time and a dead Hub's lease expires), and which once-only notices were sent
+      // (apikey.expiring per key and expiry, apikey.rate_limited per key and hour)
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('webhook_endpoints')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('events_json', 'text', (c) => c.notNull())
+          .addColumn('secret_enc', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('disabled_reason', 'text')
+          .addColumn('dropped', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_by', 'text')
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('webhook_endpoints_project_ix').on('webhook_endpoints').column('project_id').execute();
+        await db.schema
+          .createTable('webhook_deliveries')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('endpoint_id', 'text', (c) => c.notNull().references('webhook_endpoints.id').onDelete('cascade'))
+          .addColumn('project_id', 'text', (c) => c.notNull())
+          .addColumn('event_type', 'text', (c) => c.notNull())
+          .addColumn('payload', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('next_attempt_at', ts, (c) => c.notNull())
+          .addColumn('lease_owner', 'text')
+          .addColumn('lease_until', ts)
+          .addColumn('last_attempt_at', ts)
+          .addColumn('last_status', 'integer')
+          .addColumn('last_error', 'text')
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addColumn('finished_at', ts)
+          .execute();
+        await db.schema.createIndex('webhook_deliveries_due_ix').on('webhook_deliveries').columns(['status', 'next_attempt_at']).execute();
+        await db.schema.createIndex('webhook_deliveries_endpoint_ix').on('webhook_deliveries').columns(['endpoint_id', 'created_at']).execute();
+        await db.schema.createIndex('webhook_deliveries_project_ix').on('webhook_deliveries').columns(['project_id', 'status']).execute();
+        await db.schema
+          .createTable('webhook_notices')
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('notice', 'text', (c) => c.notNull())
+          .addColumn('at', ts, (c) => c.notNull())
+          .addPrimaryKeyConstraint('webhook_notices_pk', ['key_id', 'notice'])
+          .execute();
+        await db.schema.createIndex('webhook_notices_at_ix').on('webhook_notices').column('at').execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

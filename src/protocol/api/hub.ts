@@ -717,6 +717,101 @@ export const schema = {
   }),
 };
 
+// ---------------------------------------------------------------- webhooks (docs/webhooks.md)
+
+export const WebhookView = z
+  .object({
+    webhookId: z.string(),
+    url: z.string(),
+    events: z.array(z.string()),
+    status: z.enum(['active', 'disabled']),
+    disabledReason: z.string().nullable().meta({ description: 'why it stopped (the receiver answered 410 Gone)' }),
+    pending: z.number().int().meta({ description: 'deliveries waiting to be sent or retried' }),
+    dropped: z.number().int().meta({ description: "events not queued for it because the project's queue was full" }),
+    createdAt: IsoTime,
+  })
+  .meta({ id: 'Webhook' });
+export const CreatedWebhook = WebhookView.extend({
+  secret: z.string().meta({ description: 'the signing secret (whsec_…): shown once; the Hub keeps it encrypted to sign with' }),
+}).meta({ id: 'CreatedWebhook' });
+export const AddWebhookBody = z.looseObject({
+  url: z.unknown().optional().meta({ description: 'https:// URL of the receiver' }),
+  events: z.unknown().optional().meta({ description: 'event types to receive (docs/webhooks.md)' }),
+});
+export const WebhookDelivery = z
+  .object({
+    deliveryId: z.string().meta({ description: 'the webhook-id header: the same on every attempt' }),
+    webhookId: z.string(),
+    type: z.string(),
+    status: z.enum(['pending', 'succeeded', 'failed']),
+    attempts: z.number().int(),
+    createdAt: IsoTime,
+    lastAttemptAt: IsoTime.nullable(),
+    nextAttemptAt: IsoTime.nullable().meta({ description: 'when it is (re)tried; null once finished' }),
+    lastResponseStatus: z.number().int().nullable().meta({ description: "the receiver's last HTTP status (null: no answer)" }),
+    lastError: z.string().nullable(),
+    finishedAt: IsoTime.nullable(),
+  })
+  .meta({ id: 'WebhookDelivery' });
+const WebhookParams = ProjectParams.extend({ webhook: z.string().max(200).meta({ description: 'webhook id (wh_…)' }) });
+const WEBHOOKS = '/api/projects/:project/webhooks';
+const webhooksAdmin = projectRoleAtLeast('admin');
+export const webhooks = {
+  add: defineRoute({
+    method: 'POST',
+    url: WEBHOOKS,
+    auth: webhooksAdmin,
+    summary: 'Add a webhook endpoint (the signing secret is in this response only)',
+    tags: ['webhooks'],
+    params: ProjectParams,
+    body: AddWebhookBody,
+    response: { 201: CreatedWebhook },
+    errors: ['CONFLICT'],
+  }),
+  list: defineRoute({
+    method: 'GET',
+    url: WEBHOOKS,
+    auth: webhooksAdmin,
+    summary: "A project's webhook endpoints (never a secret)",
+    tags: ['webhooks'],
+    params: ProjectParams,
+    response: { 200: z.object({ items: z.array(WebhookView) }) },
+  }),
+  remove: defineRoute({
+    method: 'DELETE',
+    url: `${WEBHOOKS}/:webhook`,
+    auth: webhooksAdmin,
+    summary: 'Remove a webhook endpoint and its queued deliveries',
+    tags: ['webhooks'],
+    params: WebhookParams,
+    response: { 200: Ok },
+  }),
+  test: defineRoute({
+    method: 'POST',
+    url: `${WEBHOOKS}/:webhook/test`,
+    auth: webhooksAdmin,
+    summary: 'Queue a webhook.test event to this endpoint',
+    tags: ['webhooks'],
+    params: WebhookParams,
+    response: { 202: z.object({ deliveryId: z.string() }) },
+    errors: ['CONFLICT'],
+  }),
+  deliveries: defineRoute({
+    method: 'GET',
+    url: `${WEBHOOKS}/deliveries`,
+    auth: webhooksAdmin,
+    summary: "Recent deliveries of the project's webhooks, newest first",
+    tags: ['webhooks'],
+    params: ProjectParams,
+    query: z.object({
+      webhook: z.string().max(200).optional().meta({ description: 'only this endpoint' }),
+      status: z.enum(['pending', 'succeeded', 'failed']).optional(),
+      limit: z.string().optional().meta({ description: '1-1000, default 50' }),
+    }),
+    response: { 200: z.object({ items: z.array(WebhookDelivery) }) },
+  }),
+};
+
 // ---------------------------------------------------------------- internal (Bridges, service token)
 
 const BridgeId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'bridgeId: 1-128 of letters, digits, . _ : -');
@@ -835,6 +930,7 @@ export const HUB_API = {
   ...prefixed('apikeys', apikeys),
   ...prefixed('releases', releases),
   ...prefixed('schema', schema),
+  ...prefixed('webhooks', webhooks),
   ...prefixed('internal', internal),
   ...prefixed('compat', compat),
 };
@@ -880,3 +976,6 @@ export type SchemaSummary = z.infer<typeof SchemaSummary>;
 export type SchemaSnapshot = z.infer<typeof SchemaSnapshot>;
 export type RecordedSnapshot = z.infer<typeof RecordedSnapshot>;
 export type SchemaDrift = z.infer<typeof SchemaDrift>;
+export type WebhookView = z.infer<typeof WebhookView>;
+export type CreatedWebhook = z.infer<typeof CreatedWebhook>;
+export type WebhookDelivery = z.infer<typeof WebhookDelivery>;
