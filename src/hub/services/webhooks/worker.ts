@@ -211,7 +211,8 @@ export class WebhookWorker {
     const s = this.ctx.config.webhooks;
     const db = whDb(this.ctx.db);
     const now = nowIso();
-    const done = { lease_owner: null, lease_until: null, last_status: r.status, last_error: r.error };
+    // lease_owner stays: which Hub made the last attempt
+    const done = { lease_until: null, last_status: r.status, last_error: r.error };
     if (r.error === null) {
       await db
         .updateTable('webhook_deliveries')
