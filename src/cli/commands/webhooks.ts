@@ -150,7 +150,7 @@ export function registerWebhookCommands(program: Command): void {
       return;
     }
     throw new CliError(
-      `test delivery ${deliveryId} failed: ${d.lastError ?? `HTTP ${d.lastResponseStatus}`}${d.nextAttemptAt ? ` (retried ${when(d.nextAttemptAt)})` : ''}`,
+      `test delivery ${deliveryId} failed: ${d.lastError ?? `HTTP ${d.lastResponseStatus}`}${d.nextAttemptAt ? ` (next attempt ${when(d.nextAttemptAt)})` : ''}`,
     );
   });
 

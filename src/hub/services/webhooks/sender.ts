@@ -130,6 +130,7 @@ export function sendWebhook(
 ): Promise<AttemptResult> {
   return new Promise<AttemptResult>((done) => {
     let settled = false;
+    let timer: NodeJS.Timeout | undefined;
     const finish = (r: AttemptResult) => {
       if (settled) return;
       settled = true;
@@ -190,7 +191,7 @@ export function sendWebhook(
         res.on('close', () => finish(result));
       },
     );
-    const timer = setTimeout(() => {
+    timer = setTimeout(() => {
       fail(`timed out after ${o.timeoutMs} ms`);
       req.destroy();
     }, o.timeoutMs);
