@@ -143,6 +143,7 @@ describe('security: route-table sweep', () => {
       email: 'nobody@example.com',
       releaseId: 'rel_nosuch',
       file: 'swagger-ui.css',
+      webhook: 'wh_nosuch',
     };
     return url.replace(/:([A-Za-z]+)/g, (_m, p: string) => {
       if (!(p in real)) throw new Error(`route param :${p} has no sweep value: add one`);
