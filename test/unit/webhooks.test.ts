@@ -6,6 +6,9 @@ import { loadHubConfig } from '../../src/hub/config.js';
 import { HostPolicy } from '../../src/common/net-policy.js';
 import { parseWebhookUrl, sendWebhook, signWebhook } from '../../src/hub/services/webhooks/sender.js';
 import { backoffMs } from '../../src/hub/services/webhooks/worker.js';
+import type { HubContext } from '../../src/hub/context.js';
+import { audit } from '../../src/hub/services/audit.js';
+import { recordUsage } from '../../src/hub/services/apikeys.js';
 import { waitFor } from '../helpers/procs.js';
 import { rememberSecret } from '../helpers/secrets.js';
 import { startReceiver, verifyStandardWebhook, type Receiver } from '../helpers/webhook-receiver.js';
@@ -40,8 +43,13 @@ describe('webhooks: signing, targets, backoff', () => {
     const to = (addrs: string[]) => async () => addrs.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
     const send = (host: string, addrs: string[], policy = HostPolicy.NONE) =>
       sendWebhook(`http://${host}:${recv.port}/dns`, {}, '{}', { policy, timeoutMs: 2000, resolve: to(addrs) });
-    expect(await send('hooks.example.com', ['169.254.169.254'])).toMatchObject({ status: null, error: expect.stringContaining('resolves to a link-local address') });
-    expect(await send('hooks.example.com', ['93.184.216.34', '10.0.0.7'])).toMatchObject({ error: expect.stringContaining('resolves to a private network address') });
+    expect(await send('hooks.example.com', ['169.254.169.254'])).toMatchObject({
+      status: null,
+      error: expect.stringContaining('resolves to a link-local address'),
+    });
+    expect(await send('hooks.example.com', ['93.184.216.34', '10.0.0.7'])).toMatchObject({
+      error: expect.stringContaining('resolves to a private network address'),
+    });
     expect(await send('hooks.example.com', ['::ffff:127.0.0.1'])).toMatchObject({ error: expect.stringContaining('loopback') });
     expect(await send('hooks.example.com', ['127.0.0.1'])).toMatchObject({ error: expect.stringContaining('resolves to a loopback address') });
     expect(recv.at('/dns')).toHaveLength(0);
@@ -102,10 +110,16 @@ describe('webhooks: signing, targets, backoff', () => {
 describe('webhooks on a SQLite store (in-process Hub)', () => {
   let recv: Receiver;
   let app: FastifyInstance;
+  let ctx: HubContext;
   let token: string;
   const owner = { email: 'owner@example.com', password: rememberSecret('password', 'sqlite-webhook-pw-1') };
   const req = async (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown) => {
-    const r = await app.inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(payload === undefined ? {} : { payload: payload as object }) });
+    const r = await app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${token}` },
+      ...(payload === undefined ? {} : { payload: payload as object }),
+    });
     return { status: r.statusCode, json: r.json() as any };
   };
 
@@ -122,7 +136,7 @@ describe('webhooks on a SQLite store (in-process Hub)', () => {
       STK_WEBHOOK_BACKOFF_BASE_MS: '100',
       STK_WEBHOOK_QUEUE_MAX: '2',
     });
-    ({ app } = await buildHub(cfg, { logger: false }));
+    ({ app, ctx } = await buildHub(cfg, { logger: false }));
     await app.ready();
     const login = await app.inject({ method: 'POST', url: '/api/auth/login', payload: owner });
     token = rememberSecret('session-token', login.json().token as string);
@@ -160,5 +174,42 @@ describe('webhooks on a SQLite store (in-process Hub)', () => {
     // removing the endpoint removes its queue
     expect((await req('DELETE', `/api/projects/shop/webhooks/${add.json.webhookId}`)).status).toBe(200);
     expect((await req('GET', '/api/projects/shop/webhooks/deliveries')).json.items).toEqual([]);
+  });
+  it('events queued inside a transaction on the one SQLite connection: an audited apikey.suspend, a usage report with 429s (no deadlock)', async () => {
+    const add = await req('POST', '/api/projects/shop/webhooks', { url: `${recv.url}/tx`, events: ['apikey.suspended', 'apikey.rate_limited'] });
+    expect(add.status).toBe(201);
+    rememberSecret('webhook-secret', add.json.secret as string);
+    expect((await req('POST', '/api/projects/shop/envs', { name: 'dev' })).status).toBe(201);
+    const project = (await ctx.db.selectFrom('projects').select('id').where('name', '=', 'shop').executeTakeFirstOrThrow()).id;
+    const env = (await ctx.db.selectFrom('envs').select('id').where('name', '=', 'dev').executeTakeFirstOrThrow()).id;
+    const keyId = '1SQ1TEWEBH00';
+    const at = new Date().toISOString();
+    await ctx.db
+      .insertInto('api_keys')
+      .values({ id: keyId, project_id: project, env_id: env, name: 'lite', roles_json: '["reader"]', secret_hash: 'x', status: 'active', created_at: at })
+      .execute();
+    // what a suspend writes (the keys service's audit action): the event comes from the audit entry
+    const operator = { id: 'op', email: 'owner@example.com' } as never;
+    await ctx.db
+      .transaction()
+      .execute((trx) =>
+        audit(
+          ctx,
+          { operator, requestId: null, ip: null },
+          { action: 'apikey.suspend', project: 'shop', env: 'dev', detail: { keyId, name: 'lite', roles: ['reader'], reason: 'test' } },
+          trx,
+        ),
+      );
+    const minute = at.slice(0, 16) + ':00.000Z';
+    const report = { bridgeId: 'b1', keys: [{ keyId, minutes: [{ minute, count: 1, rejected: { '429': 2 } }], lastUsedAt: minute, sources: [] }] };
+    const done = await Promise.race([recordUsage(ctx, report), new Promise((r) => setTimeout(() => r('stuck'), 5000))]);
+    expect(done).toEqual({ keys: 1 });
+    await waitFor(async () => recv.at('/tx').length >= 2, 10_000, 'both events');
+    await recordUsage(ctx, report);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(recv.at('/tx').map((r) => [r.json.type, r.json.data.keyId, r.json.data.reason ?? r.json.data.hour])).toEqual([
+      ['apikey.suspended', keyId, 'test'],
+      ['apikey.rate_limited', keyId, minute.slice(0, 13) + ':00:00.000Z'],
+    ]);
   });
 });

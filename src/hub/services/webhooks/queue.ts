@@ -215,9 +215,13 @@ export async function firstNotice(db: Kysely<HubDatabase>, keyId: string, notice
   return r !== undefined;
 }
 
-/** Whether any active endpoint (any project) receives `type`: checked before per-key work. */
-export async function anyReceiver(ctx: HubContext, type: WebhookEvent): Promise<boolean> {
-  const rows = await whDb(ctx.db).selectFrom('webhook_endpoints').select('events_json').where('status', '=', 'active').limit(10_000).execute();
+/**
+ * Whether any active endpoint (any project) receives `type`: checked before per-key work. Reads
+ * through `db`: inside a transaction pass the transaction (a SQLite store has one connection, which
+ * the transaction holds).
+ */
+export async function anyReceiver(db: Kysely<HubDatabase>, type: WebhookEvent): Promise<boolean> {
+  const rows = await whDb(db).selectFrom('webhook_endpoints').select('events_json').where('status', '=', 'active').limit(10_000).execute();
   return rows.some((r) => (JSON.parse(r.events_json) as string[]).includes(type));
 }
 
@@ -269,7 +273,7 @@ export async function rateLimitedEvents(ctx: HubContext, db: Kysely<HubDatabase>
     }
     if (first.size >= MAX_RATE_LIMITED_PER_REPORT) break;
   }
-  if (first.size === 0 || !(await anyReceiver(ctx, 'apikey.rate_limited'))) return;
+  if (first.size === 0 || !(await anyReceiver(db, 'apikey.rate_limited'))) return;
   for (const [id, minute] of first) {
     const [keyId, hour] = id.split('|') as [string, string];
     const facts = await keyFacts(db, keyId);
