@@ -17,11 +17,11 @@ const P = 'shop';
 const HUB_ENV = (port: number) => ({
   STK_WEBHOOK_ALLOW_HOSTS: `127.0.0.1:${port}`,
   STK_WEBHOOK_POLL_MS: '50',
-  STK_WEBHOOK_TIMEOUT_MS: '700',
-  STK_WEBHOOK_LEASE_MS: '1500',
+  STK_WEBHOOK_TIMEOUT_MS: '3000',
+  STK_WEBHOOK_LEASE_MS: '4000',
   STK_WEBHOOK_BACKOFF_BASE_MS: '150',
   STK_WEBHOOK_BACKOFF_MAX_MS: '600',
-  STK_WEBHOOK_RETRY_FOR: '4s',
+  STK_WEBHOOK_RETRY_FOR: '6s',
   STK_WEBHOOK_ENDPOINT_CONCURRENCY: '4',
 });
 
@@ -48,7 +48,8 @@ describe('webhook delivery: two Hubs, one PostgreSQL store', () => {
     expect(r.status, r.text).toBe(200);
     return (r.json.items as any[]).find((d) => d.deliveryId === deliveryId);
   };
-  const startOne = (port?: number) => startHub({ port, dbUrl: store.url, secretKey: hubs[0]?.secretKey, serviceToken: hubs[0]?.serviceToken, env: HUB_ENV(recv.port) });
+  const startOne = (port?: number) =>
+    startHub({ port, dbUrl: store.url, secretKey: hubs[0]?.secretKey, serviceToken: hubs[0]?.serviceToken, env: HUB_ENV(recv.port) });
 
   beforeAll(async () => {
     recv = await startReceiver();
@@ -82,9 +83,9 @@ describe('webhook delivery: two Hubs, one PostgreSQL store', () => {
 
   it('an attempt that times out is retried with the same webhook-id; while failing, deliveries show the code, error and next retry', async () => {
     const h = await addHook('/slow');
-    recv.script('/slow', [{ status: 200, delayMs: 2000 }, { status: 500 }, { status: 204 }]);
+    recv.script('/slow', [{ status: 200, delayMs: 4000 }, { status: 500 }, { status: 204 }]);
     const id = await fire(h.id);
-    await waitFor(async () => (await delivery(h.id, id))?.lastError?.startsWith('timed out after 700 ms') === true, 10_000, 'timeout recorded');
+    await waitFor(async () => (await delivery(h.id, id))?.lastError?.startsWith('timed out after 3000 ms') === true, 10_000, 'timeout recorded');
     await waitFor(async () => recv.at('/slow').length >= 2, 10_000, 'second attempt');
     await waitFor(async () => (await delivery(h.id, id))?.lastResponseStatus === 500, 10_000, '500 recorded');
     const mid = await delivery(h.id, id);
@@ -98,7 +99,7 @@ describe('webhook delivery: two Hubs, one PostgreSQL store', () => {
     const down = await addHook('/down');
     recv.script('/down', [{ status: 502 }]);
     const id = await fire(down.id);
-    await waitFor(async () => (await delivery(down.id, id))?.status === 'failed', 15_000, 'failed after the window');
+    await waitFor(async () => (await delivery(down.id, id))?.status === 'failed', 20_000, 'failed after the window');
     const d = await delivery(down.id, id);
     expect(d).toMatchObject({ status: 'failed', lastResponseStatus: 502, nextAttemptAt: null });
     expect(d.attempts).toBeGreaterThanOrEqual(4);
@@ -157,8 +158,13 @@ describe('webhook delivery: two Hubs, one PostgreSQL store', () => {
     await waitFor(async () => recv.at('/crash').length >= 2, 15_000, 'resent after restart');
     const got = recv.at('/crash');
     expect(got.map((r) => r.headers['webhook-id'])).toEqual([id, id]);
-    expect(got[1]!.at - got[0]!.at).toBeGreaterThanOrEqual(1000); // not before the lease ran out
+    expect(got[1]!.at - got[0]!.at).toBeGreaterThanOrEqual(3000); // not before the lease ran out
     expect(verifyStandardWebhook(h.secret, got[1]!.headers, got[1]!.body)).toBe(true);
-    await waitFor(async () => (await new HubApi(hubs[0]!.url, owner).request('GET', `/api/projects/${P}/webhooks/deliveries?webhook=${h.id}`)).json.items[0]?.status === 'succeeded', 5000, 'recorded');
+    await waitFor(
+      async () =>
+        (await new HubApi(hubs[0]!.url, owner).request('GET', `/api/projects/${P}/webhooks/deliveries?webhook=${h.id}`)).json.items[0]?.status === 'succeeded',
+      5000,
+      'recorded',
+    );
   });
 });
