@@ -20,7 +20,8 @@ function parseEvents(raw: unknown): string[] {
     throw badField('events', `events is required: a list of event types, from ${WEBHOOK_EVENTS.join(', ')}`);
   const events = [...new Set(list as string[])].filter(Boolean);
   const unknown = events.filter((e) => !isWebhookEvent(e));
-  if (unknown.length) throw badField('events', `unknown event type ${JSON.stringify(unknown[0]!.slice(0, 60))}: the event types are ${WEBHOOK_EVENTS.join(', ')}`);
+  if (unknown.length)
+    throw badField('events', `unknown event type ${JSON.stringify(unknown[0]!.slice(0, 60))}: the event types are ${WEBHOOK_EVENTS.join(', ')}`);
   if (events.length === 0) throw badField('events', `events is required: a list of event types, from ${WEBHOOK_EVENTS.join(', ')}`);
   return events;
 }
