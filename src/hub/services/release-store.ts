@@ -29,6 +29,15 @@ export async function getRelease(ctx: HubContext, releaseId: string): Promise<Re
   return row ? toIR(row, row.project_name) : undefined;
 }
 
+/** Every env's current release in one query (the sync snapshot's env states): env id → release. */
+export async function currentReleasesByEnv(ctx: HubContext): Promise<Map<string, ReleaseIR>> {
+  const rows = await releaseRows(ctx)
+    .innerJoin('current_releases', 'current_releases.release_id', 'releases.id')
+    .select('current_releases.env_id as current_env_id')
+    .execute();
+  return new Map(rows.map((r) => [r.current_env_id, toIR(r, r.project_name)]));
+}
+
 /** The env's current release, or undefined when nothing was applied there yet. */
 export async function currentRelease(ctx: HubContext, envId: string): Promise<ReleaseIR | undefined> {
   const row = await releaseRows(ctx)

@@ -3,8 +3,8 @@ import type { SyncEnvState, SyncKeyRecord, SyncMessage } from '../../../protocol
 import type { HubContext } from '../../context.js';
 import type { ApiKeysTable } from '../../store/schema.js';
 import { DEFAULT_ORG } from '../auth.js';
-import { connectionUrls } from '../connection-urls.js';
-import { currentRelease } from '../release-store.js';
+import { connectionUrls, connectionUrlsByEnv } from '../connection-urls.js';
+import { currentRelease, currentReleasesByEnv } from '../release-store.js';
 
 /**
  * The change feed and the snapshot: what a Bridge is sent, read from the store. Messages carry the
@@ -114,9 +114,9 @@ export async function allEnvStates(ctx: HubContext): Promise<SyncEnvState[]> {
     .orderBy('projects.name')
     .orderBy('envs.name')
     .execute();
-  const out: SyncEnvState[] = [];
-  for (const r of rows) out.push(await loadEnvState(ctx, r.project_name, r.name, r.id));
-  return out;
+  // two queries for all envs, not two per env (10,000 envs were 20,000 queries per snapshot)
+  const [releases, connections] = await Promise.all([currentReleasesByEnv(ctx), connectionUrlsByEnv(ctx, new Set(rows.map((r) => r.id)))]);
+  return rows.map((r) => ({ project: r.project_name, env: r.name, release: releases.get(r.id) ?? null, connections: connections.get(r.id) ?? {} }));
 }
 
 export async function* keyChunks(ctx: HubContext): AsyncGenerator<SyncKeyRecord[]> {
