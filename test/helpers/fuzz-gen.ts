@@ -537,7 +537,7 @@ export function callRecipes(seed: number, n: number): CallRecipe[] {
   return fc.sample(callRecipe, { seed, numRuns: n });
 }
 
-/** Hub API routes the fuzz exercises (`:p`/`:e`/`:k`/`:m`/`:r`/`:c` are filled with real or weird names). */
+/** Hub API routes the fuzz exercises (`:p`/`:e`/`:k`/`:m`/`:r`/`:c`/`:w` are filled with real or weird names). */
 export const HUB_ROUTES: Array<[string, string]> = [
   ['POST', '/api/auth/login'],
   ['POST', '/api/auth/logout'],
@@ -577,6 +577,11 @@ export const HUB_ROUTES: Array<[string, string]> = [
   ['POST', '/internal/sync/ack'],
   ['POST', '/internal/sync/usage'],
   ['GET', '/internal/sync/bridges'],
+  ['POST', '/api/projects/:p/webhooks'],
+  ['GET', '/api/projects/:p/webhooks'],
+  ['DELETE', '/api/projects/:p/webhooks/:w'],
+  ['POST', '/api/projects/:p/webhooks/:w/test'],
+  ['GET', '/api/projects/:p/webhooks/deliveries'],
   ['GET', '/api/nothing/here'],
 ];
 
@@ -645,6 +650,8 @@ const hubField = fc.constantFrom(
   'seqs',
   'snapshot',
   'keys',
+  'url',
+  'events',
 );
 const hubValue: fc.Arbitrary<JV> = fc.oneof(
   { weight: 3, arbitrary: weird },
@@ -667,11 +674,17 @@ const hubValue: fc.Arbitrary<JV> = fc.oneof(
       'tables:\n  x: [',
       '&a [*a, *a, *a]',
       'a@b.c',
+      'https://hooks.invalid/x',
+      'http://127.0.0.1:1/x',
+      'https://[::ffff:169.254.169.254]/',
+      'apikey.created,apikey.nope',
     ),
   },
   {
     weight: 1,
-    arbitrary: fc.array(fc.constantFrom<JV>('reader', 'admin', '', 'public', 'authenticated', '__proto__'), { maxLength: 4 }).map((a) => arr(...a)),
+    arbitrary: fc
+      .array(fc.constantFrom<JV>('reader', 'admin', '', 'public', 'authenticated', '__proto__', 'apikey.created', 'release.applied'), { maxLength: 4 })
+      .map((a) => arr(...a)),
   },
 );
 
