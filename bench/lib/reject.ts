@@ -3,7 +3,7 @@
  *
  * One Bridge at its default log level (info), behind a "proxy" (STK_TRUST_PROXY=127.0.0.1; every
  * request carries its own X-Forwarded-For, so the 401 flood comes from 131,072 client addresses and the
- * per-address invalid-key guard does not turn it into 429s), measured under wrk -t2 with bench/lib/reject.lua:
+ * per-address invalid-key guard does not turn it into 429s), measured under wrk -t2 with bench/lua/reject.lua:
  *
  *   served   a key with room (10,000,000/min): 200s, a real query on PostgreSQL
  *   429      one valid key with a limit of 60/min: after its first minute's 60, every request is 429
@@ -36,7 +36,7 @@ import { createKeyCli, PROJECT, smokeCall, startBridge, type Bridge, type Create
 import { freePort, log, median, round, sleep, waitFor } from './util.js';
 import { wrk, type WrkResult } from './wrk.js';
 
-const SCRIPT = join(import.meta.dirname, 'reject.lua');
+const SCRIPT = join(import.meta.dirname, '../lua/reject.lua');
 const CALL_BODY = '{"path":"db/users/select","params":{"limit":1}}';
 
 export type Load = 'served' | '429' | '401' | 'floor';
