@@ -16,7 +16,7 @@
  * CPU µs per request. Ratios are the median over rounds of each round's ratio.
  *
  * Neighbour: another key's throughput (wrk c=10, closed loop) with and without a 429 flood on the
- * limited key, interleaved (order alternating per round). The flood is what an abuser sends: a fixed
+ * limited key, interleaved in ABBA slices within each round. The flood is what an abuser sends: a fixed
  * rate (BENCH_REJECT_FLOOD_RPS, default 2,000 req/s = 2,000× its limit), pipelined over 4 keep-alive
  * connections from this process (a few % of a core), not a closed loop. A closed-loop flood would take
  * the Bridge's CPU in proportion to its connections, whatever a rejection costs: the figure would then
@@ -242,27 +242,38 @@ async function measure(b: Bridge, floor: { url: string; proc: Proc }, keys: Keys
   return out;
 }
 
+/**
+ * Each round: a warm-up, then four slices of the neighbour's load in ABBA order (without, with, with,
+ * without the flood; BAAB in odd rounds), so a machine that speeds up or slows down during the round
+ * (other work on it) weighs on both sides alike. A round's ratio is the sum of the slices with the flood
+ * over the sum of those without; the figure is the median over rounds.
+ */
 async function neighbour(b: Bridge, keys: Keys, o: RejectOptions) {
-  const runs: Array<{ round: number; flood: boolean; rps: number; floodRps?: number; floodStatuses?: Record<string, number>; floodSkipped?: number }> = [];
+  const runs: Array<{ round: number; slice: number; flood: boolean; rps: number; floodRps?: number; floodStatuses?: Record<string, number> }> = [];
   const nKeys: Keys = { ...keys, served: keys.neighbour };
+  const sliceS = Math.max(3, Math.round(o.durationS / 2));
+  const per: number[] = [];
   for (let r = 0; r < o.rounds; r++) {
-    for (const flood of r % 2 ? [true, false] : [false, true]) {
+    await runLoad(b.url, nKeys, 'served', 10, o.warmupS);
+    const order = r % 2 ? [true, false, false, true] : [false, true, true, false];
+    const sums = { with: 0, without: 0 };
+    for (const [slice, flood] of order.entries()) {
       const f = flood ? startFlood(b.url, keys.limited.apiKey, o.floodRps) : null;
       try {
-        await runLoad(b.url, nKeys, 'served', 10, o.warmupS);
+        if (f) await sleep(500); // the flood's connections open and it reaches its rate
         const f0 = f?.snapshot();
-        const res = await runLoad(b.url, nKeys, 'served', 10, o.durationS);
+        const res = await runLoad(b.url, nKeys, 'served', 10, sliceS);
         const f1 = f?.snapshot();
-        const entry: (typeof runs)[number] = { round: r + 1, flood, rps: round(res.rps, 1) };
+        const entry: (typeof runs)[number] = { round: r + 1, slice: slice + 1, flood, rps: round(res.rps, 1) };
         if (f0 && f1) {
-          const answered = (s: Record<string, number>) => Object.values(s).reduce((a, n) => a + n, 0);
+          const answered = (st: Record<string, number>) => Object.values(st).reduce((a, n) => a + n, 0);
           entry.floodRps = round((answered(f1.statuses) - answered(f0.statuses)) / (f1.seconds - f0.seconds), 0);
           entry.floodStatuses = f1.statuses;
-          entry.floodSkipped = f1.skipped;
         }
         runs.push(entry);
+        sums[flood ? 'with' : 'without'] += res.rps;
         log(
-          `reject neighbour round ${r + 1}/${o.rounds} ${flood ? `with a 429 flood of ${o.floodRps} req/s (answered ${entry.floodRps}/s, ${JSON.stringify(entry.floodStatuses)})` : 'without a flood'}: neighbour key ${res.rps.toFixed(0)} req/s`,
+          `reject neighbour round ${r + 1}/${o.rounds} slice ${slice + 1}/4 ${flood ? `with a 429 flood of ${o.floodRps} req/s (answered ${entry.floodRps}/s, ${JSON.stringify(entry.floodStatuses)})` : 'without a flood'}: neighbour key ${res.rps.toFixed(0)} req/s`,
         );
         if (res.non2xx || res.errors_socket)
           o.note(`reject neighbour round ${r + 1}: ${res.non2xx} non-2xx, ${res.errors_socket} socket errors for the neighbour key`);
@@ -271,14 +282,9 @@ async function neighbour(b: Bridge, keys: Keys, o: RejectOptions) {
       }
       await sleep(300);
     }
+    if (sums.without > 0) per.push(sums.with / sums.without);
   }
-  const per: number[] = [];
-  for (let r = 1; r <= o.rounds; r++) {
-    const a = runs.find((x) => x.round === r && !x.flood);
-    const w = runs.find((x) => x.round === r && x.flood);
-    if (a && w && a.rps > 0) per.push(w.rps / a.rps);
-  }
-  return { ratio: round(median(per), 3), runs };
+  return { ratio: round(median(per), 3), perRound: per.map((x) => round(x, 3)), runs };
 }
 
 /** The Bridge of this section: default log level, behind a trusted "proxy" on loopback. */
@@ -326,7 +332,7 @@ export async function benchReject(o: RejectOptions) {
     };
     let profile: string | null = null;
     if (o.profile) profile = await profileReject(o, keys);
-    return { summary, details: { runs, neighbour: n.runs, profile } };
+    return { summary, details: { runs, neighbour: n.runs, neighbourPerRound: n.perRound, profile } };
   } finally {
     await Promise.all([b.proc.stop(), floorProc.stop()]);
   }
