@@ -175,8 +175,11 @@ describe('webhooks on a SQLite store (in-process Hub)', () => {
     expect((await req('DELETE', `/api/projects/shop/webhooks/${add.json.webhookId}`)).status).toBe(200);
     expect((await req('GET', '/api/projects/shop/webhooks/deliveries')).json.items).toEqual([]);
   });
-  it('events queued inside a transaction on the one SQLite connection: an audited apikey.suspend, a usage report with 429s (no deadlock)', async () => {
-    const add = await req('POST', '/api/projects/shop/webhooks', { url: `${recv.url}/tx`, events: ['apikey.suspended', 'apikey.rate_limited'] });
+  it('events queued inside a transaction on the one SQLite connection: an audited apikey.suspend and apikey.leaked (listed fields only), a usage report with 429s (no deadlock)', async () => {
+    const add = await req('POST', '/api/projects/shop/webhooks', {
+      url: `${recv.url}/tx`,
+      events: ['apikey.suspended', 'apikey.rate_limited', 'apikey.leaked'],
+    });
     expect(add.status).toBe(201);
     rememberSecret('webhook-secret', add.json.secret as string);
     expect((await req('POST', '/api/projects/shop/envs', { name: 'dev' })).status).toBe(201);
@@ -200,16 +203,47 @@ describe('webhooks on a SQLite store (in-process Hub)', () => {
           trx,
         ),
       );
+    // (this Hub queues at most 2 pending deliveries per project: one event at a time)
+    await waitFor(async () => recv.at('/tx').length >= 1, 10_000, 'the suspend event');
+    // what a leak report writes: the payload takes listed fields only (not the report's url, nor the `secret` label)
+    await ctx.db.transaction().execute((trx) =>
+      audit(
+        ctx,
+        null,
+        {
+          action: 'apikey.leaked',
+          project: 'shop',
+          env: 'dev',
+          actorType: 'system',
+          detail: {
+            keyId,
+            name: 'lite',
+            status: 'active',
+            policy: 'notify',
+            action: 'none',
+            secret: 'current',
+            source: 'github',
+            url: 'https://gist.example/x?k=stk_...',
+          },
+        },
+        trx,
+      ),
+    );
+    await waitFor(async () => recv.at('/tx').length >= 2, 10_000, 'the leak event');
     const minute = at.slice(0, 16) + ':00.000Z';
     const report = { bridgeId: 'b1', keys: [{ keyId, minutes: [{ minute, count: 1, rejected: { '429': 2 } }], lastUsedAt: minute, sources: [] }] };
     const done = await Promise.race([recordUsage(ctx, report), new Promise((r) => setTimeout(() => r('stuck'), 5000))]);
     expect(done).toEqual({ keys: 1 });
-    await waitFor(async () => recv.at('/tx').length >= 2, 10_000, 'both events');
+    await waitFor(async () => recv.at('/tx').length >= 3, 10_000, 'the three events');
     await recordUsage(ctx, report);
     await new Promise((r) => setTimeout(r, 300));
-    expect(recv.at('/tx').map((r) => [r.json.type, r.json.data.keyId, r.json.data.reason ?? r.json.data.hour])).toEqual([
+    expect(recv.at('/tx').map((r) => [r.json.type, r.json.data.keyId, r.json.data.reason ?? r.json.data.hour ?? r.json.data.source])).toEqual([
       ['apikey.suspended', keyId, 'test'],
+      ['apikey.leaked', keyId, 'github'],
       ['apikey.rate_limited', keyId, minute.slice(0, 13) + ':00:00.000Z'],
     ]);
+    const leaked = recv.at('/tx')[1]!.json.data;
+    expect(Object.keys(leaked).sort()).toEqual(['action', 'actor', 'auditId', 'env', 'keyId', 'name', 'policy', 'project', 'source', 'status']);
+    expect(leaked.actor).toEqual({ type: 'system', id: null, email: null });
   });
 });

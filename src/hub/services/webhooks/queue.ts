@@ -76,7 +76,6 @@ export const AUDIT_EVENTS: Record<string, WebhookEvent> = {
   'apikey.update': 'apikey.updated',
   'apikey.suspend': 'apikey.suspended',
   'apikey.resume': 'apikey.resumed',
-  'apikey.leak': 'apikey.leaked',
   'apikey.leaked': 'apikey.leaked',
 };
 
@@ -94,9 +93,13 @@ const PAYLOAD_FIELDS = [
   'previousSecretValidUntil',
   'allowedIps',
   'reason',
+  // apikey.leaked (the leak report's audit entry): where it was reported from and what the policy did;
+  // not the report's url, which may hold the key itself
   'source',
-  'reportId',
-  'suspended',
+  'policy',
+  'action',
+  'status',
+  'reportedBy',
   'releaseId',
 ] as const;
 
