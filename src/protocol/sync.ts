@@ -20,7 +20,11 @@ export interface SyncKeyRecord {
   /** previous secret during a rotation grace period */
   prevSecretHash: string | null;
   prevExpiresAt: string | null;
-  status: 'active' | 'revoked';
+  /**
+   * `suspended`: refused with 401 until resumed (same secret). A Bridge treats a status it does not
+   * know as revoked (fail closed).
+   */
+  status: 'active' | 'revoked' | 'suspended';
   expiresAt: string | null;
   /** null → the Bridge default (STK_RATE_LIMIT_PER_API_KEY) */
   rateLimitPerMin: number | null;

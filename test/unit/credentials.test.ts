@@ -134,6 +134,17 @@ describe('verifyKey', () => {
     expect(verifyKey(table, keys[2]!.key, now + 60_001)).toBe('expired');
   });
 
+  it('suspended keys fail only when the secret is right; a status the Bridge does not know is refused like revoked', () => {
+    const now = Date.now();
+    const { keys, table } = setup([{ over: { status: 'suspended' } }, { over: { status: 'retired' as never } }]);
+    expect(verifyKey(table, keys[0]!.key, now)).toBe('suspended');
+    expect(verifyKey(table, formatKey(keys[0]!.keyId, 'C'.repeat(22)), now)).toBe('secret');
+    expect(verifyKey(table, keys[1]!.key, now)).toBe('revoked');
+    // resume: the same secret works again
+    table.upsert(keys[0]!.keyId, { ...keys[0]!.rec, status: 'active' });
+    expect(typeof verifyKey(table, keys[0]!.key, now)).toBe('object');
+  });
+
   it('the in-place hash compare: every byte counts, in every slab position (current and previous hash)', () => {
     const now = Date.now();
     const table = new KeyTable();
@@ -236,8 +247,10 @@ describe('ApiKeyVerifier.authenticate', () => {
   });
 
   it('invalid keys from one address → 429 past the limit, while a valid key from that address is served; revoked/expired do not count', () => {
-    const { keys, v } = setup([{}, { over: { status: 'revoked' } }], { rateLimitPerApiKey: 1000, invalidKeyLimitPerMin: 3 });
+    const { keys, v, table } = setup([{}, { over: { status: 'revoked' } }], { rateLimitPerApiKey: 1000, invalidKeyLimitPerMin: 3 });
     for (let i = 0; i < 5; i++) expectError(() => v.authenticate(req(keys[1]!.key)), 401, /revoked/);
+    table.upsert(keys[1]!.keyId, { ...keys[1]!.rec, status: 'suspended' });
+    for (let i = 0; i < 5; i++) expectError(() => v.authenticate(req(keys[1]!.key)), 401, /^API key suspended$/);
     for (let i = 0; i < 3; i++) expectError(() => v.authenticate(req('garbage')), 401);
     const e = expectError(() => v.authenticate(req('garbage')), 429, /too many invalid API keys/);
     expect(Number(e.headers!['retry-after'])).toBeGreaterThanOrEqual(1);

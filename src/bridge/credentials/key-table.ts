@@ -12,7 +12,8 @@ export interface KeyEntry {
   readonly prevHash: Buffer | null;
   /** epoch ms until which prevHash is accepted (0 = none) */
   readonly prevUntil: number;
-  readonly revoked: boolean;
+  /** null = usable; otherwise why every request with this key is refused (revoked, or suspended until resumed) */
+  readonly stopped: 'revoked' | 'suspended' | null;
   /** epoch ms; Infinity = never */
   readonly expiresAt: number;
   /** null → the Bridge default */
@@ -69,7 +70,7 @@ class Entry implements KeyEntry {
     hashHex: string,
     prevHex: string | null,
     readonly prevUntil: number,
-    readonly revoked: boolean,
+    readonly stopped: 'revoked' | 'suspended' | null,
     readonly expiresAt: number,
     readonly rateLimitPerMin: number | null,
   ) {
@@ -110,7 +111,7 @@ class Entry implements KeyEntry {
  * be expected to match (all zeros) and no previous hash, so that path does exactly the work of a known
  * key with a wrong secret (the time taken does not tell whether an id exists).
  */
-export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, false, Infinity, null);
+export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, null, Infinity, null);
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 
@@ -149,7 +150,8 @@ export function toEntry(r: SyncKeyRecord): KeyEntry | null {
     r.secretHash,
     prevOk ? r.prevSecretHash! : null,
     prevOk ? ms(r.prevExpiresAt) : 0,
-    r.status === 'revoked',
+    // a status this Bridge does not know (a newer Hub) is refused like a revoked key: fail closed
+    r.status === 'active' ? null : r.status === 'suspended' ? 'suspended' : 'revoked',
     ms(r.expiresAt),
     typeof r.rateLimitPerMin === 'number' && r.rateLimitPerMin > 0 ? r.rateLimitPerMin : null,
   );

@@ -6,12 +6,12 @@ import { NO_SUCH_KEY, type KeyEntry, type KeyTable } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter, type RateLimiter } from './limits.js';
 import type { UsageCounter } from './usage.js';
 
-export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'expired';
+export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'suspended' | 'expired';
 
 /**
  * The whole key check, pure and synchronous: checksum → Map lookup by key id → HMAC-SHA-256 of the
  * secret under the pepper → constant-time compare with the current hash (or the previous one during a
- * rotation grace period) → revoked/expired. No I/O; a few microseconds. An unknown key id costs the
+ * rotation grace period) → revoked/suspended/expired. No I/O; a few microseconds. An unknown key id costs the
  * same HMAC and compare as a known one with a wrong secret: the time taken does not tell whether an
  * id exists.
  */
@@ -27,7 +27,7 @@ export function verifyKey(table: KeyTable, presented: unknown, now: number): Key
     return 'unknown';
   }
   if (!entry.secretMatches(h, now)) return 'secret';
-  if (entry.revoked) return 'revoked';
+  if (entry.stopped !== null) return entry.stopped;
   if (now >= entry.expiresAt) return 'expired';
   return entry;
 }
@@ -38,6 +38,7 @@ const MESSAGES: Record<VerifyFailure, string> = {
   unknown: 'invalid API key',
   secret: 'invalid API key',
   revoked: 'API key revoked',
+  suspended: 'API key suspended',
   expired: 'API key expired',
 };
 
@@ -111,13 +112,13 @@ export class ApiKeyVerifier implements CredentialVerifier {
       if (r === 'unknown' && !this.state.synced()) {
         throw unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
       }
-      // a known key id with a wrong, revoked or expired secret: counted for that key (`apikey show`)
-      if (r === 'secret' || r === 'revoked' || r === 'expired') {
+      // a known key id with a wrong secret, or a revoked, suspended or expired key: counted for that key (`apikey show`)
+      if (r === 'secret' || r === 'revoked' || r === 'suspended' || r === 'expired') {
         const p = parseKey(presented);
         if (typeof p !== 'string') this.usage.outcome(p.keyId, 'rejected', 401, now);
       }
-      // only guesses count towards the flood limit: a revoked or expired key had the right secret
-      if (r !== 'revoked' && r !== 'expired') {
+      // only guesses count towards the flood limit: a revoked, suspended or expired key had the right secret
+      if (r !== 'revoked' && r !== 'suspended' && r !== 'expired') {
         const blocked = this.failures.fail(req.ip, now);
         if (blocked > 0) throw limited('too many invalid API keys from this address; slow down', blocked);
       }

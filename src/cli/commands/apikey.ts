@@ -6,11 +6,11 @@ import { isTTY, printJson, printTable, success, warn, when } from '../output.js'
 import { canConfirm, promptLine } from '../prompt.js';
 import { client, durationFlag, example, oneOf, opts, timestampFlag } from './common.js';
 import type { AckResult } from '../../protocol/api/define.js';
-import type { ApiKeyView, CreatedKey, KeyUsageReport, RevokeDryRun, RevokedKey, RotatedKey } from '../../protocol/api/hub.js';
+import type { ApiKeyView, CreatedKey, KeyUsageReport, ResumedKey, RevokeDryRun, RevokedKey, RotatedKey, SuspendedKey } from '../../protocol/api/hub.js';
 
 type Scope = { project?: string; env?: string };
 
-const STATUSES: ReadonlyArray<ApiKeyView['status']> = ['active', 'revoked', 'expired'];
+const STATUSES: ReadonlyArray<ApiKeyView['status']> = ['active', 'suspended', 'revoked', 'expired'];
 
 const PROJECT_OPT = ['--project <project>', 'project (default: STK_PROJECT or .stk/context.json)'] as const;
 const ENV_OPT = ['--env <env>', 'env (default: STK_ENV or .stk/context.json)'] as const;
@@ -81,7 +81,7 @@ function renderUsage(u: KeyUsageReport, project: string, env: string): string {
     : 'no Bridge is connected, so nothing newer can arrive';
   const out = [
     `${keyLine(k)} in ${project}/${env}`,
-    `  status: ${k.status}${k.unconfirmed ? ' (unconfirmed)' : ''}`,
+    `  status: ${k.status}${k.status === 'suspended' && k.suspendedAt ? ` since ${k.suspendedAt} (stk apikey resume ${k.name} restores it)` : ''}${k.unconfirmed ? ' (unconfirmed)' : ''}`,
     `  roles: ${k.roles.join(', ')}${k.staleRoles.length ? ` (no longer in the release: ${k.staleRoles.join(', ')})` : ''}`,
     `  created: ${k.createdAt}${k.rotatedAt ? `, rotated ${k.rotatedAt}` : ''}`,
     `  last used: ${k.lastUsedAt ?? 'never'}${k.lastUsedAt ? ' (minute granularity)' : ''}`,
@@ -105,9 +105,10 @@ function renderUsage(u: KeyUsageReport, project: string, env: string): string {
 
 export function registerApiKeyCommands(program: Command): void {
   const apikey = example(
-    program.command('apikey').description('project API keys for servers and CI: create, list, rotate, revoke (needs project:admin)'),
+    program.command('apikey').description('project API keys for servers and CI: create, list, rotate, suspend, resume, revoke (needs project:admin)'),
     'stk apikey create --project shop --env prod --name server --roles reader,writer',
     'stk apikey list --project shop --env prod',
+    'stk apikey suspend server --project shop --env prod',
     'stk apikey revoke --project shop --env prod --key-id server',
   );
 
@@ -165,11 +166,11 @@ export function registerApiKeyCommands(program: Command): void {
       .description("an env's keys: id, name, roles, status, created, last used, expiry (never the secret)")
       .option(...PROJECT_OPT)
       .option(...ENV_OPT)
-      .option('--status <status>', 'only keys with this status: active, revoked or expired')
+      .option('--status <status>', 'only keys with this status: active, suspended, revoked or expired')
       .option('--json', 'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, staleRoles, unconfirmed}]')
       .addHelpText(
         'after',
-        '\nOn a terminal: a table, the status reading "status: active", "status: revoked" or "status: expired".\nPiped: the same columns tab-separated, no header, bare values (active), times in ISO-8601 UTC.\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).',
+        '\nOn a terminal: a table, the status reading "status: active", "status: suspended", "status: revoked" or "status: expired".\nPiped: the same columns tab-separated, no header, bare values (active), times in ISO-8601 UTC.\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).',
       ),
     'stk apikey list --project shop --env prod',
     'stk apikey list --project shop --env prod --status active',
@@ -290,6 +291,55 @@ export function registerApiKeyCommands(program: Command): void {
     else if (r.alreadyRevoked) success(`API key ${keyLine(r)} was already revoked${r.revokedAt ? ` (at ${r.revokedAt})` : ''}; nothing changed`);
     else success(`Revoked API key ${keyLine(r)} in ${project}/${env}; status: revoked`);
     checkAck(r.ack, `revoked ${keyLine(r)}`);
+  });
+
+  example(
+    apikey
+      .command('suspend')
+      .description('stop a key until resumed (an incident, a maybe-leaked key); returns once every connected Bridge refuses it')
+      .argument('[key]', 'the key id or name (or --key-id)')
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
+      .option('--key-id <idOrName>', 'the key id, or its name')
+      .option('--reason <text>', 'why (kept in the audit log, at most 500 characters)')
+      .option('--json', 'print {keyId, name, roles, status, suspendedAt, alreadySuspended, ack}')
+      .addHelpText(
+        'after',
+        '\nA suspended key is refused with 401 "API key suspended" by every Bridge; `stk apikey resume` restores it\nwith the same secret. Suspending a suspended key changes nothing (alreadySuspended: true); a revoked key cannot be suspended.',
+      ),
+    'stk apikey suspend server --project shop --env prod --reason "key seen in a public gist"',
+    'stk apikey suspend --project shop --env prod --key-id server --json',
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string; reason?: string }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
+    const { project, env, base } = scope(cmd);
+    const r = await client(cmd).post<SuspendedKey>(`${base}/${enc(key)}/suspend`, o.reason === undefined ? {} : { reason: o.reason });
+    if (o.json) printJson(r);
+    else if (r.alreadySuspended) success(`API key ${keyLine(r)} was already suspended${r.suspendedAt ? ` (since ${r.suspendedAt})` : ''}; nothing changed`);
+    else
+      success(`Suspended API key ${keyLine(r)} in ${project}/${env}; status: suspended (undo: stk apikey resume ${r.name} --project ${project} --env ${env})`);
+    checkAck(r.ack, `suspended ${keyLine(r)}`);
+  });
+
+  example(
+    apikey
+      .command('resume')
+      .description('undo `apikey suspend`: the same secret works again once every connected Bridge applied it')
+      .argument('[key]', 'the key id or name (or --key-id)')
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
+      .option('--key-id <idOrName>', 'the key id, or its name')
+      .option('--json', 'print {keyId, name, roles, status, alreadyActive, ack}'),
+    'stk apikey resume server --project shop --env prod',
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
+    const { project, env, base } = scope(cmd);
+    const r = await client(cmd).post<ResumedKey>(`${base}/${enc(key)}/resume`, {});
+    if (o.json) printJson(r);
+    else if (r.alreadyActive) success(`API key ${keyLine(r)} was not suspended; nothing changed (status: ${r.status})`);
+    else success(`Resumed API key ${keyLine(r)} in ${project}/${env}; status: ${r.status}`);
+    checkAck(r.ack, `resumed ${keyLine(r)}`);
   });
 
   example(

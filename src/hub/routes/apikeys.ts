@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apikeys as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
-import { confirmDelivery, createKey, getKey, keyUsage, listKeys, revokeKey, rotateKey, updateKey } from '../services/apikeys.js';
+import { confirmDelivery, createKey, getKey, keyUsage, listKeys, resumeKey, revokeKey, rotateKey, suspendKey, updateKey } from '../services/apikeys.js';
 
 /**
  * For a response that carries a key's plaintext (create, rotate): never cached, and once it is handed
@@ -30,6 +30,8 @@ export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx:
   route(app, api.usage, async ({ params: p }, actor) => keyUsage(ctx, actor, p.project, p.env, p.key));
   route(app, api.update, async ({ params: p, body }, actor) => updateKey(ctx, actor, p.project, p.env, p.key, body));
   route(app, api.revoke, async ({ params: p, body }, actor) => revokeKey(ctx, actor, p.project, p.env, p.key, { dryRun: body?.dryRun }));
+  route(app, api.suspend, async ({ params: p, body }, actor) => suspendKey(ctx, actor, p.project, p.env, p.key, { reason: body?.reason }));
+  route(app, api.resume, async ({ params: p }, actor) => resumeKey(ctx, actor, p.project, p.env, p.key));
   route(app, api.rotate, async ({ params: p, body }, actor, { reply }) => {
     const r = await rotateKey(ctx, actor, p.project, p.env, p.key, { grace: body?.grace });
     onDelivered(reply, r.keyId, r.rotatedAt);

@@ -12,7 +12,18 @@ import { nowIso } from '../store/store.js';
 import { isUniqueViolation } from './auth.js';
 import { audit } from './audit.js';
 import { isPostgres, notifyChanged, recordChange } from './events.js';
-import type { ApiKeyView, CreatedKey, KeyStatus, KeyUsageReport, KeyUsageSummary, RevokeResponse, RotatedKey, UpdatedKey } from '../../protocol/api/hub.js';
+import type {
+  ApiKeyView,
+  CreatedKey,
+  KeyStatus,
+  KeyUsageReport,
+  KeyUsageSummary,
+  ResumedKey,
+  RevokeResponse,
+  RotatedKey,
+  SuspendedKey,
+  UpdatedKey,
+} from '../../protocol/api/hub.js';
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
 import { rateLimitedEvents } from './webhooks/queue.js';
@@ -41,8 +52,9 @@ export type UsageTables = {
 };
 const usageDb = (ctx: HubContext) => ctx.db.withTables<UsageTables>();
 
-export function keyStatus(row: Pick<ApiKeysTable, 'status' | 'expires_at'>, now = nowIso()): KeyStatus {
+export function keyStatus(row: Pick<ApiKeysTable, 'status' | 'expires_at' | 'suspended_at'>, now = nowIso()): KeyStatus {
   if (row.status === 'revoked') return 'revoked';
+  if (row.suspended_at) return 'suspended';
   if (row.expires_at && row.expires_at <= now) return 'expired';
   return 'active';
 }
@@ -59,6 +71,7 @@ function view(row: ApiKeysTable, referenced: Set<string> | null, now = nowIso())
     expiresAt: row.expires_at,
     rateLimitPerMin: row.rate_limit_per_min,
     rotatedAt: row.rotated_at,
+    suspendedAt: row.status === 'active' ? (row.suspended_at ?? null) : null,
     staleRoles: referenced ? roles.filter((r) => !referenced.has(r)) : [],
     unconfirmed: Boolean(row.undelivered_since),
   };
@@ -256,6 +269,8 @@ export async function createKey(ctx: HubContext, actor: Actor, projectName: stri
       revoked_at: null,
       rotated_at: null,
       last_used_at: null,
+      suspended_at: null,
+      allowed_ips_json: null,
       // cleared by confirmDelivery once the HTTP response with the plaintext is on the wire
       undelivered_since: now,
     };
@@ -456,6 +471,120 @@ export async function revokeKey(
   notifyChanged(ctx, seq);
   const ack = await waitForBridges(ctx, seq);
   return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: now, alreadyRevoked: false, ack };
+}
+
+/** What `suspendKey` takes besides the key: an optional reason, kept in the audit log (at most 500 characters). */
+export interface SuspendInput {
+  reason?: unknown;
+}
+
+function parseReason(v: unknown): string | null {
+  if (v === undefined || v === null || v === '') return null;
+  if (typeof v !== 'string' || v.length > 500) throw badField('reason', 'reason must be a string of at most 500 characters');
+  return v;
+}
+
+/**
+ * Suspends a key (project:admin): every Bridge refuses it with 401 `API key suspended` before this
+ * returns (the same change feed and acknowledgement as revoke). Reversible with `resumeKey`; the key
+ * keeps its secret, roles and history. A revoked key → 409. Suspending a suspended key changes
+ * nothing: `alreadySuspended: true`, `ack: null`.
+ */
+export async function suspendKey(
+  ctx: HubContext,
+  actor: Actor,
+  projectName: string,
+  envName: string,
+  idOrName: string,
+  input: SuspendInput = {},
+): Promise<SuspendedKey> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
+  const reason = parseReason(input.reason);
+  const found = await findKey(ctx.db, env.id, idOrName);
+  return setSuspended(ctx, actor, project, env, found, true, reason) as Promise<SuspendedKey>;
+}
+
+/**
+ * `suspendKey` for a caller that has already decided the actor may do it (e.g. a leak report
+ * authenticated by its own token): the key by id alone, no role check here. Audited under `actor`
+ * (an actor without an operator is recorded as `system`).
+ */
+export async function suspendKeyById(
+  ctx: HubContext,
+  actor: Actor,
+  keyId: string,
+  input: SuspendInput = {},
+): Promise<SuspendedKey & { project: string; env: string }> {
+  const reason = parseReason(input.reason);
+  if (typeof keyId !== 'string' || !KEY_ID_RE.test(keyId)) throw notFound('API key not found');
+  const row = await ctx.db
+    .selectFrom('api_keys')
+    .innerJoin('projects', 'projects.id', 'api_keys.project_id')
+    .innerJoin('envs', 'envs.id', 'api_keys.env_id')
+    .selectAll('api_keys')
+    .select(['projects.name as project_name', 'envs.name as env_name'])
+    .where('api_keys.id', '=', keyId)
+    .executeTakeFirst();
+  if (!row) throw notFound('API key not found');
+  const { project_name, env_name, ...key } = row;
+  const r = (await setSuspended(ctx, actor, { name: project_name }, { id: key.env_id, name: env_name }, key, true, reason)) as SuspendedKey;
+  return { ...r, project: project_name, env: env_name };
+}
+
+/**
+ * Resumes a suspended key (project:admin): every Bridge accepts it again, with the same secret,
+ * before this returns. A revoked key → 409; a key that was not suspended: `alreadyActive: true`,
+ * `ack: null`.
+ */
+export async function resumeKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string): Promise<ResumedKey> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
+  const found = await findKey(ctx.db, env.id, idOrName);
+  return setSuspended(ctx, actor, project, env, found, false, null) as Promise<ResumedKey>;
+}
+
+async function setSuspended(
+  ctx: HubContext,
+  actor: Actor,
+  project: { name: string },
+  env: { id: string; name: string },
+  found: ApiKeysTable,
+  suspend: boolean,
+  reason: string | null,
+): Promise<SuspendedKey | ResumedKey> {
+  const roles = JSON.parse(found.roles_json) as string[];
+  const verb = suspend ? 'suspended' : 'resumed';
+  if (found.status === 'revoked') throw conflict(`API key ${found.id} (${found.name}) is revoked and cannot be ${verb}`);
+  const unchanged = (row: ApiKeysTable): SuspendedKey | ResumedKey =>
+    suspend
+      ? { keyId: row.id, name: row.name, roles, status: 'suspended', suspendedAt: row.suspended_at ?? null, alreadySuspended: true, ack: null }
+      : { keyId: row.id, name: row.name, roles, status: keyStatus(row), alreadyActive: true, ack: null };
+  if (Boolean(found.suspended_at) === suspend) return unchanged(found);
+  const now = nowIso();
+  const seq = await ctx.db.transaction().execute(async (trx) => {
+    const r = await trx
+      .updateTable('api_keys')
+      .set({ suspended_at: suspend ? now : null })
+      .where('id', '=', found.id)
+      .where('status', '=', 'active')
+      .where('suspended_at', suspend ? 'is' : 'is not', null)
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) return null; // revoked, suspended or resumed concurrently
+    const detail: Record<string, unknown> = { keyId: found.id, name: found.name, roles };
+    if (reason !== null) detail.reason = reason;
+    if (!suspend) detail.suspendedAt = found.suspended_at;
+    await audit(ctx, actor, { action: suspend ? 'apikey.suspend' : 'apikey.resume', project: project.name, env: env.name, detail }, trx);
+    return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
+  });
+  if (seq === null) {
+    const again = await findKey(ctx.db, env.id, found.id);
+    if (again.status === 'revoked') throw conflict(`API key ${found.id} (${found.name}) was revoked concurrently`);
+    return unchanged(again);
+  }
+  notifyChanged(ctx, seq);
+  const ack = await waitForBridges(ctx, seq);
+  return suspend
+    ? { keyId: found.id, name: found.name, roles, status: 'suspended', suspendedAt: now, alreadySuspended: false, ack }
+    : { keyId: found.id, name: found.name, roles, status: keyStatus({ ...found, suspended_at: null }), alreadyActive: false, ack };
 }
 
 export async function rotateKey(

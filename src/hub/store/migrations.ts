@@ -251,6 +251,14 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('schema_snapshots_env_ix').on('schema_snapshots').columns(['env_id', 'created_at']).execute();
       },
     },
+    '0009_apikey_suspend_allowlist': {
+      // `stk apikey suspend|resume`: a reversible stop (the status stays `active`, so the key still counts
+      // as live and keeps its secret); and a key's IP/CIDR allowlist (JSON array, null = any address)
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('api_keys').addColumn('suspended_at', ts).execute();
+        await db.schema.alterTable('api_keys').addColumn('allowed_ips_json', 'text').execute();
+      },
+    },
     '0011_webhooks': {
       // `stk webhooks`: endpoints (secret encrypted under STK_SECRET_KEY), the durable delivery queue
       // (outbox rows written in the transaction of the change; a lease per attempt, so one Hub sends

@@ -134,6 +134,10 @@ export interface ApiKeysTable {
    * have reached anyone: `apikey list` flags the key as unconfirmed.
    */
   undelivered_since?: string | null;
+  /** (migration 0009) set while the key is suspended (`stk apikey suspend`); status stays `active` */
+  suspended_at?: string | null;
+  /** (migration 0009) JSON array of IP/CIDR entries the key may be used from; null = any address */
+  allowed_ips_json?: string | null;
 }
 
 export interface AuditLogTable {

@@ -139,6 +139,9 @@ export async function migrate(store: Store): Promise<MigrationResult[]> {
     provider: { getMigrations: async () => all },
     migrationTableName: 'stk_migrations',
     migrationLockTableName: 'stk_migrations_lock',
+    // numbers are handed out before the work lands, so a lower one can arrive after a higher one ran
+    // (0011 before 0009): run it then instead of refusing the store; each migration stands alone
+    allowUnorderedMigrations: true,
   });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));

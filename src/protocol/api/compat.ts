@@ -114,7 +114,13 @@ export const compat = {
     query: z.object({ project: Name, env: Name }),
     response: {
       200: z.array(
-        z.object({ id: z.string(), name: z.string(), revoked: z.boolean(), status: z.enum(['active', 'revoked', 'expired']), roles: z.array(z.string()) }),
+        z.object({
+          id: z.string(),
+          name: z.string(),
+          revoked: z.boolean(),
+          status: z.enum(['active', 'suspended', 'revoked', 'expired']),
+          roles: z.array(z.string()),
+        }),
       ),
     },
   }),

@@ -324,7 +324,7 @@ export const audit = {
 
 // ---------------------------------------------------------------- API keys
 
-export const KeyStatus = z.enum(['active', 'revoked', 'expired']);
+export const KeyStatus = z.enum(['active', 'suspended', 'revoked', 'expired']);
 export const ApiKeyView = z
   .object({
     keyId: z.string(),
@@ -336,6 +336,7 @@ export const ApiKeyView = z
     expiresAt: IsoTime.nullable(),
     rateLimitPerMin: z.number().int().nullable(),
     rotatedAt: IsoTime.nullable(),
+    suspendedAt: IsoTime.nullable().meta({ description: 'since when the key is suspended (null: not suspended)' }),
     staleRoles: z.array(z.string()).meta({ description: "roles the env's current release no longer references" }),
     unconfirmed: z.boolean().meta({ description: "the Hub stopped before the response carrying this key's plaintext left it" }),
   })
@@ -372,6 +373,17 @@ export const RevokedKey = KeyIdentity.extend({
   ack: AckResult.nullable(),
 }).meta({ id: 'RevokedApiKey' });
 export const RevokeResponse = z.union([RevokeDryRun, RevokedKey]);
+export const SuspendedKey = KeyIdentity.extend({
+  status: z.literal('suspended'),
+  suspendedAt: IsoTime.nullable(),
+  alreadySuspended: z.boolean().meta({ description: 'the key was suspended already: nothing changed (ack is null)' }),
+  ack: AckResult.nullable(),
+}).meta({ id: 'SuspendedApiKey' });
+export const ResumedKey = KeyIdentity.extend({
+  status: KeyStatus.meta({ description: 'active, or expired when the key expired meanwhile' }),
+  alreadyActive: z.boolean().meta({ description: 'the key was not suspended: nothing changed (ack is null)' }),
+  ack: AckResult.nullable(),
+}).meta({ id: 'ResumedApiKey' });
 export const RotatedKey = KeyIdentity.extend({
   status: z.literal('active'),
   rotatedAt: IsoTime,
@@ -452,6 +464,28 @@ export const apikeys = {
     params: KeyParams,
     body: z.looseObject({ dryRun: z.boolean().optional() }).optional(),
     response: { 200: RevokeResponse },
+  }),
+  suspend: defineRoute({
+    method: 'POST',
+    url: `${KEYS}/:key/suspend`,
+    auth: keysAdmin,
+    summary: 'Suspend a key (reversible): returns once every connected Bridge refuses it with 401 API key suspended',
+    tags: ['api keys'],
+    params: KeyParams,
+    body: z.looseObject({ reason: z.string().max(500).optional().meta({ description: 'kept in the audit log' }) }).optional(),
+    response: { 200: SuspendedKey },
+    errors: ['CONFLICT'],
+  }),
+  resume: defineRoute({
+    method: 'POST',
+    url: `${KEYS}/:key/resume`,
+    auth: keysAdmin,
+    summary: 'Resume a suspended key (same secret): returns once every connected Bridge accepts it again',
+    tags: ['api keys'],
+    params: KeyParams,
+    body: z.looseObject({}).optional(),
+    response: { 200: ResumedKey },
+    errors: ['CONFLICT'],
   }),
   usage: defineRoute({
     method: 'GET',
@@ -953,6 +987,8 @@ export type RotatedKey = z.infer<typeof RotatedKey>;
 export type RevokeResponse = z.infer<typeof RevokeResponse>;
 export type RevokeDryRun = z.infer<typeof RevokeDryRun>;
 export type RevokedKey = z.infer<typeof RevokedKey>;
+export type SuspendedKey = z.infer<typeof SuspendedKey>;
+export type ResumedKey = z.infer<typeof ResumedKey>;
 export type ProjectListItem = z.infer<typeof ProjectListItem>;
 export type EnvListItem = z.infer<typeof EnvListItem>;
 export type KeyUsageReport = z.infer<typeof KeyUsageReport>;

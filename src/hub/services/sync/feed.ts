@@ -31,7 +31,7 @@ export function toKeyRecord(row: ApiKeysTable, project: string, env: string): Sy
     secretHash: row.secret_hash,
     prevSecretHash: row.prev_secret_hash,
     prevExpiresAt: row.prev_expires_at,
-    status: row.status,
+    status: row.status === 'active' && row.suspended_at ? 'suspended' : row.status,
     expiresAt: row.expires_at,
     rateLimitPerMin: row.rate_limit_per_min,
   };
