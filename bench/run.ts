@@ -17,6 +17,8 @@
  *   verifyload  a Bridge with STK_BENCH_VERIFY_SAMPLES under wrk c=50: verifyKey vs a bare HMAC, per call
  *   acks     revoke ack latency and the Hub's CPU per ack with 1, 3, 10 Bridges
  *   million  a Hub with 1,000,000 keys, 3 Bridges: snapshot time, RSS, throughput vs 1 key, revokes
+ *   globalrate  3 Bridges on Redis: keys at 60/600/6,000 per min hit at 2× for BENCH_GLOBALRATE_S (120) s,
+ *            worst 60-s window vs the limit; a key at ≤ 10 % of its limit, Redis on vs off (bench/lib/global-rate.ts)
  *
  * Writes bench/out/summary.json (the issues' fields), bench/out/details.json (every run), the plots
  * bench/out/*.svg and bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
@@ -59,6 +61,7 @@ import { freePort, log, median, percentile, round, sleep, table, waitFor } from 
 import { acksByBridges } from './lib/acks.js';
 import { millionRevokes, startMillion } from './lib/million.js';
 import { benchVerify } from './lib/verify.js';
+import { globalRate } from './lib/global-rate.js';
 import { verifyUnderLoad } from './lib/verify-load.js';
 import { wrk, type WrkResult } from './lib/wrk.js';
 
@@ -76,9 +79,11 @@ const PG_DIR = process.env.BENCH_PG_DIR ?? '/tmp/stk-bench-pg';
 const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
 const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
 const BASELINE = process.env.BENCH_BASELINE ? resolve(process.env.BENCH_BASELINE) : null;
-const SECTIONS = new Set((process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million,reject').split(',').map((s) => s.trim()));
+const SECTIONS = new Set(
+  (process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million,reject,globalrate').split(',').map((s) => s.trim()),
+);
 /** the sections that need PostgreSQL, a Hub and a Bridge */
-const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million', 'reject'];
+const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million', 'reject', 'globalrate'];
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
 const ACK_BRIDGES = [1, 3, 10];
@@ -896,6 +901,22 @@ async function main(): Promise<void> {
       write();
     }
 
+    if (SECTIONS.has('globalrate')) {
+      // issue 16 part 1: global per-key limits on Redis, accuracy at 2× and overhead at 10 % (bench/lib/global-rate.ts)
+      const g = await globalRate({
+        paths,
+        hub: hubA,
+        env: 'bench',
+        callLua: y.callLua,
+        seconds: int(process.env.BENCH_GLOBALRATE_S, 120),
+        overheadSeconds: DURATION_S,
+        rounds: ROUNDS,
+      });
+      summary.global_rate_limit = g.summary;
+      details.globalRate = g.details;
+      write();
+    }
+
     if (SECTIONS.has('revoke')) {
       const r = await revocation(paths, hubA, bridgeA, benchUrl);
       summary.revocation = r.summary;
@@ -1110,6 +1131,8 @@ function report(): void {
     ['Hub CPU per ack: slope per added Bridge', chk(s.acks_by_bridges?.slope_hub_cpu_ms_per_bridge, () => true, 'reported; linear or better')],
     ['100k keys / 1 key', chk(s.keys_scaling?.rps_ratio_100k_vs_1_keys, (x) => x >= 0.95, '≥ 0.95')],
     ['verify p50 / p99 ns', s.verify_ns ? `${s.verify_ns.p50} / ${chk(s.verify_ns.p99, (x) => x <= 10_000, '≤ 10000')}` : '–'],
+    ['global rate limit: worst 60-s window error (3 Bridges, 2×)', chk(s.global_rate_limit?.worst_window_error, (x) => x <= 0.05, '≤ 0.05')],
+    ['global rate limit: throughput Redis on / off, key at ≤ 10 %', chk(s.global_rate_limit?.overhead_ratio, (x) => x >= 0.95, '≥ 0.95')],
     ['accepted after revoke', chk(s.revocation?.accepted_after_revoke_returned, (x) => x === 0, '0')],
     ['revoke ack p99 ms', chk(s.revocation?.ack_p99_ms, () => true, 'reported')],
     ['429 CPU / served CPU per request', chk(s.ratios?.rejected_429_cpu_vs_served, (x) => x <= 0.3, '≤ 0.3')],

@@ -75,6 +75,23 @@ describe('Bridge settings', () => {
     expect(() => loadBridgeConfig({ ...BRIDGE, [name]: value })).toThrow(message);
   });
 
+  it('STK_RATE_LIMIT_REDIS_URL: unset → per-Bridge limits; a redis(s):// URL → global; anything else refused without quoting it (it may hold a password)', () => {
+    expect(loadBridgeConfig(BRIDGE).rateLimit).toEqual({ redisUrl: undefined, syncMs: 100, windowMs: 60_000, timeoutMs: 500 });
+    const url = 'rediss://:s3cret-pw@redis.internal:6380/2';
+    expect(loadBridgeConfig({ ...BRIDGE, STK_RATE_LIMIT_REDIS_URL: url, STK_RATE_LIMIT_SYNC_MS: '50' }).rateLimit).toMatchObject({ redisUrl: url, syncMs: 50 });
+    for (const bad of ['http://:s3cret-pw@redis:6379', 'redis:s3cret-pw', 's3cret-pw']) {
+      let msg = '';
+      try {
+        loadBridgeConfig({ ...BRIDGE, STK_RATE_LIMIT_REDIS_URL: bad });
+      } catch (e) {
+        msg = (e as Error).message;
+      }
+      expect(msg).toMatch(/STK_RATE_LIMIT_REDIS_URL: must be a redis:\/\/ or rediss:\/\/ URL/);
+      expect(msg).not.toContain('s3cret-pw');
+    }
+    expect(() => loadBridgeConfig({ ...BRIDGE, STK_RATE_LIMIT_SYNC_MS: '0' })).toThrow(/STK_RATE_LIMIT_SYNC_MS: must be a whole number from 5 to 1000/);
+  });
+
   it('every bad variable in one message; a URL with a credential is not quoted back', () => {
     let msg = '';
     try {

@@ -71,6 +71,8 @@ class KeyState {
   lastRound = 0;
   lastSeen: number;
   queued = false;
+  /** refused a request at this time: synced every round for a window after (0 = never) */
+  refusedAt = 0;
   constructor(
     readonly keyId: string,
     public budget: number,
@@ -91,6 +93,12 @@ export class GlobalRateLimiter implements RateLimiter {
   #local = new KeyRateLimiter();
   readonly #states = new Map<string, KeyState>();
   #queue: KeyState[] = [];
+  /**
+   * Keys that refused a request within the last window: synced every round even without new requests,
+   * so budget freed when a sub-window ends reaches this Bridge as a lease before its next request (else
+   * at a few requests per second per Bridge, each Bridge would refuse one request per freed batch).
+   */
+  readonly #hot = new Set<KeyState>();
   #global = false;
   #everUp = false;
   #saidDown = false;
@@ -191,11 +199,15 @@ export class GlobalRateLimiter implements RateLimiter {
       st.debtSub = sub; // charged to the newest sub-window it spans: later, never earlier (conservative)
       return 0;
     }
+    if (st.refusedAt === 0) this.#hot.add(st);
+    st.refusedAt = now;
     this.#soon();
     return (sub + 1) * this.#subMs - now;
   }
 
   forget(keyId: string): void {
+    const st = this.#states.get(keyId);
+    if (st) this.#hot.delete(st);
     this.#states.delete(keyId);
     this.#local.forget(keyId);
   }
@@ -246,6 +258,7 @@ export class GlobalRateLimiter implements RateLimiter {
       await this.#store.ping();
       if (this.#closed) return;
       this.#states.clear();
+      this.#hot.clear();
       this.#queue = [];
       this.#global = true;
       this.#local = new KeyRateLimiter();
@@ -270,6 +283,7 @@ export class GlobalRateLimiter implements RateLimiter {
     if (!this.#global || this.#closed) return;
     this.#global = false;
     this.#states.clear();
+    this.#hot.clear();
     this.#queue = [];
     this.#lastProbe = this.#o.now();
     if (!this.#saidDown) {
@@ -286,6 +300,15 @@ export class GlobalRateLimiter implements RateLimiter {
     if (sub !== this.#lastSub) {
       this.#lastSub = sub;
       this.#sweep(now, sub);
+    }
+    for (const st of this.#hot) {
+      if (now - st.refusedAt > this.#o.windowMs || this.#states.get(st.keyId) !== st) {
+        st.refusedAt = 0;
+        this.#hot.delete(st);
+      } else if (!st.queued) {
+        st.queued = true;
+        this.#queue.push(st);
+      }
     }
     if (this.#queue.length === 0) return;
     const batch = this.#queue.length <= this.#o.maxBatch ? this.#queue : this.#queue.slice(0, this.#o.maxBatch);
