@@ -111,7 +111,7 @@ export const BRIDGE_ENV = z.object({
   STK_RATE_LIMIT_REDIS_URL: env.secret(undefined, { check: redisUrl }),
   STK_RATE_LIMIT_SYNC_MS: env.int(100, 5, 1000),
   STK_RATE_LIMIT_WINDOW_SECONDS: env.int(60, 1, 3600),
-  STK_RATE_LIMIT_REDIS_TIMEOUT_MS: env.int(500, 10, 60_000),
+  STK_RATE_LIMIT_REDIS_TIMEOUT_MS: env.int(2000, 10, 60_000),
   STK_REFUSAL_LOG_SECONDS: env.durationMs('10', 1000),
   STK_BRIDGE_POOL_MAX: env.int(10, 1, 1000),
   STK_CONNECTION_ALLOW_HOSTS: env.hostPolicy(),

@@ -76,7 +76,7 @@ describe('Bridge settings', () => {
   });
 
   it('STK_RATE_LIMIT_REDIS_URL: unset → per-Bridge limits; a redis(s):// URL → global; anything else refused without quoting it (it may hold a password)', () => {
-    expect(loadBridgeConfig(BRIDGE).rateLimit).toEqual({ redisUrl: undefined, syncMs: 100, windowMs: 60_000, timeoutMs: 500 });
+    expect(loadBridgeConfig(BRIDGE).rateLimit).toEqual({ redisUrl: undefined, syncMs: 100, windowMs: 60_000, timeoutMs: 2000 });
     const url = 'rediss://:s3cret-pw@redis.internal:6380/2';
     expect(loadBridgeConfig({ ...BRIDGE, STK_RATE_LIMIT_REDIS_URL: url, STK_RATE_LIMIT_SYNC_MS: '50' }).rateLimit).toMatchObject({ redisUrl: url, syncMs: 50 });
     for (const bad of ['http://:s3cret-pw@redis:6379', 'redis:s3cret-pw', 's3cret-pw']) {
