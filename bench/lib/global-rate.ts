@@ -1,5 +1,6 @@
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
+import { ulidTime } from '../../src/common/ulid.js';
 import { run } from './procs.js';
 import { PROJECT, smokeCall, startBridge, type Bridge, type Hub, type StackPaths } from './stack.js';
 import { log, median, round, sleep } from './util.js';
@@ -44,18 +45,21 @@ async function createKey(hub: Hub, env: string, name: string, rateLimitPerMin: n
 const agent = new Agent({ keepAlive: true, maxSockets: 32 });
 const BODY = JSON.stringify({ path: 'db/users/select', params: { limit: 1 } });
 
-function call(url: string, apiKey: string): Promise<number> {
+function call(url: string, apiKey: string): Promise<Sent> {
   return new Promise((resolve) => {
     const req = request(
       `${url}/call`,
       { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(BODY), 'x-santokit-api-key': apiKey } },
       (res) => {
+        // when the Bridge took the request (its request id is a ULID made on arrival, in the same turn
+        // as the rate-limit decision): a loaded client or socket queue must not move requests between windows
+        const at = ulidTime(String(res.headers['x-request-id'] ?? ''));
         res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-        res.on('error', () => resolve(0));
+        res.on('end', () => resolve({ at, status: res.statusCode ?? 0 }));
+        res.on('error', () => resolve({ at, status: 0 }));
       },
     );
-    req.on('error', () => resolve(0));
+    req.on('error', () => resolve({ at: NaN, status: 0 }));
     req.end(BODY);
   });
 }
@@ -69,14 +73,16 @@ async function paced(urls: string[], apiKey: string, perMin: number, ms: number,
     if (due >= t0 + ms) break;
     const wait = due - Date.now();
     if (wait > 0) await sleep(wait);
-    const at = Date.now();
-    out.push(call(urls[i % urls.length]!, apiKey).then((status) => ({ at, status })));
+    const sentAt = Date.now();
+    out.push(call(urls[i % urls.length]!, apiKey).then((r) => (Number.isFinite(r.at) ? r : { ...r, at: sentAt })));
   }
   return Promise.all(out);
 }
 
-/** Accepted per 60-s window starting at each 5-s boundary inside [from, to). */
-function windows(sent: Sent[], from: number, to: number): Array<{ start: number; accepted: number }> {
+/** Accepted per 60-s window starting at each 5-s boundary inside the run (by the Bridges' clock). */
+function windows(sent: Sent[]): Array<{ start: number; accepted: number }> {
+  const from = Math.min(...sent.map((s) => s.at));
+  const to = Math.max(...sent.map((s) => s.at)) + 1;
   const ok = sent.filter((s) => s.status === 200).map((s) => s.at);
   const out = [];
   for (let start = Math.ceil(from / STEP_MS) * STEP_MS; start + WINDOW_MS <= to; start += STEP_MS) {
@@ -125,7 +131,7 @@ export async function globalRate(o: {
     const t0 = Date.now() + 100;
     const sent = await Promise.all(LIMITS.map((l, i) => paced(urls, keys[i]!, 2 * l, ms, t0)));
     const perKey = LIMITS.map((limit, i) => {
-      const ws = windows(sent[i]!, t0, t0 + ms);
+      const ws = windows(sent[i]!);
       const errs = ws.map((w) => Math.abs(w.accepted - limit) / limit);
       const statuses: Record<string, number> = {};
       for (const s of sent[i]!) statuses[s.status] = (statuses[s.status] ?? 0) + 1;
@@ -178,7 +184,7 @@ export async function globalRate(o: {
       details: {
         accuracy: perKey,
         overhead: { limitPerMin: limit, loadShareOfLimit: share, on, off: offRuns, non2xx },
-        note: 'accepted per 60-s window starting at every 5-s boundary inside the run, by client send time',
+        note: 'accepted per 60-s window starting at every 5-s boundary inside the run, by the time each Bridge took the request (its ULID request id)',
       },
     };
   } finally {

@@ -26,3 +26,15 @@ export function ulid(now: number = Date.now()): string {
   for (let i = 0; i < 16; i++) rand += ENCODING[pool[offset++]! & 31];
   return time + rand;
 }
+
+/** The ms timestamp of a ULID (its first 10 characters), NaN when it is not one. */
+export function ulidTime(id: string): number {
+  if (id.length < 10) return NaN;
+  let t = 0;
+  for (let i = 0; i < 10; i++) {
+    const v = ENCODING.indexOf(id[i]!);
+    if (v < 0) return NaN;
+    t = t * 32 + v;
+  }
+  return t;
+}

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { freePort, waitFor, type Proc } from '../helpers/procs.js';
 import { rememberSecret } from '../helpers/secrets.js';
+import { ulidTime } from '../../src/common/ulid.js';
 import { spawnRedis, type RedisProc } from '../helpers/test-redis.js';
 import { call, startStack, type Stack } from '../integration/apikeys.setup.js';
 
@@ -59,16 +60,23 @@ describe('global per-key rate limits: 3 Bridges + Hub + PostgreSQL + Redis', () 
       const wait = due - Date.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const bridge = i % bridges.length;
-      const at = Date.now();
-      out.push(call(bridges[bridge]!, k, { project: s.project, env: s.env }).then((r) => ({ at, status: r.status, bridge })));
+      const sentAt = Date.now();
+      // counted at the time the Bridge took the request (its ULID request id, made in the turn that decides
+      // the rate limit): a loaded test process must not move requests between windows
+      out.push(
+        call(bridges[bridge]!, k, { project: s.project, env: s.env }).then((r) => {
+          const at = ulidTime(r.headers.get('x-request-id') ?? '');
+          return { at: Number.isFinite(at) ? at : sentAt, status: r.status, bridge };
+        }),
+      );
     }
     return Promise.all(out);
   }
 
   /** accepted per window aligned to the epoch (the Bridges' sub-windows are), complete windows only */
   function perWindow(rs: Array<{ at: number; status: number }>): number[] {
-    const first = Math.ceil(rs[0]!.at / WINDOW_MS);
-    const last = Math.floor(rs[rs.length - 1]!.at / WINDOW_MS);
+    const first = Math.ceil(Math.min(...rs.map((r) => r.at)) / WINDOW_MS);
+    const last = Math.floor(Math.max(...rs.map((r) => r.at)) / WINDOW_MS);
     const counts: number[] = [];
     for (let w = first; w < last; w++) counts.push(rs.filter((r) => r.status === 200 && Math.floor(r.at / WINDOW_MS) === w).length);
     return counts;

@@ -6,6 +6,7 @@ import { GlobalRateLimiter } from '../../src/bridge/credentials/global-limits.js
 import { RedisWindowStore } from '../../src/bridge/credentials/redis-window.js';
 import { ApiKeyVerifier, KeyTable, UsageCounter } from '../../src/bridge/credentials/index.js';
 import { generateKey } from '../../src/protocol/key-format.js';
+import { ulid, ulidTime } from '../../src/common/ulid.js';
 import { createHmac } from 'node:crypto';
 import { freePort } from '../helpers/procs.js';
 import { spawnRedis, type RedisProc } from '../helpers/test-redis.js';
@@ -183,6 +184,12 @@ describe('global per-key rate limits on Redis (3 Bridges, simulated clock)', () 
     expect(await redis.exists(`stk:rl:{${g.keyId}}`)).toBe(1);
     await ls[0]!.close();
   });
+});
+
+it('ulidTime reads back the ms of a request id (the benchmark and the cluster test count requests by it)', () => {
+  for (const t of [0, 1, Date.now(), 2 ** 48 - 1]) expect(ulidTime(ulid(t))).toBe(t);
+  expect(ulidTime('not-a-ulid')).toBeNaN();
+  expect(ulidTime('')).toBeNaN();
 });
 
 describe('the store down, hung, back (a private redis-server)', () => {
