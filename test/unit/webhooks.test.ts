@@ -247,3 +247,56 @@ describe('webhooks on a SQLite store (in-process Hub)', () => {
     expect(leaked.actor).toEqual({ type: 'system', id: null, email: null });
   });
 });
+
+describe('webhooks: at most STK_WEBHOOK_ENDPOINT_CONCURRENCY attempts in flight per endpoint', () => {
+  let recv: Receiver;
+  let app: FastifyInstance;
+  let token: string;
+  const owner = { email: 'owner@example.com', password: rememberSecret('password', 'sqlite-webhook-pw-2') };
+
+  beforeAll(async () => {
+    recv = await startReceiver();
+    ({ app } = await buildHub(
+      loadHubConfig({
+        STK_SECRET_KEY: randomBytes(32).toString('hex'),
+        STK_SERVICE_TOKEN: randomBytes(24).toString('hex'),
+        STK_HUB_DB_URL: 'sqlite::memory:',
+        STK_OWNER_EMAIL: owner.email,
+        STK_OWNER_PASSWORD: owner.password,
+        STK_WEBHOOK_ALLOW_HOSTS: `127.0.0.1:${recv.port}`,
+        STK_WEBHOOK_POLL_MS: '20',
+        STK_WEBHOOK_ENDPOINT_CONCURRENCY: '2',
+      }),
+      { logger: false },
+    ));
+    await app.ready();
+    token = rememberSecret('session-token', (await app.inject({ method: 'POST', url: '/api/auth/login', payload: owner })).json().token as string);
+  });
+  afterAll(async () => {
+    await app?.close();
+    await recv?.close();
+  });
+
+  it('8 deliveries to a slow endpoint: never more than 2 at once, all delivered', async () => {
+    const auth = { authorization: `Bearer ${token}` };
+    expect((await app.inject({ method: 'POST', url: '/api/projects', headers: auth, payload: { name: 'shop' } })).statusCode).toBe(201);
+    const add = await app.inject({
+      method: 'POST',
+      url: '/api/projects/shop/webhooks',
+      headers: auth,
+      payload: { url: `${recv.url}/slow`, events: ['apikey.created'] },
+    });
+    rememberSecret('webhook-secret', add.json().secret as string);
+    let inFlight = 0;
+    let most = 0;
+    recv.script('/slow', [{ status: 200, delayMs: 300 }]);
+    recv.onRequest = () => {
+      most = Math.max(most, ++inFlight);
+      setTimeout(() => inFlight--, 300);
+    };
+    for (let i = 0; i < 8; i++)
+      expect((await app.inject({ method: 'POST', url: `/api/projects/shop/webhooks/${add.json().webhookId}/test`, headers: auth })).statusCode).toBe(202);
+    await waitFor(async () => recv.at('/slow').length >= 8, 15_000, '8 deliveries');
+    expect(most).toBe(2);
+  });
+});
