@@ -89,7 +89,7 @@ describe('global per-key rate limits on Redis (3 Bridges, simulated clock)', () 
       const clock = { t: Math.ceil(Date.now() / MINUTE) * MINUTE };
       const { ls } = await bridges(3, REDIS, clock);
       const id = keyId();
-      const windows = await drive(ls, clock, id, limit, 2 * limit, 4);
+      const windows = await drive(ls, clock, id, limit, 2 * limit, 3);
       await Promise.all(ls.map((l) => l.close()));
       const worst = Math.max(...windows.map((w) => Math.abs(w - limit) / limit));
       process.stdout.write(
