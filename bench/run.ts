@@ -19,6 +19,8 @@
  *   million  a Hub with 1,000,000 keys, 3 Bridges: snapshot time, RSS, throughput vs 1 key, revokes
  *   globalrate  3 Bridges on Redis: keys at 60/600/6,000 per min hit at 2× for BENCH_GLOBALRATE_S (120) s,
  *            worst 60-s window vs the limit; a key at ≤ 10 % of its limit, Redis on vs off (bench/lib/global-rate.ts)
+ *   metrics  3 Bridges (2 with /metrics off, 1 on and scraped every 5 s) loaded at the same time on one
+ *            CPU at c=10 and c=50: summary.metrics.on_off_ratio (bench/lib/metrics.ts)
  *
  * Writes bench/out/summary.json (the issues' fields), bench/out/details.json (every run), the plots
  * bench/out/*.svg and bench/out/logs/. Knobs: BENCH_ROUNDS (3), BENCH_WARMUP_S (2), BENCH_DURATION_S (10),
@@ -63,6 +65,7 @@ import { millionRevokes, startMillion } from './lib/million.js';
 import { benchVerify } from './lib/verify.js';
 import { globalRate } from './lib/global-rate.js';
 import { verifyUnderLoad } from './lib/verify-load.js';
+import { benchMetrics } from './lib/metrics.js';
 import { wrk, type WrkResult } from './lib/wrk.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -80,10 +83,10 @@ const DEPS = process.env.BENCH_DEPS_DIR ?? '/tmp/stk-bench-deps';
 const YARD = resolve(process.env.BENCH_YARDSTICKS ?? join(ROOT, '../shared/bench'));
 const BASELINE = process.env.BENCH_BASELINE ? resolve(process.env.BENCH_BASELINE) : null;
 const SECTIONS = new Set(
-  (process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million,reject,globalrate').split(',').map((s) => s.trim()),
+  (process.env.BENCH_ONLY ?? 'cli,verify,rounds,floor,writes,verifyload,revoke,acks,million,reject,globalrate,metrics').split(',').map((s) => s.trim()),
 );
 /** the sections that need PostgreSQL, a Hub and a Bridge */
-const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million', 'reject', 'globalrate'];
+const STACK_SECTIONS = ['rounds', 'floor', 'writes', 'verifyload', 'revoke', 'acks', 'million', 'reject', 'globalrate', 'metrics'];
 const BULK_KEYS = 100_000;
 const REVOKES = 100;
 const ACK_BRIDGES = [1, 3, 10];
@@ -616,6 +619,7 @@ async function main(): Promise<void> {
     revocation: null,
     cli: null,
     memory: null,
+    metrics: null,
   };
   const details: Record<string, unknown> = { startedAt: new Date().toISOString(), config: { ROUNDS, WARMUP_S, DURATION_S, sections: [...SECTIONS] } };
   const write = () => {
@@ -917,6 +921,13 @@ async function main(): Promise<void> {
       write();
     }
 
+    if (SECTIONS.has('metrics')) {
+      const r = await benchMetrics({ paths, hub: hubA, apiKey: key.apiKey, callLua: y.callLua, rounds: ROUNDS, warmupS: WARMUP_S, durationS: DURATION_S });
+      summary.metrics = r.summary;
+      details.metrics = r.details;
+      write();
+    }
+
     if (SECTIONS.has('revoke')) {
       const r = await revocation(paths, hubA, bridgeA, benchUrl);
       summary.revocation = r.summary;
@@ -1141,6 +1152,8 @@ function report(): void {
     ['(floor: bare node:http 401 / served CPU)', typeof s.reject?.floor_cpu_vs_served === 'number' ? String(s.reject.floor_cpu_vs_served) : '–'],
     ['stk --version / node -e 0', chk(s.cli?.cold_start_ratio_vs_node, (x) => x <= 2, '≤ 2')],
     ['Bridge RSS under load MB', chk(s.memory?.bridge_rss_mb_under_load, (x) => x <= 150, '≤ 150')],
+    ['/metrics on ÷ off req/s', chk(s.metrics?.on_off_ratio, (x) => x >= 0.97, '≥ 0.97, within noise')],
+    ['/metrics on ÷ off CPU per request', chk(s.metrics?.cpu_per_req_on_off_ratio, (x) => x <= 1.03, '≤ 1.03')],
   ];
   process.stdout.write(`${table(t)}\n`);
   const svgs = plots(d);

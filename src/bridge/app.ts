@@ -17,6 +17,7 @@ import { ReleaseCache } from './release-cache/index.js';
 import { HubSync } from './sync/index.js';
 import { installRouteAuth } from './route-auth.js';
 import { Refusals } from './refusals.js';
+import { HistogramCell, LATENCY_BUCKETS } from '../common/metric-cells.js';
 
 /** sub-windows of the global rate-limit window (60 s → 12 × 5 s) */
 const RATE_SUB_WINDOWS = 12;
@@ -39,7 +40,9 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
       '!!! STK_DISABLE_AUTH=true: the Bridge accepts requests WITHOUT authentication or permission checks. Never use this outside local development. !!!',
     );
   }
-  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs, allow: config.connectionAllow }, log);
+  // with /metrics on, every query's duration (nothing is measured with it off)
+  const queryTimes = config.metrics && config.metrics.port !== null ? new HistogramCell({}, LATENCY_BUCKETS) : undefined;
+  const releases = new ReleaseCache({ max: config.poolMax, queryTimeoutMs: config.queryTimeoutMs, allow: config.connectionAllow, queryTimes }, log);
   const keys = new KeyTable();
   const usage = new UsageCounter();
   const sync: HubSync = new HubSync(
@@ -88,6 +91,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     sync,
     isStale: () => sync.isStale(),
     responses: new ResponseGauge({ maxBytes: config.responseMaxBytes, inflightMaxBytes: config.responseInflightMaxBytes }),
+    metrics: null,
     // stop following first (it reports the last usage counts), then close the pools
     onClose: [() => sync.stop(), () => releases.close(), async () => globalLimiter?.close(), () => refusals.flush()],
   };
@@ -95,6 +99,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   // error of that key. The request property is declared up front (no per-request shape change) and the
   // hook runs on failures only, so a successful call costs nothing here.
   app.decorateRequest('stkKeyId', null);
+  app.decorateRequest('stkOp', null);
   app.addHook('onError', (req, _reply, err, done) => {
     const keyId = (req as { stkKeyId?: string | null }).stkKeyId;
     if (keyId) {
@@ -104,6 +109,11 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
     }
     done();
   });
+  // loaded only when on: with metrics off no metrics library is imported and no hook is added
+  if (queryTimes) {
+    const { installBridgeMetrics } = await import('./metrics.js');
+    ctx.metrics = installBridgeMetrics(app, ctx, config.metrics!, { verifyCounts: verifier.counts, queryTimes });
+  }
   installRouteAuth(app, ctx); // before any route: each route's declared auth becomes its first onRequest hook
   // the health routes' input and answers go through their contracts' zod schemas; /call's contract only
   // describes it (its planner checks params on the hot path)

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { env, readEnv } from '../common/env-config.js';
 import { HTTP_ENV, httpSettings, type HttpSettings } from '../common/http-config.js';
 import type { HostPolicy } from '../common/net-policy.js';
+import { METRICS_ENV, metricsSettings, type MetricsSettings } from '../common/metrics-config.js';
 
 export interface BridgeConfig {
   port: number;
@@ -51,6 +52,8 @@ export interface BridgeConfig {
   benchVerifySamples?: string;
   /** the shared HTTP layer: log level, proxies, connection limits (src/common/http-config.ts) */
   http: HttpSettings;
+  /** `/metrics` (STK_METRICS_*, src/common/metrics-config.ts): off unless STK_METRICS_PORT is set (absent = off) */
+  metrics?: MetricsSettings;
   /** following the Hub */
   sync: {
     /** the Hub's heartbeat interval (STK_SYNC_HEARTBEAT_MS): no byte for 3× this → reconnect */
@@ -123,6 +126,7 @@ export const BRIDGE_ENV = z.object({
   STK_BRIDGE_INITIAL_SYNC_TIMEOUT_MS: env.int(10_000, 0),
   STK_BENCH_VERIFY_SAMPLES: env.text(undefined),
   ...HTTP_ENV,
+  ...METRICS_ENV,
 });
 
 export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): BridgeConfig {
@@ -166,6 +170,7 @@ export function loadBridgeConfig(source: NodeJS.ProcessEnv = process.env): Bridg
     responseInflightMaxBytes: e.STK_RESPONSE_INFLIGHT_MAX_BYTES,
     ...(e.STK_BENCH_VERIFY_SAMPLES ? { benchVerifySamples: e.STK_BENCH_VERIFY_SAMPLES } : {}),
     http: httpSettings(e),
+    metrics: metricsSettings(e),
     sync: {
       heartbeatMs: e.STK_SYNC_HEARTBEAT_MS,
       maxBackoffMs: e.STK_SYNC_MAX_BACKOFF_MS,

@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
+import type { Metrics } from '../common/metrics.js';
 import type { BridgeConfig } from './config.js';
 import type { KeyTable } from './credentials/key-table.js';
 import type { ResponseGauge } from './executor/response-budget.js';
@@ -48,6 +49,8 @@ export interface BridgeContext {
   isStale: () => boolean;
   /** the bytes of `/call` answers held in memory, bounded per answer and in total */
   readonly responses: ResponseGauge;
+  /** `/metrics` families (null with metrics off: STK_METRICS_PORT unset); served by `startBridge` */
+  metrics: Metrics | null;
   /** cleanup run on close, in order (the sync first, then pools) */
   readonly onClose: Array<() => Promise<void> | void>;
 }

@@ -7,9 +7,17 @@ export async function startBridge(config: BridgeConfig = loadBridgeConfig()) {
   // load keys and releases before taking traffic (bounded: a Hub that is down must not block the start)
   const synced = await ctx.sync.start(config.sync.initialTimeoutMs);
   if (!synced) app.log.warn({ hubs: config.hubUrls.length }, 'bridge: no Hub reachable yet; API keys are refused (503) until the first sync');
-  await app.listen({ port: config.port, host: config.host });
+  // /metrics on its own listener (never the public port), closed with the app
+  const metrics = ctx.metrics ? await ctx.metrics.serve(app.log) : null;
+  if (metrics) ctx.onClose.push(() => metrics.close());
+  try {
+    await app.listen({ port: config.port, host: config.host });
+  } catch (e) {
+    await metrics?.close();
+    throw e;
+  }
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   app.log.info({ port, hubs: config.hubUrls.length }, `bridge listening on http://${config.host}:${port}`);
-  return { app, ctx, port, stop: () => app.close() };
+  return { app, ctx, port, metricsPort: metrics?.port ?? null, stop: () => app.close() };
 }

@@ -69,7 +69,7 @@ export const env = {
       throw new Unfit('must be true or false (1/0, yes/no, on/off)');
     }),
   /** a TCP port, 0 (any free one) to 65535 */
-  port: (dflt: number) => variable(dflt, (s) => wholeNumber(s, 0, 65535, 'must be a port number from 0 to 65535')),
+  port: <D extends number | undefined>(dflt: D) => variable<number, D>(dflt, (s) => wholeNumber(s, 0, 65535, 'must be a port number from 0 to 65535')),
   /** a whole number in [min, max] */
   int: (dflt: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
     variable(dflt, (s) =>

@@ -68,6 +68,21 @@ export function withoutAccessLine(req: FastifyRequest): void {
   (req as unknown as WithCode)[kNoAccessLine] = true;
 }
 
+/** the catalogue's code for each status, for answers sent without going through the envelope builders here */
+const CODE_OF_STATUS = new Map<number, string>();
+for (const [code, v] of Object.entries(ERROR_CATALOGUE)) if (!CODE_OF_STATUS.has(v.status)) CODE_OF_STATUS.set(v.status, code);
+
+/**
+ * The error code a request was answered with (undefined for a success), for metrics and traces: the
+ * one recorded where its envelope was built, else the catalogue's code for its status (the Bridge's
+ * refusals are answered from pre-serialized envelopes: src/bridge/refusals.ts).
+ */
+export function errorCodeOf(req: FastifyRequest, status: number): string | undefined {
+  const code = (req as unknown as WithCode)[kErrorCode];
+  if (code !== undefined || status < 400) return code;
+  return CODE_OF_STATUS.get(status) ?? (status >= 500 ? 'INTERNAL_ERROR' : 'BAD_REQUEST');
+}
+
 /**
  * One access line per request, written when the response has been sent (level info):
  * `{"level":30,"time","pid","hostname","name","reqId","method","url","statusCode","responseTime","ip",

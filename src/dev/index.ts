@@ -36,7 +36,19 @@ function examplesDir(cwd: string): string {
   return 'examples/basic';
 }
 
-const IGNORED_ENV = ['STK_HUB_DB_URL', 'STK_SECRET_KEY', 'STK_SERVICE_TOKEN', 'STK_SERVICE_TOKENS', 'STK_OWNER_EMAIL', 'STK_OWNER_PASSWORD', 'STK_HUB_URL'];
+// STK_METRICS_*: one port cannot serve both; in the dev stack only the Bridge serves /metrics
+const IGNORED_ENV = [
+  'STK_HUB_DB_URL',
+  'STK_SECRET_KEY',
+  'STK_SERVICE_TOKEN',
+  'STK_SERVICE_TOKENS',
+  'STK_OWNER_EMAIL',
+  'STK_OWNER_PASSWORD',
+  'STK_HUB_URL',
+  'STK_METRICS_PORT',
+  'STK_METRICS_HOST',
+  'STK_METRICS_TOKEN',
+];
 
 /** The ports `stk dev` itself reads (STK_DATA_DIR: devDataDir; the Hub and the Bridge it starts read theirs: hub/config.ts, bridge/config.ts). */
 const DEV_ENV = z.object({

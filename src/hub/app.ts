@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { Metrics } from '../common/metrics.js';
 import { createBaseApp } from '../common/http.js';
 import type { HubConfig } from './config.js';
 import { createContext, type HubContext } from './context.js';
@@ -22,7 +23,7 @@ export interface BuildHubOptions {
 }
 
 /** Builds the Hub (store open + migrated, first owner bootstrapped) without listening. */
-export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): Promise<{ app: FastifyInstance; ctx: HubContext }> {
+export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): Promise<{ app: FastifyInstance; ctx: HubContext; metrics: Metrics | null }> {
   const app = createBaseApp({ name: 'hub', http: config.http, loggerStream: opts.loggerStream, logger: opts.logger });
   const store = opts.store ?? (await openStore(config.dbUrl, { poolMax: config.dbPoolMax }));
   await migrate(store);
@@ -33,6 +34,13 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
     if (!opts.store) await store.close();
     await app.close();
     throw e;
+  }
+
+  // /metrics families, loaded only when on (no hook and no metrics library otherwise)
+  let metrics: Metrics | null = null;
+  if (config.metrics && config.metrics.port !== null) {
+    const { installHubMetrics } = await import('./metrics.js');
+    metrics = installHubMetrics(app, ctx, config.metrics);
   }
 
   // every route's declared auth (service token, session, org/project role) is enforced on the route
@@ -64,5 +72,5 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   const webhooks = new WebhookWorker(ctx);
   ctx.onClose.push(() => webhooks.stop());
   webhooks.start();
-  return { app, ctx };
+  return { app, ctx, metrics };
 }

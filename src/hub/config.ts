@@ -6,6 +6,7 @@ import { HTTP_ENV, httpSettings, type HttpSettings } from '../common/http-config
 import { env, readEnv } from '../common/env-config.js';
 import type { HostPolicy } from '../common/net-policy.js';
 import { WEBHOOK_ENV, webhookSettings, type WebhookSettings } from './services/webhooks/config.js';
+import { METRICS_ENV, metricsSettings, type MetricsSettings } from '../common/metrics-config.js';
 
 export interface HubConfig {
   port: number;
@@ -38,6 +39,8 @@ export interface HubConfig {
   http: HttpSettings;
   /** webhook delivery (STK_WEBHOOK_*, src/hub/services/webhooks/config.ts) */
   webhooks: WebhookSettings;
+  /** `/metrics` (STK_METRICS_*, src/common/metrics-config.ts): off unless STK_METRICS_PORT is set (absent = off) */
+  metrics?: MetricsSettings;
   /** the change feed to Bridges (tests shorten these) */
   sync: {
     /** heartbeat on each stream and presence refresh (STK_SYNC_HEARTBEAT_MS) */
@@ -111,6 +114,7 @@ export const HUB_ENV = z.object({
   STK_SYNC_POLL_MS: env.int(2000, 1),
   ...HTTP_ENV,
   ...WEBHOOK_ENV,
+  ...METRICS_ENV,
 });
 
 export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfig {
@@ -156,6 +160,13 @@ export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfi
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,
     http: httpSettings(e),
     webhooks: webhookSettings(e),
+    metrics: (() => {
+      try {
+        return metricsSettings(e);
+      } catch (err) {
+        throw new ConfigError((err as Error).message);
+      }
+    })(),
     sync: {
       heartbeatMs,
       presenceStaleMs: e.STK_SYNC_PRESENCE_STALE_MS || heartbeatMs * 3,

@@ -4,6 +4,7 @@ import type { HubConfig } from './config.js';
 import type { Store, HubDb } from './store/store.js';
 import { Crypto } from './services/crypto.js';
 import { AuditBudget, LOGIN_FAILURE_AUDIT_PER_MINUTE, LoginThrottle } from './services/login-throttle.js';
+import { HubStats } from './stats.js';
 
 /** Everything a Hub route or service needs, built once at start and passed explicitly. */
 export interface HubContext {
@@ -20,6 +21,8 @@ export interface HubContext {
   loginThrottle: LoginThrottle;
   /** bounds the failed-login rows in the audit log */
   loginAudit: AuditBudget;
+  /** logins by result, change-ack waits (read by /metrics: src/hub/metrics.ts) */
+  stats: HubStats;
 }
 
 export function createContext(config: HubConfig, store: Store, log: FastifyBaseLogger): HubContext {
@@ -35,5 +38,6 @@ export function createContext(config: HubConfig, store: Store, log: FastifyBaseL
     onClose: [],
     loginThrottle: new LoginThrottle({ perAddress: config.loginMaxFailures, perAccount: config.loginAccountMaxFailures }),
     loginAudit: new AuditBudget(LOGIN_FAILURE_AUDIT_PER_MINUTE),
+    stats: new HubStats(),
   };
 }

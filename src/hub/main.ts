@@ -4,8 +4,16 @@ import { pruneAudit } from './services/audit.js';
 
 /** `stk hub start`: build, listen, handle SIGINT/SIGTERM. Resolves with a stop function. */
 export async function startHub(config: HubConfig = loadHubConfig()) {
-  const { app, ctx } = await buildHub(config);
-  await app.listen({ port: config.port, host: config.host });
+  const { app, ctx, metrics } = await buildHub(config);
+  // /metrics on its own listener (never the public port), closed with the app
+  const served = metrics ? await metrics.serve(app.log) : null;
+  if (served) ctx.onClose.push(() => served.close());
+  try {
+    await app.listen({ port: config.port, host: config.host });
+  } catch (e) {
+    await served?.close();
+    throw e;
+  }
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   app.log.info({ port, store: ctx.store.dialect }, `hub listening on http://${config.host}:${port}`);
@@ -16,6 +24,7 @@ export async function startHub(config: HubConfig = loadHubConfig()) {
     app,
     ctx,
     port,
+    metricsPort: served?.port ?? null,
     async stop() {
       clearInterval(prune);
       await app.close();

@@ -5,6 +5,7 @@ import type { CredentialRequest, CredentialVerifier, Principal } from '../contex
 import { NO_SUCH_KEY, type KeyEntry, type KeyTable } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter, type RateLimiter } from './limits.js';
 import type { UsageCounter } from './usage.js';
+import { newVerifyCounts } from './verify-counts.js';
 
 export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'suspended' | 'expired';
 
@@ -84,6 +85,8 @@ export interface VerifierOptions {
 export class ApiKeyVerifier implements CredentialVerifier {
   readonly limiter: RateLimiter;
   readonly failures: FailureLimiter;
+  /** how each check ended (read by /metrics at scrape time) */
+  readonly counts = newVerifyCounts();
   constructor(
     readonly table: KeyTable,
     readonly usage: UsageCounter,
@@ -104,14 +107,17 @@ export class ApiKeyVerifier implements CredentialVerifier {
     const presented = req.headers[API_KEY_HEADER];
     if (presented === undefined || presented === '') {
       const auth = req.headers.authorization;
+      this.counts.missing++;
       if (typeof auth === 'string' && /^bearer\s/i.test(auth)) throw BEARER;
       throw NO_KEY;
     }
     const r = this.verify(presented, now);
     if (typeof r === 'string') {
       if (r === 'unknown' && !this.state.synced()) {
+        this.counts.unsynced++;
         throw unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
       }
+      this.counts[r === 'format' || r === 'checksum' ? 'malformed' : r]++;
       // a known key id with a wrong secret, or a revoked, suspended or expired key: counted for that key (`apikey show`)
       if (r === 'secret' || r === 'revoked' || r === 'suspended' || r === 'expired') {
         const p = parseKey(presented);
@@ -120,26 +126,33 @@ export class ApiKeyVerifier implements CredentialVerifier {
       // only guesses count towards the flood limit: a revoked, suspended or expired key had the right secret
       if (r !== 'revoked' && r !== 'suspended' && r !== 'expired') {
         const blocked = this.failures.fail(req.ip, now);
-        if (blocked > 0) throw limited('too many invalid API keys from this address; slow down', blocked);
+        if (blocked > 0) {
+          this.counts.flooded++;
+          throw limited('too many invalid API keys from this address; slow down', blocked);
+        }
       }
       throw REFUSED[r];
     }
     if (this.state.isExpired(r.project, r.env)) {
       this.usage.outcome(r.keyId, 'rejected', 503, now);
+      this.counts.stale++;
       throw unavailable('this Bridge has not reached the Hub for longer than the max-stale window; API keys are refused until it reconnects');
     }
     const hp = req.headers[PROJECT_HINT_HEADER];
     const he = req.headers[ENV_HINT_HEADER];
     if ((hp !== undefined && hp !== r.project) || (he !== undefined && he !== r.env)) {
       this.usage.outcome(r.keyId, 'rejected', 403, now);
+      this.counts.binding++;
       if (hp !== undefined && hp !== r.project) throw forbidden("X-Santokit-Project does not match the API key's project");
       throw forbidden("X-Santokit-Env does not match the API key's env");
     }
     const wait = this.limiter.take(r.keyId, r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey, now);
     if (wait > 0) {
       this.usage.outcome(r.keyId, 'rejected', 429, now);
+      this.counts.rate_limited++;
       throw limited(`rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, wait);
     }
+    this.counts.ok++;
     this.usage.count(r.keyId, req.ip, now);
     req.stkKeyId = r.keyId;
     return r.principal;

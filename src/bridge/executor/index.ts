@@ -34,6 +34,7 @@ import type { Op } from '../../protocol/release.js';
 import type { CompiledTable } from '../release-cache/compile.js';
 import type { SqlQuery } from '../sql/build.js';
 import { Overflow, type ResponseBudget } from './response-budget.js';
+import type { HistogramCell } from '../../common/metric-cells.js';
 
 export { ResponseGauge, type ResponseBudget, type ResponseLimits } from './response-budget.js';
 
@@ -52,6 +53,22 @@ export interface PoolSettings {
   queryTimeoutMs: number;
   /** loopback/link-local/metadata hosts the operator allows (STK_CONNECTION_ALLOW_HOSTS) */
   allow: HostPolicy;
+  /** with /metrics on: every `/call` query's duration in seconds (waiting for a connection included) */
+  queryTimes?: HistogramCell;
+}
+
+/** A pool's connections and queues now (read by /metrics at scrape time). */
+export interface PoolStats {
+  /** open connections */
+  open: number;
+  /** connections with at least one query sent and not answered */
+  busy: number;
+  /** queries waiting for a connection with room */
+  waiting: number;
+  /** queries sent and not answered, over every connection */
+  sent: number;
+  /** the most queries one connection has in its pipeline */
+  maxDepth: number;
 }
 
 /** SQL texts a pool prepares; beyond the cap new shapes run unnamed (bounds server memory) */
@@ -253,6 +270,7 @@ const isReprepare = (err: unknown) => err instanceof pg.DatabaseError && REPREPA
 class PgPool implements Pool {
   inflight = 0;
   readonly maxInflight: number;
+  readonly queryTimes: HistogramCell | undefined;
   readonly #config: pg.ClientConfig;
   readonly #max: number;
   /** open connections, oldest first */
@@ -284,6 +302,21 @@ class PgPool implements Pool {
     this.#config = clientConfig(url, s);
     this.#max = Math.max(1, s.max);
     this.maxInflight = Math.max(100, this.#max * 50);
+    this.queryTimes = s.queryTimes;
+  }
+
+  stats(): PoolStats {
+    let busy = 0;
+    let sent = 0;
+    let maxDepth = 0;
+    for (const c of this.#conns) {
+      if (c.inflight > 0) busy++;
+      sent += c.inflight;
+      if (c.inflight > maxDepth) maxDepth = c.inflight;
+    }
+    let waiting = 0;
+    for (const j of this.#waiting) if (!j.dropped) waiting++;
+    return { open: this.#conns.length, busy, waiting, sent, maxDepth };
   }
 
   /** Sends `job` on a connection with room, or queues it until one has room (opening one when under max). */
@@ -648,6 +681,10 @@ export function openPool(url: string, name: string, s: PoolSettings): Pool {
   return new PgPool(name, url, s);
 }
 
+export function poolStats(pool: Pool): PoolStats {
+  return (pool as PgPool).stats();
+}
+
 export async function closePool(pool: Pool, timeoutSeconds = 5): Promise<void> {
   await (pool as PgPool).close(timeoutSeconds * 1000).catch(() => {});
 }
@@ -717,6 +754,8 @@ export async function execute(p: Pool, q: SqlQuery, c: QueryContext): Promise<Ro
   }
   pool.inflight++;
   const budget = c.budget;
+  const times = pool.queryTimes;
+  const t0 = times === undefined ? 0 : performance.now();
   try {
     const res = await runPooled(pool, q.text, q.values, c.timeoutMs + 1000, true, budget);
     if (budget !== undefined && budget.overflow !== Overflow.None) throw budgetError(budget, c.op, res.rowCount);
@@ -730,6 +769,7 @@ export async function execute(p: Pool, q: SqlQuery, c: QueryContext): Promise<Ro
     throw err === TIMED_OUT ? timeoutError(c) : dbError(err, c, pool.name);
   } finally {
     pool.inflight--;
+    if (times !== undefined) times.observe((performance.now() - t0) / 1000);
   }
 }
 

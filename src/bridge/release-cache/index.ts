@@ -6,7 +6,7 @@
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { ReleaseIR } from '../../protocol/release.js';
-import { closePool, openPool, ping, type Pool, type PoolSettings } from '../executor/index.js';
+import { closePool, openPool, ping, poolStats, type Pool, type PoolSettings, type PoolStats } from '../executor/index.js';
 import { compileRelease, type CompiledRelease } from './compile.js';
 
 export type { CompiledColumn, CompiledRelation, CompiledRelease, CompiledRule, CompiledTable } from './compile.js';
@@ -24,6 +24,8 @@ interface EnvState {
   project: string;
   env: string;
   release: CompiledRelease | null;
+  /** epoch ms the current release was created on the Hub (NaN when none or unknown) */
+  createdAt: number;
   urls: Map<string, string>;
   pools: Map<string, Pool>;
   active: ActiveEnv | undefined;
@@ -53,7 +55,7 @@ export class ReleaseCache {
     const k = key(project, env);
     let st = this.#envs.get(k);
     if (!st) {
-      st = { project, env, release: null, urls: new Map(), pools: new Map(), active: undefined };
+      st = { project, env, release: null, createdAt: NaN, urls: new Map(), pools: new Map(), active: undefined };
       this.#envs.set(k, st);
     }
     const retired: Pool[] = [];
@@ -77,6 +79,7 @@ export class ReleaseCache {
       }
     }
     st.release = compiled;
+    st.createdAt = release ? Date.parse(release.createdAt) : NaN;
     st.active = compiled ? { project, env, release: compiled, pools: st.pools } : undefined;
     if (compiled) this.#log.info({ project, env, releaseId: compiled.releaseId, tables: compiled.tables.size }, 'release loaded');
     for (const p of retired) void closePool(p);
@@ -99,6 +102,16 @@ export class ReleaseCache {
   /** (project, env) pairs currently known. */
   keys(): Array<{ project: string; env: string; releaseId: string | null }> {
     return [...this.#envs.values()].map((s) => ({ project: s.project, env: s.env, releaseId: s.release?.releaseId ?? null }));
+  }
+
+  /** Each env's release creation time and its pools' state now (for /metrics). */
+  stats(): Array<{ project: string; env: string; releaseCreatedAt: number; pools: PoolStats[] }> {
+    return [...this.#envs.values()].map((s) => ({
+      project: s.project,
+      env: s.env,
+      releaseCreatedAt: s.release ? s.createdAt : NaN,
+      pools: [...s.pools.values()].map(poolStats),
+    }));
   }
 
   /** True iff the env has a release and every connection its tables use answers `select 1`. */

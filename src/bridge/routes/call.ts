@@ -24,6 +24,13 @@ import type { ActiveEnv, CompiledTable } from '../release-cache/index.js';
 import { buildDelete, buildInsert, buildSelect, buildUpdate } from '../sql/build.js';
 import { checkParamNames, planDelete, planExpand, planInsert, planSelect, planUpdate } from '../sql/params.js';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** the operation a /call resolved to (declared in app.ts), for its latency histogram (../metrics.ts) */
+    stkOp: Op | null;
+  }
+}
+
 type Obj = Record<string, unknown>;
 const EMPTY_PARAMS: Obj = Object.freeze({}) as Obj;
 const OP_SET: ReadonlySet<string> = new Set(OPS);
@@ -143,6 +150,7 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
       const target = env.release.paths.get(path);
       if (!target) throw pathError(path, env);
       const { table, op } = target;
+      req.stkOp = op;
       const decision = authorize(principal, table, op);
       if (!decision.ok) throw forbidden(decision.reason);
       const rule = decision.rule;

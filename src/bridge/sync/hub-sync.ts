@@ -78,6 +78,8 @@ export class HubSync {
   #acking = false;
   /** Bridges in the cluster, as the Hub's last heartbeat said (1 until one does) */
   #clusterBridges = 1;
+  /** streams lost (or refused) and retried since start */
+  #reconnects = 0;
 
   constructor(o: HubSyncOptions, d: HubSyncDeps) {
     this.#o = o;
@@ -94,6 +96,21 @@ export class HubSync {
   /** Bridges connected to the Hubs of the store (this one included), from the Hub's heartbeats; ≥ 1. */
   get clusterBridges(): number {
     return this.#clusterBridges;
+  }
+
+  /**
+   * For /metrics: the cursor applied (every change up to it is in memory), when a byte last came from a
+   * Hub (epoch ms, 0 = never), the Hub streamed from now (its index in STK_HUB_URL, -1 = none), and how
+   * many times the stream was lost or refused and retried.
+   */
+  stats(): { cursor: number; lastContact: number; hubIndex: number; reconnects: number } {
+    const hub = this.#activeHub;
+    return {
+      cursor: this.#cursor ?? 0,
+      lastContact: this.#lastContact,
+      hubIndex: hub === null ? -1 : this.#o.hubUrls.indexOf(hub),
+      reconnects: this.#reconnects,
+    };
   }
 
   /** True when the Bridge synced once but has not heard from any Hub for longer than max-stale. */
@@ -145,6 +162,7 @@ export class HubSync {
       this.#activeHub = null;
       this.#pending = null;
       if (this.#stopped) break;
+      this.#reconnects++;
       if (Date.now() - started > 30_000) backoff = this.#o.minBackoffMs; // it had been healthy
       this.#hubIndex++; // fail over to the next Hub (the same one when there is only one)
       await sleep(backoff * (0.75 + Math.random() * 0.5), this.#stopCtl.signal);

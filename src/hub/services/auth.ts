@@ -66,9 +66,11 @@ const MAX_LOGIN_PASSWORD = 1024;
  */
 export async function login(ctx: HubContext, actor: Actor, emailIn: unknown, password: unknown) {
   if (typeof emailIn !== 'string' || typeof password !== 'string' || !emailIn || !password) {
+    ctx.stats.logins.malformed++;
     throw badRequest('email and password are required');
   }
   if (emailIn.length > MAX_LOGIN_EMAIL || password.length > MAX_LOGIN_PASSWORD) {
+    ctx.stats.logins.malformed++;
     throw badRequest(`email must be at most ${MAX_LOGIN_EMAIL} and password at most ${MAX_LOGIN_PASSWORD} characters`);
   }
   const now = Date.now();
@@ -77,11 +79,13 @@ export async function login(ctx: HubContext, actor: Actor, emailIn: unknown, pas
   const ticket = ctx.loginThrottle.begin(actor.ip ?? '', typedId, now);
   if (isRefusal(ticket)) {
     const whose = ticket.scope === 'address' ? 'from this address' : 'for this account';
+    ctx.stats.logins.throttled++;
     throw tooManyRequests(`too many failed logins ${whose}; try again later`, ticket.retryAfterMs / 1000);
   }
   const op = await ctx.db.selectFrom('operators').selectAll().where('email', '=', email).executeTakeFirst();
   const ok = await verifyPassword(op?.status === 'active' ? op.password_hash : null, password);
   if (!op || !ok) {
+    ctx.stats.logins.invalid++;
     const budget = ctx.loginAudit.take(Date.now());
     if (budget) {
       await audit(ctx, actor, {
@@ -98,6 +102,7 @@ export async function login(ctx: HubContext, actor: Actor, emailIn: unknown, pas
     throw unauthorized('invalid email or password');
   }
   ctx.loginThrottle.succeeded(ticket, Date.now());
+  ctx.stats.logins.ok++;
   const token = randomToken(SESSION_TOKEN_PREFIX);
   const expiresAt = new Date(now + ctx.config.sessionTtlSeconds * 1000).toISOString();
   const sessionId = ulid();

@@ -178,7 +178,7 @@ export async function setConnection(
   }
   notifyChanged(ctx, seq);
   // Bridges switch to the new URL before this returns (bounded; laggards are named in `ack`)
-  const ack = await waitForBridges(ctx, seq);
+  const ack = await waitForBridges(ctx, seq, undefined, 'connection');
   return { ...result, ack };
 }
 

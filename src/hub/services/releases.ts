@@ -146,7 +146,7 @@ export async function publishRelease(
 
 /** After the env's release pointer moved: wait (bounded) until every connected Bridge serves it. */
 async function bridgesAck(ctx: HubContext, seq: number | null): Promise<AckResult | null> {
-  return seq === null ? null : waitForBridges(ctx, seq);
+  return seq === null ? null : waitForBridges(ctx, seq, undefined, 'release');
 }
 
 /** POST /api/projects/:project/envs/:env/apply */

@@ -14,6 +14,8 @@ export interface Store {
   close(): Promise<void>;
   /** the pg URL when the store is on PostgreSQL (for LISTEN/NOTIFY between Hubs) */
   pgUrl?: string;
+  /** a PostgreSQL store's pool now (for /metrics); absent on SQLite (one in-process connection) */
+  poolStats?(): { total: number; idle: number; waiting: number };
 }
 
 /** `sqlite://./path.db`, `sqlite::memory:` or `postgres://…` (a pool of up to `poolMax` connections: STK_HUB_DB_POOL) */
@@ -27,6 +29,7 @@ export async function openStore(url: string, { poolMax = 10 }: { poolMax?: numbe
       db,
       dialect: 'postgres',
       pgUrl: url,
+      poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
       ping: () => ping(db),
       close: () => db.destroy(),
     };

@@ -13,6 +13,7 @@
  */
 import type { HubContext } from '../../context.js';
 import { SyncHub, type AckResult } from './hub.js';
+import type { ChangeKind } from '../../stats.js';
 
 export { SyncHub, type AckResult, type ClusterBridge } from './hub.js';
 export { responseSink, type StreamSink } from './stream.js';
@@ -30,7 +31,18 @@ export function getSync(ctx: HubContext): SyncHub {
   return s;
 }
 
-/** After a committed change: wake the streams (notifyChanged does that) and wait for the acks. */
-export async function waitForBridges(ctx: HubContext, seq: number, timeoutMs = ctx.config.ackTimeoutMs): Promise<AckResult> {
-  return getSync(ctx).waitForAcks(seq, timeoutMs);
+/** The sync state of this Hub process if it was created (for /metrics: never creates one). */
+export function peekSync(ctx: HubContext): SyncHub | undefined {
+  return instances.get(ctx);
+}
+
+/**
+ * After a committed change: wake the streams (notifyChanged does that) and wait for the acks. The
+ * wait's duration and laggards are counted by change kind (ctx.stats, /metrics).
+ */
+export async function waitForBridges(ctx: HubContext, seq: number, timeoutMs = ctx.config.ackTimeoutMs, change: ChangeKind = 'apikey'): Promise<AckResult> {
+  const t0 = performance.now();
+  const r = await getSync(ctx).waitForAcks(seq, timeoutMs);
+  ctx.stats.ack(change, r, (performance.now() - t0) / 1000);
+  return r;
 }
