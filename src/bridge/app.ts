@@ -18,6 +18,7 @@ import { HubSync } from './sync/index.js';
 import { installRouteAuth } from './route-auth.js';
 import { Refusals } from './refusals.js';
 import { HistogramCell, LATENCY_BUCKETS } from '../common/metric-cells.js';
+import type { Tracing } from '../common/tracing.js';
 
 /** sub-windows of the global rate-limit window (60 s → 12 × 5 s) */
 const RATE_SUB_WINDOWS = 12;
@@ -25,6 +26,8 @@ const RATE_SUB_WINDOWS = 12;
 export interface BuildBridgeOptions {
   loggerStream?: NodeJS.WritableStream;
   logger?: false;
+  /** OpenTelemetry traces (src/common/tracing.ts); null/absent = off */
+  tracing?: Tracing | null;
 }
 
 /**
@@ -100,6 +103,7 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   // hook runs on failures only, so a successful call costs nothing here.
   app.decorateRequest('stkKeyId', null);
   app.decorateRequest('stkOp', null);
+  app.decorateRequest('stkTrace', null);
   app.addHook('onError', (req, _reply, err, done) => {
     const keyId = (req as { stkKeyId?: string | null }).stkKeyId;
     if (keyId) {
@@ -113,6 +117,10 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   if (queryTimes) {
     const { installBridgeMetrics } = await import('./metrics.js');
     ctx.metrics = installBridgeMetrics(app, ctx, config.metrics!, { verifyCounts: verifier.counts, queryTimes });
+  }
+  if (opts.tracing) {
+    const { installBridgeTracing } = await import('./tracing.js');
+    installBridgeTracing(app, ctx, opts.tracing);
   }
   installRouteAuth(app, ctx); // before any route: each route's declared auth becomes its first onRequest hook
   // the health routes' input and answers go through their contracts' zod schemas; /call's contract only

@@ -1,9 +1,13 @@
 import { loadBridgeConfig, type BridgeConfig } from './config.js';
 import { buildBridge } from './app.js';
+import { tracingWanted } from '../common/tracing-config.js';
 
 /** `stk bridge start`: build, listen. */
 export async function startBridge(config: BridgeConfig = loadBridgeConfig()) {
-  const { app, ctx } = await buildBridge(config);
+  // traces only when the standard OTEL_* variables ask for them (no OpenTelemetry code loaded otherwise)
+  const tracing = tracingWanted() ? (await import('../common/tracing.js')).createTracing('santokit-bridge') : null;
+  const { app, ctx } = await buildBridge(config, { tracing });
+  if (tracing) ctx.onClose.push(() => tracing.shutdown());
   // load keys and releases before taking traffic (bounded: a Hub that is down must not block the start)
   const synced = await ctx.sync.start(config.sync.initialTimeoutMs);
   if (!synced) app.log.warn({ hubs: config.hubUrls.length }, 'bridge: no Hub reachable yet; API keys are refused (503) until the first sync');

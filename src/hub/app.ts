@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Metrics } from '../common/metrics.js';
+import type { Tracing } from '../common/tracing.js';
 import { createBaseApp } from '../common/http.js';
 import type { HubConfig } from './config.js';
 import { createContext, type HubContext } from './context.js';
@@ -20,6 +21,8 @@ export interface BuildHubOptions {
   store?: Store;
   loggerStream?: NodeJS.WritableStream;
   logger?: false;
+  /** OpenTelemetry traces (src/common/tracing.ts); null/absent = off */
+  tracing?: Tracing | null;
 }
 
 /** Builds the Hub (store open + migrated, first owner bootstrapped) without listening. */
@@ -41,6 +44,11 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   if (config.metrics && config.metrics.port !== null) {
     const { installHubMetrics } = await import('./metrics.js');
     metrics = installHubMetrics(app, ctx, config.metrics);
+  }
+
+  if (opts.tracing) {
+    const { installHubTracing } = await import('./tracing.js');
+    installHubTracing(app, opts.tracing);
   }
 
   // every route's declared auth (service token, session, org/project role) is enforced on the route

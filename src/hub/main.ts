@@ -1,10 +1,14 @@
 import { loadHubConfig, type HubConfig } from './config.js';
 import { buildHub } from './app.js';
+import { tracingWanted } from '../common/tracing-config.js';
 import { pruneAudit } from './services/audit.js';
 
 /** `stk hub start`: build, listen, handle SIGINT/SIGTERM. Resolves with a stop function. */
 export async function startHub(config: HubConfig = loadHubConfig()) {
-  const { app, ctx, metrics } = await buildHub(config);
+  // traces only when the standard OTEL_* variables ask for them (no OpenTelemetry code loaded otherwise)
+  const tracing = tracingWanted() ? (await import('../common/tracing.js')).createTracing('santokit-hub') : null;
+  const { app, ctx, metrics } = await buildHub(config, { tracing });
+  if (tracing) ctx.onClose.push(() => tracing.shutdown());
   // /metrics on its own listener (never the public port), closed with the app
   const served = metrics ? await metrics.serve(app.log) : null;
   if (served) ctx.onClose.push(() => served.close());

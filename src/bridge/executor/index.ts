@@ -35,6 +35,7 @@ import type { CompiledTable } from '../release-cache/compile.js';
 import type { SqlQuery } from '../sql/build.js';
 import { Overflow, type ResponseBudget } from './response-budget.js';
 import type { HistogramCell } from '../../common/metric-cells.js';
+import type { TraceSpan } from '../../common/tracing.js';
 
 export { ResponseGauge, type ResponseBudget, type ResponseLimits } from './response-budget.js';
 
@@ -699,6 +700,8 @@ export interface QueryContext {
   timeoutMs: number;
   log: FastifyBaseLogger;
   budget?: ResponseBudget;
+  /** the request's span with tracing on: each statement becomes a `stk.query` child of it */
+  trace?: TraceSpan | null;
 }
 
 /** the one rejection of a query past its time limit, told apart by identity (never shown: timeoutError is) */
@@ -756,6 +759,10 @@ export async function execute(p: Pool, q: SqlQuery, c: QueryContext): Promise<Ro
   const budget = c.budget;
   const times = pool.queryTimes;
   const t0 = times === undefined ? 0 : performance.now();
+  const span =
+    c.trace == null
+      ? null
+      : c.trace.child('stk.query', { 'db.system.name': 'postgresql', 'stk.connection': pool.name, 'stk.table': c.table.name, 'stk.op': c.op });
   try {
     const res = await runPooled(pool, q.text, q.values, c.timeoutMs + 1000, true, budget);
     if (budget !== undefined && budget.overflow !== Overflow.None) throw budgetError(budget, c.op, res.rowCount);
@@ -763,6 +770,7 @@ export async function execute(p: Pool, q: SqlQuery, c: QueryContext): Promise<Ro
     rows.count = res.rowCount ?? rows.length;
     return rows;
   } catch (err) {
+    span?.fail(err instanceof AppError ? err.code : err === TIMED_OUT ? 'TIMED_OUT' : 'database error');
     if (err instanceof AppError) throw err;
     // a query stopped for its budget fails as a broken connection: say why instead
     if (budget !== undefined && budget.overflow !== Overflow.None) throw budgetError(budget, c.op, null);
@@ -770,6 +778,7 @@ export async function execute(p: Pool, q: SqlQuery, c: QueryContext): Promise<Ro
   } finally {
     pool.inflight--;
     if (times !== undefined) times.observe((performance.now() - t0) / 1000);
+    span?.end();
   }
 }
 

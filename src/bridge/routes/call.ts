@@ -23,6 +23,7 @@ import { authorize } from '../permissions/index.js';
 import type { ActiveEnv, CompiledTable } from '../release-cache/index.js';
 import { buildDelete, buildInsert, buildSelect, buildUpdate } from '../sql/build.js';
 import { checkParamNames, planDelete, planExpand, planInsert, planSelect, planUpdate } from '../sql/params.js';
+import type { TraceSpan } from '../../common/tracing.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -128,68 +129,95 @@ export default async function callRoutes(app: FastifyInstance, { ctx }: { ctx: B
     done(null, payload.pipe(counted));
   };
 
+  /**
+   * One /call. With tracing on (req.stkTrace), `plan` is the span from here to the SQL text (path,
+   * rule, params); each statement gets its own span in the executor.
+   */
+  async function handle(req: FastifyRequest, reply: FastifyReply, plan: TraceSpan | null): Promise<unknown> {
+    // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
+    const principal = req.principal!;
+    const env = releases.get(principal.project, principal.env);
+    if (!env) throw unavailable(`no release loaded for ${principal.project}/${principal.env}; run stk apply`);
+
+    const body = req.body as { [K in keyof CallRequest]?: unknown } | undefined;
+    if (typeof body !== 'object' || body === null || Array.isArray(body))
+      throw badRequest('body must be a JSON object {"path": "db/<table>/<op>", "params": {...}}');
+    const path = body.path;
+    if (typeof path !== 'string') throw badRequest('path is required: "db/<table>/<select|insert|update|delete>"');
+    let params = body.params as Obj | undefined | null;
+    if (params === undefined || params === null) params = EMPTY_PARAMS;
+    else if (typeof params !== 'object' || Array.isArray(params)) throw badRequest('params must be an object');
+
+    const target = env.release.paths.get(path);
+    if (!target) throw pathError(path, env);
+    const { table, op } = target;
+    req.stkOp = op;
+    const decision = authorize(principal, table, op);
+    if (!decision.ok) throw forbidden(decision.reason);
+    const rule = decision.rule;
+    checkParamNames(op, params);
+
+    const pool = env.pools.get(table.connection);
+    if (!pool) throw unavailable(`connection '${table.connection}' of table '${table.name}' is not configured for ${env.project}/${env.env}`);
+    const budget = gauge.budget(env.project, env.env, op === 'select');
+    const qc: QueryContext = { table, tables: env.release.tables, op, timeoutMs, log: req.log, budget, trace: req.stkTrace };
+
+    try {
+      switch (op) {
+        case 'select': {
+          const s = planSelect(table, rule, principal, params, config.selectMaxRows);
+          const sql = buildSelect(s.plan);
+          plan?.end();
+          const rows = await execute(pool, sql, qc);
+          if (s.capped && rows.length > config.selectMaxRows) {
+            throw badRequest(`result exceeds ${config.selectMaxRows} rows; narrow the where or page with limit/offset`);
+          }
+          for (const rel of s.expand) await expandRelation(rows, rel, principal, env, qc, budget);
+          if (s.strip.length) for (const row of rows) for (const c of s.strip) delete row[c];
+          return answer(reply, rows, budget, op, null);
+        }
+        case 'insert': {
+          const p = planInsert(table, rule, principal, params);
+          const sql = buildInsert(p.plan);
+          plan?.end();
+          const rows = await execute(pool, sql, qc);
+          const many = p.many;
+          return answer(reply, many ? rows : (rows[0] ?? null), budget, op, rows.count);
+        }
+        case 'update': {
+          const sql = buildUpdate(planUpdate(table, rule, principal, params));
+          plan?.end();
+          const rows = await execute(pool, sql, qc);
+          return answer(reply, rows, budget, op, rows.count);
+        }
+        case 'delete': {
+          const sql = buildDelete(planDelete(table, rule, principal, params));
+          plan?.end();
+          const rows = await execute(pool, sql, qc);
+          return answer(reply, { affected: rows.count }, budget, op, rows.count);
+        }
+      }
+    } catch (err) {
+      budget.release();
+      throw err;
+    }
+  }
+
   // its contract only describes it: the hand-written planner below checks params on the hot path
   contractRoute(
     app,
     BRIDGE_API.call,
     async (req, reply) => {
-      // the route's auth hook (../route-auth.ts) authenticated the caller from the headers, before the body was read
-      const principal = req.principal!;
-      const env = releases.get(principal.project, principal.env);
-      if (!env) throw unavailable(`no release loaded for ${principal.project}/${principal.env}; run stk apply`);
-
-      const body = req.body as { [K in keyof CallRequest]?: unknown } | undefined;
-      if (typeof body !== 'object' || body === null || Array.isArray(body))
-        throw badRequest('body must be a JSON object {"path": "db/<table>/<op>", "params": {...}}');
-      const path = body.path;
-      if (typeof path !== 'string') throw badRequest('path is required: "db/<table>/<select|insert|update|delete>"');
-      let params = body.params as Obj | undefined | null;
-      if (params === undefined || params === null) params = EMPTY_PARAMS;
-      else if (typeof params !== 'object' || Array.isArray(params)) throw badRequest('params must be an object');
-
-      const target = env.release.paths.get(path);
-      if (!target) throw pathError(path, env);
-      const { table, op } = target;
-      req.stkOp = op;
-      const decision = authorize(principal, table, op);
-      if (!decision.ok) throw forbidden(decision.reason);
-      const rule = decision.rule;
-      checkParamNames(op, params);
-
-      const pool = env.pools.get(table.connection);
-      if (!pool) throw unavailable(`connection '${table.connection}' of table '${table.name}' is not configured for ${env.project}/${env.env}`);
-      const budget = gauge.budget(env.project, env.env, op === 'select');
-      const qc: QueryContext = { table, tables: env.release.tables, op, timeoutMs, log: req.log, budget };
-
+      const tr = req.stkTrace;
+      if (tr === null) return handle(req, reply, null);
+      const plan = tr.child('stk.plan');
       try {
-        switch (op) {
-          case 'select': {
-            const s = planSelect(table, rule, principal, params, config.selectMaxRows);
-            const rows = await execute(pool, buildSelect(s.plan), qc);
-            if (s.capped && rows.length > config.selectMaxRows) {
-              throw badRequest(`result exceeds ${config.selectMaxRows} rows; narrow the where or page with limit/offset`);
-            }
-            for (const rel of s.expand) await expandRelation(rows, rel, principal, env, qc, budget);
-            if (s.strip.length) for (const row of rows) for (const c of s.strip) delete row[c];
-            return answer(reply, rows, budget, op, null);
-          }
-          case 'insert': {
-            const { plan, many } = planInsert(table, rule, principal, params);
-            const rows = await execute(pool, buildInsert(plan), qc);
-            return answer(reply, many ? rows : (rows[0] ?? null), budget, op, rows.count);
-          }
-          case 'update': {
-            const rows = await execute(pool, buildUpdate(planUpdate(table, rule, principal, params)), qc);
-            return answer(reply, rows, budget, op, rows.count);
-          }
-          case 'delete': {
-            const rows = await execute(pool, buildDelete(planDelete(table, rule, principal, params)), qc);
-            return answer(reply, { affected: rows.count }, budget, op, rows.count);
-          }
-        }
+        return await handle(req, reply, plan);
       } catch (err) {
-        budget.release();
+        plan.fail((err as { code?: string }).code ?? 'error');
         throw err;
+      } finally {
+        plan.end(); // a request refused before its SQL was built
       }
     },
     { schemas: 'described', preParsing: chargeBody, bodyBudget: 'own' },

@@ -40,6 +40,16 @@ export interface ClusterBridge {
   local: boolean;
 }
 
+/** Follows one wait Bridge by Bridge (the traces' per-Bridge ack spans). */
+export interface AckObserver {
+  /** the Bridges this wait is for */
+  begin(targets: readonly string[]): void;
+  /** this Bridge has applied the change */
+  acked(bridgeId: string): void;
+  /** the wait ended (every Bridge acked, or the timeout with the laggards named) */
+  end(r: AckResult): void;
+}
+
 interface Waiter {
   seq: number;
   /** Bridge ids: this Hub's connected ones and the live ones of other Hubs */
@@ -284,7 +294,7 @@ export class SyncHub implements StreamOwner {
    * `seq`, or after `timeoutMs` with the laggards named. Bridges that connect later load a snapshot
    * taken after the commit (or resume below it), so they are not waited for.
    */
-  async waitForAcks(seq: number, timeoutMs: number): Promise<AckResult> {
+  async waitForAcks(seq: number, timeoutMs: number, observer?: AckObserver): Promise<AckResult> {
     const started = Date.now();
     let remote: string[] = [];
     if (!this.#closed) {
@@ -298,6 +308,8 @@ export class SyncHub implements StreamOwner {
     const local = this.#localIds();
     remote = remote.filter((id) => !local.has(id));
     const targets = [...local, ...remote];
+    observer?.begin(targets);
+    const reported = observer ? new Set<string>() : null;
     const result = (): AckResult => {
       const lagging = targets.filter((id) => !this.#ackedAnywhere(id, seq));
       return { bridges: targets.length, acked: targets.length - lagging.length, lagging };
@@ -315,9 +327,18 @@ export class SyncHub implements StreamOwner {
             clearInterval(this.#ackPoll);
             this.#ackPoll = null;
           }
+          observer?.end(r);
           resolve(r);
         },
         check: () => {
+          if (observer && reported) {
+            for (const id of targets) {
+              if (!reported.has(id) && this.#ackedAnywhere(id, seq)) {
+                reported.add(id);
+                observer.acked(id);
+              }
+            }
+          }
           const r = result();
           if (r.lagging.length === 0 || this.#closed) w.done(r);
         },

@@ -12,7 +12,9 @@
  * hub.ts: acks, waits and cluster presence · this file: the per-Hub instance.
  */
 import type { HubContext } from '../../context.js';
-import { SyncHub, type AckResult } from './hub.js';
+import { SyncHub, type AckObserver, type AckResult } from './hub.js';
+import { activeSpan } from '../../../common/tracing-config.js';
+import type { TraceSpan } from '../../../common/tracing.js';
 import type { ChangeKind } from '../../stats.js';
 
 export { SyncHub, type AckResult, type ClusterBridge } from './hub.js';
@@ -42,7 +44,37 @@ export function peekSync(ctx: HubContext): SyncHub | undefined {
  */
 export async function waitForBridges(ctx: HubContext, seq: number, timeoutMs = ctx.config.ackTimeoutMs, change: ChangeKind = 'apikey'): Promise<AckResult> {
   const t0 = performance.now();
-  const r = await getSync(ctx).waitForAcks(seq, timeoutMs);
+  // with tracing on: a `stk.change` span under the request that committed it, one `stk.bridge.ack` per Bridge
+  const parent = activeSpan();
+  const observer = parent === null ? undefined : ackSpans(parent.child('stk.change', { 'stk.change.seq': seq, 'stk.change.kind': change }));
+  const r = await getSync(ctx).waitForAcks(seq, timeoutMs, observer);
   ctx.stats.ack(change, r, (performance.now() - t0) / 1000);
   return r;
+}
+
+/** The spans of one change's wait: each Bridge's ends when it applied the change; a laggard's ends failed at the timeout. */
+function ackSpans(change: TraceSpan): AckObserver {
+  const open = new Map<string, TraceSpan>();
+  return {
+    begin(targets) {
+      change.set('stk.change.bridges', targets.length);
+      for (const id of targets) open.set(id, change.child('stk.bridge.ack', { 'stk.bridge.id': id }));
+    },
+    acked(id) {
+      open.get(id)?.end();
+      open.delete(id);
+    },
+    end(r) {
+      for (const s of open.values()) {
+        s.set('stk.bridge.lagging', true);
+        s.fail('did not apply the change within STK_REVOKE_ACK_TIMEOUT_MS');
+        s.end();
+      }
+      open.clear();
+      change.set('stk.change.acked', r.acked);
+      change.set('stk.change.lagging', r.lagging.length);
+      if (r.lagging.length) change.fail(`${r.lagging.length} Bridge(s) did not apply the change in time: ${r.lagging.join(', ')}`);
+      change.end();
+    },
+  };
 }
