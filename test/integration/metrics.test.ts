@@ -121,10 +121,16 @@ describe('/metrics on Hub and Bridge', () => {
     expect(limited.status, limited.text).toBe(201);
     expect((await call(bridge, limited.json.apiKey)).status).toBe(200);
     expect((await call(bridge, limited.json.apiKey)).status).toBe(429);
+    // a suspended key (one of the results declared up front: it counts once keys can be suspended)
+    const held = await s.api('POST', `/api/projects/${s.project}/envs/${s.env}/apikeys`, { name: 'held', roles: ['reader'] });
+    expect(held.status, held.text).toBe(201);
+    const sus = await s.api('POST', `/api/projects/${s.project}/envs/${s.env}/apikeys/${held.json.keyId}/suspend`, {});
+    expect(sus.status, sus.text).toBe(200);
+    expect((await call(bridge, held.json.apiKey)).status).toBe(401);
 
     const m = await series(ports.bridge);
     expect(value(m, 'stk_bridge_requests_total', { route: '/call', status_class: '2xx', code: '' })).toBe(3);
-    expect(value(m, 'stk_bridge_requests_total', { route: '/call', status_class: '4xx', code: 'UNAUTHORIZED' })).toBe(4);
+    expect(value(m, 'stk_bridge_requests_total', { route: '/call', status_class: '4xx', code: 'UNAUTHORIZED' })).toBe(5);
     expect(value(m, 'stk_bridge_requests_total', { route: '/call', status_class: '4xx', code: 'NOT_FOUND' })).toBe(1);
     expect(value(m, 'stk_bridge_requests_total', { route: '/call', status_class: '4xx', code: 'TOO_MANY_REQUESTS' })).toBe(1);
     // the 404 resolved no operation: 3 successes + 0 others carry an op
@@ -143,12 +149,12 @@ describe('/metrics on Hub and Bridge', () => {
       rate_limited: 1,
       revoked: 0,
       expired: 0,
-      suspended: 0,
+      suspended: 1,
       ip_denied: 0,
     });
     expect(value(m, 'stk_bridge_rate_limited_total', { scope: 'key' })).toBe(1);
     expect(value(m, 'stk_bridge_rate_limited_total', { scope: 'address' })).toBe(0);
-    expect(value(m, 'stk_bridge_keys_loaded')).toBe(2);
+    expect(value(m, 'stk_bridge_keys_loaded')).toBe(3);
     expect(value(m, 'stk_bridge_db_query_duration_seconds_count')).toBe(3);
     expect(value(m, 'stk_bridge_db_connections', { state: 'idle' })).toBeGreaterThanOrEqual(1);
     expect(value(m, 'stk_bridge_db_connections', { state: 'in_use' })).toBe(0);
