@@ -144,6 +144,22 @@ describe('webhooks: key and release events, signed', () => {
     expect(key).toBeTruthy();
   });
 
+  it('apikey.suspended / apikey.resumed (stk apikey suspend|resume), with the reason', async () => {
+    const s = await http.request('POST', `/api/projects/${P}/webhooks`, { url: `${recv.url}/s`, events: ['apikey.suspended', 'apikey.resumed'] });
+    expect(s.status, s.text).toBe(201);
+    const secret = rememberSecret('webhook-secret', s.json.secret as string);
+    const { keyId } = await createKey('paused');
+    expect((await http.request('POST', `/api/projects/${P}/envs/${E}/apikeys/paused/suspend`, { reason: 'incident 42' })).status).toBe(200);
+    expect((await http.request('POST', `/api/projects/${P}/envs/${E}/apikeys/paused/resume`, {})).status).toBe(200);
+    await waitFor(async () => recv.at('/s').length >= 2, 10_000, 'suspend and resume events');
+    expect(recv.at('/s').map((r) => [r.json.type, r.json.data.keyId, r.json.data.reason ?? null])).toEqual([
+      ['apikey.suspended', keyId, 'incident 42'],
+      ['apikey.resumed', keyId, null],
+    ]);
+    for (const r of recv.at('/s')) expect(verifyStandardWebhook(secret, r.headers, r.body)).toBe(true);
+    expect((await http.request('DELETE', `/api/projects/${P}/webhooks/${s.json.webhookId}`)).status).toBe(200);
+  });
+
   it('apikey.expiring: 7 days before (once, however many scans run), a key expiring within a day gets the 1-day notice only', async () => {
     const soon = await createKey('soon', ['--expires-in', '12h']);
     const week = await createKey('week', ['--expires-in', '5d']);
@@ -213,7 +229,15 @@ describe('webhooks: key and release events, signed', () => {
   it('the audit log records add/test/remove with the host only (a URL may carry a token)', async () => {
     const r = await http.request('GET', `/api/audit?project=${P}&action=webhook.*`);
     expect(r.status).toBe(200);
-    expect(r.json.items.map((i: any) => i.action).sort()).toEqual(['webhook.add', 'webhook.add', 'webhook.add', 'webhook.remove', 'webhook.test']);
+    expect(r.json.items.map((i: any) => i.action).sort()).toEqual([
+      'webhook.add',
+      'webhook.add',
+      'webhook.add',
+      'webhook.add',
+      'webhook.remove',
+      'webhook.remove',
+      'webhook.test',
+    ]);
     expect(r.text).not.toContain('/cli');
     expect(r.json.items.find((i: any) => i.action === 'webhook.remove').detail.host).toBe(`127.0.0.1:${recv.port}`);
   });
