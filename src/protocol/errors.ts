@@ -18,6 +18,7 @@ export const ERROR_CATALOGUE = {
   PAYLOAD_TOO_LARGE: { status: 413, message: 'request body too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send the body as application/json' },
   INVALID_ROLE: { status: 422, message: 'invalid role' },
+  INVALID_IP_ALLOWLIST: { status: 422, message: 'invalid IP allowlist' },
   TOO_MANY_REQUESTS: { status: 429, message: 'too many requests' },
   INTERNAL_ERROR: { status: 500, message: 'internal error' },
   SERVICE_UNAVAILABLE: { status: 503, message: 'service unavailable' },

@@ -28,6 +28,8 @@ export interface SyncKeyRecord {
   expiresAt: string | null;
   /** null → the Bridge default (STK_RATE_LIMIT_PER_API_KEY) */
   rateLimitPerMin: number | null;
+  /** IPv4/IPv6 addresses and CIDR ranges the key may be used from; null/absent = any address */
+  allowedIps?: string[] | null;
 }
 
 export interface SyncEnvState {

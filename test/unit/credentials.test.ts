@@ -237,6 +237,28 @@ describe('ApiKeyVerifier.authenticate', () => {
     expectError(() => cold.authenticate(req(keys[0]!.key)), 503, /not loaded API keys/);
   });
 
+  it('IP allowlist: only listed addresses and ranges (IPv4, IPv6, IPv4-mapped), 403 otherwise without spending the rate limit; no list = any address', () => {
+    const { keys, v, usage } = setup([{ over: { allowedIps: ['203.0.113.0/24', '2001:db8::/32', '198.51.100.7', 'not-an-ip'] } }, {}], {
+      rateLimitPerApiKey: 5,
+      invalidKeyLimitPerMin: 100,
+    });
+    const [listed, open] = [keys[0]!.key, keys[1]!.key];
+    for (const ip of ['203.0.113.1', '198.51.100.7', '2001:db8::1', '::ffff:203.0.113.200'])
+      expect(v.authenticate(req(listed, {}, ip)).sub).toBe(keys[0]!.keyId);
+    for (let i = 0; i < 5; i++) {
+      for (const ip of ['203.0.114.1', '198.51.100.8', '2001:db9::1', '', 'garbage']) {
+        expectError(() => v.authenticate(req(listed, {}, ip)), 403, /^client address not allowed for this API key$/);
+      }
+    }
+    // 4 served + 25 refused: the 5th request from a listed address is still within the limit of 5, the 6th is not
+    expect(v.authenticate(req(listed, {}, '203.0.113.1')).sub).toBe(keys[0]!.keyId);
+    expectError(() => v.authenticate(req(listed, {}, '203.0.113.1')), 429);
+    expect(v.counts.ip_denied).toBe(25);
+    const counted = usage.drain('b')!.keys.find((k) => k.keyId === keys[0]!.keyId)!;
+    expect(counted.minutes.reduce((n, m) => n + (m.rejected?.[403] ?? 0), 0)).toBe(25);
+    expect(v.authenticate(req(open, {}, '192.0.2.1')).sub).toBe(keys[1]!.keyId);
+  });
+
   it('per-key rate limit → 429 with Retry-After, per-key override', () => {
     const { keys, v } = setup([{ over: { rateLimitPerMin: 3 } }, {}], { rateLimitPerApiKey: 5, invalidKeyLimitPerMin: 100 });
     for (let i = 0; i < 3; i++) v.authenticate(req(keys[0]!.key));

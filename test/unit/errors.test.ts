@@ -19,7 +19,7 @@ describe('error catalogue', () => {
     const shared = Object.entries(ERROR_CATALOGUE)
       .filter(([code, e]) => codeForStatus(e.status) !== code)
       .map(([code]) => code);
-    expect(shared).toEqual(['RESPONSE_TOO_LARGE']);
+    expect(shared).toEqual(['INVALID_IP_ALLOWLIST', 'RESPONSE_TOO_LARGE']);
     expect(codeForStatus(400)).toBe('BAD_REQUEST');
   });
 

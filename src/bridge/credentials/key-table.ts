@@ -1,3 +1,5 @@
+import type { BlockList } from 'node:net';
+import { toBlockList } from '../../common/ip-allowlist.js';
 import type { SyncKeyRecord } from '../../protocol/sync.js';
 import type { Principal } from '../context.js';
 
@@ -18,6 +20,8 @@ export interface KeyEntry {
   readonly expiresAt: number;
   /** null → the Bridge default */
   readonly rateLimitPerMin: number | null;
+  /** the client addresses the key may be used from; null = any (the common case: one null check) */
+  readonly allow: BlockList | null;
   /** built on first use, then the same object for every request */
   readonly principal: Readonly<Principal>;
   /**
@@ -73,6 +77,7 @@ class Entry implements KeyEntry {
     readonly stopped: 'revoked' | 'suspended' | null,
     readonly expiresAt: number,
     readonly rateLimitPerMin: number | null,
+    readonly allow: BlockList | null,
   ) {
     const [buf, at] = allocHashes(prevHex ? 2 : 1);
     buf.write(hashHex, at, 32, 'hex');
@@ -111,7 +116,7 @@ class Entry implements KeyEntry {
  * be expected to match (all zeros) and no previous hash, so that path does exactly the work of a known
  * key with a wrong secret (the time taken does not tell whether an id exists).
  */
-export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, null, Infinity, null);
+export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, null, Infinity, null, null);
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 
@@ -154,6 +159,7 @@ export function toEntry(r: SyncKeyRecord): KeyEntry | null {
     r.status === 'active' ? null : r.status === 'suspended' ? 'suspended' : 'revoked',
     ms(r.expiresAt),
     typeof r.rateLimitPerMin === 'number' && r.rateLimitPerMin > 0 ? r.rateLimitPerMin : null,
+    Array.isArray(r.allowedIps) ? toBlockList(r.allowedIps) : null,
   );
 }
 

@@ -1,6 +1,7 @@
 import { forbidden, stacklessError, unavailable, type AppError } from '../../protocol/errors.js';
 import { API_KEY_HEADER, ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../../protocol/call.js';
 import { hashSecret, parseKey } from '../../protocol/key-format.js';
+import { ipAllowed } from '../../common/ip-allowlist.js';
 import type { CredentialRequest, CredentialVerifier, Principal } from '../context.js';
 import { NO_SUCH_KEY, type KeyEntry, type KeyTable } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter, type RateLimiter } from './limits.js';
@@ -48,6 +49,8 @@ const MESSAGES: Record<VerifyFailure, string> = {
  * and never logged, so a flood of them allocates no error and captures no stack per request.
  */
 const REFUSED = Object.fromEntries(Object.entries(MESSAGES).map(([r, m]) => [r, stacklessError('UNAUTHORIZED', m)])) as Record<VerifyFailure, AppError>;
+/** 403 for a key used from outside its allowlist; never says which addresses are allowed */
+const IP_DENIED = stacklessError('FORBIDDEN', 'client address not allowed for this API key');
 const NO_KEY = stacklessError('UNAUTHORIZED', 'credential required: send an API key in X-Santokit-Api-Key');
 const BEARER = stacklessError('UNAUTHORIZED', 'end-user tokens are not supported yet: authenticate with an API key in X-Santokit-Api-Key');
 
@@ -73,7 +76,7 @@ export interface VerifierOptions {
 
 /**
  * `ctx.credentials` for the Bridge: reads `X-Santokit-Api-Key`, verifies it in memory, enforces the
- * key's project/env binding against the hint headers (403), the per-key rate limit (429 +
+ * key's project/env binding against the hint headers (403), its IP allowlist (403), the per-key rate limit (429 +
  * Retry-After), and counts usage. It runs in the `/call` route's `onRequest` hook, from the headers
  * alone: a refused request costs no body reading or parsing.
  *
@@ -145,6 +148,13 @@ export class ApiKeyVerifier implements CredentialVerifier {
       this.counts.binding++;
       if (hp !== undefined && hp !== r.project) throw forbidden("X-Santokit-Project does not match the API key's project");
       throw forbidden("X-Santokit-Env does not match the API key's env");
+    }
+    // a key without an allowlist pays this null check and nothing more; a refused address does not
+    // spend the key's rate limit (failure name: ip_denied)
+    if (r.allow !== null && !ipAllowed(r.allow, req.ip)) {
+      this.usage.outcome(r.keyId, 'rejected', 403, now);
+      this.counts.ip_denied++;
+      throw IP_DENIED;
     }
     const wait = this.limiter.take(r.keyId, r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey, now);
     if (wait > 0) {

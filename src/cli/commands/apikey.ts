@@ -44,6 +44,13 @@ function checkAck(ack: AckResult | null | undefined, what: string): void {
   );
 }
 
+/** The list's ALLOWED FROM column: `any`, or the entries (on a terminal, the first two and how many more). */
+function allowedFrom(ips: string[] | null, human: boolean): string {
+  if (!ips) return 'any';
+  if (!human || ips.length <= 2) return ips.join(',');
+  return `${ips.slice(0, 2).join(',')} +${ips.length - 2} more`;
+}
+
 const keyLine = (k: { keyId: string; name: string }) => `${k.keyId} (${JSON.stringify(k.name)})`;
 
 const num = (n: number) => n.toLocaleString('en-US');
@@ -87,6 +94,7 @@ function renderUsage(u: KeyUsageReport, project: string, env: string): string {
     `  last used: ${k.lastUsedAt ?? 'never'}${k.lastUsedAt ? ' (minute granularity)' : ''}`,
     `  expires: ${k.expiresAt ?? 'never'}`,
     `  rate limit: ${k.rateLimitPerMin ? `${num(k.rateLimitPerMin)}/min` : 'default'} on each Bridge`,
+    `  allowed from: ${k.allowedIps ? k.allowedIps.join(', ') : 'any address'}`,
     '',
     `Requests per minute, last 24 h: ${num(total)} in total, peak ${num(peak)}/min (${fresh})`,
     `  ${line}`,
@@ -124,13 +132,17 @@ export function registerApiKeyCommands(program: Command): void {
       .option('--expires-in <duration>', 'e.g. 30d, 12h (default: never)')
       .option('--expires-at <iso>', 'e.g. 2027-01-31T00:00:00Z')
       .option('--rate-limit <n/min>', 'requests per minute for this key on each Bridge (default: STK_RATE_LIMIT_PER_API_KEY, 1000)')
-      .option('--json', 'print {keyId, name, roles, status, createdAt, expiresAt, rateLimitPerMin, apiKey, ack}')
+      .option('--allow-ip <list>', 'only from these IPv4/IPv6 addresses or CIDR ranges, comma-separated, at most 100 (default: any address)')
+      .option('--json', 'print {keyId, name, roles, status, createdAt, expiresAt, rateLimitPerMin, allowedIps, apiKey, ack}')
       .option('-q, --quiet', 'print only the key on stdout (for KEY=$(...)); nothing else'),
     'stk apikey create --project shop --env prod --name server --roles reader,writer',
     'stk apikey create --project shop --env dev --name ci --roles reader --expires-in 90d --rate-limit 500/min',
+    'stk apikey create --project shop --env prod --name office --roles reader --allow-ip 203.0.113.0/24,2001:db8::/32',
     'KEY=$(stk apikey create --project shop --env dev --name local --roles admin -q)',
   ).action(async (nameArg: string | undefined, _o, cmd: Command) => {
-    const o = opts<Scope & { name?: string; roles: string; expiresIn?: string; expiresAt?: string; rateLimit?: string; quiet?: boolean }>(cmd);
+    const o = opts<Scope & { name?: string; roles: string; expiresIn?: string; expiresAt?: string; rateLimit?: string; allowIp?: string; quiet?: boolean }>(
+      cmd,
+    );
     const name = oneOf(nameArg, o.name, '--name', 'the key name');
     if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
     if (o.expiresIn && o.expiresAt) throw new UsageError('pass --expires-in or --expires-at, not both');
@@ -144,6 +156,8 @@ export function registerApiKeyCommands(program: Command): void {
       expiresIn: o.expiresIn,
       expiresAt: o.expiresAt,
       rateLimitPerMin: parseRateLimitFlag(o.rateLimit),
+      // sent as typed (split only): the Hub validates each entry and names a bad one (422)
+      ...(o.allowIp !== undefined ? { allowedIps: o.allowIp.split(',') } : {}),
     };
     const k = await client(cmd).post<CreatedKey>(base, body);
     if (o.json) {
@@ -153,7 +167,7 @@ export function registerApiKeyCommands(program: Command): void {
     } else {
       process.stdout.write(`API Key (store securely): ${k.apiKey}\nKey ID: ${k.keyId}\n`);
       process.stderr.write(
-        `✓ Created API key ${JSON.stringify(k.name)} in ${project}/${env}, roles ${k.roles.join(', ')}${k.expiresAt ? `, expires ${k.expiresAt}` : ''}\n`,
+        `✓ Created API key ${JSON.stringify(k.name)} in ${project}/${env}, roles ${k.roles.join(', ')}${k.expiresAt ? `, expires ${k.expiresAt}` : ''}${k.allowedIps ? `, only from ${k.allowedIps.join(', ')}` : ''}\n`,
       );
       warn('This key is shown only once: the Hub keeps a hash and cannot show it again.');
     }
@@ -163,11 +177,14 @@ export function registerApiKeyCommands(program: Command): void {
   example(
     apikey
       .command('list')
-      .description("an env's keys: id, name, roles, status, created, last used, expiry (never the secret)")
+      .description("an env's keys: id, name, roles, status, created, last used, expiry, allowed addresses (never the secret)")
       .option(...PROJECT_OPT)
       .option(...ENV_OPT)
       .option('--status <status>', 'only keys with this status: active, suspended, revoked or expired')
-      .option('--json', 'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, staleRoles, unconfirmed}]')
+      .option(
+        '--json',
+        'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, suspendedAt, allowedIps, staleRoles, unconfirmed}]',
+      )
       .addHelpText(
         'after',
         '\nOn a terminal: a table, the status reading "status: active", "status: suspended", "status: revoked" or "status: expired".\nPiped: the same columns tab-separated, no header, bare values (active), times in ISO-8601 UTC.\nLAST USED has minute granularity: Bridges count requests in memory and report them to the Hub at\nmost every 60 s, so a key used a moment ago can still show the previous minute (or never).',
@@ -196,6 +213,7 @@ export function registerApiKeyCommands(program: Command): void {
         { header: 'CREATED', get: (k) => when(k.createdAt) },
         { header: 'LAST USED', get: (k) => when(k.lastUsedAt) },
         { header: 'EXPIRES', get: (k) => (k.expiresAt ? when(k.expiresAt) : 'never') },
+        { header: 'ALLOWED FROM', get: (k) => allowedFrom(k.allowedIps, human) },
       ],
       {
         empty: o.status
@@ -385,11 +403,17 @@ export function registerApiKeyCommands(program: Command): void {
       .option('--expires-at <iso>', 'new expiry')
       .option('--no-expiry', 'remove the expiry')
       .option('--rate-limit <n/min>', 'new per-key limit')
+      .option('--allow-ip <list>', 'replace the IP allowlist: IPv4/IPv6 addresses or CIDR ranges, comma-separated, at most 100')
+      .option('--no-allow-ip', 'remove the IP allowlist (any address again)')
       .option('--json', 'print the key'),
     'stk apikey update --project shop --env prod --key-id server --roles reader',
     'stk apikey update --project shop --env prod --key-id ci --expires-in 7d',
+    'stk apikey update office --project shop --env prod --allow-ip 198.51.100.7,2001:db8::/32',
+    'stk apikey update office --project shop --env prod --no-allow-ip',
   ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
-    const o = opts<Scope & { keyId?: string; roles?: string; expiresIn?: string; expiresAt?: string; expiry?: boolean; rateLimit?: string }>(cmd);
+    const o = opts<
+      Scope & { keyId?: string; roles?: string; expiresIn?: string; expiresAt?: string; expiry?: boolean; rateLimit?: string; allowIp?: string | false }
+    >(cmd);
     const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
     durationFlag('--expires-in', o.expiresIn);
     timestampFlag('--expires-at', o.expiresAt);
@@ -402,13 +426,16 @@ export function registerApiKeyCommands(program: Command): void {
       body.expiresAt = null;
     }
     if (o.rateLimit !== undefined) body.rateLimitPerMin = parseRateLimitFlag(o.rateLimit);
-    if (Object.keys(body).length === 0) throw new UsageError('nothing to change: pass --roles, --expires-in, --expires-at, --no-expiry or --rate-limit');
+    if (o.allowIp === false) body.allowedIps = null;
+    else if (typeof o.allowIp === 'string') body.allowedIps = o.allowIp.split(',');
+    if (Object.keys(body).length === 0)
+      throw new UsageError('nothing to change: pass --roles, --expires-in, --expires-at, --no-expiry, --rate-limit, --allow-ip or --no-allow-ip');
     const { project, env, base } = scope(cmd);
     const r = await client(cmd).patch<ApiKeyView & { ack: AckResult }>(`${base}/${enc(key)}`, body);
     if (o.json) printJson(r);
     else
       success(
-        `Updated API key ${keyLine(r)} in ${project}/${env}: roles ${r.roles.join(', ')}, expires ${r.expiresAt ?? 'never'}, rate limit ${r.rateLimitPerMin ?? 'default'}/min`,
+        `Updated API key ${keyLine(r)} in ${project}/${env}: roles ${r.roles.join(', ')}, expires ${r.expiresAt ?? 'never'}, rate limit ${r.rateLimitPerMin ?? 'default'}/min, allowed from ${r.allowedIps ? r.allowedIps.join(', ') : 'any address'}`,
       );
     checkAck(r.ack, `updated ${keyLine(r)}`);
   });

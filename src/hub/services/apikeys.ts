@@ -1,11 +1,12 @@
 import { signedIn, type Actor } from './actor.js';
 import { sql, type Kysely } from 'kysely';
-import { badField, badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
+import { AppError, badField, badRequest, conflict, invalidRole, notFound } from '../../protocol/errors.js';
 import { IDENT_RE, nameError } from '../../protocol/names.js';
 import { referencedRoles } from '../../protocol/release.js';
 import { KEY_ID_RE, generateKey, hashSecret, newKeyId } from '../../protocol/key-format.js';
 import type { UsageReport } from '../../protocol/sync.js';
 import { parseDuration } from '../../common/duration.js';
+import { normalizeAllowlist } from '../../common/ip-allowlist.js';
 import type { HubContext } from '../context.js';
 import type { ApiKeysTable, HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
@@ -72,6 +73,7 @@ function view(row: ApiKeysTable, referenced: Set<string> | null, now = nowIso())
     rateLimitPerMin: row.rate_limit_per_min,
     rotatedAt: row.rotated_at,
     suspendedAt: row.status === 'active' ? (row.suspended_at ?? null) : null,
+    allowedIps: row.allowed_ips_json ? (JSON.parse(row.allowed_ips_json) as string[]) : null,
     staleRoles: referenced ? roles.filter((r) => !referenced.has(r)) : [],
     unconfirmed: Boolean(row.undelivered_since),
   };
@@ -165,6 +167,16 @@ export function parseRateLimit(v: unknown): number | null {
   return v;
 }
 
+/** `allowedIps` → the entries to store, or null (any address); 422 INVALID_IP_ALLOWLIST naming a bad entry. */
+export function parseAllowedIps(v: unknown): string[] | null {
+  if (v === undefined || v === null) return null;
+  try {
+    return normalizeAllowlist(v);
+  } catch (e) {
+    throw new AppError('INVALID_IP_ALLOWLIST', (e as Error).message);
+  }
+}
+
 export function parseGrace(v: unknown): number {
   if (v === undefined || v === null || v === '') return 0;
   let secs: number;
@@ -236,6 +248,7 @@ export interface CreateInput {
   expiresIn?: unknown;
   expiresAt?: unknown;
   rateLimitPerMin?: unknown;
+  allowedIps?: unknown;
 }
 
 export async function createKey(ctx: HubContext, actor: Actor, projectName: string, envName: string, body: CreateInput): Promise<CreatedKey> {
@@ -245,6 +258,7 @@ export async function createKey(ctx: HubContext, actor: Actor, projectName: stri
   const name = body.name as string;
   const expiresAt = parseExpiry(body);
   const rateLimitPerMin = parseRateLimit(body.rateLimitPerMin);
+  const allowedIps = parseAllowedIps(body.allowedIps);
   const referenced = await referencedFor(ctx, env.id);
   const roles = validateRoles(body.roles, referenced);
 
@@ -270,7 +284,7 @@ export async function createKey(ctx: HubContext, actor: Actor, projectName: stri
       rotated_at: null,
       last_used_at: null,
       suspended_at: null,
-      allowed_ips_json: null,
+      allowed_ips_json: allowedIps ? JSON.stringify(allowedIps) : null,
       // cleared by confirmDelivery once the HTTP response with the plaintext is on the wire
       undelivered_since: now,
     };
@@ -284,7 +298,12 @@ export async function createKey(ctx: HubContext, actor: Actor, projectName: stri
         await audit(
           ctx,
           actor,
-          { action: 'apikey.create', project: project.name, env: env.name, detail: { keyId, name, roles, expiresAt, rateLimitPerMin } },
+          {
+            action: 'apikey.create',
+            project: project.name,
+            env: env.name,
+            detail: { keyId, name, roles, expiresAt, rateLimitPerMin, ...(allowedIps ? { allowedIps } : {}) },
+          },
           trx,
         );
         return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId } });
@@ -309,6 +328,7 @@ export async function createKey(ctx: HubContext, actor: Actor, projectName: stri
     createdAt: v.createdAt,
     expiresAt: v.expiresAt,
     rateLimitPerMin: v.rateLimitPerMin,
+    allowedIps: v.allowedIps,
     apiKey: created.apiKey,
     ack,
   };
@@ -654,6 +674,8 @@ export interface UpdateInput {
   expiresIn?: unknown;
   expiresAt?: unknown;
   rateLimitPerMin?: unknown;
+  /** null: any address again */
+  allowedIps?: unknown;
 }
 
 /** Changes roles, expiry or rate limit of an active key; Bridges apply it before this returns. */
@@ -678,7 +700,12 @@ export async function updateKey(ctx: HubContext, actor: Actor, projectName: stri
     set.rate_limit_per_min = parseRateLimit(body.rateLimitPerMin);
     detail.rateLimitPerMin = set.rate_limit_per_min;
   }
-  if (Object.keys(set).length === 0) throw badRequest('nothing to change: pass roles, expiresIn/expiresAt or rateLimitPerMin');
+  if (body.allowedIps !== undefined) {
+    const ips = parseAllowedIps(body.allowedIps);
+    set.allowed_ips_json = ips ? JSON.stringify(ips) : null;
+    detail.allowedIps = ips;
+  }
+  if (Object.keys(set).length === 0) throw badRequest('nothing to change: pass roles, expiresIn/expiresAt, rateLimitPerMin or allowedIps');
   if (found.status === 'revoked') throw conflict(`API key ${found.id} (${found.name}) is revoked`);
   const seq = await ctx.db.transaction().execute(async (trx) => {
     if (set.expires_at !== undefined) {

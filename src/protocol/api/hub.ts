@@ -337,6 +337,7 @@ export const ApiKeyView = z
     rateLimitPerMin: z.number().int().nullable(),
     rotatedAt: IsoTime.nullable(),
     suspendedAt: IsoTime.nullable().meta({ description: 'since when the key is suspended (null: not suspended)' }),
+    allowedIps: z.array(z.string()).nullable().meta({ description: 'IPv4/IPv6 addresses and CIDR ranges the key may be used from (null: any address)' }),
     staleRoles: z.array(z.string()).meta({ description: "roles the env's current release no longer references" }),
     unconfirmed: z.boolean().meta({ description: "the Hub stopped before the response carrying this key's plaintext left it" }),
   })
@@ -345,13 +346,26 @@ const Expiry = {
   expiresIn: z.string().max(40).nullable().optional().meta({ description: 'a duration: 90d, 12h, 30m' }),
   expiresAt: IsoTime.nullable().optional(),
   rateLimitPerMin: z.number().int().nullable().optional().meta({ description: 'requests per minute; null = the Bridge default' }),
+  allowedIps: z.unknown().optional().meta({
+    description:
+      'IPv4/IPv6 addresses and CIDR ranges (an array or a comma-separated string, at most 100) the key may be used from; null = any address (422 INVALID_IP_ALLOWLIST naming a bad entry)',
+  }),
 };
 const KeyRoles = z.unknown().optional().meta({ description: "role names a rule of the env's permissions grants (422 INVALID_ROLE otherwise)" });
 export const CreateKeyBody = z.looseObject({ name: z.unknown().optional(), roles: KeyRoles, ...Expiry });
 /** the fields every response about one key starts with */
 const KeyIdentity = ApiKeyView.pick({ keyId: true, name: true, roles: true });
 const Plaintext = z.string().meta({ description: 'the plaintext key: shown once, stored only hashed' });
-export const CreatedKey = ApiKeyView.pick({ keyId: true, name: true, roles: true, status: true, createdAt: true, expiresAt: true, rateLimitPerMin: true })
+export const CreatedKey = ApiKeyView.pick({
+  keyId: true,
+  name: true,
+  roles: true,
+  status: true,
+  createdAt: true,
+  expiresAt: true,
+  rateLimitPerMin: true,
+  allowedIps: true,
+})
   .extend({ apiKey: Plaintext, ack: AckResult })
   .meta({ id: 'CreatedApiKey' });
 export const UpdateKeyBody = z.looseObject({ roles: KeyRoles, ...Expiry });
@@ -424,7 +438,7 @@ export const apikeys = {
     params: EnvParams,
     body: CreateKeyBody,
     response: { 201: CreatedKey },
-    errors: ['CONFLICT', 'INVALID_ROLE'],
+    errors: ['CONFLICT', 'INVALID_ROLE', 'INVALID_IP_ALLOWLIST'],
   }),
   list: defineRoute({
     method: 'GET',
@@ -448,12 +462,12 @@ export const apikeys = {
     method: 'PATCH',
     url: `${KEYS}/:key`,
     auth: keysAdmin,
-    summary: "Change a key's roles, expiry or rate limit",
+    summary: "Change a key's roles, expiry, rate limit or IP allowlist (allowedIps: null = any address)",
     tags: ['api keys'],
     params: KeyParams,
     body: UpdateKeyBody,
     response: { 200: UpdatedKey },
-    errors: ['CONFLICT', 'INVALID_ROLE'],
+    errors: ['CONFLICT', 'INVALID_ROLE', 'INVALID_IP_ALLOWLIST'],
   }),
   revoke: defineRoute({
     method: 'POST',

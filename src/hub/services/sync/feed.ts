@@ -34,6 +34,7 @@ export function toKeyRecord(row: ApiKeysTable, project: string, env: string): Sy
     status: row.status === 'active' && row.suspended_at ? 'suspended' : row.status,
     expiresAt: row.expires_at,
     rateLimitPerMin: row.rate_limit_per_min,
+    allowedIps: row.allowed_ips_json ? (JSON.parse(row.allowed_ips_json) as string[]) : null,
   };
 }
 
