@@ -42,6 +42,7 @@ export function contractRoute(
     handler,
   };
   if (!c.body) route.bodyLimit = PUBLIC_BODY_LIMIT_BYTES;
+  if (c.bodyLimit !== undefined) route.bodyLimit = c.bodyLimit;
   if (opts.logLevel) route.logLevel = opts.logLevel;
   if (opts.preParsing) route.preParsing = opts.preParsing;
   if ((opts.schemas ?? 'checked') === 'checked') {

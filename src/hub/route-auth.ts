@@ -6,6 +6,7 @@ import type { Actor } from './services/actor.js';
 import { authenticate } from './services/auth.js';
 import { orgRole, requireOrgRole, requireProjectRole } from './services/rbac.js';
 import { requireServiceToken } from './services/service-token.js';
+import { authenticateLeakToken, type LeakReporter } from './services/leaks.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -15,24 +16,32 @@ declare module 'fastify' {
      * them again (Actor.roles).
      */
     actor: Actor | null;
+    /** the leak-report token of a `leakToken` route (POST /api/leaks) */
+    leakReporter: LeakReporter | null;
   }
 }
 
 /**
  * Enforces each route's declared `config.auth` on the route the router matched (so no spelling of
- * the URL can reach a route without passing its check): the service token for `service`, a session
+ * the URL can reach a route without passing its check): the service token for `service`, a live
+ * leak-report token for `leakToken`, a session
  * for `operator`, plus the org role or the role on `:project` for `org` / `project`. Runs as the
  * Hub's first route-level hook, before the body is parsed; a project named in the body (`from:
  * 'body'`, the upstream-compatible routes) is checked right after parsing, before validation.
  */
 export function installRouteAuth(app: FastifyInstance, ctx: HubContext): void {
   app.decorateRequest('actor', null);
+  app.decorateRequest('leakReporter', null);
   app.addHook('onRequest', async (req) => {
     if (req.is404) return;
     const auth = req.routeOptions.config.auth;
     if (!auth) throw new AppError('INTERNAL_ERROR', 'route declares no auth requirement');
     if (auth.kind === 'public') return;
     if (auth.kind === 'service') return requireServiceToken(ctx, req.headers);
+    if (auth.kind === 'leakToken') {
+      req.leakReporter = await authenticateLeakToken(ctx, req.headers.authorization);
+      return;
+    }
     if (auth.kind !== 'operator' && auth.kind !== 'org' && auth.kind !== 'project')
       throw new AppError('INTERNAL_ERROR', `auth ${auth.kind} is not served by the Hub`);
     const actor: Actor = (req.actor = { operator: await authenticate(ctx, req.headers.authorization), requestId: req.id, ip: req.ip ?? null, roles: {} });

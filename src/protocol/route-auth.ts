@@ -13,6 +13,8 @@ import type { OrgRole, ProjectRole } from './names.js';
  *   the body is parsed, after the session was checked before it is read); with `orOrg`, that org role
  *   is enough on its own
  * - `apikey`: a project API key (the Bridge's `/call`)
+ * - `leakToken`: a leak-report token (`stk leaks token create`), the credential of secret scanners
+ *   reporting leaked keys (`POST /api/leaks`); nothing else accepts it
  */
 export type RouteAuth =
   | { kind: 'public' }
@@ -20,12 +22,14 @@ export type RouteAuth =
   | { kind: 'operator' }
   | { kind: 'org'; role: OrgRole }
   | { kind: 'project'; role: ProjectRole; orOrg?: OrgRole; from?: 'query' | 'body' }
-  | { kind: 'apikey' };
+  | { kind: 'apikey' }
+  | { kind: 'leakToken' };
 
 export const PUBLIC: RouteAuth = { kind: 'public' };
 export const SERVICE: RouteAuth = { kind: 'service' };
 export const OPERATOR: RouteAuth = { kind: 'operator' };
 export const APIKEY: RouteAuth = { kind: 'apikey' };
+export const LEAK_TOKEN: RouteAuth = { kind: 'leakToken' };
 export const orgRoleAtLeast = (role: OrgRole): RouteAuth => ({ kind: 'org', role });
 export const projectRoleAtLeast = (role: ProjectRole, more: { orOrg?: OrgRole; from?: 'query' | 'body' } = {}): RouteAuth => ({
   kind: 'project',

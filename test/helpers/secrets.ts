@@ -16,7 +16,7 @@ export const SECRETS_FILE = join(OUTPUT_DIR, 'secrets.jsonl');
 export const SCAN_LOG_DIR = join(OUTPUT_DIR, 'logs');
 
 export type SecretKind =
-  'hub-secret-key' | 'service-token' | 'password' | 'session-token' | 'api-key' | 'db-url' | 'db-password' | 'invite-code' | 'webhook-secret';
+  'hub-secret-key' | 'service-token' | 'password' | 'session-token' | 'api-key' | 'db-url' | 'db-password' | 'invite-code' | 'webhook-secret' | 'leak-token';
 
 interface SecretRecord {
   run: string;

@@ -5,6 +5,7 @@ import { CliError, UsageError } from '../errors.js';
 import { isTTY, printJson, printTable, success, warn, when } from '../output.js';
 import { canConfirm, promptLine } from '../prompt.js';
 import { client, durationFlag, example, oneOf, opts, timestampFlag } from './common.js';
+import { registerScanCommand } from './apikey-scan.js';
 import type { AckResult } from '../../protocol/api/define.js';
 import type { ApiKeyView, CreatedKey, KeyUsageReport, ResumedKey, RevokeDryRun, RevokedKey, RotatedKey, SuspendedKey } from '../../protocol/api/hub.js';
 
@@ -439,4 +440,6 @@ export function registerApiKeyCommands(program: Command): void {
       );
     checkAck(r.ack, `updated ${keyLine(r)}`);
   });
+
+  registerScanCommand(apikey);
 }

@@ -11,6 +11,7 @@ import { registerReleaseCommands } from './release.js';
 import { registerSchemaCommands } from './schema.js';
 import { registerApiKeyCommands } from './apikey.js';
 import { registerWebhookCommands } from './webhooks.js';
+import { registerLeakCommands } from './leaks.js';
 import { registerGenCommands } from './gen.js';
 import { registerStatusCommand } from './status.js';
 import { registerCompletionCommand } from './completion.js';
@@ -29,6 +30,7 @@ export function registerCommands(program: Command): void {
   registerSchemaCommands(program);
   registerApiKeyCommands(program);
   registerWebhookCommands(program);
+  registerLeakCommands(program);
   registerGenCommands(program);
   registerStatusCommand(program);
   registerCompletionCommand(program); // last: it completes every command registered before it

@@ -11,6 +11,7 @@ import releaseRoutes from './releases.js';
 import schemaRoutes from './schema.js';
 import webhookRoutes from './webhooks.js';
 import compatRoutes from './compat.js';
+import leakRoutes from './leaks.js';
 
 /**
  * Resource route plugins. Each file owns one resource and stays thin: parse input, call a service,
@@ -29,6 +30,7 @@ export async function registerRoutes(app: FastifyInstance, ctx: HubContext): Pro
   await app.register(releaseRoutes, { ctx });
   await app.register(schemaRoutes, { ctx });
   await app.register(webhookRoutes, { ctx });
+  await app.register(leakRoutes, { ctx });
   // the upstream Santokit routes, onto the same services (docs/compat.md)
   await app.register(compatRoutes, { ctx });
 }

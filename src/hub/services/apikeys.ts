@@ -20,6 +20,7 @@ import type {
   KeyUsageReport,
   KeyUsageSummary,
   ResumedKey,
+  RevokedKey,
   RevokeResponse,
   RotatedKey,
   SuspendedKey,
@@ -469,6 +470,22 @@ export async function revokeKey(
     const u = await usageSummary(ctx, found.id, found.last_used_at);
     return { dryRun: true as const, keyId: found.id, name: found.name, roles, status: keyStatus(found), ...u };
   }
+  return revokeFoundKey(ctx, actor, project.name, { id: env.id, name: env.name }, found);
+}
+
+/**
+ * Revokes a key already found (the caller checked who may): one audit entry (`detail` adds to it,
+ * e.g. the leak report that caused it), and every connected Bridge refuses it before this returns.
+ */
+export async function revokeFoundKey(
+  ctx: HubContext,
+  actor: Actor,
+  projectName: string,
+  env: { id: string; name: string },
+  found: ApiKeysTable,
+  detail: Record<string, unknown> = {},
+): Promise<RevokedKey> {
+  const roles = JSON.parse(found.roles_json) as string[];
   if (found.status === 'revoked') {
     return { keyId: found.id, name: found.name, roles, status: 'revoked' as const, revokedAt: found.revoked_at, alreadyRevoked: true, ack: null };
   }
@@ -481,8 +498,13 @@ export async function revokeKey(
       .where('status', '=', 'active')
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return null; // revoked concurrently
-    await audit(ctx, actor, { action: 'apikey.revoke', project: project.name, env: env.name, detail: { keyId: found.id, name: found.name, roles } }, trx);
-    return recordChange(trx, { project: project.name, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
+    await audit(
+      ctx,
+      actor,
+      { action: 'apikey.revoke', project: projectName, env: env.name, detail: { keyId: found.id, name: found.name, roles, ...detail } },
+      trx,
+    );
+    return recordChange(trx, { project: projectName, env: env.name, kind: 'apikey', payload: { keyId: found.id } });
   });
   if (seq === null) {
     const again = await findKey(ctx.db, env.id, found.id);

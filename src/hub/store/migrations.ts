@@ -310,6 +310,46 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('webhook_notices_at_ix').on('webhook_notices').column('at').execute();
       },
     },
+    '0010_leaks': {
+      // leak response (issue 16 part 4): leak-report tokens (secret scanners, hashed like sessions),
+      // each project's policy for a reported key, and one row per reported (key, secret): the report
+      // is acted on once
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('leak_tokens')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('org_id', 'text', (c) => c.notNull().references('orgs.id').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+          .addColumn('created_by', 'text')
+          .addColumn('created_at', ts, (c) => c.notNull())
+          .addColumn('last_used_at', ts)
+          .addColumn('revoked_at', ts)
+          .addUniqueConstraint('leak_tokens_org_name_uq', ['org_id', 'name'])
+          .execute();
+        await db.schema
+          .createTable('leak_policies')
+          .addColumn('project_id', 'text', (c) => c.primaryKey().references('projects.id').onDelete('cascade'))
+          .addColumn('policy', 'text', (c) => c.notNull())
+          .addColumn('updated_by', 'text')
+          .addColumn('updated_at', ts, (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('leak_reports')
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('secret_hash', 'text', (c) => c.notNull())
+          .addColumn('project_id', 'text', (c) => c.notNull().references('projects.id').onDelete('cascade'))
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('source', 'text')
+          .addColumn('url', 'text')
+          .addColumn('token_id', 'text')
+          .addColumn('reports', 'integer', (c) => c.notNull())
+          .addColumn('first_reported_at', ts, (c) => c.notNull())
+          .addColumn('last_reported_at', ts, (c) => c.notNull())
+          .addPrimaryKeyConstraint('leak_reports_pk', ['key_id', 'secret_hash'])
+          .execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

@@ -24,6 +24,8 @@ export interface RouteContract {
   errors?: ErrorCode[];
   /** not JSON: e.g. the sync stream (NDJSON) */
   stream?: boolean;
+  /** the largest body the route reads (default: the app's; 64 KB for a route without a body) */
+  bodyLimit?: number;
 }
 
 export function defineRoute<const C extends RouteContract>(c: C): C {
@@ -51,7 +53,7 @@ export function responsesOf(c: RouteContract): Record<number, z.ZodType> {
   const auth: ErrorCode[] =
     c.auth.kind === 'public'
       ? []
-      : c.auth.kind === 'service' || c.auth.kind === 'operator' || c.auth.kind === 'apikey'
+      : c.auth.kind === 'service' || c.auth.kind === 'operator' || c.auth.kind === 'apikey' || c.auth.kind === 'leakToken'
         ? ['UNAUTHORIZED']
         : ['UNAUTHORIZED', 'FORBIDDEN', 'NOT_FOUND'];
   for (const code of [...ALWAYS, ...auth, ...(c.errors ?? [])]) {

@@ -4,6 +4,7 @@ import { ORG_ROLES, PROJECT_ROLES } from '../names.js';
 import type { UsageReport } from '../sync.js';
 import { FK_ACTIONS } from '../release.js';
 import { compat, UpstreamCreated } from './compat.js';
+import { leaks } from './leaks.js';
 import { AckResult, DOCS_API, EnvParams, IsoTime, NAME_DESCRIPTION, Name, Ok, ProjectParams, defineRoute } from './define.js';
 
 /**
@@ -976,6 +977,7 @@ export const HUB_API = {
   ...prefixed('members', members),
   ...prefixed('audit', audit),
   ...prefixed('apikeys', apikeys),
+  ...prefixed('leaks', leaks),
   ...prefixed('releases', releases),
   ...prefixed('schema', schema),
   ...prefixed('webhooks', webhooks),

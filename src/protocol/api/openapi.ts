@@ -17,6 +17,7 @@ const SECURITY: Record<string, Json> = {
   apiKey: { type: 'apiKey', in: 'header', name: 'X-Santokit-Api-Key', description: 'a project API key (`stk apikey create`)' },
   session: { type: 'http', scheme: 'bearer', description: 'an operator session token (`stk login`)' },
   serviceToken: { type: 'apiKey', in: 'header', name: 'X-Santokit-Service-Token', description: "the Hub's service token (Bridges only)" },
+  leakToken: { type: 'http', scheme: 'bearer', description: 'a leak-report token (`stk leaks token create`): secret scanners only' },
 };
 
 declare const __STK_VERSION__: string;
@@ -89,6 +90,8 @@ function securityOf(c: RouteContract): Array<Record<string, string[]>> {
       return [{ apiKey: [] }];
     case 'service':
       return [{ serviceToken: [] }];
+    case 'leakToken':
+      return [{ leakToken: [] }];
     default:
       return [{ session: [] }];
   }
