@@ -89,6 +89,26 @@ describe('POST /api/leaks', () => {
     expect((await call(s.bridges[0]!, k.key)).status).toBe(200);
   });
 
+  it('the default policy suspends a reported key: the next /call is 401 API key suspended', async () => {
+    const b = s.bridges[0]!;
+    const shown = await s.stk(['leaks', 'policy', 'show', '--project', s.project]);
+    expect(shown.stdout).toContain(`${s.project}: suspend (the default)`);
+    const k = await createKey('default-policy');
+    expect((await call(b, k.key)).status).toBe(200);
+    const a = await report([{ token: k.key, type: 'santokit_api_key', url: 'https://example.com/default', source: 'content' }], token);
+    expect(a.status).toBe(202);
+    expect(a.json).toEqual({ received: 1 });
+    await waitFor(async () => (await call(b, k.key)).status === 401, 10_000, 'the leaked key suspended');
+    expect((await call(b, k.key)).body.error.message).toContain('API key suspended');
+    const suspended = (await auditOf('apikey.suspend')).filter((e) => e.detail.keyId === k.keyId);
+    expect(suspended).toHaveLength(1);
+    expect(suspended[0]!.detail.reason).toContain('leak reported to POST /api/leaks with the leak-report token scanner');
+    expect((await auditOf('apikey.leaked')).find((e) => e.detail.keyId === k.keyId)!.detail).toMatchObject({ policy: 'suspend', action: 'suspend' });
+    // reversible: resumed by an admin, it works again with the same secret
+    expect((await s.stk(['apikey', 'resume', '--project', s.project, '--env', s.env, '--key-id', k.keyId])).code).toBe(0);
+    expect((await call(b, k.key)).status).toBe(200);
+  });
+
   it('a valid key is acted on per policy; a wrong secret or an unknown key does nothing; every answer is the same', async () => {
     const b = s.bridges[0]!;
     expect((await s.stk(['leaks', 'policy', 'set', 'revoke', '--project', s.project])).code).toBe(0);
@@ -117,7 +137,7 @@ describe('POST /api/leaks', () => {
     expect(leaked[0]!.detail.url).toBe('https://example.com/repo/blob/main/.env?k=[key]');
     const revoked = (await auditOf('apikey.revoke')).filter((e) => e.detail.keyId === parsed.keyId);
     expect(revoked).toHaveLength(1);
-    expect(revoked[0]!.detail).toMatchObject({ reason: 'leak', reportedBy: { tokenName: 'scanner' } });
+    expect(revoked[0]!.detail).toMatchObject({ reason: expect.stringContaining('leak reported'), reportedBy: { tokenName: 'scanner' } });
 
     // reported again (twice at once): no second action, no second audit entry
     await Promise.all([report([{ token: victim.key }], token), report([{ token: victim.key }], token)]);

@@ -194,6 +194,18 @@ describe('stk apikey scan', () => {
     expect(again.code, again.output).toBe(0);
     expect(JSON.parse(again.stdout)[0]).toMatchObject({ keyId: k.keyId, status: 'revoked' });
 
+    // --suspend: the reversible stop, same rules
+    const k2 = await createKey('to-suspend');
+    const d2 = tempDir();
+    writeFileSync(join(d2, 'x.env'), `KEY=${k2.key}\n`);
+    const sus = await scan(['--suspend', '--yes'], { cwd: d2 });
+    expect(sus.code, sus.output).toBe(1);
+    expect(sus.stderr).toContain(`Suspended ${k2.keyId} ("to-suspend")`);
+    expect((await call(b, k2.key)).status).toBe(401);
+    const after = await scan(['--json'], { cwd: d2 });
+    expect(after.code, after.output).toBe(0);
+    expect(JSON.parse(after.stdout)[0]).toMatchObject({ keyId: k2.keyId, status: 'suspended' });
+
     // --offline: no Hub, any key found → 1; usage errors → 2; an unreachable Hub or a missing path → 3
     expect((await runStk(['apikey', 'scan', '--offline', d], { env: { STK_CONFIG_DIR: s.cfg, STK_HUB_URL: 'http://127.0.0.1:1' } })).code).toBe(1);
     expect((await scan(['--offline', '--revoke', '--yes', d])).code).toBe(2);

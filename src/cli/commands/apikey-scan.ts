@@ -8,7 +8,7 @@ import { canConfirm, promptLine } from '../prompt.js';
 import { client, example, opts } from './common.js';
 import { MAX_SCAN_FILE_BYTES, gitTopLevel, newStats, scanGitHistory, scanPaths, type KeyHit, type ScanStats } from '../key-scan.js';
 import { MAX_LOOKUP_IDS, type KeyLookupItem } from '../../protocol/api/leaks.js';
-import type { RevokedKey } from '../../protocol/api/hub.js';
+import type { RevokedKey, SuspendedKey } from '../../protocol/api/hub.js';
 
 /** Exit codes of `stk apikey scan` (for pre-commit hooks and CI). */
 export const SCAN_EXIT = { clean: 0, liveKey: 1, usage: 2, error: 3 } as const;
@@ -30,7 +30,8 @@ export interface ScanRow {
   lastUsedAt: string | null;
 }
 
-type ScanOpts = { gitHistory?: boolean; offline?: boolean; revoke?: boolean; yes?: boolean; json?: boolean };
+type ScanOpts = { gitHistory?: boolean; offline?: boolean; revoke?: boolean; suspend?: boolean; yes?: boolean; json?: boolean };
+type Act = 'revoke' | 'suspend';
 
 /** a ✓ line on stderr: stdout carries only the table or the JSON */
 const done = (msg: string) => process.stderr.write(`${green('✓')} ${terminalSafe(msg)}\n`);
@@ -63,10 +64,12 @@ async function lookup(cmd: Command, ids: string[]): Promise<Map<string, KeyLooku
 }
 
 async function scan(paths: string[], o: ScanOpts, cmd: Command): Promise<void> {
-  if (o.revoke && o.offline) throw new UsageError('--revoke needs the Hub: drop --offline');
-  // bulk and irreversible: asked on a terminal, and refused off one without --yes (before any work)
-  if (o.revoke && !o.yes && !canConfirm()) {
-    throw new UsageError('--revoke without a terminal to confirm on: pass --yes to revoke every live key found without asking');
+  if (o.revoke && o.suspend) throw new UsageError('pass --revoke or --suspend, not both');
+  const act: Act | undefined = o.revoke ? 'revoke' : o.suspend ? 'suspend' : undefined;
+  if (act && o.offline) throw new UsageError(`--${act} needs the Hub: drop --offline`);
+  // acting on every key found: asked on a terminal, and refused off one without --yes (before any work)
+  if (act && !o.yes && !canConfirm()) {
+    throw new UsageError(`--${act} without a terminal to confirm on: pass --yes to ${act} every live key found without asking`);
   }
   const cwd = process.cwd();
   const targets = (paths.length ? paths : ['.']).map((p) => resolve(cwd, p));
@@ -131,41 +134,46 @@ async function scan(paths: string[], o: ScanOpts, cmd: Command): Promise<void> {
         (unknown ? `, ${unknown} unknown to this Hub (or in a project you are not project:admin on)` : '') +
         '\n',
     );
-    if (live.length && !o.revoke)
-      warn('a live key was found: revoke or rotate it (stk apikey scan --revoke, or stk apikey rotate), then remove it from the files');
+    if (live.length && !act) warn('a live key was found: revoke or rotate it (stk apikey scan --revoke, or stk apikey rotate), then remove it from the files');
   }
 
-  if (o.revoke && live.length) await revokeLive(cmd, live, Boolean(o.yes));
+  if (act && live.length) await actOnLive(cmd, act, live, Boolean(o.yes));
   process.exitCode = (o.offline ? ids.length > 0 : live.length > 0) ? SCAN_EXIT.liveKey : SCAN_EXIT.clean;
 }
 
-async function revokeLive(cmd: Command, live: KeyLookupItem[], yes: boolean): Promise<void> {
+async function actOnLive(cmd: Command, act: Act, live: KeyLookupItem[], yes: boolean): Promise<void> {
   const label = (k: KeyLookupItem) => `${k.keyId} (${JSON.stringify(k.name)}) in ${k.project}/${k.env}`;
   if (!yes) {
-    process.stderr.write(
-      `Revoking cannot be undone; every Bridge rejects these keys at once:\n${live.map((k) => `  ${label(k)}, last used ${k.lastUsedAt ?? 'never'}`).join('\n')}\n`,
-    );
-    const typed = (await promptLine(`Type "revoke" to revoke ${live.length} key${live.length === 1 ? '' : 's'}: `)).trim();
-    if (typed !== 'revoke') {
-      warn('not confirmed: nothing was revoked');
+    const what =
+      act === 'revoke'
+        ? 'Revoking cannot be undone; every Bridge rejects these keys at once'
+        : 'Suspending (stk apikey resume undoes it): every Bridge rejects these keys at once';
+    process.stderr.write(`${what}:\n${live.map((k) => `  ${label(k)}, last used ${k.lastUsedAt ?? 'never'}`).join('\n')}\n`);
+    const typed = (await promptLine(`Type "${act}" to ${act} ${live.length} key${live.length === 1 ? '' : 's'}: `)).trim();
+    if (typed !== act) {
+      warn(`not confirmed: nothing was ${act}d`);
       return;
     }
   }
   const c = client(cmd);
   const failed: string[] = [];
   for (const k of live) {
+    const base = `/api/projects/${enc(k.project!)}/envs/${enc(k.env!)}/apikeys/${enc(k.keyId)}`;
     try {
-      const r = await c.post<RevokedKey>(`/api/projects/${enc(k.project!)}/envs/${enc(k.env!)}/apikeys/${enc(k.keyId)}/revoke`, {});
+      const r =
+        act === 'revoke'
+          ? await c.post<RevokedKey>(`${base}/revoke`, {})
+          : await c.post<SuspendedKey>(`${base}/suspend`, { reason: 'found by stk apikey scan' });
+      const already = 'alreadyRevoked' in r ? r.alreadyRevoked : r.alreadySuspended;
       const lagging = r.ack?.lagging ?? [];
-      done(
-        `Revoked ${label(k)}${r.alreadyRevoked ? ' (it already was)' : ''}${lagging.length ? `; Bridge(s) ${lagging.join(', ')} did not confirm in time` : ''}`,
-      );
+      const did = act === 'revoke' ? 'Revoked' : 'Suspended';
+      done(`${did} ${label(k)}${already ? ' (it already was)' : ''}${lagging.length ? `; Bridge(s) ${lagging.join(', ')} did not confirm in time` : ''}`);
       if (lagging.length) failed.push(`${k.keyId}: not confirmed by ${lagging.join(', ')}`);
     } catch (e) {
       failed.push(`${k.keyId}: ${(e as Error).message}`);
     }
   }
-  if (failed.length) throw new CliError(`could not revoke every live key: ${failed.join('; ')}`, SCAN_EXIT.error);
+  if (failed.length) throw new CliError(`could not ${act} every live key: ${failed.join('; ')}`, SCAN_EXIT.error);
 }
 
 export function registerScanCommand(apikey: Command): void {
@@ -177,7 +185,8 @@ export function registerScanCommand(apikey: Command): void {
       .option('--git-history', 'also scan every blob in the history of the git repository the first path is in (all refs)')
       .option('--offline', 'do not contact the Hub: report the keys found (checksum-valid) and exit 1 if there is any')
       .option('--revoke', 'revoke the live keys found (asks on a terminal; needs --yes elsewhere)')
-      .option('-y, --yes', 'do not ask before --revoke (required when not on a terminal)')
+      .option('--suspend', 'suspend the live keys found instead (reversible: stk apikey resume)')
+      .option('-y, --yes', 'do not ask before --revoke/--suspend (required when not on a terminal)')
       .option('--json', 'print [{location, file, line, commit, keyId, found, project, env, name, status, lastUsedAt}]')
       .addHelpText(
         'after',
@@ -195,6 +204,7 @@ export function registerScanCommand(apikey: Command): void {
     'stk apikey scan src config --git-history',
     'stk apikey scan --json > leaks.json',
     'stk apikey scan . --revoke --yes',
+    'stk apikey scan . --suspend',
   ).action(async (paths: string[], _o, cmd: Command) => {
     try {
       await scan(paths, opts<ScanOpts>(cmd), cmd);

@@ -18,7 +18,7 @@ import type { HubContext } from '../context.js';
 import type { ApiKeysTable, HubDatabase } from '../store/schema.js';
 import { nowIso } from '../store/store.js';
 import { signedIn, type Actor } from './actor.js';
-import { keyStatus, revokeFoundKey } from './apikeys.js';
+import { keyStatus, revokeFoundKey, suspendKeyById } from './apikeys.js';
 import { audit } from './audit.js';
 import { isUniqueViolation } from './auth.js';
 import { randomToken, sha256Hex } from './crypto.js';
@@ -351,7 +351,8 @@ async function handleReported(ctx: HubContext, p: Pending): Promise<void> {
   if (!matched) return;
   const status = keyStatus(row, now);
   const { policy } = await policyOf(ctx.db, row.project_id);
-  const action = status === 'active' ? policy : 'none';
+  // a revoked or expired key is only recorded; a suspended one can still be revoked
+  const action = status === 'active' || (status === 'suspended' && policy === 'revoke') ? policy : 'none';
   const actor: Actor = { operator: null, requestId: p.requestId, ip: p.ip };
   const reportedBy = { tokenId: p.reporter.tokenId, tokenName: p.reporter.tokenName };
   const first = await ctx.db.transaction().execute(async (trx) => {
@@ -408,6 +409,8 @@ async function handleReported(ctx: HubContext, p: Pending): Promise<void> {
   });
   if (!first) return;
   ctx.log.warn({ keyId: row.id, project: row.project_name, env: row.env_name, action, tokenName: p.reporter.tokenName }, 'leaked API key reported');
+  const reason = `leak reported to POST /api/leaks with the leak-report token ${p.reporter.tokenName}`;
   if (action === 'revoke')
-    await revokeFoundKey(ctx, actor, row.project_name, { id: row.env_id, name: row.env_name }, row as ApiKeysTable, { reason: 'leak', reportedBy });
+    await revokeFoundKey(ctx, actor, row.project_name, { id: row.env_id, name: row.env_name }, row as ApiKeysTable, { reason, reportedBy });
+  else if (action === 'suspend') await suspendKeyById(ctx, actor, row.id, { reason });
 }
