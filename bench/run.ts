@@ -41,7 +41,7 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { bulkInsertKeys } from './lib/bulk-keys.js';
 import { pgbench } from './lib/pgbench.js';
-import { barChart, cdfChart } from './lib/plots.js';
+import { writePlots } from './lib/plots.js';
 import { cpuMs, pgClusterCpuMs, rssMb, run, runOk, start, stopAll, syscalls, waitHttp, type Proc } from './lib/procs.js';
 import { formatProfile, summarizeProfile } from './lib/profile.js';
 import { benchReject } from './lib/reject.js';
@@ -997,67 +997,6 @@ async function main(): Promise<void> {
   }
 }
 
-type Fig = { rps?: number; p50_ms?: number; p90_ms?: number; p99_ms?: number; max_ms?: number };
-/** bench/out/throughput.svg, latency-cdf.svg, verify-cdf.svg from details.json (whatever this run measured) */
-function plots(d: Record<string, any>): string[] {
-  const rows: Array<{ label: string; c10?: Fig; c50?: Fig }> = [];
-  const pt = d.perTarget ?? {};
-  const add = (label: string, v?: { c10?: Fig; c50?: Fig }) => v && rows.push({ label, c10: v.c10, c50: v.c50 });
-  add('Bridge (1 key)', pt.bridge);
-  add('Bridge (100,000 keys)', pt.bridge100k);
-  add('Bridge (1,000,000 keys)', d.million ? { c10: d.million.bridge1m } : undefined);
-  if (pt.baseline) add('Bridge (baseline)', pt.baseline);
-  add('minimal http+pg+auth', pt.minimal);
-  add('peer (Platformatic)', pt.peer);
-  add('node:http floor (DB=0)', pt.floor);
-  add('pgbench -M extended', pt.pgbench);
-  add('Bridge insert', d.writes?.bridgeInsert);
-  add('minimal insert', d.writes?.minimalInsert);
-  add('Bridge update', d.writes?.bridgeUpdate);
-  add('minimal update', d.writes?.minimalUpdate);
-  const files: string[] = [];
-  const put = (name: string, svg: string) => {
-    writeFileSync(join(OUT, name), svg);
-    files.push(name);
-  };
-  if (rows.length)
-    put(
-      'throughput.svg',
-      barChart({
-        title: `Throughput per config (medians of ${d.config?.ROUNDS ?? '?'} interleaved rounds, wrk -t2)`,
-        unit: 'requests/s',
-        series: ['c=10', 'c=50'],
-        rows: rows.map((r) => ({ label: r.label, values: [r.c10?.rps, r.c50?.rps] })),
-      }),
-    );
-  const lat = rows
-    .filter((r) => r.c50?.p50_ms && r.c50.p99_ms && r.c50.max_ms)
-    .map((r) => ({
-      label: r.label,
-      points: [
-        [r.c50!.p50_ms! * 1000, 0.5],
-        [r.c50!.p90_ms! * 1000, 0.9],
-        [r.c50!.p99_ms! * 1000, 0.99],
-        [r.c50!.max_ms! * 1000, 1],
-      ] as Array<[number, number]>,
-    }));
-  if (lat.length)
-    put('latency-cdf.svg', cdfChart({ title: 'Request latency at c=50 (wrk p50 / p90 / p99 / max, medians over rounds)', unit: 'µs', series: lat }));
-  if (d.verifyCdf)
-    put(
-      'verify-cdf.svg',
-      cdfChart({
-        title: 'Key check under load (c=50, in the Bridge): verifyKey vs a bare HMAC-SHA-256 beside it',
-        unit: 'ns per call',
-        series: [
-          { label: 'verifyKey', points: d.verifyCdf.verifyNs },
-          { label: 'bare HMAC-SHA-256', points: d.verifyCdf.hmacNs },
-        ],
-      }),
-    );
-  return files;
-}
-
 function report(): void {
   const s = JSON.parse(readFileSync(join(OUT, 'summary.json'), 'utf8'));
   const d = JSON.parse(readFileSync(join(OUT, 'details.json'), 'utf8'));
@@ -1156,7 +1095,7 @@ function report(): void {
     ['/metrics on ÷ off CPU per request', chk(s.metrics?.cpu_per_req_on_off_ratio, (x) => x <= 1.03, '≤ 1.03')],
   ];
   process.stdout.write(`${table(t)}\n`);
-  const svgs = plots(d);
+  const svgs = writePlots(OUT, d);
   process.stdout.write(
     `\nplots: ${svgs.map((f) => `bench/out/${f}`).join(', ')}\nsummary: bench/out/summary.json, every run: bench/out/details.json, logs: bench/out/logs/\n`,
   );

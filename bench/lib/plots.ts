@@ -4,6 +4,9 @@
  * browser: plain SVG text.
  */
 
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
 const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const fmt = (x: number) => (x >= 10_000 ? `${Math.round(x / 1000)}k` : x >= 1000 ? `${(x / 1000).toFixed(1)}k` : x >= 10 ? x.toFixed(0) : x.toFixed(2));
@@ -103,4 +106,65 @@ export function cdfChart(o: { title: string; unit: string; series: Array<{ label
   });
   out.push('</svg>');
   return out.join('\n') + '\n';
+}
+
+type Fig = { rps?: number; p50_ms?: number; p90_ms?: number; p99_ms?: number; max_ms?: number };
+/** <out>/throughput.svg, latency-cdf.svg, verify-cdf.svg from a run's details.json (whatever it measured) */
+export function writePlots(out: string, d: Record<string, any>): string[] {
+  const rows: Array<{ label: string; c10?: Fig; c50?: Fig }> = [];
+  const pt = d.perTarget ?? {};
+  const add = (label: string, v?: { c10?: Fig; c50?: Fig }) => v && rows.push({ label, c10: v.c10, c50: v.c50 });
+  add('Bridge (1 key)', pt.bridge);
+  add('Bridge (100,000 keys)', pt.bridge100k);
+  add('Bridge (1,000,000 keys)', d.million ? { c10: d.million.bridge1m } : undefined);
+  if (pt.baseline) add('Bridge (baseline)', pt.baseline);
+  add('minimal http+pg+auth', pt.minimal);
+  add('peer (Platformatic)', pt.peer);
+  add('node:http floor (DB=0)', pt.floor);
+  add('pgbench -M extended', pt.pgbench);
+  add('Bridge insert', d.writes?.bridgeInsert);
+  add('minimal insert', d.writes?.minimalInsert);
+  add('Bridge update', d.writes?.bridgeUpdate);
+  add('minimal update', d.writes?.minimalUpdate);
+  const files: string[] = [];
+  const put = (name: string, svg: string) => {
+    writeFileSync(join(out, name), svg);
+    files.push(name);
+  };
+  if (rows.length)
+    put(
+      'throughput.svg',
+      barChart({
+        title: `Throughput per config (medians of ${d.config?.ROUNDS ?? '?'} interleaved rounds, wrk -t2)`,
+        unit: 'requests/s',
+        series: ['c=10', 'c=50'],
+        rows: rows.map((r) => ({ label: r.label, values: [r.c10?.rps, r.c50?.rps] })),
+      }),
+    );
+  const lat = rows
+    .filter((r) => r.c50?.p50_ms && r.c50.p99_ms && r.c50.max_ms)
+    .map((r) => ({
+      label: r.label,
+      points: [
+        [r.c50!.p50_ms! * 1000, 0.5],
+        [r.c50!.p90_ms! * 1000, 0.9],
+        [r.c50!.p99_ms! * 1000, 0.99],
+        [r.c50!.max_ms! * 1000, 1],
+      ] as Array<[number, number]>,
+    }));
+  if (lat.length)
+    put('latency-cdf.svg', cdfChart({ title: 'Request latency at c=50 (wrk p50 / p90 / p99 / max, medians over rounds)', unit: 'µs', series: lat }));
+  if (d.verifyCdf)
+    put(
+      'verify-cdf.svg',
+      cdfChart({
+        title: 'Key check under load (c=50, in the Bridge): verifyKey vs a bare HMAC-SHA-256 beside it',
+        unit: 'ns per call',
+        series: [
+          { label: 'verifyKey', points: d.verifyCdf.verifyNs },
+          { label: 'bare HMAC-SHA-256', points: d.verifyCdf.hmacNs },
+        ],
+      }),
+    );
+  return files;
 }
