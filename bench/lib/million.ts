@@ -32,7 +32,7 @@ export async function startMillion(o: { paths: StackPaths; benchUrl: string; sch
     for (;;) {
       const r = await fetch(`${b.url}/readyz`).catch(() => null);
       if (r?.ok) break;
-      if (performance.now() - t > 180_000) throw new Error(`Bridge m${i} did not load its snapshot of ${o.keys} keys within 180 s`);
+      if (performance.now() - t > 600_000) throw new Error(`Bridge m${i} did not load its snapshot of ${o.keys} keys within 600 s`);
       await sleep(50);
     }
     snapshotS.push((performance.now() - t) / 1000);
