@@ -89,7 +89,7 @@ describe('stk for a newcomer and for scripts', () => {
     expect((await s.stk(['apikey', 'rotate', 'pipe-0', ...P(), '--grace', 'soon'])).stderr).toContain('invalid --grace "soon"');
     const st = await s.stk(['apikey', 'list', ...P(), '--status', 'dead']);
     expect(st.code).toBe(2);
-    expect(st.stderr).toContain('invalid --status "dead": use active, revoked, expired');
+    expect(st.stderr).toContain('invalid --status "dead": use active, suspended, revoked, expired');
     const list = await s.stk(['apikey', 'list', ...P(), '--json']);
     expect((JSON.parse(list.stdout) as Array<{ name: string }>).map((k) => k.name)).not.toContain('never-made');
   });
