@@ -5,37 +5,18 @@
  * (src/bridge/executor). With tracing off none of this is loaded and `req.stkTrace` stays null.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { errorCodeOf } from '../common/http.js';
-import { UNMATCHED } from '../common/metric-cells.js';
+import { installRequestSpans } from '../common/request-spans.js';
 import type { Tracing } from '../common/tracing.js';
 import type { BridgeContext, CredentialRequest } from './context.js';
 
 export function installBridgeTracing(app: FastifyInstance, ctx: BridgeContext, tracing: Tracing): void {
-  app.addHook('onRequest', (req, _reply, done) => {
-    const route = req.is404 ? UNMATCHED : (req.routeOptions.url ?? UNMATCHED);
-    req.stkTrace = tracing.request(`${req.method} ${route}`, req.headers, {
-      'stk.request_id': req.id,
-      'http.request.method': req.method,
-      'http.route': route,
-    });
-    done();
-  });
-  app.addHook('onResponse', (req, reply, done) => {
-    const t = req.stkTrace;
-    if (t !== null) {
-      t.set('http.response.status_code', reply.statusCode);
-      const code = errorCodeOf(req, reply.statusCode);
-      if (code !== undefined) t.set('stk.error_code', code);
-      if (reply.statusCode >= 500) t.fail(code ?? 'server error');
-      const p = req.principal;
-      if (p) {
-        t.set('stk.project', p.project);
-        t.set('stk.env', p.env);
-      }
-      if (req.stkOp !== null) t.set('stk.op', req.stkOp);
-      t.end();
+  installRequestSpans(app, tracing, (req, t) => {
+    const p = req.principal;
+    if (p) {
+      t.set('stk.project', p.project);
+      t.set('stk.env', p.env);
     }
-    done();
+    if (req.stkOp !== null) t.set('stk.op', req.stkOp);
   });
   // the key check as its own span: the verifier wrapped (read per request, so a test's double is wrapped too)
   const inner = ctx.credentials;

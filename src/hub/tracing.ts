@@ -5,37 +5,17 @@
  * `stk.bridge.ack` per Bridge under it (services/sync/index.ts).
  */
 import type { FastifyInstance } from 'fastify';
-import { errorCodeOf } from '../common/http.js';
-import { UNMATCHED } from '../common/metric-cells.js';
+import { installRequestSpans } from '../common/request-spans.js';
 import { runWithSpan } from '../common/tracing-config.js';
 import type { Tracing } from '../common/tracing.js';
 
 export function installHubTracing(app: FastifyInstance, tracing: Tracing): void {
   app.decorateRequest('stkTrace', null);
-  app.addHook('onRequest', (req, _reply, done) => {
-    const route = req.is404 ? UNMATCHED : (req.routeOptions.url ?? UNMATCHED);
-    req.stkTrace = tracing.request(`${req.method} ${route}`, req.headers, {
-      'stk.request_id': req.id,
-      'http.request.method': req.method,
-      'http.route': route,
-    });
-    done();
-  });
+  installRequestSpans(app, tracing);
   // the handler (and the route's own preHandlers) run with the request's span active
   app.addHook('preHandler', (req, _reply, done) => {
     const t = req.stkTrace;
     if (t === null) done();
     else runWithSpan(t, done);
-  });
-  app.addHook('onResponse', (req, reply, done) => {
-    const t = req.stkTrace;
-    if (t !== null) {
-      t.set('http.response.status_code', reply.statusCode);
-      const code = errorCodeOf(req, reply.statusCode);
-      if (code !== undefined) t.set('stk.error_code', code);
-      if (reply.statusCode >= 500) t.fail(code ?? 'server error');
-      t.end();
-    }
-    done();
   });
 }
