@@ -96,22 +96,7 @@ function wrongKey(keyId: string): string {
 async function makeKeys(hub: Hub, env: string): Promise<Keys> {
   const served = await createKeyCli(hub, env, 'reject-served');
   const neighbour = await createKeyCli(hub, env, 'reject-neighbour');
-  const out = await hub.cli([
-    'apikey',
-    'create',
-    '--project',
-    PROJECT,
-    '--env',
-    env,
-    '--name',
-    'reject-limited',
-    '--roles',
-    'reader',
-    '--rate-limit',
-    '60',
-    '--json',
-  ]);
-  const limited = JSON.parse(out) as CreatedKey;
+  const limited = await createKeyCli(hub, env, 'reject-limited', 60);
   const wrong: string[] = [];
   for (let i = 0; i < 8; i++) wrong.push(wrongKey([served, neighbour, limited][i % 3]!.keyId), wrongKey(newKeyId()));
   return { served, neighbour, limited, wrong };

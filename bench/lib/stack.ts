@@ -100,8 +100,8 @@ export interface CreatedKey {
   keyId: string;
 }
 
-/** `stk apikey create … --roles reader` with a per-key limit high enough not to throttle the load. */
-export async function createKeyCli(hub: Hub, env: string, name: string): Promise<CreatedKey> {
+/** `stk apikey create … --roles reader`, by default with a per-key limit high enough not to throttle the load. */
+export async function createKeyCli(hub: Hub, env: string, name: string, rateLimitPerMin = 10_000_000): Promise<CreatedKey> {
   const out = await hub.cli([
     'apikey',
     'create',
@@ -114,7 +114,7 @@ export async function createKeyCli(hub: Hub, env: string, name: string): Promise
     '--roles',
     'reader',
     '--rate-limit',
-    '10000000',
+    String(rateLimitPerMin),
     '--json',
   ]);
   const k = JSON.parse(out) as CreatedKey;
