@@ -117,7 +117,9 @@ describe('webhook delivery: two Hubs, one PostgreSQL store', () => {
 
   it('60 deliveries queued through both Hubs: each received exactly once, one attempt each (both Hubs claim from the same queue)', async () => {
     const h = await addHook('/many');
-    recv.script('/many', [{ status: 200, delayMs: 20 }]);
+    // each answer takes 200 ms: the 60 span several poll intervals (1 s) of both Hubs, so neither can drain the
+    // queue alone before the other's worker looks (a 20 ms receiver let one Hub send all 60 on a fast run)
+    recv.script('/many', [{ status: 200, delayMs: 200 }]);
     const ids = await Promise.all(Array.from({ length: 60 }, (_, i) => fire(h.id, i % 2)));
     await waitFor(async () => recv.at('/many').length >= 60, 20_000, '60 deliveries');
     await new Promise((r) => setTimeout(r, 500)); // a duplicate would arrive now
