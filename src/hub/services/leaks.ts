@@ -28,6 +28,16 @@ import { orgRole, requireOrgRole, requireProjectRole } from './rbac.js';
 export const LEAK_TOKEN_PREFIX = 'stkl_';
 /** Reported keys waiting to be checked on this Hub; a report that would go beyond gets 429. */
 export const MAX_PENDING_REPORTS = 10_000;
+/**
+ * One token's share (per Hub): at most this many of its keys wait to be checked, and it may report at
+ * most this many keys a minute (a bucket of that size refilled continuously). Beyond either, that
+ * token's reports get 429 with Retry-After while other tokens' still go through: a leaked or runaway
+ * scanner token cannot fill the queue every project's reports share.
+ */
+export const MAX_PENDING_PER_TOKEN = 1_000;
+export const REPORTED_KEYS_PER_TOKEN_PER_MIN = 1_000;
+/** Retry-After of a refusal for a full queue or share: about the time a full share takes to be checked. */
+const QUEUE_FULL_RETRY_S = 10;
 
 /** Migration 0010_leaks; typed here so the shared schema file stays untouched. */
 export type LeakTokensTable = {
@@ -258,24 +268,81 @@ function itemsOf(body: LeakReportBody): ReportedItem[] {
   return body.keys.map((token) => ({ token, url: where(body.url, 2048), source: where(body.source, 200) }));
 }
 
-interface Pending {
+export interface Pending {
   reporter: LeakReporter;
   item: ReportedItem;
   requestId: string | null;
   ip: string | null;
 }
 
-class ReportQueue {
-  readonly items: Pending[] = [];
+/** A token's reporting budget: `keys` reported keys it may still send now, refilled continuously. */
+interface Budget {
+  keys: number;
+  at: number;
+}
+
+/**
+ * The keys waiting to be checked on this Hub, kept per leak-report token and served round-robin (one
+ * key of each token in turn), so one token's backlog delays nobody else's reports; with each token's
+ * reporting budget. Both maps hold only tokens that authenticated (an org admin created each one).
+ */
+export class ReportQueue {
+  /** per token, its keys in arrival order; Map order is the round-robin order */
+  readonly byToken = new Map<string, Pending[]>();
+  readonly budgets = new Map<string, Budget>();
+  size = 0;
   running = false;
   idle: Promise<void> = Promise.resolve();
+
+  /** The next key to check: the first token's oldest, and that token goes to the back of the line. */
+  next(): Pending | undefined {
+    for (const [tokenId, list] of this.byToken) {
+      const p = list.shift()!;
+      this.byToken.delete(tokenId);
+      if (list.length > 0) this.byToken.set(tokenId, list);
+      this.size--;
+      return p;
+    }
+    return undefined;
+  }
+
+  /**
+   * Admits `items` from `reporter` or refuses with 429 (nothing queued, nothing spent): the token's
+   * minute budget, then its share of the queue, then the whole queue. The refusal is the same whatever
+   * the keys are.
+   */
+  admit(reporter: LeakReporter, items: Pending[], now: number): void {
+    const n = items.length;
+    const rate = REPORTED_KEYS_PER_TOKEN_PER_MIN / 60_000; // keys per ms
+    const b = this.budgets.get(reporter.tokenId) ?? { keys: REPORTED_KEYS_PER_TOKEN_PER_MIN, at: now };
+    const keys = Math.min(REPORTED_KEYS_PER_TOKEN_PER_MIN, b.keys + Math.max(0, now - b.at) * rate);
+    if (keys < n) {
+      throw tooManyRequests(
+        `this leak-report token reported more than ${REPORTED_KEYS_PER_TOKEN_PER_MIN} keys in the last minute: retry later`,
+        (n - keys) / rate / 1000,
+      );
+    }
+    const mine = this.byToken.get(reporter.tokenId);
+    if ((mine?.length ?? 0) + n > MAX_PENDING_PER_TOKEN) {
+      throw tooManyRequests(
+        `this leak-report token has ${mine?.length ?? 0} keys waiting to be checked (at most ${MAX_PENDING_PER_TOKEN} per token): retry later`,
+        QUEUE_FULL_RETRY_S,
+      );
+    }
+    if (this.size + n > MAX_PENDING_REPORTS) throw tooManyRequests('too many leak reports waiting to be checked: retry later', QUEUE_FULL_RETRY_S);
+    this.budgets.set(reporter.tokenId, { keys: keys - n, at: now });
+    if (mine) mine.push(...items);
+    else this.byToken.set(reporter.tokenId, items);
+    this.size += n;
+  }
 }
 const queues = new WeakMap<HubContext, ReportQueue>();
 
 /**
  * Takes a leak report: the keys are queued and checked after the answer is sent, so the answer (status,
- * body and timing) is the same for valid, invalid and unknown keys. 429 only when this Hub already holds
- * MAX_PENDING_REPORTS unchecked keys, whatever they are.
+ * body and timing) is the same for valid, invalid and unknown keys. 429 (with Retry-After) when the
+ * token is over its share (REPORTED_KEYS_PER_TOKEN_PER_MIN, MAX_PENDING_PER_TOKEN) or this Hub already
+ * holds MAX_PENDING_REPORTS unchecked keys, whatever they are.
  */
 export function submitLeakReport(ctx: HubContext, reporter: LeakReporter, actor: Actor, body: LeakReportBody): { received: number } {
   const items = itemsOf(body);
@@ -286,8 +353,11 @@ export function submitLeakReport(ctx: HubContext, reporter: LeakReporter, actor:
     const queue = q;
     ctx.onClose.push(() => queue.idle);
   }
-  if (q.items.length + items.length > MAX_PENDING_REPORTS) throw tooManyRequests('too many leak reports waiting to be checked: retry later', 10);
-  for (const item of items) q.items.push({ reporter, item, requestId: actor.requestId, ip: actor.ip });
+  q.admit(
+    reporter,
+    items.map((item) => ({ reporter, item, requestId: actor.requestId, ip: actor.ip })),
+    Date.now(),
+  );
   if (!q.running) {
     q.running = true;
     q.idle = drain(ctx, q);
@@ -306,7 +376,7 @@ async function drain(ctx: HubContext, q: ReportQueue): Promise<void> {
   // after the answer went out
   await new Promise((r) => setImmediate(r));
   try {
-    for (let p = q.items.shift(); p; p = q.items.shift()) {
+    for (let p = q.next(); p; p = q.next()) {
       try {
         await handleReported(ctx, p);
       } catch (err) {
