@@ -3,7 +3,8 @@ import { BRIDGE_API } from '../protocol/api/bridge.js';
 import { API_VERSION, openApiDocument } from '../protocol/api/openapi.js';
 import type { FastifyInstance } from 'fastify';
 import { useContractSchemas } from '../common/contract-route.js';
-import { createBaseApp } from '../common/http.js';
+import { createBaseApp, type FrontDoor } from '../common/http.js';
+import { openFrontDoor } from './front-door.js';
 import type { BridgeConfig } from './config.js';
 import type { BridgeContext } from './context.js';
 import { ApiKeyVerifier, KeyTable, UsageCounter } from './credentials/index.js';
@@ -36,7 +37,9 @@ export interface BuildBridgeOptions {
  * The sync is not started here (`startBridge` does), so an in-process Bridge never reaches for a Hub.
  */
 export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions = {}): Promise<{ app: FastifyInstance; ctx: BridgeContext }> {
-  const app = createBaseApp({ name: 'bridge', http: config.http, loggerStream: opts.loggerStream, logger: opts.logger });
+  // POST /call's key check ahead of Fastify (front-door.ts), opened once the context exists
+  const front: FrontDoor = { handle: null };
+  const app = createBaseApp({ name: 'bridge', http: config.http, loggerStream: opts.loggerStream, logger: opts.logger, front });
   const log = app.log;
   if (config.disableAuth) {
     log.warn(
@@ -138,6 +141,8 @@ export async function buildBridge(config: BridgeConfig, opts: BuildBridgeOptions
   );
   await app.register(healthRoutes, { ctx });
   await app.register(callRoutes, { ctx });
+  // off with STK_DISABLE_AUTH (no key to check) and with tracing on (a refusal gets its span)
+  if (!config.disableAuth && !opts.tracing) openFrontDoor(front, ctx);
   app.addHook('onClose', async () => {
     for (const fn of ctx.onClose) await fn();
   });

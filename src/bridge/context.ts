@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Metrics } from '../common/metrics.js';
+import type { AppError } from '../protocol/errors.js';
 import type { BridgeConfig } from './config.js';
 import type { KeyTable } from './credentials/key-table.js';
 import type { ResponseGauge } from './executor/response-budget.js';
@@ -24,11 +25,15 @@ export interface CredentialRequest {
   ip: string;
   /** set by the API-key verifier to the authenticated key id: a later failure of the call is counted for that key (app.ts) */
   stkKeyId?: string | null;
+  /** set by the API-key verifier to the key id of a well-formed presented key, refused or not (never its secret) */
+  keyIdSeen?: string | null;
 }
 
 /** Verifies the request's credential in memory (no Hub hop). Throws AppError 401/403/429/503. */
 export interface CredentialVerifier {
   authenticate(req: CredentialRequest): Principal;
+  /** the same check returning its error instead of throwing it (the API-key verifier has it; doubles may not) */
+  check?(req: CredentialRequest): Principal | AppError;
 }
 
 /** What the Bridge's routes share; built once, in app.ts. */

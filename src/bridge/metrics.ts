@@ -58,6 +58,11 @@ export function installBridgeMetrics(app: FastifyInstance, ctx: BridgeContext, s
     const own = route.onResponse;
     route.onResponse = own === undefined ? [hook] : Array.isArray(own) ? [...own, hook] : [own, hook];
   });
+  // refusals answered at the front door (front-door.ts) never reach a hook: counted under POST /call's route
+  ctx.refusals.onRawAnswer = (status, code, len) => {
+    requests.get('/call', statusClass(status), code).n++;
+    bytes.n += len;
+  };
   // requests no route matched (the router's 404/405): one label, whatever the URL was
   const unmatchedOk = requests.get(UNMATCHED, '2xx', '');
   app.addHook('onResponse', (req, reply, done) => {

@@ -3,7 +3,9 @@
  * API key (401), a key or an address over its limit (429), a missing service token (401). A flood of
  * them must cost the Bridge a fraction of a served request, so the answer is the cheapest one it has:
  *
- * - decided in the route's `onRequest` hook (route-auth.ts), before the body is read or parsed;
+ * - decided before Fastify sees the request, from its headers (front-door.ts; a request the front door
+ *   passes on, or one it does not look at, is decided in the route's `onRequest` hook, route-auth.ts),
+ *   before the body is read or parsed;
  * - the envelope is pre-serialized per message around the request id (no JSON serialization, no error
  *   handler; the verifier's errors carry no stack: errors.ts stacklessError);
  * - no access line per refusal: they are counted per key id and per client address, and one warning
@@ -14,8 +16,10 @@
  * Nothing secret is logged: a key id is counted only for a presented key whose checksum is right (the
  * key id is its public part), never the presented header itself.
  */
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyReply, FastifyRequest } from 'fastify';
 import { lingerIfBodyUnread, withoutAccessLine } from '../common/http.js';
+import { ulid } from '../common/ulid.js';
 import { API_KEY_HEADER } from '../protocol/call.js';
 import { type AppError, envelopeAround } from '../protocol/errors.js';
 import { parseKey } from '../protocol/key-format.js';
@@ -43,14 +47,39 @@ function top<T>(m: Map<string, T>, n: (t: T) => number): Array<[string, T]> {
   return [...m].sort((a, b) => n(b[1]) - n(a[1])).slice(0, TOP);
 }
 
+interface Prepared {
+  code: string;
+  head: string;
+  tail: string;
+  /** bytes of head + a 26-character request id + tail */
+  bytes: number;
+}
+
+/** the key id of a presented key whose checksum is right (its public part), else null */
+function keyIdOf(presented: string | string[] | undefined): string | null {
+  if (typeof presented !== 'string') return null;
+  const p = parseKey(presented);
+  return typeof p === 'string' ? null : p.keyId;
+}
+
+/** a request whose body is large or of unknown length: answered with `Connection: close` (see above) */
+function bodyNotWorthReading(h: IncomingMessage['headers']): boolean {
+  return h['transfer-encoding'] !== undefined || Number(h['content-length'] ?? 0) > REFUSED_BODY_KEEPALIVE_BYTES;
+}
+
 export class Refusals {
-  readonly #prepared = new Map<string, { code: string; head: string; tail: string }>();
+  readonly #prepared = new Map<string, Prepared>();
   #byKey = new Map<string, Tally>();
   #byAddress = new Map<string, number>();
   #total: Tally = { 401: 0, 429: 0 };
   #untracked = { keys: 0, addresses: 0 };
   #timer: NodeJS.Timeout | undefined;
   #since = 0;
+  /**
+   * Told of each refusal answered by `sendRaw` (which no Fastify hook sees): /metrics counts it
+   * (src/bridge/metrics.ts). Null with metrics off.
+   */
+  onRawAnswer: ((status: number, code: string, bytes: number) => void) | null = null;
 
   constructor(
     readonly log: FastifyBaseLogger,
@@ -58,43 +87,67 @@ export class Refusals {
     readonly intervalMs: number,
   ) {}
 
+  #envelope(err: AppError): Prepared {
+    let env = this.#prepared.get(err.message);
+    if (env === undefined || env.code !== err.code) {
+      const { head, tail } = envelopeAround(err.code, err.message);
+      env = { code: err.code, head, tail, bytes: Buffer.byteLength(head) + 26 + Buffer.byteLength(tail) };
+      if (this.#prepared.size < MAX_PREPARED) this.#prepared.set(err.message, env);
+    }
+    return env;
+  }
+
   /**
    * Answers `err` (a 401 or 429 AppError) for a request still in its `onRequest` hook: the caller does
    * not call the hook's `done`.
    */
   send(req: FastifyRequest, reply: FastifyReply, err: AppError): void {
-    let env = this.#prepared.get(err.message);
-    if (env === undefined || env.code !== err.code) {
-      env = { code: err.code, ...envelopeAround(err.code, err.message) };
-      if (this.#prepared.size < MAX_PREPARED) this.#prepared.set(err.message, env);
-    }
-    this.#count(err.status, req);
+    const env = this.#envelope(err);
+    this.#count(err.status, keyIdOf(req.headers[API_KEY_HEADER]), req.ip);
     withoutAccessLine(req);
     reply.code(err.status).header('content-type', 'application/json; charset=utf-8');
     if (err.headers) reply.headers(err.headers);
-    const h = req.headers;
-    if (h['transfer-encoding'] !== undefined || Number(h['content-length'] ?? 0) > REFUSED_BODY_KEEPALIVE_BYTES) {
+    if (bodyNotWorthReading(req.headers)) {
       reply.header('connection', 'close');
-      lingerIfBodyUnread(req);
+      lingerIfBodyUnread(req.raw);
     }
     reply.send(env.head + req.id + env.tail);
   }
 
-  #count(status: number, req: FastifyRequest): void {
+  /**
+   * The same answer straight onto the HTTP response, for a request Fastify never saw (the front door,
+   * front-door.ts): a new request id, the same headers and body as `send`.
+   */
+  sendRaw(req: IncomingMessage, res: ServerResponse, ip: string, keyId: string | null, err: AppError): void {
+    const env = this.#envelope(err);
+    const id = ulid();
+    this.#count(err.status, keyId, ip);
+    const headers: OutgoingHttpHeaders = {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': env.bytes,
+      'x-request-id': id,
+    };
+    if (err.headers) Object.assign(headers, err.headers);
+    if (bodyNotWorthReading(req.headers)) {
+      headers.connection = 'close';
+      lingerIfBodyUnread(req);
+    }
+    res.writeHead(err.status, headers);
+    res.end(env.head + id + env.tail);
+    this.onRawAnswer?.(err.status, err.code, env.bytes);
+  }
+
+  /** `keyId`: of a well-formed presented key (right checksum), else null */
+  #count(status: number, keyId: string | null, ip: string): void {
     if (status === 401) this.#total[401]++;
     else if (status === 429) this.#total[429]++;
     else return;
-    const presented = req.headers[API_KEY_HEADER];
-    if (typeof presented === 'string') {
-      const p = parseKey(presented);
-      if (typeof p !== 'string') {
-        let t = this.#byKey.get(p.keyId);
-        if (t === undefined && this.#byKey.size < MAX_TRACKED) this.#byKey.set(p.keyId, (t = { 401: 0, 429: 0 }));
-        if (t) t[status]++;
-        else this.#untracked.keys++;
-      }
+    if (keyId !== null) {
+      let t = this.#byKey.get(keyId);
+      if (t === undefined && this.#byKey.size < MAX_TRACKED) this.#byKey.set(keyId, (t = { 401: 0, 429: 0 }));
+      if (t) t[status]++;
+      else this.#untracked.keys++;
     }
-    const ip = req.ip;
     const n = this.#byAddress.get(ip);
     if (n !== undefined) this.#byAddress.set(ip, n + 1);
     else if (this.#byAddress.size < MAX_TRACKED) this.#byAddress.set(ip, 1);

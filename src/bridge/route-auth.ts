@@ -2,7 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction, onRequestHookHandler } from 'fastify';
 import { ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../protocol/call.js';
 import { AppError, badRequest, stacklessError, unavailable } from '../protocol/errors.js';
-import type { BridgeContext, Principal } from './context.js';
+import type { BridgeContext, CredentialRequest, Principal } from './context.js';
+import { verdictOf } from './front-door.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -54,7 +55,8 @@ export function hasServiceToken(ctx: BridgeContext, req: FastifyRequest): boolea
  * counts the outcome per key). With STK_DISABLE_AUTH there is no credential: the hints name the env,
  * and the max-stale check the verifier would make is made here.
  *
- * A 401 or 429 is answered right here by `ctx.refusals` (refusals.ts): pre-serialized envelope, no
+ * A POST /call over HTTP was already checked at the front door (front-door.ts): its 401/429 never got
+ * here, and its verdict is taken as it is. Otherwise a 401 or 429 is answered right here by `ctx.refusals` (refusals.ts): pre-serialized envelope, no
  * error handler, no access line (a summary per interval instead). Anything else goes to the error
  * handler as usual.
  */
@@ -66,9 +68,17 @@ export function installRouteAuth(app: FastifyInstance, ctx: BridgeContext): void
       if (ctx.config.disableAuth) {
         if (ctx.isStale()) throw unavailable(STALE);
         req.principal = devPrincipal(req);
+      } else {
+        // decided at the front door (front-door.ts) for a POST /call that came over HTTP
+        const v = verdictOf(req.raw);
+        if (v !== undefined) {
+          if (v.error !== null) throw v.error;
+          req.principal = v.principal;
+          (req as unknown as CredentialRequest).stkKeyId = v.keyId;
+        }
+        // ctx.credentials is read per request: tests swap the verifier after the app is built
+        else req.principal = ctx.credentials.authenticate(req);
       }
-      // ctx.credentials is read per request: tests swap the verifier after the app is built
-      else req.principal = ctx.credentials.authenticate(req);
     } catch (err) {
       if (err instanceof AppError && (err.status === 401 || err.status === 429)) ctx.refusals.send(req, reply, err);
       else done(err as Error);

@@ -1,3 +1,4 @@
+import { createServer, type IncomingMessage, type RequestListener, type ServerOptions, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import Fastify, {
@@ -49,9 +50,20 @@ export interface BaseAppOptions {
   loggerStream?: NodeJS.WritableStream;
   /** the process's HTTP settings (HubConfig.http, BridgeConfig.http); default: every variable unset */
   http?: HttpSettings;
+  /**
+   * A front door ahead of Fastify on the HTTP server: each request goes to `front.handle` first (when
+   * set); if it answered the request (returns true), Fastify never sees it. The Bridge refuses /call
+   * requests with a bad or over-limit key there (src/bridge/front-door.ts). Unset again on close, so
+   * a closing server answers through Fastify (503).
+   */
+  front?: FrontDoor;
   /** overrides REQUEST_TIMEOUT_MS (and how often Node checks it) — for tests */
   requestTimeoutMs?: number;
   timeoutCheckIntervalMs?: number;
+}
+
+export interface FrontDoor {
+  handle: ((req: IncomingMessage, res: ServerResponse) => boolean) | null;
 }
 
 /** the error code a request was answered with (set where the envelope is built), for the access line */
@@ -160,8 +172,7 @@ type WithBadTarget = { [kBadTarget]?: string };
  * it half-closes after the response and keeps reading and discarding for up to 2 s (or until the
  * client closes its side), then closes.
  */
-export function lingerIfBodyUnread(req: FastifyRequest): void {
-  const raw = req.raw;
+export function lingerIfBodyUnread(raw: IncomingMessage): void {
   const socket = raw.socket as (Socket & { destroySoon?: () => void; [kLinger]?: boolean }) | null;
   if (raw.complete || !socket || socket[kLinger] || typeof socket.destroySoon !== 'function') return;
   socket[kLinger] = true;
@@ -261,6 +272,24 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     requestIdHeader: false,
     trustProxy,
     return503OnClosing: true,
+    // with a front door, the HTTP server Fastify would make (lib/server.js, HTTP/1 branch), whose
+    // request listener asks the front door first
+    ...(opts.front
+      ? {
+          serverFactory: (handler: RequestListener, o: FastifyServerOptions) => {
+            const front = opts.front!;
+            const server = createServer((o as { http?: ServerOptions }).http ?? {}, (req, res) => {
+              const h = front.handle;
+              if (h === null || !h(req, res)) handler(req, res);
+            });
+            server.keepAliveTimeout = o.keepAliveTimeout!;
+            server.requestTimeout = o.requestTimeout!;
+            server.setTimeout(o.connectionTimeout!);
+            if (o.maxRequestsPerSocket! > 0) server.maxRequestsPerSocket = o.maxRequestsPerSocket!;
+            return server;
+          },
+        }
+      : {}),
     // one canonical path before routing (see request-target.ts); a refused target is answered 400 by
     // the first onRequest hook, before any route's hooks or handler
     rewriteUrl(req) {
@@ -315,6 +344,15 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     perAddress: http.maxConnectionsPerAddress,
     exempt: isTrustedProxy(trustProxy),
   });
+
+  // a closing server answers every request through Fastify (503 while closing)
+  if (opts.front) {
+    const front = opts.front;
+    app.addHook('preClose', (done) => {
+      front.handle = null;
+      done();
+    });
+  }
 
   // Node answers an unknown `Expect:` with a bare 417 unless someone listens: send the envelope
   app.server.on('checkExpectation', (_req, res) => {
@@ -403,7 +441,7 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
-    lingerIfBodyUnread(req);
+    lingerIfBodyUnread(req.raw);
     if (err instanceof AppError) {
       setCode(req, err.code);
       if (err.headers) reply.headers(err.headers);

@@ -1,4 +1,5 @@
 import proxyAddr from '@fastify/proxy-addr';
+import type { IncomingMessage } from 'node:http';
 /**
  * `STK_TRUST_PROXY`: whether the client address of a request (`req.ip`) is taken from
  * `X-Forwarded-For` instead of the TCP peer. That address is what the per-address limits count
@@ -39,4 +40,32 @@ export function isTrustedProxy(trust: TrustProxy): (address: string) => boolean 
   if (typeof trust === 'boolean') return () => trust;
   const compiled = proxyAddr.compile(trust);
   return (address) => compiled(address, 0);
+}
+
+const kTrusted = Symbol('trustedPeer');
+type TaggedSocket = { remoteAddress?: string; [kTrusted]?: boolean };
+
+/**
+ * The client address of a raw request as Fastify's `req.ip` gives it under the same setting
+ * (fastify/lib/request.js: the TCP peer without trust; else the last address @fastify/proxy-addr's
+ * `all` returns), for code that answers before Fastify sees the request (the Bridge's front door).
+ *
+ * The common case behind one proxy is answered without proxy-addr's parsing: a trusted peer (checked
+ * once per connection) and a single `X-Forwarded-For` address — proxy-addr then returns that address
+ * whatever it is, since only the hops before the last are checked. Anything else goes to proxy-addr.
+ */
+export function clientAddress(trust: TrustProxy): (req: IncomingMessage) => string {
+  if (trust === false) return (req) => req.socket.remoteAddress ?? '';
+  const fn: (address: string, i: number) => boolean = trust === true ? () => true : proxyAddr.compile(trust);
+  return (req) => {
+    const xff = req.headers['x-forwarded-for'];
+    if (typeof xff === 'string' && xff !== '' && xff.indexOf(',') === -1 && xff.indexOf(' ') === -1) {
+      const socket = req.socket as unknown as TaggedSocket;
+      let trusted = socket[kTrusted];
+      if (trusted === undefined) trusted = socket[kTrusted] = socket.remoteAddress !== undefined && fn(socket.remoteAddress, 0);
+      return trusted ? xff : (socket.remoteAddress ?? '');
+    }
+    const all = proxyAddr.all(req, fn);
+    return all[all.length - 1] ?? '';
+  };
 }

@@ -139,6 +139,53 @@ describe('security: refusals are answered from the headers and logged in summary
     c.sock.destroy();
   });
 
+  it('front door and router agree: /call spelled otherwise is checked by the route (same answers), a verdict is taken once (no double rate-limit count), 403s keep their envelope', async () => {
+    const send = (path: string, key: string, extra: Record<string, string> = {}) =>
+      fetch(`${bridge.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-santokit-api-key': key, ...extra }, body: CALL });
+    const wrong = formatKey(newKeyId(), newSecret());
+    // the front door answers exactly POST /call; these reach the router, whose route hook refuses the same way
+    for (const path of ['/call', '/call?x=1', '/%63all', '/call?']) {
+      const r = await send(path, wrong);
+      const text = await r.text();
+      expect(r.status, `${path}: ${text}`).toBe(401);
+      const env = JSON.parse(text) as { error: { code: string; message: string; requestId: string } };
+      expect(env.error.code).toBe('UNAUTHORIZED');
+      expect(env.error.message).toBe('invalid API key');
+      expect(env.error.requestId).toBe(r.headers.get('x-request-id'));
+      const ok = await send(path, good);
+      expect(ok.status, `${path} with a good key`).toBe(200);
+    }
+    // a verdict from the door is not checked again by the route: a key with a limit of 3/min is served
+    // exactly 3 times, through the door and the router alike (a double check would spend 2 per call)
+    const r = await s.api('POST', `/api/projects/${s.project}/envs/${s.env}/apikeys`, { name: 'three', roles: ['reader'], rateLimitPerMin: 3 });
+    expect(r.status, r.text).toBe(201);
+    const three = r.json.apiKey as string;
+    await waitFor(async () => (await send('/call?warm=1', formatKey(newKeyId(), newSecret()))).status === 401, 5000, 'the Bridge');
+    let served = 0;
+    await waitFor(
+      async () => {
+        const a = await send('/call', three);
+        if (a.status === 200) served++;
+        return a.status === 200;
+      },
+      20_000,
+      'the new key on the Bridge',
+    );
+    const statuses: number[] = [];
+    for (const path of ['/call?x=1', '/call', '/call', '/call?y=2']) statuses.push((await send(path, three)).status);
+    expect([served, ...statuses]).toEqual([1, 200, 200, 429, 429]);
+    // a 403 decided at the door (hint header against the key's env) goes through the error handler as before
+    const mismatch = await send('/call', good, { 'x-santokit-env': 'not-this-env' });
+    const body = (await mismatch.json()) as { error: { code: string; requestId: string } };
+    expect(mismatch.status).toBe(403);
+    expect(body.error.code).toBe('FORBIDDEN');
+    expect(body.error.requestId).toBe(mismatch.headers.get('x-request-id'));
+    // other methods on /call still get the router's 405 with Allow
+    const get = await fetch(`${bridge.url}/call`, { headers: { 'x-santokit-api-key': wrong } });
+    expect(get.status).toBe(405);
+    expect(get.headers.get('allow')).toBe('POST');
+  });
+
   it('a flood of 401s from many addresses: a summary line per interval, no access line per refusal, no secret', async () => {
     const before = bridge.logs().length;
     const n = 600;
@@ -179,7 +226,7 @@ describe('security: refusals are answered from the headers and logged in summary
     // every refusal counted (the tests before may add their few to the first interval)
     const counted = summaries.reduce((sum, j) => sum + j.refused['401']!, 0);
     expect(counted).toBeGreaterThanOrEqual(n);
-    expect(counted).toBeLessThanOrEqual(n + 5);
+    expect(counted).toBeLessThanOrEqual(n + 15);
     expect(summaries.every((j) => j.level === 40)).toBe(true);
     expect(Math.max(...summaries.map((j) => j.addresses))).toBeGreaterThan(1);
     expect(lines.filter((l) => l.includes('"statusCode":401'))).toEqual([]);

@@ -1,4 +1,4 @@
-import { forbidden, stacklessError, unavailable, type AppError } from '../../protocol/errors.js';
+import { AppError, forbidden, stacklessError, unavailable } from '../../protocol/errors.js';
 import { API_KEY_HEADER, ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../../protocol/call.js';
 import { hashSecret, parseKey } from '../../protocol/key-format.js';
 import { ipAllowed } from '../../common/ip-allowlist.js';
@@ -77,7 +77,7 @@ export interface VerifierOptions {
 /**
  * `ctx.credentials` for the Bridge: reads `X-Santokit-Api-Key`, verifies it in memory, enforces the
  * key's project/env binding against the hint headers (403), its IP allowlist (403), the per-key rate limit (429 +
- * Retry-After), and counts usage. It runs in the `/call` route's `onRequest` hook, from the headers
+ * Retry-After), and counts usage. It runs at the Bridge's front door (../front-door.ts, `check`) or in the `/call` route's `onRequest` hook, from the headers
  * alone: a refused request costs no body reading or parsing.
  *
  * Invalid keys are counted per client address: past `STK_INVALID_KEY_LIMIT_PER_MIN` an address's
@@ -106,61 +106,76 @@ export class ApiKeyVerifier implements CredentialVerifier {
   }
 
   authenticate(req: CredentialRequest): Principal {
+    const r = this.check(req);
+    if (r instanceof AppError) throw r;
+    return r;
+  }
+
+  /**
+   * `authenticate` without throwing: the principal, or the AppError to answer. The front door
+   * (../front-door.ts) calls this for every POST /call, so a refusal costs no throw and catch; the key
+   * id of a well-formed key (right checksum) is left in `req.keyIdSeen` for the refusal's count.
+   */
+  check(req: CredentialRequest): Principal | AppError {
     const now = Date.now();
     const presented = req.headers[API_KEY_HEADER];
     if (presented === undefined || presented === '') {
       const auth = req.headers.authorization;
       this.counts.missing++;
-      if (typeof auth === 'string' && /^bearer\s/i.test(auth)) throw BEARER;
-      throw NO_KEY;
+      if (typeof auth === 'string' && /^bearer\s/i.test(auth)) return BEARER;
+      return NO_KEY;
     }
     const r = this.verify(presented, now);
     if (typeof r === 'string') {
       if (r === 'unknown' && !this.state.synced()) {
         this.counts.unsynced++;
-        throw unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
+        return unavailable('this Bridge has not loaded API keys from the Hub yet; retry shortly');
       }
       this.counts[r === 'format' || r === 'checksum' ? 'malformed' : r]++;
       // a known key id with a wrong secret, or a revoked, suspended or expired key: counted for that key (`apikey show`)
-      if (r === 'secret' || r === 'revoked' || r === 'suspended' || r === 'expired') {
+      if (r !== 'format' && r !== 'checksum') {
         const p = parseKey(presented);
-        if (typeof p !== 'string') this.usage.outcome(p.keyId, 'rejected', 401, now);
+        if (typeof p !== 'string') {
+          req.keyIdSeen = p.keyId;
+          if (r !== 'unknown') this.usage.outcome(p.keyId, 'rejected', 401, now);
+        }
       }
       // only guesses count towards the flood limit: a revoked, suspended or expired key had the right secret
       if (r !== 'revoked' && r !== 'suspended' && r !== 'expired') {
         const blocked = this.failures.fail(req.ip, now);
         if (blocked > 0) {
           this.counts.flooded++;
-          throw limited('too many invalid API keys from this address; slow down', blocked);
+          return limited('too many invalid API keys from this address; slow down', blocked);
         }
       }
-      throw REFUSED[r];
+      return REFUSED[r];
     }
+    req.keyIdSeen = r.keyId;
     if (this.state.isExpired(r.project, r.env)) {
       this.usage.outcome(r.keyId, 'rejected', 503, now);
       this.counts.stale++;
-      throw unavailable('this Bridge has not reached the Hub for longer than the max-stale window; API keys are refused until it reconnects');
+      return unavailable('this Bridge has not reached the Hub for longer than the max-stale window; API keys are refused until it reconnects');
     }
     const hp = req.headers[PROJECT_HINT_HEADER];
     const he = req.headers[ENV_HINT_HEADER];
     if ((hp !== undefined && hp !== r.project) || (he !== undefined && he !== r.env)) {
       this.usage.outcome(r.keyId, 'rejected', 403, now);
       this.counts.binding++;
-      if (hp !== undefined && hp !== r.project) throw forbidden("X-Santokit-Project does not match the API key's project");
-      throw forbidden("X-Santokit-Env does not match the API key's env");
+      if (hp !== undefined && hp !== r.project) return forbidden("X-Santokit-Project does not match the API key's project");
+      return forbidden("X-Santokit-Env does not match the API key's env");
     }
     // a key without an allowlist pays this null check and nothing more; a refused address does not
     // spend the key's rate limit (failure name: ip_denied)
     if (r.allow !== null && !ipAllowed(r.allow, req.ip)) {
       this.usage.outcome(r.keyId, 'rejected', 403, now);
       this.counts.ip_denied++;
-      throw IP_DENIED;
+      return IP_DENIED;
     }
     const wait = this.limiter.take(r.keyId, r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey, now);
     if (wait > 0) {
       this.usage.outcome(r.keyId, 'rejected', 429, now);
       this.counts.rate_limited++;
-      throw limited(`rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, wait);
+      return limited(`rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, wait);
     }
     this.counts.ok++;
     this.usage.count(r.keyId, req.ip, now);
