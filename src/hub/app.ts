@@ -16,6 +16,7 @@ import healthRoutes from './routes/health.js';
 import authRoutes from './routes/auth.js';
 import { registerRoutes } from './routes/index.js';
 import { WebhookWorker } from './services/webhooks/worker.js';
+import { GraceSweeper } from './services/apikey-grace.js';
 
 export interface BuildHubOptions {
   store?: Store;
@@ -80,5 +81,9 @@ export async function buildHub(config: HubConfig, opts: BuildHubOptions = {}): P
   const webhooks = new WebhookWorker(ctx);
   ctx.onClose.push(() => webhooks.stop());
   webhooks.start();
+  // `stk apikey rotate --grace auto`: every Hub looks for grace periods to end (apikey-grace.ts)
+  const graces = new GraceSweeper(ctx);
+  ctx.onClose.push(() => graces.stop());
+  graces.start();
   return { app, ctx, metrics };
 }

@@ -27,6 +27,8 @@ export interface HubConfig {
   dataDir: string;
   /** how long a revoke waits for every connected Bridge to acknowledge */
   ackTimeoutMs: number;
+  /** `--grace auto`: the previous secret unused this long ends the grace period (STK_APIKEY_GRACE_QUIET, 15m) */
+  apikeyGraceQuietMs: number;
   /** failed logins allowed per client address / per account in 5 minutes */
   loginMaxFailures: number;
   loginAccountMaxFailures: number;
@@ -105,6 +107,7 @@ export const HUB_ENV = z.object({
   STK_OWNER_EMAIL: env.text(undefined),
   STK_OWNER_PASSWORD: env.secret(undefined, { trim: false }),
   STK_REVOKE_ACK_TIMEOUT_MS: env.int(2000, 0),
+  STK_APIKEY_GRACE_QUIET: env.durationMs('15m', 1000),
   STK_LOGIN_MAX_FAILURES: env.int(10, 1),
   STK_LOGIN_ACCOUNT_MAX_FAILURES: env.int(10, 1),
   STK_CONNECTION_ALLOW_HOSTS: env.hostPolicy(),
@@ -155,6 +158,7 @@ export function loadHubConfig(source: NodeJS.ProcessEnv = process.env): HubConfi
     dev,
     dataDir,
     ackTimeoutMs: e.STK_REVOKE_ACK_TIMEOUT_MS,
+    apikeyGraceQuietMs: e.STK_APIKEY_GRACE_QUIET,
     loginMaxFailures: e.STK_LOGIN_MAX_FAILURES,
     loginAccountMaxFailures: e.STK_LOGIN_ACCOUNT_MAX_FAILURES,
     connectionAllow: e.STK_CONNECTION_ALLOW_HOSTS,

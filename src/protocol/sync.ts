@@ -76,6 +76,12 @@ export interface UsageReport {
   bridgeId: string;
   /** the session of this Bridge's open stream to the Hub it reports to (SYNC_SESSION_HEADER) */
   session?: string;
+  /**
+   * this Bridge counts requests per secret during rotation grace periods (`plainLastUsedAt`, `grace`).
+   * Absent from older Bridges: the Hub then takes any request of a key in a grace period as possibly
+   * made with its previous secret (`--grace auto` never ends on their account).
+   */
+  perSecret?: boolean;
   keys: Array<{
     keyId: string;
     /**
@@ -89,6 +95,21 @@ export interface UsageReport {
     lastUsedAt: string | null;
     /** client addresses seen since the previous report, with request counts (bounded) */
     sources: Array<{ address: string; count: number }>;
+    /**
+     * the last request counted while this Bridge's entry of the key had no grace period (null: none):
+     * after a rotation, one the Bridge had not applied yet (so made with the now previous secret)
+     */
+    plainLastUsedAt?: string | null;
+    /** requests per secret while the entry had a grace period ending at `prevUntil` (that rotation's deadline) */
+    grace?: {
+      prevUntil: string;
+      current: number;
+      previous: number;
+      currentLastUsedAt: string | null;
+      previousLastUsedAt: string | null;
+      /** the previous secret's busiest client addresses (at most 10 per report, counts are upper bounds) */
+      previousSources: Array<{ address: string; count: number }>;
+    };
   }>;
 }
 

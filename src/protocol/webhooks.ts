@@ -13,6 +13,7 @@ export const WEBHOOK_EVENTS = [
   'apikey.expiring',
   'apikey.leaked',
   'apikey.rate_limited',
+  'apikey.grace_ended',
   'release.applied',
 ] as const;
 export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];

@@ -127,6 +127,7 @@ describe('Hub settings', () => {
       sessionTtlSeconds: 12 * 3600,
       auditRetentionDays: 90,
       ackTimeoutMs: 2000,
+      apikeyGraceQuietMs: 15 * 60_000,
       loginMaxFailures: 10,
       sync: { heartbeatMs: 10_000, presenceStaleMs: 30_000, gapWaitMs: 250, pollMs: 2000 },
     });

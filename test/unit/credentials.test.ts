@@ -16,6 +16,8 @@ import { AppError } from '../../src/protocol/errors.js';
 import { formatKey, generateKey } from '../../src/protocol/key-format.js';
 import type { SyncKeyRecord } from '../../src/protocol/sync.js';
 import { ApiKeyVerifier, FailureLimiter, KeyRateLimiter, KeyTable, UsageCounter, verifyKey } from '../../src/bridge/credentials/index.js';
+import { SECRET_CURRENT, SECRET_CURRENT_IN_GRACE, SECRET_NONE, SECRET_PREVIOUS } from '../../src/bridge/credentials/key-table.js';
+import { topAdd } from '../../src/bridge/credentials/usage.js';
 
 const pepper = randomBytes(32);
 const hash = (secret: string) => createHmac('sha256', pepper).update(secret).digest('hex');
@@ -157,18 +159,21 @@ describe('verifyKey', () => {
     for (const k of [ks[0]!, ks[2047]!, ks[2048]!, ks[2999]!]) {
       const e = table.get(k.keyId)!;
       const h = createHmac('sha256', pepper).update(k.secret).digest();
-      expect(e.secretMatches(h, now)).toBe(true);
+      expect(e.secretMatches(h, now)).toBe(SECRET_CURRENT);
       for (const i of [0, 1, 15, 31]) {
         const bad = Buffer.from(h);
         bad[i] = bad[i]! ^ 0x01;
-        expect(e.secretMatches(bad, now), `byte ${i}`).toBe(false);
+        expect(e.secretMatches(bad, now), `byte ${i}`).toBe(SECRET_NONE);
       }
     }
     const e = table.get(prev.keyId)!;
     const h = createHmac('sha256', pepper).update(prev.secret).digest();
-    expect(e.secretMatches(h, now)).toBe(true);
+    expect(e.secretMatches(h, now)).toBe(SECRET_PREVIOUS);
+    expect(e.secretMatches(createHmac('sha256', pepper).update('D'.repeat(22)).digest(), now)).toBe(SECRET_CURRENT_IN_GRACE);
+    expect(e.secretMatches(createHmac('sha256', pepper).update('D'.repeat(22)).digest(), now + 1000)).toBe(SECRET_CURRENT);
+    expect(e.secretMatches(h, now + 1000)).toBe(SECRET_NONE);
     h[31] = h[31]! ^ 0x80;
-    expect(e.secretMatches(h, now)).toBe(false);
+    expect(e.secretMatches(h, now)).toBe(SECRET_NONE);
   });
 
   it('rotation grace: the previous secret works until its deadline', () => {
@@ -310,6 +315,66 @@ describe('limits', () => {
     for (let i = 0; i < 50; i++) f.fail('ip' + i, 100_000);
     expect(f.size).toBeLessThanOrEqual(10);
     expect(f.fail('ip49', 100_001)).toBe(0);
+  });
+
+  it("rotation grace: requests are counted per secret, with the previous secret's addresses; keys without a grace report no grace block", () => {
+    const now = Date.now();
+    const old = generateKey('dev');
+    const fresh = generateKey('dev', old.keyId);
+    const plain = generateKey('dev');
+    const until = now + 60_000;
+    const { v, usage, table } = setup();
+    table.upsert(old.keyId, record({ keyId: old.keyId, secret: fresh.secret, prevSecretHash: hash(old.secret), prevExpiresAt: new Date(until).toISOString() }));
+    table.upsert(plain.keyId, record({ keyId: plain.keyId, secret: plain.secret }));
+    v.authenticate(req(old.key, {}, '10.0.0.7'));
+    v.authenticate(req(old.key, {}, '10.0.0.7'));
+    v.authenticate(req(old.key, {}, '10.0.0.8'));
+    v.authenticate(req(fresh.key, {}, '10.0.0.9'));
+    v.authenticate(req(plain.key));
+    const rep = usage.drain('b')!;
+    expect(rep.perSecret).toBe(true);
+    const k = rep.keys.find((x) => x.keyId === old.keyId)!;
+    expect(k.minutes.reduce((a, m) => a + m.count, 0)).toBe(4);
+    expect(k.plainLastUsedAt).toBeNull();
+    expect(k.grace).toMatchObject({ prevUntil: new Date(until).toISOString(), current: 1, previous: 3 });
+    expect(k.grace!.previousSources.sort((a, b) => b.count - a.count)).toEqual([
+      { address: '10.0.0.7', count: 2 },
+      { address: '10.0.0.8', count: 1 },
+    ]);
+    expect(Date.parse(k.grace!.previousLastUsedAt!)).toBeGreaterThan(0);
+    const p = rep.keys.find((x) => x.keyId === plain.keyId)!;
+    expect(p.grace).toBeUndefined();
+    expect(p.plainLastUsedAt).toBe(p.lastUsedAt);
+  });
+
+  it('grace counts survive a failed report; counts of an older grace period become plain (possibly the previous secret)', () => {
+    const u = new UsageCounter();
+    const now = Date.now();
+    u.count('K1', '1.2.3.4', now, SECRET_PREVIOUS, now + 1000);
+    u.count('K1', undefined, now, SECRET_CURRENT_IN_GRACE, now + 1000);
+    const rep = u.drain('b')!;
+    u.count('K1', '1.2.3.4', now + 5, SECRET_PREVIOUS, now + 1000);
+    u.restore(rep);
+    const again = u.drain('b')!.keys[0]!;
+    expect(again.grace).toMatchObject({ current: 1, previous: 2, previousSources: [{ address: '1.2.3.4', count: 2 }] });
+    expect(again.plainLastUsedAt).toBeNull();
+    // rotated again (a new deadline): the earlier grace's requests are reported as plain ones
+    u.restore({ bridgeId: 'b', perSecret: true, keys: [again] });
+    u.count('K1', undefined, now + 9, SECRET_CURRENT_IN_GRACE, now + 5000);
+    const third = u.drain('b')!.keys[0]!;
+    expect(third.grace).toMatchObject({ current: 1, previous: 0, previousSources: [] });
+    expect(third.plainLastUsedAt).toBe(new Date(now + 5).toISOString());
+  });
+
+  it('topAdd keeps at most k addresses and every heavy one (Space-Saving)', () => {
+    const m = new Map<string, number>();
+    for (let i = 0; i < 1000; i++) topAdd(m, `10.0.${i % 250}.${i}`, 1, 10);
+    for (let i = 0; i < 300; i++) topAdd(m, '192.0.2.1', 1, 10);
+    expect(m.size).toBe(10);
+    expect([...m.values()].reduce((a, b) => a + b, 0)).toBe(1300);
+    const top = [...m].sort((a, b) => b[1] - a[1])[0]!;
+    expect(top[0]).toBe('192.0.2.1');
+    expect(top[1]).toBeGreaterThanOrEqual(300);
   });
 
   it('usage survives a failed report (restore merges it back)', () => {

@@ -25,12 +25,20 @@ export interface KeyEntry {
   /** built on first use, then the same object for every request */
   readonly principal: Readonly<Principal>;
   /**
-   * Whether `h` (an HMAC-SHA-256 of a presented secret) is this key's current hash, or its previous
-   * one while `now` is inside the rotation grace period. Constant time per hash compared, and no
-   * allocation: the hashes are compared in place in their slab (the verify hot path).
+   * Which of this key's secrets `h` (an HMAC-SHA-256 of a presented secret) is: `SECRET_NONE` (0),
+   * `SECRET_CURRENT` (1), `SECRET_CURRENT_IN_GRACE` (2: the current one while `now` is inside a rotation
+   * grace period) or `SECRET_PREVIOUS` (3: the previous one, inside the grace period). Constant time per
+   * hash compared, and no allocation: the hashes are compared in place in their slab (the verify hot path).
    */
-  secretMatches(h: Buffer, now: number): boolean;
+  secretMatches(h: Buffer, now: number): SecretMatch;
 }
+
+/** What `KeyEntry.secretMatches` answers: a small int, so telling the secrets apart costs nothing per request. */
+export type SecretMatch = 0 | 1 | 2 | 3;
+export const SECRET_NONE = 0;
+export const SECRET_CURRENT = 1;
+export const SECRET_CURRENT_IN_GRACE = 2;
+export const SECRET_PREVIOUS = 3;
 
 /**
  * Constant-time equality of the 32 bytes `a[0..32)` and `b[at..at+32)`: every byte is compared, no
@@ -95,9 +103,9 @@ class Entry implements KeyEntry {
     return this.#hasPrev ? this.#slab.subarray(this.#at + 32, this.#at + 64) : null;
   }
 
-  secretMatches(h: Buffer, now: number): boolean {
-    if (equal32(h, this.#slab, this.#at)) return true;
-    return this.#hasPrev && now < this.prevUntil && equal32(h, this.#slab, this.#at + 32);
+  secretMatches(h: Buffer, now: number): SecretMatch {
+    if (equal32(h, this.#slab, this.#at)) return this.#hasPrev && now < this.prevUntil ? SECRET_CURRENT_IN_GRACE : SECRET_CURRENT;
+    return this.#hasPrev && now < this.prevUntil && equal32(h, this.#slab, this.#at + 32) ? SECRET_PREVIOUS : SECRET_NONE;
   }
 
   get principal(): Readonly<Principal> {

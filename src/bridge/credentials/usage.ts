@@ -1,18 +1,65 @@
 import type { UsageReport } from '../../protocol/sync.js';
+import { SECRET_PREVIOUS, type SecretMatch } from './key-table.js';
 
 const MAX_SOURCES = 20;
 const MAX_KEYS = 200_000;
+/** client addresses of a previous secret's requests kept per key between reports (the busiest, Space-Saving) */
+export const MAX_GRACE_SOURCES = 10;
+
+/** Requests of a key counted per secret while its entry had a rotation grace period ending at `until`. */
+interface GraceUsage {
+  until: number;
+  current: number;
+  previous: number;
+  curLast: number;
+  prevLast: number;
+  /** the previous secret's client addresses, at most MAX_GRACE_SOURCES; null until one is seen */
+  sources: Map<string, number> | null;
+}
 
 interface KeyUsage {
   /** minute number (epoch ms / 60000) → requests */
   minutes: Map<number, number>;
+  /** the last request counted without a grace period on its entry (`plainLastUsedAt`); see `grace` for the others */
   last: number;
   sources: Map<string, number>;
   /** minute → `e<status>` (a call that failed) or `r<status>` (refused before the call) → requests; only once one happens */
   outcomes: Map<number, Map<string, number>> | null;
+  /** only for a key used while its entry had a rotation grace period */
+  grace: GraceUsage | null;
 }
 
-const newUsage = (): KeyUsage => ({ minutes: new Map(), last: 0, sources: new Map(), outcomes: null });
+const newUsage = (): KeyUsage => ({ minutes: new Map(), last: 0, sources: new Map(), outcomes: null, grace: null });
+
+/**
+ * Adds `n` requests from `address` to a bounded top-k (Space-Saving): past k addresses, a new one takes
+ * the place of the least counted and inherits its count, so every address whose true count exceeds
+ * total/k is kept, the counts stay upper bounds, and memory stays k entries whatever the traffic.
+ */
+export function topAdd(m: Map<string, number>, address: string, n: number, k: number): void {
+  const c = m.get(address);
+  if (c !== undefined) {
+    m.set(address, c + n);
+    return;
+  }
+  if (m.size < k) {
+    m.set(address, n);
+    return;
+  }
+  let minAddress = '';
+  let min = Infinity;
+  for (const [a, x] of m) {
+    if (x < min) {
+      min = x;
+      minAddress = a;
+    }
+  }
+  m.delete(minAddress);
+  m.set(address, min + n);
+}
+
+const iso = (ms: number) => (ms ? new Date(ms).toISOString() : null);
+const ms = (s: string | null | undefined) => (s && Date.parse(s)) || 0;
 
 /**
  * Per-key request counts kept in memory between reports to the Hub (no write per request).
@@ -22,7 +69,13 @@ const newUsage = (): KeyUsage => ({ minutes: new Map(), last: 0, sources: new Ma
 export class UsageCounter {
   #keys = new Map<string, KeyUsage>();
 
-  count(keyId: string, address: string | undefined, now: number): void {
+  /**
+   * One authenticated request. `secret` says which secret it used (`KeyEntry.secretMatches`): a key
+   * without a grace period (0 or 1) costs what it always did; during a grace period (2: the current
+   * secret, 3: the previous one, `until` = the entry's grace deadline) the request is also counted per
+   * secret, with the previous secret's client addresses.
+   */
+  count(keyId: string, address: string | undefined, now: number, secret: SecretMatch = 0, until = 0): void {
     let u = this.#keys.get(keyId);
     if (!u) {
       if (this.#keys.size >= MAX_KEYS) return;
@@ -31,11 +84,36 @@ export class UsageCounter {
     }
     const minute = Math.floor(now / 60_000);
     u.minutes.set(minute, (u.minutes.get(minute) ?? 0) + 1);
-    if (now > u.last) u.last = now;
+    if (secret < 2) {
+      if (now > u.last) u.last = now;
+    } else this.#graceHit(u, secret === SECRET_PREVIOUS, until, address, now, 1);
     if (address) {
       const n = u.sources.get(address);
       if (n !== undefined) u.sources.set(address, n + 1);
       else if (u.sources.size < MAX_SOURCES) u.sources.set(address, 1);
+    }
+  }
+
+  #graceOf(u: KeyUsage, until: number): GraceUsage {
+    let g = u.grace;
+    if (g === null || g.until !== until) {
+      // counted under an earlier grace period (the key was rotated again meanwhile): reported as plain
+      // requests, which the Hub treats as possibly made with the now previous secret (conservative)
+      if (g !== null) u.last = Math.max(u.last, g.curLast, g.prevLast);
+      g = u.grace = { until, current: 0, previous: 0, curLast: 0, prevLast: 0, sources: null };
+    }
+    return g;
+  }
+
+  #graceHit(u: KeyUsage, previous: boolean, until: number, address: string | undefined, now: number, n: number): void {
+    const g = this.#graceOf(u, until);
+    if (previous) {
+      g.previous += n;
+      if (now > g.prevLast) g.prevLast = now;
+      if (address) topAdd((g.sources ??= new Map<string, number>()), address, n, MAX_GRACE_SOURCES);
+    } else {
+      g.current += n;
+      if (now > g.curLast) g.curLast = now;
     }
   }
 
@@ -65,7 +143,7 @@ export class UsageCounter {
     if (this.#keys.size === 0) return null;
     const keys = this.#keys;
     this.#keys = new Map();
-    const report: UsageReport = { bridgeId, keys: [] };
+    const report: UsageReport = { bridgeId, perSecret: true, keys: [] };
     for (const [keyId, u] of keys) {
       const minutes = new Map<number, UsageReport['keys'][number]['minutes'][number]>();
       const at = (m: number) => {
@@ -81,11 +159,23 @@ export class UsageCounter {
           bucket[tag.slice(1)] = n;
         }
       }
+      const g = u.grace;
       report.keys.push({
         keyId,
         minutes: [...minutes.values()],
-        lastUsedAt: u.last ? new Date(u.last).toISOString() : null,
+        lastUsedAt: iso(g ? Math.max(u.last, g.curLast, g.prevLast) : u.last),
         sources: [...u.sources].map(([address, count]) => ({ address, count })),
+        plainLastUsedAt: iso(u.last),
+        ...(g && {
+          grace: {
+            prevUntil: new Date(g.until).toISOString(),
+            current: g.current,
+            previous: g.previous,
+            currentLastUsedAt: iso(g.curLast),
+            previousLastUsedAt: iso(g.prevLast),
+            previousSources: [...(g.sources ?? [])].map(([address, count]) => ({ address, count })),
+          },
+        }),
       });
     }
     return report;
@@ -108,7 +198,23 @@ export class UsageCounter {
         for (const [status, n] of Object.entries(m.errors ?? {})) this.#addOutcome(u, minute, `e${status}`, n);
         for (const [status, n] of Object.entries(m.rejected ?? {})) this.#addOutcome(u, minute, `r${status}`, n);
       }
-      u.last = Math.max(u.last, (k.lastUsedAt && Date.parse(k.lastUsedAt)) || 0);
+      // a report of this Bridge carries plainLastUsedAt (lastUsedAt includes the grace requests)
+      u.last = Math.max(u.last, ms(report.perSecret ? k.plainLastUsedAt : k.lastUsedAt));
+      const rg = k.grace;
+      if (rg) {
+        const until = ms(rg.prevUntil);
+        if (u.grace && u.grace.until !== until) {
+          // counted since under a newer grace period: the older one's requests become plain (as in #graceOf)
+          u.last = Math.max(u.last, ms(rg.currentLastUsedAt), ms(rg.previousLastUsedAt));
+        } else {
+          const g = this.#graceOf(u, until);
+          g.current += rg.current;
+          g.previous += rg.previous;
+          g.curLast = Math.max(g.curLast, ms(rg.currentLastUsedAt));
+          g.prevLast = Math.max(g.prevLast, ms(rg.previousLastUsedAt));
+          for (const s of rg.previousSources) topAdd((g.sources ??= new Map<string, number>()), s.address, s.count, MAX_GRACE_SOURCES);
+        }
+      }
       for (const s of k.sources) {
         const n = u.sources.get(s.address);
         if (n !== undefined) u.sources.set(s.address, n + s.count);

@@ -3,7 +3,7 @@ import { API_KEY_HEADER, ENV_HINT_HEADER, PROJECT_HINT_HEADER } from '../../prot
 import { hashSecret, parseKey } from '../../protocol/key-format.js';
 import { ipAllowed } from '../../common/ip-allowlist.js';
 import type { CredentialRequest, CredentialVerifier, Principal } from '../context.js';
-import { NO_SUCH_KEY, type KeyEntry, type KeyTable } from './key-table.js';
+import { NO_SUCH_KEY, SECRET_NONE, type KeyEntry, type KeyTable, type SecretMatch } from './key-table.js';
 import { FailureLimiter, KeyRateLimiter, type RateLimiter } from './limits.js';
 import type { UsageCounter } from './usage.js';
 import { newVerifyCounts } from './verify-counts.js';
@@ -15,9 +15,10 @@ export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revo
  * secret under the pepper → constant-time compare with the current hash (or the previous one during a
  * rotation grace period) → revoked/suspended/expired. No I/O; a few microseconds. An unknown key id costs the
  * same HMAC and compare as a known one with a wrong secret: the time taken does not tell whether an
- * id exists.
+ * id exists. `match`, when given, receives which secret matched when the key is accepted (current or
+ * previous: per-secret counts during a rotation grace, `UsageCounter.count`).
  */
-export function verifyKey(table: KeyTable, presented: unknown, now: number): KeyEntry | VerifyFailure {
+export function verifyKey(table: KeyTable, presented: unknown, now: number, match?: { secret: SecretMatch }): KeyEntry | VerifyFailure {
   const parsed = parseKey(presented);
   if (typeof parsed === 'string') return parsed;
   const pepper = table.pepper;
@@ -28,9 +29,11 @@ export function verifyKey(table: KeyTable, presented: unknown, now: number): Key
     NO_SUCH_KEY.secretMatches(h, now);
     return 'unknown';
   }
-  if (!entry.secretMatches(h, now)) return 'secret';
+  const m = entry.secretMatches(h, now);
+  if (m === SECRET_NONE) return 'secret';
   if (entry.stopped !== null) return entry.stopped;
   if (now >= entry.expiresAt) return 'expired';
+  if (match) match.secret = m;
   return entry;
 }
 
@@ -90,6 +93,8 @@ export class ApiKeyVerifier implements CredentialVerifier {
   readonly failures: FailureLimiter;
   /** how each check ended (read by /metrics at scrape time) */
   readonly counts = newVerifyCounts();
+  /** which secret the last successful `verify` matched (one object reused: nothing allocated per request) */
+  readonly #match: { secret: SecretMatch } = { secret: SECRET_NONE };
   constructor(
     readonly table: KeyTable,
     readonly usage: UsageCounter,
@@ -102,7 +107,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
 
   /** `verifyKey` on this verifier's table (a method so the benchmark's sampling subclass can time it) */
   verify(presented: unknown, now: number): KeyEntry | VerifyFailure {
-    return verifyKey(this.table, presented, now);
+    return verifyKey(this.table, presented, now, this.#match);
   }
 
   authenticate(req: CredentialRequest): Principal {
@@ -178,7 +183,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
       return limited(`rate limit of ${r.rateLimitPerMin ?? this.opts.rateLimitPerApiKey} requests/min exceeded for this API key`, wait);
     }
     this.counts.ok++;
-    this.usage.count(r.keyId, req.ip, now);
+    this.usage.count(r.keyId, req.ip, now, this.#match.secret, r.prevUntil);
     req.stkKeyId = r.keyId;
     return r.principal;
   }

@@ -5,9 +5,20 @@ import { CliError, UsageError } from '../errors.js';
 import { isTTY, printJson, printTable, success, warn, when } from '../output.js';
 import { canConfirm, promptLine } from '../prompt.js';
 import { client, durationFlag, example, oneOf, opts, timestampFlag } from './common.js';
+import { parseDuration } from '../../common/duration.js';
 import { registerScanCommand } from './apikey-scan.js';
 import type { AckResult } from '../../protocol/api/define.js';
-import type { ApiKeyView, CreatedKey, KeyUsageReport, ResumedKey, RevokeDryRun, RevokedKey, RotatedKey, SuspendedKey } from '../../protocol/api/hub.js';
+import type {
+  ApiKeyView,
+  CreatedKey,
+  GraceEnded,
+  KeyUsageReport,
+  ResumedKey,
+  RevokeDryRun,
+  RevokedKey,
+  RotatedKey,
+  SuspendedKey,
+} from '../../protocol/api/hub.js';
 
 type Scope = { project?: string; env?: string };
 
@@ -79,6 +90,50 @@ function age(iso: string): string {
   return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
 }
 
+/** `--grace`: a duration (0 to 7d) or `auto`; anything else → exit 2 naming the flag. */
+export function graceFlag(v: string | undefined): string {
+  if (v === undefined) return '0';
+  if (v.trim().toLowerCase() === 'auto') return 'auto';
+  try {
+    parseDuration(v);
+  } catch {
+    throw new UsageError(
+      `invalid --grace ${JSON.stringify(v.slice(0, 40))}: use a duration like 0, 30m, 12h or 7d, or auto (ends once the previous secret is unused)`,
+    );
+  }
+  return v;
+}
+
+const secs = (n: number) => (n % 60 === 0 ? `${n / 60} min` : `${n} s`);
+const plural = (n: number, w: string) => `${num(n)} ${w}${n === 1 ? '' : 's'}`;
+
+/** The last rotation's grace period in `apikey show`: requests per secret, the previous secret's last use and sources. */
+function renderGrace(g: NonNullable<KeyUsageReport['grace']>): string[] {
+  const state = g.endedAt
+    ? `ended ${g.endedAt} (${g.endReason === 'quiet' ? 'automatically: the previous secret was unused' : g.endReason === 'deadline' ? 'its deadline' : g.endReason === 'operator' ? 'by an operator' : g.endReason})`
+    : Date.parse(g.until) <= Date.now()
+      ? `over since ${g.until}`
+      : g.auto
+        ? `auto: ends once the previous secret is unused${g.endsAfter ? `, at the earliest ${g.endsAfter}` : ''}; at the latest ${g.until}`
+        : `the previous secret works until ${g.until}`;
+  const out = [
+    `Rotation grace period (rotated ${g.rotatedAt}): ${state}`,
+    `  previous secret: ${plural(g.previous.requests, 'request')}, last used ${g.previous.lastUsedAt ?? 'never'}`,
+    `  current secret:  ${plural(g.current.requests, 'request')}`,
+  ];
+  if (g.unattributedLastAt) {
+    out.push(
+      `  not attributed to a secret (an older Bridge, or before a Bridge applied the rotation): last ${g.unattributedLastAt}, counted as the previous secret`,
+    );
+  }
+  if (g.previous.sources.length) {
+    out.push('  previous secret from:');
+    for (const x of g.previous.sources) out.push(`    ${x.address.padEnd(16)} ${plural(x.requests, 'request')}, last ${x.lastSeenAt}`);
+  }
+  out.push('');
+  return out;
+}
+
 function renderUsage(u: KeyUsageReport, project: string, env: string): string {
   const k = u.key;
   const width = Math.max(24, Math.min(96, (process.stdout.columns || 80) - 4));
@@ -108,6 +163,7 @@ function renderUsage(u: KeyUsageReport, project: string, env: string): string {
     u.sources.length ? 'Sources, last 7 days:' : 'Sources, last 7 days: none seen',
     ...u.sources.map((x) => `  ${x.address.padEnd(16)} ${num(x.requests)} request${x.requests === 1 ? '' : 's'}, last ${x.lastSeenAt}`),
     '',
+    ...(u.grace ? renderGrace(u.grace) : []),
   ];
   return out.join('\n');
 }
@@ -184,7 +240,7 @@ export function registerApiKeyCommands(program: Command): void {
       .option('--status <status>', 'only keys with this status: active, suspended, revoked or expired')
       .option(
         '--json',
-        'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, suspendedAt, allowedIps, staleRoles, unconfirmed}]',
+        'print [{keyId, name, roles, status, createdAt, lastUsedAt, expiresAt, rateLimitPerMin, rotatedAt, suspendedAt, allowedIps, staleRoles, unconfirmed, grace}]',
       )
       .addHelpText(
         'after',
@@ -210,7 +266,13 @@ export function registerApiKeyCommands(program: Command): void {
         { header: 'NAME', get: (k) => k.name },
         { header: 'ROLES', get: (k) => k.roles.join(',') },
         // a person reads "status: active" (the words say what the column is); scripts get the bare value
-        { header: '', get: (k) => (human ? `status: ${k.status}` : k.status) },
+        {
+          header: '',
+          get: (k) =>
+            human
+              ? `status: ${k.status}${k.grace ? (k.grace.auto ? ' (grace: auto)' : ` (grace until ${when(k.grace.previousSecretValidUntil)})`) : ''}`
+              : k.status,
+        },
         { header: 'CREATED', get: (k) => when(k.createdAt) },
         { header: 'LAST USED', get: (k) => when(k.lastUsedAt) },
         { header: 'EXPIRES', get: (k) => (k.expiresAt ? when(k.expiresAt) : 'never') },
@@ -240,10 +302,10 @@ export function registerApiKeyCommands(program: Command): void {
       .option(...PROJECT_OPT)
       .option(...ENV_OPT)
       .option('--key-id <idOrName>', 'the key id, or its name')
-      .option('--json', 'print {key, asOf, bridges, from, to, series: [{minute, requests}], byStatus, sources}')
+      .option('--json', 'print {key, asOf, bridges, grace, from, to, series: [{minute, requests}], byStatus, sources}')
       .addHelpText(
         'after',
-        '\nBridges count in memory and report every 60 s (STK_USAGE_REPORT_SECONDS): the figures say how old they are.\nIn --json, series lists the minutes with requests (others had none); 2xx = authenticated calls that succeeded.',
+        "\nBridges count in memory and report every 60 s (STK_USAGE_REPORT_SECONDS): the figures say how old they are.\nIn --json, series lists the minutes with requests (others had none); 2xx = authenticated calls that succeeded.\nAfter a rotation with a grace period: requests per secret, the previous secret's last use and busiest addresses (grace).",
       ),
     'stk apikey show server --project shop --env prod',
     'stk apikey show server --project shop --env prod --json',
@@ -369,26 +431,59 @@ export function registerApiKeyCommands(program: Command): void {
       .option(...PROJECT_OPT)
       .option(...ENV_OPT)
       .option('--key-id <idOrName>', 'the key id, or its name')
-      .option('--grace <duration>', 'how long the previous secret keeps working, 0 to 7d (default: 0, it stops now)')
-      .option('--json', 'print {keyId, name, roles, rotatedAt, previousSecretValidUntil, apiKey, ack}')
-      .option('-q, --quiet', 'print only the new key on stdout'),
+      .option(
+        '--grace <duration|auto>',
+        'how long the previous secret keeps working, 0 to 7d, or auto: until it has been unused for 15 min (STK_APIKEY_GRACE_QUIET on the Hub), at most 7d (default: 0, it stops now)',
+      )
+      .option('--json', 'print {keyId, name, roles, rotatedAt, previousSecretValidUntil, autoEnd, apiKey, ack}')
+      .option('-q, --quiet', 'print only the new key on stdout')
+      .addHelpText(
+        'after',
+        '\nDuring a grace period Bridges count requests per secret: `stk apikey show` says how many still use the\nprevious secret and from which addresses. `stk apikey end-grace` ends it at once.',
+      ),
     'stk apikey rotate --project shop --env prod --key-id server --grace 1h',
+    'stk apikey rotate server --project shop --env prod --grace auto',
   ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
     const o = opts<Scope & { keyId?: string; grace?: string; quiet?: boolean }>(cmd);
     const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
     if (o.json && o.quiet) throw new UsageError('pass --json or --quiet, not both');
+    const grace = graceFlag(o.grace);
     const { project, env, base } = scope(cmd);
-    const r = await client(cmd).post<RotatedKey>(`${base}/${enc(key)}/rotate`, { grace: durationFlag('--grace', o.grace) ?? '0' });
+    const r = await client(cmd).post<RotatedKey>(`${base}/${enc(key)}/rotate`, { grace });
     if (o.json) printJson(r);
     else if (o.quiet) process.stdout.write(`${r.apiKey}\n`);
     else {
       process.stdout.write(`API Key (store securely): ${r.apiKey}\nKey ID: ${r.keyId}\n`);
-      process.stderr.write(
-        `✓ Rotated API key ${keyLine(r)} in ${project}/${env}; the previous secret ${r.previousSecretValidUntil ? `works until ${r.previousSecretValidUntil}` : 'stopped working now'}\n`,
-      );
+      const prev = !r.previousSecretValidUntil
+        ? 'stopped working now'
+        : r.autoEnd
+          ? `works until it has had no request for ${secs(r.autoEnd.quietSeconds)}, at most until ${r.previousSecretValidUntil} (stk apikey show ${r.name} follows it)`
+          : `works until ${r.previousSecretValidUntil}`;
+      process.stderr.write(`✓ Rotated API key ${keyLine(r)} in ${project}/${env}; the previous secret ${prev}\n`);
       warn('This key is shown only once: the Hub keeps a hash and cannot show it again.');
     }
     checkAck(r.ack, `rotated ${keyLine(r)}`);
+  });
+
+  example(
+    apikey
+      .command('end-grace')
+      .description("end a rotation's grace period now: returns once every connected Bridge refuses the previous secret")
+      .argument('[key]', 'the key id or name (or --key-id)')
+      .option(...PROJECT_OPT)
+      .option(...ENV_OPT)
+      .option('--key-id <idOrName>', 'the key id, or its name')
+      .option('--json', 'print {keyId, name, roles, alreadyEnded, ack}'),
+    'stk apikey end-grace server --project shop --env prod',
+  ).action(async (keyArg: string | undefined, _o, cmd: Command) => {
+    const o = opts<Scope & { keyId?: string }>(cmd);
+    const key = oneOf(keyArg, o.keyId, '--key-id', 'the key (id or name)');
+    const { project, env, base } = scope(cmd);
+    const r = await client(cmd).post<GraceEnded>(`${base}/${enc(key)}/end-grace`, {});
+    if (o.json) printJson(r);
+    else if (r.alreadyEnded) success(`API key ${keyLine(r)} has no grace period in progress; nothing changed`);
+    else success(`Ended the grace period of API key ${keyLine(r)} in ${project}/${env}: only its current secret works now`);
+    checkAck(r.ack, `ended the grace period of ${keyLine(r)}`);
   });
 
   example(

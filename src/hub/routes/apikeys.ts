@@ -2,7 +2,19 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apikeys as api } from '../../protocol/api/hub.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
-import { confirmDelivery, createKey, getKey, keyUsage, listKeys, resumeKey, revokeKey, rotateKey, suspendKey, updateKey } from '../services/apikeys.js';
+import {
+  confirmDelivery,
+  createKey,
+  endKeyGrace,
+  getKey,
+  keyUsage,
+  listKeys,
+  resumeKey,
+  revokeKey,
+  rotateKey,
+  suspendKey,
+  updateKey,
+} from '../services/apikeys.js';
 
 /**
  * For a response that carries a key's plaintext (create, rotate): never cached, and once it is handed
@@ -32,6 +44,7 @@ export default async function apiKeyRoutes(app: FastifyInstance, { ctx }: { ctx:
   route(app, api.revoke, async ({ params: p, body }, actor) => revokeKey(ctx, actor, p.project, p.env, p.key, { dryRun: body?.dryRun }));
   route(app, api.suspend, async ({ params: p, body }, actor) => suspendKey(ctx, actor, p.project, p.env, p.key, { reason: body?.reason }));
   route(app, api.resume, async ({ params: p }, actor) => resumeKey(ctx, actor, p.project, p.env, p.key));
+  route(app, api.endGrace, async ({ params: p }, actor) => endKeyGrace(ctx, actor, p.project, p.env, p.key));
   route(app, api.rotate, async ({ params: p, body }, actor, { reply }) => {
     const r = await rotateKey(ctx, actor, p.project, p.env, p.key, { grace: body?.grace });
     onDelivered(reply, r.keyId, r.rotatedAt);

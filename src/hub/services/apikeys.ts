@@ -16,6 +16,7 @@ import { isPostgres, notifyChanged, recordChange } from './events.js';
 import type {
   ApiKeyView,
   CreatedKey,
+  GraceEnded,
   KeyStatus,
   KeyUsageReport,
   KeyUsageSummary,
@@ -29,6 +30,7 @@ import type {
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
 import { rateLimitedEvents } from './webhooks/queue.js';
+import { endGrace, graceFigures, recordGraceUsage, startGrace } from './apikey-grace.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -77,6 +79,10 @@ function view(row: ApiKeysTable, referenced: Set<string> | null, now = nowIso())
     allowedIps: row.allowed_ips_json ? (JSON.parse(row.allowed_ips_json) as string[]) : null,
     staleRoles: referenced ? roles.filter((r) => !referenced.has(r)) : [],
     unconfirmed: Boolean(row.undelivered_since),
+    grace:
+      row.status === 'active' && row.prev_expires_at && row.prev_expires_at > now
+        ? { previousSecretValidUntil: row.prev_expires_at, auto: row.grace_auto === 1 }
+        : null,
   };
 }
 
@@ -178,17 +184,22 @@ export function parseAllowedIps(v: unknown): string[] | null {
   }
 }
 
-export function parseGrace(v: unknown): number {
-  if (v === undefined || v === null || v === '') return 0;
+/**
+ * `grace`: a duration (0 to 7d), or `auto` — the previous secret works until it has been unused for
+ * the quiet period (STK_APIKEY_GRACE_QUIET), at most 7 days (src/hub/services/apikey-grace.ts).
+ */
+export function parseGrace(v: unknown): { seconds: number; auto: boolean } {
+  if (v === undefined || v === null || v === '') return { seconds: 0, auto: false };
+  if (v === 'auto') return { seconds: MAX_GRACE_SECONDS, auto: true };
   let secs: number;
   try {
     if (typeof v !== 'string' && typeof v !== 'number') throw new Error('type');
     secs = parseDuration(v);
   } catch {
-    throw badField('grace', 'grace must be a duration like 0, 15m, 1h or 7d');
+    throw badField('grace', 'grace must be a duration like 0, 15m, 1h or 7d, or auto (ends once the previous secret is unused)');
   }
-  if (secs > MAX_GRACE_SECONDS) throw badField('grace', 'grace must be between 0 and 7d');
-  return secs;
+  if (secs > MAX_GRACE_SECONDS) throw badField('grace', 'grace must be between 0 and 7d, or auto');
+  return { seconds: secs, auto: false };
 }
 
 // ---------- lookups ----------
@@ -418,7 +429,7 @@ export async function keyUsage(ctx: HubContext, actor: Actor, projectName: strin
   const db = usageDb(ctx);
   const nowMs = Date.now();
   const from = minuteOf(new Date(nowMs - USAGE_RETENTION_MS));
-  const [series, outcomes, sources, { asOf, bridges }] = await Promise.all([
+  const [series, outcomes, sources, { asOf, bridges }, grace] = await Promise.all([
     db.selectFrom('api_key_usage').select(['minute', 'count']).where('key_id', '=', row.id).where('minute', '>=', from).orderBy('minute').execute(),
     db
       .selectFrom('api_key_outcomes')
@@ -429,6 +440,7 @@ export async function keyUsage(ctx: HubContext, actor: Actor, projectName: strin
       .execute(),
     db.selectFrom('api_key_sources').selectAll().where('key_id', '=', row.id).orderBy('last_seen_at', 'desc').limit(MAX_SOURCES_PER_KEY).execute(),
     usageAsOf(ctx),
+    graceFigures(ctx, row.id),
   ]);
   const total = series.reduce((n, m) => n + Number(m.count), 0);
   const counts = new Map<string, number>();
@@ -446,6 +458,7 @@ export async function keyUsage(ctx: HubContext, actor: Actor, projectName: strin
     key: view(row, referenced ? new Set(referenced) : null),
     asOf,
     bridges,
+    grace,
     from,
     to: new Date(nowMs).toISOString(),
     series: series.map((m) => ({ minute: m.minute, requests: Number(m.count) })),
@@ -493,7 +506,7 @@ export async function revokeFoundKey(
   const seq = await ctx.db.transaction().execute(async (trx) => {
     const r = await trx
       .updateTable('api_keys')
-      .set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null })
+      .set({ status: 'revoked', revoked_at: now, prev_secret_hash: null, prev_expires_at: null, grace_auto: null })
       .where('id', '=', found.id)
       .where('status', '=', 'active')
       .executeTakeFirst();
@@ -638,7 +651,7 @@ export async function rotateKey(
   body: { grace?: unknown },
 ): Promise<RotatedKey> {
   const { project, env } = await adminEnv(ctx, actor, projectName, envName);
-  const graceSeconds = parseGrace(body.grace);
+  const { seconds: graceSeconds, auto } = parseGrace(body.grace);
   const found = await findKey(ctx.db, env.id, idOrName);
   const status = keyStatus(found);
   if (status !== 'active') throw conflict(`API key ${found.id} (${found.name}) is ${status} and cannot be rotated: create a new key`);
@@ -655,6 +668,7 @@ export async function rotateKey(
         secret_hash: hashSecret(ctx.crypto.apiKeyPepper, secret).toString('hex'),
         prev_secret_hash: prevExpiresAt ? found.secret_hash : null,
         prev_expires_at: prevExpiresAt,
+        grace_auto: prevExpiresAt && auto ? 1 : null,
         rotated_at: now,
         undelivered_since: now,
       })
@@ -663,6 +677,7 @@ export async function rotateKey(
       .where('secret_hash', '=', found.secret_hash)
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw conflict(`API key ${found.id} changed while rotating (revoked or rotated concurrently): list it and retry`);
+    await startGrace(trx, found.id, now, prevExpiresAt, auto);
     await audit(
       ctx,
       actor,
@@ -670,7 +685,14 @@ export async function rotateKey(
         action: 'apikey.rotate',
         project: project.name,
         env: env.name,
-        detail: { keyId: found.id, name: found.name, roles, graceSeconds, previousSecretValidUntil: prevExpiresAt },
+        detail: {
+          keyId: found.id,
+          name: found.name,
+          roles,
+          graceSeconds,
+          ...(auto ? { graceMode: 'auto', graceQuietSeconds: ctx.config.apikeyGraceQuietMs / 1000 } : {}),
+          previousSecretValidUntil: prevExpiresAt,
+        },
       },
       trx,
     );
@@ -685,10 +707,26 @@ export async function rotateKey(
     status: 'active' as const,
     rotatedAt: now,
     previousSecretValidUntil: prevExpiresAt,
+    autoEnd: prevExpiresAt && auto ? { quietSeconds: ctx.config.apikeyGraceQuietMs / 1000 } : null,
     expiresAt: found.expires_at,
     apiKey: key,
     ack,
   };
+}
+
+/**
+ * Ends a key's rotation grace period now (project:admin): the previous secret stops working on every
+ * Bridge before this returns; audited as `apikey.grace_end`. A key without one: `alreadyEnded: true`.
+ */
+export async function endKeyGrace(ctx: HubContext, actor: Actor, projectName: string, envName: string, idOrName: string): Promise<GraceEnded> {
+  const { project, env } = await adminEnv(ctx, actor, projectName, envName);
+  const found = await findKey(ctx.db, env.id, idOrName);
+  const roles = JSON.parse(found.roles_json) as string[];
+  const base = { keyId: found.id, name: found.name, roles };
+  const live = found.status === 'active' && found.prev_expires_at !== null && found.prev_expires_at > nowIso();
+  const seq = live ? await endGrace(ctx, actor, { ...found, prev_expires_at: found.prev_expires_at!, project: project.name, env: env.name }, 'operator') : null;
+  if (seq === null) return { ...base, alreadyEnded: true, ack: null };
+  return { ...base, alreadyEnded: false, ack: await waitForBridges(ctx, seq) };
 }
 
 export interface UpdateInput {
@@ -768,16 +806,21 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
       k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && (typeof k.lastUsedAt === 'string' || k.lastUsedAt === null),
   );
   const db = usageDb(ctx);
-  // every report (an empty one too) says this Bridge's counts are in up to now
-  if (typeof report.bridgeId === 'string' && report.bridgeId.length <= 200) {
+  // every report (an empty one too) says this Bridge's counts are in up to now: recorded once they are
+  // committed (`--grace auto` reads this time first, then the counts it covers)
+  const reported = async () => {
+    if (typeof report.bridgeId !== 'string' || report.bridgeId.length > 200) return;
     const at = nowIso();
     await db
       .insertInto('usage_reports')
       .values({ bridge_id: report.bridgeId, reported_at: at })
       .onConflict((oc) => oc.column('bridge_id').doUpdateSet({ reported_at: at }))
       .execute();
+  };
+  if (entries.length === 0) {
+    await reported();
+    return { keys: 0 };
   }
-  if (entries.length === 0) return { keys: 0 };
   const known = new Set<string>();
   for (let i = 0; i < entries.length; i += 500) {
     const ids = entries.slice(i, i + 500).map((k) => k.keyId);
@@ -847,13 +890,13 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
           .execute();
       }
     }
+    const knownEntries = entries.filter((k) => known.has(k.keyId));
+    // requests per secret of keys in a rotation grace period (apikey-grace.ts)
+    await recordGraceUsage(trx0, report, knownEntries, nowMs);
     // apikey.rate_limited webhook events: the first 429 of a key in an hour
-    await rateLimitedEvents(
-      ctx,
-      trx0,
-      entries.filter((k) => known.has(k.keyId)),
-    );
+    await rateLimitedEvents(ctx, trx0, knownEntries);
   });
+  await reported();
   // retention, cheap and bounded by the indexes
   await db.deleteFrom('api_key_usage').where('minute', '<', oldest).execute();
   await db.deleteFrom('api_key_outcomes').where('minute', '<', oldest).execute();

@@ -350,6 +350,36 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0012_apikey_grace_usage': {
+      // rotation that retires the old secret (issue 16 part 5): `--grace auto` on the key, and per
+      // rotation with a grace period the requests per secret as Bridges report them, with the previous
+      // secret's busiest client addresses (bounded per key)
+      async up(db: Kysely<any>) {
+        const big = dialect === 'postgres' ? 'bigint' : 'integer';
+        await db.schema.alterTable('api_keys').addColumn('grace_auto', 'integer').execute();
+        await db.schema
+          .createTable('api_key_graces')
+          .addColumn('key_id', 'text', (c) => c.primaryKey())
+          .addColumn('rotated_at', ts, (c) => c.notNull())
+          .addColumn('prev_until', ts, (c) => c.notNull())
+          .addColumn('auto', 'integer', (c) => c.notNull())
+          .addColumn('current_requests', big, (c) => c.notNull().defaultTo(0))
+          .addColumn('previous_requests', big, (c) => c.notNull().defaultTo(0))
+          .addColumn('previous_last_used_at', ts)
+          .addColumn('unattributed_last_at', ts)
+          .addColumn('ended_at', ts)
+          .addColumn('end_reason', 'text')
+          .execute();
+        await db.schema
+          .createTable('api_key_grace_sources')
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('address', 'text', (c) => c.notNull())
+          .addColumn('requests', big, (c) => c.notNull())
+          .addColumn('last_seen_at', ts, (c) => c.notNull())
+          .addPrimaryKeyConstraint('api_key_grace_sources_pk', ['key_id', 'address'])
+          .execute();
+      },
+    },
     '0003_sync_bridges': {
       // Bridge presence and acknowledgements, shared by every Hub on the store (cluster-wide revoke waits)
       async up(db: Kysely<any>) {

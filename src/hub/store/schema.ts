@@ -138,6 +138,8 @@ export interface ApiKeysTable {
   suspended_at?: string | null;
   /** (migration 0009) JSON array of IP/CIDR entries the key may be used from; null = any address */
   allowed_ips_json?: string | null;
+  /** (migration 0012) 1 while the grace period of the last rotation is `--grace auto` (the Hub ends it) */
+  grace_auto?: number | null;
 }
 
 export interface AuditLogTable {

@@ -341,6 +341,13 @@ export const ApiKeyView = z
     allowedIps: z.array(z.string()).nullable().meta({ description: 'IPv4/IPv6 addresses and CIDR ranges the key may be used from (null: any address)' }),
     staleRoles: z.array(z.string()).meta({ description: "roles the env's current release no longer references" }),
     unconfirmed: z.boolean().meta({ description: "the Hub stopped before the response carrying this key's plaintext left it" }),
+    grace: z
+      .object({
+        previousSecretValidUntil: IsoTime.meta({ description: 'the previous secret works until then at the latest' }),
+        auto: z.boolean().meta({ description: '`--grace auto`: the Hub ends it once the previous secret has been unused for the quiet period' }),
+      })
+      .nullable()
+      .meta({ description: "the last rotation's grace period while the previous secret still works (null: none)" }),
   })
   .meta({ id: 'ApiKey' });
 const Expiry = {
@@ -403,10 +410,45 @@ export const RotatedKey = KeyIdentity.extend({
   status: z.literal('active'),
   rotatedAt: IsoTime,
   previousSecretValidUntil: IsoTime.nullable(),
+  autoEnd: z
+    .object({ quietSeconds: z.number().int() })
+    .nullable()
+    .meta({
+      description: '`grace: auto`: the grace period ends once the previous secret has had no request for quietSeconds (previousSecretValidUntil bounds it)',
+    }),
   expiresAt: ApiKeyView.shape.expiresAt,
   apiKey: Plaintext,
   ack: AckResult,
 }).meta({ id: 'RotatedApiKey' });
+export const GraceEnded = KeyIdentity.extend({
+  alreadyEnded: z.boolean().meta({ description: 'the key had no grace period in progress: nothing changed (ack is null)' }),
+  ack: AckResult.nullable(),
+}).meta({ id: 'ApiKeyGraceEnded' });
+const GraceFigures = z
+  .object({
+    rotatedAt: IsoTime,
+    auto: z.boolean(),
+    until: IsoTime.meta({ description: 'the deadline set at rotation (auto: 7 days, or the key expiry)' }),
+    endedAt: IsoTime.nullable(),
+    endReason: z.string().nullable().meta({ description: 'quiet (auto: the previous secret was unused), deadline, operator; null: still running or ran out' }),
+    current: z.object({ requests: z.number().int() }),
+    previous: z.object({
+      requests: z.number().int(),
+      lastUsedAt: IsoTime.nullable(),
+      sources: z
+        .array(z.object({ address: z.string(), requests: z.number().int(), lastSeenAt: IsoTime }))
+        .meta({ description: "the previous secret's busiest client addresses (at most 20; counts are upper bounds)" }),
+    }),
+    unattributedLastAt: IsoTime.nullable().meta({
+      description:
+        'the last request after the rotation no Bridge could attribute to a secret (an older Bridge, or one that had not applied the rotation yet): taken as a possible use of the previous secret',
+    }),
+    quietSince: IsoTime.meta({ description: 'the latest of the rotation, the last use of the previous secret and unattributedLastAt' }),
+    endsAfter: IsoTime.nullable().meta({
+      description: 'auto, running: the earliest end if the previous secret stays unused (every Bridge must have reported too)',
+    }),
+  })
+  .meta({ id: 'ApiKeyGraceFigures' });
 const KeyParams = EnvParams.extend({ key: z.string().max(200).meta({ description: 'key id or name' }) });
 const keysAdmin = projectRoleAtLeast('admin');
 export const KeyUsageReport = z
@@ -416,6 +458,7 @@ export const KeyUsageReport = z
       description: 'every connected Bridge has reported its requests up to this time (the oldest of their last reports); null: no Bridge connected',
     }),
     bridges: z.number().int().meta({ description: 'Bridges connected to the Hubs of this store' }),
+    grace: GraceFigures.nullable().meta({ description: "requests per secret during the last rotation's grace period (null: rotated without one, or never)" }),
     from: IsoTime,
     to: IsoTime,
     series: z
@@ -523,11 +566,24 @@ export const apikeys = {
         grace: z
           .union([z.string().max(40), z.number()])
           .optional()
-          .meta({ description: 'how long the old secret keeps working: 0, 30m, 1h…' }),
+          .meta({
+            description:
+              'how long the old secret keeps working: 0, 30m, 1h… up to 7d; or auto (until it has been unused for STK_APIKEY_GRACE_QUIET, 15m; at most 7d)',
+          }),
       })
       .optional(),
     response: { 200: RotatedKey },
     errors: ['CONFLICT'],
+  }),
+  endGrace: defineRoute({
+    method: 'POST',
+    url: `${KEYS}/:key/end-grace`,
+    auth: keysAdmin,
+    summary: "End a rotation's grace period now: returns once every connected Bridge refuses the previous secret",
+    tags: ['api keys'],
+    params: KeyParams,
+    body: z.looseObject({}).optional(),
+    response: { 200: GraceEnded },
   }),
 };
 
@@ -890,9 +946,27 @@ export const UsageReportBody = z.object({
           .max(100_000),
         lastUsedAt: z.string().max(40).nullable().meta({ description: 'null when every request of the key in this report was refused' }),
         sources: z.array(z.object({ address: z.string().max(100), count: z.number() })).max(10_000),
+        plainLastUsedAt: z
+          .string()
+          .max(40)
+          .nullable()
+          .optional()
+          .meta({ description: 'the last request counted while the key had no grace period on this Bridge' }),
+        grace: z
+          .object({
+            prevUntil: z.string().max(40),
+            current: z.number(),
+            previous: z.number(),
+            currentLastUsedAt: z.string().max(40).nullable(),
+            previousLastUsedAt: z.string().max(40).nullable(),
+            previousSources: z.array(z.object({ address: z.string().max(100), count: z.number() })).max(100),
+          })
+          .optional()
+          .meta({ description: 'requests per secret while the key had a rotation grace period ending at prevUntil' }),
       }),
     )
     .max(100_000),
+  perSecret: z.boolean().optional().meta({ description: 'the Bridge counts per secret during grace periods (plainLastUsedAt, grace)' }),
 });
 // this schema and the Bridge's UsageReport are the same shape both ways (a drift is a build error)
 export const usageReportMatches = [(r: UsageReport): z.input<typeof UsageReportBody> => r, (b: z.output<typeof UsageReportBody>): UsageReport => b] as const;
@@ -1000,6 +1074,7 @@ export type AuditItem = z.infer<typeof AuditItem>;
 export type ApiKeyView = z.infer<typeof ApiKeyView>;
 export type CreatedKey = z.infer<typeof CreatedKey>;
 export type RotatedKey = z.infer<typeof RotatedKey>;
+export type GraceEnded = z.infer<typeof GraceEnded>;
 export type RevokeResponse = z.infer<typeof RevokeResponse>;
 export type RevokeDryRun = z.infer<typeof RevokeDryRun>;
 export type RevokedKey = z.infer<typeof RevokedKey>;

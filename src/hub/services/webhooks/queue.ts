@@ -77,6 +77,7 @@ export const AUDIT_EVENTS: Record<string, WebhookEvent> = {
   'apikey.suspend': 'apikey.suspended',
   'apikey.resume': 'apikey.resumed',
   'apikey.leaked': 'apikey.leaked',
+  'apikey.grace_end': 'apikey.grace_ended',
 };
 
 /**
@@ -91,6 +92,14 @@ const PAYLOAD_FIELDS = [
   'rateLimitPerMin',
   'graceSeconds',
   'previousSecretValidUntil',
+  // apikey.rotated with grace auto; apikey.grace_ended (what ended it, the previous secret's use)
+  'graceMode',
+  'graceQuietSeconds',
+  'trigger',
+  'rotatedAt',
+  'previousRequests',
+  'previousLastUsedAt',
+  'quietSince',
   'allowedIps',
   'reason',
   // apikey.leaked (the leak report's audit entry): where it was reported from and what the policy did;
