@@ -121,7 +121,10 @@ describe('API key rotation grace: per-secret counts, end-grace, --grace auto', (
     const entries = await graceAudit(keyId);
     expect(entries).toHaveLength(1);
     expect(entries[0]).toMatchObject({ actor: 'owner@example.com', detail: { keyId, trigger: 'operator', graceMode: 'fixed', previousRequests: 4 } });
-    expect((await show('svc')).grace).toMatchObject({ endReason: 'operator', endedAt: expect.any(String) });
+    // after the end, requests with the (only) current secret are plain ones: nothing is taken for the previous secret
+    let after: any;
+    await waitFor(async () => (after = await show('svc')).byStatus[0].requests >= 8, 15_000, 'the requests after the end');
+    expect(after.grace).toMatchObject({ endReason: 'operator', endedAt: expect.any(String), unattributedLastAt: null, previous: { requests: 4 } });
   });
 
   it('--grace auto: not ended while the previous secret is in use; ended by itself (once, by one of two Hubs) after it is quiet; then 401', async () => {

@@ -20,6 +20,7 @@ describe('API key grace periods: per-secret usage and the --grace auto sweep (SQ
   let ctx: HubContext;
   let projectId: string;
   let envId: string;
+  let token: string;
   const owner = { email: 'owner@example.com', password: 'owner-password-1' };
   const now = Date.now();
   const ago = (ms: number) => new Date(now - ms).toISOString();
@@ -100,7 +101,7 @@ describe('API key grace periods: per-secret usage and the --grace auto sweep (SQ
     ({ app, ctx } = await buildHub(cfg, { logger: false }));
     await app.ready();
     const login = await app.inject({ method: 'POST', url: '/api/auth/login', payload: owner });
-    const token = rememberSecret('session-token', login.json().token as string);
+    token = rememberSecret('session-token', login.json().token as string);
     const post = (url: string, payload: unknown) =>
       app.inject({ method: 'POST', url, payload: payload as object, headers: { authorization: `Bearer ${token}` } });
     expect((await post('/api/projects', { name: 'shop' })).statusCode).toBe(201);
@@ -215,5 +216,15 @@ describe('API key grace periods: per-secret usage and the --grace auto sweep (SQ
     expect(await graceEnds('EEEEEEEEEEE1')).toHaveLength(1);
     // B and C are still held
     for (const held of ['BBBBBBBBBBB1', 'CCCCCCCCCCC1']) expect(await graceEnds(held), held).toHaveLength(0);
+    // revoking B ends its grace period with it (show says so); the sweep leaves it alone
+    const rev = await app.inject({
+      method: 'POST',
+      url: '/api/projects/shop/envs/dev/apikeys/BBBBBBBBBBB1/revoke',
+      payload: {},
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(rev.statusCode, rev.body).toBe(200);
+    expect(await graceFigures(ctx, 'BBBBBBBBBBB1')).toMatchObject({ endReason: 'revoked', endedAt: expect.any(String), endsAfter: null });
+    expect(await sweeper.sweep()).toBe(0);
   });
 });

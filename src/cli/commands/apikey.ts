@@ -110,7 +110,7 @@ const plural = (n: number, w: string) => `${num(n)} ${w}${n === 1 ? '' : 's'}`;
 /** The last rotation's grace period in `apikey show`: requests per secret, the previous secret's last use and sources. */
 function renderGrace(g: NonNullable<KeyUsageReport['grace']>): string[] {
   const state = g.endedAt
-    ? `ended ${g.endedAt} (${g.endReason === 'quiet' ? 'automatically: the previous secret was unused' : g.endReason === 'deadline' ? 'its deadline' : g.endReason === 'operator' ? 'by an operator' : g.endReason})`
+    ? `ended ${g.endedAt} (${g.endReason === 'quiet' ? 'automatically: the previous secret was unused' : g.endReason === 'deadline' ? 'its deadline' : g.endReason === 'operator' ? 'by an operator' : g.endReason === 'revoked' ? 'the key was revoked' : g.endReason})`
     : Date.parse(g.until) <= Date.now()
       ? `over since ${g.until}`
       : g.auto
@@ -170,7 +170,9 @@ function renderUsage(u: KeyUsageReport, project: string, env: string): string {
 
 export function registerApiKeyCommands(program: Command): void {
   const apikey = example(
-    program.command('apikey').description('project API keys for servers and CI: create, list, rotate, suspend, resume, revoke (needs project:admin)'),
+    program
+      .command('apikey')
+      .description('project API keys for servers and CI: create, list, show, rotate, end-grace, suspend, resume, revoke, scan (needs project:admin)'),
     'stk apikey create --project shop --env prod --name server --roles reader,writer',
     'stk apikey list --project shop --env prod',
     'stk apikey suspend server --project shop --env prod',

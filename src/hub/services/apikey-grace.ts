@@ -41,7 +41,7 @@ export interface ApiKeyGracesTable {
    */
   unattributed_last_at: string | null;
   ended_at: string | null;
-  /** `quiet` (auto: no traffic for the quiet period), `deadline` (auto: the 7-day bound passed), `operator` */
+  /** `quiet` (auto: no traffic for the quiet period), `deadline` (auto: the 7-day bound passed), `operator`, `revoked` */
   end_reason: string | null;
 }
 /** `api_key_grace_sources`: the previous secret's busiest client addresses, at most MAX_GRACE_SOURCES per key */
@@ -101,9 +101,9 @@ export async function startGrace(trx: Kysely<HubDatabase>, keyId: string, rotate
     .execute();
 }
 
-/** The key was deleted or revoked: nothing to keep. */
-export async function dropGrace(trx: Kysely<HubDatabase>, keyId: string): Promise<void> {
-  await startGrace(trx, keyId, '', null, false);
+/** The revoke transaction: a grace period in progress ends with the key (its figures stay for `show`). */
+export async function endGraceOnRevoke(trx: Kysely<HubDatabase>, keyId: string, at: string): Promise<void> {
+  await gdb(trx).updateTable('api_key_graces').set({ ended_at: at, end_reason: 'revoked' }).where('key_id', '=', keyId).where('ended_at', 'is', null).execute();
 }
 
 /**
@@ -114,10 +114,10 @@ export async function dropGrace(trx: Kysely<HubDatabase>, keyId: string): Promis
 export async function recordGraceUsage(trx: Kysely<HubDatabase>, report: UsageReport, entries: UsageReport['keys'], nowMs: number): Promise<void> {
   if (entries.length === 0) return;
   const db = gdb(trx);
-  const rows = new Map<string, { rotated_at: string; prev_until: string }>();
+  const rows = new Map<string, { rotated_at: string; prev_until: string; ended_at: string | null }>();
   for (let i = 0; i < entries.length; i += 500) {
     const ids = entries.slice(i, i + 500).map((k) => k.keyId);
-    for (const g of await db.selectFrom('api_key_graces').select(['key_id', 'rotated_at', 'prev_until']).where('key_id', 'in', ids).execute()) {
+    for (const g of await db.selectFrom('api_key_graces').select(['key_id', 'rotated_at', 'prev_until', 'ended_at']).where('key_id', 'in', ids).execute()) {
       rows.set(g.key_id, g);
     }
   }
@@ -142,7 +142,9 @@ export async function recordGraceUsage(trx: Kysely<HubDatabase>, report: UsageRe
       unattributed = at(k.plainLastUsedAt);
       if (block && !tagged) unattributed = Math.max(unattributed, at(block.currentLastUsedAt), at(block.previousLastUsedAt));
     }
-    if (unattributed <= rotated) unattributed = 0;
+    // only inside the grace period: before it the previous secret was the current one; after it (ended, or
+    // past its deadline) a Bridge's entry has no grace any more and every request counts as plain
+    if (unattributed <= rotated || unattributed >= Math.min(Date.parse(g.prev_until), g.ended_at ? Date.parse(g.ended_at) : Infinity)) unattributed = 0;
     const current = tagged ? count(tagged.current) : 0;
     const previous = tagged ? count(tagged.previous) : 0;
     const prevLast = tagged ? at(tagged.previousLastUsedAt) : 0;

@@ -30,7 +30,7 @@ import type {
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
 import { rateLimitedEvents } from './webhooks/queue.js';
-import { endGrace, graceFigures, recordGraceUsage, startGrace } from './apikey-grace.js';
+import { endGrace, endGraceOnRevoke, graceFigures, recordGraceUsage, startGrace } from './apikey-grace.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -511,6 +511,7 @@ export async function revokeFoundKey(
       .where('status', '=', 'active')
       .executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) return null; // revoked concurrently
+    await endGraceOnRevoke(trx, found.id, now);
     await audit(
       ctx,
       actor,

@@ -410,12 +410,9 @@ export const RotatedKey = KeyIdentity.extend({
   status: z.literal('active'),
   rotatedAt: IsoTime,
   previousSecretValidUntil: IsoTime.nullable(),
-  autoEnd: z
-    .object({ quietSeconds: z.number().int() })
-    .nullable()
-    .meta({
-      description: '`grace: auto`: the grace period ends once the previous secret has had no request for quietSeconds (previousSecretValidUntil bounds it)',
-    }),
+  autoEnd: z.object({ quietSeconds: z.number().int() }).nullable().meta({
+    description: '`grace: auto`: the grace period ends once the previous secret has had no request for quietSeconds (previousSecretValidUntil bounds it)',
+  }),
   expiresAt: ApiKeyView.shape.expiresAt,
   apiKey: Plaintext,
   ack: AckResult,
@@ -430,7 +427,10 @@ const GraceFigures = z
     auto: z.boolean(),
     until: IsoTime.meta({ description: 'the deadline set at rotation (auto: 7 days, or the key expiry)' }),
     endedAt: IsoTime.nullable(),
-    endReason: z.string().nullable().meta({ description: 'quiet (auto: the previous secret was unused), deadline, operator; null: still running or ran out' }),
+    endReason: z.string().nullable().meta({
+      description:
+        'quiet (auto: the previous secret was unused), deadline (auto: 7 days passed), operator (end-grace), revoked; null: still running or ran out',
+    }),
     current: z.object({ requests: z.number().int() }),
     previous: z.object({
       requests: z.number().int(),
