@@ -8,6 +8,12 @@ import { FailureLimiter, KeyRateLimiter, type RateLimiter } from './limits.js';
 import type { UsageCounter } from './usage.js';
 import { newVerifyCounts } from './verify-counts.js';
 
+/** what `verifyKey` reports besides its answer (one object per verifier, reused: nothing allocated per request) */
+export interface VerifyMatch {
+  secret: SecretMatch;
+  keyId: string | null;
+}
+
 export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revoked' | 'suspended' | 'expired';
 
 /**
@@ -15,12 +21,14 @@ export type VerifyFailure = 'format' | 'checksum' | 'unknown' | 'secret' | 'revo
  * secret under the pepper → constant-time compare with the current hash (or the previous one during a
  * rotation grace period) → revoked/suspended/expired. No I/O; a few microseconds. An unknown key id costs the
  * same HMAC and compare as a known one with a wrong secret: the time taken does not tell whether an
- * id exists. `match`, when given, receives which secret matched when the key is accepted (current or
- * previous: per-secret counts during a rotation grace, `UsageCounter.count`).
+ * id exists. `match`, when given, receives the key id of a well-formed key (its public part; for the
+ * counts of a refusal) and which secret matched when the key is accepted (current or previous:
+ * per-secret counts during a rotation grace, `UsageCounter.count`).
  */
-export function verifyKey(table: KeyTable, presented: unknown, now: number, match?: { secret: SecretMatch }): KeyEntry | VerifyFailure {
+export function verifyKey(table: KeyTable, presented: unknown, now: number, match?: VerifyMatch): KeyEntry | VerifyFailure {
   const parsed = parseKey(presented);
   if (typeof parsed === 'string') return parsed;
+  if (match) match.keyId = parsed.keyId;
   const pepper = table.pepper;
   if (!pepper) return 'unknown';
   const entry = table.get(parsed.keyId);
@@ -94,7 +102,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
   /** how each check ended (read by /metrics at scrape time) */
   readonly counts = newVerifyCounts();
   /** which secret the last successful `verify` matched (one object reused: nothing allocated per request) */
-  readonly #match: { secret: SecretMatch } = { secret: SECRET_NONE };
+  readonly #match: VerifyMatch = { secret: SECRET_NONE, keyId: null };
   constructor(
     readonly table: KeyTable,
     readonly usage: UsageCounter,
@@ -107,6 +115,7 @@ export class ApiKeyVerifier implements CredentialVerifier {
 
   /** `verifyKey` on this verifier's table (a method so the benchmark's sampling subclass can time it) */
   verify(presented: unknown, now: number): KeyEntry | VerifyFailure {
+    this.#match.keyId = null;
     return verifyKey(this.table, presented, now, this.#match);
   }
 
@@ -138,12 +147,10 @@ export class ApiKeyVerifier implements CredentialVerifier {
       }
       this.counts[r === 'format' || r === 'checksum' ? 'malformed' : r]++;
       // a known key id with a wrong secret, or a revoked, suspended or expired key: counted for that key (`apikey show`)
-      if (r !== 'format' && r !== 'checksum') {
-        const p = parseKey(presented);
-        if (typeof p !== 'string') {
-          req.keyIdSeen = p.keyId;
-          if (r !== 'unknown') this.usage.outcome(p.keyId, 'rejected', 401, now);
-        }
+      const keyId = this.#match.keyId;
+      if (keyId !== null) {
+        req.keyIdSeen = keyId;
+        if (r !== 'unknown') this.usage.outcome(keyId, 'rejected', 401, now);
       }
       // only guesses count towards the flood limit: a revoked, suspended or expired key had the right secret
       if (r !== 'revoked' && r !== 'suspended' && r !== 'expired') {
