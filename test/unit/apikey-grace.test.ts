@@ -106,6 +106,10 @@ describe('API key grace periods: per-secret usage and the --grace auto sweep (SQ
       app.inject({ method: 'POST', url, payload: payload as object, headers: { authorization: `Bearer ${token}` } });
     expect((await post('/api/projects', { name: 'shop' })).statusCode).toBe(201);
     expect((await post('/api/projects/shop/envs', { name: 'dev' })).statusCode).toBe(201);
+    // a webhook endpoint for the automatic end's event (never reachable here: only the queued delivery is checked)
+    const hook = await post('/api/projects/shop/webhooks', { url: 'https://hooks.example.com/grace', events: ['apikey.grace_ended'] });
+    expect(hook.statusCode, hook.body).toBe(201);
+    rememberSecret('webhook-secret', hook.json().secret as string);
     projectId = (await ctx.db.selectFrom('projects').select('id').where('name', '=', 'shop').executeTakeFirstOrThrow()).id;
     envId = (await ctx.db.selectFrom('envs').select('id').where('name', '=', 'dev').executeTakeFirstOrThrow()).id;
   });
@@ -194,6 +198,23 @@ describe('API key grace periods: per-secret usage and the --grace auto sweep (SQ
       quietSince: ago(2 * HOUR),
     });
     expect(JSON.parse((await graceEnds('FFFFFFFFFFF1'))[0]!.detail_json)).toMatchObject({ trigger: 'deadline' });
+    // each end is an apikey.grace_ended webhook event (listed fields only), queued with it
+    const queued = await ctx.db
+      .withTables<{ webhook_deliveries: { event_type: string; payload: string } }>()
+      .selectFrom('webhook_deliveries')
+      .select(['event_type', 'payload'])
+      .execute();
+    const gracePayloads = queued.filter((d) => d.event_type === 'apikey.grace_ended').map((d) => JSON.parse(d.payload));
+    expect(gracePayloads.map((p) => [p.data.keyId, p.data.trigger]).sort()).toEqual([
+      ['AAAAAAAAAAA1', 'quiet'],
+      ['FFFFFFFFFFF1', 'deadline'],
+    ]);
+    expect(gracePayloads.find((p) => p.data.keyId === 'AAAAAAAAAAA1').data).toMatchObject({
+      name: 'aaaaaaaaaaa1',
+      previousRequests: 2,
+      quietSince: ago(2 * HOUR),
+      actor: { type: 'system', id: null, email: null },
+    });
     // the end is a key change for the Bridges (the change feed), like end-grace
     const changes = await ctx.db.selectFrom('change_events').select('payload_json').where('kind', '=', 'apikey').execute();
     expect(changes.map((c) => JSON.parse(c.payload_json).keyId)).toEqual(expect.arrayContaining(['AAAAAAAAAAA1', 'FFFFFFFFFFF1']));

@@ -391,6 +391,9 @@ export class GraceSweeper {
     const ctx = this.ctx;
     const quiet = ctx.config.apikeyGraceQuietMs;
     const db = gdb(ctx.db);
+    // the common case, no --grace auto in progress: one small query and nothing more
+    const any = await db.selectFrom('api_key_graces').select('key_id').where('auto', '=', 1).where('ended_at', 'is', null).limit(1).executeTakeFirst();
+    if (!any) return 0;
     const nowMs = Date.now();
     // first what the Bridges reported: a report's counts commit before its time is recorded, so the
     // grace rows read afterwards include everything these times cover
