@@ -426,6 +426,9 @@ export class GraceSweeper {
         coveredTo = Math.min(coveredTo, at);
       }
     }
+    // quiet since at or before this: quiet for long enough, and covered by every Bridge's reports
+    const cutoff = new Date(Math.min(nowMs, coveredTo) - quiet).toISOString();
+    const nowAt = new Date(nowMs).toISOString();
     const rows = await ctx.db
       .withTables<GraceTables>()
       .selectFrom('api_key_graces as g')
@@ -450,6 +453,19 @@ export class GraceSweeper {
       .where('k.grace_auto', '=', 1)
       .where('k.status', '=', 'active')
       .where('k.prev_expires_at', 'is not', null)
+      // only periods that can end now, so the batch is never filled by ones that cannot (still in use,
+      // suspended): past the deadline, or quiet up to the cut-off (the rule below, on ISO times)
+      .where((eb) =>
+        eb.or([
+          eb('k.prev_expires_at', '<=', nowAt),
+          eb.and([
+            eb('k.suspended_at', 'is', null),
+            eb('g.rotated_at', '<=', cutoff),
+            eb.or([eb('g.previous_last_used_at', 'is', null), eb('g.previous_last_used_at', '<=', cutoff)]),
+            eb.or([eb('g.unattributed_last_at', 'is', null), eb('g.unattributed_last_at', '<=', cutoff)]),
+          ]),
+        ]),
+      )
       .orderBy('g.rotated_at')
       .limit(SWEEP_LIMIT)
       .execute();
