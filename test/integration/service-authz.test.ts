@@ -64,7 +64,7 @@ describe('services: one Actor, roles read once', () => {
       code: 'FORBIDDEN',
       message: 'you need project:admin on shop (you have project:viewer)',
     });
-    await expect(createEnv(ctx, actorOf(viewer), 'blog', 'staging')).rejects.toMatchObject({ code: 'FORBIDDEN' });
+    await expect(createEnv(ctx, actorOf(viewer), 'blog', 'staging')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(createProject(ctx, actorOf(viewer), 'viewers-own')).rejects.toMatchObject({
       code: 'FORBIDDEN',
       message: 'you need org:admin (you have org:member)',
@@ -79,7 +79,8 @@ describe('services: one Actor, roles read once', () => {
     const a = actorOf(viewer);
     await listEnvs(ctx, a, 'shop'); // the actor now holds viewer on shop
     expect(a.roles?.project).toMatchObject({ project: { name: 'shop' }, role: 'viewer' });
-    await expect(listEnvs(ctx, a, 'blog')).rejects.toMatchObject({ code: 'FORBIDDEN', message: 'you need project:viewer on blog' });
+    // no role on blog: told it does not exist, exactly as for a name nobody created
+    await expect(listEnvs(ctx, a, 'blog')).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'project "blog" not found' });
     await expect(createEnv(ctx, a, 'shop', 'staging')).rejects.toMatchObject({ code: 'FORBIDDEN' });
     await expect(listEnvs(ctx, a, 'nosuch')).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
@@ -105,8 +106,33 @@ describe('services: one Actor, roles read once', () => {
     }
     const reading = (table: string) => selects.filter((t) => t[0] === table).length;
     expect(reading('projects'), JSON.stringify(selects)).toBe(1);
-    expect(reading('project_memberships'), JSON.stringify(selects)).toBe(1);
+    // the explicit membership is read with the project, in the same query
+    expect(
+      selects.filter((t) => t.includes('project_memberships')),
+      JSON.stringify(selects),
+    ).toEqual([['projects', 'orgs', 'project_memberships']]);
     expect(reading('orgs'), JSON.stringify(selects)).toBe(1);
     expect(reading('envs'), JSON.stringify(selects)).toBe(1);
+  });
+
+  it('a project the operator has no role on and one that does not exist: the same answer, after the same reads', async () => {
+    const db = ctx.db;
+    const attempt = async (project: string) => {
+      const selects: string[][] = [];
+      ctx.db = db.withPlugin({ transformQuery: (args) => (selectTables(args.node, selects), args.node), transformResult: async (args) => args.result });
+      try {
+        const e = await listEnvs(ctx, actorOf(viewer), project).then(
+          () => null,
+          (err: { code: string; message: string }) => ({ code: err.code, message: err.message.replace(project, '<name>') }),
+        );
+        return { e, selects: selects.map((t) => t.join('+')).sort() };
+      } finally {
+        ctx.db = db;
+      }
+    };
+    const unseen = await attempt('blog'); // exists; the viewer of shop has no role on it
+    const unknown = await attempt('nosuch');
+    expect(unseen.e).toEqual({ code: 'NOT_FOUND', message: 'project "<name>" not found' });
+    expect(unseen).toEqual(unknown);
   });
 });

@@ -3,7 +3,9 @@
  * a route added later is swept without a new test) is sent with every identity — none, garbage, the
  * service token, an API key, the org owner, an org admin, an org member, a project admin, a deployer,
  * a viewer and the admin of another project — and each outcome is checked against the route's
- * declared `auth` (the project named where the route reads it: path, `?project=` or the JSON body). Then each route is sent again under encoded spellings of its path (a
+ * declared `auth` (the project named where the route reads it: path, `?project=` or the JSON body); to
+ * an operator without any role on the project it reads like a project that does not exist (the same
+ * 404, checked against a name nobody created). Then each route is sent again under encoded spellings of its path (a
  * percent-encoded letter, `%2F`, absolute-form, `//`, `/./`, `/x/../`, encoded dots, trailing `/`,
  * `;`): a spelling that means the same path gets exactly the canonical answer, a refused spelling
  * gets 400, and no spelling ever gets further than the canonical request with the same identity.
@@ -36,8 +38,8 @@ interface Identity {
   headers: () => Promise<Record<string, string>>;
 }
 
-/** What the declared auth lets this identity do: refused with 401, with 403, or let through. */
-function expected(auth: RouteAuth, id: Identity): 401 | 403 | 'pass' | 'same-as-none' {
+/** What the declared auth lets this identity do: refused with 401, with 403, as an unknown project (404), or let through. */
+function expected(auth: RouteAuth, id: Identity): 401 | 403 | 404 | 'pass' | 'same-as-none' {
   const operator = id.org !== undefined;
   switch (auth.kind) {
     case 'public':
@@ -57,8 +59,10 @@ function expected(auth: RouteAuth, id: Identity): 401 | 403 | 'pass' | 'same-as-
     case 'project':
       if (!operator) return 401;
       if (auth.orOrg && ORG_RANK[id.org!] >= ORG_RANK[auth.orOrg]) return 'pass';
-      // the sweep names the swept project where the route reads it: path, ?project= or the body
-      return id.project && PROJECT_ROLE_RANK[id.project] >= PROJECT_ROLE_RANK[auth.role] ? 'pass' : 403;
+      // the sweep names the swept project where the route reads it: path, ?project= or the body;
+      // an org member with no role on it is answered as for a project that does not exist
+      if (!id.project) return 404;
+      return PROJECT_ROLE_RANK[id.project] >= PROJECT_ROLE_RANK[auth.role] ? 'pass' : 403;
   }
 }
 
@@ -137,9 +141,9 @@ describe('security: route-table sweep', () => {
   const logoutSession: Partial<Record<IdName, () => Promise<Record<string, string>>>> = {};
 
   /** A concrete path for a route: real project/env, and names of things that do not exist (no side effects). */
-  function concrete(url: string): string {
+  function concrete(url: string, project = s.project): string {
     const real: Record<string, string> = {
-      project: s.project,
+      project,
       env: s.env,
       key: 'key_01SWEEPNOSUCHKEY0000000000',
       name: 'nosuch',
@@ -155,14 +159,14 @@ describe('security: route-table sweep', () => {
     });
   }
 
-  async function send(base: string, r: RouteInfo, target: string, id: Identity): Promise<RawResponse> {
+  async function send(base: string, r: RouteInfo, target: string, id: Identity, project = s.project): Promise<RawResponse> {
     const withBody = r.method === 'POST' || r.method === 'PUT' || r.method === 'PATCH';
     const h = r.method === 'POST' && r.url === '/api/auth/logout' && logoutSession[id.name] ? await logoutSession[id.name]!() : await id.headers();
     // routes that read the project from the query or the body get the swept project there (and nothing
     // else the route needs, so a request that gets through its auth is refused by validation: no side effects)
     const from = r.auth.kind === 'project' ? r.auth.from : undefined;
-    const url = from === 'query' ? `${target}${target.includes('?') ? '&' : '?'}project=${encodeURIComponent(s.project)}` : target;
-    const body = from === 'body' ? JSON.stringify({ project: s.project }) : '{}';
+    const url = from === 'query' ? `${target}${target.includes('?') ? '&' : '?'}project=${encodeURIComponent(project)}` : target;
+    const body = from === 'body' ? JSON.stringify({ project }) : '{}';
     const res = await rawRequest(base, r.method, url, { ...h, ...(withBody ? { 'content-type': 'application/json' } : {}) }, withBody ? body : undefined, {
       maxBody: 64 * 1024,
     });
@@ -199,6 +203,16 @@ describe('security: route-table sweep', () => {
           const res = id.name === 'none' ? none : await send(base, r, target, id);
           counts.requests++;
           check(r, target, id, res, none.status);
+          if (expected(r.auth, id) === 404) {
+            // the same request naming a project nobody created: the same answer, name for name
+            const ghost = 'sweep-no-such-project';
+            const g = await send(base, r, concrete(r.url, ghost), id, ghost);
+            counts.requests++;
+            const what = describeOutcome(r, concrete(r.url, ghost), id, g);
+            expect(g.status, what).toBe(res.status);
+            expect(g.json?.error?.code, what).toBe(res.json?.error?.code);
+            expect(g.json?.error?.message.replace(ghost, '<name>'), what).toBe(res.json?.error?.message.replace(s.project, '<name>'));
+          }
         }
       }
     }, 300_000);

@@ -87,14 +87,41 @@ export async function orgRole(ctx: HubContext, actor: Actor): Promise<{ orgId: s
   return org;
 }
 
-/** The actor's effective role on a project (`effectiveRole`; read once per actor and project: see Actor.roles). */
-export async function effectiveProjectRole(ctx: HubContext, actor: Actor, project: ProjectRef): Promise<ProjectRole | null> {
+/**
+ * The project named and the actor's effective role on it (`effectiveRole`), read once per actor and
+ * project (see Actor.roles): the project and the actor's explicit membership in one query, the org role
+ * alongside. The same reads whether the project exists or not, and whether the actor has a role on it
+ * or not: how long it takes says nothing about either.
+ */
+async function projectAndRole(
+  ctx: HubContext,
+  actor: Actor,
+  name: string,
+): Promise<{ project: ProjectRef | undefined; role: ProjectRole | null; org: OrgRole | null }> {
   const known = actor.roles?.project;
-  if (known && known.project.id === project.id) return known.role;
-  const explicit = await activeProjectRole(ctx.db, project.id, signedIn(actor).id);
-  const role = explicit ?? effectiveRole(null, (await orgRole(ctx, actor)).role);
+  if (known && known.project.name === name) return { ...known, org: (await orgRole(ctx, actor)).role };
+  const op = signedIn(actor);
+  const [row, { role: org }] = await Promise.all([
+    ctx.db
+      .selectFrom('projects')
+      .innerJoin('orgs', 'orgs.id', 'projects.org_id')
+      .leftJoin('project_memberships', (j) =>
+        j
+          .onRef('project_memberships.project_id', '=', 'projects.id')
+          .on('project_memberships.operator_id', '=', op.id)
+          .on('project_memberships.status', '=', 'active'),
+      )
+      .select(['projects.id', 'projects.name', 'projects.org_id', 'project_memberships.role'])
+      .where('orgs.name', '=', DEFAULT_ORG)
+      .where('projects.name', '=', name)
+      .executeTakeFirst(),
+    orgRole(ctx, actor),
+  ]);
+  if (!row) return { project: undefined, role: null, org };
+  const project = { id: row.id, name: row.name, orgId: row.org_id };
+  const role = effectiveRole(row.role ?? null, org);
   (actor.roles ??= {}).project = { project, role };
-  return role;
+  return { project, role, org };
 }
 
 /** `projectAuthorityOf` read through `db`, so it can run inside the caller's transaction. */
@@ -118,7 +145,11 @@ export async function findProject(ctx: HubContext, name: string): Promise<Projec
 /**
  * Loads the project and checks the operator holds at least `min` on it (the project and role the
  * actor already resolved for this request are reused, by name: see Actor.roles).
- * Unknown project → 404 only for operators who could see it otherwise (org members); others get 403.
+ *
+ * A project the operator has no role on reads exactly like one that does not exist, so a project's
+ * name cannot be probed: org members get 404 `project "<name>" not found` for both (same message,
+ * same reads: `projectAndRole`), operators outside the org get 403 for both. Only an operator with some
+ * role on the project learns it exists: below `min`, 403 naming the role they have.
  */
 export async function requireProjectRole(
   ctx: HubContext,
@@ -126,17 +157,14 @@ export async function requireProjectRole(
   projectName: string,
   min: ProjectRole,
 ): Promise<{ project: ProjectRef; role: ProjectRole }> {
-  const known = actor.roles?.project?.project;
-  const project = typeof projectName !== 'string' ? undefined : known?.name === projectName ? known : await findProject(ctx, projectName);
-  if (!project) {
-    const { role } = await orgRole(ctx, actor);
-    if (role) throw notFound(`project ${JSON.stringify(String(projectName).slice(0, 80))} not found`);
-    throw forbidden(`you need project:${min} on ${String(projectName).slice(0, 80)}`);
+  const name = String(projectName).slice(0, 80);
+  const { project, role, org } =
+    typeof projectName === 'string' ? await projectAndRole(ctx, actor, projectName) : { project: undefined, role: null, org: (await orgRole(ctx, actor)).role };
+  if (!project || !role) {
+    if (org) throw notFound(`project ${JSON.stringify(name)} not found`);
+    throw forbidden(`you need project:${min} on ${name}`);
   }
-  const role = await effectiveProjectRole(ctx, actor, project);
-  if (!role || PROJECT_ROLE_RANK[role] < PROJECT_ROLE_RANK[min]) {
-    throw forbidden(`you need project:${min} on ${project.name}${role ? ` (you have project:${role})` : ''}`);
-  }
+  if (PROJECT_ROLE_RANK[role] < PROJECT_ROLE_RANK[min]) throw forbidden(`you need project:${min} on ${project.name} (you have project:${role})`);
   return { project, role };
 }
 
