@@ -59,11 +59,15 @@ export function clientAddress(trust: TrustProxy): (req: IncomingMessage) => stri
   const fn: (address: string, i: number) => boolean = trust === true ? () => true : proxyAddr.compile(trust);
   return (req) => {
     const xff = req.headers['x-forwarded-for'];
-    if (typeof xff === 'string' && xff !== '' && xff.indexOf(',') === -1 && xff.indexOf(' ') === -1) {
+    if (typeof xff === 'string' && xff.indexOf(',') === -1) {
+      // as @fastify/forwarded takes a lone address: trimmed (String.prototype.trim: tabs, no-break
+      // spaces… — the same string back when there is nothing to trim), nothing left = no hop
+      const a = xff.trim();
       const socket = req.socket as unknown as TaggedSocket;
+      if (a === '') return socket.remoteAddress ?? '';
       let trusted = socket[kTrusted];
       if (trusted === undefined) trusted = socket[kTrusted] = socket.remoteAddress !== undefined && fn(socket.remoteAddress, 0);
-      return trusted ? xff : (socket.remoteAddress ?? '');
+      return trusted ? a : (socket.remoteAddress ?? '');
     }
     const all = proxyAddr.all(req, fn);
     return all[all.length - 1] ?? '';

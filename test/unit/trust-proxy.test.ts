@@ -22,6 +22,12 @@ const XFF: Array<string | undefined> = [
   '2001:db8::1',
   ',,',
   '198.51.100.7,',
+  // whitespace other than a space around a lone address: Fastify (@fastify/forwarded) trims it with
+  // String.prototype.trim; a no-break space (0xA0, legal obs-text in a header value) reaches it as is
+  '\t198.51.100.7',
+  '\u00a0198.51.100.7',
+  '198.51.100.7\u00a0',
+  '\u00a0',
 ];
 
 function fakeRequest(peer: string, xff: string | undefined): IncomingMessage {
