@@ -98,6 +98,9 @@ describe('API key rotation grace: per-secret counts, end-grace, --grace auto', (
     ]);
     expect(Date.parse(u.grace.previous.lastUsedAt)).toBeGreaterThanOrEqual(Date.parse(u.grace.rotatedAt));
     expect(JSON.parse((await s.stk(['apikey', 'show', 'svc', ...scope(), '--json'])).stdout).grace).toEqual(u.grace);
+    console.log(
+      `[grace] counted per secret on 2 Bridges: previous ${u.grace.previous.requests} (${u.grace.previous.sources.map((x: any) => `${x.address} ×${x.requests}`).join(', ')}), current ${u.grace.current.requests}`,
+    );
     const human = await s.stk(['apikey', 'show', 'svc', ...scope()]);
     expect(human.stdout).toContain(`Rotation grace period (rotated ${u.grace.rotatedAt}): the previous secret works until ${u.grace.until}`);
     expect(human.stdout).toContain('previous secret: 4 requests, last used ');
