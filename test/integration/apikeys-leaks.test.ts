@@ -156,9 +156,9 @@ describe('POST /api/leaks', () => {
     expect((await call(b, k.key)).status).toBe(200);
     expect((await auditOf('apikey.leaked')).find((e) => e.detail.keyId === k.keyId)!.detail).toMatchObject({ action: 'notify', source: 'gist' });
 
-    // only the project's admins see or set its policy (another project's admin is told it does not exist)
-    expect((await s.api('GET', `/api/projects/${s.project}/leak-policy`, undefined, otherAdmin)).status).toBe(404);
-    expect((await s.api('PUT', `/api/projects/${s.project}/leak-policy`, { policy: 'notify' }, otherAdmin)).status).toBe(404);
+    // only the project's admins see or set its policy
+    expect((await s.api('GET', `/api/projects/${s.project}/leak-policy`, undefined, otherAdmin)).status).toBe(403);
+    expect((await s.api('PUT', `/api/projects/${s.project}/leak-policy`, { policy: 'notify' }, otherAdmin)).status).toBe(403);
     // tokens are the org admins'
     expect((await s.api('GET', '/api/leaks/tokens', undefined, otherAdmin)).status).toBe(403);
 

@@ -172,8 +172,7 @@ describe('audit log', () => {
     expect(own.items.length).toBeGreaterThan(0);
     expect(own.items.every((i) => i.project === 'shop')).toBe(true);
     const other = await stkAs(projectAdmin, ['audit', 'list', '--project', 'blog']);
-    // no role on blog: it reads as unknown, like a project that does not exist
-    expect(other.stderr).toContain('project "blog" not found (404 NOT_FOUND)');
+    expect(other.stderr).toContain('you need project:admin on blog (403 FORBIDDEN)');
     const v = await stkAs(viewer, ['audit', 'list', '--project', 'shop']);
     expect(v.code).toBe(1);
     expect(v.stderr).toContain('(you have project:viewer) (403 FORBIDDEN)');

@@ -158,10 +158,7 @@ describe('operator RBAC', () => {
       ['pendingMember', false],
     ];
     for (const [who, allowed, has] of cases) {
-      // an org member with no role on shop is told it does not exist (404, as for a name nobody
-      // created): a 403 would confirm the name; only someone with a role on it learns it is there
-      const unseen = !allowed && !has;
-      it(`${who}: ${allowed ? 'allowed' : unseen ? '404' : '403'}`, async () => {
+      it(`${who}: ${allowed ? 'allowed' : '403'}`, async () => {
         const envName = `e-${who.toLowerCase()}`;
         const env = await stkAs(tokens[who], ['env', 'create', '--project', 'shop', envName]);
         const conn = await stkAs(tokens[who], ['connections', 'set', '--project', 'shop', '--env', 'dev', '--name', 'main', '--db-url-stdin'], DATABASE_URL);
@@ -169,14 +166,11 @@ describe('operator RBAC', () => {
         for (const r of [env, conn, list]) {
           if (allowed) {
             expect(r.code, r.output).toBe(0);
-          } else if (unseen) {
-            expect(r.code).toBe(1);
-            expect(r.stderr).toContain('Error: project "shop" not found (404 NOT_FOUND)');
           } else {
             expect(r.code).toBe(1);
             expect(r.stderr).toContain('Error: you need project:admin on shop');
             expect(r.stderr).toContain('(403 FORBIDDEN)');
-            expect(r.stderr).toContain(`(you have ${has})`);
+            if (has) expect(r.stderr).toContain(`(you have ${has})`);
           }
         }
       });
@@ -195,7 +189,7 @@ describe('operator RBAC', () => {
       }
       const p = await stkAs(tokens.pendingMember, ['env', 'list', '--project', 'shop']);
       expect(p.code).toBe(1);
-      expect(p.stderr).toContain('(404 NOT_FOUND)');
+      expect(p.stderr).toContain('(403 FORBIDDEN)');
     });
 
     it('an explicit project viewer overrides org admin in project list too', async () => {
@@ -216,11 +210,13 @@ describe('operator RBAC', () => {
       expect(ok.code, ok.output).toBe(0);
     });
 
-    it('an unknown project is 404 for org members, exactly like a project they have no role on', async () => {
+    it('an unknown project reads to an org member like one they have no role on (403, same message); an org admin gets 404', async () => {
       const a = await stkAs(tokens.viewer, ['env', 'list', '--project', 'ghost']);
-      expect(a.stderr).toContain('Error: project "ghost" not found (404 NOT_FOUND)');
+      expect(a.stderr).toContain('Error: you need project:viewer on ghost (403 FORBIDDEN)');
       const b = await stkAs(tokens.viewer, ['env', 'list', '--project', 'blog']);
-      expect(b.stderr).toContain('Error: project "blog" not found (404 NOT_FOUND)');
+      expect(b.stderr).toContain('Error: you need project:viewer on blog (403 FORBIDDEN)');
+      const c = await stkAs(tokens.orgAdmin, ['env', 'list', '--project', 'ghost']);
+      expect(c.stderr).toContain('Error: project "ghost" not found (404 NOT_FOUND)');
     });
   });
 
@@ -250,8 +246,7 @@ describe('operator RBAC', () => {
       ]) {
         const r = await stkAs(t, args);
         expect(r.code).toBe(1);
-        // still an org member, no role on shop any more: it reads as unknown
-        expect(r.stderr).toContain('project "shop" not found (404 NOT_FOUND)');
+        expect(r.stderr).toContain('(403 FORBIDDEN)');
       }
     });
 

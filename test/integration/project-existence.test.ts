@@ -73,16 +73,22 @@ describe('project names cannot be probed', () => {
     ['POST', '/api/apikeys/revoke', { project: p, env: 'dev', key_id: keyId }],
   ];
 
-  it('an org member without a role, and another project’s admin: the same 404 for an existing project and a made-up name', async () => {
+  it('an org member without a role, and another project’s admin: the same 403 for an existing project and a made-up name (404 only for an org owner, who holds a role on every project)', async () => {
     for (const who of ['member', 'blogAdmin'] as const) {
       for (const [i, [m, path, body]] of routes(s.project).entries()) {
         const existing = await answer(m, path, body, tokens[who], s.project);
         const [gm, gpath, gbody] = routes('no-such-project')[i]!;
         const ghost = await answer(gm, gpath, gbody, tokens[who], 'no-such-project');
-        expect(existing, `${who}: ${m} ${path}`).toEqual({ status: 404, code: 'NOT_FOUND', message: 'project "<name>" not found' });
+        expect(existing.status, `${who}: ${m} ${path}: ${JSON.stringify(existing)}`).toBe(403);
+        expect(existing.code).toBe('FORBIDDEN');
+        expect(existing.message, `${who}: ${m} ${path}`).toMatch(/^you need project:(viewer|deployer|admin) on <name>$/);
         expect(ghost, `${who}: ${m} ${gpath}`).toEqual(existing);
       }
     }
+    // the owner may see every project: a name nobody created is simply not found
+    const owner = await s.api('GET', '/api/projects/no-such-project/envs');
+    expect(owner.status, owner.text).toBe(404);
+    expect(owner.json.error.message).toBe('project "no-such-project" not found');
   });
 
   it('outside the org: the same 403 for both; a role below the route’s: 403 naming it (a member may know the project)', async () => {

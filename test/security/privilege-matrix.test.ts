@@ -3,8 +3,7 @@
  * invite, accepting what was invited, org set-role/remove, project set-role/pin/remove, withdrawing an
  * invite) is tried by every operator role — org owner, org admin, org member, project admin,
  * deployer, viewer, and the admin of another project — against a target of each kind. Each cell
- * declares who may do it; a denied attempt must be 403 (404 for an operator without any role on the
- * project, to whom it reads like a project that does not exist) with the target's standing unchanged, an
+ * declares who may do it; a denied attempt must be 403 with the target's standing unchanged, an
  * allowed one must leave exactly the declared standing (an accepted invite grants what it names and
  * nothing more). Then the scenarios of the invite takeover (issue 12, finding 2) one by one.
  */
@@ -17,8 +16,6 @@ import { HubApi } from '../helpers/hub-api.js';
 type Hub = Awaited<ReturnType<typeof startHub>>;
 type Actor = 'owner' | 'orgAdmin' | 'orgMember' | 'projectAdmin' | 'deployer' | 'viewer' | 'otherAdmin';
 const ACTORS: Actor[] = ['owner', 'orgAdmin', 'orgMember', 'projectAdmin', 'deployer', 'viewer', 'otherAdmin'];
-/** org members without any role on shop: shop reads to them like a project that does not exist */
-const NO_ROLE_ON_P: Actor[] = ['orgMember', 'otherAdmin'];
 const PW: string = rememberSecret('password', 'matrix-password-1');
 const P = 'shop';
 
@@ -82,7 +79,7 @@ describe('security: operator privilege matrix', () => {
   afterAll(async () => {
     await hub?.stop();
     console.log(
-      `[security] privilege matrix: ${counts.operations} operations × ${ACTORS.length} roles = ${counts.attempts} attempts: ${counts.allowed} allowed as declared, ${counts.denied} × 403/404 with the target unchanged, ${counts.escalations} escalations`,
+      `[security] privilege matrix: ${counts.operations} operations × ${ACTORS.length} roles = ${counts.attempts} attempts: ${counts.allowed} allowed as declared, ${counts.denied} × 403 with the target unchanged, ${counts.escalations} escalations`,
     );
   });
 
@@ -300,11 +297,8 @@ describe('security: operator privilege matrix', () => {
         const r = await c.attempt(tokens[actor], shared);
         counts.attempts++;
         if (r.status < 400) counts.escalations++;
-        // on a project they hold no role on, an operator is told it does not exist (as for a name that
-        // does not): 404, not the 403 that would confirm it does
-        const unseen = c.name.startsWith('project ') && NO_ROLE_ON_P.includes(actor);
-        expect(r.status, `${actor}: ${c.name} → ${JSON.stringify(r.json)}`).toBe(unseen ? 404 : 403);
-        expect(r.json.error.code).toBe(unseen ? 'NOT_FOUND' : 'FORBIDDEN');
+        expect(r.status, `${actor}: ${c.name} → ${JSON.stringify(r.json)}`).toBe(403);
+        expect(r.json.error.code).toBe('FORBIDDEN');
         expect(await standing(shared.email), `${actor}: ${c.name} changed the target`).toEqual(before);
         counts.denied++;
       }
@@ -420,9 +414,8 @@ describe('security: operator privilege matrix', () => {
     });
 
     it('nobody invites outside their scope: a project admin to another project, a member to the org', async () => {
-      // no role on the other project: it reads as not found
-      expect((await inviteAs(tokens.projectAdmin, fresh('x'), 'viewer', 'blog')).status).toBe(404);
-      expect((await inviteAs(tokens.otherAdmin, fresh('x'), 'viewer', P)).status).toBe(404);
+      expect((await inviteAs(tokens.projectAdmin, fresh('x'), 'viewer', 'blog')).status).toBe(403);
+      expect((await inviteAs(tokens.otherAdmin, fresh('x'), 'viewer', P)).status).toBe(403);
       expect((await inviteAs(tokens.orgMember, fresh('x'), 'member')).status).toBe(403);
       expect((await inviteAs(tokens.orgAdmin, fresh('x'), 'owner')).status).toBe(403);
     });

@@ -5,7 +5,7 @@
  * a viewer and the admin of another project — and each outcome is checked against the route's
  * declared `auth` (the project named where the route reads it: path, `?project=` or the JSON body); to
  * an operator without any role on the project it reads like a project that does not exist (the same
- * 404, checked against a name nobody created). Then each route is sent again under encoded spellings of its path (a
+ * 403, checked against a name nobody created). Then each route is sent again under encoded spellings of its path (a
  * percent-encoded letter, `%2F`, absolute-form, `//`, `/./`, `/x/../`, encoded dots, trailing `/`,
  * `;`): a spelling that means the same path gets exactly the canonical answer, a refused spelling
  * gets 400, and no spelling ever gets further than the canonical request with the same identity.
@@ -38,8 +38,11 @@ interface Identity {
   headers: () => Promise<Record<string, string>>;
 }
 
-/** What the declared auth lets this identity do: refused with 401, with 403, as an unknown project (404), or let through. */
-function expected(auth: RouteAuth, id: Identity): 401 | 403 | 404 | 'pass' | 'same-as-none' {
+/**
+ * What the declared auth lets this identity do: refused with 401, with 403 ('unseen': 403 to an operator
+ * without any role on the project, exactly as for a name nobody created), or let through.
+ */
+function expected(auth: RouteAuth, id: Identity): 401 | 403 | 'unseen' | 'pass' | 'same-as-none' {
   const operator = id.org !== undefined;
   switch (auth.kind) {
     case 'public':
@@ -61,7 +64,7 @@ function expected(auth: RouteAuth, id: Identity): 401 | 403 | 404 | 'pass' | 'sa
       if (auth.orOrg && ORG_RANK[id.org!] >= ORG_RANK[auth.orOrg]) return 'pass';
       // the sweep names the swept project where the route reads it: path, ?project= or the body;
       // an org member with no role on it is answered as for a project that does not exist
-      if (!id.project) return 404;
+      if (!id.project) return 'unseen';
       return PROJECT_ROLE_RANK[id.project] >= PROJECT_ROLE_RANK[auth.role] ? 'pass' : 403;
   }
 }
@@ -184,7 +187,7 @@ describe('security: route-table sweep', () => {
     const e = expected(r.auth, id);
     if (e === 'same-as-none') expect(res.status, what).toBe(noneStatus);
     else if (e === 'pass') expect([401, 403], what).not.toContain(res.status);
-    else expect(res.status, what).toBe(e);
+    else expect(res.status, what).toBe(e === 'unseen' ? 403 : e);
   }
 
   /** Destructive-if-allowed routes go last (a logout ends a session; the sweep's own are fresh). */
@@ -203,7 +206,7 @@ describe('security: route-table sweep', () => {
           const res = id.name === 'none' ? none : await send(base, r, target, id);
           counts.requests++;
           check(r, target, id, res, none.status);
-          if (expected(r.auth, id) === 404) {
+          if (expected(r.auth, id) === 'unseen') {
             // the same request naming a project nobody created: the same answer, name for name
             const ghost = 'sweep-no-such-project';
             const g = await send(base, r, concrete(r.url, ghost), id, ghost);

@@ -147,9 +147,11 @@ export async function findProject(ctx: HubContext, name: string): Promise<Projec
  * actor already resolved for this request are reused, by name: see Actor.roles).
  *
  * A project the operator has no role on reads exactly like one that does not exist, so a project's
- * name cannot be probed: org members get 404 `project "<name>" not found` for both (same message,
- * same reads: `projectAndRole`), operators outside the org get 403 for both. Only an operator with some
- * role on the project learns it exists: below `min`, 403 naming the role they have.
+ * name cannot be probed: both get 403 `you need project:<min> on <name>` (same message, same reads:
+ * `projectAndRole`) — 403 as upstream Santokit answers an unauthorised action (OPERATOR-006: a pending
+ * member, a removed one). Only an operator with some role on the project learns it exists: below
+ * `min`, 403 naming the role they have. An org owner or admin, who holds a role on every project, gets
+ * 404 for a name nobody created.
  */
 export async function requireProjectRole(
   ctx: HubContext,
@@ -161,7 +163,8 @@ export async function requireProjectRole(
   const { project, role, org } =
     typeof projectName === 'string' ? await projectAndRole(ctx, actor, projectName) : { project: undefined, role: null, org: (await orgRole(ctx, actor)).role };
   if (!project || !role) {
-    if (org) throw notFound(`project ${JSON.stringify(name)} not found`);
+    // an org owner or admin holds a role on every project: to them only a name nobody created is unknown
+    if (!project && effectiveRole(null, org)) throw notFound(`project ${JSON.stringify(name)} not found`);
     throw forbidden(`you need project:${min} on ${name}`);
   }
   if (PROJECT_ROLE_RANK[role] < PROJECT_ROLE_RANK[min]) throw forbidden(`you need project:${min} on ${project.name} (you have project:${role})`);
