@@ -5,7 +5,8 @@ import type { ReleaseIR } from './release.js';
  *
  * `GET /internal/sync/stream?bridgeId=<id>[&since=<cursor>]` is NDJSON, one message per line:
  * without `since` (or when the Hub cannot resume from it) it starts with a snapshot
- * (`snapshot`, then `keys` chunks, then `snapshot-end`), then `change` messages in sequence order and
+ * (`snapshot`, then `keys` chunks — `keyrows` when the Bridge asks with `keyFormat=rows` — then
+ * `snapshot-end`), then `change` messages in sequence order and
  * `heartbeat`s. The Bridge applies each message to its in-memory state and only THEN acknowledges it
  * with `POST /internal/sync/ack`; the Hub's revoke/rotate waits for those acks.
  */
@@ -32,6 +33,32 @@ export interface SyncKeyRecord {
   allowedIps?: string[] | null;
 }
 
+/**
+ * One key of a `keyrows` batch: `[env, roles, keyId, secretHash, status, expiresAt?, rateLimitPerMin?,
+ * prevSecretHash?, prevExpiresAt?, allowedIps?]`, where `env` and `roles` index the batch's `envs` and
+ * `roles` lists, and missing trailing fields are null (most keys end at `status`). Same meaning as the
+ * fields of SyncKeyRecord (no `name`: a Bridge does not use it).
+ */
+export type SyncKeyRow = [
+  env: number,
+  roles: number,
+  keyId: string,
+  secretHash: string,
+  status: SyncKeyRecord['status'],
+  expiresAt?: string | null,
+  rateLimitPerMin?: number | null,
+  prevSecretHash?: string | null,
+  prevExpiresAt?: string | null,
+  allowedIps?: string[] | null,
+];
+
+/**
+ * The stream query parameter by which a Bridge asks for its snapshot's keys as `keyrows` batches (a
+ * Hub before them ignores it and sends `keys`; a Bridge before them does not send it and gets `keys`).
+ */
+export const SYNC_KEY_ROWS_PARAM = 'keyFormat';
+export const SYNC_KEY_ROWS_VALUE = 'rows';
+
 export interface SyncEnvState {
   project: string;
   env: string;
@@ -43,6 +70,8 @@ export interface SyncEnvState {
 export type SyncMessage =
   | { type: 'snapshot'; seq: number; pepper: string; envs: SyncEnvState[]; keyCount: number }
   | { type: 'keys'; keys: SyncKeyRecord[] }
+  /** the same as `keys`, compact: `[project, env]` and role lists once per batch (see SyncKeyRow) */
+  | { type: 'keyrows'; rows: SyncKeyRow[]; envs: Array<[string, string]>; roles: string[][] }
   | { type: 'snapshot-end'; seq: number }
   | { type: 'change'; seq: number; cursor: number; kind: 'apikey'; project: string; env: string; keyId: string; key: SyncKeyRecord | null }
   | { type: 'change'; seq: number; cursor: number; kind: 'release' | 'connection'; project: string; env: string; state: SyncEnvState }

@@ -127,6 +127,7 @@ class Entry implements KeyEntry {
 export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, null, Infinity, null, null);
 
 const HASH_RE = /^[0-9a-f]{64}$/;
+const isHash = (s: unknown): s is string => typeof s === 'string' && HASH_RE.test(s);
 
 function ms(iso: string | null): number {
   if (!iso) return Infinity;
@@ -153,22 +154,77 @@ function sharedRoles(roles: unknown): readonly string[] {
 
 /** Builds an entry; malformed records (bad hash) come back as null and are skipped. */
 export function toEntry(r: SyncKeyRecord): KeyEntry | null {
-  if (!r || typeof r.keyId !== 'string' || typeof r.secretHash !== 'string' || !HASH_RE.test(r.secretHash)) return null;
-  const prevOk = typeof r.prevSecretHash === 'string' && HASH_RE.test(r.prevSecretHash) && r.prevExpiresAt;
-  return new Entry(
+  if (!r) return null;
+  return entry(
     r.keyId,
     r.project,
     r.env,
     sharedRoles(r.roles),
     r.secretHash,
-    prevOk ? r.prevSecretHash! : null,
-    prevOk ? ms(r.prevExpiresAt) : 0,
-    // a status this Bridge does not know (a newer Hub) is refused like a revoked key: fail closed
-    r.status === 'active' ? null : r.status === 'suspended' ? 'suspended' : 'revoked',
-    ms(r.expiresAt),
-    typeof r.rateLimitPerMin === 'number' && r.rateLimitPerMin > 0 ? r.rateLimitPerMin : null,
-    Array.isArray(r.allowedIps) ? toBlockList(r.allowedIps) : null,
+    r.status,
+    r.expiresAt,
+    r.rateLimitPerMin,
+    r.prevSecretHash,
+    r.prevExpiresAt,
+    r.allowedIps,
   );
+}
+
+/** The checks and conversions of a key record's fields, whichever message carried them. */
+function entry(
+  keyId: unknown,
+  project: string,
+  env: string,
+  roles: readonly string[],
+  secretHash: unknown,
+  status: unknown,
+  expiresAt: unknown,
+  rateLimitPerMin: unknown,
+  prevSecretHash: unknown,
+  prevExpiresAt: unknown,
+  allowedIps: unknown,
+): KeyEntry | null {
+  if (typeof keyId !== 'string' || !isHash(secretHash)) return null;
+  const prevOk = isHash(prevSecretHash) && typeof prevExpiresAt === 'string' && prevExpiresAt !== '';
+  return new Entry(
+    keyId,
+    project,
+    env,
+    roles,
+    secretHash,
+    prevOk ? prevSecretHash : null,
+    prevOk ? ms(prevExpiresAt) : 0,
+    // a status this Bridge does not know (a newer Hub) is refused like a revoked key: fail closed
+    status === 'active' ? null : status === 'suspended' ? 'suspended' : 'revoked',
+    // no expiry only when there is none: anything but a date string or null (a malformed record) is expired
+    expiresAt === null || expiresAt === undefined ? Infinity : typeof expiresAt === 'string' ? ms(expiresAt) : 0,
+    typeof rateLimitPerMin === 'number' && rateLimitPerMin > 0 ? rateLimitPerMin : null,
+    Array.isArray(allowedIps) ? toBlockList(allowedIps) : null,
+  );
+}
+
+/**
+ * Adds the keys of a `keyrows` snapshot batch to `into` (rows that do not read as a key — wrong types,
+ * bad hash, an env or role index outside the batch's lists — are skipped, like malformed records).
+ * Each batch's role lists are shared once, not per key.
+ */
+export function addKeyRows(batch: { rows: unknown; envs: unknown; roles: unknown }, into: Map<string, KeyEntry>): void {
+  if (!Array.isArray(batch.rows) || !Array.isArray(batch.envs) || !Array.isArray(batch.roles)) return;
+  const envs = (batch.envs as unknown[]).map((n) =>
+    Array.isArray(n) && typeof n[0] === 'string' && typeof n[1] === 'string' ? (n as [string, string]) : null,
+  );
+  const roles = (batch.roles as unknown[]).map(sharedRoles);
+  for (const r of batch.rows as unknown[]) {
+    if (!Array.isArray(r)) continue;
+    const ei = r[0] as unknown;
+    const ri = r[1] as unknown;
+    if (typeof ei !== 'number' || typeof ri !== 'number') continue;
+    const names = envs[ei];
+    const roleList = roles[ri];
+    if (!names || !roleList) continue;
+    const e = entry(r[2], names[0], names[1], roleList, r[3], r[4], r[5], r[6], r[7], r[8], r[9]);
+    if (e) into.set(e.keyId, e);
+  }
 }
 
 /**

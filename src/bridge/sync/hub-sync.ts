@@ -1,7 +1,15 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { ReleaseIR } from '../../protocol/release.js';
-import { SYNC_SESSION_HEADER, type SyncAck, type SyncEnvState, type SyncMessage, type UsageReport } from '../../protocol/sync.js';
-import { toEntry, type KeyEntry, type KeyTable } from '../credentials/key-table.js';
+import {
+  SYNC_KEY_ROWS_PARAM,
+  SYNC_KEY_ROWS_VALUE,
+  SYNC_SESSION_HEADER,
+  type SyncAck,
+  type SyncEnvState,
+  type SyncMessage,
+  type UsageReport,
+} from '../../protocol/sync.js';
+import { addKeyRows, toEntry, type KeyEntry, type KeyTable } from '../credentials/key-table.js';
 import type { UsageCounter } from '../credentials/usage.js';
 
 /** What the sync feeds releases into (the Bridge's release cache). */
@@ -173,7 +181,8 @@ export class HubSync {
   async #follow(hub: string): Promise<void> {
     const ac = new AbortController();
     this.#abort = ac;
-    const qs = new URLSearchParams({ bridgeId: this.#o.bridgeId });
+    // keyrows: the compact snapshot batches (a Hub that does not know them ignores this and sends keys)
+    const qs = new URLSearchParams({ bridgeId: this.#o.bridgeId, [SYNC_KEY_ROWS_PARAM]: SYNC_KEY_ROWS_VALUE });
     if (this.#cursor !== undefined) qs.set('since', String(this.#cursor));
     const res = await fetch(`${hub}/internal/sync/stream?${qs}`, { headers: this.#headers(), signal: ac.signal });
     if (!res.ok || !res.body) {
@@ -199,20 +208,28 @@ export class HubSync {
     armIdle();
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
-    let buf = '';
+    // the start of a line that spans reads; each read is searched once (a snapshot batch is ~250 KB)
+    const parts: string[] = [];
     try {
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
         this.#touch();
         armIdle();
-        buf += decoder.decode(value, { stream: true });
+        const text = decoder.decode(value, { stream: true });
+        let from = 0;
         let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
+        while ((nl = text.indexOf('\n', from)) >= 0) {
+          let line = text.slice(from, nl);
+          from = nl + 1;
+          if (parts.length) {
+            parts.push(line);
+            line = parts.join('');
+            parts.length = 0;
+          }
           if (line) this.#handle(JSON.parse(line) as SyncMessage);
         }
+        if (from < text.length) parts.push(from === 0 ? text : text.slice(from));
         this.#flushAcks(hub);
       }
     } finally {
@@ -238,6 +255,9 @@ export class HubSync {
             if (e) this.#pending.keys.set(e.keyId, e);
           }
         }
+        return;
+      case 'keyrows':
+        if (this.#pending) addKeyRows(m, this.#pending.keys);
         return;
       case 'snapshot-end': {
         const p = this.#pending;

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { internal as api } from '../../protocol/api/hub.js';
 import { conflict } from '../../protocol/errors.js';
-import { SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE } from '../../protocol/sync.js';
+import { SYNC_KEY_ROWS_VALUE, SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE } from '../../protocol/sync.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
 import { recordUsage } from '../services/apikeys.js';
@@ -51,7 +51,16 @@ export default async function internalRoutes(app: FastifyInstance, { ctx }: { ct
       res.flushHeaders();
       req.raw.socket.setNoDelay(true);
       req.raw.socket.setKeepAlive(true, 10_000);
-      await sync.openStream(query.bridgeId, since !== undefined && Number.isSafeInteger(since) ? since : undefined, responseSink(res), req.ip ?? null, session);
+      await sync.openStream(
+        query.bridgeId,
+        since !== undefined && Number.isSafeInteger(since) ? since : undefined,
+        responseSink(res),
+        req.ip ?? null,
+        session,
+        {
+          keyRows: query.keyFormat === SYNC_KEY_ROWS_VALUE,
+        },
+      );
     },
     quiet,
   );

@@ -985,7 +985,12 @@ export const internal = {
     auth: SERVICE,
     summary: 'The change stream (NDJSON): snapshot or resume point, then changes in seq order, heartbeats',
     tags: ['internal'],
-    query: z.object({ bridgeId: BridgeId, since: z.string().regex(/^\d*$/, 'since must be a non-negative integer').optional() }),
+    query: z.object({
+      bridgeId: BridgeId,
+      since: z.string().regex(/^\d*$/, 'since must be a non-negative integer').optional(),
+      // `rows`: the snapshot's keys as compact `keyrows` batches; any other value (a later format) gets `keys`
+      keyFormat: z.string().max(40).optional(),
+    }),
     response: { 200: z.string().meta({ description: 'application/x-ndjson, one SyncMessage per line; the x-santokit-sync-session header names the session' }) },
     stream: true,
   }),

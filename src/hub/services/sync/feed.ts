@@ -1,10 +1,12 @@
 import type { ReleaseIR } from '../../../protocol/release.js';
 import type { SyncEnvState, SyncKeyRecord, SyncMessage } from '../../../protocol/sync.js';
 import type { HubContext } from '../../context.js';
-import type { ApiKeysTable } from '../../store/schema.js';
 import { DEFAULT_ORG } from '../auth.js';
 import { connectionUrls, connectionUrlsByEnv } from '../connection-urls.js';
 import { currentRelease, currentReleasesByEnv } from '../release-store.js';
+import { keyRecordBatches, toKeyRecord } from './key-batches.js';
+
+export { toKeyRecord };
 
 /**
  * The change feed and the snapshot: what a Bridge is sent, read from the store. Messages carry the
@@ -12,7 +14,6 @@ import { currentRelease, currentReleasesByEnv } from '../release-store.js';
  * moves a Bridge backwards.
  */
 
-const KEY_CHUNK = 1000;
 /** how far below a snapshot's seq gaps are looked for */
 export const GAP_LOOKBACK = 1000;
 const MESSAGE_CACHE = 256;
@@ -20,23 +21,6 @@ const MESSAGE_CACHE = 256;
 export type ChangeRow = { seq: number; ts: string; project: string; env: string; kind: string; payload_json: string };
 type DistOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 export type ChangeBody = DistOmit<Extract<SyncMessage, { type: 'change' }>, 'cursor'>;
-
-export function toKeyRecord(row: ApiKeysTable, project: string, env: string): SyncKeyRecord {
-  return {
-    keyId: row.id,
-    project,
-    env,
-    name: row.name,
-    roles: JSON.parse(row.roles_json) as string[],
-    secretHash: row.secret_hash,
-    prevSecretHash: row.prev_secret_hash,
-    prevExpiresAt: row.prev_expires_at,
-    status: row.status === 'active' && row.suspended_at ? 'suspended' : row.status,
-    expiresAt: row.expires_at,
-    rateLimitPerMin: row.rate_limit_per_min,
-    allowedIps: row.allowed_ips_json ? (JSON.parse(row.allowed_ips_json) as string[]) : null,
-  };
-}
 
 /** Key rows with their project's and env's names (what `toKeyRecord` needs). */
 const keyRows = (ctx: HubContext) =>
@@ -101,7 +85,7 @@ export async function buildSnapshot(ctx: HubContext) {
   const seq = await maxSeq(ctx);
   const envs = await allEnvStates(ctx);
   const keys: SyncKeyRecord[] = [];
-  for await (const chunk of keyChunks(ctx)) keys.push(...chunk);
+  for await (const chunk of keyRecordBatches(ctx)) keys.push(...chunk);
   return { seq, pepper: ctx.crypto.apiKeyPepper.toString('base64'), envs, keys };
 }
 
@@ -118,17 +102,6 @@ export async function allEnvStates(ctx: HubContext): Promise<SyncEnvState[]> {
   // two queries for all envs, not two per env (10,000 envs were 20,000 queries per snapshot)
   const [releases, connections] = await Promise.all([currentReleasesByEnv(ctx), connectionUrlsByEnv(ctx, new Set(rows.map((r) => r.id)))]);
   return rows.map((r) => ({ project: r.project_name, env: r.name, release: releases.get(r.id) ?? null, connections: connections.get(r.id) ?? {} }));
-}
-
-export async function* keyChunks(ctx: HubContext): AsyncGenerator<SyncKeyRecord[]> {
-  let after = '';
-  for (;;) {
-    const rows = await keyRows(ctx).where('api_keys.id', '>', after).orderBy('api_keys.id').limit(KEY_CHUNK).execute();
-    if (rows.length === 0) return;
-    yield rows.map((r) => toKeyRecord(r, r.project_name, r.env_name));
-    after = rows[rows.length - 1]!.id;
-    if (rows.length < KEY_CHUNK) return;
-  }
 }
 
 /** Message bodies of change rows, cached per seq (all streams of a Hub send the same ones). */

@@ -7,7 +7,7 @@ import { Presence, type PresenceRow } from './presence.js';
 import { CHANGES_CHANNEL } from '../events.js';
 import { ACK_CHANNEL } from './presence.js';
 import { ChangeMessages, type ChangeBody, type ChangeRow } from './feed.js';
-import { StreamSession, type BridgeState, type StreamOwner, type StreamSink } from './stream.js';
+import { StreamSession, type BridgeState, type StreamOptions, type StreamOwner, type StreamSink } from './stream.js';
 
 /**
  * Acknowledgements, and the "wait until every Bridge applied seq N" primitive that makes revoke (and
@@ -173,7 +173,14 @@ export class SyncHub implements StreamOwner {
    * Opens a stream for a Bridge. `since` = the cursor the Bridge last saw; absent, invalid or not
    * resumable → the stream starts with a full snapshot.
    */
-  async openStream(bridgeId: string, since: number | undefined, sink: StreamSink, address: string | null, sessionId: string): Promise<void> {
+  async openStream(
+    bridgeId: string,
+    since: number | undefined,
+    sink: StreamSink,
+    address: string | null,
+    sessionId: string,
+    opts: StreamOptions = {},
+  ): Promise<void> {
     if (this.#closed) {
       sink.end();
       return;
@@ -186,7 +193,7 @@ export class SyncHub implements StreamOwner {
     b.session?.close('hub'); // a reconnect replaces a half-open stream
     b.address = address;
     b.connectedAt = nowIso();
-    const session = new StreamSession(this.#ctx, this, b, sink, b.connectedAt, sessionId);
+    const session = new StreamSession(this.#ctx, this, b, sink, b.connectedAt, sessionId, opts);
     b.session = session;
     this.#forgetStale();
     // recorded BEFORE the snapshot or resume point is read: a Hub that commits a change and then

@@ -1,7 +1,7 @@
-import { once } from 'node:events';
 import type { SyncMessage } from '../../../protocol/sync.js';
 import type { HubContext } from '../../context.js';
-import { gapsBelow, keyChunks, maxSeq, allEnvStates, GAP_LOOKBACK, type ChangeBody, type ChangeRow } from './feed.js';
+import { gapsBelow, maxSeq, allEnvStates, GAP_LOOKBACK, type ChangeBody, type ChangeRow } from './feed.js';
+import { keyRecordBatches, keyRowsLines } from './key-batches.js';
 import { nowIso } from '../../store/store.js';
 
 /**
@@ -14,6 +14,12 @@ import { nowIso } from '../../store/store.js';
 
 const LATE_WATCH_MS = 10 * 60_000;
 const PAGE = 500;
+
+/** How a Bridge asked for its stream. */
+export interface StreamOptions {
+  /** the snapshot's keys as `keyrows` batches (the Bridge reads them) instead of `keys` */
+  keyRows?: boolean;
+}
 
 /** What a stream writes to: one NDJSON line per message. */
 export interface StreamSink {
@@ -70,6 +76,7 @@ export class StreamSession {
     private readonly sink: StreamSink,
     readonly connectedAt: string,
     readonly id: string,
+    private readonly opts: StreamOptions = {},
   ) {
     sink.onClose?.(() => this.close('peer'));
   }
@@ -87,6 +94,7 @@ export class StreamSession {
       } else {
         await this.#sendSnapshot();
       }
+      if (this.closed) return;
       this.#ready = true;
       this.#heartbeat = setInterval(() => void this.#send(this.#heartbeatMessage()), this.ctx.config.sync.heartbeatMs);
       this.#heartbeat.unref();
@@ -123,9 +131,21 @@ export class StreamSession {
     this.hub.notePendingSnapshot(this.bridge, seq, gaps);
     if (seq > this.maxSent) this.maxSent = seq;
     await this.#send({ type: 'snapshot', seq, pepper: ctx.crypto.apiKeyPepper.toString('base64'), envs, keyCount });
-    for await (const keys of keyChunks(ctx)) {
-      if (this.closed) return;
-      await this.#send({ type: 'keys', keys });
+    // pipelined: the next batch is read and serialized while the previous one drains to the Bridge (at
+    // most one batch waits in memory besides the one being written, whatever the number of keys)
+    const lines = this.#keyLines();
+    let next = lines.next();
+    try {
+      for (;;) {
+        const r = await next;
+        if (r.done) break;
+        if (this.closed) return;
+        next = lines.next();
+        await this.#sendLine(r.value);
+      }
+    } finally {
+      next.catch(() => {}); // the batch read ahead for a stream that closed meanwhile
+      void lines.return(undefined).catch(() => {});
     }
     await this.#send({ type: 'snapshot-end', seq });
     this.cursor = seq;
@@ -133,9 +153,20 @@ export class StreamSession {
     for (const g of gaps) this.#late.set(g, deadline);
   }
 
+  /** The snapshot's key batches as stream lines, in the format the Bridge asked for. */
+  async *#keyLines(): AsyncGenerator<string> {
+    if (this.opts.keyRows) yield* keyRowsLines(this.ctx);
+    else for await (const keys of keyRecordBatches(this.ctx)) yield JSON.stringify({ type: 'keys', keys } satisfies SyncMessage);
+  }
+
   async #send(m: SyncMessage): Promise<void> {
     if (this.closed) return;
-    await this.sink.write(JSON.stringify(m));
+    await this.#sendLine(JSON.stringify(m));
+  }
+
+  async #sendLine(line: string): Promise<void> {
+    if (this.closed) return;
+    await this.sink.write(line);
     if (this.sink.closed) this.close('peer');
   }
 
@@ -234,9 +265,7 @@ export class StreamSession {
 }
 
 /** A StreamSink over a raw Node response, honouring backpressure. */
-export function responseSink(
-  res: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean; on(ev: 'close', fn: () => void): unknown },
-): StreamSink {
+export function responseSink(res: NodeJS.WritableStream & { destroyed?: boolean; writableEnded?: boolean }): StreamSink {
   let closed = false;
   const listeners: Array<() => void> = [];
   res.on('close', () => {
@@ -254,7 +283,18 @@ export function responseSink(
     async write(line: string) {
       if (closed) return;
       if (!res.write(line + '\n')) {
-        await Promise.race([once(res as never, 'drain'), once(res as never, 'close')]);
+        // one pair of listeners per blocked write, both removed when either fires (a race of two
+        // once() promises left the loser's listener behind: one per batch of a large snapshot, hence
+        // MaxListenersExceededWarning)
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
+        });
       }
     },
     end() {
