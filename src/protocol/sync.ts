@@ -111,6 +111,11 @@ export interface UsageReport {
    * made with its previous secret (`--grace auto` never ends on their account).
    */
   perSecret?: boolean;
+  /**
+   * more parts of this report follow (a report is sent in parts of bounded size: HubSync.flushUsage);
+   * the Hub records the Bridge's report time only with the last part
+   */
+  more?: boolean;
   keys: Array<{
     keyId: string;
     /**

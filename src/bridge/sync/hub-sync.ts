@@ -56,6 +56,11 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 
 const envKey = (p: string, e: string) => p + '\u0000' + e;
 
+/** a usage report goes to the Hub in parts of at most this many bytes of key entries (its body limit is 10 MB) … */
+export const USAGE_PART_BYTES = 4 * 1024 * 1024;
+/** … and at most this many keys (its schema takes 100,000) */
+export const USAGE_PART_KEYS = 20_000;
+
 /**
  * Follows the Hub: loads a snapshot, then applies the change stream, acknowledging every change only
  * after it is applied in memory. On disconnect it retries with backoff, round-robin across
@@ -344,34 +349,63 @@ export class HubSync {
       });
   }
 
-  /** Reports usage counted since the last report; on failure the counts are kept for the next one. */
+  /**
+   * Reports usage counted since the last report; on failure the counts are kept for the next one.
+   * Sent in parts of bounded size (USAGE_PART_BYTES, USAGE_PART_KEYS), every part but the last marked
+   * `more`: tens of thousands of keys used in an interval would otherwise pass the Hub's body limit and
+   * the whole interval's counts would be refused. `timeoutMs` bounds the whole report.
+   */
   async flushUsage(timeoutMs = 10_000): Promise<boolean> {
     // sent every interval, empty too: the Hub learns how recent this Bridge's figures are (`apikey show`)
     const report: UsageReport = this.#d.usage.drain(this.#o.bridgeId) ?? { bridgeId: this.#o.bridgeId, keys: [] };
+    const { keys, ...head } = report;
+    // keys[0..sent) reached the Hub (or were refused for good)
+    let sent = 0;
     // only the Hub this Bridge streams from knows its session; on failure the counts wait for the next stream
     const hub = this.#activeHub;
     if (hub) {
-      report.session = this.#session;
+      head.session = this.#session;
+      const headJson = JSON.stringify(head).slice(0, -1);
+      const deadline = Date.now() + timeoutMs;
+      let refused = false;
+      let failed = false;
       try {
-        const r = await fetch(`${hub}/internal/sync/usage`, {
-          method: 'POST',
-          headers: this.#headers(true),
-          body: JSON.stringify(report),
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-        await r.arrayBuffer().catch(() => {});
-        if (r.ok) return true;
-        // a report the Hub cannot take (400: e.g. a Hub of another version) would be refused forever and
-        // hold back every later count: dropped, said once per report. 409 (stream session) and 5xx are retried.
-        if (r.status === 400 || r.status === 413 || r.status === 422) {
-          this.#d.log.warn({ hub, status: r.status, keys: report.keys.length }, 'hub sync: the Hub refused a usage report; its counts are dropped');
-          return false;
-        }
+        do {
+          let end = sent;
+          let bytes = 0;
+          const part: string[] = [];
+          for (; end < keys.length && part.length < USAGE_PART_KEYS; end++) {
+            const k = JSON.stringify(keys[end]);
+            if (part.length > 0 && bytes + k.length > USAGE_PART_BYTES) break;
+            part.push(k);
+            bytes += k.length + 1;
+          }
+          const more = end < keys.length;
+          const r = await fetch(`${hub}/internal/sync/usage`, {
+            method: 'POST',
+            headers: this.#headers(true),
+            body: `${headJson}${more ? ',"more":true' : ''},"keys":[${part.join(',')}]}`,
+            signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
+          });
+          await r.arrayBuffer().catch(() => {});
+          if (!r.ok) {
+            // a part the Hub cannot take (400: e.g. a Hub of another version) would be refused forever and
+            // hold back every later count: dropped, said once per part. 409 (stream session) and 5xx are retried.
+            if (r.status !== 400 && r.status !== 413 && r.status !== 422) {
+              failed = true;
+              break;
+            }
+            this.#d.log.warn({ hub, status: r.status, keys: end - sent }, 'hub sync: the Hub refused a usage report; its counts are dropped');
+            refused = true;
+          }
+          sent = end;
+        } while (sent < keys.length);
+        if (!failed) return !refused;
       } catch {
         /* kept for the next report */
       }
     }
-    if (report.keys.length) this.#d.usage.restore(report);
+    if (sent < keys.length) this.#d.usage.restore({ ...head, keys: sent === 0 ? keys : keys.slice(sent) });
     return false;
   }
 }

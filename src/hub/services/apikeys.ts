@@ -810,7 +810,8 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   // every report (an empty one too) says this Bridge's counts are in up to now: recorded once they are
   // committed (`--grace auto` reads this time first, then the counts it covers)
   const reported = async () => {
-    if (typeof report.bridgeId !== 'string' || report.bridgeId.length > 200) return;
+    // a part with more to follow: the counts of the rest are not in yet
+    if (typeof report.bridgeId !== 'string' || report.bridgeId.length > 200 || report.more === true) return;
     const at = nowIso();
     await db
       .insertInto('usage_reports')
