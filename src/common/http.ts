@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type RequestListener, type ServerOptions, type ServerResponse } from 'node:http';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { hostname } from 'node:os';
 import Fastify, {
@@ -272,24 +272,6 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     requestIdHeader: false,
     trustProxy,
     return503OnClosing: true,
-    // with a front door, the HTTP server Fastify would make (lib/server.js, HTTP/1 branch), whose
-    // request listener asks the front door first
-    ...(opts.front
-      ? {
-          serverFactory: (handler: RequestListener, o: FastifyServerOptions) => {
-            const front = opts.front!;
-            const server = createServer((o as { http?: ServerOptions }).http ?? {}, (req, res) => {
-              const h = front.handle;
-              if (h === null || !h(req, res)) handler(req, res);
-            });
-            server.keepAliveTimeout = o.keepAliveTimeout!;
-            server.requestTimeout = o.requestTimeout!;
-            server.setTimeout(o.connectionTimeout!);
-            if (o.maxRequestsPerSocket! > 0) server.maxRequestsPerSocket = o.maxRequestsPerSocket!;
-            return server;
-          },
-        }
-      : {}),
     // one canonical path before routing (see request-target.ts); a refused target is answered 400 by
     // the first onRequest hook, before any route's hooks or handler
     rewriteUrl(req) {
@@ -345,9 +327,22 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
     exempt: isTrustedProxy(trustProxy),
   });
 
-  // a closing server answers every request through Fastify (503 while closing)
+  // the front door: asked first by the HTTP server's request listener, then Fastify's own. Not through a
+  // `serverFactory`: Fastify skips the extra bindings of host `localhost` (127.0.0.1 and ::1) for a
+  // server it did not make. Those extra servers get Fastify's listener alone: the route hook checks
+  // every request the front door did not (it is a shortcut, never the only check).
   if (opts.front) {
     const front = opts.front;
+    const server = app.server;
+    const fastifyListeners = server.listeners('request') as RequestListener[];
+    if (fastifyListeners.length !== 1) throw new Error(`expected Fastify's one request listener, found ${fastifyListeners.length}`);
+    const handler = fastifyListeners[0]!;
+    server.removeListener('request', handler);
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      const h = front.handle;
+      if (h === null || !h(req, res)) handler(req, res);
+    });
+    // a closing server answers every request through Fastify (503 while closing)
     app.addHook('preClose', (done) => {
       front.handle = null;
       done();
