@@ -116,6 +116,8 @@ export interface UsageReport {
    * the Hub records the Bridge's report time only with the last part
    */
   more?: boolean;
+  /** the Bridge's clock when it sent the report: the Hub reads the report's times against its own clock */
+  sentAt?: string;
   keys: Array<{
     keyId: string;
     /**

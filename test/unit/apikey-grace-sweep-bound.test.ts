@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { buildHub } from '../../src/hub/app.js';
 import { loadHubConfig } from '../../src/hub/config.js';
 import type { HubContext } from '../../src/hub/context.js';
-import { GraceSweeper } from '../../src/hub/services/apikey-grace.js';
+import { recordUsage } from '../../src/hub/services/apikeys.js';
+import { GraceSweeper, graceFigures } from '../../src/hub/services/apikey-grace.js';
 import { newKeyId } from '../../src/protocol/key-format.js';
 import { rememberSecret } from '../helpers/secrets.js';
 
@@ -129,5 +130,44 @@ describe('API key grace sweep: periods that cannot end do not starve the ones th
       .executeTakeFirstOrThrow();
     expect(Number(open.n)).toBe(1200);
     expect(await sweeper.sweep()).toBe(0);
+  });
+  it("a Bridge whose clock is off: the previous secret's requests still hold the grace period open", async () => {
+    const clock = await projectEnv('clock');
+    // rotated 3 h ago, never used since as far as the Hub knows
+    const [ahead, behind, garbled] = await rotatedKeys(clock, 3, 3 * HOUR, null);
+    const sweeper = new GraceSweeper(ctx);
+    const used = (keyId: string, bridgeTime: number) => ({
+      keyId,
+      minutes: [{ minute: new Date(bridgeTime).toISOString().slice(0, 16) + ':00.000Z', count: 2 }],
+      lastUsedAt: new Date(bridgeTime).toISOString(),
+      plainLastUsedAt: null,
+      sources: [],
+      grace: {
+        prevUntil: deadline,
+        current: 0,
+        previous: 2,
+        currentLastUsedAt: null,
+        previousLastUsedAt: new Date(bridgeTime).toISOString(),
+        previousSources: [],
+      },
+    });
+    const t = Date.now();
+    // a Bridge 5 min ahead: its times are "in the future" for the Hub; one 2 h behind: its "just now" reads as 2 h ago
+    await recordUsage(ctx, { bridgeId: 'b-ahead', perSecret: true, sentAt: new Date(t + 5 * MIN).toISOString(), keys: [used(ahead!, t + 5 * MIN)] });
+    await recordUsage(ctx, { bridgeId: 'b-behind', perSecret: true, sentAt: new Date(t - 2 * HOUR).toISOString(), keys: [used(behind!, t - 2 * HOUR)] });
+    // an older Bridge (no sentAt) 5 min ahead, and a time that is no time: the requests were made by now
+    await recordUsage(ctx, { bridgeId: 'b-old', perSecret: true, keys: [{ ...used(garbled!, t + 5 * MIN) }] });
+    for (const id of [ahead!, behind!, garbled!]) {
+      const g = await graceFigures(ctx, id);
+      expect(g!.previous.requests, id).toBe(2);
+      // the Hub's time of that use: within the last minute (the clock difference taken out)
+      expect(Date.parse(g!.previous.lastUsedAt!), id).toBeGreaterThan(t - MIN);
+      expect(Date.parse(g!.previous.lastUsedAt!), id).toBeLessThanOrEqual(Date.now() + 1000);
+    }
+    expect(await sweeper.sweep()).toBe(0);
+    for (const id of [ahead!, behind!, garbled!]) {
+      const row = await ctx.db.selectFrom('api_keys').select('prev_secret_hash').where('id', '=', id).executeTakeFirstOrThrow();
+      expect(row.prev_secret_hash, id).not.toBeNull();
+    }
   });
 });

@@ -384,7 +384,7 @@ export class HubSync {
           const r = await fetch(`${hub}/internal/sync/usage`, {
             method: 'POST',
             headers: this.#headers(true),
-            body: `${headJson}${more ? ',"more":true' : ''},"keys":[${part.join(',')}]}`,
+            body: `${headJson}${more ? ',"more":true' : ''},"sentAt":"${new Date().toISOString()}","keys":[${part.join(',')}]}`,
             signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
           });
           await r.arrayBuffer().catch(() => {});

@@ -123,10 +123,16 @@ export async function recordGraceUsage(trx: Kysely<HubDatabase>, report: UsageRe
   }
   if (rows.size === 0) return;
   const perSecret = report.perSecret === true;
-  // a Bridge's time, at most a minute ahead of this Hub's (as for lastUsedAt)
+  // A Bridge's times in this Hub's clock: moved by the difference between the two clocks the report
+  // shows (`sentAt`; network delay only makes them later, the safe side). A time sent that is still no
+  // usable time (more than a minute ahead of this Hub, not a time: an older Bridge with a clock ahead)
+  // is taken as now: requests were made, and a use dropped would end a grace period still in use.
+  const sent = typeof report.sentAt === 'string' ? Date.parse(report.sentAt) : NaN;
+  const skew = Number.isFinite(sent) ? nowMs - sent : 0;
   const at = (s: unknown): number => {
-    const t = typeof s === 'string' ? Date.parse(s) : NaN;
-    return Number.isFinite(t) && t <= nowMs + 60_000 ? t : 0;
+    if (typeof s !== 'string') return 0;
+    const t = Date.parse(s) + skew;
+    return Number.isFinite(t) && t <= nowMs + 60_000 ? t : nowMs;
   };
   const count = (n: unknown) => (Number.isSafeInteger(n) && (n as number) > 0 ? (n as number) : 0);
   for (const k of entries) {
