@@ -68,31 +68,73 @@ function allocHashes(n: number): [Buffer, number] {
   return [slab, at];
 }
 
+/** A key's project, env and roles: one object shared by the keys of an env with the same roles. */
+interface Scope {
+  readonly project: string;
+  readonly env: string;
+  readonly roles: readonly string[];
+}
+
+/** What most keys do not have (a previous secret, a stop, an expiry, a limit, an allowlist): one object, only for keys that have any. */
+interface Rare {
+  readonly hasPrev: boolean;
+  readonly prevUntil: number;
+  readonly stopped: 'revoked' | 'suspended' | null;
+  readonly expiresAt: number;
+  readonly rateLimitPerMin: number | null;
+  readonly allow: BlockList | null;
+}
+
+/**
+ * Six fields per key (~72 bytes; 1,000,000 keys live in one Bridge): the scope and the rare fields are
+ * pointers, the hashes live in a slab. The KeyEntry fields are getters over them (no allocation).
+ */
 class Entry implements KeyEntry {
+  readonly #scope: Scope;
   readonly #slab: Buffer;
   readonly #at: number;
-  readonly #hasPrev: boolean;
+  readonly #rare: Rare | null;
   #principal: Readonly<Principal> | undefined;
 
   constructor(
     readonly keyId: string,
-    readonly project: string,
-    readonly env: string,
-    readonly roles: readonly string[],
+    scope: Scope,
     hashHex: string,
     prevHex: string | null,
-    readonly prevUntil: number,
-    readonly stopped: 'revoked' | 'suspended' | null,
-    readonly expiresAt: number,
-    readonly rateLimitPerMin: number | null,
-    readonly allow: BlockList | null,
+    rare: Rare | null,
   ) {
     const [buf, at] = allocHashes(prevHex ? 2 : 1);
     buf.write(hashHex, at, 32, 'hex');
     if (prevHex) buf.write(prevHex, at + 32, 32, 'hex');
+    this.#scope = scope;
     this.#slab = buf;
     this.#at = at;
-    this.#hasPrev = !!prevHex;
+    this.#rare = rare;
+  }
+
+  get project(): string {
+    return this.#scope.project;
+  }
+  get env(): string {
+    return this.#scope.env;
+  }
+  get roles(): readonly string[] {
+    return this.#scope.roles;
+  }
+  get prevUntil(): number {
+    return this.#rare === null ? 0 : this.#rare.prevUntil;
+  }
+  get stopped(): 'revoked' | 'suspended' | null {
+    return this.#rare === null ? null : this.#rare.stopped;
+  }
+  get expiresAt(): number {
+    return this.#rare === null ? Infinity : this.#rare.expiresAt;
+  }
+  get rateLimitPerMin(): number | null {
+    return this.#rare === null ? null : this.#rare.rateLimitPerMin;
+  }
+  get allow(): BlockList | null {
+    return this.#rare === null ? null : this.#rare.allow;
   }
 
   get hash(): Buffer {
@@ -100,12 +142,14 @@ class Entry implements KeyEntry {
   }
 
   get prevHash(): Buffer | null {
-    return this.#hasPrev ? this.#slab.subarray(this.#at + 32, this.#at + 64) : null;
+    return this.#rare !== null && this.#rare.hasPrev ? this.#slab.subarray(this.#at + 32, this.#at + 64) : null;
   }
 
   secretMatches(h: Buffer, now: number): SecretMatch {
-    if (equal32(h, this.#slab, this.#at)) return this.#hasPrev && now < this.prevUntil ? SECRET_CURRENT_IN_GRACE : SECRET_CURRENT;
-    return this.#hasPrev && now < this.prevUntil && equal32(h, this.#slab, this.#at + 32) ? SECRET_PREVIOUS : SECRET_NONE;
+    const r = this.#rare;
+    const grace = r !== null && r.hasPrev && now < r.prevUntil;
+    if (equal32(h, this.#slab, this.#at)) return grace ? SECRET_CURRENT_IN_GRACE : SECRET_CURRENT;
+    return grace && equal32(h, this.#slab, this.#at + 32) ? SECRET_PREVIOUS : SECRET_NONE;
   }
 
   get principal(): Readonly<Principal> {
@@ -124,7 +168,7 @@ class Entry implements KeyEntry {
  * be expected to match (all zeros) and no previous hash, so that path does exactly the work of a known
  * key with a wrong secret (the time taken does not tell whether an id exists).
  */
-export const NO_SUCH_KEY: KeyEntry = new Entry('', '', '', [], '0'.repeat(64), null, 0, null, Infinity, null, null);
+export const NO_SUCH_KEY: KeyEntry = new Entry('', { project: '', env: '', roles: [] }, '0'.repeat(64), null, null);
 
 const HASH_RE = /^[0-9a-f]{64}$/;
 const isHash = (s: unknown): s is string => typeof s === 'string' && HASH_RE.test(s);
@@ -152,30 +196,30 @@ function sharedRoles(roles: unknown): readonly string[] {
   return shared;
 }
 
+/** Scopes shared between keys (bounded like the role lists; past the bound a key gets its own). */
+const SCOPES = new Map<string, Scope>();
+const MAX_SCOPES = 100_000;
+function sharedScope(project: string, env: string, roles: readonly string[]): Scope {
+  const k = project + '\u0000' + env + '\u0000' + roles.join('\u0000');
+  let scope = SCOPES.get(k);
+  if (!scope) {
+    scope = Object.freeze({ project, env, roles });
+    if (SCOPES.size < MAX_SCOPES) SCOPES.set(k, scope);
+  }
+  return scope;
+}
+
 /** Builds an entry; malformed records (bad hash) come back as null and are skipped. */
 export function toEntry(r: SyncKeyRecord): KeyEntry | null {
   if (!r) return null;
-  return entry(
-    r.keyId,
-    r.project,
-    r.env,
-    sharedRoles(r.roles),
-    r.secretHash,
-    r.status,
-    r.expiresAt,
-    r.rateLimitPerMin,
-    r.prevSecretHash,
-    r.prevExpiresAt,
-    r.allowedIps,
-  );
+  const scope = sharedScope(r.project, r.env, sharedRoles(r.roles));
+  return entry(r.keyId, scope, r.secretHash, r.status, r.expiresAt, r.rateLimitPerMin, r.prevSecretHash, r.prevExpiresAt, r.allowedIps);
 }
 
 /** The checks and conversions of a key record's fields, whichever message carried them. */
 function entry(
   keyId: unknown,
-  project: string,
-  env: string,
-  roles: readonly string[],
+  scope: Scope,
   secretHash: unknown,
   status: unknown,
   expiresAt: unknown,
@@ -186,27 +230,23 @@ function entry(
 ): KeyEntry | null {
   if (typeof keyId !== 'string' || !isHash(secretHash)) return null;
   const prevOk = isHash(prevSecretHash) && typeof prevExpiresAt === 'string' && prevExpiresAt !== '';
-  return new Entry(
-    keyId,
-    project,
-    env,
-    roles,
-    secretHash,
-    prevOk ? prevSecretHash : null,
-    prevOk ? ms(prevExpiresAt) : 0,
-    // a status this Bridge does not know (a newer Hub) is refused like a revoked key: fail closed
-    status === 'active' ? null : status === 'suspended' ? 'suspended' : 'revoked',
-    // no expiry only when there is none: anything but a date string or null (a malformed record) is expired
-    expiresAt === null || expiresAt === undefined ? Infinity : typeof expiresAt === 'string' ? ms(expiresAt) : 0,
-    typeof rateLimitPerMin === 'number' && rateLimitPerMin > 0 ? rateLimitPerMin : null,
-    Array.isArray(allowedIps) ? toBlockList(allowedIps) : null,
-  );
+  // a status this Bridge does not know (a newer Hub) is refused like a revoked key: fail closed
+  const stopped: Rare['stopped'] = status === 'active' ? null : status === 'suspended' ? 'suspended' : 'revoked';
+  // no expiry only when there is none: anything but a date string or null (a malformed record) is expired
+  const expires = expiresAt === null || expiresAt === undefined ? Infinity : typeof expiresAt === 'string' ? ms(expiresAt) : 0;
+  const limit = typeof rateLimitPerMin === 'number' && rateLimitPerMin > 0 ? rateLimitPerMin : null;
+  const allow = Array.isArray(allowedIps) ? toBlockList(allowedIps) : null;
+  const rare =
+    prevOk || stopped !== null || expires !== Infinity || limit !== null || allow !== null
+      ? { hasPrev: prevOk, prevUntil: prevOk ? ms(prevExpiresAt) : 0, stopped, expiresAt: expires, rateLimitPerMin: limit, allow }
+      : null;
+  return new Entry(keyId, scope, secretHash, prevOk ? prevSecretHash : null, rare);
 }
 
 /**
  * Adds the keys of a `keyrows` snapshot batch to `into` (rows that do not read as a key — wrong types,
  * bad hash, an env or role index outside the batch's lists — are skipped, like malformed records).
- * Each batch's role lists are shared once, not per key.
+ * Each batch's role lists and scopes are shared once, not per key.
  */
 export function addKeyRows(batch: { rows: unknown; envs: unknown; roles: unknown }, into: Map<string, KeyEntry>): void {
   if (!Array.isArray(batch.rows) || !Array.isArray(batch.envs) || !Array.isArray(batch.roles)) return;
@@ -214,6 +254,7 @@ export function addKeyRows(batch: { rows: unknown; envs: unknown; roles: unknown
     Array.isArray(n) && typeof n[0] === 'string' && typeof n[1] === 'string' ? (n as [string, string]) : null,
   );
   const roles = (batch.roles as unknown[]).map(sharedRoles);
+  const scopes = new Map<number, Scope>();
   for (const r of batch.rows as unknown[]) {
     if (!Array.isArray(r)) continue;
     const ei = r[0] as unknown;
@@ -222,7 +263,10 @@ export function addKeyRows(batch: { rows: unknown; envs: unknown; roles: unknown
     const names = envs[ei];
     const roleList = roles[ri];
     if (!names || !roleList) continue;
-    const e = entry(r[2], names[0], names[1], roleList, r[3], r[4], r[5], r[6], r[7], r[8], r[9]);
+    const at = ei * roles.length + ri;
+    let scope = scopes.get(at);
+    if (!scope) scopes.set(at, (scope = sharedScope(names[0], names[1], roleList)));
+    const e = entry(r[2], scope, r[3], r[4], r[5], r[6], r[7], r[8], r[9]);
     if (e) into.set(e.keyId, e);
   }
 }
