@@ -118,6 +118,11 @@ export interface UsageReport {
   more?: boolean;
   /** the Bridge's clock when it sent the report: the Hub reads the report's times against its own clock */
   sentAt?: string;
+  /**
+   * the last request this Bridge could not count since its previous report (its counter full, a report
+   * refused): the Hub takes it as a possible use of every previous secret then in a grace period
+   */
+  lostLastAt?: string;
   keys: Array<{
     keyId: string;
     /**

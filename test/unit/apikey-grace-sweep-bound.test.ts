@@ -6,6 +6,8 @@ import { loadHubConfig } from '../../src/hub/config.js';
 import type { HubContext } from '../../src/hub/context.js';
 import { recordUsage } from '../../src/hub/services/apikeys.js';
 import { GraceSweeper, graceFigures } from '../../src/hub/services/apikey-grace.js';
+import { SECRET_PREVIOUS } from '../../src/bridge/credentials/key-table.js';
+import { UsageCounter } from '../../src/bridge/credentials/usage.js';
 import { newKeyId } from '../../src/protocol/key-format.js';
 import { rememberSecret } from '../helpers/secrets.js';
 
@@ -169,5 +171,23 @@ describe('API key grace sweep: periods that cannot end do not starve the ones th
       const row = await ctx.db.selectFrom('api_keys').select('prev_secret_hash').where('id', '=', id).executeTakeFirstOrThrow();
       expect(row.prev_secret_hash, id).not.toBeNull();
     }
+  });
+  it('a Bridge that could not count a request (its counter full): the grace periods are held open, not ended as unused', async () => {
+    const full = await projectEnv('full');
+    const [key] = await rotatedKeys(full, 1, 3 * HOUR, null);
+    const usage = new UsageCounter();
+    const t = Date.now();
+    // 200,000 keys used in one interval fill the Bridge's counter; the key's previous-secret request finds no room
+    for (let i = 0; i < 200_000; i++) usage.count('K' + String(i).padStart(11, '0'), undefined, t);
+    usage.count(key!, '198.51.100.7', t, SECRET_PREVIOUS, Date.parse(deadline));
+    const report = usage.drain('b-full')!;
+    expect(report.keys.some((k) => k.keyId === key)).toBe(false);
+    await recordUsage(ctx, { ...report, keys: report.keys.slice(0, 10) });
+    expect((await graceFigures(ctx, key!))!.unattributedLastAt).not.toBeNull();
+    expect(await new GraceSweeper(ctx).sweep()).toBe(0);
+    const row = await ctx.db.selectFrom('api_keys').select('prev_secret_hash').where('id', '=', key!).executeTakeFirstOrThrow();
+    expect(row.prev_secret_hash).not.toBeNull();
+    // the next report (nothing lost since) says nothing more
+    expect(usage.drain('b-full')).toBeNull();
   });
 });

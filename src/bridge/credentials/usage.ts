@@ -68,6 +68,13 @@ const ms = (s: string | null | undefined) => (s && Date.parse(s)) || 0;
  */
 export class UsageCounter {
   #keys = new Map<string, KeyUsage>();
+  /** the last request that could not be counted since the last drain (0: none): reported as `lostLastAt` */
+  #lostLast = 0;
+
+  /** Requests up to `at` could not be counted (or reported): the next report says so. */
+  lost(at: number): void {
+    if (at > this.#lostLast) this.#lostLast = at;
+  }
 
   /**
    * One authenticated request. `secret` says which secret it used (`KeyEntry.secretMatches`): a key
@@ -78,7 +85,10 @@ export class UsageCounter {
   count(keyId: string, address: string | undefined, now: number, secret: SecretMatch = 0, until = 0): void {
     let u = this.#keys.get(keyId);
     if (!u) {
-      if (this.#keys.size >= MAX_KEYS) return;
+      if (this.#keys.size >= MAX_KEYS) {
+        if (now > this.#lostLast) this.#lostLast = now;
+        return;
+      }
       u = newUsage();
       this.#keys.set(keyId, u);
     }
@@ -140,10 +150,12 @@ export class UsageCounter {
   }
 
   drain(bridgeId: string): UsageReport | null {
-    if (this.#keys.size === 0) return null;
+    if (this.#keys.size === 0 && this.#lostLast === 0) return null;
     const keys = this.#keys;
     this.#keys = new Map();
     const report: UsageReport = { bridgeId, perSecret: true, keys: [] };
+    if (this.#lostLast) report.lostLastAt = new Date(this.#lostLast).toISOString();
+    this.#lostLast = 0;
     for (const [keyId, u] of keys) {
       const minutes = new Map<number, UsageReport['keys'][number]['minutes'][number]>();
       const at = (m: number) => {
@@ -184,10 +196,14 @@ export class UsageCounter {
   /** Merges an unsent report back (minutes older than a day are dropped). */
   restore(report: UsageReport): void {
     const oldest = Math.floor(Date.now() / 60_000) - 1440;
+    this.lost(ms(report.lostLastAt));
     for (const k of report.keys) {
       let u = this.#keys.get(k.keyId);
       if (!u) {
-        if (this.#keys.size >= MAX_KEYS) continue;
+        if (this.#keys.size >= MAX_KEYS) {
+          this.lost(Math.max(ms(k.lastUsedAt), Date.now() - 1));
+          continue;
+        }
         u = newUsage();
         this.#keys.set(k.keyId, u);
       }

@@ -396,6 +396,8 @@ export class HubSync {
               break;
             }
             this.#d.log.warn({ hub, status: r.status, keys: end - sent }, 'hub sync: the Hub refused a usage report; its counts are dropped');
+            // the next report says requests went uncounted (a grace period must not end on their account)
+            this.#d.usage.lost(Date.now());
             refused = true;
           }
           sent = end;

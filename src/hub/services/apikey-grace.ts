@@ -106,6 +106,35 @@ export async function endGraceOnRevoke(trx: Kysely<HubDatabase>, keyId: string, 
   await gdb(trx).updateTable('api_key_graces').set({ ended_at: at, end_reason: 'revoked' }).where('key_id', '=', keyId).where('ended_at', 'is', null).execute();
 }
 
+/** A report's times in this Hub's clock (see recordGraceUsage); 0 for no time sent. */
+function bridgeClock(report: UsageReport, nowMs: number): (s: unknown) => number {
+  const sent = typeof report.sentAt === 'string' ? Date.parse(report.sentAt) : NaN;
+  const skew = Number.isFinite(sent) ? nowMs - sent : 0;
+  return (s: unknown): number => {
+    if (typeof s !== 'string') return 0;
+    const t = Date.parse(s) + skew;
+    return Number.isFinite(t) && t <= nowMs + 60_000 ? t : nowMs;
+  };
+}
+
+/**
+ * A report that says its Bridge could not count some requests (`lostLastAt`: its counter was full, or
+ * a report was refused): any of them may have used a previous secret, so every grace period open then
+ * takes it as a request no Bridge could attribute (one UPDATE, bounded by the open grace periods).
+ */
+export async function recordLostUsage(db0: Kysely<HubDatabase>, report: UsageReport, nowMs: number): Promise<void> {
+  const t = bridgeClock(report, nowMs)(report.lostLastAt);
+  if (!t) return;
+  const iso = new Date(t).toISOString();
+  await gdb(db0)
+    .updateTable('api_key_graces')
+    .set({ unattributed_last_at: keepLatest('unattributed_last_at', iso) })
+    .where('ended_at', 'is', null)
+    .where('rotated_at', '<', iso)
+    .where('prev_until', '>', iso)
+    .execute();
+}
+
 /**
  * Part of a usage report's transaction: the per-secret counts of keys with a grace row. A count tagged
  * with another deadline belongs to an earlier rotation and is not added; requests a Bridge could not
@@ -127,13 +156,7 @@ export async function recordGraceUsage(trx: Kysely<HubDatabase>, report: UsageRe
   // shows (`sentAt`; network delay only makes them later, the safe side). A time sent that is still no
   // usable time (more than a minute ahead of this Hub, not a time: an older Bridge with a clock ahead)
   // is taken as now: requests were made, and a use dropped would end a grace period still in use.
-  const sent = typeof report.sentAt === 'string' ? Date.parse(report.sentAt) : NaN;
-  const skew = Number.isFinite(sent) ? nowMs - sent : 0;
-  const at = (s: unknown): number => {
-    if (typeof s !== 'string') return 0;
-    const t = Date.parse(s) + skew;
-    return Number.isFinite(t) && t <= nowMs + 60_000 ? t : nowMs;
-  };
+  const at = bridgeClock(report, nowMs);
   const count = (n: unknown) => (Number.isSafeInteger(n) && (n as number) > 0 ? (n as number) : 0);
   for (const k of entries) {
     const g = rows.get(k.keyId);

@@ -30,7 +30,7 @@ import type {
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
 import { rateLimitedEvents } from './webhooks/queue.js';
-import { endGrace, endGraceOnRevoke, graceFigures, recordGraceUsage, startGrace } from './apikey-grace.js';
+import { endGrace, endGraceOnRevoke, graceFigures, recordGraceUsage, recordLostUsage, startGrace } from './apikey-grace.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -810,6 +810,8 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   // every report (an empty one too) says this Bridge's counts are in up to now: recorded once they are
   // committed (`--grace auto` reads this time first, then the counts it covers)
   const reported = async () => {
+    // requests the Bridge could not count (apikey-grace.ts), before its report time says it is all in
+    await recordLostUsage(ctx.db, report, Date.now());
     // a part with more to follow: the counts of the rest are not in yet
     if (typeof report.bridgeId !== 'string' || report.bridgeId.length > 200 || report.more === true) return;
     const at = nowIso();

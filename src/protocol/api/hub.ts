@@ -968,6 +968,7 @@ export const UsageReportBody = z.object({
     .max(100_000),
   perSecret: z.boolean().optional().meta({ description: 'the Bridge counts per secret during grace periods (plainLastUsedAt, grace)' }),
   sentAt: z.string().max(40).optional().meta({ description: "the Bridge's clock when it sent the report (the Hub corrects its times by the difference)" }),
+  lostLastAt: z.string().max(40).optional().meta({ description: 'the last request the Bridge could not count since its previous report' }),
   more: z.boolean().optional().meta({ description: "more parts of this report follow: the Bridge's report time is recorded with the last part" }),
 });
 // this schema and the Bridge's UsageReport are the same shape both ways (a drift is a build error)
