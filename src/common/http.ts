@@ -342,6 +342,14 @@ export function createBaseApp(opts: BaseAppOptions): FastifyInstance {
       const h = front.handle;
       if (h === null || !h(req, res)) handler(req, res);
     });
+    // `Expect: 100-continue`: the front door decides before the client is told to send its body (Node
+    // would send the 100 itself before any request listener ran, the body then uploaded to be refused)
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+      const h = front.handle;
+      if (h !== null && h(req, res)) return;
+      res.writeContinue();
+      handler(req, res);
+    });
     // a closing server answers every request through Fastify (503 while closing)
     app.addHook('preClose', (done) => {
       front.handle = null;
