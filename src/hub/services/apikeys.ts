@@ -802,10 +802,15 @@ const MINUTE_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00\.000Z$/;
 export async function recordUsage(ctx: HubContext, report: UsageReport): Promise<{ keys: number }> {
   if (!report || typeof report !== 'object' || !Array.isArray(report.keys)) throw badRequest('usage report must be {bridgeId, keys: [...]}');
   if (report.keys.length > 100_000) throw badRequest('usage report too large');
-  const entries = report.keys.filter(
-    (k) =>
-      k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && (typeof k.lastUsedAt === 'string' || k.lastUsedAt === null),
-  );
+  // every report writes its keys in one order (key id, then minute): Bridges' reports merged at once
+  // lock the same rows in the same order and queue instead of deadlocking (PostgreSQL aborts one of two
+  // transactions that lock in opposite orders)
+  const entries = report.keys
+    .filter(
+      (k) =>
+        k && typeof k.keyId === 'string' && KEY_ID_RE.test(k.keyId) && Array.isArray(k.minutes) && (typeof k.lastUsedAt === 'string' || k.lastUsedAt === null),
+    )
+    .sort((a, b) => (a.keyId < b.keyId ? -1 : a.keyId > b.keyId ? 1 : 0));
   const db = usageDb(ctx);
   // every report (an empty one too) says this Bridge's counts are in up to now: recorded once they are
   // committed (`--grace auto` reads this time first, then the counts it covers)
@@ -838,8 +843,11 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
     for (const k of entries) {
       if (!known.has(k.keyId)) continue;
       let last: string | null = null;
-      for (const m of k.minutes.slice(0, 1440)) {
-        if (!m || typeof m.minute !== 'string' || !MINUTE_RE.test(m.minute) || !Number.isInteger(m.count) || m.count < 0) continue;
+      const minutes = k.minutes
+        .slice(0, 1440)
+        .filter((m) => m && typeof m.minute === 'string' && MINUTE_RE.test(m.minute) && Number.isInteger(m.count) && m.count >= 0)
+        .sort((a, b) => (a.minute < b.minute ? -1 : a.minute > b.minute ? 1 : 0));
+      for (const m of minutes) {
         if (m.minute > nowMinute || m.minute < oldest) continue;
         for (const kind of ['error', 'rejected'] as const) {
           const byStatus = kind === 'error' ? m.errors : m.rejected;
