@@ -82,4 +82,69 @@ describe('usage reports on a PostgreSQL store: concurrent reports never deadlock
     expect(rows.length).toBe(keyIds.length);
     expect(rows.every((r) => Number(r.count) === 10)).toBe(true);
   }, 120_000);
+
+  it('a report part of 2,000 keys (each twice over two minutes, one error, two addresses) is written whole in batched statements', async () => {
+    const project = await ctx.db.selectFrom('projects').select('id').where('name', '=', 'shop').executeTakeFirstOrThrow();
+    const env = await ctx.db.selectFrom('envs').select('id').where('project_id', '=', project.id).executeTakeFirstOrThrow();
+    const ids = Array.from({ length: 2000 }, () => newKeyId());
+    const now = new Date().toISOString();
+    for (let i = 0; i < ids.length; i += 500) {
+      await ctx.db
+        .insertInto('api_keys')
+        .values(
+          ids.slice(i, i + 500).map((id, j) => ({
+            id,
+            project_id: project.id,
+            env_id: env.id,
+            name: `big${i + j}`,
+            roles_json: '["reader"]',
+            secret_hash: randomBytes(32).toString('hex'),
+            status: 'active',
+            created_at: now,
+          })),
+        )
+        .execute();
+    }
+    const m1 = new Date(Math.floor(Date.now() / 60_000) * 60_000 - 60_000).toISOString();
+    const m2 = new Date(Math.floor(Date.now() / 60_000) * 60_000).toISOString();
+    const report = {
+      bridgeId: 'bridge-big',
+      keys: ids.map((keyId) => ({
+        keyId,
+        lastUsedAt: m2,
+        // out of order on purpose, and m2 twice (summed)
+        minutes: [
+          { minute: m2, count: 2 },
+          { minute: m1, count: 3, errors: { '500': 1 } },
+          { minute: m2, count: 1 },
+        ],
+        sources: [
+          { address: '10.0.0.2', count: 4 },
+          { address: '10.0.0.1', count: 2 },
+        ],
+      })),
+    } as unknown as UsageReport;
+    const t0 = Date.now();
+    expect(await recordUsage(ctx, report)).toEqual({ keys: 2000 });
+    console.log(`[usage] one report of 2,000 keys on PostgreSQL: ${Date.now() - t0} ms`);
+    const inList = sql.join(ids.map((id) => sql`${id}`));
+    const usage = await sql<{ minute: string; total: string; n: string }>`
+      select minute, sum(count) as total, count(*) as n from api_key_usage where key_id in (${inList}) group by minute order by minute`.execute(ctx.db);
+    expect(usage.rows.map((r) => [r.minute, Number(r.total), Number(r.n)])).toEqual([
+      [m1, 3 * 2000, 2000],
+      [m2, 3 * 2000, 2000],
+    ]);
+    const errors = await sql<{
+      total: string;
+    }>`select sum(count) as total from api_key_outcomes where key_id in (${inList}) and kind = 'error' and status = 500`.execute(ctx.db);
+    expect(Number(errors.rows[0]!.total)).toBe(2000);
+    const sources = await sql<{ address: string; total: string }>`
+      select address, sum(count) as total from api_key_sources where key_id in (${inList}) group by address order by address`.execute(ctx.db);
+    expect(sources.rows.map((r) => [r.address, Number(r.total)])).toEqual([
+      ['10.0.0.1', 4000],
+      ['10.0.0.2', 8000],
+    ]);
+    const last = await ctx.db.selectFrom('api_keys').select('last_used_at').where('id', 'in', ids).execute();
+    expect(new Set(last.map((r) => r.last_used_at))).toEqual(new Set([m2]));
+  }, 120_000);
 });

@@ -791,6 +791,12 @@ export async function updateKey(ctx: HubContext, actor: Actor, projectName: stri
 
 // ---------- usage reports from Bridges ----------
 
+/** rows per statement of a usage report's writes (5 values each: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters) */
+const BATCH_ROWS = 500;
+function* batches<T>(rows: T[]): Generator<T[]> {
+  for (let i = 0; i < rows.length; i += BATCH_ROWS) yield rows.slice(i, i + BATCH_ROWS);
+}
+
 export const minuteOf = (d: Date) => d.toISOString().slice(0, 16) + ':00.000Z';
 
 const MINUTE_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00\.000Z$/;
@@ -838,69 +844,103 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   const nowMs = Date.now();
   const nowMinute = minuteOf(new Date(nowMs + 60_000));
   const oldest = minuteOf(new Date(nowMs - USAGE_RETENTION_MS));
+  // what the report adds, row by row, summed where it names a row twice; then written in batches of
+  // BATCH_ROWS (a report part holds up to 20,000 keys: one statement per row was minutes on PostgreSQL)
+  const usageRows = new Map<string, { key_id: string; minute: string; count: number }>();
+  const outcomeRows = new Map<string, { key_id: string; minute: string; kind: 'error' | 'rejected'; status: number; count: number }>();
+  const lastUsed = new Map<string, string[]>(); // minute → key ids whose last use it is
+  const sourceRows = new Map<string, { key_id: string; address: string; first_seen_at: string; last_seen_at: string; count: number }>();
+  for (const k of entries) {
+    if (!known.has(k.keyId)) continue;
+    let last: string | null = null;
+    const minutes = k.minutes
+      .slice(0, 1440)
+      .filter((m) => m && typeof m.minute === 'string' && MINUTE_RE.test(m.minute) && Number.isInteger(m.count) && m.count >= 0)
+      .sort((a, b) => (a.minute < b.minute ? -1 : a.minute > b.minute ? 1 : 0));
+    for (const m of minutes) {
+      if (m.minute > nowMinute || m.minute < oldest) continue;
+      for (const kind of ['error', 'rejected'] as const) {
+        const byStatus = kind === 'error' ? m.errors : m.rejected;
+        if (!byStatus || typeof byStatus !== 'object') continue;
+        for (const [st, n] of Object.entries(byStatus).slice(0, 20)) {
+          const status = Number(st);
+          if (!Number.isInteger(status) || status < 100 || status > 599 || !Number.isInteger(n) || n < 1) continue;
+          const id = `${k.keyId} ${m.minute} ${kind} ${status}`;
+          const row = outcomeRows.get(id);
+          if (row) row.count += n;
+          else outcomeRows.set(id, { key_id: k.keyId, minute: m.minute, kind, status, count: n });
+        }
+      }
+      if (m.count < 1) continue; // only refusals this minute: not a use of the key
+      const id = `${k.keyId} ${m.minute}`;
+      const row = usageRows.get(id);
+      if (row) row.count += m.count;
+      else usageRows.set(id, { key_id: k.keyId, minute: m.minute, count: m.count });
+      if (!last || m.minute > last) last = m.minute;
+    }
+    const lu = k.lastUsedAt === null ? NaN : Date.parse(k.lastUsedAt);
+    if (Number.isFinite(lu) && lu <= nowMs + 60_000) {
+      const minute = minuteOf(new Date(lu));
+      if (!last || minute > last) last = minute;
+    }
+    if (last) {
+      const ids = lastUsed.get(last);
+      if (ids) ids.push(k.keyId);
+      else lastUsed.set(last, [k.keyId]);
+    }
+    const seenAt = last ?? minuteOf(new Date(nowMs));
+    for (const src of (Array.isArray(k.sources) ? k.sources : []).slice(0, MAX_SOURCES_PER_KEY)) {
+      const a = src?.address;
+      const n = Number.isInteger(src?.count) && src.count > 0 ? src.count : 1;
+      if (typeof a !== 'string' || !a || a.length > 64 || !/^[0-9A-Fa-f:.]+$/.test(a)) continue;
+      const id = `${k.keyId} ${a}`;
+      const row = sourceRows.get(id);
+      if (row) row.count += n;
+      else sourceRows.set(id, { key_id: k.keyId, address: a, first_seen_at: seenAt, last_seen_at: seenAt, count: n });
+    }
+  }
+  // every row in one order (by key id first: the entries are sorted), table after table, in each report
   await ctx.db.transaction().execute(async (trx0) => {
     const trx = trx0.withTables<UsageTables>();
-    for (const k of entries) {
-      if (!known.has(k.keyId)) continue;
-      let last: string | null = null;
-      const minutes = k.minutes
-        .slice(0, 1440)
-        .filter((m) => m && typeof m.minute === 'string' && MINUTE_RE.test(m.minute) && Number.isInteger(m.count) && m.count >= 0)
-        .sort((a, b) => (a.minute < b.minute ? -1 : a.minute > b.minute ? 1 : 0));
-      for (const m of minutes) {
-        if (m.minute > nowMinute || m.minute < oldest) continue;
-        for (const kind of ['error', 'rejected'] as const) {
-          const byStatus = kind === 'error' ? m.errors : m.rejected;
-          if (!byStatus || typeof byStatus !== 'object') continue;
-          for (const [st, n] of Object.entries(byStatus).slice(0, 20)) {
-            const status = Number(st);
-            if (!Number.isInteger(status) || status < 100 || status > 599 || !Number.isInteger(n) || n < 1) continue;
-            await trx
-              .insertInto('api_key_outcomes')
-              .values({ key_id: k.keyId, minute: m.minute, kind, status, count: n })
-              .onConflict((oc) =>
-                oc.columns(['key_id', 'minute', 'kind', 'status']).doUpdateSet({ count: sql<number>`api_key_outcomes.count + excluded.count` }),
-              )
-              .execute();
-          }
-        }
-        if (m.count < 1) continue; // only refusals this minute: not a use of the key
-        await trx
-          .insertInto('api_key_usage')
-          .values({ key_id: k.keyId, minute: m.minute, count: m.count })
-          .onConflict((oc) => oc.columns(['key_id', 'minute']).doUpdateSet({ count: sql<number>`api_key_usage.count + excluded.count` }))
-          .execute();
-        if (!last || m.minute > last) last = m.minute;
-      }
-      const lu = k.lastUsedAt === null ? NaN : Date.parse(k.lastUsedAt);
-      if (Number.isFinite(lu) && lu <= nowMs + 60_000) {
-        const minute = minuteOf(new Date(lu));
-        if (!last || minute > last) last = minute;
-      }
-      if (last) {
+    for (const rows of batches([...usageRows.values()])) {
+      await trx
+        .insertInto('api_key_usage')
+        .values(rows)
+        .onConflict((oc) => oc.columns(['key_id', 'minute']).doUpdateSet({ count: sql<number>`api_key_usage.count + excluded.count` }))
+        .execute();
+    }
+    for (const rows of batches([...outcomeRows.values()])) {
+      await trx
+        .insertInto('api_key_outcomes')
+        .values(rows)
+        .onConflict((oc) => oc.columns(['key_id', 'minute', 'kind', 'status']).doUpdateSet({ count: sql<number>`api_key_outcomes.count + excluded.count` }))
+        .execute();
+    }
+    // `last_used_at` only moves forward: one statement per distinct minute (a report's keys mostly share one)
+    for (const minute of [...lastUsed.keys()].sort()) {
+      for (const ids of batches(lastUsed.get(minute)!)) {
         await trx
           .updateTable('api_keys')
-          .set({ last_used_at: last })
-          .where('id', '=', k.keyId)
-          .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', last!)]))
+          .set({ last_used_at: minute })
+          .where('id', 'in', ids)
+          .where((eb) => eb.or([eb('last_used_at', 'is', null), eb('last_used_at', '<', minute)]))
           .execute();
       }
-      const seenAt = last ?? minuteOf(new Date(nowMs));
-      for (const src of (Array.isArray(k.sources) ? k.sources : []).slice(0, MAX_SOURCES_PER_KEY)) {
-        const a = src?.address;
-        const n = Number.isInteger(src?.count) && src.count > 0 ? src.count : 1;
-        if (typeof a !== 'string' || !a || a.length > 64 || !/^[0-9A-Fa-f:.]+$/.test(a)) continue;
-        await trx
-          .insertInto('api_key_sources')
-          .values({ key_id: k.keyId, address: a, first_seen_at: seenAt, last_seen_at: seenAt, count: n })
-          .onConflict((oc) =>
-            oc.columns(['key_id', 'address']).doUpdateSet({
-              last_seen_at: sql<string>`case when excluded.last_seen_at > api_key_sources.last_seen_at then excluded.last_seen_at else api_key_sources.last_seen_at end`,
-              count: sql<number>`api_key_sources.count + excluded.count`,
-            }),
-          )
-          .execute();
-      }
+    }
+    const sources = [...sourceRows.values()].sort((a, b) =>
+      a.key_id !== b.key_id ? (a.key_id < b.key_id ? -1 : 1) : a.address < b.address ? -1 : a.address > b.address ? 1 : 0,
+    );
+    for (const rows of batches(sources)) {
+      await trx
+        .insertInto('api_key_sources')
+        .values(rows)
+        .onConflict((oc) =>
+          oc.columns(['key_id', 'address']).doUpdateSet({
+            last_seen_at: sql<string>`case when excluded.last_seen_at > api_key_sources.last_seen_at then excluded.last_seen_at else api_key_sources.last_seen_at end`,
+            count: sql<number>`api_key_sources.count + excluded.count`,
+          }),
+        )
+        .execute();
     }
     const knownEntries = entries.filter((k) => known.has(k.keyId));
     // requests per secret of keys in a rotation grace period (apikey-grace.ts)
