@@ -1083,6 +1083,11 @@ function report(): void {
     ['verify p50 / p99 ns', s.verify_ns ? `${s.verify_ns.p50} / ${chk(s.verify_ns.p99, (x) => x <= 10_000, '≤ 10000')}` : '–'],
     ['global rate limit: worst 60-s window error (3 Bridges, 2×)', chk(s.global_rate_limit?.worst_window_error, (x) => x <= 0.05, '≤ 0.05')],
     ['global rate limit: throughput Redis on / off, key at ≤ 10 %', chk(s.global_rate_limit?.overhead_ratio, (x) => x >= 0.95, '≥ 0.95')],
+    ['global rate limit: CPU per request Redis on / off', chk(s.global_rate_limit?.overhead_cpu_ratio, () => true, 'reported')],
+    [
+      '(control: Redis off / off, BENCH_GLOBALRATE_CONTROL=1)',
+      typeof s.global_rate_limit?.control_ratio === 'number' ? String(s.global_rate_limit.control_ratio) : '–',
+    ],
     ['accepted after revoke', chk(s.revocation?.accepted_after_revoke_returned, (x) => x === 0, '0')],
     ['revoke ack p99 ms', chk(s.revocation?.ack_p99_ms, () => true, 'reported')],
     ['429 CPU / served CPU per request', chk(s.ratios?.rejected_429_cpu_vs_served, (x) => x <= 0.3, '≤ 0.3')],

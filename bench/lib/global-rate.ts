@@ -1,7 +1,7 @@
 import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { ulidTime } from '../../src/common/ulid.js';
-import { run } from './procs.js';
+import { cpuMs, run } from './procs.js';
 import { PROJECT, smokeCall, startBridge, type Bridge, type Hub, type StackPaths } from './stack.js';
 import { log, median, round, sleep } from './util.js';
 import { wrk, type WrkResult } from './wrk.js';
@@ -13,9 +13,13 @@ import { wrk, type WrkResult } from './wrk.js';
  *   the same time for `seconds` (120). Accepted requests per 60-s window, for every window that starts
  *   on a 5-s boundary (the Bridges' sub-windows) and lies inside the run, against the limit; the worst
  *   relative error is `worst_window_error` (target ≤ 0.05).
- * - overhead: a key at ≤ 10 % of its limit, wrk c=10 on a Bridge with Redis and on one without
- *   (otherwise identical), alternating, same run: throughput with / without is `overhead_ratio`
- *   (1 = none; target ≥ 0.95, the noise of this shared machine).
+ * - overhead: a key at ≤ 10 % of its limit, wrk c=10 on Bridges with Redis and on Bridges without
+ *   (otherwise identical; two processes a side, one pair per round), slices in ABBA order, same run:
+ *   a round's throughput with / without (sum of its slices) and its CPU per request; the medians over
+ *   rounds are `overhead_ratio` (1 = none; target ≥ 0.95, the noise of this shared machine) and
+ *   `overhead_cpu_ratio`, over max(4, BENCH_ROUNDS) rounds. The store's commands during the Redis
+ *   slices are counted (INFO commandstats). BENCH_GLOBALRATE_CONTROL=1 adds the same comparison between
+ *   the two Bridges without Redis (`control_ratio`): the noise floor of the figure on this machine.
  */
 
 const LIMITS = [60, 600, 6000];
@@ -92,7 +96,7 @@ function windows(sent: Sent[]): Array<{ start: number; accepted: number }> {
 }
 
 export interface GlobalRateResult {
-  summary: { worst_window_error: number; overhead_ratio: number; p50_ratio: number };
+  summary: { worst_window_error: number; overhead_ratio: number; overhead_cpu_ratio: number; p50_ratio: number; control_ratio: number | null };
   details: Record<string, unknown>;
 }
 
@@ -116,11 +120,13 @@ export async function globalRate(o: {
     // log level warn like every bench Bridge (an access line per request would be most of the difference)
     const env = { STK_RATE_LIMIT_REDIS_URL: redisUrl };
     for (let i = 1; i <= 3; i++) bridges.push(await startBridge(o.paths, o.hub, `rate${i}`, [o.env], env));
-    const off = await startBridge(o.paths, o.hub, 'rate-off', [o.env]);
-    stops.push(...bridges, off);
+    // two Bridges without Redis, so the overhead compares two processes on each side (one process's JIT
+    // and memory layout alone move its throughput a few %)
+    const offs = [await startBridge(o.paths, o.hub, 'rate-off', [o.env]), await startBridge(o.paths, o.hub, 'rate-off2', [o.env])];
+    stops.push(...bridges, ...offs);
     const keys = await Promise.all(LIMITS.map((l) => createKey(o.hub, o.env, `rate-${l}`, l)));
-    for (const b of [...bridges, off]) await smokeCall(b.url, keys[2]!);
-    // the Hub's heartbeat (10 s) tells every Bridge that there are 4 of them
+    for (const b of [...bridges, ...offs]) await smokeCall(b.url, keys[2]!);
+    // the Hub's heartbeat (10 s) tells every Bridge that there are 5 of them
     await sleep(11_000);
     for (const b of bridges) if (/the Redis store does not answer/.test(b.proc.logs())) throw new Error(`${b.name}: Redis does not answer (see its log)`);
 
@@ -153,37 +159,114 @@ export async function globalRate(o: {
     const worst = Math.max(...perKey.map((k) => k.worst_error));
     agent.destroy();
 
-    // overhead: a key far under its limit, Redis on vs off, alternating rounds
+    // overhead: a key far under its limit, Redis on vs off, ABBA slices
     // the highest limit a key can have (10,000,000/min ≈ 167,000 req/s): this machine's load is a few % of it
     const limit = 10_000_000;
     const fast = await createKey(o.hub, o.env, 'rate-overhead', limit);
-    for (const b of [bridges[0]!, off]) await smokeCall(b.url, fast);
-    const on: WrkResult[] = [];
-    const offRuns: WrkResult[] = [];
-    log(`global rate overhead: a key limited to ${limit}/min, wrk c=10 ${o.overheadSeconds} s, Redis on vs off × ${o.rounds}…`);
-    for (let r = 0; r < o.rounds; r++) {
-      const order = r % 2 ? ['off', 'on'] : ['on', 'off'];
-      for (const which of order) {
-        const url = which === 'on' ? bridges[0]!.url : off.url;
-        await wrk({ url, script: o.callLua, connections: 10, seconds: 2, env: { API_KEY: fast } }); // warm-up
-        const res = await wrk({ url, script: o.callLua, connections: 10, seconds: o.overheadSeconds, env: { API_KEY: fast } });
-        (which === 'on' ? on : offRuns).push(res);
-      }
+    const onSide = [bridges[0]!, bridges[1]!];
+    for (const b of [...onSide, ...offs]) await smokeCall(b.url, fast);
+    const port = new URL(redisUrl).port;
+    const storeCalls = async (): Promise<number> => {
+      const r = await run('redis-cli', ['-p', port, 'info', 'commandstats']);
+      return [...r.stdout.matchAll(/calls=(\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    };
+    interface Slice extends WrkResult {
+      bridge: string;
+      cpuUsPerReq: number;
     }
+    const slice = async (b: Bridge): Promise<Slice> => {
+      const cpu0 = cpuMs(b.proc.pid);
+      const res = await wrk({ url: b.url, script: o.callLua, connections: 10, seconds: o.overheadSeconds, env: { API_KEY: fast } });
+      return { ...res, bridge: b.name, cpuUsPerReq: round(((cpuMs(b.proc.pid) - cpu0) * 1000) / Math.max(1, res.requests), 1) };
+    };
+    interface Round {
+      rps: number;
+      cpu: number;
+      p50: number;
+    }
+    /** Side A against side B: per round one process of each, slices in ABBA order (BAAB in odd rounds). */
+    const compare = async (a: Bridge[], b: Bridge[], rounds: number) => {
+      const sa: Slice[] = [];
+      const sb: Slice[] = [];
+      const perRound: Round[] = [];
+      let storeCallsA = 0;
+      for (let r = 0; r < rounds; r++) {
+        const pair = { a: a[r % a.length]!, b: b[r % b.length]! };
+        for (const x of [pair.a, pair.b]) await wrk({ url: x.url, script: o.callLua, connections: 10, seconds: 2, env: { API_KEY: fast } }); // warm-up
+        const order: ('a' | 'b')[] = r % 2 ? ['b', 'a', 'a', 'b'] : ['a', 'b', 'b', 'a'];
+        const got = { a: [] as Slice[], b: [] as Slice[] };
+        for (const which of order) {
+          const calls0 = which === 'a' ? await storeCalls() : 0;
+          const res = await slice(pair[which]);
+          if (which === 'a') storeCallsA += (await storeCalls()) - calls0;
+          got[which].push(res);
+        }
+        sa.push(...got.a);
+        sb.push(...got.b);
+        const sum = (xs: Slice[], f: (x: Slice) => number) => xs.reduce((n, x) => n + f(x), 0);
+        perRound.push({
+          rps: round(sum(got.a, (x) => x.requests) / sum(got.b, (x) => x.requests), 3),
+          cpu: round(sum(got.a, (x) => x.cpuUsPerReq) / sum(got.b, (x) => x.cpuUsPerReq), 3),
+          p50: round(sum(got.a, (x) => x.p50_ms) / sum(got.b, (x) => x.p50_ms), 3),
+        });
+      }
+      return {
+        rps: median(perRound.map((x) => x.rps)),
+        cpu: median(perRound.map((x) => x.cpu)),
+        p50: median(perRound.map((x) => x.p50)),
+        perRound,
+        a: sa,
+        b: sb,
+        storeCallsA,
+      };
+    };
+    const rounds = Math.max(4, o.rounds);
+    log(`global rate overhead: a key limited to ${limit}/min, wrk c=10 ${o.overheadSeconds} s slices, Redis on vs off, ABBA × ${rounds}…`);
+    const main = await compare(onSide, offs, rounds);
+    // the noise floor of this comparison on this machine: the same, between the two Bridges without Redis
+    let control: Awaited<ReturnType<typeof compare>> | null = null;
+    if (process.env.BENCH_GLOBALRATE_CONTROL === '1') {
+      log(`global rate overhead control: Redis off vs off (two processes), ABBA × ${rounds}…`);
+      control = await compare([offs[1]!, offs[0]!], offs, rounds);
+      log(
+        `  off / off: throughput ${control.rps.toFixed(3)} (rounds ${control.perRound.map((x) => x.rps.toFixed(3)).join(', ')}), CPU per request ${control.cpu.toFixed(3)}`,
+      );
+    }
+    const on = main.a;
+    const offRuns = main.b;
+    const perRound = main.perRound;
+    const storeCallsOn = main.storeCallsA;
+    const ratio = main.rps;
+    const cpuRatio = main.cpu;
+    const p50Ratio = main.p50;
     const rpsOn = median(on.map((x) => x.rps));
-    const rpsOff = median(offRuns.map((x) => x.rps));
-    const p50On = median(on.map((x) => x.p50_ms));
-    const p50Off = median(offRuns.map((x) => x.p50_ms));
+    const onRequests = on.reduce((n, x) => n + x.requests, 0);
     const non2xx = [...on, ...offRuns].reduce((n, x) => n + x.non2xx + x.errors_socket, 0);
     const share = round((rpsOn * 60) / limit, 3);
     log(
-      `  Redis on ${rpsOn.toFixed(0)} req/s p50 ${p50On.toFixed(2)} ms · off ${rpsOff.toFixed(0)} req/s p50 ${p50Off.toFixed(2)} ms → ratio ${(rpsOn / rpsOff).toFixed(3)} (load = ${(share * 100).toFixed(1)} % of the limit; non-2xx ${non2xx})`,
+      `  Redis on / off: throughput ${ratio.toFixed(3)} (rounds ${perRound.map((x) => x.rps.toFixed(3)).join(', ')}), CPU per request ${cpuRatio.toFixed(3)}, p50 ${p50Ratio.toFixed(3)}; on ${rpsOn.toFixed(0)} req/s = ${(share * 100).toFixed(1)} % of the limit; non-2xx ${non2xx}; store commands ${storeCallsOn} (all Bridges) for ${onRequests} requests`,
     );
     return {
-      summary: { worst_window_error: round(worst, 4), overhead_ratio: round(rpsOn / rpsOff, 3), p50_ratio: round(p50On / p50Off, 3) },
+      summary: {
+        worst_window_error: round(worst, 4),
+        overhead_ratio: round(ratio, 3),
+        overhead_cpu_ratio: round(cpuRatio, 3),
+        p50_ratio: round(p50Ratio, 3),
+        control_ratio: control ? round(control.rps, 3) : null,
+      },
       details: {
         accuracy: perKey,
-        overhead: { limitPerMin: limit, loadShareOfLimit: share, on, off: offRuns, non2xx },
+        overhead: {
+          limitPerMin: limit,
+          loadShareOfLimit: share,
+          perRound,
+          on,
+          off: offRuns,
+          non2xx,
+          storeCallsDuringOnSlices: storeCallsOn,
+          onRequests,
+          control: control && { rps: control.rps, cpu: control.cpu, p50: control.p50, perRound: control.perRound },
+        },
         note: 'accepted per 60-s window starting at every 5-s boundary inside the run, by the time each Bridge took the request (its ULID request id)',
       },
     };
