@@ -32,6 +32,8 @@
  * BENCH_BASELINE=<dir>: a checkout of another commit, built (`npm ci && npm run build` there): its own
  * Hub + Bridge run on the same database as one more config in the same rounds, and the summary gives
  * Bridge / baseline per concurrency — a same-run comparison for finding a regression between commits.
+ * With BENCH_ONLY=…,profile as well, both Bridges are CPU-profiled from their source at c=10, area by area
+ * side by side: bench/out/profile-baseline.txt.
  */
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -486,11 +488,18 @@ async function profileBridge(
   benchUrl: string,
   callLua: string,
   c: number,
-  /** against the node:http floor (the yardstick with DB=0) instead of the minimal server: bench/out/profile-floor.txt */
-  floor = false,
+  /**
+   * what the Bridge is profiled against: the minimal server (bench/out/profile-bridge.txt), the node:http
+   * floor, the yardstick with DB=0 (profile-floor.txt), or the BENCH_BASELINE checkout's own Bridge, run
+   * from its source like this one, on its own Hub (profile-baseline.txt)
+   */
+  vs: 'minimal' | 'floor' | { rev: string; dir: string; hub: Hub; apiKey: string } = 'minimal',
 ): Promise<string> {
-  const other = floor ? 'floor (DB=0)' : 'minimal';
-  const base = join(OUT, floor ? 'profile-floor' : 'profile');
+  const floor = vs === 'floor';
+  const baseline = typeof vs === 'object' ? vs : null;
+  const other = floor ? 'floor (DB=0)' : baseline ? `Bridge @${baseline.rev}` : 'minimal';
+  const outName = floor ? 'profile-floor' : baseline ? 'profile-baseline' : 'profile';
+  const base = join(OUT, outName);
   rmSync(base, { recursive: true, force: true });
   const dirs = { bridge: join(base, 'bridge'), minimal: join(base, 'minimal') };
   for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
@@ -511,22 +520,48 @@ async function profileBridge(
   await smokeCall(bUrl, apiKey);
   const b = await profileUnderLoad(bridge, dirs.bridge, bUrl, callLua, { API_KEY: apiKey }, c);
 
-  // the yardstick has no signal handler: exit on SIGTERM so V8 writes the profile
   const mPort = await freePort();
-  const minimal = start(
-    floor ? 'floor-profile' : 'minimal-profile',
-    process.execPath,
-    [
-      '--cpu-prof',
-      `--cpu-prof-dir=${dirs.minimal}`,
-      '--input-type=module',
-      '-e',
-      `process.on('SIGTERM', () => process.exit(0)); await import(${JSON.stringify(minimalScript)});`,
-    ],
-    { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl, ...(floor ? { DB: '0' } : {}) }, logDir: LOGS },
-  );
-  await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server (profiled)');
-  const m = await profileUnderLoad(minimal, dirs.minimal, `http://127.0.0.1:${mPort}`, callLua, {}, c);
+  let m: Awaited<ReturnType<typeof profileUnderLoad>>;
+  if (baseline) {
+    const mUrl = `http://127.0.0.1:${mPort}`;
+    const proc = start(
+      'baseline-profile',
+      process.execPath,
+      ['--cpu-prof', `--cpu-prof-dir=${dirs.minimal}`, '--import', 'tsx', join(baseline.dir, 'bench/lib/bridge-entry.ts')],
+      {
+        cwd: baseline.dir,
+        env: {
+          STK_BRIDGE_PORT: String(mPort),
+          STK_HUB_URL: baseline.hub.url,
+          STK_SERVICE_TOKEN: baseline.hub.serviceToken,
+          STK_BRIDGE_ID: 'bench-profile-baseline',
+          STK_LOG_LEVEL: 'warn',
+        },
+        logDir: LOGS,
+      },
+    );
+    await waitHttp(proc, `${mUrl}/readyz?project=${PROJECT}&env=bench`, 90_000, { 'x-santokit-service-token': baseline.hub.serviceToken });
+    await smokeCall(mUrl, baseline.apiKey);
+    m = await profileUnderLoad(proc, dirs.minimal, mUrl, callLua, { API_KEY: baseline.apiKey }, c);
+  } else m = await profileMinimal();
+
+  async function profileMinimal() {
+    // the yardstick has no signal handler: exit on SIGTERM so V8 writes the profile
+    const minimal = start(
+      floor ? 'floor-profile' : 'minimal-profile',
+      process.execPath,
+      [
+        '--cpu-prof',
+        `--cpu-prof-dir=${dirs.minimal}`,
+        '--input-type=module',
+        '-e',
+        `process.on('SIGTERM', () => process.exit(0)); await import(${JSON.stringify(minimalScript)});`,
+      ],
+      { env: { FRAMEWORK: 'http', DRIVER: 'pg', AUTH: '1', PORT: String(mPort), DATABASE_URL: benchUrl, ...(floor ? { DB: '0' } : {}) }, logDir: LOGS },
+    );
+    await waitFor(async () => minimal.logs().includes('ready'), 30_000, 'the minimal server (profiled)');
+    return profileUnderLoad(minimal, dirs.minimal, `http://127.0.0.1:${mPort}`, callLua, {}, c);
+  }
 
   const perReq = (ms: number, requests: number) => (ms * 1000) / Math.max(1, requests);
   const areas = new Map<string, { bridge: number; minimal: number }>();
@@ -543,7 +578,7 @@ async function profileBridge(
     ...rows.map(([a, v]) => `  ${a.padEnd(32)} ${v.bridge.toFixed(1).padStart(14)} ${v.minimal.toFixed(1).padStart(16)}`),
   ].join('\n');
   const text = `${cmp}\n\n=== Bridge ===\n${formatProfile(b.summary)}\n\n=== ${other} server ===\n${formatProfile(m.summary)}\n`;
-  writeFileSync(join(OUT, floor ? 'profile-floor.txt' : 'profile-bridge.txt'), text);
+  writeFileSync(join(OUT, floor ? 'profile-floor.txt' : baseline ? 'profile-baseline.txt' : 'profile-bridge.txt'), text);
   return text;
 }
 
@@ -729,7 +764,8 @@ async function main(): Promise<void> {
             proc: base.bridge.proc,
           });
         stops.push(minimal.proc.stop, peer.stop, bridgeB.proc.stop, hubB.proc.stop);
-        if (base) stops.push(base.bridge.proc.stop, base.hub.proc.stop);
+        // the baseline's Hub stays up for its profile (BENCH_ONLY=…,profile), stopped after it
+        if (base) stops.push(base.bridge.proc.stop, ...(SECTIONS.has('profile') ? [] : [base.hub.proc.stop]));
       }
       if (SECTIONS.has('floor')) {
         // the physical references (issue 18 part 1): node:http + the key check + a constant body, and
@@ -816,9 +852,21 @@ async function main(): Promise<void> {
         details.profile = 'bench/out/profile-bridge.txt';
         log(`profile:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-bridge.txt)`);
       }
+      if (base && SECTIONS.has('profile')) {
+        log(`profiling a Bridge and the Bridge @${base.rev} at c=10 (node --cpu-prof, both from their source)…`);
+        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua, 10, {
+          rev: base.rev,
+          dir: BASELINE!,
+          hub: base.hub,
+          apiKey: base.key.apiKey,
+        });
+        await base.hub.proc.stop();
+        details.profileBaseline = 'bench/out/profile-baseline.txt';
+        log(`profile against the baseline:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-baseline.txt)`);
+      }
       if (SECTIONS.has('floor')) {
         log('profiling a Bridge and the node:http floor at c=50 (node --cpu-prof)…');
-        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua, 50, true);
+        const text = await profileBridge(hubA, key.apiKey, y.minimal, benchUrl, y.callLua, 50, 'floor');
         details.profileFloor = 'bench/out/profile-floor.txt';
         log(`profile against the floor:\n${text.split('\n=== Bridge')[0]}\n  … (by function: bench/out/profile-floor.txt)`);
       }
