@@ -55,12 +55,12 @@ export function reportError(e: unknown): number {
   }
   if (e instanceof CliError) {
     // the message is often the Hub's (and parts of it a database server's): print it cleaned
-    process.stderr.write(`${red('Error:')} ${terminalSafe(e.message)}\n`);
+    process.stderr.write(`${red('Error:', process.stderr)} ${terminalSafe(e.message)}\n`);
     if (e.hint) process.stderr.write(`  ${terminalSafe(e.hint)}\n`);
     return e.exitCode;
   }
   const msg = e instanceof Error ? e.message : String(e);
-  process.stderr.write(`${red('Error:')} ${terminalSafe(msg)}\n`);
+  process.stderr.write(`${red('Error:', process.stderr)} ${terminalSafe(msg)}\n`);
   if (process.env.STK_DEBUG && e instanceof Error) process.stderr.write(String(e.stack) + '\n');
   return 1;
 }

@@ -9,9 +9,13 @@ import { cleanText } from '../protocol/text.js';
 export const terminalSafe = (s: unknown, multiline = true) => cleanText(s, { multiline, max: 100_000 });
 /** Human output (tables, relative times): stdout is a terminal, or STK_FORCE_TTY=1 (tests, `watch`). */
 export const isTTY = () => Boolean(process.stdout.isTTY) || process.env.STK_FORCE_TTY === '1';
-export const useColor = () => Boolean(process.stdout.isTTY) && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
+/** Color on `stream` (stdout unless said): only a terminal, and never with NO_COLOR or TERM=dumb; stdout and stderr are checked apart. */
+export const useColor = (stream: NodeJS.WriteStream = process.stdout) => Boolean(stream.isTTY) && !process.env.NO_COLOR && process.env.TERM !== 'dumb';
 
-const paint = (code: string) => (s: string) => (useColor() ? `\x1b[${code}m${s}\x1b[0m` : s);
+const paint =
+  (code: string) =>
+  (s: string, stream: NodeJS.WriteStream = process.stdout) =>
+    useColor(stream) ? `\x1b[${code}m${s}\x1b[0m` : s;
 export const green = paint('32');
 export const yellow = paint('33');
 export const red = paint('31');
@@ -49,12 +53,13 @@ export function printTable<T>(rows: T[], columns: Column<T>[], opts: { empty?: s
   for (const l of cells) process.stdout.write(fmt(l) + '\n');
 }
 
+/** A confirmation (`✓ …`): on stderr, so stdout carries only the result (../style: clig.dev, Vercel). */
 export function success(msg: string): void {
-  process.stdout.write(`${green('✓')} ${terminalSafe(msg)}\n`);
+  process.stderr.write(`${green('✓', process.stderr)} ${terminalSafe(msg)}\n`);
 }
 
 export function warn(msg: string): void {
-  process.stderr.write(`${yellow('!')} ${terminalSafe(msg)}\n`);
+  process.stderr.write(`${yellow('!', process.stderr)} ${terminalSafe(msg)}\n`);
 }
 
 /** "3 minutes ago" on a TTY, ISO otherwise. */

@@ -178,7 +178,7 @@ describe('stk apply over tables written by hand (upstream users)', () => {
     expect(v2.stdout).toMatch(/Release: \S+ \(new\)/);
     const back = await s.stk(['release', 'rollback', '--project', s.project, '--env', s.env, '--to-release-id', first]);
     expect(back.code, back.output).toBe(0);
-    expect(back.stdout).toContain(`rolled back to release ${first}`);
+    expect(back.stderr).toContain(`rolled back to release ${first}`);
   });
 
   it('/call reads and writes the hand-made tables: timestamps round-trip as UTC, filters compare them, defaults are UTC now()', async () => {

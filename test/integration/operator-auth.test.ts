@@ -62,7 +62,7 @@ describe('operator login, sessions and logout (first owner from STK_OWNER_EMAIL)
   it('stk login --password-stdin stores a 0600 credentials file; whoami and logout work; the token is dead afterwards', async () => {
     const login = await runStk(['login', '--email', TEST_OWNER.email, '--password-stdin'], { env: env(), input: TEST_OWNER.password + '\n' });
     expect(login.code, login.output).toBe(0);
-    expect(login.stdout).toContain(`Logged in to ${hub.url} as ${TEST_OWNER.email}`);
+    expect(login.stderr).toContain(`Logged in to ${hub.url} as ${TEST_OWNER.email}`);
     const file = join(cfg, 'credentials.json');
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const creds = JSON.parse(readFileSync(file, 'utf8')) as { token: string; hubUrl: string };
@@ -78,7 +78,7 @@ describe('operator login, sessions and logout (first owner from STK_OWNER_EMAIL)
     expect(await whoamiStatus(hub, creds.token)).toBe(200);
     const out = await runStk(['logout'], { env: env() });
     expect(out.code, out.output).toBe(0);
-    expect(out.stdout).toContain(`Logged out ${TEST_OWNER.email}`);
+    expect(out.stderr).toContain(`Logged out ${TEST_OWNER.email}`);
     expect(await whoamiStatus(hub, creds.token)).toBe(401);
 
     const after = await runStk(['whoami'], { env: env() });

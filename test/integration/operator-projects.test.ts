@@ -42,10 +42,11 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
   });
 
   describe('projects', () => {
-    it('stk project create prints a success line; --json gives {name, createdAt}', async () => {
+    it('stk project create prints a success line on stderr (stdout carries only results); --json gives {name, createdAt}', async () => {
       const r = await stk(['project', 'create', 'shop']);
       expect(r.code, r.output).toBe(0);
-      expect(r.stdout).toContain('✓ Created project shop');
+      expect(r.stderr).toContain('✓ Created project shop');
+      expect(r.stdout).toBe('');
       const j = await stk(['project', 'create', 'blog', '--json']);
       expect(j.code, j.output).toBe(0);
       const p = JSON.parse(j.stdout);
@@ -121,7 +122,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
     it('create, list (with currentReleaseId null), duplicate 409, bad name 400, unknown project 404', async () => {
       const c = await stk(['env', 'create', '--project', 'shop', 'dev']);
       expect(c.code, c.output).toBe(0);
-      expect(c.stdout).toContain('✓ Created env dev in project shop');
+      expect(c.stderr).toContain('✓ Created env dev in project shop');
       const j = await stk(['env', 'create', '--project', 'shop', 'prod', '--json']);
       expect(JSON.parse(j.stdout)).toMatchObject({ name: 'prod' });
 
@@ -175,7 +176,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
       const r = await stk(['connections', 'set', '--project', 'shop', '--env', 'dev', '--name', 'main', '--engine', 'postgres', '--db-url-stdin'], goodUrl);
       expect(r.code, r.output).toBe(0);
       const masked = `postgres://postgres:****@127.0.0.1:${new URL(db.url).port}/${db.name}`;
-      expect(r.stdout).toContain(`✓ Saved connection main in shop/dev: ${masked}`);
+      expect(r.stderr).toContain(`✓ Saved connection main in shop/dev: ${masked}`);
 
       const s = store();
       try {
@@ -223,7 +224,7 @@ describe('projects, envs and connections (OPERATOR-001)', () => {
     it('test really connects and runs SELECT 1', async () => {
       const r = await stk(['connections', 'test', '--project', 'shop', '--env', 'dev', '--name', 'main']);
       expect(r.code, r.output).toBe(0);
-      expect(r.stdout).toMatch(/✓ Connection main in shop\/dev works \(\d+ ms\)/);
+      expect(r.stderr).toMatch(/✓ Connection main in shop\/dev works \(\d+ ms\)/);
       const j = await stk(['connections', 'test', '--project', 'shop', '--env', 'dev', '--json']);
       const body = JSON.parse(j.stdout);
       expect(body.ok).toBe(true);

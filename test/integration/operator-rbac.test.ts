@@ -64,7 +64,7 @@ describe('operator RBAC', () => {
       expect(r.code, r.output).toBe(0);
       code = /Invite code: (\S+)/.exec(r.stdout)![1]!;
       expect(code).toMatch(/^stki_[A-Za-z0-9_-]{32}$/);
-      expect(r.stdout).toContain('✓ Invited alice@example.com to the org as admin');
+      expect(r.stderr).toContain('✓ Invited alice@example.com to the org as admin');
       expect(r.stderr).toContain('will not be shown again');
       const s = openSqlite(hub.dbUrl.replace(/^sqlite:\/\//, ''), { readonly: true });
       try {
@@ -94,7 +94,7 @@ describe('operator RBAC', () => {
     it('stk invite accept, then stk login; whoami shows the org role; the code is spent', async () => {
       const a = await stkAs(undefined, ['invite', 'accept', '--email', 'alice@example.com', '--code', code, '--password-stdin'], PW);
       expect(a.code, a.output).toBe(0);
-      expect(a.stdout).toContain('Invite accepted for alice@example.com');
+      expect(a.stderr).toContain('Invite accepted for alice@example.com');
       const dir = tempConfigDir();
       const env = { STK_CONFIG_DIR: dir, STK_HUB_URL: hub.url };
       const login = await runStk(['login', '--email', 'alice@example.com', '--password-stdin'], { env, input: PW });
@@ -224,7 +224,7 @@ describe('operator RBAC', () => {
     it('set-role viewer → admin → viewer', async () => {
       const up = await stkAs(owner, ['project', 'members', 'set-role', 'viewer@example.com', '--project', 'shop', '--role', 'admin']);
       expect(up.code, up.output).toBe(0);
-      expect(up.stdout).toContain('viewer@example.com is now admin on project shop');
+      expect(up.stderr).toContain('viewer@example.com is now admin on project shop');
       expect((await stkAs(tokens.viewer, ['env', 'create', '--project', 'shop', 'promoted'])).code).toBe(0);
       const down = await stkAs(owner, ['project', 'members', 'set-role', 'viewer@example.com', '--project', 'shop', '--role', 'viewer', '--json']);
       expect(JSON.parse(down.stdout)).toMatchObject({ email: 'viewer@example.com', role: 'viewer', status: 'active' });
@@ -238,7 +238,7 @@ describe('operator RBAC', () => {
       expect((await stkAs(t, ['env', 'create', '--project', 'shop', 'before-removal'])).code).toBe(0);
       const rm = await stkAs(owner, ['project', 'members', 'remove', 'removed@example.com', '--project', 'shop']);
       expect(rm.code, rm.output).toBe(0);
-      expect(rm.stdout).toContain('Removed removed@example.com from project shop');
+      expect(rm.stderr).toContain('Removed removed@example.com from project shop');
       for (const args of [
         ['env', 'create', '--project', 'shop', 'after-removal'],
         ['connections', 'list', '--project', 'shop', '--env', 'dev'],
@@ -266,7 +266,7 @@ describe('operator RBAC', () => {
       expect((await http.as(t).request('GET', '/api/org/members')).status).toBe(200);
       const r = await stkAs(owner, ['org', 'members', 'set-role', 'shifty@example.com', '--role', 'member']);
       expect(r.code, r.output).toBe(0);
-      expect(r.stdout).toContain('shifty@example.com is now org member');
+      expect(r.stderr).toContain('shifty@example.com is now org member');
       expect((await http.as(t).request('GET', '/api/org/members')).status).toBe(403);
       const grant = await stkAs(tokens.orgAdmin, ['org', 'members', 'set-role', 'shifty@example.com', '--role', 'owner']);
       expect(grant.code).toBe(1);

@@ -125,7 +125,7 @@ describe('releases', () => {
 
     const r = await stk(['release', 'promote', '--project', 'shop', '--from', 'dev', '--to', 'prod']);
     expect(r.code, r.output).toBe(0);
-    expect(r.stdout).toContain(`shop/prod now runs release ${v2}`);
+    expect(r.stderr).toContain(`shop/prod now runs release ${v2}`);
     expect(await currentOf('prod')).toBe(v2);
     const cols = await query(prod.url, `SELECT column_name FROM information_schema.columns WHERE table_name = 'users' ORDER BY ordinal_position`);
     expect(cols.map((c) => c.column_name)).toEqual(['id', 'email', 'name', 'bio', 'created_at']);

@@ -183,7 +183,7 @@ describe('upstream stk spellings end to end', () => {
     }
 
     const clean = await ok(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code']);
-    expect(clean.stdout).toContain(`No drift in ${P}/dev: the live schema matches snapshot ${snap.snapshotId}`);
+    expect(clean.stderr).toContain(`No drift in ${P}/dev: the live schema matches snapshot ${snap.snapshotId}`);
 
     await query(
       dbs[0]!.url,
@@ -201,7 +201,7 @@ describe('upstream stk spellings end to end', () => {
     expect(second.stdout).toMatch(/^main\tposts\t7\tyes$/m);
     expect(second.stdout).toContain(`Changes since the previous snapshot ${snap.snapshotId}:`);
     expect(second.stdout).toContain('+ main: column users.phone added (text, nullable)');
-    expect((await ok(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code'])).stdout).toContain('No drift');
+    expect((await ok(['schema', 'drift', '--project', P, '--env', 'dev', '--exit-code'])).stderr).toContain('No drift');
 
     // an env without a snapshot: 404; a database with too many tables is refused before it is read
     const none = await stk(['schema', 'drift', '--project', P, '--env', 'prod']);

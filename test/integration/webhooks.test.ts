@@ -201,7 +201,7 @@ describe('webhooks: key and release events, signed', () => {
     const list = await must(['webhooks', 'list', '--project', P]);
     expect(list.stdout).toContain(`${id}\t${recv.url}/cli\tapikey.revoked,apikey.leaked\tactive`);
     const test = await must(['webhooks', 'test', '--project', P, id!]);
-    expect(test.stdout).toMatch(/Test delivery msg_\S+ answered 200/);
+    expect(test.stderr).toMatch(/Test delivery msg_\S+ answered 200/);
     const [t] = recv.at('/cli');
     expect(t!.json).toMatchObject({ type: 'webhook.test', data: { project: P, webhookId: id } });
     expect(verifyStandardWebhook(secret!, t!.headers, t!.body)).toBe(true);

@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { enc } from '../client.js';
 import { CliError, UsageError } from '../errors.js';
-import { green, isTTY, printJson, printTable, terminalSafe, warn, when } from '../output.js';
+import { isTTY, printJson, printTable, success, warn, when } from '../output.js';
 import { canConfirm, promptLine } from '../prompt.js';
 import { client, example, opts } from './common.js';
 import { MAX_SCAN_FILE_BYTES, gitTopLevel, newStats, scanGitHistory, scanPaths, type KeyHit, type ScanStats } from '../key-scan.js';
@@ -32,9 +32,6 @@ export interface ScanRow {
 
 type ScanOpts = { gitHistory?: boolean; offline?: boolean; revoke?: boolean; suspend?: boolean; yes?: boolean; json?: boolean };
 type Act = 'revoke' | 'suspend';
-
-/** a ✓ line on stderr: stdout carries only the table or the JSON */
-const done = (msg: string) => process.stderr.write(`${green('✓')} ${terminalSafe(msg)}\n`);
 
 const location = (h: KeyHit) => (h.commit ? `${h.commit}:${h.file}:${h.line}` : `${h.file}:${h.line}`);
 
@@ -126,7 +123,7 @@ async function scan(paths: string[], o: ScanOpts, cmd: Command): Promise<void> {
 
   const live = [...known.values()].filter((k) => k.found && k.status === 'active');
   const unknown = ids.filter((id) => !known.get(id)?.found).length;
-  if (ids.length === 0) done('No Santokit API keys found');
+  if (ids.length === 0) success('No Santokit API keys found');
   else if (o.offline) warn(`${ids.length} API key${ids.length === 1 ? '' : 's'} found (not checked with the Hub: --offline)`);
   else {
     process.stderr.write(
@@ -167,7 +164,7 @@ async function actOnLive(cmd: Command, act: Act, live: KeyLookupItem[], yes: boo
       const already = 'alreadyRevoked' in r ? r.alreadyRevoked : r.alreadySuspended;
       const lagging = r.ack?.lagging ?? [];
       const did = act === 'revoke' ? 'Revoked' : 'Suspended';
-      done(`${did} ${label(k)}${already ? ' (it already was)' : ''}${lagging.length ? `; Bridge(s) ${lagging.join(', ')} did not confirm in time` : ''}`);
+      success(`${did} ${label(k)}${already ? ' (it already was)' : ''}${lagging.length ? `; Bridge(s) ${lagging.join(', ')} did not confirm in time` : ''}`);
       if (lagging.length) failed.push(`${k.keyId}: not confirmed by ${lagging.join(', ')}`);
     } catch (e) {
       failed.push(`${k.keyId}: ${(e as Error).message}`);

@@ -151,11 +151,11 @@ export function explainRefusal(e: unknown, json: boolean, again: (...flags: stri
   const d = e.details as { plan?: PlanStep[]; errors?: string[]; unsupported?: string[]; unmanaged?: string[]; notes?: string[] };
   const err = (s: string) => process.stderr.write(s);
   if (Array.isArray(d.errors) && d.errors.length > 5) {
-    err(red('Problems:') + '\n');
+    err(red('Problems:', process.stderr) + '\n');
     for (const x of d.errors) err(`  - ${x}\n`);
   }
   if (Array.isArray(d.unsupported) && d.unsupported.length) {
-    err(red('Cannot apply:') + '\n');
+    err(red('Cannot apply:', process.stderr) + '\n');
     for (const x of d.unsupported) err(`  - ${x}\n`);
   }
   if (Array.isArray(d.plan) && e.status === 409) {
@@ -168,10 +168,11 @@ export function explainRefusal(e: unknown, json: boolean, again: (...flags: stri
         yellow(
           `Nothing was applied: the plan touches table${many ? 's' : ''} santokit did not create (${terminalSafe(d.unmanaged.join(', '), false)}). ` +
             `To let apply manage ${many ? 'them' : 'it'} from now on, with the plan above${destructive ? ` and its ${steps}` : ''}, run:`,
+          process.stderr,
         ) + `\n  ${terminalSafe(destructive ? again('--adopt', '--force') : again('--adopt'), false)}\n`,
       );
     } else {
-      err(yellow(`Nothing was applied: the plan has ${steps}. To apply them, run:`) + `\n  ${terminalSafe(again('--force'), false)}\n`);
+      err(yellow(`Nothing was applied: the plan has ${steps}. To apply them, run:`, process.stderr) + `\n  ${terminalSafe(again('--force'), false)}\n`);
     }
   }
 }
