@@ -106,10 +106,19 @@ export async function endGraceOnRevoke(trx: Kysely<HubDatabase>, keyId: string, 
   await gdb(trx).updateTable('api_key_graces').set({ ended_at: at, end_reason: 'revoked' }).where('key_id', '=', keyId).where('ended_at', 'is', null).execute();
 }
 
+/**
+ * How far this Hub's clock is ahead of the reporting Bridge's (ms; negative: behind), from the time the
+ * report says it was sent (`sentAt`; network delay only adds to it). 0 when the report has no such time
+ * (an older Bridge).
+ */
+export function reportSkewMs(report: UsageReport, nowMs: number): number {
+  const sent = typeof report.sentAt === 'string' ? Date.parse(report.sentAt) : NaN;
+  return Number.isFinite(sent) ? nowMs - sent : 0;
+}
+
 /** A report's times in this Hub's clock (see recordGraceUsage); 0 for no time sent. */
 function bridgeClock(report: UsageReport, nowMs: number): (s: unknown) => number {
-  const sent = typeof report.sentAt === 'string' ? Date.parse(report.sentAt) : NaN;
-  const skew = Number.isFinite(sent) ? nowMs - sent : 0;
+  const skew = reportSkewMs(report, nowMs);
   return (s: unknown): number => {
     if (typeof s !== 'string') return 0;
     const t = Date.parse(s) + skew;

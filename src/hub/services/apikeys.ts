@@ -30,7 +30,7 @@ import type {
 import { findEnv, requireProjectRole, type ProjectRef } from './rbac.js';
 import { getSync, loadCurrentRelease, waitForBridges } from './sync/index.js';
 import { rateLimitedEvents } from './webhooks/queue.js';
-import { endGrace, endGraceOnRevoke, graceFigures, recordGraceUsage, recordLostUsage, startGrace } from './apikey-grace.js';
+import { endGrace, endGraceOnRevoke, graceFigures, recordGraceUsage, recordLostUsage, reportSkewMs, startGrace } from './apikey-grace.js';
 
 /** At most this many live (not revoked, not expired) keys per project+env. */
 export const MAX_KEYS_PER_ENV = 100;
@@ -844,6 +844,12 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   const nowMs = Date.now();
   const nowMinute = minuteOf(new Date(nowMs + 60_000));
   const oldest = minuteOf(new Date(nowMs - USAGE_RETENTION_MS));
+  // the Bridge's times in this Hub's clock: a Bridge whose clock is ahead had its minutes dropped as
+  // "future" and one behind filed them (and last use) in the past. Minutes move by whole minutes, so
+  // network delay (well under 30 s) moves nothing.
+  const skewMs = reportSkewMs(report, nowMs);
+  const shiftMs = Math.round(skewMs / 60_000) * 60_000;
+  const inHubClock = (minute: string) => (shiftMs === 0 ? minute : minuteOf(new Date(Date.parse(minute) + shiftMs)));
   // what the report adds, row by row, summed where it names a row twice; then written in batches of
   // BATCH_ROWS (a report part holds up to 20,000 keys: one statement per row was minutes on PostgreSQL)
   const usageRows = new Map<string, { key_id: string; minute: string; count: number }>();
@@ -857,7 +863,8 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
       .slice(0, 1440)
       .filter((m) => m && typeof m.minute === 'string' && MINUTE_RE.test(m.minute) && Number.isInteger(m.count) && m.count >= 0)
       .sort((a, b) => (a.minute < b.minute ? -1 : a.minute > b.minute ? 1 : 0));
-    for (const m of minutes) {
+    for (const m0 of minutes) {
+      const m = shiftMs === 0 ? m0 : { ...m0, minute: inHubClock(m0.minute) };
       if (m.minute > nowMinute || m.minute < oldest) continue;
       for (const kind of ['error', 'rejected'] as const) {
         const byStatus = kind === 'error' ? m.errors : m.rejected;
@@ -878,7 +885,7 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
       else usageRows.set(id, { key_id: k.keyId, minute: m.minute, count: m.count });
       if (!last || m.minute > last) last = m.minute;
     }
-    const lu = k.lastUsedAt === null ? NaN : Date.parse(k.lastUsedAt);
+    const lu = k.lastUsedAt === null ? NaN : Date.parse(k.lastUsedAt) + skewMs;
     if (Number.isFinite(lu) && lu <= nowMs + 60_000) {
       const minute = minuteOf(new Date(lu));
       if (!last || minute > last) last = minute;
