@@ -237,6 +237,42 @@ describe('the store down, hung, back (a private redis-server)', () => {
     await Promise.all(ls.map((l) => l.close()));
   });
 
+  it('admitted while the store was down counts once it is back: a key that used its limit locally is not given it again in the same window', async () => {
+    const url = `redis://:${password}@127.0.0.1:${r.port}`;
+    const clock = { t: Date.now() };
+    const { ls } = await bridges(3, url, clock);
+    await r.kill();
+    await until(() => ls.every((l) => !l.global), ls);
+    // 60/min on 3 Bridges: each admits its share of 20 on its own, 60 in all
+    const id = keyId();
+    let down = 0;
+    for (const l of ls) for (let i = 0; i < 30; i++) if (l.take(id, 60, clock.t) === 0) down++;
+    expect(down).toBe(60);
+    await r.restart();
+    await until(() => ls.every((l) => l.global), ls);
+    // the first rounds charge what was admitted while down (the clock has not moved: same window)
+    for (let i = 0; i < 3; i++) for (const l of ls) await l.flush();
+    let after = 0;
+    for (let round = 0; round < 5; round++) {
+      for (const l of ls) for (let i = 0; i < 10; i++) if (l.take(id, 60, clock.t) === 0) after++;
+      for (const l of ls) await l.flush();
+    }
+    // at most the cold credit a key starts with (1/20 of a Bridge's share, rounded up): 1 per Bridge
+    expect(after).toBeLessThanOrEqual(3);
+    // one window later the key has its limit again
+    clock.t += MINUTE + MINUTE / 12;
+    for (const l of ls) await l.flush();
+    let next = 0;
+    for (let round = 0; round < 30; round++) {
+      for (const l of ls) for (let i = 0; i < 2; i++) if (l.take(id, 60, clock.t) === 0) next++;
+      clock.t += 100;
+      for (const l of ls) await l.flush();
+    }
+    expect(next).toBeGreaterThanOrEqual(57);
+    expect(next).toBeLessThanOrEqual(60);
+    await Promise.all(ls.map((l) => l.close()));
+  });
+
   it('a hung store (accepts, never answers): the round times out, requests keep being decided locally, nothing piles up', async () => {
     const port = await freePort();
     const sockets: import('node:net').Socket[] = [];

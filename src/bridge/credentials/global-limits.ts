@@ -30,7 +30,8 @@ import type { WindowStore, WindowSyncItem } from './redis-window.js';
  *
  * Store unreachable (error, timeout, connection closed) → every Bridge falls back to a local token
  * bucket of limit / N per key, says so once, and probes the store every second; when it answers, limits
- * are global again (said once too). Only keys the verifier authenticated reach `take`: a made-up key id
+ * are global again (said once too), and what each key was admitted locally within the last window is
+ * charged to the store first (so the outage's requests still count in the window that follows). Only keys the verifier authenticated reach `take`: a made-up key id
  * never creates store state. State is bounded: at most `maxKeys` keys (the rest get the local share),
  * `maxBatch` per round, one round in flight, each bounded by the store's timeout.
  */
@@ -84,6 +85,36 @@ class KeyState {
   }
 }
 
+/** Requests of one key admitted while the store was down, one slot per sub-window of the last window. */
+class DownCount {
+  readonly #slots: Uint32Array;
+  #last: number;
+  limitPerMin = 0;
+  constructor(subWindows: number, sub: number) {
+    this.#slots = new Uint32Array(subWindows);
+    this.#last = sub;
+  }
+  add(sub: number): void {
+    this.#advance(sub);
+    this.#slots[sub % this.#slots.length]!++;
+  }
+  /** admitted in the window that ends with sub-window `sub` */
+  within(sub: number): number {
+    this.#advance(sub);
+    let n = 0;
+    for (const c of this.#slots) n += c;
+    return n;
+  }
+  /** empties the slots of the sub-windows that passed since the last one counted */
+  #advance(sub: number): void {
+    if (sub <= this.#last) return;
+    const len = this.#slots.length;
+    if (sub - this.#last >= len) this.#slots.fill(0);
+    else for (let s = this.#last + 1; s <= sub; s++) this.#slots[s % len] = 0;
+    this.#last = sub;
+  }
+}
+
 const PROBE_MS = 1000;
 
 export class GlobalRateLimiter implements RateLimiter {
@@ -99,6 +130,12 @@ export class GlobalRateLimiter implements RateLimiter {
    * at a few requests per second per Bridge, each Bridge would refuse one request per freed batch).
    */
   readonly #hot = new Set<KeyState>();
+  /**
+   * While the store is down: what each key was admitted locally, per sub-window of the last window. When
+   * the store answers again it is charged there (else the window would start from what the store saw
+   * before the outage, and a key could get its local share and its whole limit again within one window).
+   */
+  readonly #admittedDown = new Map<string, DownCount>();
   #global = false;
   #everUp = false;
   #saidDown = false;
@@ -156,7 +193,11 @@ export class GlobalRateLimiter implements RateLimiter {
   }
 
   take(keyId: string, limitPerMin: number, now: number): number {
-    if (!this.#global) return this.#local.take(keyId, Math.max(1, limitPerMin / this.#bridges()), now);
+    if (!this.#global) {
+      const wait = this.#local.take(keyId, Math.max(1, limitPerMin / this.#bridges()), now);
+      if (wait === 0) this.#countDown(keyId, limitPerMin, now);
+      return wait;
+    }
     const budget = Math.max(1, Math.round((limitPerMin * this.#o.windowMs) / 60_000));
     let st = this.#states.get(keyId);
     if (!st) {
@@ -210,6 +251,47 @@ export class GlobalRateLimiter implements RateLimiter {
     if (st) this.#hot.delete(st);
     this.#states.delete(keyId);
     this.#local.forget(keyId);
+    this.#admittedDown.delete(keyId);
+  }
+
+  /** One request admitted locally while the store is down (bounded: maxKeys keys, one slot per sub-window). */
+  #countDown(keyId: string, limitPerMin: number, now: number): void {
+    const sub = Math.floor(now / this.#subMs);
+    let d = this.#admittedDown.get(keyId);
+    if (!d) {
+      if (this.#admittedDown.size >= this.#o.maxKeys) return;
+      d = new DownCount(this.#o.subWindows, sub);
+      this.#admittedDown.set(keyId, d);
+    }
+    d.add(sub);
+    d.limitPerMin = limitPerMin;
+  }
+
+  /**
+   * The store answers again: what each key was admitted locally within the last window becomes debt of
+   * its first round, charged to the current sub-window (it then counts until a window from now, a little
+   * longer than the requests themselves would: the safe side).
+   */
+  #chargeDownAdmissions(now: number): void {
+    const sub = Math.floor(now / this.#subMs);
+    for (const [keyId, d] of this.#admittedDown) {
+      const admitted = d.within(sub);
+      if (admitted === 0) continue;
+      const budget = Math.max(1, Math.round((d.limitPerMin * this.#o.windowMs) / 60_000));
+      // the cold credit of a key seen for the first time (take), until the first round answers
+      const st = new KeyState(keyId, budget, Math.ceil(budget / (20 * this.#bridges())), now);
+      st.debt = admitted;
+      st.debtSub = sub;
+      st.queued = true;
+      this.#states.set(keyId, st);
+      this.#queue.push(st);
+      // synced every round for a window, like a key that refused: the other Bridges charge what they
+      // admitted when they see the store again (up to a probe interval apart), and this Bridge's credit
+      // must shrink as they do
+      st.refusedAt = now;
+      this.#hot.add(st);
+    }
+    this.#admittedDown.clear();
   }
 
   /** A sync round as soon as allowed (at most one every syncMs/10, one in flight). */
@@ -262,6 +344,7 @@ export class GlobalRateLimiter implements RateLimiter {
       this.#queue = [];
       this.#global = true;
       this.#local = new KeyRateLimiter();
+      this.#chargeDownAdmissions(this.#o.now());
       if (this.#everUp || this.#saidDown) this.#o.log.info({}, 'rate limits: the Redis store answers again; per-key limits are global again');
       else this.#o.log.info({ bridges: this.#bridges() }, 'rate limits: global per-key limits through the Redis store');
       this.#everUp = true;
@@ -282,6 +365,7 @@ export class GlobalRateLimiter implements RateLimiter {
   #fallBack(reason: string): void {
     if (!this.#global || this.#closed) return;
     this.#global = false;
+    this.#admittedDown.clear();
     this.#states.clear();
     this.#hot.clear();
     this.#queue = [];
