@@ -1,5 +1,7 @@
 import { Agent, request } from 'node:http';
-import { join } from 'node:path';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { formatProfile, summarizeProfile } from './profile.js';
 import { ulidTime } from '../../src/common/ulid.js';
 import { cpuMs, run } from './procs.js';
 import { PROJECT, smokeCall, startBridge, type Bridge, type Hub, type StackPaths } from './stack.js';
@@ -119,10 +121,15 @@ export async function globalRate(o: {
   try {
     // log level warn like every bench Bridge (an access line per request would be most of the difference)
     const env = { STK_RATE_LIMIT_REDIS_URL: redisUrl };
-    for (let i = 1; i <= 3; i++) bridges.push(await startBridge(o.paths, o.hub, `rate${i}`, [o.env], env));
+    // BENCH_GLOBALRATE_PROFILE=1: rate1 and rate-off run under --cpu-prof; their first overhead slices are
+    // compared function by function (bench/out/profile-globalrate.txt)
+    const profileDir = process.env.BENCH_GLOBALRATE_PROFILE === '1' ? join(dirname(o.paths.logDir), 'profile-globalrate') : null;
+    if (profileDir) rmSync(profileDir, { recursive: true, force: true });
+    const prof = (name: string): string[] => (profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, name)}`] : []);
+    for (let i = 1; i <= 3; i++) bridges.push(await startBridge(o.paths, o.hub, `rate${i}`, [o.env], env, i === 1 ? prof('on') : []));
     // two Bridges without Redis, so the overhead compares two processes on each side (one process's JIT
     // and memory layout alone move its throughput a few %)
-    const offs = [await startBridge(o.paths, o.hub, 'rate-off', [o.env]), await startBridge(o.paths, o.hub, 'rate-off2', [o.env])];
+    const offs = [await startBridge(o.paths, o.hub, 'rate-off', [o.env], {}, prof('off')), await startBridge(o.paths, o.hub, 'rate-off2', [o.env])];
     stops.push(...bridges, ...offs);
     const keys = await Promise.all(LIMITS.map((l) => createKey(o.hub, o.env, `rate-${l}`, l)));
     for (const b of [...bridges, ...offs]) await smokeCall(b.url, keys[2]!);
@@ -135,7 +142,15 @@ export async function globalRate(o: {
     const ms = o.seconds * 1000;
     log(`global rate: 3 Bridges + Redis, keys at ${LIMITS.join(', ')}/min loaded at 2× for ${o.seconds} s (round-robin, paced)…`);
     const t0 = Date.now() + 100;
-    const sent = await Promise.all(LIMITS.map((l, i) => paced(urls, keys[i]!, 2 * l, ms, t0)));
+    // the Bridges without Redis get the same traffic per Bridge meanwhile (refused on their own), so both
+    // sides of the overhead comparison below have answered the same mix of 200s and 429s: a Bridge that
+    // has answered refusals runs a few % slower afterwards than one that never did (V8's inline caches
+    // see more shapes), which alone read as an "overhead" of 0.90–0.92 before
+    const offUrls = offs.map((b) => b.url);
+    const [sent] = await Promise.all([
+      Promise.all(LIMITS.map((l, i) => paced(urls, keys[i]!, 2 * l, ms, t0))),
+      Promise.all(LIMITS.map((l, i) => paced(offUrls, keys[i]!, (2 * l * offUrls.length) / urls.length, ms, t0))),
+    ]);
     const perKey = LIMITS.map((limit, i) => {
       const ws = windows(sent[i]!);
       const errs = ws.map((w) => Math.abs(w.accepted - limit) / limit);
@@ -174,9 +189,12 @@ export async function globalRate(o: {
       bridge: string;
       cpuUsPerReq: number;
     }
+    const sliceWindows = new Map<string, { fromUs: number; toUs: number; requests: number }>();
     const slice = async (b: Bridge): Promise<Slice> => {
       const cpu0 = cpuMs(b.proc.pid);
+      const fromUs = Number(process.hrtime.bigint() / 1000n);
       const res = await wrk({ url: b.url, script: o.callLua, connections: 10, seconds: o.overheadSeconds, env: { API_KEY: fast } });
+      if (!sliceWindows.has(b.name)) sliceWindows.set(b.name, { fromUs, toUs: Number(process.hrtime.bigint() / 1000n), requests: res.requests });
       return { ...res, bridge: b.name, cpuUsPerReq: round(((cpuMs(b.proc.pid) - cpu0) * 1000) / Math.max(1, res.requests), 1) };
     };
     interface Round {
@@ -231,6 +249,22 @@ export async function globalRate(o: {
       log(
         `  off / off: throughput ${control.rps.toFixed(3)} (rounds ${control.perRound.map((x) => x.rps.toFixed(3)).join(', ')}), CPU per request ${control.cpu.toFixed(3)}`,
       );
+    }
+    if (profileDir) {
+      const text: string[] = [];
+      for (const [b, side] of [
+        [bridges[0]!, 'on'],
+        [offs[0]!, 'off'],
+      ] as const) {
+        await b.proc.stop();
+        const w = sliceWindows.get(b.name)!;
+        const file = readdirSync(join(profileDir, side)).find((f) => f.endsWith('.cpuprofile'));
+        if (!file) continue;
+        const sum = summarizeProfile(join(profileDir, side, file), 40, w);
+        text.push(`=== ${b.name} (Redis ${side}): ${((sum.busyMs * 1000) / w.requests).toFixed(1)} µs busy per request ===`, formatProfile(sum), '');
+      }
+      writeFileSync(join(dirname(o.paths.logDir), 'profile-globalrate.txt'), text.join('\n'));
+      log(`  profiles of rate1 (on) and rate-off: bench/out/profile-globalrate.txt`);
     }
     const on = main.a;
     const offRuns = main.b;

@@ -139,10 +139,18 @@ export interface Bridge {
   url: string;
 }
 
-export async function startBridge(paths: StackPaths, hub: Hub, name: string, readyEnvs: string[], extraEnv: Record<string, string> = {}): Promise<Bridge> {
+export async function startBridge(
+  paths: StackPaths,
+  hub: Hub,
+  name: string,
+  readyEnvs: string[],
+  extraEnv: Record<string, string> = {},
+  /** node flags (e.g. --cpu-prof, which NODE_OPTIONS does not take) */
+  nodeArgs: string[] = [],
+): Promise<Bridge> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const proc = start(`bridge-${name}`, process.execPath, [paths.stk, 'bridge', 'start'], {
+  const proc = start(`bridge-${name}`, process.execPath, [...nodeArgs, paths.stk, 'bridge', 'start'], {
     env: {
       STK_BRIDGE_PORT: String(port),
       STK_HUB_URL: hub.url,
