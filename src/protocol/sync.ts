@@ -59,6 +59,23 @@ export type SyncKeyRow = [
 export const SYNC_KEY_ROWS_PARAM = 'keyFormat';
 export const SYNC_KEY_ROWS_VALUE = 'rows';
 
+/**
+ * The stream query parameter by which a Bridge says what it enforces of a key record beyond the first
+ * protocol (comma-separated). A Bridge built before suspend and IP allowlists took any status but
+ * `revoked` as active and ignored `allowedIps`: it would accept a suspended key, and an allowlisted key
+ * from anywhere (and ack the change). The Hub therefore sends a Bridge that declares neither these
+ * capabilities nor `keyrows` (which came after both) such keys as `revoked`: during a rolling upgrade an
+ * old Bridge refuses them until it is upgraded (fail closed). A later `active` record restores them there.
+ */
+export const SYNC_CAPS_PARAM = 'caps';
+export const SYNC_CAPS = ['suspend', 'allowlist'] as const;
+
+/** The record an old Bridge (without SYNC_CAPS) gets: what it cannot enforce, it refuses. */
+export function failClosedRecord(r: SyncKeyRecord): SyncKeyRecord {
+  if (r.status === 'suspended' || (r.allowedIps != null && r.allowedIps.length > 0)) return { ...r, status: 'revoked' };
+  return r;
+}
+
 export interface SyncEnvState {
   project: string;
   env: string;

@@ -12,7 +12,7 @@ import { getSync, responseSink, type StreamSink } from '../../src/hub/services/s
 import { KEY_BATCH } from '../../src/hub/services/sync/key-batches.js';
 import { addKeyRows, KeyTable, toEntry, type KeyEntry } from '../../src/bridge/credentials/key-table.js';
 import { newKeyId } from '../../src/protocol/key-format.js';
-import { SYNC_SESSION_HEADER, type SyncMessage } from '../../src/protocol/sync.js';
+import { SYNC_CAPS, SYNC_SESSION_HEADER, type SyncMessage } from '../../src/protocol/sync.js';
 import { waitFor } from '../helpers/procs.js';
 import { createTestDatabase } from '../helpers/pg.js';
 
@@ -152,8 +152,8 @@ describe.each(['sqlite', 'postgres'] as const)('sync snapshot keys (%s store)', 
   });
 
   /** Reads a stream over HTTP until its snapshot ended (then closes it). */
-  async function snapshotOverHttp(bridgeId: string, keyFormat?: string): Promise<SyncMessage[]> {
-    const qs = new URLSearchParams({ bridgeId, ...(keyFormat === undefined ? {} : { keyFormat }) });
+  async function snapshotOverHttp(bridgeId: string, keyFormat?: string, caps?: string): Promise<SyncMessage[]> {
+    const qs = new URLSearchParams({ bridgeId, ...(keyFormat === undefined ? {} : { keyFormat }), ...(caps === undefined ? {} : { caps }) });
     const ac = new AbortController();
     const res = await fetch(`${url}/internal/sync/stream?${qs}`, { headers: { 'x-santokit-service-token': token }, signal: ac.signal });
     expect(res.status).toBe(200);
@@ -176,8 +176,9 @@ describe.each(['sqlite', 'postgres'] as const)('sync snapshot keys (%s store)', 
 
   it('keyrows (keyFormat=rows) and keys (older Bridges, or a format this Hub does not know) give a Bridge the same table, in bounded batches', async () => {
     const rows = await snapshotOverHttp('snap-rows', 'rows');
-    const records = await snapshotOverHttp('snap-records');
-    const later = await snapshotOverHttp('snap-later', 'columns-v9');
+    // a Bridge reading `keys` that declares what it enforces (an older one that does not: next test)
+    const records = await snapshotOverHttp('snap-records', undefined, SYNC_CAPS.join(','));
+    const later = await snapshotOverHttp('snap-later', 'columns-v9', SYNC_CAPS.join(','));
     expect(rows.filter((m) => m.type === 'keys')).toHaveLength(0);
     expect(records.filter((m) => m.type === 'keyrows')).toHaveLength(0);
     expect(later.filter((m) => m.type === 'keyrows')).toHaveLength(0);
@@ -210,6 +211,60 @@ describe.each(['sqlite', 'postgres'] as const)('sync snapshot keys (%s store)', 
       allowsLoopback: 'any',
     });
     expect(a.seq).toBe(b.seq);
+  });
+
+  it('a Bridge that predates suspend and IP allowlists (no caps, no keyrows) gets those keys as revoked, in the snapshot and in changes; active again when resumed', async () => {
+    const current = applySnapshot(await snapshotOverHttp('snap-current', undefined, SYNC_CAPS.join(','))).keys;
+    const old = applySnapshot(await snapshotOverHttp('snap-old')).keys;
+    const partial = applySnapshot(await snapshotOverHttp('snap-partial', undefined, 'suspend')).keys;
+    let closed = 0;
+    for (let i = 0; i < KEYS; i++) {
+      const c = view(current.get(ids[i]!)!);
+      const o = view(old.get(ids[i]!)!);
+      expect(view(partial.get(ids[i]!)!)).toEqual(o); // both capabilities or neither
+      if (c.stopped === 'suspended' || c.allowsLoopback !== 'any') {
+        // what an old Bridge could not enforce, it refuses
+        expect(o).toEqual({ ...c, stopped: 'revoked', allowsLoopback: c.allowsLoopback, allowsOther: c.allowsOther });
+        if (c.stopped !== 'revoked') closed++;
+      } else expect(o).toEqual(c);
+    }
+    expect(closed).toBeGreaterThan(100);
+
+    // live changes: an old Bridge's stream, acking what it gets (as a Bridge does)
+    const sync = getSync(ctx);
+    const changes: Array<Extract<SyncMessage, { type: 'change' }>> = [];
+    const sink: StreamSink = {
+      closed: false,
+      async write(line: string) {
+        const m = JSON.parse(line) as SyncMessage;
+        if (m.type === 'snapshot-end') sync.ack('snap-old-live', 's-old-live', [], m.seq);
+        if (m.type === 'change') {
+          changes.push(m);
+          sync.ack('snap-old-live', 's-old-live', [m.seq]);
+        }
+      },
+      end() {},
+    };
+    void sync.openStream('snap-old-live', undefined, sink, null, 's-old-live', { failClosed: true });
+    const keyId = ids[1]!; // snap/dev, active, no allowlist
+    const post = async (action: string) => {
+      const r = await fetch(`${url}/api/projects/snap/envs/dev/apikeys/${keyId}/${action}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      const text = await r.text();
+      expect(r.status, text).toBe(200);
+      expect((JSON.parse(text) as { ack: { lagging: string[] } }).ack.lagging).toEqual([]);
+    };
+    const last = () => [...changes].reverse().find((m) => m.kind === 'apikey' && m.keyId === keyId) as Extract<SyncMessage, { kind: 'apikey' }> | undefined;
+    await waitFor(async () => sync.connected().some((b) => b.bridgeId === 'snap-old-live'), 10_000, 'the old stream');
+    // the snapshots read over HTTP above were aborted: their streams end when the Hub sees the socket close
+    await waitFor(async () => sync.connected().every((b) => b.bridgeId === 'snap-old-live'), 10_000, 'the aborted streams to end');
+    await post('suspend');
+    await waitFor(async () => last()?.key?.status === 'revoked', 10_000, 'the suspend, as revoked');
+    await post('resume');
+    await waitFor(async () => last()?.key?.status === 'active', 10_000, 'the resume, as active');
   });
 
   it('writes one batch at a time (never the next before the previous one was taken), and a key revoked while the snapshot streams ends up revoked and acked', async () => {

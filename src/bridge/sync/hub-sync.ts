@@ -1,6 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { ReleaseIR } from '../../protocol/release.js';
 import {
+  SYNC_CAPS,
+  SYNC_CAPS_PARAM,
   SYNC_KEY_ROWS_PARAM,
   SYNC_KEY_ROWS_VALUE,
   SYNC_SESSION_HEADER,
@@ -187,7 +189,8 @@ export class HubSync {
     const ac = new AbortController();
     this.#abort = ac;
     // keyrows: the compact snapshot batches (a Hub that does not know them ignores this and sends keys)
-    const qs = new URLSearchParams({ bridgeId: this.#o.bridgeId, [SYNC_KEY_ROWS_PARAM]: SYNC_KEY_ROWS_VALUE });
+    // caps: what this Bridge enforces (a Bridge that does not say so gets such keys as revoked)
+    const qs = new URLSearchParams({ bridgeId: this.#o.bridgeId, [SYNC_KEY_ROWS_PARAM]: SYNC_KEY_ROWS_VALUE, [SYNC_CAPS_PARAM]: SYNC_CAPS.join(',') });
     if (this.#cursor !== undefined) qs.set('since', String(this.#cursor));
     const res = await fetch(`${hub}/internal/sync/stream?${qs}`, { headers: this.#headers(), signal: ac.signal });
     if (!res.ok || !res.body) {

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { randomBytes } from 'node:crypto';
 import { internal as api } from '../../protocol/api/hub.js';
 import { conflict } from '../../protocol/errors.js';
-import { SYNC_KEY_ROWS_VALUE, SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE } from '../../protocol/sync.js';
+import { SYNC_CAPS, SYNC_KEY_ROWS_VALUE, SYNC_SESSION_HEADER, SYNC_STREAM_CONTENT_TYPE } from '../../protocol/sync.js';
 import type { HubContext } from '../context.js';
 import { route } from '../route.js';
 import { recordUsage } from '../services/apikeys.js';
@@ -59,6 +59,9 @@ export default async function internalRoutes(app: FastifyInstance, { ctx }: { ct
         session,
         {
           keyRows: query.keyFormat === SYNC_KEY_ROWS_VALUE,
+          // a Bridge that asks for keyrows came after suspend and allowlists; one that asks for neither
+          // and does not declare them is older: keys it cannot enforce go to it as revoked
+          failClosed: query.keyFormat !== SYNC_KEY_ROWS_VALUE && !SYNC_CAPS.every((c) => (query.caps ?? '').split(',').includes(c)),
         },
       );
     },

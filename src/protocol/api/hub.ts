@@ -993,6 +993,9 @@ export const internal = {
       since: z.string().regex(/^\d*$/, 'since must be a non-negative integer').optional(),
       // `rows`: the snapshot's keys as compact `keyrows` batches; any other value (a later format) gets `keys`
       keyFormat: z.string().max(40).optional(),
+      // what the Bridge enforces (`suspend,allowlist`); without them (an older Bridge) keys it could not
+      // enforce are sent as revoked
+      caps: z.string().max(200).optional(),
     }),
     response: { 200: z.string().meta({ description: 'application/x-ndjson, one SyncMessage per line; the x-santokit-sync-session header names the session' }) },
     stream: true,

@@ -1,4 +1,4 @@
-import type { SyncMessage } from '../../../protocol/sync.js';
+import { failClosedRecord, type SyncMessage } from '../../../protocol/sync.js';
 import type { HubContext } from '../../context.js';
 import { gapsBelow, maxSeq, allEnvStates, GAP_LOOKBACK, type ChangeBody, type ChangeRow } from './feed.js';
 import { keyRecordBatches, keyRowsLines } from './key-batches.js';
@@ -19,6 +19,11 @@ const PAGE = 500;
 export interface StreamOptions {
   /** the snapshot's keys as `keyrows` batches (the Bridge reads them) instead of `keys` */
   keyRows?: boolean;
+  /**
+   * an older Bridge (no SYNC_CAPS, no keyrows): suspended and allowlisted keys are sent to it as revoked,
+   * in the snapshot and in changes (protocol/sync.ts failClosedRecord)
+   */
+  failClosed?: boolean;
 }
 
 /** What a stream writes to: one NDJSON line per message. */
@@ -156,7 +161,13 @@ export class StreamSession {
   /** The snapshot's key batches as stream lines, in the format the Bridge asked for. */
   async *#keyLines(): AsyncGenerator<string> {
     if (this.opts.keyRows) yield* keyRowsLines(this.ctx);
-    else for await (const keys of keyRecordBatches(this.ctx)) yield JSON.stringify({ type: 'keys', keys } satisfies SyncMessage);
+    else if (this.opts.failClosed) {
+      this.ctx.log.warn(
+        { bridgeId: this.bridge.id },
+        'sync: this Bridge predates suspend and IP allowlists (it does not declare them): suspended and allowlisted keys are sent to it as revoked until it is upgraded',
+      );
+      for await (const keys of keyRecordBatches(this.ctx)) yield JSON.stringify({ type: 'keys', keys: keys.map(failClosedRecord) } satisfies SyncMessage);
+    } else for await (const keys of keyRecordBatches(this.ctx)) yield JSON.stringify({ type: 'keys', keys } satisfies SyncMessage);
   }
 
   async #send(m: SyncMessage): Promise<void> {
@@ -246,6 +257,10 @@ export class StreamSession {
   async #deliver(row: ChangeRow, cursor: number): Promise<void> {
     const body = await this.hub.changeBody(row);
     if (row.seq > this.maxSent) this.maxSent = row.seq;
+    if (this.opts.failClosed && body.kind === 'apikey' && body.key) {
+      await this.#send({ ...body, key: failClosedRecord(body.key), cursor });
+      return;
+    }
     await this.#send({ ...body, cursor } as SyncMessage);
   }
 
