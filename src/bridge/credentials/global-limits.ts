@@ -74,6 +74,11 @@ class KeyState {
   queued = false;
   /** refused a request at this time: synced every round for a window after (0 = never) */
   refusedAt = 0;
+  /**
+   * charged with what it was admitted while the store was down: its first answer gives no credit (the
+   * other Bridges may not have charged theirs yet; from the second answer on the guard sees them)
+   */
+  recovered = false;
   constructor(
     readonly keyId: string,
     public budget: number,
@@ -94,9 +99,10 @@ class DownCount {
     this.#slots = new Uint32Array(subWindows);
     this.#last = sub;
   }
-  add(sub: number): void {
+  add(sub: number, n = 1): void {
     this.#advance(sub);
-    this.#slots[sub % this.#slots.length]!++;
+    if (sub <= this.#last - this.#slots.length) return; // older than the window kept
+    this.#slots[sub % this.#slots.length]! += n;
   }
   /** admitted in the window that ends with sub-window `sub` */
   within(sub: number): number {
@@ -251,19 +257,23 @@ export class GlobalRateLimiter implements RateLimiter {
     if (st) this.#hot.delete(st);
     this.#states.delete(keyId);
     this.#local.forget(keyId);
-    this.#admittedDown.delete(keyId);
+    // what it was admitted while the store was down stays: those requests happened whatever changed
   }
 
   /** One request admitted locally while the store is down (bounded: maxKeys keys, one slot per sub-window). */
   #countDown(keyId: string, limitPerMin: number, now: number): void {
-    const sub = Math.floor(now / this.#subMs);
+    this.#carry(keyId, limitPerMin, Math.floor(now / this.#subMs), 1);
+  }
+
+  /** `n` requests of `sub` the store has not counted, to charge once it answers (bounded: maxKeys keys) */
+  #carry(keyId: string, limitPerMin: number, sub: number, n: number): void {
     let d = this.#admittedDown.get(keyId);
     if (!d) {
       if (this.#admittedDown.size >= this.#o.maxKeys) return;
       d = new DownCount(this.#o.subWindows, sub);
       this.#admittedDown.set(keyId, d);
     }
-    d.add(sub);
+    d.add(sub, n);
     d.limitPerMin = limitPerMin;
   }
 
@@ -283,13 +293,9 @@ export class GlobalRateLimiter implements RateLimiter {
       st.debt = admitted;
       st.debtSub = sub;
       st.queued = true;
+      st.recovered = true;
       this.#states.set(keyId, st);
       this.#queue.push(st);
-      // synced every round for a window, like a key that refused: the other Bridges charge what they
-      // admitted when they see the store again (up to a probe interval apart), and this Bridge's credit
-      // must shrink as they do
-      st.refusedAt = now;
-      this.#hot.add(st);
     }
     this.#admittedDown.clear();
   }
@@ -365,7 +371,11 @@ export class GlobalRateLimiter implements RateLimiter {
   #fallBack(reason: string): void {
     if (!this.#global || this.#closed) return;
     this.#global = false;
-    this.#admittedDown.clear();
+    // what was admitted and not yet confirmed by the store (debt of the rounds to come, or of the round
+    // that just failed) is charged once the store answers again, with what is admitted meanwhile
+    for (const st of this.#states.values()) {
+      if (st.debt > 0) this.#carry(st.keyId, (st.budget * 60_000) / this.#o.windowMs, st.debtSub, st.debt);
+    }
     this.#states.clear();
     this.#hot.clear();
     this.#queue = [];
@@ -424,6 +434,19 @@ export class GlobalRateLimiter implements RateLimiter {
     try {
       results = await this.#store.sync(items, n);
     } catch (err) {
+      // not confirmed: the debt stays this Bridge's to charge (twice at worst, if the store took it and
+      // the answer was lost: the safe side)
+      for (let i = 0; i < batch.length; i++) {
+        const st = batch[i]!;
+        if (sent[i]! === 0) continue;
+        if (this.#states.get(st.keyId) === st) {
+          st.debt += sent[i]!;
+          st.debtSub = Math.max(st.debtSub, items[i]!.debtSub);
+        } else if (!this.#global) {
+          // the connection closed meanwhile (the state is gone): carried like an outage's admissions
+          this.#carry(st.keyId, (st.budget * 60_000) / this.#o.windowMs, items[i]!.debtSub, sent[i]!);
+        }
+      }
       if (this.#global) this.#fallBack(reasonOf(err));
       return;
     }
@@ -442,7 +465,8 @@ export class GlobalRateLimiter implements RateLimiter {
       const guard = st.prevTotal >= 0 ? Math.max(0, r.total - st.prevTotal - mine) : 0;
       st.prevTotal = r.total;
       const free = st.budget - r.total - guard;
-      st.credit = free > 0 ? Math.floor(free / n) : 0;
+      st.credit = free > 0 && !st.recovered ? Math.floor(free / n) : 0;
+      st.recovered = false;
       st.spent = st.debt; // admitted on credit while the answer was on its way
     }
   }
