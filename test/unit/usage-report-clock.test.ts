@@ -29,6 +29,7 @@ describe("usage reports are read in the Hub's clock", () => {
       STK_HUB_DB_URL: 'sqlite::memory:',
       STK_OWNER_EMAIL: owner.email,
       STK_OWNER_PASSWORD: owner.password,
+      STK_WEBHOOK_ALLOW_HOSTS: '127.0.0.1:9',
     });
     ({ app, ctx } = await buildHub(cfg, { logger: false }));
     const login = await app.inject({ method: 'POST', url: '/api/auth/login', payload: owner });
@@ -36,6 +37,8 @@ describe("usage reports are read in the Hub's clock", () => {
     const post = (url: string, payload: object) => app.inject({ method: 'POST', url, payload, headers: { authorization: `Bearer ${token}` } });
     expect((await post('/api/projects', { name: 'shop' })).statusCode).toBe(201);
     expect((await post('/api/projects/shop/envs', { name: 'prod' })).statusCode).toBe(201);
+    // a receiver of apikey.rate_limited, so the Hub records its once-per-hour notices
+    expect((await post('/api/projects/shop/webhooks', { url: 'http://127.0.0.1:9/h', events: ['apikey.rate_limited'] })).statusCode).toBe(201);
     // a key row as the Hub stores one (creating it through the API needs a release; the hash is a placeholder)
     const project = await ctx.db.selectFrom('projects').select('id').where('name', '=', 'shop').executeTakeFirstOrThrow();
     const env = await ctx.db.selectFrom('envs').select('id').where('project_id', '=', project.id).executeTakeFirstOrThrow();
@@ -110,5 +113,37 @@ describe("usage reports are read in the Hub's clock", () => {
     expect(await rows()).toEqual([]);
     await recordUsage(ctx, report('old', t0, 5, false));
     expect((await rows()).map((x) => x.count)).toEqual([5]);
+  });
+
+  it("the apikey.rate_limited notice is for the hour in the Hub's clock: Bridges with different clocks notify it once, never a future hour", async () => {
+    await reset();
+    const t0 = Date.now();
+    const rep = (bridgeId: string, bridgeNow: number): UsageReport => ({
+      bridgeId,
+      perSecret: true,
+      sentAt: new Date(bridgeNow).toISOString(),
+      keys: [{ keyId, minutes: [{ minute: minuteOf(new Date(bridgeNow)), count: 0, rejected: { '429': 3 } }], lastUsedAt: null, sources: [] }],
+    });
+    await recordUsage(ctx, rep('in-sync', t0));
+    await recordUsage(ctx, rep('ahead', t0 + 3 * 3600_000));
+    const notices = await ctx.db
+      .withTables<{ webhook_notices: { key_id: string; notice: string } }>()
+      .selectFrom('webhook_notices')
+      .select('notice')
+      .where('key_id', '=', keyId)
+      .execute();
+    expect(notices.map((n) => n.notice)).toEqual([`rate_limited:${minuteOf(new Date(t0)).slice(0, 13)}:00:00.000Z`]);
+  });
+
+  it('a sentAt no clock could show (a week or more off, or past what a date holds) is ignored, not a 500', async () => {
+    await reset();
+    const t0 = Date.now();
+    const a = report('weird', t0, 1, true);
+    a.sentAt = '-271821-04-20T00:00:00.000Z';
+    await recordUsage(ctx, a);
+    const b = report('weird2', t0, 2, true);
+    b.sentAt = '+275760-09-13T00:00:00.000Z';
+    await recordUsage(ctx, b);
+    expect((await rows()).map((x) => x.count)).toEqual([3]);
   });
 });

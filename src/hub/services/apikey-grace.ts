@@ -113,8 +113,11 @@ export async function endGraceOnRevoke(trx: Kysely<HubDatabase>, keyId: string, 
  */
 export function reportSkewMs(report: UsageReport, nowMs: number): number {
   const sent = typeof report.sentAt === 'string' ? Date.parse(report.sentAt) : NaN;
-  return Number.isFinite(sent) ? nowMs - sent : 0;
+  const skew = Number.isFinite(sent) ? nowMs - sent : 0;
+  // no clock is a week off: a time that far away is not one (and would move dates past what Date holds)
+  return Math.abs(skew) <= MAX_SKEW_MS ? skew : 0;
 }
+const MAX_SKEW_MS = 7 * 24 * 3600_000;
 
 /** A report's times in this Hub's clock (see recordGraceUsage); 0 for no time sent. */
 function bridgeClock(report: UsageReport, nowMs: number): (s: unknown) => number {

@@ -850,6 +850,15 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
   const skewMs = reportSkewMs(report, nowMs);
   const shiftMs = Math.round(skewMs / 60_000) * 60_000;
   const inHubClock = (minute: string) => (shiftMs === 0 ? minute : minuteOf(new Date(Date.parse(minute) + shiftMs)));
+  // every reader of the report's minutes below (usage rows, the rate_limited webhook) sees them in this
+  // Hub's clock; `lastUsedAt` and the grace times are moved where they are read
+  if (shiftMs !== 0) {
+    for (const k of entries) {
+      k.minutes = k.minutes
+        .slice(0, 1440)
+        .map((m) => (m && typeof m.minute === 'string' && MINUTE_RE.test(m.minute) ? { ...m, minute: inHubClock(m.minute) } : m));
+    }
+  }
   // what the report adds, row by row, summed where it names a row twice; then written in batches of
   // BATCH_ROWS (a report part holds up to 20,000 keys: one statement per row was minutes on PostgreSQL)
   const usageRows = new Map<string, { key_id: string; minute: string; count: number }>();
@@ -863,8 +872,7 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
       .slice(0, 1440)
       .filter((m) => m && typeof m.minute === 'string' && MINUTE_RE.test(m.minute) && Number.isInteger(m.count) && m.count >= 0)
       .sort((a, b) => (a.minute < b.minute ? -1 : a.minute > b.minute ? 1 : 0));
-    for (const m0 of minutes) {
-      const m = shiftMs === 0 ? m0 : { ...m0, minute: inHubClock(m0.minute) };
+    for (const m of minutes) {
       if (m.minute > nowMinute || m.minute < oldest) continue;
       for (const kind of ['error', 'rejected'] as const) {
         const byStatus = kind === 'error' ? m.errors : m.rejected;
@@ -953,7 +961,11 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
     // requests per secret of keys in a rotation grace period (apikey-grace.ts)
     await recordGraceUsage(trx0, report, knownEntries, nowMs);
     // apikey.rate_limited webhook events: the first 429 of a key in an hour
-    await rateLimitedEvents(ctx, trx0, knownEntries);
+    await rateLimitedEvents(
+      ctx,
+      trx0,
+      knownEntries.map((k) => ({ ...k, minutes: k.minutes.filter((m) => m && typeof m.minute === 'string' && m.minute <= nowMinute && m.minute >= oldest) })),
+    );
   });
   await reported();
   // retention, cheap and bounded by the indexes
