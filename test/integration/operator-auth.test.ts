@@ -130,7 +130,7 @@ describe('no owner configured; create-owner; session expiry; login throttling', 
     const storeEnv = { STK_HUB_DB_URL: hub.dbUrl, STK_SECRET_KEY: hub.secretKey, STK_SERVICE_TOKEN: hub.serviceToken };
     const r = await runStk(['hub', 'create-owner', '--email', 'first@example.com', '--password-stdin'], { env: storeEnv, input: 'first-owner-pass\n' });
     expect(r.code, r.output).toBe(0);
-    expect(r.stdout).toContain('Created owner first@example.com');
+    expect(r.stderr).toContain('✓ Created owner first@example.com');
     const again = await runStk(['hub', 'create-owner', '--email', 'first@example.com', '--password-stdin'], { env: storeEnv, input: 'first-owner-pass\n' });
     expect(again.code).toBe(1);
     expect(again.stderr).toContain('409 CONFLICT');

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { CliError, UsageError } from '../errors.js';
-import { warn } from '../output.js';
+import { success, warn } from '../output.js';
 import { example, opts } from './common.js';
 import { getPassword } from '../prompt.js';
 
@@ -65,7 +65,7 @@ export function registerServerCommands(program: Command): void {
         if (e instanceof AppError) throw new CliError(`${e.message} (${e.status} ${e.code})`);
         throw e;
       });
-      process.stdout.write(`✓ Created owner ${op.email}\n`);
+      success(`Created owner ${op.email}`);
     } finally {
       await store.close();
     }
