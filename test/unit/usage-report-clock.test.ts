@@ -144,6 +144,10 @@ describe("usage reports are read in the Hub's clock", () => {
     const b = report('weird2', t0, 2, true);
     b.sentAt = '+275760-09-13T00:00:00.000Z';
     await recordUsage(ctx, b);
-    expect((await rows()).map((x) => x.count)).toEqual([3]);
+    // a Bridge a day ahead whose last use is the earliest date there is: moved back a day, no date at all
+    const c = report('edge', t0 + 24 * 3600_000, 4, true);
+    c.keys[0]!.lastUsedAt = '-271821-04-20T00:00:00.000Z';
+    await recordUsage(ctx, c);
+    expect((await rows()).map((x) => x.count)).toEqual([7]);
   });
 });

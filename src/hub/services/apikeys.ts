@@ -894,7 +894,8 @@ export async function recordUsage(ctx: HubContext, report: UsageReport): Promise
       if (!last || m.minute > last) last = m.minute;
     }
     const lu = k.lastUsedAt === null ? NaN : Date.parse(k.lastUsedAt) + skewMs;
-    if (Number.isFinite(lu) && lu <= nowMs + 60_000) {
+    // (a made-up last use at the edge of what a date holds, moved by the skew, is no date: skipped)
+    if (Number.isFinite(lu) && Math.abs(lu) < 8.64e15 && lu <= nowMs + 60_000) {
       const minute = minuteOf(new Date(lu));
       if (!last || minute > last) last = minute;
     }
