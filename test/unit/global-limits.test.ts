@@ -237,26 +237,36 @@ describe('the store down, hung, back (a private redis-server)', () => {
     await Promise.all(ls.map((l) => l.close()));
   });
 
-  it('admitted while the store was down counts once it is back: a key that used its limit locally is not given it again in the same window', async () => {
+  /**
+   * 3 Bridges, Redis killed, a 60/min key admitted its 60 on them (20 each, on their own); then `meanwhile`
+   * (still down), Redis back, the first rounds run. Returns how many more requests the Bridges admit in
+   * the same window (the clock has not moved), and the Bridges and clock for more.
+   */
+  async function outageThenBack(meanwhile: (ls: GlobalRateLimiter[], id: string) => Promise<void> = async () => {}) {
     const url = `redis://:${password}@127.0.0.1:${r.port}`;
     const clock = { t: Date.now() };
     const { ls } = await bridges(3, url, clock);
     await r.kill();
     await until(() => ls.every((l) => !l.global), ls);
-    // 60/min on 3 Bridges: each admits its share of 20 on its own, 60 in all
     const id = keyId();
     let down = 0;
     for (const l of ls) for (let i = 0; i < 30; i++) if (l.take(id, 60, clock.t) === 0) down++;
     expect(down).toBe(60);
+    await meanwhile(ls, id);
     await r.restart();
     await until(() => ls.every((l) => l.global), ls);
-    // the first rounds charge what was admitted while down (the clock has not moved: same window)
+    // the first rounds charge what was admitted while down
     for (let i = 0; i < 3; i++) for (const l of ls) await l.flush();
     let after = 0;
     for (let round = 0; round < 5; round++) {
       for (const l of ls) for (let i = 0; i < 10; i++) if (l.take(id, 60, clock.t) === 0) after++;
       for (const l of ls) await l.flush();
     }
+    return { after, ls, id, clock };
+  }
+
+  it('admitted while the store was down counts once it is back: a key that used its limit locally is not given it again in the same window', async () => {
+    const { after, ls, id, clock } = await outageThenBack();
     // at most the cold credit a key starts with (1/20 of a Bridge's share, rounded up): 1 per Bridge
     expect(after).toBeLessThanOrEqual(3);
     // one window later the key has its limit again
@@ -274,50 +284,21 @@ describe('the store down, hung, back (a private redis-server)', () => {
   });
 
   it('flapping: the store back for one probe and gone again before the first round — the outage admissions are still charged when it returns', async () => {
-    const url = `redis://:${password}@127.0.0.1:${r.port}`;
-    const clock = { t: Date.now() };
-    const { ls } = await bridges(3, url, clock);
-    await r.kill();
-    await until(() => ls.every((l) => !l.global), ls);
-    const id = keyId();
-    let down = 0;
-    for (const l of ls) for (let i = 0; i < 30; i++) if (l.take(id, 60, clock.t) === 0) down++;
-    expect(down).toBe(60);
-    await r.restart();
-    await until(() => ls.every((l) => l.global), ls); // probes succeed: the debt is queued, no round yet
-    await r.kill();
-    await until(() => ls.every((l) => !l.global), ls);
-    await r.restart();
-    await until(() => ls.every((l) => l.global), ls);
-    for (let i = 0; i < 3; i++) for (const l of ls) await l.flush();
-    let after = 0;
-    for (let round = 0; round < 5; round++) {
-      for (const l of ls) for (let i = 0; i < 10; i++) if (l.take(id, 60, clock.t) === 0) after++;
-      for (const l of ls) await l.flush();
-    }
+    const { after, ls } = await outageThenBack(async (ls) => {
+      await r.restart();
+      await until(() => ls.every((l) => l.global), ls); // probes succeed: the debt is queued, no round yet
+      await r.kill();
+      await until(() => ls.every((l) => !l.global), ls);
+    });
     expect(after).toBeLessThanOrEqual(3); // 60 more before (review finding A1)
     await Promise.all(ls.map((l) => l.close()));
   });
 
   it('a key changed during the outage (forget) keeps its outage admissions', async () => {
-    const url = `redis://:${password}@127.0.0.1:${r.port}`;
-    const clock = { t: Date.now() };
-    const { ls } = await bridges(3, url, clock);
-    await r.kill();
-    await until(() => ls.every((l) => !l.global), ls);
-    const id = keyId();
-    let down = 0;
-    for (const l of ls) for (let i = 0; i < 30; i++) if (l.take(id, 60, clock.t) === 0) down++;
-    expect(down).toBe(60);
-    for (const l of ls) l.forget(id); // its roles updated, or a grace period ended, while Redis was down
-    await r.restart();
-    await until(() => ls.every((l) => l.global), ls);
-    for (let i = 0; i < 3; i++) for (const l of ls) await l.flush();
-    let after = 0;
-    for (let round = 0; round < 5; round++) {
-      for (const l of ls) for (let i = 0; i < 10; i++) if (l.take(id, 60, clock.t) === 0) after++;
-      for (const l of ls) await l.flush();
-    }
+    // its roles updated, or a grace period ended, while Redis was down
+    const { after, ls } = await outageThenBack(async (ls, id) => {
+      for (const l of ls) l.forget(id);
+    });
     expect(after).toBeLessThanOrEqual(3); // 60 more before (A3)
     await Promise.all(ls.map((l) => l.close()));
   });

@@ -31,8 +31,8 @@ import type { WindowStore, WindowSyncItem } from './redis-window.js';
  * Store unreachable (error, timeout, connection closed) → every Bridge falls back to a local token
  * bucket of limit / N per key, says so once, and probes the store every second; when it answers, limits
  * are global again (said once too), and what each key was admitted locally within the last window is
- * charged to the store first (so the outage's requests still count in the window that follows). Only keys the verifier authenticated reach `take`: a made-up key id
- * never creates store state. State is bounded: at most `maxKeys` keys (the rest get the local share),
+ * charged to the store first (so the outage's requests still count in the window that follows). Only
+ * keys the verifier authenticated reach `take`: a made-up key id never creates store state. State is bounded: at most `maxKeys` keys (the rest get the local share),
  * `maxBatch` per round, one round in flight, each bounded by the store's timeout.
  */
 
@@ -198,19 +198,34 @@ export class GlobalRateLimiter implements RateLimiter {
     return Number.isFinite(n) && n >= 1 ? Math.floor(n) : 1;
   }
 
+  /** a per-minute limit as requests per window */
+  #budgetOf(limitPerMin: number): number {
+    return Math.max(1, Math.round((limitPerMin * this.#o.windowMs) / 60_000));
+  }
+
+  /** a key's budget per window as its per-minute limit (the outage counts keep the limit) */
+  #limitOf(st: KeyState): number {
+    return (st.budget * 60_000) / this.#o.windowMs;
+  }
+
+  /** what a key with no answer from the store yet may admit: 1/20 of this Bridge's share */
+  #coldCredit(budget: number): number {
+    return Math.ceil(budget / (20 * this.#bridges()));
+  }
+
   take(keyId: string, limitPerMin: number, now: number): number {
     if (!this.#global) {
       const wait = this.#local.take(keyId, Math.max(1, limitPerMin / this.#bridges()), now);
-      if (wait === 0) this.#countDown(keyId, limitPerMin, now);
+      if (wait === 0) this.#carry(keyId, limitPerMin, Math.floor(now / this.#subMs), 1);
       return wait;
     }
-    const budget = Math.max(1, Math.round((limitPerMin * this.#o.windowMs) / 60_000));
+    const budget = this.#budgetOf(limitPerMin);
     let st = this.#states.get(keyId);
     if (!st) {
       // bounded: past maxKeys a key gets its local share, as if the store were down
       if (this.#states.size >= this.#o.maxKeys) return this.#local.take(keyId, Math.max(1, limitPerMin / this.#bridges()), now);
       // nothing known yet: a small credit (1/20 of this Bridge's share) until the first answer, ~1 round trip away
-      st = new KeyState(keyId, budget, Math.ceil(budget / (20 * this.#bridges())), now);
+      st = new KeyState(keyId, budget, this.#coldCredit(budget), now);
       this.#states.set(keyId, st);
       this.#soon();
     } else if (st.budget !== budget) {
@@ -260,12 +275,10 @@ export class GlobalRateLimiter implements RateLimiter {
     // what it was admitted while the store was down stays: those requests happened whatever changed
   }
 
-  /** One request admitted locally while the store is down (bounded: maxKeys keys, one slot per sub-window). */
-  #countDown(keyId: string, limitPerMin: number, now: number): void {
-    this.#carry(keyId, limitPerMin, Math.floor(now / this.#subMs), 1);
-  }
-
-  /** `n` requests of `sub` the store has not counted, to charge once it answers (bounded: maxKeys keys) */
+  /**
+   * `n` requests of `sub` the store has not counted (admitted while it was down, or debt it never
+   * confirmed), to charge once it answers (bounded: maxKeys keys, one slot per sub-window)
+   */
   #carry(keyId: string, limitPerMin: number, sub: number, n: number): void {
     let d = this.#admittedDown.get(keyId);
     if (!d) {
@@ -287,9 +300,9 @@ export class GlobalRateLimiter implements RateLimiter {
     for (const [keyId, d] of this.#admittedDown) {
       const admitted = d.within(sub);
       if (admitted === 0) continue;
-      const budget = Math.max(1, Math.round((d.limitPerMin * this.#o.windowMs) / 60_000));
+      const budget = this.#budgetOf(d.limitPerMin);
       // the cold credit of a key seen for the first time (take), until the first round answers
-      const st = new KeyState(keyId, budget, Math.ceil(budget / (20 * this.#bridges())), now);
+      const st = new KeyState(keyId, budget, this.#coldCredit(budget), now);
       st.debt = admitted;
       st.debtSub = sub;
       st.queued = true;
@@ -374,7 +387,7 @@ export class GlobalRateLimiter implements RateLimiter {
     // what was admitted and not yet confirmed by the store (debt of the rounds to come, or of the round
     // that just failed) is charged once the store answers again, with what is admitted meanwhile
     for (const st of this.#states.values()) {
-      if (st.debt > 0) this.#carry(st.keyId, (st.budget * 60_000) / this.#o.windowMs, st.debtSub, st.debt);
+      if (st.debt > 0) this.#carry(st.keyId, this.#limitOf(st), st.debtSub, st.debt);
     }
     this.#states.clear();
     this.#hot.clear();
@@ -444,7 +457,7 @@ export class GlobalRateLimiter implements RateLimiter {
           st.debtSub = Math.max(st.debtSub, items[i]!.debtSub);
         } else if (!this.#global) {
           // the connection closed meanwhile (the state is gone): carried like an outage's admissions
-          this.#carry(st.keyId, (st.budget * 60_000) / this.#o.windowMs, items[i]!.debtSub, sent[i]!);
+          this.#carry(st.keyId, this.#limitOf(st), items[i]!.debtSub, sent[i]!);
         }
       }
       if (this.#global) this.#fallBack(reasonOf(err));
